@@ -1,0 +1,53 @@
+# bocb: the two quick-start commands are `make demo` and `make test`.
+# Every target does the set-up it needs and skips what is already done.
+
+TORCH_VERSION := 2.11.0
+VENV          := .venv
+PYTHON        := $(VENV)/bin/python
+TORCH_STAMP   := $(VENV)/.torch-$(TORCH_VERSION)
+BOCB          := target/release/bocb
+DEMO_STORE    ?= bocb-data
+DEMO_DATA     ?= data/synth-demo
+BOOTSTRAP_PY  ?= python3
+
+# torch-sys finds libtorch through the `python3` on PATH (LIBTORCH_USE_PYTORCH).
+export LIBTORCH_USE_PYTORCH := 1
+export VIRTUAL_ENV := $(abspath $(VENV))
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+
+.PHONY: venv build demo test lint fmt clean-demo
+
+## venv: project-local python with torch==$(TORCH_VERSION) (libtorch for tch; about 5 GB).
+venv: $(TORCH_STAMP)
+
+$(TORCH_STAMP):
+	@command -v $(BOOTSTRAP_PY) >/dev/null || { echo "python3 is needed to create $(VENV); install it (apt-get install python3 python3-venv) and run 'make venv' again."; exit 1; }
+	@test -x $(PYTHON) || $(BOOTSTRAP_PY) -m venv $(VENV)
+	$(PYTHON) -m pip install --disable-pip-version-check -q torch==$(TORCH_VERSION)
+	@$(PYTHON) scripts/check_torch.py $(TORCH_VERSION)
+	@touch $@
+
+## build: target/release/bocb, with an rpath to the venv's torch/lib
+## (the end-to-end tests drive this binary).
+build: $(TORCH_STAMP)
+	@$(PYTHON) scripts/check_torch.py $(TORCH_VERSION)
+	cargo build --release -p bocb-tuner --bin bocb
+
+## demo: synthetic CIFAR-100-format data, a real 5x5 tuning run, and its report.
+demo: build
+	@test -f $(DEMO_DATA)/train.bin || $(BOCB) data synth --out $(DEMO_DATA) --classes 10 --train 2000 --test 500 --seed 0
+	$(BOCB) run examples/demo.yaml --store $(DEMO_STORE)
+
+## test: formatting, lints and the whole test suite, on CPU.
+test: build lint
+	cargo test --workspace --release
+
+lint: $(TORCH_STAMP)
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets --release -- -D warnings
+
+fmt:
+	cargo fmt --all
+
+clean-demo:
+	rm -rf $(DEMO_STORE) $(DEMO_DATA)

@@ -1,0 +1,49 @@
+//! Durable history of bocb experiments and trials, and the queries derived
+//! from it (best hyperparameters per pair, lr x weight-decay grids).
+//!
+//! The store knows nothing about training or about the tuner: it keeps
+//! records and answers questions about them.
+//!
+//! # On-disk layout
+//!
+//! One sled database per directory, holding two trees. Tree names carry a
+//! version so that a later incompatible layout can live beside the old one
+//! and migrate it.
+//!
+//! | tree             | key                              | value                          |
+//! |------------------|----------------------------------|--------------------------------|
+//! | `experiments.v1` | experiment name (UTF-8)          | [`ExperimentRecord`] as JSON   |
+//! | `trials.v1`      | experiment name, `\0`, trial id  | [`TrialRecord`] as JSON        |
+//!
+//! The `\0` separator makes "all trials of an experiment" a prefix scan; for
+//! that reason experiment names may not contain `\0`. Values are JSON so
+//! that records stay readable with generic tools and so that optional fields
+//! added later default when old records are read.
+//!
+//! Non-finite floats cannot be written as JSON numbers: `serde_json` writes
+//! them as `null`. Epoch metrics read such a `null` back as NaN (a diverged
+//! loss stays visibly non-finite), optional floats read it back as `None`,
+//! and [`Store::put_trial`] rejects non-finite params outright.
+//!
+//! # Durability
+//!
+//! Every write method flushes (fsync) before it returns, so a record that a
+//! write reported as stored survives a crash right after.
+
+mod error;
+mod query;
+mod record;
+mod store;
+
+pub use error::StoreError;
+pub use query::{GridCell, PairBest};
+pub use record::{
+    unix_now_s, EpochMetrics, ExperimentRecord, GridPos, TrialRecord, TrialStatus, GRID_POINTS,
+};
+pub use store::Store;
+
+/// Result type of every fallible store operation.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests;

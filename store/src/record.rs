@@ -1,0 +1,158 @@
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// Number of points on each of an optimizer's lr and weight-decay grids.
+pub const GRID_POINTS: usize = 5;
+
+/// Seconds since the Unix epoch, the clock of every `*_unix_s` field.
+///
+/// A clock set before 1970 reads as 0 rather than failing: timestamps only
+/// order and label records.
+pub fn unix_now_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// An experiment as submitted.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExperimentRecord {
+    /// Unique name; the key of the record.
+    pub name: String,
+    /// The experiment file exactly as submitted.
+    pub spec_yaml: String,
+    /// When the experiment was first submitted.
+    pub created_unix_s: u64,
+    /// When the record was last written.
+    pub updated_unix_s: u64,
+}
+
+/// Where a trial is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrialStatus {
+    /// Waiting for a worker.
+    Queued,
+    /// At least started; epochs may be arriving.
+    Running,
+    /// Trained to the end.
+    Done,
+    /// Stopped because the loss blew up.
+    Diverged,
+    /// Stopped by an error.
+    Failed,
+}
+
+impl TrialStatus {
+    /// Whether the trial has ended (done, diverged or failed).
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Done | Self::Diverged | Self::Failed)
+    }
+}
+
+impl fmt::Display for TrialStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Done => "done",
+            Self::Diverged => "diverged",
+            Self::Failed => "failed",
+        })
+    }
+}
+
+/// A trial's position on its optimizer's lr and weight-decay grids, each
+/// index in `0..GRID_POINTS`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct GridPos {
+    /// Index on the learning-rate grid.
+    pub lr: u8,
+    /// Index on the weight-decay grid.
+    pub weight_decay: u8,
+}
+
+/// What one epoch of a trial measured.
+///
+/// Non-finite values (a diverged loss) are stored as JSON `null` and read
+/// back as NaN.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    /// 1-based epoch number.
+    pub epoch: u32,
+    /// Mean training loss over the epoch.
+    #[serde(deserialize_with = "f64_or_nan")]
+    pub train_loss: f64,
+    /// Loss on the test set after the epoch.
+    #[serde(deserialize_with = "f64_or_nan")]
+    pub test_loss: f64,
+    /// Test accuracy after the epoch, in percent.
+    #[serde(deserialize_with = "f64_or_nan")]
+    pub test_accuracy: f64,
+    /// Learning rate at the end of the epoch.
+    #[serde(deserialize_with = "f64_or_nan")]
+    pub lr: f64,
+    /// Training throughput.
+    #[serde(deserialize_with = "f64_or_nan")]
+    pub images_per_sec: f64,
+    /// Wall-clock seconds the epoch took.
+    #[serde(deserialize_with = "f64_or_nan")]
+    pub wall_s: f64,
+}
+
+/// serde_json writes NaN and infinities as `null`; read that back as NaN so
+/// an epoch with a blown-up loss stays readable.
+fn f64_or_nan<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(deserializer)?.unwrap_or(f64::NAN))
+}
+
+/// One training run: a (backbone, optimizer) pair at one set of
+/// hyperparameters and one seed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrialRecord {
+    /// Unique within the experiment.
+    pub id: String,
+    /// Name of the experiment the trial belongs to.
+    pub experiment: String,
+    /// Vision backbone name.
+    pub backbone: String,
+    /// Optimizer name.
+    pub optimizer: String,
+    /// Training recipe, when the experiment names one.
+    #[serde(default)]
+    pub recipe: Option<String>,
+    /// Hyperparameters by name (lr, weight_decay, momentum, beta1, ...).
+    #[serde(default)]
+    pub params: BTreeMap<String, f64>,
+    /// Position on the lr x weight-decay grid; `None` off the grid.
+    #[serde(default)]
+    pub grid: Option<GridPos>,
+    /// 1 = lr x weight-decay grid, 2 = extra hyperparameters.
+    pub stage: u8,
+    /// Random seed of the run.
+    pub seed: u64,
+    /// Where the trial is in its life.
+    pub status: TrialStatus,
+    /// Per-epoch metrics, ordered by epoch number.
+    #[serde(default)]
+    pub epochs: Vec<EpochMetrics>,
+    /// Accuracy (percent) the trial ended with.
+    #[serde(default)]
+    pub final_accuracy: Option<f64>,
+    /// Total training wall-clock seconds.
+    #[serde(default)]
+    pub wall_time_s: Option<f64>,
+    /// Device the trial ran on, e.g. "cuda:0".
+    #[serde(default)]
+    pub device: Option<String>,
+    /// Why the trial failed or diverged.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// When the trial was created.
+    pub created_unix_s: u64,
+    /// When the record was last written.
+    pub updated_unix_s: u64,
+}

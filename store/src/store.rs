@@ -1,0 +1,319 @@
+use std::io::ErrorKind;
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::StoreError;
+use crate::query::{self, GridCell, PairBest};
+use crate::record::{
+    unix_now_s, EpochMetrics, ExperimentRecord, TrialRecord, TrialStatus, GRID_POINTS,
+};
+use crate::Result;
+
+const EXPERIMENTS_TREE: &str = "experiments.v1";
+const TRIALS_TREE: &str = "trials.v1";
+
+/// Handle on a store directory. Cheap to clone; clones share the database,
+/// so several threads can record at once.
+#[derive(Clone, Debug)]
+pub struct Store {
+    db: sled::Db,
+    experiments: sled::Tree,
+    // Visible to the crate's tests, which plant old and corrupt records.
+    pub(crate) trials: sled::Tree,
+}
+
+impl Store {
+    /// Opens the store in `dir`, creating the directory and an empty store
+    /// if needed.
+    ///
+    /// Fails with [`StoreError::Locked`] while another handle (normally
+    /// another bocb process) has the store open.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Store> {
+        let dir = dir.as_ref();
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+            dir: dir.to_path_buf(),
+            source,
+        })?;
+        let db = sled::open(dir).map_err(|source| {
+            let dir = dir.to_path_buf();
+            // sled 0.34 reports a held lock only through this message.
+            let locked = matches!(&source, sled::Error::Io(e)
+                if e.kind() == ErrorKind::Other
+                    && e.to_string().contains("could not acquire lock"));
+            if locked {
+                StoreError::Locked { dir, source }
+            } else {
+                StoreError::Open { dir, source }
+            }
+        })?;
+        let experiments = db.open_tree(EXPERIMENTS_TREE)?;
+        let trials = db.open_tree(TRIALS_TREE)?;
+        Ok(Store {
+            db,
+            experiments,
+            trials,
+        })
+    }
+
+    /// Inserts or replaces the experiment named `record.name`.
+    pub fn put_experiment(&self, record: &ExperimentRecord) -> Result<()> {
+        check_name("experiment name", &record.name)?;
+        self.experiments.insert(&record.name, encode(record))?;
+        self.flush()
+    }
+
+    /// The experiment named `name`, if stored.
+    pub fn experiment(&self, name: &str) -> Result<Option<ExperimentRecord>> {
+        self.experiments
+            .get(name)?
+            .map(|value| decode(EXPERIMENTS_TREE, name.as_bytes(), &value))
+            .transpose()
+    }
+
+    /// All experiments, sorted by name.
+    pub fn experiments(&self) -> Result<Vec<ExperimentRecord>> {
+        // Keys are the UTF-8 names, so sled's byte order is name order.
+        self.experiments
+            .iter()
+            .map(|entry| {
+                let (key, value) = entry?;
+                decode(EXPERIMENTS_TREE, &key, &value)
+            })
+            .collect()
+    }
+
+    /// Removes the experiment and all of its trials. Returns whether there
+    /// was anything to remove.
+    pub fn delete_experiment(&self, name: &str) -> Result<bool> {
+        check_name("experiment name", name)?;
+        let mut batch = sled::Batch::default();
+        let mut removed = false;
+        for key in self.trials.scan_prefix(trial_prefix(name)).keys() {
+            batch.remove(key?);
+            removed = true;
+        }
+        // Trials first: a crash in between leaves the experiment listed, so
+        // the delete can simply be repeated.
+        self.trials.apply_batch(batch)?;
+        removed |= self.experiments.remove(name)?.is_some();
+        self.flush()?;
+        Ok(removed)
+    }
+
+    /// Inserts or replaces the trial `record.id` of `record.experiment`.
+    ///
+    /// Rejects records that could not be stored faithfully: empty or
+    /// NUL-containing names, grid positions off the grid, non-finite params.
+    pub fn put_trial(&self, record: &TrialRecord) -> Result<()> {
+        check_name("experiment name", &record.experiment)?;
+        check_name("trial id", &record.id)?;
+        if let Some(grid) = record.grid {
+            if usize::from(grid.lr) >= GRID_POINTS || usize::from(grid.weight_decay) >= GRID_POINTS
+            {
+                return Err(StoreError::GridOutOfRange {
+                    id: record.id.clone(),
+                    grid,
+                });
+            }
+        }
+        if let Some((key, &value)) = record.params.iter().find(|(_, v)| !v.is_finite()) {
+            return Err(StoreError::NonFiniteParam {
+                id: record.id.clone(),
+                key: key.clone(),
+                value,
+            });
+        }
+        self.trials
+            .insert(trial_key(&record.experiment, &record.id), encode(record))?;
+        self.flush()
+    }
+
+    /// The trial `id` of `experiment`, if stored.
+    pub fn trial(&self, experiment: &str, id: &str) -> Result<Option<TrialRecord>> {
+        check_name("experiment name", experiment)?;
+        let key = trial_key(experiment, id);
+        self.trials
+            .get(&key)?
+            .map(|value| decode(TRIALS_TREE, &key, &value))
+            .transpose()
+    }
+
+    /// All trials of `experiment`, ordered by backbone, optimizer, stage,
+    /// grid position, seed and id.
+    pub fn trials(&self, experiment: &str) -> Result<Vec<TrialRecord>> {
+        check_name("experiment name", experiment)?;
+        let mut trials = self
+            .trials
+            .scan_prefix(trial_prefix(experiment))
+            .map(|entry| {
+                let (key, value) = entry?;
+                decode::<TrialRecord>(TRIALS_TREE, &key, &value)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        trials.sort_by(|a, b| {
+            (&a.backbone, &a.optimizer, a.stage, a.grid, a.seed, &a.id).cmp(&(
+                &b.backbone,
+                &b.optimizer,
+                b.stage,
+                b.grid,
+                b.seed,
+                &b.id,
+            ))
+        });
+        Ok(trials)
+    }
+
+    /// Records one epoch of a trial and marks it running.
+    ///
+    /// An entry with the same epoch number is replaced, so an epoch re-run
+    /// after a crash is not counted twice; epochs stay ordered by number.
+    /// Atomic per trial: concurrent calls, even on the same trial, all land.
+    pub fn record_epoch(
+        &self,
+        experiment: &str,
+        id: &str,
+        metrics: EpochMetrics,
+    ) -> Result<TrialRecord> {
+        self.update_trial(experiment, id, |trial| {
+            trial.epochs.retain(|e| e.epoch != metrics.epoch);
+            let at = trial.epochs.partition_point(|e| e.epoch < metrics.epoch);
+            trial.epochs.insert(at, metrics);
+            trial.status = TrialStatus::Running;
+        })
+    }
+
+    /// Ends a trial with a final `status` (done, diverged or failed) and its
+    /// outcome. Fails if the trial does not exist or `status` is not final.
+    ///
+    /// A done trial counts in [`Store::best_per_pair`] and [`Store::grid`]
+    /// only with a finite `final_accuracy`.
+    pub fn finish_trial(
+        &self,
+        experiment: &str,
+        id: &str,
+        status: TrialStatus,
+        final_accuracy: Option<f64>,
+        wall_time_s: Option<f64>,
+        error: Option<String>,
+    ) -> Result<TrialRecord> {
+        if !status.is_final() {
+            return Err(StoreError::NotFinal {
+                id: id.to_owned(),
+                status,
+            });
+        }
+        self.update_trial(experiment, id, |trial| {
+            trial.status = status;
+            trial.final_accuracy = final_accuracy;
+            trial.wall_time_s = wall_time_s;
+            trial.error.clone_from(&error);
+        })
+    }
+
+    /// For each (backbone, optimizer) pair of `experiment`, the params whose
+    /// done trials reach the highest mean final accuracy over their seeds.
+    ///
+    /// Trials group by identical params. Only done trials count, so a
+    /// diverged or unfinished trial is never best however well it was doing.
+    /// Equal means go to the group created first. Sorted by (backbone,
+    /// optimizer); pairs without a counted trial are absent.
+    pub fn best_per_pair(&self, experiment: &str) -> Result<Vec<PairBest>> {
+        Ok(query::best_per_pair(&self.trials(experiment)?))
+    }
+
+    /// The lr x weight-decay grid of one pair and stage, indexed
+    /// `[lr][weight_decay]`: per position, the mean final accuracy of the
+    /// done trials there (over seeds and over every param set sharing the
+    /// position) and how many trials diverged or failed.
+    pub fn grid(
+        &self,
+        experiment: &str,
+        backbone: &str,
+        optimizer: &str,
+        stage: u8,
+    ) -> Result<[[GridCell; GRID_POINTS]; GRID_POINTS]> {
+        Ok(query::grid(
+            &self.trials(experiment)?,
+            backbone,
+            optimizer,
+            stage,
+        ))
+    }
+
+    /// Read-modify-write of one trial by compare-and-swap, retried until no
+    /// other writer got in between; then flushed. `change` may run several
+    /// times, each time on the freshly read record.
+    fn update_trial(
+        &self,
+        experiment: &str,
+        id: &str,
+        mut change: impl FnMut(&mut TrialRecord),
+    ) -> Result<TrialRecord> {
+        check_name("experiment name", experiment)?;
+        let key = trial_key(experiment, id);
+        loop {
+            let old = self
+                .trials
+                .get(&key)?
+                .ok_or_else(|| StoreError::TrialNotFound {
+                    experiment: experiment.to_owned(),
+                    id: id.to_owned(),
+                })?;
+            let mut trial: TrialRecord = decode(TRIALS_TREE, &key, &old)?;
+            change(&mut trial);
+            trial.updated_unix_s = unix_now_s();
+            let swapped = self
+                .trials
+                .compare_and_swap(&key, Some(&old), Some(encode(&trial)))?;
+            if swapped.is_ok() {
+                self.flush()?;
+                return Ok(trial);
+            }
+        }
+    }
+
+    /// Makes every write so far durable; sled flushes all trees at once.
+    fn flush(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+/// Names become keys, and `\0` separates experiment from trial id.
+fn check_name(what: &'static str, name: &str) -> Result<()> {
+    if name.is_empty() || name.contains('\0') {
+        return Err(StoreError::InvalidName {
+            what,
+            name: name.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+fn trial_prefix(experiment: &str) -> Vec<u8> {
+    let mut prefix = Vec::with_capacity(experiment.len() + 1);
+    prefix.extend_from_slice(experiment.as_bytes());
+    prefix.push(0);
+    prefix
+}
+
+fn trial_key(experiment: &str, id: &str) -> Vec<u8> {
+    let mut key = trial_prefix(experiment);
+    key.extend_from_slice(id.as_bytes());
+    key
+}
+
+fn encode<T: Serialize>(record: &T) -> Vec<u8> {
+    serde_json::to_vec(record)
+        .expect("records have string map keys and no fallible Serialize impls")
+}
+
+fn decode<T: DeserializeOwned>(tree: &'static str, key: &[u8], value: &[u8]) -> Result<T> {
+    serde_json::from_slice(value).map_err(|source| StoreError::Corrupt {
+        tree,
+        key: String::from_utf8_lossy(key).replace('\0', "/"),
+        source,
+    })
+}

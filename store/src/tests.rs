@@ -1,0 +1,610 @@
+use std::collections::BTreeMap;
+use std::thread;
+
+use tempfile::TempDir;
+
+use crate::{
+    EpochMetrics, ExperimentRecord, GridCell, GridPos, Store, StoreError, TrialRecord, TrialStatus,
+};
+
+const EXP: &str = "cifar-sweep";
+
+fn temp_store() -> (TempDir, Store) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Store::open(dir.path().join("store")).expect("open store");
+    (dir, store)
+}
+
+fn experiment(name: &str) -> ExperimentRecord {
+    ExperimentRecord {
+        name: name.to_owned(),
+        spec_yaml: format!("name: {name}\nbackbones: [resnet18]\n"),
+        created_unix_s: 1_700_000_000,
+        updated_unix_s: 1_700_000_001,
+    }
+}
+
+fn params(lr: f64, wd: f64) -> BTreeMap<String, f64> {
+    BTreeMap::from([("lr".to_owned(), lr), ("weight_decay".to_owned(), wd)])
+}
+
+/// A queued stage-1 trial of resnet18/sgd.
+fn trial(id: &str, lr: f64, wd: f64, grid: (u8, u8), seed: u64) -> TrialRecord {
+    TrialRecord {
+        id: id.to_owned(),
+        experiment: EXP.to_owned(),
+        backbone: "resnet18".to_owned(),
+        optimizer: "sgd".to_owned(),
+        recipe: None,
+        params: params(lr, wd),
+        grid: Some(GridPos {
+            lr: grid.0,
+            weight_decay: grid.1,
+        }),
+        stage: 1,
+        seed,
+        status: TrialStatus::Queued,
+        epochs: Vec::new(),
+        final_accuracy: None,
+        wall_time_s: None,
+        device: None,
+        error: None,
+        created_unix_s: 100,
+        updated_unix_s: 100,
+    }
+}
+
+fn epoch(n: u32, acc: f64) -> EpochMetrics {
+    EpochMetrics {
+        epoch: n,
+        train_loss: 2.0 / f64::from(n),
+        test_loss: 2.5 / f64::from(n),
+        test_accuracy: acc,
+        lr: 0.1,
+        images_per_sec: 5000.0,
+        wall_s: 12.5,
+    }
+}
+
+/// Stores `t` and finishes it with `status` and `acc`.
+fn put_finished(store: &Store, t: &TrialRecord, status: TrialStatus, acc: Option<f64>) {
+    store.put_trial(t).unwrap();
+    store
+        .finish_trial(&t.experiment, &t.id, status, acc, Some(60.0), None)
+        .unwrap();
+}
+
+#[test]
+fn experiments_round_trip_sorted_by_name() {
+    let (_dir, store) = temp_store();
+    assert_eq!(store.experiment("zeta").unwrap(), None);
+    for name in ["zeta", "alpha", "mid"] {
+        store.put_experiment(&experiment(name)).unwrap();
+    }
+    assert_eq!(store.experiment("mid").unwrap(), Some(experiment("mid")));
+    let names: Vec<String> = store
+        .experiments()
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(names, ["alpha", "mid", "zeta"]);
+
+    // Replacing keeps one record with the new content.
+    let mut edited = experiment("mid");
+    edited.spec_yaml = "changed".to_owned();
+    store.put_experiment(&edited).unwrap();
+    assert_eq!(store.experiment("mid").unwrap(), Some(edited));
+    assert_eq!(store.experiments().unwrap().len(), 3);
+}
+
+#[test]
+fn trial_round_trips_every_field_and_nan_metrics() {
+    let (_dir, store) = temp_store();
+    let mut t = trial("t1", 0.1, 5e-4, (2, 3), 7);
+    t.recipe = Some("cosine-200".to_owned());
+    t.params.insert("momentum".to_owned(), 0.9);
+    // A value that needs float_roundtrip to read back bit-identical.
+    t.params.insert("beta2".to_owned(), 0.999_000_000_000_000_1);
+    t.stage = 2;
+    t.status = TrialStatus::Diverged;
+    t.epochs = vec![epoch(1, 31.5)];
+    t.final_accuracy = Some(31.5);
+    t.wall_time_s = Some(12.5);
+    t.device = Some("cuda:0".to_owned());
+    t.error = Some("loss is NaN".to_owned());
+    store.put_trial(&t).unwrap();
+    assert_eq!(store.trial(EXP, "t1").unwrap(), Some(t.clone()));
+    assert_eq!(store.trial(EXP, "t2").unwrap(), None);
+    assert_eq!(store.trial("other", "t1").unwrap(), None);
+
+    // A blown-up loss is stored as null and reads back as NaN, not an error.
+    let mut blown = epoch(2, 10.0);
+    blown.train_loss = f64::NAN;
+    blown.test_loss = f64::INFINITY;
+    let rec = store.record_epoch(EXP, "t1", blown).unwrap();
+    assert!(rec.epochs[1].train_loss.is_nan());
+    let back = store.trial(EXP, "t1").unwrap().unwrap();
+    assert!(back.epochs[1].train_loss.is_nan());
+    assert!(back.epochs[1].test_loss.is_nan());
+    assert_eq!(back.epochs[1].test_accuracy, 10.0);
+}
+
+#[test]
+fn old_records_without_optional_fields_still_read() {
+    let (_dir, store) = temp_store();
+    let minimal = serde_json::json!({
+        "id": "t1", "experiment": EXP, "backbone": "resnet18", "optimizer": "sgd",
+        "stage": 1, "seed": 0, "status": "queued",
+        "created_unix_s": 1, "updated_unix_s": 2,
+    });
+    let key = [EXP.as_bytes(), b"\0t1"].concat();
+    store
+        .trials
+        .insert(key, serde_json::to_vec(&minimal).unwrap())
+        .unwrap();
+    let t = store.trial(EXP, "t1").unwrap().unwrap();
+    assert_eq!(t.status, TrialStatus::Queued);
+    assert!(t.params.is_empty() && t.epochs.is_empty() && t.grid.is_none());
+}
+
+#[test]
+fn corrupt_record_names_its_key() {
+    let (_dir, store) = temp_store();
+    store
+        .trials
+        .insert([EXP.as_bytes(), b"\0bad"].concat(), b"{not json".to_vec())
+        .unwrap();
+    let err = store.trials(EXP).unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+    assert!(err.to_string().contains("cifar-sweep/bad"), "{err}");
+}
+
+#[test]
+fn trials_are_scoped_to_their_experiment_and_ordered() {
+    let (_dir, store) = temp_store();
+    let mut b = trial("b", 0.1, 0.0, (1, 0), 0);
+    b.backbone = "vit-tiny".to_owned();
+    let a_seed1 = trial("z", 0.1, 0.0, (0, 0), 1);
+    let a_seed0 = trial("y", 0.1, 0.0, (0, 0), 0);
+    let a_grid = trial("a", 0.1, 0.0, (0, 1), 0);
+    let mut stage2 = trial("0", 0.1, 0.0, (0, 0), 0);
+    stage2.stage = 2;
+    // An experiment whose name extends EXP must not leak into its scan.
+    let mut other = trial("x", 0.1, 0.0, (0, 0), 0);
+    other.experiment = format!("{EXP}-2");
+    for t in [&b, &a_seed1, &a_seed0, &a_grid, &stage2, &other] {
+        store.put_trial(t).unwrap();
+    }
+    let ids: Vec<String> = store
+        .trials(EXP)
+        .unwrap()
+        .into_iter()
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(ids, ["y", "z", "a", "0", "b"]);
+    assert_eq!(store.trials(&other.experiment).unwrap(), vec![other]);
+}
+
+#[test]
+fn put_trial_rejects_records_it_cannot_store_faithfully() {
+    let (_dir, store) = temp_store();
+    let off_grid = trial("t", 0.1, 0.0, (5, 0), 0);
+    assert!(matches!(
+        store.put_trial(&off_grid),
+        Err(StoreError::GridOutOfRange { .. })
+    ));
+    let nan_param = trial("t", f64::NAN, 0.0, (0, 0), 0);
+    assert!(matches!(
+        store.put_trial(&nan_param),
+        Err(StoreError::NonFiniteParam { key, .. }) if key == "lr"
+    ));
+    let mut nul_name = trial("t", 0.1, 0.0, (0, 0), 0);
+    nul_name.experiment = "a\0b".to_owned();
+    assert!(matches!(
+        store.put_trial(&nul_name),
+        Err(StoreError::InvalidName { .. })
+    ));
+    assert!(store.trials(EXP).unwrap().is_empty());
+}
+
+#[test]
+fn record_epoch_appends_in_order_and_replaces_same_epoch() {
+    let (_dir, store) = temp_store();
+    store.put_trial(&trial("t", 0.1, 0.0, (0, 0), 0)).unwrap();
+
+    let rec = store.record_epoch(EXP, "t", epoch(2, 40.0)).unwrap();
+    assert_eq!(rec.status, TrialStatus::Running);
+    assert!(rec.updated_unix_s > 100);
+    store.record_epoch(EXP, "t", epoch(1, 20.0)).unwrap();
+    store.record_epoch(EXP, "t", epoch(3, 50.0)).unwrap();
+    // Epoch 2 re-run after a crash: replaced, not duplicated.
+    let rec = store.record_epoch(EXP, "t", epoch(2, 42.0)).unwrap();
+
+    let summary: Vec<(u32, f64)> = rec
+        .epochs
+        .iter()
+        .map(|e| (e.epoch, e.test_accuracy))
+        .collect();
+    assert_eq!(summary, [(1, 20.0), (2, 42.0), (3, 50.0)]);
+    assert_eq!(store.trial(EXP, "t").unwrap(), Some(rec));
+}
+
+#[test]
+fn record_epoch_on_missing_trial_is_an_error() {
+    let (_dir, store) = temp_store();
+    let err = store.record_epoch(EXP, "nope", epoch(1, 1.0)).unwrap_err();
+    assert!(
+        matches!(&err, StoreError::TrialNotFound { experiment, id } if experiment == EXP && id == "nope"),
+        "{err:?}"
+    );
+    assert!(store.trial(EXP, "nope").unwrap().is_none());
+}
+
+#[test]
+fn finish_trial_sets_the_outcome() {
+    let (_dir, store) = temp_store();
+    store.put_trial(&trial("t", 0.1, 0.0, (0, 0), 0)).unwrap();
+    store.record_epoch(EXP, "t", epoch(1, 20.0)).unwrap();
+    let rec = store
+        .finish_trial(
+            EXP,
+            "t",
+            TrialStatus::Failed,
+            None,
+            Some(33.0),
+            Some("CUDA out of memory".to_owned()),
+        )
+        .unwrap();
+    assert_eq!(rec.status, TrialStatus::Failed);
+    assert_eq!(rec.wall_time_s, Some(33.0));
+    assert_eq!(rec.error.as_deref(), Some("CUDA out of memory"));
+    assert_eq!(rec.epochs.len(), 1, "finishing keeps the epochs");
+    assert_eq!(store.trial(EXP, "t").unwrap(), Some(rec));
+
+    let done = store
+        .finish_trial(EXP, "t", TrialStatus::Done, Some(91.2), Some(40.0), None)
+        .unwrap();
+    assert_eq!(
+        (done.status, done.final_accuracy, done.error),
+        (TrialStatus::Done, Some(91.2), None)
+    );
+
+    assert!(matches!(
+        store.finish_trial(EXP, "missing", TrialStatus::Done, None, None, None),
+        Err(StoreError::TrialNotFound { .. })
+    ));
+    assert!(matches!(
+        store.finish_trial(EXP, "t", TrialStatus::Running, None, None, None),
+        Err(StoreError::NotFinal { .. })
+    ));
+    assert_eq!(
+        store.trial(EXP, "t").unwrap().unwrap().status,
+        TrialStatus::Done
+    );
+}
+
+#[test]
+fn status_is_final_and_displays_lowercase() {
+    let all = [
+        (TrialStatus::Queued, "queued", false),
+        (TrialStatus::Running, "running", false),
+        (TrialStatus::Done, "done", true),
+        (TrialStatus::Diverged, "diverged", true),
+        (TrialStatus::Failed, "failed", true),
+    ];
+    for (status, text, is_final) in all {
+        assert_eq!(status.to_string(), text);
+        assert_eq!(
+            serde_json::to_string(&status).unwrap(),
+            format!("\"{text}\"")
+        );
+        assert_eq!(status.is_final(), is_final, "{status}");
+    }
+}
+
+#[test]
+fn best_per_pair_averages_seeds_and_ignores_unfinished_trials() {
+    let (_dir, store) = temp_store();
+    // lr 0.1: seeds 90 and 92 -> mean 91, population std 1.
+    put_finished(
+        &store,
+        &trial("a0", 0.1, 0.0, (2, 0), 0),
+        TrialStatus::Done,
+        Some(90.0),
+    );
+    put_finished(
+        &store,
+        &trial("a1", 0.1, 0.0, (2, 0), 1),
+        TrialStatus::Done,
+        Some(92.0),
+    );
+    // lr 0.05: one seed at 93 and one at 85 -> mean 89, worse despite the
+    // single best run.
+    put_finished(
+        &store,
+        &trial("b0", 0.05, 0.0, (1, 0), 0),
+        TrialStatus::Done,
+        Some(93.0),
+    );
+    put_finished(
+        &store,
+        &trial("b1", 0.05, 0.0, (1, 0), 1),
+        TrialStatus::Done,
+        Some(85.0),
+    );
+    // Higher accuracies that must not count: diverged, failed, running.
+    put_finished(
+        &store,
+        &trial("c0", 0.4, 0.0, (4, 0), 0),
+        TrialStatus::Diverged,
+        Some(97.0),
+    );
+    put_finished(
+        &store,
+        &trial("d0", 0.3, 0.0, (3, 0), 0),
+        TrialStatus::Failed,
+        Some(96.0),
+    );
+    store.put_trial(&trial("e0", 0.2, 0.0, (3, 1), 0)).unwrap();
+    store.record_epoch(EXP, "e0", epoch(1, 98.0)).unwrap();
+    // Another pair, single seed.
+    let mut adam = trial("f0", 1e-3, 0.05, (0, 4), 0);
+    adam.optimizer = "adamw".to_owned();
+    put_finished(&store, &adam, TrialStatus::Done, Some(88.0));
+    // A pair with no done trial is absent.
+    let mut vit = trial("g0", 0.1, 0.0, (0, 0), 0);
+    vit.backbone = "vit-tiny".to_owned();
+    put_finished(&store, &vit, TrialStatus::Diverged, None);
+
+    let best = store.best_per_pair(EXP).unwrap();
+    assert_eq!(best.len(), 2);
+    assert_eq!(
+        best[0],
+        crate::PairBest {
+            backbone: "resnet18".to_owned(),
+            optimizer: "adamw".to_owned(),
+            params: params(1e-3, 0.05),
+            grid: Some(GridPos {
+                lr: 0,
+                weight_decay: 4
+            }),
+            mean_accuracy: 88.0,
+            std_accuracy: 0.0,
+            seeds: 1,
+            trial_ids: vec!["f0".to_owned()],
+        }
+    );
+    let sgd = &best[1];
+    assert_eq!(
+        (sgd.backbone.as_str(), sgd.optimizer.as_str()),
+        ("resnet18", "sgd")
+    );
+    assert_eq!(sgd.params, params(0.1, 0.0));
+    assert_eq!(sgd.mean_accuracy, 91.0);
+    assert_eq!(sgd.std_accuracy, 1.0);
+    assert_eq!(sgd.seeds, 2);
+    assert_eq!(sgd.trial_ids, ["a0", "a1"]);
+}
+
+#[test]
+fn best_per_pair_breaks_ties_by_earlier_created_group() {
+    let (_dir, store) = temp_store();
+    // Same mean; the group sorting first by params is created later, so
+    // key order alone would pick the wrong one.
+    let mut late = trial("late", 0.01, 0.0, (0, 0), 0);
+    late.created_unix_s = 500;
+    let mut early = trial("early", 0.1, 0.0, (1, 0), 0);
+    early.created_unix_s = 200;
+    put_finished(&store, &late, TrialStatus::Done, Some(90.0));
+    put_finished(&store, &early, TrialStatus::Done, Some(90.0));
+    let best = store.best_per_pair(EXP).unwrap();
+    assert_eq!(best.len(), 1);
+    assert_eq!(best[0].trial_ids, ["early"]);
+}
+
+#[test]
+fn grid_cells_report_means_and_divergence() {
+    let (_dir, store) = temp_store();
+    // (1, 2): two seeds of one param set and a second param set at the
+    // same position: all three averaged.
+    put_finished(
+        &store,
+        &trial("a0", 0.1, 1e-4, (1, 2), 0),
+        TrialStatus::Done,
+        Some(80.0),
+    );
+    put_finished(
+        &store,
+        &trial("a1", 0.1, 1e-4, (1, 2), 1),
+        TrialStatus::Done,
+        Some(82.0),
+    );
+    put_finished(
+        &store,
+        &trial("a2", 0.1, 2e-4, (1, 2), 0),
+        TrialStatus::Done,
+        Some(87.0),
+    );
+    // (4, 0): diverged only.
+    put_finished(
+        &store,
+        &trial("d0", 0.8, 0.0, (4, 0), 0),
+        TrialStatus::Diverged,
+        None,
+    );
+    // (3, 3): one done, one diverged seed, one failed seed, one running.
+    put_finished(
+        &store,
+        &trial("m0", 0.4, 1e-3, (3, 3), 0),
+        TrialStatus::Done,
+        Some(70.0),
+    );
+    put_finished(
+        &store,
+        &trial("m1", 0.4, 1e-3, (3, 3), 1),
+        TrialStatus::Diverged,
+        Some(99.0),
+    );
+    put_finished(
+        &store,
+        &trial("m2", 0.4, 1e-3, (3, 3), 2),
+        TrialStatus::Failed,
+        None,
+    );
+    store.put_trial(&trial("m3", 0.4, 1e-3, (3, 3), 3)).unwrap();
+    // Excluded: other stage, other optimizer.
+    let mut stage2 = trial("s2", 0.1, 1e-4, (0, 0), 0);
+    stage2.stage = 2;
+    put_finished(&store, &stage2, TrialStatus::Done, Some(60.0));
+    let mut adam = trial("ad", 0.1, 1e-4, (0, 0), 0);
+    adam.optimizer = "adamw".to_owned();
+    put_finished(&store, &adam, TrialStatus::Done, Some(61.0));
+
+    let grid = store.grid(EXP, "resnet18", "sgd", 1).unwrap();
+    assert_eq!(
+        grid[1][2],
+        GridCell {
+            mean_accuracy: Some(83.0),
+            done: 3,
+            diverged: 0,
+            failed: 0
+        }
+    );
+    assert_eq!(
+        grid[4][0],
+        GridCell {
+            mean_accuracy: None,
+            done: 0,
+            diverged: 1,
+            failed: 0
+        }
+    );
+    assert_eq!(
+        grid[3][3],
+        GridCell {
+            mean_accuracy: Some(70.0),
+            done: 1,
+            diverged: 1,
+            failed: 1
+        }
+    );
+    let filled = grid.iter().flatten().filter(|c| **c != GridCell::default());
+    assert_eq!(filled.count(), 3, "{grid:?}");
+
+    let stage2_grid = store.grid(EXP, "resnet18", "sgd", 2).unwrap();
+    assert_eq!(stage2_grid[0][0].mean_accuracy, Some(60.0));
+    assert_eq!(
+        store.grid(EXP, "resnet18", "adamw", 1).unwrap()[0][0].mean_accuracy,
+        Some(61.0)
+    );
+}
+
+#[test]
+fn delete_experiment_removes_it_and_only_its_trials() {
+    let (_dir, store) = temp_store();
+    store.put_experiment(&experiment(EXP)).unwrap();
+    store.put_experiment(&experiment("keep")).unwrap();
+    store.put_trial(&trial("t1", 0.1, 0.0, (0, 0), 0)).unwrap();
+    store.put_trial(&trial("t2", 0.1, 0.0, (0, 0), 1)).unwrap();
+    let mut kept = trial("t1", 0.1, 0.0, (0, 0), 0);
+    kept.experiment = "keep".to_owned();
+    store.put_trial(&kept).unwrap();
+
+    assert!(store.delete_experiment(EXP).unwrap());
+    assert_eq!(store.experiment(EXP).unwrap(), None);
+    assert!(store.trials(EXP).unwrap().is_empty());
+    assert_eq!(store.experiments().unwrap(), vec![experiment("keep")]);
+    assert_eq!(store.trials("keep").unwrap(), vec![kept]);
+    assert!(!store.delete_experiment(EXP).unwrap());
+}
+
+#[test]
+fn reopening_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    let expected = {
+        let store = Store::open(&path).unwrap();
+        store.put_experiment(&experiment(EXP)).unwrap();
+        store.put_trial(&trial("t", 0.1, 0.0, (0, 0), 0)).unwrap();
+        store.record_epoch(EXP, "t", epoch(1, 50.0)).unwrap();
+        store
+            .finish_trial(EXP, "t", TrialStatus::Done, Some(50.0), Some(9.0), None)
+            .unwrap()
+    };
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.experiments().unwrap(), vec![experiment(EXP)]);
+    assert_eq!(store.trials(EXP).unwrap(), vec![expected]);
+    assert_eq!(store.best_per_pair(EXP).unwrap()[0].mean_accuracy, 50.0);
+}
+
+#[test]
+fn concurrent_epochs_all_land() {
+    const EPOCHS: u32 = 25;
+    let (_dir, store) = temp_store();
+    for id in ["a", "b", "shared"] {
+        store.put_trial(&trial(id, 0.1, 0.0, (0, 0), 0)).unwrap();
+    }
+    // Two writers on their own trials, and two writers interleaving odd and
+    // even epochs of one shared trial: a lost update would drop epochs.
+    let writers: Vec<_> = [("a", 1), ("b", 1), ("shared", 1), ("shared", 2)]
+        .into_iter()
+        .map(|(id, first)| {
+            let store = store.clone();
+            thread::spawn(move || {
+                let step = if id == "shared" { 2 } else { 1 };
+                for n in (first..=EPOCHS).step_by(step) {
+                    store.record_epoch(EXP, id, epoch(n, f64::from(n))).unwrap();
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.join().unwrap();
+    }
+    for id in ["a", "b", "shared"] {
+        let numbers: Vec<u32> = store
+            .trial(EXP, id)
+            .unwrap()
+            .unwrap()
+            .epochs
+            .iter()
+            .map(|e| e.epoch)
+            .collect();
+        assert_eq!(numbers, (1..=EPOCHS).collect::<Vec<_>>(), "trial {id}");
+    }
+}
+
+#[test]
+fn opening_a_regular_file_names_the_path() {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let err = Store::open(file.path()).unwrap_err();
+    assert!(matches!(err, StoreError::CreateDir { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains(&file.path().display().to_string()),
+        "{err}"
+    );
+}
+
+#[test]
+fn opening_a_store_in_use_says_so() {
+    let (dir, _store) = temp_store();
+    let path = dir.path().join("store");
+    let err = Store::open(&path).unwrap_err();
+    assert!(matches!(err, StoreError::Locked { .. }), "{err:?}");
+    let message = err.to_string();
+    assert!(message.contains(&path.display().to_string()), "{message}");
+    assert!(message.contains("another bocb process"), "{message}");
+}
+
+#[test]
+fn opening_a_directory_that_is_not_a_store_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("conf"), b"this is not a sled config file").unwrap();
+    let err = Store::open(dir.path()).unwrap_err();
+    assert!(matches!(err, StoreError::Open { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains(&dir.path().display().to_string()),
+        "{err}"
+    );
+}

@@ -1,0 +1,252 @@
+//! End-to-end: the `bocb` binary on synthetic CIFAR-format data, on CPU.
+//!
+//! These drive the release binary that `make test` builds first, run with no
+//! LD_LIBRARY_PATH so its rpath to libtorch is exercised too.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use bocb_store::{Store, TrialStatus};
+
+fn bocb_binary() -> PathBuf {
+    // Test executables live in target/<profile>/deps; the binary one level up.
+    let exe = std::env::current_exe().expect("test executable path");
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>")
+        .join("bocb");
+    assert!(
+        bin.exists(),
+        "{} is missing; build it first with `cargo build --release -p bocb-tuner --bin bocb` (`make test` does)",
+        bin.display()
+    );
+    bin
+}
+
+fn bocb(args: &[&str]) -> Output {
+    Command::new(bocb_binary())
+        .args(args)
+        .env_remove("LD_LIBRARY_PATH")
+        .output()
+        .expect("bocb runs")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn synth(dir: &Path, classes: &str, train: &str, test: &str) {
+    let out = bocb(&[
+        "data",
+        "synth",
+        "--out",
+        dir.to_str().unwrap(),
+        "--classes",
+        classes,
+        "--train",
+        train,
+        "--test",
+        test,
+        "--seed",
+        "3",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+fn write_experiment(dir: &Path, body: &str) -> PathBuf {
+    let path = dir.join("exp.yaml");
+    std::fs::write(&path, body).unwrap();
+    path
+}
+
+const TINY: &str = "\
+name: tiny
+dataset: { format: cifar100-bin, path: data }
+backbones: [resnet18_cifar@micro]
+optimizers: [sgd_m, adamw]
+epochs: 1
+seeds: 1
+batch_size: 32
+device: cpu
+";
+
+#[test]
+fn tunes_grid_records_history_reports_and_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    synth(&tmp.path().join("data"), "10", "320", "160");
+    let experiment = write_experiment(tmp.path(), TINY);
+    let store_dir = tmp.path().join("store");
+    let store_arg = store_dir.to_str().unwrap();
+
+    let first = bocb(&["run", experiment.to_str().unwrap(), "--store", store_arg]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let report = stdout(&first);
+    assert!(report.contains("resnet18_cifar@micro × sgd_m"), "{report}");
+    assert!(report.contains("resnet18_cifar@micro × adamw"), "{report}");
+    assert!(
+        stderr(&first).contains("trained 50 trial(s)"),
+        "{}",
+        stderr(&first)
+    );
+
+    let trials = {
+        let store = Store::open(&store_dir).unwrap();
+        store.trials("tiny").unwrap()
+    };
+    assert_eq!(trials.len(), 50);
+    for optimizer in ["sgd_m", "adamw"] {
+        let mine: Vec<_> = trials.iter().filter(|t| t.optimizer == optimizer).collect();
+        assert_eq!(mine.len(), 25);
+        let mut positions: Vec<_> = mine.iter().map(|t| t.grid.unwrap()).collect();
+        positions.sort();
+        positions.dedup();
+        assert_eq!(positions.len(), 25, "every grid point once");
+    }
+    for t in &trials {
+        assert!(
+            matches!(t.status, TrialStatus::Done | TrialStatus::Diverged),
+            "{t:?}"
+        );
+        assert_eq!(t.device.as_deref(), Some("cpu"));
+        if t.status == TrialStatus::Done {
+            assert_eq!(t.epochs.len(), 1);
+            assert_eq!(t.final_accuracy, Some(t.epochs[0].test_accuracy));
+            assert!(t.epochs[0].images_per_sec > 0.0);
+        }
+    }
+    // Accuracy depends on the config: the grid is not flat.
+    let accuracies: Vec<f64> = trials.iter().filter_map(|t| t.final_accuracy).collect();
+    let spread = accuracies.iter().copied().fold(f64::MIN, f64::max)
+        - accuracies.iter().copied().fold(f64::MAX, f64::min);
+    assert!(spread > 5.0, "accuracies barely vary: {accuracies:?}");
+
+    // A second run trains nothing and leaves the history as it was.
+    let second = bocb(&["run", experiment.to_str().unwrap(), "--store", store_arg]);
+    assert!(second.status.success(), "{}", stderr(&second));
+    assert!(
+        stderr(&second).contains("trained 0 trial(s) (0 diverged, 0 failed); 50 already finished"),
+        "{}",
+        stderr(&second)
+    );
+    let again = Store::open(&store_dir).unwrap().trials("tiny").unwrap();
+    assert_eq!(again, trials);
+
+    // The JSON report agrees with the store.
+    let json = bocb(&[
+        "report",
+        "--experiment",
+        "tiny",
+        "--format",
+        "json",
+        "--store",
+        store_arg,
+    ]);
+    assert!(json.status.success(), "{}", stderr(&json));
+    let reports: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let pairs = reports[0]["pairs"].as_array().unwrap();
+    assert_eq!(pairs.len(), 2);
+    for pair in pairs {
+        let grid = pair["grid"].as_array().unwrap();
+        assert_eq!(grid.len(), 5);
+        assert!(grid.iter().all(|row| row.as_array().unwrap().len() == 5));
+        let best = pair["best"]["mean_accuracy"].as_f64().unwrap();
+        let optimizer = pair["optimizer"].as_str().unwrap();
+        let max = trials
+            .iter()
+            .filter(|t| t.optimizer == optimizer)
+            .filter_map(|t| t.final_accuracy)
+            .fold(f64::MIN, f64::max);
+        assert_eq!(best, max);
+    }
+}
+
+#[test]
+fn bad_inputs_get_located_errors_with_the_fix() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let store_arg = store.to_str().unwrap();
+
+    // Missing data directory: says where it looked and how to make data.
+    let exp = write_experiment(tmp.path(), TINY);
+    let out = bocb(&["run", exp.to_str().unwrap(), "--store", store_arg]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("exp.yaml:2:"), "{err}");
+    assert!(err.contains("bocb data synth --out"), "{err}");
+
+    // A directory without CIFAR files: the expected layout is described.
+    std::fs::create_dir_all(tmp.path().join("data")).unwrap();
+    let out = bocb(&["run", exp.to_str().unwrap(), "--store", store_arg]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("train.bin") && err.contains("test.bin"),
+        "{err}"
+    );
+
+    // Unknown backbone: file, line, column and the valid names.
+    let exp = write_experiment(
+        tmp.path(),
+        &TINY.replace("resnet18_cifar@micro", "resnet181"),
+    );
+    let out = bocb(&["run", exp.to_str().unwrap(), "--store", store_arg]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("exp.yaml:3:13: unknown backbone `resnet181`"),
+        "{err}"
+    );
+    assert!(err.contains("vit_tiny_cifar"), "{err}");
+
+    // Unknown key.
+    let exp = write_experiment(tmp.path(), &format!("{TINY}learning_rate: 0.1\n"));
+    let out = bocb(&["run", exp.to_str().unwrap(), "--store", store_arg]);
+    let err = stderr(&out);
+    assert!(
+        err.contains("exp.yaml:9:1: unknown field `learning_rate`"),
+        "{err}"
+    );
+
+    // Nothing was recorded by the rejected runs.
+    if store.exists() {
+        assert!(Store::open(&store)
+            .unwrap()
+            .experiments()
+            .unwrap()
+            .is_empty());
+    }
+
+    // A report of a store that does not exist.
+    let out = bocb(&[
+        "report",
+        "--store",
+        tmp.path().join("nowhere").to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("no store at"), "{}", stderr(&out));
+}
+
+#[test]
+fn changed_training_settings_are_refused_not_mixed() {
+    let tmp = tempfile::tempdir().unwrap();
+    synth(&tmp.path().join("data"), "4", "64", "32");
+    let small = TINY.replace("optimizers: [sgd_m, adamw]", "optimizers: [adamw]");
+    let exp = write_experiment(tmp.path(), &small);
+    let store_arg = tmp.path().join("store");
+    let store_arg = store_arg.to_str().unwrap();
+    let out = bocb(&["run", exp.to_str().unwrap(), "--store", store_arg]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let exp = write_experiment(tmp.path(), &small.replace("epochs: 1", "epochs: 2"));
+    let out = bocb(&["run", exp.to_str().unwrap(), "--store", store_arg]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("other training settings") && err.contains("epochs 1"),
+        "{err}"
+    );
+}

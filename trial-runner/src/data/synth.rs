@@ -1,0 +1,265 @@
+//! Synthetic CIFAR-like data: learnable, but not trivially.
+//!
+//! Each class is a prototype made of 3 random patterns (full-field oriented gratings,
+//! colour blobs, or Gabor patches), each with its own colour and zero mean per channel,
+//! so that the average colour of an image says nothing about its class. A sample is its
+//! class prototype shifted by up to 4 pixels (with wrap-around) and with per-pattern
+//! weight jitter, plus a random distractor pattern shared by all classes, a random
+//! brightness and tint, and strong Gaussian pixel noise. The shift scrambles the phase
+//! of the gratings, so a template matcher on raw pixels does only moderately well while
+//! a convolutional network can pick up orientation and frequency: how fast it does so
+//! depends on the optimiser's settings, which is what the trials tune.
+
+use std::f32::consts::TAU;
+use std::path::Path;
+
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_distr::StandardNormal;
+
+use super::{cifar, DataError, Dataset, DatasetFormat, Splits, CHANNELS, IMAGE_BYTES, SIDE};
+
+/// What [`generate`] and [`write_synthetic`] make.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SynthConfig {
+    /// Number of classes: 2 to 100 for the CIFAR-100 formats, to 10 for CIFAR-10.
+    pub classes: usize,
+    /// Images in the training split (labels balanced round-robin, then shuffled).
+    pub train: usize,
+    /// Images in the test split.
+    pub test: usize,
+    /// The output is a pure function of the config, seed included.
+    pub seed: u64,
+}
+
+impl Default for SynthConfig {
+    /// The size of the real CIFAR-100.
+    fn default() -> Self {
+        SynthConfig {
+            classes: 100,
+            train: 50_000,
+            test: 10_000,
+            seed: 0,
+        }
+    }
+}
+
+/// Patterns that make up one class prototype.
+const COMPONENTS: usize = 3;
+/// Size of the pattern pool the prototypes draw from, per 2 classes: classes share
+/// patterns and differ in their combination.
+const POOL_PER_CLASS: usize = 3;
+/// Distractor patterns shared by all classes, and how many each image gets.
+const DISTRACTORS: usize = 8;
+const DISTRACTORS_PER_IMAGE: usize = 2;
+/// Largest shift of the prototype, in pixels, each way.
+const MAX_SHIFT: i32 = 4;
+/// Largest magnitude of a unit-RMS pattern: caps blob peaks, which would otherwise
+/// clip at 0 or 255 and shift the image's mean colour with the class.
+const PEAK: f32 = 2.5;
+/// Pixel-value scale (out of 255) of the prototype, of a distractor, and of the noise.
+const SIGNAL: f32 = 25.0;
+const DISTRACTOR: f32 = 40.0;
+const NOISE: f32 = 50.0;
+/// Standard deviations of the per-image brightness and per-channel tint.
+const BRIGHTNESS: f32 = 15.0;
+const TINT: f32 = 6.0;
+
+const PLANE: usize = SIDE * SIDE;
+/// A pattern over the image, CHW, zero mean per channel and unit RMS.
+type Pattern = Vec<f32>;
+
+/// Distance from `a` to `b` on a circle of circumference `SIDE`, so that patterns wrap
+/// seamlessly when shifted.
+fn wrapped(a: f32, b: f32) -> f32 {
+    let d = (a - b).abs();
+    d.min(SIDE as f32 - d)
+}
+
+/// A random oriented grating, colour blob or Gabor patch.
+fn random_pattern(rng: &mut StdRng) -> Pattern {
+    // A colour direction not too close to grey, so every pattern has some colour.
+    let color = loop {
+        let c: [f32; CHANNELS] = std::array::from_fn(|_| rng.random_range(-1.0..1.0));
+        let norm = c.iter().map(|v| v * v).sum::<f32>().sqrt();
+        if norm > 0.3 {
+            break c.map(|v| v / norm);
+        }
+    };
+    let kind = rng.random_range(0..3);
+    // Integer cycles per image keep gratings seamless under wrap-around shifts.
+    let (kx, ky) = loop {
+        let k: (i32, i32) = (rng.random_range(-5..=5), rng.random_range(-5..=5));
+        if k != (0, 0) {
+            break k;
+        }
+    };
+    let phase = rng.random_range(0.0..TAU);
+    let center = (
+        rng.random_range(0.0..SIDE as f32),
+        rng.random_range(0.0..SIDE as f32),
+    );
+    let sigma: f32 = rng.random_range(2.5..6.0);
+    let mut shape = [0f32; PLANE];
+    for (i, v) in shape.iter_mut().enumerate() {
+        let (x, y) = ((i % SIDE) as f32, (i / SIDE) as f32);
+        let grating = (TAU * (kx as f32 * x + ky as f32 * y) / SIDE as f32 + phase).cos();
+        let (dx, dy) = (wrapped(x, center.0), wrapped(y, center.1));
+        let blob = (-(dx * dx + dy * dy) / (2.0 * sigma * sigma)).exp();
+        *v = match kind {
+            0 => grating,
+            1 => blob,
+            _ => grating * blob,
+        };
+    }
+    let mean = shape.iter().sum::<f32>() / PLANE as f32;
+    let mut pattern: Pattern = color
+        .iter()
+        .flat_map(|&c| shape.iter().map(move |&v| c * (v - mean)))
+        .collect();
+    let rms = (pattern.iter().map(|v| v * v).sum::<f32>() / IMAGE_BYTES as f32).sqrt();
+    let peak = pattern.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let scale = (1.0 / rms).min(PEAK / peak);
+    pattern.iter_mut().for_each(|v| *v *= scale);
+    pattern
+}
+
+/// Adds `weight * pattern` shifted by (`dx`, `dy`) pixels, wrapping, to `acc`.
+fn add_shifted(acc: &mut [f32], pattern: &[f32], weight: f32, dx: usize, dy: usize) {
+    for c in 0..CHANNELS {
+        for y in 0..SIDE {
+            let src = &pattern[c * PLANE + ((y + dy) % SIDE) * SIDE..][..SIDE];
+            let dst = &mut acc[c * PLANE + y * SIDE..][..SIDE];
+            let (head, tail) = src.split_at(dx % SIDE);
+            for (d, s) in dst.iter_mut().zip(tail.iter().chain(head)) {
+                *d += weight * s;
+            }
+        }
+    }
+}
+
+struct Generator {
+    /// Per class: its patterns with their base weights.
+    prototypes: Vec<Vec<(Pattern, f32)>>,
+    distractors: Vec<Pattern>,
+}
+
+impl Generator {
+    fn new(classes: usize, rng: &mut StdRng) -> Self {
+        let pool: Vec<Pattern> = (0..classes * POOL_PER_CLASS / 2)
+            .map(|_| random_pattern(rng))
+            .collect();
+        let mut used = std::collections::HashSet::new();
+        let prototypes = (0..classes)
+            .map(|_| loop {
+                let mut pick = rand::seq::index::sample(rng, pool.len(), COMPONENTS).into_vec();
+                pick.sort_unstable();
+                if used.insert(pick.clone()) {
+                    break pick
+                        .into_iter()
+                        .map(|i| (pool[i].clone(), rng.random_range(0.7..1.3)))
+                        .collect();
+                }
+            })
+            .collect();
+        let distractors = (0..DISTRACTORS).map(|_| random_pattern(rng)).collect();
+        Generator {
+            prototypes,
+            distractors,
+        }
+    }
+
+    /// Writes one sample of class `label` into `out` (`IMAGE_BYTES` bytes).
+    fn sample(&self, label: usize, rng: &mut StdRng, acc: &mut [f32], out: &mut [u8]) {
+        let brightness = BRIGHTNESS * rng.sample::<f32, _>(StandardNormal);
+        for plane in acc.chunks_exact_mut(PLANE) {
+            plane.fill(128.0 + brightness + TINT * rng.sample::<f32, _>(StandardNormal));
+        }
+        let shift = |rng: &mut StdRng| {
+            rng.random_range(-MAX_SHIFT..=MAX_SHIFT)
+                .rem_euclid(SIDE as i32) as usize
+        };
+        let (dx, dy) = (shift(rng), shift(rng));
+        let contrast = SIGNAL * rng.random_range(0.7..1.3);
+        for (pattern, weight) in &self.prototypes[label] {
+            let jitter = rng.random_range(0.6..1.4);
+            add_shifted(acc, pattern, contrast * weight * jitter, dx, dy);
+        }
+        for _ in 0..DISTRACTORS_PER_IMAGE {
+            let distractor = &self.distractors[rng.random_range(0..DISTRACTORS)];
+            let weight = DISTRACTOR * rng.random_range(0.5..1.0);
+            let (ddx, ddy) = (rng.random_range(0..SIDE), rng.random_range(0..SIDE));
+            add_shifted(acc, distractor, weight, ddx, ddy);
+        }
+        for (o, &a) in out.iter_mut().zip(acc.iter()) {
+            let v = a + NOISE * rng.sample::<f32, _>(StandardNormal);
+            *o = v.round().clamp(0.0, 255.0) as u8;
+        }
+    }
+
+    fn split(&self, n: usize, class_names: &[String], rng: &mut StdRng) -> Dataset {
+        let classes = self.prototypes.len();
+        let mut labels: Vec<u16> = (0..n).map(|i| (i % classes) as u16).collect();
+        labels.shuffle(rng);
+        let mut images = vec![0; n * IMAGE_BYTES];
+        let mut acc = vec![0f32; IMAGE_BYTES];
+        for (out, &label) in images.chunks_exact_mut(IMAGE_BYTES).zip(&labels) {
+            self.sample(label.into(), rng, &mut acc, out);
+        }
+        Dataset {
+            images,
+            labels,
+            classes,
+            class_names: class_names.to_vec(),
+        }
+    }
+}
+
+/// Generates a synthetic dataset in memory (see the module docs for what it looks like).
+/// Class names are `class_000`, `class_001`, ...
+pub fn generate(cfg: &SynthConfig) -> Result<Splits, DataError> {
+    let max = DatasetFormat::Cifar100Bin.classes();
+    if !(2..=max).contains(&cfg.classes) {
+        return Err(DataError::InvalidSynthConfig(format!(
+            "classes must be 2 to {max}, got {}",
+            cfg.classes
+        )));
+    }
+    if cfg.train == 0 || cfg.test == 0 {
+        return Err(DataError::InvalidSynthConfig(format!(
+            "train and test must be at least 1, got {} and {}",
+            cfg.train, cfg.test
+        )));
+    }
+    // Independent streams, so the test images do not change with the train size.
+    let mut master = StdRng::seed_from_u64(cfg.seed);
+    let mut proto_rng = StdRng::from_rng(&mut master);
+    let mut train_rng = StdRng::from_rng(&mut master);
+    let mut test_rng = StdRng::from_rng(&mut master);
+    let generator = Generator::new(cfg.classes, &mut proto_rng);
+    let names: Vec<String> = (0..cfg.classes).map(|i| format!("class_{i:03}")).collect();
+    Ok(Splits {
+        train: generator.split(cfg.train, &names, &mut train_rng),
+        test: generator.split(cfg.test, &names, &mut test_rng),
+    })
+}
+
+/// Writes a synthetic dataset into `out` in exactly the files and record layout of
+/// `format` (not into the archive's subfolder; [`super::load`] reads either), including
+/// the class-name files, with CIFAR-100 coarse labels `fine / 5`. Deterministic given
+/// the config.
+pub fn write_synthetic(
+    out: &Path,
+    cfg: &SynthConfig,
+    format: DatasetFormat,
+) -> Result<(), DataError> {
+    if cfg.classes > format.classes() {
+        return Err(DataError::InvalidSynthConfig(format!(
+            "{format} holds at most {} classes, got {}",
+            format.classes(),
+            cfg.classes
+        )));
+    }
+    cifar::save(out, &generate(cfg)?, format)
+}

@@ -1,0 +1,19 @@
+//! Trains one bocb trial with tch: data, backbone, optimizer, schedule, metrics.
+//!
+//! The runner knows nothing about the tuner or the store: it takes a
+//! [`TrialSpec`], trains, and reports each epoch to a [`TrialObserver`]. What
+//! happens to the reports (recording, early stopping) is the caller's business.
+
+pub mod augment;
+mod batches;
+pub mod data;
+pub mod device;
+pub mod models;
+pub mod optim;
+pub mod schedule;
+mod trainer;
+
+pub use device::DeviceChoice;
+pub use trainer::{
+    run_trial, EpochReport, TrialError, TrialObserver, TrialOutcome, TrialSpec, TrialStatus,
+};

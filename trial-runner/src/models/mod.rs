@@ -1,0 +1,196 @@
+//! Backbones by registry name, one family per file (as timm's registry).
+//!
+//! A name may carry a preset: `resnet18_cifar` is the full architecture,
+//! `resnet18_cifar@micro` the same blocks narrower and shallower, small enough
+//! to train in seconds on a CPU for tests and demos.
+
+mod layers;
+mod resnet;
+mod vit;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Serialize;
+use tch::nn::{self, ModuleT};
+use thiserror::Error;
+
+/// Size variant of an architecture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preset {
+    Full,
+    Micro,
+}
+
+/// The paper's backbone families (Table A1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Family {
+    PrimaryCnn,
+    ClassicalCnn,
+    ModernDnn,
+    MetaFormer,
+}
+
+impl fmt::Display for Family {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Family::PrimaryCnn => "primary CNN",
+            Family::ClassicalCnn => "classical CNN",
+            Family::ModernDnn => "modern DNN",
+            Family::MetaFormer => "MetaFormer",
+        })
+    }
+}
+
+/// A built network plus what the optimizer needs to know about it.
+pub struct Model {
+    pub net: Box<dyn ModuleT + Send>,
+    /// Variable-name suffixes exempt from weight decay beyond biases and
+    /// norm parameters (timm's `no_weight_decay()`, e.g. position embeddings).
+    pub no_weight_decay: Vec<&'static str>,
+}
+
+/// Builds a model under a var-store path for `classes` outputs.
+pub type BackboneCtor = fn(&nn::Path, i64, Preset) -> Model;
+
+/// A registered architecture.
+#[derive(Clone)]
+pub struct BackboneEntry {
+    pub family: Family,
+    /// Side of the square input the architecture is defined for.
+    pub input_size: i64,
+    /// The training recipe the paper used for it (Table A1).
+    pub default_recipe: &'static str,
+    pub ctor: BackboneCtor,
+}
+
+#[derive(Debug, Error, PartialEq)]
+pub enum ModelError {
+    #[error("unknown backbone `{name}`; valid: {valid}")]
+    UnknownBackbone { name: String, valid: String },
+    #[error("unknown preset `@{preset}` in backbone `{name}`; valid presets: @micro (or none for full size)")]
+    UnknownPreset { name: String, preset: String },
+}
+
+/// Backbones by registry name.
+#[derive(Clone)]
+pub struct BackboneRegistry {
+    entries: BTreeMap<String, BackboneEntry>,
+}
+
+impl BackboneRegistry {
+    /// The backbones that ship with bocb.
+    pub fn builtin() -> Self {
+        let mut registry = BackboneRegistry {
+            entries: BTreeMap::new(),
+        };
+        resnet::register(&mut registry);
+        vit::register(&mut registry);
+        registry
+    }
+
+    /// Adds (or replaces) an architecture under `name`.
+    pub fn register(&mut self, name: &str, entry: BackboneEntry) {
+        self.entries.insert(name.to_string(), entry);
+    }
+
+    /// Architecture names, sorted (without presets).
+    pub fn names(&self) -> Vec<&str> {
+        self.entries.keys().map(String::as_str).collect()
+    }
+
+    /// The entry and preset for a name such as `vit_tiny_cifar@micro`.
+    pub fn lookup(&self, name: &str) -> Result<(&BackboneEntry, Preset), ModelError> {
+        let (base, preset) = match name.split_once('@') {
+            None => (name, Preset::Full),
+            Some((base, "micro")) => (base, Preset::Micro),
+            Some((_, other)) => {
+                return Err(ModelError::UnknownPreset {
+                    name: name.to_string(),
+                    preset: other.to_string(),
+                })
+            }
+        };
+        let entry = self
+            .entries
+            .get(base)
+            .ok_or_else(|| ModelError::UnknownBackbone {
+                name: name.to_string(),
+                valid: self.names().join(", "),
+            })?;
+        Ok((entry, preset))
+    }
+
+    /// Builds `name` under `path`.
+    pub fn build(&self, name: &str, path: &nn::Path, classes: i64) -> Result<Model, ModelError> {
+        let (entry, preset) = self.lookup(name)?;
+        Ok((entry.ctor)(path, classes, preset))
+    }
+}
+
+/// Number of trainable scalars in a var store.
+pub fn parameter_count(vs: &nn::VarStore) -> i64 {
+    vs.trainable_variables()
+        .iter()
+        .map(|t| t.numel() as i64)
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{Device, Kind, Tensor};
+
+    fn build(name: &str, classes: i64) -> (nn::VarStore, Model) {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let model = BackboneRegistry::builtin()
+            .build(name, &vs.root(), classes)
+            .unwrap();
+        (vs, model)
+    }
+
+    /// Counts of the reference definitions for 100 classes: the CIFAR
+    /// ResNet-18 (3x3 stem, no max-pool, 1x1 projection shortcuts) and a
+    /// timm `VisionTransformer(img_size=32, patch_size=4, embed_dim=192,
+    /// depth=12, num_heads=3)`.
+    #[test]
+    fn full_size_parameter_counts_match_references() {
+        assert_eq!(parameter_count(&build("resnet18_cifar", 100).0), 11_220_132);
+        assert_eq!(parameter_count(&build("vit_tiny_cifar", 100).0), 5_380_132);
+    }
+
+    #[test]
+    fn micro_presets_give_logits_of_the_right_shape() {
+        let registry = BackboneRegistry::builtin();
+        for name in registry.names() {
+            let micro = format!("{name}@micro");
+            let (vs, model) = build(&micro, 7);
+            let (full_vs, _) = build(name, 7);
+            assert!(
+                parameter_count(&vs) * 10 < parameter_count(&full_vs),
+                "{micro}"
+            );
+            let size = registry.lookup(name).unwrap().0.input_size;
+            let x = Tensor::randn([2, 3, size, size], (Kind::Float, Device::Cpu));
+            let logits = model.net.forward_t(&x, true);
+            assert_eq!(logits.size(), vec![2, 7], "{micro}");
+            logits.sum(Kind::Float).backward();
+            let with_grad = vs
+                .trainable_variables()
+                .iter()
+                .filter(|t| t.grad().defined())
+                .count();
+            assert_eq!(with_grad, vs.trainable_variables().len(), "{micro}");
+        }
+    }
+
+    #[test]
+    fn unknown_names_and_presets_are_explained() {
+        let registry = BackboneRegistry::builtin();
+        let err = registry.lookup("resnet19").err().unwrap();
+        assert!(err.to_string().contains("resnet18_cifar"), "{err}");
+        let err = registry.lookup("resnet18_cifar@tiny").err().unwrap();
+        assert!(err.to_string().contains("@micro"), "{err}");
+    }
+}

@@ -1,0 +1,322 @@
+//! Optimizers written over tch tensors, behind one trait, found by name.
+//!
+//! Every optimizer takes its hyperparameters by their PyTorch names (`lr`,
+//! `weight_decay`, `momentum`, `beta1`, `beta2`, `eps`, ...) with the reference
+//! defaults, and rejects names it does not know, so a typo in an experiment
+//! never silently trains with a default.
+
+mod adam;
+mod sgd;
+
+use std::collections::BTreeMap;
+
+use tch::Tensor;
+use thiserror::Error;
+
+pub use adam::AdamW;
+pub use sgd::SgdMomentum;
+
+/// Hyperparameters by reference name.
+pub type Hparams = BTreeMap<String, f64>;
+
+/// One optimizer update rule with its state.
+pub trait Optimizer: Send {
+    /// Updates every parameter that has a gradient, at learning rate `lr`
+    /// (the schedule's value for this step; the configured `lr` is its base).
+    fn step(&mut self, lr: f64);
+
+    /// Bytes of optimizer state currently held (measured from the tensors).
+    fn state_bytes(&self) -> usize;
+}
+
+/// The trainable tensors of a model, split as timm does: weight decay applies
+/// to `decay` only; biases and normalisation parameters go to `no_decay`.
+#[derive(Default)]
+pub struct ParamSet {
+    pub decay: Vec<Tensor>,
+    pub no_decay: Vec<Tensor>,
+}
+
+impl ParamSet {
+    /// Parameter groups with the weight decay each one gets.
+    pub(crate) fn into_groups(self, weight_decay: f64) -> Vec<(Vec<Tensor>, f64)> {
+        [(self.decay, weight_decay), (self.no_decay, 0.0)]
+            .into_iter()
+            .filter(|(params, _)| !params.is_empty())
+            .collect()
+    }
+}
+
+#[derive(Debug, Error, PartialEq)]
+pub enum OptimError {
+    #[error("unknown optimizer `{name}`; valid: {valid}")]
+    UnknownOptimizer { name: String, valid: String },
+    #[error("optimizer `{optimizer}` has no hyperparameter `{name}`; valid: {valid}")]
+    UnknownHparam {
+        optimizer: String,
+        name: String,
+        valid: String,
+    },
+    #[error("optimizer `{optimizer}` needs `{name}`")]
+    MissingHparam { optimizer: String, name: String },
+    #[error("optimizer `{optimizer}`: `{name}` = {value} is out of range: {expected}")]
+    OutOfRange {
+        optimizer: String,
+        name: String,
+        value: f64,
+        expected: &'static str,
+    },
+}
+
+/// A constructor: hyperparameters and parameters in, optimizer out.
+pub type OptimizerCtor = fn(&Hparams, ParamSet) -> Result<Box<dyn Optimizer>, OptimError>;
+
+/// Optimizers by registry name. Users add their own with [`register`](Self::register).
+#[derive(Clone)]
+pub struct OptimizerRegistry {
+    entries: BTreeMap<String, OptimizerCtor>,
+    aliases: BTreeMap<String, String>,
+}
+
+impl OptimizerRegistry {
+    /// The optimizers that ship with bocb.
+    pub fn builtin() -> Self {
+        let mut registry = OptimizerRegistry {
+            entries: BTreeMap::new(),
+            aliases: BTreeMap::new(),
+        };
+        registry.register("sgd_m", SgdMomentum::build);
+        registry.register("adamw", AdamW::build);
+        registry.alias("sgd", "sgd_m");
+        registry
+    }
+
+    /// Adds (or replaces) an optimizer under `name`.
+    pub fn register(&mut self, name: &str, ctor: OptimizerCtor) {
+        self.entries.insert(name.to_string(), ctor);
+    }
+
+    fn alias(&mut self, alias: &str, name: &str) {
+        self.aliases.insert(alias.to_string(), name.to_string());
+    }
+
+    /// Registry names, sorted.
+    pub fn names(&self) -> Vec<&str> {
+        self.entries.keys().map(String::as_str).collect()
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.resolve(name).is_some()
+    }
+
+    fn resolve(&self, name: &str) -> Option<&OptimizerCtor> {
+        let name = self.aliases.get(name).map_or(name, String::as_str);
+        self.entries.get(name)
+    }
+
+    /// Builds `name` over `params`.
+    pub fn build(
+        &self,
+        name: &str,
+        hparams: &Hparams,
+        params: ParamSet,
+    ) -> Result<Box<dyn Optimizer>, OptimError> {
+        let ctor = self
+            .resolve(name)
+            .ok_or_else(|| OptimError::UnknownOptimizer {
+                name: name.to_string(),
+                valid: self.names().join(", "),
+            })?;
+        ctor(hparams, params)
+    }
+}
+
+/// Reads hyperparameters against a declared list of `(name, default)`;
+/// a `None` default means the value is required.
+pub(crate) struct HparamReader<'a> {
+    optimizer: &'static str,
+    hparams: &'a Hparams,
+}
+
+impl<'a> HparamReader<'a> {
+    pub(crate) fn new(
+        optimizer: &'static str,
+        hparams: &'a Hparams,
+        known: &[&str],
+    ) -> Result<Self, OptimError> {
+        if let Some(name) = hparams.keys().find(|k| !known.contains(&k.as_str())) {
+            return Err(OptimError::UnknownHparam {
+                optimizer: optimizer.to_string(),
+                name: name.clone(),
+                valid: known.join(", "),
+            });
+        }
+        Ok(HparamReader { optimizer, hparams })
+    }
+
+    /// `name`, or `default` when absent (`None` makes it required); checked
+    /// against `valid`, whose description goes into the error.
+    pub(crate) fn get(
+        &self,
+        name: &str,
+        default: Option<f64>,
+        valid: (fn(f64) -> bool, &'static str),
+    ) -> Result<f64, OptimError> {
+        let value = match (self.hparams.get(name), default) {
+            (Some(v), _) => *v,
+            (None, Some(d)) => d,
+            (None, None) => {
+                return Err(OptimError::MissingHparam {
+                    optimizer: self.optimizer.to_string(),
+                    name: name.to_string(),
+                })
+            }
+        };
+        if valid.0(value) {
+            Ok(value)
+        } else {
+            Err(OptimError::OutOfRange {
+                optimizer: self.optimizer.to_string(),
+                name: name.to_string(),
+                value,
+                expected: valid.1,
+            })
+        }
+    }
+}
+
+/// Range checks shared by the optimizers.
+pub(crate) const POSITIVE: (fn(f64) -> bool, &str) = (|v| v > 0.0 && v.is_finite(), "> 0");
+pub(crate) const NON_NEGATIVE: (fn(f64) -> bool, &str) = (|v| v >= 0.0 && v.is_finite(), ">= 0");
+pub(crate) const UNIT_INTERVAL: (fn(f64) -> bool, &str) =
+    (|v| (0.0..1.0).contains(&v), "in [0, 1)");
+pub(crate) const FLAG: (fn(f64) -> bool, &str) = (|v| v == 0.0 || v == 1.0, "0 or 1");
+
+/// Bytes held by a list of state tensors.
+pub(crate) fn tensor_bytes<'a>(tensors: impl IntoIterator<Item = &'a Tensor>) -> usize {
+    tensors
+        .into_iter()
+        .map(|t| t.numel() * t.kind().elt_size_in_bytes())
+        .sum()
+}
+
+#[cfg(test)]
+pub(crate) mod test_util {
+    use super::*;
+    use tch::{Device, Kind};
+
+    /// A float64 parameter with a fixed gradient, as the replay cases use.
+    pub fn param_with_grad(values: &[f64], grad: &[f64]) -> Tensor {
+        let p = Tensor::from_slice(values)
+            .to_kind(Kind::Double)
+            .to_device(Device::Cpu)
+            .set_requires_grad(true);
+        set_grad(&p, grad);
+        p
+    }
+
+    pub fn set_grad(p: &Tensor, grad: &[f64]) {
+        let mut g = p.grad();
+        if !g.defined() {
+            // Materialise .grad with a backward pass of <p, grad>.
+            (p * Tensor::from_slice(grad)).sum(Kind::Double).backward();
+        } else {
+            tch::no_grad(|| {
+                g.copy_(&Tensor::from_slice(grad));
+            });
+        }
+    }
+
+    pub fn values(p: &Tensor) -> Vec<f64> {
+        Vec::<f64>::try_from(p.detach().flatten(0, -1)).unwrap()
+    }
+
+    pub fn hp(pairs: &[(&str, f64)]) -> Hparams {
+        pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_util::*;
+    use super::*;
+
+    #[test]
+    fn unknown_optimizer_lists_choices() {
+        let err = OptimizerRegistry::builtin()
+            .build("adamx", &hp(&[("lr", 0.1)]), ParamSet::default())
+            .err()
+            .unwrap();
+        assert_eq!(
+            err.to_string(),
+            "unknown optimizer `adamx`; valid: adamw, sgd_m"
+        );
+    }
+
+    #[test]
+    fn sgd_is_torch_name_for_sgd_m() {
+        assert!(OptimizerRegistry::builtin().contains("sgd"));
+    }
+
+    #[test]
+    fn unknown_hparam_is_rejected_by_name() {
+        let err = OptimizerRegistry::builtin()
+            .build(
+                "sgd_m",
+                &hp(&[("lr", 0.1), ("beta2", 0.9)]),
+                ParamSet::default(),
+            )
+            .err()
+            .unwrap();
+        assert!(
+            matches!(&err, OptimError::UnknownHparam { name, .. } if name == "beta2"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("momentum"), "{err}");
+    }
+
+    #[test]
+    fn out_of_range_and_missing_are_errors() {
+        let registry = OptimizerRegistry::builtin();
+        let err = registry
+            .build(
+                "adamw",
+                &hp(&[("lr", 1e-3), ("beta2", 1.0)]),
+                ParamSet::default(),
+            )
+            .err()
+            .unwrap();
+        assert!(matches!(err, OptimError::OutOfRange { .. }), "{err}");
+        let err = registry
+            .build("adamw", &hp(&[]), ParamSet::default())
+            .err()
+            .unwrap();
+        assert_eq!(
+            err,
+            OptimError::MissingHparam {
+                optimizer: "adamw".into(),
+                name: "lr".into()
+            }
+        );
+    }
+
+    #[test]
+    fn no_decay_group_gets_zero_weight_decay() {
+        let params = ParamSet {
+            decay: vec![param_with_grad(&[1.0], &[0.0])],
+            no_decay: vec![param_with_grad(&[1.0], &[0.0])],
+        };
+        let decayed = params.decay[0].shallow_clone();
+        let kept = params.no_decay[0].shallow_clone();
+        let mut opt = OptimizerRegistry::builtin()
+            .build(
+                "sgd_m",
+                &hp(&[("lr", 0.1), ("weight_decay", 0.5), ("momentum", 0.0)]),
+                params,
+            )
+            .unwrap();
+        opt.step(0.1);
+        assert!((values(&decayed)[0] - 0.95).abs() < 1e-12);
+        assert_eq!(values(&kept)[0], 1.0);
+    }
+}

@@ -1,0 +1,158 @@
+//! SGD with momentum, as `torch.optim.SGD` (coupled weight decay, optional
+//! dampening and Nesterov momentum).
+
+use tch::Tensor;
+
+use super::{
+    tensor_bytes, HparamReader, Hparams, OptimError, Optimizer, ParamSet, FLAG, NON_NEGATIVE,
+    POSITIVE, UNIT_INTERVAL,
+};
+
+pub struct SgdMomentum {
+    groups: Vec<(Vec<Tensor>, f64)>,
+    momentum: f64,
+    dampening: f64,
+    nesterov: bool,
+    /// One buffer per parameter, created at its first step from the gradient.
+    buffers: Vec<Vec<Option<Tensor>>>,
+}
+
+impl SgdMomentum {
+    pub const HPARAMS: &'static [&'static str] =
+        &["lr", "weight_decay", "momentum", "dampening", "nesterov"];
+
+    pub fn build(hparams: &Hparams, params: ParamSet) -> Result<Box<dyn Optimizer>, OptimError> {
+        let h = HparamReader::new("sgd_m", hparams, Self::HPARAMS)?;
+        h.get("lr", None, POSITIVE)?;
+        let weight_decay = h.get("weight_decay", Some(0.0), NON_NEGATIVE)?;
+        let momentum = h.get("momentum", Some(0.0), UNIT_INTERVAL)?;
+        let dampening = h.get("dampening", Some(0.0), UNIT_INTERVAL)?;
+        let nesterov = h.get("nesterov", Some(0.0), FLAG)? == 1.0;
+        if nesterov && (momentum <= 0.0 || dampening != 0.0) {
+            return Err(OptimError::OutOfRange {
+                optimizer: "sgd_m".into(),
+                name: "nesterov".into(),
+                value: 1.0,
+                expected: "0 unless momentum > 0 and dampening = 0 (as torch.optim.SGD)",
+            });
+        }
+        let groups = params.into_groups(weight_decay);
+        let buffers = groups
+            .iter()
+            .map(|(p, _)| p.iter().map(|_| None).collect())
+            .collect();
+        Ok(Box::new(SgdMomentum {
+            groups,
+            momentum,
+            dampening,
+            nesterov,
+            buffers,
+        }))
+    }
+}
+
+impl Optimizer for SgdMomentum {
+    fn step(&mut self, lr: f64) {
+        tch::no_grad(|| {
+            for ((params, weight_decay), buffers) in self.groups.iter_mut().zip(&mut self.buffers) {
+                for (param, buffer) in params.iter_mut().zip(buffers.iter_mut()) {
+                    let grad = param.grad();
+                    if !grad.defined() {
+                        continue;
+                    }
+                    let mut update = if *weight_decay != 0.0 {
+                        &grad + &*param * *weight_decay
+                    } else {
+                        grad
+                    };
+                    if self.momentum != 0.0 {
+                        let buf = match buffer {
+                            Some(buf) => {
+                                let _ = buf.g_mul_scalar_(self.momentum);
+                                let _ = buf.g_add_(&(&update * (1.0 - self.dampening)));
+                                buf
+                            }
+                            None => buffer.insert(update.detach().copy()),
+                        };
+                        update = if self.nesterov {
+                            update + &*buf * self.momentum
+                        } else {
+                            buf.shallow_clone()
+                        };
+                    }
+                    let _ = param.g_sub_(&(update * lr));
+                }
+            }
+        });
+    }
+
+    fn state_bytes(&self) -> usize {
+        tensor_bytes(self.buffers.iter().flatten().flatten())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_util::*;
+    use super::super::OptimizerRegistry;
+    use super::*;
+
+    fn sgd(hparams: &[(&str, f64)], p: &Tensor) -> Box<dyn Optimizer> {
+        OptimizerRegistry::builtin()
+            .build(
+                "sgd_m",
+                &hp(hparams),
+                ParamSet {
+                    decay: vec![p.shallow_clone()],
+                    no_decay: vec![],
+                },
+            )
+            .unwrap()
+    }
+
+    /// Hand-computed torch.optim.SGD(lr=0.1, momentum=0.9, weight_decay=0.01).
+    #[test]
+    fn matches_torch_momentum_with_weight_decay() {
+        let p = param_with_grad(&[1.0, -2.0], &[0.5, 0.25]);
+        let mut opt = sgd(
+            &[("lr", 0.1), ("momentum", 0.9), ("weight_decay", 0.01)],
+            &p,
+        );
+        // step 1: d = g + 0.01 p = [0.51, 0.23]; buf = d; p -= 0.1 d
+        opt.step(0.1);
+        let p1 = [1.0 - 0.051, -2.0 - 0.023];
+        let v = values(&p);
+        assert!((v[0] - p1[0]).abs() < 1e-12 && (v[1] - p1[1]).abs() < 1e-12);
+        // step 2 (same grad): d = g + 0.01 p1; buf = 0.9 [0.51, 0.23] + d
+        opt.step(0.1);
+        let d = [0.5 + 0.01 * p1[0], 0.25 + 0.01 * p1[1]];
+        let buf = [0.9 * 0.51 + d[0], 0.9 * 0.23 + d[1]];
+        let v = values(&p);
+        assert!((v[0] - (p1[0] - 0.1 * buf[0])).abs() < 1e-12);
+        assert!((v[1] - (p1[1] - 0.1 * buf[1])).abs() < 1e-12);
+        assert_eq!(opt.state_bytes(), 2 * 8);
+    }
+
+    #[test]
+    fn nesterov_adds_momentum_lookahead() {
+        let p = param_with_grad(&[0.0], &[1.0]);
+        let mut opt = sgd(&[("lr", 1.0), ("momentum", 0.5), ("nesterov", 1.0)], &p);
+        opt.step(1.0); // buf = 1; update = 1 + 0.5 = 1.5
+        assert!((values(&p)[0] + 1.5).abs() < 1e-12);
+        opt.step(1.0); // buf = 1.5; update = 1 + 0.75
+        assert!((values(&p)[0] + 3.25).abs() < 1e-12);
+    }
+
+    #[test]
+    fn nesterov_without_momentum_is_rejected() {
+        let err = OptimizerRegistry::builtin()
+            .build(
+                "sgd_m",
+                &hp(&[("lr", 1.0), ("nesterov", 1.0)]),
+                ParamSet::default(),
+            )
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("nesterov"), "{err}");
+    }
+}

@@ -1,0 +1,273 @@
+//! The training loop of one trial.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use tch::nn;
+use tch::{Kind, Tensor};
+use thiserror::Error;
+
+use crate::batches::{for_each_batch, Normalizer, RawBatch};
+use crate::data::{Dataset, Splits};
+use crate::device::{device_name, DeviceChoice};
+use crate::models::{BackboneRegistry, Model, ModelError};
+use crate::optim::{Hparams, OptimError, OptimizerRegistry, ParamSet};
+use crate::schedule::WarmupCosine;
+
+/// Everything that determines one trial.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrialSpec {
+    pub backbone: String,
+    pub optimizer: String,
+    /// Optimizer hyperparameters by reference name; `lr` is the schedule's base.
+    pub hparams: Hparams,
+    pub seed: u64,
+    pub epochs: u32,
+    pub batch_size: usize,
+    pub warmup_epochs: u32,
+    pub device: DeviceChoice,
+}
+
+/// What one epoch measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochReport {
+    /// 1-based.
+    pub epoch: u32,
+    pub train_loss: f64,
+    pub test_loss: f64,
+    /// Top-1, in percent.
+    pub test_accuracy: f64,
+    /// Learning rate at the last step of the epoch.
+    pub lr: f64,
+    /// Training images per second (forward, backward, optimizer step).
+    pub images_per_sec: f64,
+    pub wall_s: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrialStatus {
+    Done,
+    /// The loss became NaN or infinite: a result of the config, not a crash.
+    Diverged,
+}
+
+/// How a trial ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrialOutcome {
+    pub status: TrialStatus,
+    /// Test accuracy after the last epoch (None when diverged).
+    pub final_accuracy: Option<f64>,
+    pub wall_s: f64,
+    pub device: String,
+    /// Optimizer state at the end, in bytes.
+    pub optimizer_state_bytes: usize,
+    /// Why the trial diverged, when it did.
+    pub note: Option<String>,
+}
+
+/// Receives a trial's progress.
+pub trait TrialObserver {
+    /// After each training batch.
+    fn on_batch(&mut self, _epoch: u32, _batch: usize, _batches: usize) {}
+    /// After each epoch's evaluation.
+    fn on_epoch(&mut self, report: &EpochReport);
+}
+
+#[derive(Debug, Error)]
+pub enum TrialError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Optimizer(#[from] OptimError),
+    #[error("{0}")]
+    Device(String),
+    #[error("the training split has {images} images, fewer than one batch of {batch_size}; lower `batch_size` or use more data")]
+    TooLittleData { images: usize, batch_size: usize },
+    #[error("the dataset has {dataset} classes but labels up to {label} were found")]
+    BadLabels { dataset: usize, label: u16 },
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+}
+
+/// Trains `spec` on `data`, reporting each epoch to `observer`.
+pub fn run_trial(
+    spec: &TrialSpec,
+    data: &Splits,
+    backbones: &BackboneRegistry,
+    optimizers: &OptimizerRegistry,
+    observer: &mut dyn TrialObserver,
+) -> Result<TrialOutcome, TrialError> {
+    let started = Instant::now();
+    let device = spec.device.resolve().map_err(TrialError::Device)?;
+    let train = &data.train;
+    if train.len() < spec.batch_size {
+        return Err(TrialError::TooLittleData {
+            images: train.len(),
+            batch_size: spec.batch_size,
+        });
+    }
+    check_labels(train)?;
+    check_labels(&data.test)?;
+
+    tch::manual_seed(spec.seed as i64);
+    let vs = nn::VarStore::new(device);
+    let model = backbones.build(&spec.backbone, &vs.root(), train.classes as i64)?;
+    let mut optimizer = optimizers.build(&spec.optimizer, &spec.hparams, param_set(&vs, &model))?;
+
+    let (mean, std) = train.mean_std();
+    let normalizer = Normalizer::new(mean, std, device);
+    let steps_per_epoch = train.len() / spec.batch_size;
+    let schedule = WarmupCosine {
+        base_lr: spec.hparams["lr"],
+        warmup_steps: spec.warmup_epochs as usize * steps_per_epoch,
+        total_steps: spec.epochs as usize * steps_per_epoch,
+    };
+
+    let mut trainable = vs.trainable_variables();
+    let mut step = 0usize;
+    let mut final_accuracy = None;
+    for epoch in 1..=spec.epochs {
+        let epoch_start = Instant::now();
+        let mut loss_sum = Tensor::zeros([], (Kind::Float, device));
+        let mut batch_index = 0;
+        let mut lr = schedule.lr(step);
+        let diverged = for_each_batch(
+            train,
+            spec.batch_size,
+            Some(spec.seed ^ (u64::from(epoch) << 32)),
+            |batch: RawBatch| {
+                let images = normalizer.apply(&batch.images);
+                let labels = batch.labels.to_device(device);
+                let loss = model
+                    .net
+                    .forward_t(&images, true)
+                    .cross_entropy_for_logits(&labels);
+                trainable.iter_mut().for_each(Tensor::zero_grad);
+                loss.backward();
+                lr = schedule.lr(step);
+                optimizer.step(lr);
+                loss_sum += loss.detach();
+                step += 1;
+                batch_index += 1;
+                observer.on_batch(epoch, batch_index, steps_per_epoch);
+                // Reading the loss syncs the device, so look only now and then.
+                if batch_index % 16 == 0 && !f64::try_from(&loss_sum)?.is_finite() {
+                    return Err(EpochStop::Diverged);
+                }
+                Ok(())
+            },
+        );
+        if let Err(EpochStop::Torch(e)) = diverged {
+            return Err(e.into());
+        }
+        let train_loss = f64::try_from(&loss_sum)? / batch_index.max(1) as f64;
+        if diverged.is_err() || !train_loss.is_finite() {
+            return Ok(TrialOutcome {
+                status: TrialStatus::Diverged,
+                final_accuracy: None,
+                wall_s: started.elapsed().as_secs_f64(),
+                device: device_name(device),
+                optimizer_state_bytes: optimizer.state_bytes(),
+                note: Some(format!(
+                    "training loss became {train_loss} in epoch {epoch}"
+                )),
+            });
+        }
+        let train_s = epoch_start.elapsed().as_secs_f64();
+        let (test_loss, test_accuracy) =
+            evaluate(&model, &data.test, &normalizer, spec.batch_size)?;
+        final_accuracy = Some(test_accuracy);
+        observer.on_epoch(&EpochReport {
+            epoch,
+            train_loss,
+            test_loss,
+            test_accuracy,
+            lr,
+            images_per_sec: (batch_index * spec.batch_size) as f64 / train_s,
+            wall_s: epoch_start.elapsed().as_secs_f64(),
+        });
+    }
+    Ok(TrialOutcome {
+        status: TrialStatus::Done,
+        final_accuracy,
+        wall_s: started.elapsed().as_secs_f64(),
+        device: device_name(device),
+        optimizer_state_bytes: optimizer.state_bytes(),
+        note: None,
+    })
+}
+
+/// Why an epoch's batch loop stopped early.
+enum EpochStop {
+    Diverged,
+    Torch(tch::TchError),
+}
+
+impl From<tch::TchError> for EpochStop {
+    fn from(e: tch::TchError) -> Self {
+        EpochStop::Torch(e)
+    }
+}
+
+fn check_labels(split: &Dataset) -> Result<(), TrialError> {
+    match split.labels.iter().max() {
+        Some(&label) if usize::from(label) >= split.classes => Err(TrialError::BadLabels {
+            dataset: split.classes,
+            label,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Splits trainable variables as timm's `param_groups_weight_decay`: no decay
+/// for 1-d tensors (biases, norm scales) and the model's own exemptions.
+fn param_set(vs: &nn::VarStore, model: &Model) -> ParamSet {
+    let variables: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
+    let mut params = ParamSet::default();
+    for (name, tensor) in variables {
+        if !tensor.requires_grad() {
+            continue;
+        }
+        let exempt = tensor.dim() <= 1
+            || model
+                .no_weight_decay
+                .iter()
+                .any(|suffix| name.ends_with(suffix));
+        if exempt {
+            params.no_decay.push(tensor);
+        } else {
+            params.decay.push(tensor);
+        }
+    }
+    params
+}
+
+/// Mean cross-entropy and top-1 accuracy (percent) over a whole split.
+fn evaluate(
+    model: &Model,
+    split: &Dataset,
+    normalizer: &Normalizer,
+    batch_size: usize,
+) -> Result<(f64, f64), TrialError> {
+    let device = normalizer.device();
+    let mut loss_sum = Tensor::zeros([], (Kind::Double, device));
+    let mut correct = Tensor::zeros([], (Kind::Int64, device));
+    tch::no_grad(|| {
+        for_each_batch(split, batch_size * 2, None, |batch: RawBatch| {
+            let labels = batch.labels.to_device(device);
+            let logits = model.net.forward_t(&normalizer.apply(&batch.images), false);
+            loss_sum += logits
+                .cross_entropy_loss::<Tensor>(&labels, None, tch::Reduction::Sum, -100, 0.0)
+                .to_kind(Kind::Double);
+            correct += logits.argmax(-1, false).eq_tensor(&labels).sum(Kind::Int64);
+            Ok::<(), TrialError>(())
+        })
+    })?;
+    let n = split.len().max(1) as f64;
+    Ok((
+        f64::try_from(&loss_sum)? / n,
+        100.0 * i64::try_from(&correct)? as f64 / n,
+    ))
+}

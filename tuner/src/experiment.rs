@@ -1,0 +1,366 @@
+//! The experiment file: which backbones meet which optimizers, on what data.
+
+use std::path::{Path, PathBuf};
+
+use bocb_search_spaces::Catalog;
+use bocb_trial_runner::data::DatasetFormat;
+use bocb_trial_runner::models::BackboneRegistry;
+use bocb_trial_runner::optim::OptimizerRegistry;
+use bocb_trial_runner::DeviceChoice;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// An experiment as the user writes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentSpec {
+    pub name: String,
+    pub dataset: DatasetRef,
+    pub backbones: Vec<String>,
+    pub optimizers: Vec<String>,
+    pub epochs: u32,
+    /// Seeds per config; the paper averages three.
+    #[serde(default = "one")]
+    pub seeds: u32,
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    #[serde(default)]
+    pub warmup_epochs: u32,
+    #[serde(default)]
+    pub device: DeviceChoice,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetRef {
+    pub format: DatasetFormat,
+    /// Relative paths are taken from the experiment file's directory.
+    pub path: PathBuf,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn default_batch_size() -> usize {
+    128
+}
+
+/// A loaded, validated experiment.
+#[derive(Debug, Clone)]
+pub struct Experiment {
+    pub spec: ExperimentSpec,
+    /// The file as written, kept in the store with the experiment.
+    pub source: String,
+    /// The dataset directory, resolved against the file's location.
+    pub dataset_dir: PathBuf,
+}
+
+/// A problem with an experiment file, located where possible.
+#[derive(Debug, Error)]
+pub enum ExperimentError {
+    #[error("cannot read experiment file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{origin}:{line}:{column}: {message}")]
+    Invalid {
+        origin: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{origin}: {message}")]
+    Unlocated { origin: String, message: String },
+}
+
+impl Experiment {
+    /// Reads and validates `path` against the registries.
+    pub fn load(
+        path: &Path,
+        backbones: &BackboneRegistry,
+        optimizers: &OptimizerRegistry,
+        catalog: &Catalog,
+    ) -> Result<Experiment, ExperimentError> {
+        let source = std::fs::read_to_string(path).map_err(|source| ExperimentError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Experiment::parse(
+            &source,
+            &path.display().to_string(),
+            base,
+            backbones,
+            optimizers,
+            catalog,
+        )
+    }
+
+    /// Parses `source` (named `origin` in errors); relative dataset paths are
+    /// resolved against `base`.
+    pub fn parse(
+        source: &str,
+        origin: &str,
+        base: &Path,
+        backbones: &BackboneRegistry,
+        optimizers: &OptimizerRegistry,
+        catalog: &Catalog,
+    ) -> Result<Experiment, ExperimentError> {
+        let spec: ExperimentSpec = serde_yaml::from_str(source).map_err(|e| {
+            let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
+            ExperimentError::Invalid {
+                origin: origin.to_string(),
+                line,
+                column,
+                message: e
+                    .to_string()
+                    .split(" at line ")
+                    .next()
+                    .unwrap_or_default()
+                    .to_string(),
+            }
+        })?;
+        let located = |key: &str, value: &str, message: String| {
+            let (line, column) = locate(source, key, value);
+            ExperimentError::Invalid {
+                origin: origin.to_string(),
+                line,
+                column,
+                message,
+            }
+        };
+        if spec.name.is_empty()
+            || !spec
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(located(
+                "name",
+                &spec.name,
+                format!(
+                    "experiment name `{}` must be non-empty and use only letters, digits, `-`, `_` and `.`",
+                    spec.name
+                ),
+            ));
+        }
+        for (key, value) in [("epochs", spec.epochs), ("seeds", spec.seeds)] {
+            if value == 0 {
+                return Err(located(key, "0", format!("`{key}` must be at least 1")));
+            }
+        }
+        if spec.batch_size == 0 {
+            return Err(located(
+                "batch_size",
+                "0",
+                "`batch_size` must be at least 1".into(),
+            ));
+        }
+        if spec.warmup_epochs >= spec.epochs {
+            return Err(located(
+                "warmup_epochs",
+                &spec.warmup_epochs.to_string(),
+                format!(
+                    "`warmup_epochs` ({}) must be below `epochs` ({})",
+                    spec.warmup_epochs, spec.epochs
+                ),
+            ));
+        }
+        for (key, list) in [
+            ("backbones", &spec.backbones),
+            ("optimizers", &spec.optimizers),
+        ] {
+            if list.is_empty() {
+                return Err(located(
+                    key,
+                    "[",
+                    format!("`{key}` names no {key}; list at least one"),
+                ));
+            }
+        }
+        for name in &spec.backbones {
+            backbones
+                .lookup(name)
+                .map_err(|e| located("backbones", name, e.to_string()))?;
+        }
+        for name in &spec.optimizers {
+            if !optimizers.contains(name) {
+                return Err(located(
+                    "optimizers",
+                    name,
+                    format!(
+                        "unknown optimizer `{name}`; valid: {}",
+                        optimizers.names().join(", ")
+                    ),
+                ));
+            }
+            catalog.optimizer(name).map_err(|e| {
+                located(
+                    "optimizers",
+                    name,
+                    format!("optimizer `{name}` has no search space: {e}"),
+                )
+            })?;
+        }
+        let dataset_dir = base.join(&spec.dataset.path);
+        if !dataset_dir.is_dir() {
+            return Err(located(
+                "path",
+                &spec.dataset.path.display().to_string(),
+                format!(
+                    "dataset directory {} does not exist (relative paths are taken from the experiment file's directory); create one with `bocb data synth --out {}` or point `dataset.path` at your CIFAR data",
+                    dataset_dir.display(),
+                    dataset_dir.display()
+                ),
+            ));
+        }
+        Ok(Experiment {
+            spec,
+            source: source.to_string(),
+            dataset_dir,
+        })
+    }
+
+    /// The settings every trial of the experiment shares. A stored
+    /// experiment can grow (more backbones, optimizers, seeds) but not change
+    /// these, or its trials would stop being comparable.
+    pub fn training_settings(spec: &ExperimentSpec) -> String {
+        format!(
+            "dataset {} at {}, epochs {}, batch_size {}, warmup_epochs {}",
+            spec.dataset.format,
+            spec.dataset.path.display(),
+            spec.epochs,
+            spec.batch_size,
+            spec.warmup_epochs
+        )
+    }
+}
+
+/// 1-based line and column of `value` after `key:` in a YAML source (on the
+/// key's line, flow style, or in the block list below it); the key itself
+/// when the value is not found; (1, 1) when the key is absent. Used for
+/// errors found after parsing, when serde_yaml's marks are gone.
+fn locate(source: &str, key: &str, value: &str) -> (usize, usize) {
+    let lines: Vec<&str> = source.lines().collect();
+    let key_token = format!("{key}:");
+    for (i, line) in lines.iter().enumerate() {
+        let Some(k) = find_token(line, &key_token) else {
+            continue;
+        };
+        let after_key = k + key_token.len();
+        if let Some(v) = find_token(&line[after_key..], value) {
+            return (i + 1, after_key + v + 1);
+        }
+        let block = lines[i + 1..]
+            .iter()
+            .take_while(|l| l.trim_start().starts_with('-') || l.trim().is_empty());
+        for (j, item) in block.enumerate() {
+            if let Some(v) = find_token(item, value) {
+                return (i + j + 2, v + 1);
+            }
+        }
+        return (i + 1, k + 1);
+    }
+    (1, 1)
+}
+
+/// Byte offset of `token` in `line` as a whole YAML scalar (not inside a longer name).
+fn find_token(line: &str, token: &str) -> Option<usize> {
+    let is_name_char = |c: char| c.is_ascii_alphanumeric() || "_@.-/".contains(c);
+    line.match_indices(token).map(|(i, _)| i).find(|&i| {
+        let before = line[..i].chars().next_back();
+        let after = line[i + token.len()..].chars().next();
+        !before.is_some_and(is_name_char) && !after.is_some_and(is_name_char)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "\
+name: cnn-vs-vit
+dataset: { format: cifar100-bin, path: . }
+backbones: [resnet18_cifar@micro, vit_tiny_cifar]
+optimizers:
+  - sgd_m
+  - adamw
+epochs: 3
+";
+
+    fn parse(src: &str) -> Result<Experiment, ExperimentError> {
+        Experiment::parse(
+            src,
+            "exp.yaml",
+            Path::new("."),
+            &BackboneRegistry::builtin(),
+            &OptimizerRegistry::builtin(),
+            &Catalog::builtin(),
+        )
+    }
+
+    fn error(src: &str) -> String {
+        parse(src).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn parses_with_defaults() {
+        let e = parse(GOOD).unwrap();
+        assert_eq!(e.spec.seeds, 1);
+        assert_eq!(e.spec.batch_size, 128);
+        assert_eq!(e.spec.device, DeviceChoice::Auto);
+        assert_eq!(e.spec.optimizers, ["sgd_m", "adamw"]);
+        assert_eq!(e.dataset_dir, Path::new("./."));
+    }
+
+    #[test]
+    fn unknown_backbone_is_located_and_lists_choices() {
+        let err = error(&GOOD.replace("vit_tiny_cifar", "vit_huge"));
+        assert!(
+            err.starts_with("exp.yaml:3:35: unknown backbone `vit_huge`"),
+            "{err}"
+        );
+        assert!(err.contains("resnet18_cifar, vit_tiny_cifar"), "{err}");
+    }
+
+    #[test]
+    fn unknown_optimizer_in_block_list_is_located() {
+        let err = error(&GOOD.replace("  - adamw", "  - adamq"));
+        assert!(
+            err.starts_with("exp.yaml:6:5: unknown optimizer `adamq`; valid: adamw, sgd_m"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_key_reports_its_position_and_the_valid_keys() {
+        let err = error(&format!("{GOOD}epoch_count: 4\n"));
+        assert!(
+            err.starts_with("exp.yaml:8:1: unknown field `epoch_count`"),
+            "{err}"
+        );
+        assert!(err.contains("`epochs`"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_explained() {
+        assert!(error(&GOOD.replace("epochs: 3", "epochs: 0"))
+            .contains("exp.yaml:7:9: `epochs` must be at least 1"));
+        let err = error(&GOOD.replace("cifar100-bin", "cifar1000"));
+        assert!(err.starts_with("exp.yaml:2:"), "{err}");
+        assert!(err.contains("cifar100-bin"), "{err}");
+        let err = error(&format!("{GOOD}warmup_epochs: 3\n"));
+        assert!(err.contains("must be below `epochs`"), "{err}");
+        let err = error(&GOOD.replace("cnn-vs-vit", "cnn vs vit"));
+        assert!(err.starts_with("exp.yaml:1:"), "{err}");
+    }
+
+    #[test]
+    fn missing_dataset_directory_says_how_to_make_one() {
+        let err = error(&GOOD.replace("path: .", "path: no/such/dir"));
+        assert!(err.starts_with("exp.yaml:2:"), "{err}");
+        assert!(err.contains("bocb data synth --out ./no/such/dir"), "{err}");
+    }
+}

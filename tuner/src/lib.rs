@@ -1,0 +1,8 @@
+//! bocb's tuner: experiments, search strategies, the run loop and reports.
+//! The `bocb` binary is the one door for users; this library is what it
+//! drives, so tests and embedding programs can drive it too.
+
+pub mod experiment;
+pub mod report;
+pub mod run;
+pub mod strategy;

@@ -1,0 +1,212 @@
+//! `bocb`: tune optimizers against vision backbones.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use bocb_store::Store;
+use bocb_trial_runner::data::{write_synthetic, DatasetFormat, SynthConfig};
+use bocb_tuner::experiment::Experiment;
+use bocb_tuner::report;
+use bocb_tuner::run::{run_experiment, Registries};
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(
+    name = "bocb",
+    version,
+    about = "Hyperparameter search of optimizers against vision backbones (BOCB)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run (or resume) an experiment: every backbone x optimizer pair over the
+    /// optimizer's 5 x 5 lr x weight-decay grid, then print the report.
+    Run {
+        /// The experiment file (YAML).
+        experiment: PathBuf,
+        #[arg(long, default_value = "./bocb-data")]
+        store: PathBuf,
+        /// No progress bars (a line per finished trial still goes to stderr).
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Print the best config and the accuracy grid of every pair.
+    Report {
+        /// Only this experiment (default: all in the store).
+        #[arg(long)]
+        experiment: Option<String>,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        #[arg(long, default_value = "./bocb-data")]
+        store: PathBuf,
+    },
+    /// Datasets.
+    Data {
+        #[command(subcommand)]
+        command: DataCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DataCommand {
+    /// Write a synthetic dataset in a real CIFAR format (learnable, not trivial).
+    Synth {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 100)]
+        classes: usize,
+        #[arg(long, default_value_t = 50_000)]
+        train: usize,
+        #[arg(long, default_value_t = 10_000)]
+        test: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// cifar100-bin, cifar10-bin, cifar100-pickle or cifar10-pickle.
+        #[arg(long, default_value = "cifar100-bin")]
+        format: DatasetFormat,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Table,
+    Json,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("BOCB_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Run {
+            experiment,
+            store,
+            quiet,
+        } => {
+            let registries = Registries::builtin();
+            let experiment = Experiment::load(
+                &experiment,
+                &registries.backbones,
+                &registries.optimizers,
+                &registries.catalog,
+            )?;
+            let store = open_store(&store)?;
+            let show_progress = !quiet && std::io::stderr().is_terminal();
+            let summary = run_experiment(&experiment, &store, &registries, show_progress)?;
+            eprintln!(
+                "trained {} trial(s) ({} diverged, {} failed); {} already finished in the store",
+                summary.trained, summary.diverged, summary.failed, summary.skipped
+            );
+            print_report(
+                &store,
+                &registries,
+                Some(&experiment.spec.name),
+                Format::Table,
+            )
+        }
+        Command::Report {
+            experiment,
+            format,
+            store,
+        } => {
+            if !store.exists() {
+                bail!(
+                    "no store at {}; run an experiment first (`bocb run FILE --store {}`)",
+                    store.display(),
+                    store.display()
+                );
+            }
+            let store = open_store(&store)?;
+            print_report(
+                &store,
+                &Registries::builtin(),
+                experiment.as_deref(),
+                format,
+            )
+        }
+        Command::Data {
+            command:
+                DataCommand::Synth {
+                    out,
+                    classes,
+                    train,
+                    test,
+                    seed,
+                    format,
+                },
+        } => {
+            let config = SynthConfig {
+                classes,
+                train,
+                test,
+                seed,
+            };
+            write_synthetic(&out, &config, format)?;
+            eprintln!(
+                "wrote {train} training and {test} test images of {classes} classes ({format}) to {}",
+                out.display()
+            );
+            Ok(())
+        }
+    }
+}
+
+fn open_store(dir: &std::path::Path) -> Result<Store> {
+    Store::open(dir).with_context(|| format!("opening the store at {}", dir.display()))
+}
+
+fn print_report(
+    store: &Store,
+    registries: &Registries,
+    name: Option<&str>,
+    format: Format,
+) -> Result<()> {
+    let names: Vec<String> = match name {
+        Some(name) => vec![name.to_string()],
+        None => store.experiments()?.into_iter().map(|e| e.name).collect(),
+    };
+    if names.is_empty() {
+        bail!("the store holds no experiment yet; run one with `bocb run FILE`");
+    }
+    let mut reports = Vec::new();
+    for name in &names {
+        match report::build(store, &registries.catalog, name)? {
+            Some(r) => reports.push(r),
+            None => {
+                let known: Vec<String> = store.experiments()?.into_iter().map(|e| e.name).collect();
+                bail!(
+                    "no experiment `{name}` in the store; it holds: {}",
+                    known.join(", ")
+                );
+            }
+        }
+    }
+    match format {
+        Format::Table => {
+            let text: Vec<String> = reports.iter().map(report::render_table).collect();
+            print!("{}", text.join("\n"));
+        }
+        Format::Json => println!("{}", serde_json::to_string_pretty(&reports)?),
+    }
+    Ok(())
+}

@@ -1,0 +1,276 @@
+//! The report of an experiment: best config per pair and its 5 x 5 grid.
+
+use std::fmt::Write as _;
+
+use bocb_search_spaces::Catalog;
+use bocb_store::{GridCell, PairBest, Store, StoreError, TrialRecord, TrialStatus, GRID_POINTS};
+use serde::Serialize;
+
+use crate::experiment::{Experiment, ExperimentSpec};
+
+/// One pair: its grids' values, its best config and every cell.
+#[derive(Debug, Clone, Serialize)]
+pub struct PairReport {
+    pub backbone: String,
+    pub optimizer: String,
+    pub lr_values: Vec<f64>,
+    pub weight_decay_values: Vec<f64>,
+    pub best: Option<PairBest>,
+    /// `[lr][weight_decay]`.
+    pub grid: Vec<Vec<CellReport>>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct CellReport {
+    pub mean_accuracy: Option<f64>,
+    pub done: usize,
+    pub diverged: usize,
+    pub failed: usize,
+}
+
+impl From<GridCell> for CellReport {
+    fn from(c: GridCell) -> Self {
+        CellReport {
+            mean_accuracy: c.mean_accuracy,
+            done: c.done,
+            diverged: c.diverged,
+            failed: c.failed,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TrialCounts {
+    pub done: usize,
+    pub diverged: usize,
+    pub failed: usize,
+    pub unfinished: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ExperimentReport {
+    pub experiment: String,
+    pub settings: String,
+    pub trials: TrialCounts,
+    pub pairs: Vec<PairReport>,
+}
+
+/// Builds the report of `name` from the store.
+pub fn build(
+    store: &Store,
+    catalog: &Catalog,
+    name: &str,
+) -> Result<Option<ExperimentReport>, StoreError> {
+    let Some(record) = store.experiment(name)? else {
+        return Ok(None);
+    };
+    let trials = store.trials(name)?;
+    let best = store.best_per_pair(name)?;
+    let spec: Option<ExperimentSpec> = serde_yaml::from_str(&record.spec_yaml).ok();
+    let mut pairs = Vec::new();
+    for (backbone, optimizer) in pair_order(spec.as_ref(), &trials) {
+        let Ok(space) = catalog.optimizer(&optimizer) else {
+            continue;
+        };
+        let cells = store.grid(name, &backbone, &optimizer, 1)?;
+        pairs.push(PairReport {
+            lr_values: space.lr.values().to_vec(),
+            weight_decay_values: space.weight_decay.values().to_vec(),
+            best: best
+                .iter()
+                .find(|b| b.backbone == backbone && b.optimizer == optimizer)
+                .cloned(),
+            grid: cells
+                .iter()
+                .map(|row| row.iter().map(|&c| c.into()).collect())
+                .collect(),
+            backbone,
+            optimizer,
+        });
+    }
+    let mut counts = TrialCounts::default();
+    for t in &trials {
+        match t.status {
+            TrialStatus::Done => counts.done += 1,
+            TrialStatus::Diverged => counts.diverged += 1,
+            TrialStatus::Failed => counts.failed += 1,
+            TrialStatus::Queued | TrialStatus::Running => counts.unfinished += 1,
+        }
+    }
+    Ok(Some(ExperimentReport {
+        experiment: name.to_string(),
+        settings: spec
+            .as_ref()
+            .map(Experiment::training_settings)
+            .unwrap_or_default(),
+        trials: counts,
+        pairs,
+    }))
+}
+
+/// Pairs in the experiment file's order, then any others found in the history.
+fn pair_order(spec: Option<&ExperimentSpec>, trials: &[TrialRecord]) -> Vec<(String, String)> {
+    let mut pairs: Vec<(String, String)> = spec
+        .map(|s| {
+            s.backbones
+                .iter()
+                .flat_map(|b| s.optimizers.iter().map(move |o| (b.clone(), o.clone())))
+                .collect()
+        })
+        .unwrap_or_default();
+    for t in trials {
+        let pair = (t.backbone.clone(), t.optimizer.clone());
+        if !pairs.contains(&pair) {
+            pairs.push(pair);
+        }
+    }
+    pairs
+}
+
+/// Compact number for grids and tables: `0.1`, `5e-4`.
+pub fn fmt_value(v: f64) -> String {
+    if v != 0.0 && v.abs() < 1e-2 {
+        format!("{v:e}")
+    } else {
+        format!("{v}")
+    }
+}
+
+fn fmt_cell(cell: &CellReport) -> String {
+    match (cell.mean_accuracy, cell.diverged, cell.failed) {
+        (Some(acc), _, _) => format!("{acc:.2}"),
+        (None, d, _) if d > 0 => "div".into(),
+        (None, _, f) if f > 0 => "fail".into(),
+        _ => "-".into(),
+    }
+}
+
+/// The report as text tables.
+pub fn render_table(report: &ExperimentReport) -> String {
+    let mut out = String::new();
+    let t = &report.trials;
+    let _ = writeln!(
+        out,
+        "Experiment {}: {} pairs; trials: {} done, {} diverged, {} failed, {} unfinished",
+        report.experiment,
+        report.pairs.len(),
+        t.done,
+        t.diverged,
+        t.failed,
+        t.unfinished
+    );
+    if !report.settings.is_empty() {
+        let _ = writeln!(out, "Settings: {}", report.settings);
+    }
+    let _ = writeln!(
+        out,
+        "\nBest config per pair (top-1 on the test split, mean over seeds)"
+    );
+    let name_width = report
+        .pairs
+        .iter()
+        .map(|p| p.backbone.len())
+        .max()
+        .unwrap_or(8)
+        .max(8);
+    let _ = writeln!(
+        out,
+        "{:<name_width$}  {:<10}  {:>8}  {:>12}  {:>16}  {:>5}",
+        "backbone", "optimizer", "lr", "weight_decay", "top-1 (%)", "seeds"
+    );
+    for p in &report.pairs {
+        match &p.best {
+            Some(b) => {
+                let _ = writeln!(
+                    out,
+                    "{:<name_width$}  {:<10}  {:>8}  {:>12}  {:>16}  {:>5}",
+                    p.backbone,
+                    p.optimizer,
+                    fmt_value(b.params["lr"]),
+                    fmt_value(b.params["weight_decay"]),
+                    format!("{:.2} ± {:.2}", b.mean_accuracy, b.std_accuracy),
+                    b.seeds
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "{:<name_width$}  {:<10}  no finished trial",
+                    p.backbone, p.optimizer
+                );
+            }
+        }
+    }
+    for p in &report.pairs {
+        let _ = writeln!(
+            out,
+            "\n{} × {}: top-1 (%) by lr (rows) and weight_decay (columns); * marks the best",
+            p.backbone, p.optimizer
+        );
+        let accuracies: Vec<f64> = p
+            .grid
+            .iter()
+            .flatten()
+            .filter_map(|c| c.mean_accuracy)
+            .collect();
+        let _ = write!(out, "{:>10}", "lr \\ wd");
+        for wd in &p.weight_decay_values {
+            let _ = write!(out, " {:>9}", fmt_value(*wd));
+        }
+        out.push('\n');
+        for (i, row) in p.grid.iter().enumerate() {
+            let _ = write!(out, "{:>10}", fmt_value(p.lr_values[i]));
+            for (j, cell) in row.iter().enumerate() {
+                let is_best =
+                    p.best.as_ref().and_then(|b| b.grid).is_some_and(|g| {
+                        (usize::from(g.lr), usize::from(g.weight_decay)) == (i, j)
+                    });
+                let mark = if is_best { "*" } else { "" };
+                let _ = write!(out, " {:>9}", format!("{mark}{}", fmt_cell(cell)));
+            }
+            out.push('\n');
+        }
+        if let (Some(lo), Some(hi)) = (
+            accuracies.iter().copied().reduce(f64::min),
+            accuracies.iter().copied().reduce(f64::max),
+        ) {
+            let _ = writeln!(
+                out,
+                "{:>10} {:.2} to {:.2} over {} of {} cells",
+                "range",
+                lo,
+                hi,
+                accuracies.len(),
+                GRID_POINTS * GRID_POINTS
+            );
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_small_values_in_scientific_notation() {
+        assert_eq!(fmt_value(0.1), "0.1");
+        assert_eq!(fmt_value(5e-4), "5e-4");
+        assert_eq!(fmt_value(1.25e-4), "1.25e-4");
+        assert_eq!(fmt_value(0.05), "0.05");
+    }
+
+    #[test]
+    fn cells_show_accuracy_or_why_there_is_none() {
+        let cell = |mean_accuracy, diverged, failed| CellReport {
+            mean_accuracy,
+            done: usize::from(mean_accuracy.is_some()),
+            diverged,
+            failed,
+        };
+        assert_eq!(fmt_cell(&cell(Some(41.234), 1, 0)), "41.23");
+        assert_eq!(fmt_cell(&cell(None, 1, 0)), "div");
+        assert_eq!(fmt_cell(&cell(None, 0, 2)), "fail");
+        assert_eq!(fmt_cell(&cell(None, 0, 0)), "-");
+    }
+}
