@@ -67,11 +67,11 @@ pub enum SpaceError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Category {
-    /// Fixed learning rate with momentum (SGD-M, LARS, ...).
+    /// Fixed learning rate with momentum (SGD-M, SGDP, LION).
     A,
     /// Adaptive learning rate with momentum (Adam, AdamW, LAMB, ...).
     B,
-    /// Estimated learning rate with momentum (AdaBelief, Adan, ...).
+    /// Estimated learning rate with momentum (AdaBelief, AdaBound, LARS, ...).
     C,
     /// Adaptive learning rate without momentum (RMSProp, AdaGrad, ...).
     D,

@@ -7,7 +7,7 @@ use rand::SeedableRng;
 use tch::{Device, Kind, Tensor};
 
 use crate::augment::random_crop_flip;
-use crate::data::Dataset;
+use crate::data::{Dataset, IMAGE_BYTES, SIDE};
 
 /// How many batches the producer may run ahead of the consumer.
 const PREFETCH: usize = 4;
@@ -57,8 +57,7 @@ pub fn for_each_batch<E>(
     augment_seed: Option<u64>,
     mut consume: impl FnMut(RawBatch) -> Result<(), E>,
 ) -> Result<(), E> {
-    let side = 32usize;
-    let image_len = 3 * side * side;
+    let (side, image_len) = (SIDE, IMAGE_BYTES);
     let mut order: Vec<usize> = (0..data.len()).collect();
     let mut rng = augment_seed.map(StdRng::seed_from_u64);
     let chunks: Vec<Vec<usize>> = match rng.as_mut() {

@@ -271,3 +271,120 @@ fn evaluate(
         100.0 * i64::try_from(&correct)? as f64 / n,
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::{generate, SynthConfig};
+
+    struct Collect(Vec<EpochReport>);
+
+    impl TrialObserver for Collect {
+        fn on_epoch(&mut self, report: &EpochReport) {
+            self.0.push(report.clone());
+        }
+    }
+
+    fn data(train: usize) -> Splits {
+        generate(&SynthConfig {
+            classes: 4,
+            train,
+            test: 64,
+            seed: 5,
+        })
+        .unwrap()
+    }
+
+    fn spec(optimizer: &str, lr: f64, epochs: u32) -> TrialSpec {
+        TrialSpec {
+            backbone: "resnet18_cifar@micro".into(),
+            optimizer: optimizer.into(),
+            hparams: [("lr".to_string(), lr), ("weight_decay".to_string(), 5e-4)].into(),
+            seed: 3,
+            epochs,
+            batch_size: 32,
+            warmup_epochs: 1,
+            device: DeviceChoice::Cpu,
+        }
+    }
+
+    fn run(
+        spec: &TrialSpec,
+        data: &Splits,
+    ) -> (Result<TrialOutcome, TrialError>, Vec<EpochReport>) {
+        let mut observer = Collect(Vec::new());
+        let outcome = run_trial(
+            spec,
+            data,
+            &BackboneRegistry::builtin(),
+            &OptimizerRegistry::builtin(),
+            &mut observer,
+        );
+        (outcome, observer.0)
+    }
+
+    #[test]
+    fn trains_reports_every_epoch_and_is_reproducible() {
+        let data = data(256);
+        let mut spec = spec("sgd_m", 0.1, 3);
+        spec.hparams.insert("momentum".into(), 0.9);
+        let (outcome, reports) = run(&spec, &data);
+        let outcome = outcome.unwrap();
+        assert_eq!(outcome.status, TrialStatus::Done);
+        assert_eq!(outcome.device, "cpu");
+        assert_eq!(
+            reports.iter().map(|r| r.epoch).collect::<Vec<_>>(),
+            [1, 2, 3]
+        );
+        assert_eq!(outcome.final_accuracy, Some(reports[2].test_accuracy));
+        assert!(reports
+            .iter()
+            .all(|r| (0.0..=100.0).contains(&r.test_accuracy)));
+        assert!(reports[2].train_loss < reports[0].train_loss, "{reports:?}");
+        // Warm-up ends at epoch 1's last step; cosine reaches ~0 at the end.
+        assert!((reports[0].lr - 0.1).abs() < 1e-12, "{}", reports[0].lr);
+        assert!(reports[2].lr < 0.01);
+        let params = {
+            let vs = nn::VarStore::new(tch::Device::Cpu);
+            BackboneRegistry::builtin()
+                .build(&spec.backbone, &vs.root(), 4)
+                .unwrap();
+            crate::models::parameter_count(&vs) as usize
+        };
+        // One float32 momentum buffer per parameter.
+        assert_eq!(outcome.optimizer_state_bytes, 4 * params);
+        let (again, again_reports) = run(&spec, &data);
+        assert_eq!(again.unwrap().final_accuracy, outcome.final_accuracy);
+        let losses = |r: &[EpochReport]| r.iter().map(|r| r.train_loss).collect::<Vec<_>>();
+        assert_eq!(losses(&again_reports), losses(&reports));
+    }
+
+    #[test]
+    fn an_exploding_loss_ends_the_trial_as_diverged() {
+        let (outcome, reports) = run(&spec("sgd_m", 1e12, 2), &data(128));
+        let outcome = outcome.unwrap();
+        assert_eq!(outcome.status, TrialStatus::Diverged);
+        assert_eq!(outcome.final_accuracy, None);
+        assert!(outcome.note.unwrap().contains("epoch 1"));
+        assert!(reports.is_empty());
+    }
+
+    #[test]
+    fn too_little_data_and_bad_configs_are_errors() {
+        let err = run(&spec("adamw", 1e-3, 1), &data(16)).0.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                TrialError::TooLittleData {
+                    images: 16,
+                    batch_size: 32
+                }
+            ),
+            "{err}"
+        );
+        let mut bad = spec("adamw", 1e-3, 1);
+        bad.hparams.insert("momentum".into(), 0.9);
+        let err = run(&bad, &data(64)).0.unwrap_err();
+        assert!(err.to_string().contains("`momentum`"), "{err}");
+    }
+}

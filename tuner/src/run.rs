@@ -271,6 +271,7 @@ impl Pair<'_> {
             experiment: &spec.name,
             id,
             bar: progress.start_trial(&label, spec.epochs),
+            label: &label,
             store_error: None,
         };
         let result = run_trial(
@@ -318,6 +319,7 @@ struct Recorder<'a> {
     experiment: &'a str,
     id: &'a str,
     bar: ProgressBar,
+    label: &'a str,
     /// A failed write ends the run after the trial; the runner cannot take errors.
     store_error: Option<StoreError>,
 }
@@ -329,8 +331,10 @@ impl TrialObserver for Recorder<'_> {
     }
 
     fn on_epoch(&mut self, r: &EpochReport) {
-        self.bar
-            .set_message(format!("epoch {} top-1 {:.2}%", r.epoch, r.test_accuracy));
+        self.bar.set_message(format!(
+            "{}: epoch {} top-1 {:.2}%",
+            self.label, r.epoch, r.test_accuracy
+        ));
         let metrics = EpochMetrics {
             epoch: r.epoch,
             train_loss: r.train_loss,

@@ -473,3 +473,214 @@ fn batch_dict(format: DatasetFormat, split: &Dataset, range: Range<usize>, batch
     entries.push((text("filenames"), Value::List(filenames)));
     Value::Dict(entries)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A small dataset with distinct, recognisable pixels per image.
+    fn splits(classes: usize, train: usize, test: usize) -> Splits {
+        let split = |n: usize, offset: usize| Dataset {
+            images: (0..n * IMAGE_BYTES)
+                .map(|i| ((i * 7 + offset + i / IMAGE_BYTES) % 256) as u8)
+                .collect(),
+            labels: (0..n)
+                .map(|i| ((i * 3 + offset) % classes) as u16)
+                .collect(),
+            classes,
+            class_names: (0..classes).map(|i| format!("name {i}")).collect(),
+        };
+        Splits {
+            train: split(train, 0),
+            test: split(test, 1),
+        }
+    }
+
+    #[test]
+    fn every_format_round_trips_through_save_and_load() {
+        for format in DatasetFormat::ALL {
+            let dir = tempfile::tempdir().unwrap();
+            let data = splits(format.classes(), 13, 4);
+            save(dir.path(), &data, format).unwrap();
+            assert_eq!(load(dir.path(), format).unwrap(), data, "{format}");
+            assert_eq!(detect_format(dir.path()), Some(format));
+        }
+    }
+
+    #[test]
+    fn reads_binary_records_by_hand() {
+        let dir = tempfile::tempdir().unwrap();
+        let pixels: Vec<u8> = (0..IMAGE_BYTES).map(|i| (i % 200) as u8).collect();
+        // CIFAR-100: coarse label 3 (ignored), fine label 17, pixels.
+        let mut record = vec![3, 17];
+        record.extend(&pixels);
+        fs::write(
+            dir.path().join("train.bin"),
+            [record.clone(), record].concat(),
+        )
+        .unwrap();
+        fs::write(dir.path().join("test.bin"), b"").unwrap();
+        let loaded = load(dir.path(), DatasetFormat::Cifar100Bin).unwrap();
+        assert_eq!(loaded.train.labels, [17, 17]);
+        assert_eq!(loaded.train.image(1), pixels);
+        assert_eq!(loaded.train.classes, 100);
+        assert!(loaded.train.class_names.is_empty() && loaded.test.is_empty());
+
+        // CIFAR-10: label 9, pixels; names from batches.meta.txt, blank lines ignored.
+        let mut record = vec![9];
+        record.extend(&pixels);
+        for i in 1..=5 {
+            fs::write(dir.path().join(format!("data_batch_{i}.bin")), &record).unwrap();
+        }
+        fs::write(dir.path().join("test_batch.bin"), &record).unwrap();
+        let names: Vec<String> = (0..10).map(|i| format!("c{i}")).collect();
+        fs::write(
+            dir.path().join("batches.meta.txt"),
+            names.join("\n") + "\n\n",
+        )
+        .unwrap();
+        let loaded = load(dir.path(), DatasetFormat::Cifar10Bin).unwrap();
+        assert_eq!(loaded.train.labels, [9; 5]);
+        assert_eq!(loaded.test.image(0), pixels);
+        assert_eq!(loaded.train.class_names, names);
+    }
+
+    #[test]
+    fn loads_from_the_archive_subfolder() {
+        for format in DatasetFormat::ALL {
+            let dir = tempfile::tempdir().unwrap();
+            let data = splits(3, 5, 2);
+            save(&dir.path().join(format.subfolder()), &data, format).unwrap();
+            assert_eq!(load(dir.path(), format).unwrap(), data);
+            assert_eq!(detect_format(dir.path()), Some(format));
+        }
+    }
+
+    #[test]
+    fn class_names_set_the_class_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = splits(7, 20, 5);
+        save(dir.path(), &data, DatasetFormat::Cifar100Pickle).unwrap();
+        let loaded = load(dir.path(), DatasetFormat::Cifar100Pickle).unwrap();
+        assert_eq!(loaded.train.classes, 7);
+        assert_eq!(loaded.train.class_names[6], "name 6");
+        // Without names a label up to the format's class count is valid.
+        fs::remove_file(dir.path().join("meta")).unwrap();
+        let loaded = load(dir.path(), DatasetFormat::Cifar100Pickle).unwrap();
+        assert_eq!(loaded.train.classes, 100);
+        assert!(loaded.train.class_names.is_empty());
+    }
+
+    #[test]
+    fn missing_directory_error_explains_the_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        let absent = dir.path().join("nowhere");
+        let message = load(&absent, DatasetFormat::Cifar100Bin)
+            .unwrap_err()
+            .to_string();
+        for needle in [
+            absent.to_str().unwrap(),
+            "cifar100-bin",
+            "does not exist",
+            "train.bin",
+            "test.bin",
+            "3074 bytes",
+            "cifar-100-binary/",
+            "bocb data synth --out DIR",
+        ] {
+            assert!(message.contains(needle), "{needle:?} not in {message}");
+        }
+        fs::write(dir.path().join("data_batch_1"), b"").unwrap();
+        let message = load(dir.path(), DatasetFormat::Cifar10Pickle)
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("missing data_batch_2, "), "{message}");
+        assert!(message.contains("test_batch"), "{message}");
+        assert!(message.contains("cifar-10-batches-py/"), "{message}");
+        assert_eq!(detect_format(dir.path()), None);
+    }
+
+    #[test]
+    fn file_size_must_be_a_multiple_of_the_record() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("train.bin"), vec![0; 3074 * 2 + 5]).unwrap();
+        fs::write(dir.path().join("test.bin"), b"").unwrap();
+        let message = load(dir.path(), DatasetFormat::Cifar100Bin)
+            .unwrap_err()
+            .to_string();
+        let file = dir.path().join("train.bin");
+        assert!(message.contains(file.to_str().unwrap()), "{message}");
+        assert!(message.contains("size 6153 bytes"), "{message}");
+        assert!(message.contains("3074-byte record"), "{message}");
+    }
+
+    #[test]
+    fn labels_beyond_the_class_count_name_file_and_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut data = splits(100, 3, 1);
+        save(dir.path(), &data, DatasetFormat::Cifar100Bin).unwrap();
+        // Fine label 100 in record 1 of train.bin.
+        let path = dir.path().join("train.bin");
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[3074 + 1] = 100;
+        fs::write(&path, bytes).unwrap();
+        let message = load(dir.path(), DatasetFormat::Cifar100Bin)
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains(path.to_str().unwrap()), "{message}");
+        assert!(message.contains("record 1 has label 100"), "{message}");
+
+        data.test.labels[0] = 10;
+        let dir = tempfile::tempdir().unwrap();
+        save(dir.path(), &data, DatasetFormat::Cifar10Pickle).unwrap();
+        fs::remove_file(dir.path().join("batches.meta")).unwrap();
+        let message = load(dir.path(), DatasetFormat::Cifar10Pickle)
+            .unwrap_err()
+            .to_string();
+        let path = dir.path().join("test_batch");
+        assert!(message.contains(path.to_str().unwrap()), "{message}");
+        assert!(
+            message.contains("record 0 has label 10, but the dataset has 10 classes"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn pickle_errors_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        save(dir.path(), &splits(5, 4, 2), DatasetFormat::Cifar100Pickle).unwrap();
+        let path = dir.path().join("train");
+        let bytes = fs::read(&path).unwrap();
+        fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+        let message = load(dir.path(), DatasetFormat::Cifar100Pickle)
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains(path.to_str().unwrap()), "{message}");
+        assert!(message.contains("truncated"), "{message}");
+
+        let dict = Value::Dict(vec![(text("fine_labels"), Value::List(vec![]))]);
+        write_pickle(&path, &dict).unwrap();
+        let message = load(dir.path(), DatasetFormat::Cifar100Pickle)
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains(path.to_str().unwrap()), "{message}");
+        assert!(message.contains("no b'data' entry"), "{message}");
+    }
+
+    #[test]
+    fn python3_written_pickles_load_as_cifar100() {
+        let dir = tempfile::tempdir().unwrap();
+        let fixtures = [
+            include_bytes!("testdata/cifar100_py3_protocol2.pickle").as_slice(),
+            include_bytes!("testdata/cifar100_py3_protocol4.pickle"),
+        ];
+        fs::write(dir.path().join("train"), fixtures[0]).unwrap();
+        fs::write(dir.path().join("test"), fixtures[1]).unwrap();
+        let loaded = load(dir.path(), DatasetFormat::Cifar100Pickle).unwrap();
+        for split in [&loaded.train, &loaded.test] {
+            assert_eq!(split.labels, [0, 5, 17, 99, 42, 7]);
+            assert_eq!(split.image(2)[0], (2 * 3072 % 251) as u8);
+            assert_eq!(split.image(5)[3071], ((6 * 3072 - 1) % 251) as u8);
+        }
+    }
+}

@@ -326,7 +326,7 @@ impl Parser<'_> {
     }
 
     fn set_items(&mut self, items: Vec<usize>) -> Result<(), PickleError> {
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             return Err(self.malformed("SETITEMS with an odd number of items"));
         }
         let dict = self.top()?;
@@ -371,7 +371,7 @@ impl Parser<'_> {
                     if let Some(text) = self.leaf_str(text) {
                         let bytes = text
                             .chars()
-                            .map(|c| u8::try_from(c))
+                            .map(u8::try_from)
                             .collect::<Result<Vec<u8>, _>>()
                             .map_err(|_| self.malformed("latin1 text with a char above 0xff"))?;
                         self.push(Node::Leaf(Value::Bytes(bytes)));
@@ -933,6 +933,237 @@ fn write_value(value: &Value, out: &mut impl Write) -> io::Result<()> {
                 out.write_all(&[op::BUILD])?;
             }
             Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(value: &Value) -> Value {
+        let mut bytes = Vec::new();
+        write(value, &mut bytes).unwrap();
+        read(&bytes).unwrap()
+    }
+
+    fn text(s: &str) -> Value {
+        Value::Bytes(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn reader_reads_back_what_the_writer_writes() {
+        let ints = [
+            0,
+            1,
+            255,
+            256,
+            65535,
+            65536,
+            -1,
+            -129,
+            i32::MIN.into(),
+            i32::MAX.into(),
+            1 << 31,
+            -(1 << 31) - 1,
+            1 << 40,
+            -(1 << 40),
+            i64::MAX,
+            i64::MIN,
+        ];
+        let tuples = (0..6)
+            .map(|n| Value::Tuple((0..n).map(Value::Int).collect()))
+            .collect();
+        let value = Value::Dict(vec![
+            (text("ints"), Value::List(ints.map(Value::Int).to_vec())),
+            (
+                text("long list"),
+                Value::List((0..2500).map(Value::Int).collect()),
+            ),
+            (text("one item"), Value::List(vec![Value::None])),
+            (text("tuples"), Value::List(tuples)),
+            (text("big bytes"), Value::Bytes(vec![7; 300])),
+            (
+                Value::Str("unicode \u{e9}\u{1f600}".into()),
+                Value::Float(-1.5e-300),
+            ),
+            (Value::Int(3), Value::Bool(true)),
+            (Value::Bool(false), Value::Dict(Vec::new())),
+            (
+                text("object"),
+                Value::Object {
+                    callable: Box::new(Value::Global {
+                        module: "m.n".into(),
+                        name: "f".into(),
+                    }),
+                    args: Box::new(Value::Tuple(vec![])),
+                    state: None,
+                },
+            ),
+            (
+                text("many entries"),
+                Value::Dict((0..1001).map(|i| (Value::Int(i), Value::None)).collect()),
+            ),
+        ]);
+        assert_eq!(round_trip(&value), value);
+    }
+
+    #[test]
+    fn ndarray_round_trips_through_the_py2_layout() {
+        let array = NdArrayU8 {
+            shape: vec![2, 3, 4],
+            data: (0..24).collect(),
+        };
+        let value = round_trip(&array.clone().into_value());
+        assert_eq!(NdArrayU8::from_value(value).unwrap(), array);
+    }
+
+    #[test]
+    fn writer_uses_the_py2_opcodes_of_the_official_files() {
+        let mut bytes = Vec::new();
+        let dict = Value::Dict(vec![
+            (
+                text("data"),
+                NdArrayU8 {
+                    shape: vec![1, 300],
+                    data: vec![9; 300],
+                }
+                .into_value(),
+            ),
+            (
+                text("labels"),
+                Value::List(vec![Value::Int(3), Value::Int(300)]),
+            ),
+        ]);
+        write(&dict, &mut bytes).unwrap();
+        let has = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+        assert!(bytes.starts_with(&[op::PROTO, 2, op::EMPTY_DICT, op::MARK]));
+        assert!(has(b"U\x04data"), "keys are SHORT_BINSTRING");
+        assert!(has(b"cnumpy.core.multiarray\n_reconstruct\n"));
+        assert!(
+            has(b"T\x2c\x01\x00\x00\x09\x09"),
+            "pixels are one BINSTRING"
+        );
+        assert!(
+            has(b"(K\x03M\x2c\x01e"),
+            "labels are BININT1/BININT2 via APPENDS"
+        );
+        assert_eq!(bytes.last(), Some(&op::STOP));
+    }
+
+    #[test]
+    fn codecs_encode_latin1_becomes_bytes() {
+        // Python 3's protocol 2 spelling of b'\xff\x80a': _codecs.encode('\xff\x80a', 'latin1').
+        let mut pickle = b"\x80\x02c_codecs\nencode\nq\x00X\x05\x00\x00\x00".to_vec();
+        pickle.extend("\u{ff}\u{80}a".as_bytes());
+        pickle.extend(b"X\x06\x00\x00\x00latin1\x86R.");
+        assert_eq!(read(&pickle).unwrap(), Value::Bytes(vec![0xff, 0x80, b'a']));
+        // A char above U+00FF cannot be latin1.
+        let mut bad = b"\x80\x02c_codecs\nencode\nX\x02\x00\x00\x00".to_vec();
+        bad.extend("\u{100}".as_bytes());
+        bad.extend(b"X\x06\x00\x00\x00latin1\x86R.");
+        assert!(read(&bad).unwrap_err().to_string().contains("latin1"));
+        // Empty bytes are __builtin__.bytes() at protocol 2.
+        assert_eq!(
+            read(b"\x80\x02c__builtin__\nbytes\n)R.").unwrap(),
+            Value::Bytes(vec![])
+        );
+    }
+
+    #[test]
+    fn memo_shares_containers_filled_after_memoizing() {
+        // l = [1, 2]; (l, l), with l memoized while still empty, as pickle writes it.
+        let value = read(b"\x80\x02]q\x00(K\x01K\x02eh\x00\x86.").unwrap();
+        let list = Value::List(vec![Value::Int(1), Value::Int(2)]);
+        assert_eq!(value, Value::Tuple(vec![list.clone(), list]));
+    }
+
+    #[test]
+    fn self_referencing_list_is_an_error_not_a_stack_overflow() {
+        let err = read(b"\x80\x02]q\x00h\x00a.").unwrap_err();
+        assert!(err.to_string().contains("nested deeper"), "{err}");
+    }
+
+    #[test]
+    fn unknown_opcode_is_named_with_its_offset() {
+        // 'I' (protocol-0 INT) is not one of the opcodes CIFAR files use.
+        let err = read(b"\x80\x02I1\n.").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unsupported pickle opcode 0x49 ('I') at offset 2"
+        );
+    }
+
+    #[test]
+    fn truncated_pickle_is_reported() {
+        let mut bytes = Vec::new();
+        write(&Value::Bytes(vec![1; 1000]), &mut bytes).unwrap();
+        let err = read(&bytes[..500]).unwrap_err();
+        assert!(matches!(err, PickleError::Truncated { .. }), "{err}");
+    }
+
+    #[test]
+    fn non_uint8_arrays_are_rejected() {
+        let mut value = NdArrayU8 {
+            shape: vec![1],
+            data: vec![0],
+        }
+        .into_value();
+        if let Value::Object {
+            state: Some(state), ..
+        } = &mut value
+        {
+            if let Value::Tuple(items) = &mut **state {
+                if let Value::Object { args, .. } = &mut items[2] {
+                    **args = Value::Tuple(vec![text("f4"), Value::Int(0), Value::Int(1)]);
+                }
+            }
+        }
+        let err = NdArrayU8::from_value(value).unwrap_err();
+        assert!(err.to_string().contains("dtype f4"), "{err}");
+    }
+
+    /// Made with numpy 2.4.6 on Python 3.11 (in testdata/):
+    ///
+    /// ```python
+    /// import pickle, numpy as np
+    /// data = (np.arange(6 * 3072) % 251).astype(np.uint8).reshape(6, 3072)
+    /// fine = [0, 5, 17, 99, 42, 7]
+    /// d = {'filenames': ['img_%d.png' % i for i in range(6)], 'batch_label': 'fixture',
+    ///      'fine_labels': fine, 'coarse_labels': [f // 5 for f in fine], 'data': data}
+    /// with open('cifar100_py3_protocol2.pickle', 'wb') as f: pickle.dump(d, f, protocol=2)
+    /// db = {k.encode(): v for k, v in d.items()}
+    /// with open('cifar100_py3_protocol4.pickle', 'wb') as f: pickle.dump(db, f, protocol=4)
+    /// ```
+    ///
+    /// Protocol 2 spells the pixels as `_codecs.encode(str, 'latin1')` and keys as
+    /// BINUNICODE; protocol 4 uses FRAME, MEMOIZE, STACK_GLOBAL, `numpy._core` and bytes.
+    const PY3_FIXTURES: [&[u8]; 2] = [
+        include_bytes!("testdata/cifar100_py3_protocol2.pickle"),
+        include_bytes!("testdata/cifar100_py3_protocol4.pickle"),
+    ];
+
+    #[test]
+    fn reads_pickles_written_by_python3_numpy() {
+        for fixture in PY3_FIXTURES {
+            let mut dict = read(fixture).unwrap();
+            let labels = dict.remove("fine_labels").unwrap();
+            let fine = [0, 5, 17, 99, 42, 7];
+            assert_eq!(labels, Value::List(fine.map(Value::Int).to_vec()));
+            let coarse = dict.remove("coarse_labels").unwrap();
+            assert_eq!(
+                coarse,
+                Value::List(fine.map(|f| Value::Int(f / 5)).to_vec())
+            );
+            let array = NdArrayU8::from_value(dict.remove("data").unwrap()).unwrap();
+            assert_eq!(array.shape, [6, 3072]);
+            let expected: Vec<u8> = (0..6 * 3072).map(|i| (i % 251) as u8).collect();
+            assert_eq!(array.data, expected);
+            let names = dict.remove("filenames").unwrap();
+            let Value::List(names) = names else {
+                panic!("{names:?}")
+            };
+            assert_eq!(names[5], Value::Str("img_5.png".into()));
         }
     }
 }

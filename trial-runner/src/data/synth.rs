@@ -1,14 +1,16 @@
 //! Synthetic CIFAR-like data: learnable, but not trivially.
 //!
-//! Each class is a prototype made of 3 random patterns (full-field oriented gratings,
-//! colour blobs, or Gabor patches), each with its own colour and zero mean per channel,
-//! so that the average colour of an image says nothing about its class. A sample is its
-//! class prototype shifted by up to 4 pixels (with wrap-around) and with per-pattern
-//! weight jitter, plus a random distractor pattern shared by all classes, a random
-//! brightness and tint, and strong Gaussian pixel noise. The shift scrambles the phase
-//! of the gratings, so a template matcher on raw pixels does only moderately well while
-//! a convolutional network can pick up orientation and frequency: how fast it does so
-//! depends on the optimiser's settings, which is what the trials tune.
+//! Each class is a prototype made of 3 patterns drawn from a pool shared by all classes
+//! (full-field oriented gratings, colour blobs and Gabor patches), so classes differ in
+//! their combination of patterns rather than in any one of them. Every pattern has its
+//! own colour and zero mean per channel, so that the average colour of an image says
+//! nothing about its class. A sample is its class prototype shifted by up to 4 pixels
+//! (with wrap-around) with per-pattern weight jitter, plus 2 random distractor patterns
+//! common to all classes, a random brightness and tint, and strong Gaussian pixel noise.
+//! The shift scrambles the phase of the gratings, so a template matcher on raw pixels
+//! does only moderately well while a convolutional network can pick up orientation and
+//! frequency: how fast it does so depends on the optimiser's settings, which is what
+//! the trials tune.
 
 use std::f32::consts::TAU;
 use std::path::Path;
@@ -29,7 +31,8 @@ pub struct SynthConfig {
     pub train: usize,
     /// Images in the test split.
     pub test: usize,
-    /// The output is a pure function of the config, seed included.
+    /// The output is a pure function of the config, seed included (for the `rand`
+    /// version in Cargo.lock, whose `StdRng` it uses).
     pub seed: u64,
 }
 
@@ -47,9 +50,10 @@ impl Default for SynthConfig {
 
 /// Patterns that make up one class prototype.
 const COMPONENTS: usize = 3;
-/// Size of the pattern pool the prototypes draw from, per 2 classes: classes share
-/// patterns and differ in their combination.
+/// Size of the pattern pool the prototypes draw from, per 2 classes, and at least
+/// `MIN_POOL` so that there are enough distinct combinations for 2 or 3 classes.
 const POOL_PER_CLASS: usize = 3;
+const MIN_POOL: usize = 6;
 /// Distractor patterns shared by all classes, and how many each image gets.
 const DISTRACTORS: usize = 8;
 const DISTRACTORS_PER_IMAGE: usize = 2;
@@ -67,7 +71,8 @@ const BRIGHTNESS: f32 = 15.0;
 const TINT: f32 = 6.0;
 
 const PLANE: usize = SIDE * SIDE;
-/// A pattern over the image, CHW, zero mean per channel and unit RMS.
+/// A pattern over the image, CHW, zero mean per channel, unit RMS unless that would
+/// make its peak exceed `PEAK`.
 type Pattern = Vec<f32>;
 
 /// Distance from `a` to `b` on a circle of circumference `SIDE`, so that patterns wrap
@@ -77,8 +82,9 @@ fn wrapped(a: f32, b: f32) -> f32 {
     d.min(SIDE as f32 - d)
 }
 
-/// A random oriented grating, colour blob or Gabor patch.
-fn random_pattern(rng: &mut StdRng) -> Pattern {
+/// A random pattern of the given kind: 0 an oriented grating, 1 a colour blob, 2 a
+/// Gabor patch (a grating under a blob).
+fn random_pattern(kind: usize, rng: &mut StdRng) -> Pattern {
     // A colour direction not too close to grey, so every pattern has some colour.
     let color = loop {
         let c: [f32; CHANNELS] = std::array::from_fn(|_| rng.random_range(-1.0..1.0));
@@ -87,7 +93,6 @@ fn random_pattern(rng: &mut StdRng) -> Pattern {
             break c.map(|v| v / norm);
         }
     };
-    let kind = rng.random_range(0..3);
     // Integer cycles per image keep gratings seamless under wrap-around shifts.
     let (kx, ky) = loop {
         let k: (i32, i32) = (rng.random_range(-5..=5), rng.random_range(-5..=5));
@@ -147,8 +152,9 @@ struct Generator {
 
 impl Generator {
     fn new(classes: usize, rng: &mut StdRng) -> Self {
-        let pool: Vec<Pattern> = (0..classes * POOL_PER_CLASS / 2)
-            .map(|_| random_pattern(rng))
+        // Equal shares of each kind, so that the difficulty varies little with the seed.
+        let pool: Vec<Pattern> = (0..(classes * POOL_PER_CLASS / 2).max(MIN_POOL))
+            .map(|i| random_pattern(i % 3, rng))
             .collect();
         let mut used = std::collections::HashSet::new();
         let prototypes = (0..classes)
@@ -163,7 +169,9 @@ impl Generator {
                 }
             })
             .collect();
-        let distractors = (0..DISTRACTORS).map(|_| random_pattern(rng)).collect();
+        let distractors = (0..DISTRACTORS)
+            .map(|i| random_pattern(i % 3, rng))
+            .collect();
         Generator {
             prototypes,
             distractors,
@@ -262,4 +270,207 @@ pub fn write_synthetic(
         )));
     }
     cifar::save(out, &generate(cfg)?, format)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::load;
+    use super::*;
+
+    fn config(classes: usize, train: usize, test: usize, seed: u64) -> SynthConfig {
+        SynthConfig {
+            classes,
+            train,
+            test,
+            seed,
+        }
+    }
+
+    #[test]
+    fn generation_is_deterministic_given_the_seed() {
+        let a = generate(&config(10, 50, 20, 7)).unwrap();
+        assert_eq!(generate(&config(10, 50, 20, 7)).unwrap(), a);
+        let b = generate(&config(10, 50, 20, 8)).unwrap();
+        assert_ne!(a.train.images, b.train.images);
+        assert_ne!(a.test.images, b.test.images);
+        // The test split does not depend on the size of the train split.
+        assert_eq!(generate(&config(10, 70, 20, 7)).unwrap().test, a.test);
+    }
+
+    #[test]
+    fn two_classes_are_enough() {
+        let data = generate(&config(2, 6, 4, 0)).unwrap();
+        assert_eq!(data.train.labels.iter().filter(|&&l| l == 1).count(), 3);
+        assert_eq!(data.test.images.len(), 4 * IMAGE_BYTES);
+    }
+
+    #[test]
+    fn labels_are_balanced_and_shuffled() {
+        let data = generate(&config(7, 100, 30, 1)).unwrap();
+        let mut counts = [0; 7];
+        data.train
+            .labels
+            .iter()
+            .for_each(|&l| counts[usize::from(l)] += 1);
+        assert!(counts.iter().all(|&c| c == 14 || c == 15), "{counts:?}");
+        let round_robin: Vec<u16> = (0..100).map(|i| (i % 7) as u16).collect();
+        assert_ne!(data.train.labels, round_robin);
+        assert_eq!(data.train.classes, 7);
+        assert_eq!(data.test.class_names[6], "class_006");
+    }
+
+    #[test]
+    fn writes_the_real_layout_of_each_format() {
+        let cfg = config(10, 23, 9, 3);
+        let expected = generate(&cfg).unwrap();
+        let size = |dir: &Path, file: &str| fs_size(&dir.join(file));
+        for format in DatasetFormat::ALL {
+            let dir = tempfile::tempdir().unwrap();
+            write_synthetic(dir.path(), &cfg, format).unwrap();
+            assert_eq!(load(dir.path(), format).unwrap(), expected, "{format}");
+            let again = tempfile::tempdir().unwrap();
+            write_synthetic(again.path(), &cfg, format).unwrap();
+            for entry in std::fs::read_dir(dir.path()).unwrap() {
+                let name = entry.unwrap().file_name();
+                let a = std::fs::read(dir.path().join(&name)).unwrap();
+                assert_eq!(
+                    a,
+                    std::fs::read(again.path().join(&name)).unwrap(),
+                    "{name:?}"
+                );
+            }
+            match format {
+                DatasetFormat::Cifar100Bin => {
+                    assert_eq!(size(dir.path(), "train.bin"), 23 * 3074);
+                    assert_eq!(size(dir.path(), "test.bin"), 9 * 3074);
+                    let coarse = std::fs::read_to_string(dir.path().join("coarse_label_names.txt"));
+                    assert_eq!(coarse.unwrap().lines().count(), 2);
+                    let train = std::fs::read(dir.path().join("train.bin")).unwrap();
+                    for record in train.chunks(3074) {
+                        assert_eq!(record[0], record[1] / 5, "coarse label is fine / 5");
+                    }
+                }
+                DatasetFormat::Cifar10Bin => {
+                    let batches: Vec<u64> = (1..=5)
+                        .map(|i| size(dir.path(), &format!("data_batch_{i}.bin")))
+                        .collect();
+                    assert_eq!(batches, [4, 5, 4, 5, 5].map(|n| n * 3073));
+                    assert_eq!(size(dir.path(), "test_batch.bin"), 9 * 3073);
+                    let names = std::fs::read_to_string(dir.path().join("batches.meta.txt"));
+                    assert_eq!(names.unwrap().lines().count(), 10);
+                }
+                DatasetFormat::Cifar100Pickle => {
+                    for file in ["train", "test", "meta"] {
+                        assert!(dir.path().join(file).is_file(), "{file}");
+                    }
+                }
+                DatasetFormat::Cifar10Pickle => {
+                    for i in 1..=5 {
+                        assert!(dir.path().join(format!("data_batch_{i}")).is_file());
+                    }
+                    assert!(dir.path().join("batches.meta").is_file());
+                }
+            }
+        }
+    }
+
+    fn fs_size(path: &Path) -> u64 {
+        std::fs::metadata(path).unwrap().len()
+    }
+
+    #[test]
+    fn rejects_impossible_configs() {
+        let dir = tempfile::tempdir().unwrap();
+        for (cfg, format, needle) in [
+            (
+                config(1, 10, 10, 0),
+                DatasetFormat::Cifar100Bin,
+                "classes must be 2 to 100",
+            ),
+            (
+                config(101, 10, 10, 0),
+                DatasetFormat::Cifar100Pickle,
+                "at most 100 classes",
+            ),
+            (
+                config(11, 10, 10, 0),
+                DatasetFormat::Cifar10Bin,
+                "cifar10-bin holds at most 10",
+            ),
+            (
+                config(10, 0, 10, 0),
+                DatasetFormat::Cifar10Pickle,
+                "at least 1",
+            ),
+        ] {
+            let message = write_synthetic(dir.path(), &cfg, format)
+                .unwrap_err()
+                .to_string();
+            assert!(message.contains(needle), "{message}");
+        }
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    /// Accuracy on the test split of a nearest-class-centroid classifier on `features`.
+    fn nearest_centroid(data: &Splits, features: impl Fn(&[u8]) -> Vec<f32>) -> f64 {
+        let dims = features(data.train.image(0)).len();
+        let mut centroids = vec![vec![0f32; dims]; data.train.classes];
+        let mut counts = vec![0f32; data.train.classes];
+        for i in 0..data.train.len() {
+            let label = usize::from(data.train.labels[i]);
+            let x = features(data.train.image(i));
+            centroids[label]
+                .iter_mut()
+                .zip(x)
+                .for_each(|(c, v)| *c += v);
+            counts[label] += 1.0;
+        }
+        for (c, n) in centroids.iter_mut().zip(counts) {
+            c.iter_mut().for_each(|v| *v /= n);
+        }
+        let distance =
+            |c: &[f32], x: &[f32]| -> f32 { c.iter().zip(x).map(|(a, b)| (a - b) * (a - b)).sum() };
+        let correct = (0..data.test.len())
+            .filter(|&i| {
+                let x = features(data.test.image(i));
+                let best = (0..centroids.len())
+                    .min_by(|&a, &b| {
+                        distance(&centroids[a], &x).total_cmp(&distance(&centroids[b], &x))
+                    })
+                    .unwrap();
+                best == usize::from(data.test.labels[i])
+            })
+            .count();
+        correct as f64 / data.test.len() as f64
+    }
+
+    #[test]
+    fn learnable_but_not_trivially() {
+        for (classes, train) in [(10, 1000), (100, 2000)] {
+            let data = generate(&config(classes, train, 500, 0)).unwrap();
+            let chance = 1.0 / classes as f64;
+            let pixels = |image: &[u8]| image.iter().map(|&p| f32::from(p)).collect();
+            let accuracy = nearest_centroid(&data, pixels);
+            assert!(
+                accuracy > 2.0 * chance && accuracy < 0.9,
+                "{classes} classes: {accuracy}"
+            );
+            // The mean colour of an image carries (almost) no class information.
+            let colour = |image: &[u8]| {
+                let mean = |plane: &[u8]| plane.iter().map(|&p| f32::from(p)).sum::<f32>() / 1024.0;
+                image.chunks(1024).map(mean).collect()
+            };
+            let accuracy = nearest_centroid(&data, colour);
+            // Chance plus 4 binomial standard deviations of the 500 test images.
+            let bound = chance + 4.0 * (chance * (1.0 - chance) / 500.0).sqrt();
+            assert!(
+                accuracy < bound,
+                "{classes} classes, colour only: {accuracy}"
+            );
+            // Pixels span the range without piling up at the clamps.
+            let (mean, std) = data.train.mean_std();
+            assert!(mean.iter().all(|m| (0.45..0.55).contains(m)), "{mean:?}");
+            assert!(std.iter().all(|s| (0.2..0.3).contains(s)), "{std:?}");
+        }
+    }
 }
