@@ -272,6 +272,7 @@ impl Pair<'_> {
             id,
             bar: progress.start_trial(&label, spec.epochs),
             label: &label,
+            images_per_sec: 0.0,
             store_error: None,
         };
         let result = run_trial(
@@ -302,7 +303,9 @@ impl Pair<'_> {
         };
         store.finish_trial(&spec.name, id, status, accuracy, wall, error.clone())?;
         let result = match (status, accuracy) {
-            (TrialStatus::Done, Some(acc)) => format!("{acc:.2}%"),
+            (TrialStatus::Done, Some(acc)) => {
+                format!("{acc:.2}% ({:.0} train images/s)", recorder.images_per_sec)
+            }
             _ => format!(
                 "{status}{}",
                 error.map(|e| format!(": {e}")).unwrap_or_default()
@@ -320,6 +323,8 @@ struct Recorder<'a> {
     id: &'a str,
     bar: ProgressBar,
     label: &'a str,
+    /// Training throughput of the last epoch.
+    images_per_sec: f64,
     /// A failed write ends the run after the trial; the runner cannot take errors.
     store_error: Option<StoreError>,
 }
@@ -344,6 +349,7 @@ impl TrialObserver for Recorder<'_> {
             images_per_sec: r.images_per_sec,
             wall_s: r.wall_s,
         };
+        self.images_per_sec = r.images_per_sec;
         if self.store_error.is_none() {
             if let Err(e) = self.store.record_epoch(self.experiment, self.id, metrics) {
                 self.store_error = Some(e);
