@@ -250,3 +250,55 @@ fn changed_training_settings_are_refused_not_mixed() {
         "{err}"
     );
 }
+
+#[test]
+fn optim_replay_reproduces_a_recorded_reference_case() {
+    let tmp = tempfile::tempdir().unwrap();
+    let case =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("trial-runner/tests/optim_cases/adamw-2.json");
+    let output = tmp.path().join("out.json");
+    let out = bocb(&[
+        "optim",
+        "replay",
+        "--input",
+        case.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let recorded: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&case).unwrap()).unwrap();
+    let replayed: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&output).unwrap()).unwrap();
+    let trajectory = |v: &serde_json::Value| -> Vec<Vec<Vec<f64>>> {
+        serde_json::from_value(v["trajectory"].clone()).unwrap()
+    };
+    let (want, got) = (trajectory(&recorded), trajectory(&replayed));
+    assert_eq!(got.len(), 12);
+    let pairs = want
+        .iter()
+        .flatten()
+        .flatten()
+        .zip(got.iter().flatten().flatten());
+    for (a, b) in pairs {
+        assert!((a - b).abs() <= 1e-9 * a.abs().max(1.0), "{a} vs {b}");
+    }
+
+    // A case naming an argument bocb does not implement is refused by name.
+    let text =
+        std::fs::read_to_string(&case)
+            .unwrap()
+            .replacen("\"lr\"", "\"amsgrad\": true, \"lr\"", 1);
+    let bad = tmp.path().join("bad.json");
+    std::fs::write(&bad, text).unwrap();
+    let out = bocb(&[
+        "optim",
+        "replay",
+        "--input",
+        bad.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("`amsgrad` = 0"), "{}", stderr(&out));
+}

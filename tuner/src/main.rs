@@ -1,12 +1,14 @@
 //! `bocb`: tune optimizers against vision backbones.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use bocb_store::Store;
 use bocb_trial_runner::data::{write_synthetic, DatasetFormat, SynthConfig};
+use bocb_trial_runner::optim::replay::{replay, ReplayCase};
+use bocb_trial_runner::optim::OptimizerRegistry;
 use bocb_tuner::experiment::Experiment;
 use bocb_tuner::report;
 use bocb_tuner::run::{run_experiment, Registries};
@@ -50,6 +52,27 @@ enum Command {
     Data {
         #[command(subcommand)]
         command: DataCommand,
+    },
+    /// Optimizers.
+    Optim {
+        #[command(subcommand)]
+        command: OptimCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum OptimCommand {
+    /// Replay a recorded case (initial parameters and per-step gradients)
+    /// through bocb's optimizer in float64, writing the parameters after
+    /// every step: compare your implementation with bocb's, or bocb's with
+    /// a reference.
+    Replay {
+        /// Case JSON: optimizer, hparams, shapes, params0, grads[, hessians].
+        #[arg(long)]
+        input: PathBuf,
+        /// Output JSON: {"trajectory": [step][tensor][values]}.
+        #[arg(long)]
+        output: PathBuf,
     },
 }
 
@@ -168,10 +191,35 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
+        Command::Optim {
+            command: OptimCommand::Replay { input, output },
+        } => replay_case(&input, &output),
     }
 }
 
-fn open_store(dir: &std::path::Path) -> Result<Store> {
+fn replay_case(input: &Path, output: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(input)
+        .with_context(|| format!("reading the replay case {}", input.display()))?;
+    let case: ReplayCase = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} is not a replay case (fields: optimizer, hparams, shapes, params0, grads[, hessians])",
+            input.display()
+        )
+    })?;
+    let out = replay(&case, &OptimizerRegistry::builtin())
+        .with_context(|| format!("replaying {}", input.display()))?;
+    std::fs::write(output, serde_json::to_string(&out)? + "\n")
+        .with_context(|| format!("writing {}", output.display()))?;
+    eprintln!(
+        "replayed {} step(s) of `{}` into {}",
+        out.trajectory.len(),
+        case.optimizer,
+        output.display()
+    );
+    Ok(())
+}
+
+fn open_store(dir: &Path) -> Result<Store> {
     Store::open(dir).with_context(|| format!("opening the store at {}", dir.display()))
 }
 

@@ -4,7 +4,7 @@ use tch::Tensor;
 
 use super::{
     tensor_bytes, HparamReader, Hparams, OptimError, Optimizer, ParamSet, NON_NEGATIVE, POSITIVE,
-    UNIT_INTERVAL,
+    TORCH_SWITCHES, UNIT_INTERVAL,
 };
 
 pub struct AdamW {
@@ -18,10 +18,13 @@ pub struct AdamW {
 }
 
 impl AdamW {
-    pub const HPARAMS: &'static [&'static str] = &["lr", "weight_decay", "beta1", "beta2", "eps"];
+    const HPARAMS: [&'static str; 6] = ["lr", "weight_decay", "beta1", "beta2", "eps", "amsgrad"];
 
     pub fn build(hparams: &Hparams, params: ParamSet) -> Result<Box<dyn Optimizer>, OptimError> {
-        let h = HparamReader::new("adamw", hparams, Self::HPARAMS)?;
+        let known = [Self::HPARAMS.as_slice(), &TORCH_SWITCHES].concat();
+        let h = HparamReader::new("adamw", hparams, &known)?;
+        h.torch_switches()?;
+        h.only_default("amsgrad", 0.0)?;
         h.get("lr", None, POSITIVE)?;
         let weight_decay = h.get("weight_decay", Some(0.01), NON_NEGATIVE)?;
         let beta1 = h.get("beta1", Some(0.9), UNIT_INTERVAL)?;

@@ -6,6 +6,7 @@
 //! never silently trains with a default.
 
 mod adam;
+pub mod replay;
 mod sgd;
 
 use std::collections::BTreeMap;
@@ -27,6 +28,17 @@ pub trait Optimizer: Send {
 
     /// Bytes of optimizer state currently held (measured from the tensors).
     fn state_bytes(&self) -> usize;
+
+    /// Optimizers preconditioned by a diagonal Hessian estimate (Sophia)
+    /// return how many steps apart they want a fresh one; the trainer then
+    /// computes it and hands it over with [`set_hessian`](Self::set_hessian).
+    fn hessian_interval(&self) -> Option<usize> {
+        None
+    }
+
+    /// A fresh diagonal Hessian estimate, one tensor per parameter in
+    /// [`ParamSet`] order (`decay` then `no_decay`).
+    fn set_hessian(&mut self, _estimate: &[Tensor]) {}
 }
 
 /// The trainable tensors of a model, split as timm does: weight decay applies
@@ -59,6 +71,15 @@ pub enum OptimError {
     },
     #[error("optimizer `{optimizer}` needs `{name}`")]
     MissingHparam { optimizer: String, name: String },
+    #[error("optimizer `{optimizer}`: bocb implements only `{name}` = {default}, not {value}")]
+    Unsupported {
+        optimizer: String,
+        name: String,
+        value: f64,
+        default: f64,
+    },
+    #[error("replay case: {0}")]
+    Replay(String),
     #[error("optimizer `{optimizer}`: `{name}` = {value} is out of range: {expected}")]
     OutOfRange {
         optimizer: String,
@@ -154,6 +175,30 @@ impl<'a> HparamReader<'a> {
         Ok(HparamReader { optimizer, hparams })
     }
 
+    /// A reference argument bocb implements only at its default value (for
+    /// example torch's `maximize`, or `amsgrad`): absent or equal is fine,
+    /// anything else is an error naming it. Booleans are 0 and 1.
+    pub(crate) fn only_default(&self, name: &str, default: f64) -> Result<(), OptimError> {
+        match self.hparams.get(name) {
+            Some(&value) if value != default => Err(OptimError::Unsupported {
+                optimizer: self.optimizer.to_string(),
+                name: name.to_string(),
+                value,
+                default,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// The execution switches every `torch.optim` constructor takes. `foreach`,
+    /// `fused` and `capturable` choose kernels, not results, so any value is
+    /// accepted; `maximize` and `differentiable` change behaviour and only
+    /// their defaults are implemented.
+    pub(crate) fn torch_switches(&self) -> Result<(), OptimError> {
+        self.only_default("maximize", 0.0)?;
+        self.only_default("differentiable", 0.0)
+    }
+
     /// `name`, or `default` when absent (`None` makes it required); checked
     /// against `valid`, whose description goes into the error.
     pub(crate) fn get(
@@ -191,6 +236,15 @@ pub(crate) const NON_NEGATIVE: (fn(f64) -> bool, &str) = (|v| v >= 0.0 && v.is_f
 pub(crate) const UNIT_INTERVAL: (fn(f64) -> bool, &str) =
     (|v| (0.0..1.0).contains(&v), "in [0, 1)");
 pub(crate) const FLAG: (fn(f64) -> bool, &str) = (|v| v == 0.0 || v == 1.0, "0 or 1");
+
+/// Names of [`HparamReader::torch_switches`], for optimizers' known lists.
+pub(crate) const TORCH_SWITCHES: [&str; 5] = [
+    "maximize",
+    "differentiable",
+    "foreach",
+    "fused",
+    "capturable",
+];
 
 /// Bytes held by a list of state tensors.
 pub(crate) fn tensor_bytes<'a>(tensors: impl IntoIterator<Item = &'a Tensor>) -> usize {

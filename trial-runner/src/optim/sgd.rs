@@ -5,7 +5,7 @@ use tch::Tensor;
 
 use super::{
     tensor_bytes, HparamReader, Hparams, OptimError, Optimizer, ParamSet, FLAG, NON_NEGATIVE,
-    POSITIVE, UNIT_INTERVAL,
+    POSITIVE, TORCH_SWITCHES, UNIT_INTERVAL,
 };
 
 pub struct SgdMomentum {
@@ -18,11 +18,12 @@ pub struct SgdMomentum {
 }
 
 impl SgdMomentum {
-    pub const HPARAMS: &'static [&'static str] =
-        &["lr", "weight_decay", "momentum", "dampening", "nesterov"];
+    const HPARAMS: [&'static str; 5] = ["lr", "weight_decay", "momentum", "dampening", "nesterov"];
 
     pub fn build(hparams: &Hparams, params: ParamSet) -> Result<Box<dyn Optimizer>, OptimError> {
-        let h = HparamReader::new("sgd_m", hparams, Self::HPARAMS)?;
+        let known = [Self::HPARAMS.as_slice(), &TORCH_SWITCHES].concat();
+        let h = HparamReader::new("sgd_m", hparams, &known)?;
+        h.torch_switches()?;
         h.get("lr", None, POSITIVE)?;
         let weight_decay = h.get("weight_decay", Some(0.0), NON_NEGATIVE)?;
         let momentum = h.get("momentum", Some(0.0), UNIT_INTERVAL)?;
