@@ -13,6 +13,7 @@ Writes trial-runner/tests/optim_cases/NAME-K.json (K = 1, 2, ...).
 """
 
 import importlib
+import importlib.metadata
 import json
 import sys
 from pathlib import Path
@@ -52,8 +53,7 @@ def reference_class(path):
 
 
 def version_of(path):
-    top = path.split(".")[0]
-    return getattr(importlib.import_module(top), "__version__", "?")
+    return importlib.metadata.version(path.split(".")[0])
 
 
 def record(name, k, path, kwargs, options):
