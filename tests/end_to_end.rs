@@ -69,7 +69,7 @@ name: tiny
 dataset: { format: cifar100-bin, path: data }
 backbones: [resnet18_cifar@micro]
 optimizers: [sgd_m, adamw]
-epochs: 1
+epochs: 2
 seeds: 1
 batch_size: 32
 device: cpu
@@ -78,7 +78,7 @@ device: cpu
 #[test]
 fn tunes_grid_records_history_reports_and_resumes() {
     let tmp = tempfile::tempdir().unwrap();
-    synth(&tmp.path().join("data"), "10", "320", "160");
+    synth(&tmp.path().join("data"), "4", "512", "128");
     let experiment = write_experiment(tmp.path(), TINY);
     let store_dir = tmp.path().join("store");
     let store_arg = store_dir.to_str().unwrap();
@@ -114,9 +114,9 @@ fn tunes_grid_records_history_reports_and_resumes() {
         );
         assert_eq!(t.device.as_deref(), Some("cpu"));
         if t.status == TrialStatus::Done {
-            assert_eq!(t.epochs.len(), 1);
-            assert_eq!(t.final_accuracy, Some(t.epochs[0].test_accuracy));
-            assert!(t.epochs[0].images_per_sec > 0.0);
+            assert_eq!(t.epochs.iter().map(|e| e.epoch).collect::<Vec<_>>(), [1, 2]);
+            assert_eq!(t.final_accuracy, Some(t.epochs[1].test_accuracy));
+            assert!(t.epochs.iter().all(|e| e.images_per_sec > 0.0));
         }
     }
     // Accuracy depends on the config: the grid is not flat.
@@ -241,12 +241,12 @@ fn changed_training_settings_are_refused_not_mixed() {
     let store_arg = store_arg.to_str().unwrap();
     let out = bocb(&["run", exp.to_str().unwrap(), "--store", store_arg]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let exp = write_experiment(tmp.path(), &small.replace("epochs: 1", "epochs: 2"));
+    let exp = write_experiment(tmp.path(), &small.replace("epochs: 2", "epochs: 3"));
     let out = bocb(&["run", exp.to_str().unwrap(), "--store", store_arg]);
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(
-        err.contains("other training settings") && err.contains("epochs 1"),
+        err.contains("other training settings") && err.contains("epochs 2"),
         "{err}"
     );
 }
