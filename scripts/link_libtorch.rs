@@ -13,6 +13,16 @@ fn main() {
         );
     };
     println!("cargo:rustc-link-arg=-Wl,-rpath,{lib_dir}");
+    // `bocb bench optim` runs the reference optimizers with the python whose
+    // torch this is: VENV/lib/python3.X/site-packages/torch/lib -> VENV/bin/python.
+    println!(
+        "cargo:rustc-env=BOCB_BUILD_PYTHON={}",
+        std::path::Path::new(&lib_dir)
+            .ancestors()
+            .nth(5)
+            .map_or("python3".into(), |venv| venv.join("bin/python"))
+            .display()
+    );
     if std::path::Path::new(&lib_dir)
         .join("libtorch_cuda.so")
         .exists()

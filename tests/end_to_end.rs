@@ -302,3 +302,40 @@ fn optim_replay_reproduces_a_recorded_reference_case() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("`amsgrad` = 0"), "{}", stderr(&out));
 }
+
+#[test]
+fn optim_info_lists_every_optimizer_with_measured_state() {
+    use std::collections::BTreeSet;
+
+    let out = bocb(&["optim", "info", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let infos: Vec<serde_json::Value> = serde_json::from_str(&stdout(&out)).unwrap();
+    let listed: BTreeSet<&str> = infos.iter().map(|i| i["name"].as_str().unwrap()).collect();
+    // The conformance test requires cases (NAME-K.json) for every registered
+    // optimizer and replays each through the registry, so their names are it.
+    let cases = Path::new(env!("CARGO_MANIFEST_DIR")).join("trial-runner/tests/optim_cases");
+    let registered: BTreeSet<String> = std::fs::read_dir(cases)
+        .unwrap()
+        .map(|entry| {
+            let file = entry.unwrap().file_name().into_string().unwrap();
+            file.rsplit_once('-').unwrap().0.to_string()
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        registered
+            .iter()
+            .map(String::as_str)
+            .collect::<BTreeSet<_>>()
+    );
+    let bytes = |name: &str| {
+        let info = infos.iter().find(|i| i["name"] == name).unwrap();
+        info["state_bytes_per_param"].as_f64().unwrap()
+    };
+    assert_eq!(bytes("sgd_m"), 4.0);
+    assert_eq!(bytes("adamw"), 8.0);
+    for info in &infos {
+        assert!(["a", "b", "c", "d"].contains(&info["category"].as_str().unwrap()));
+        assert!(["coupled", "decoupled"].contains(&info["weight_decay_style"].as_str().unwrap()));
+    }
+}

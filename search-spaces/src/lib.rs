@@ -25,12 +25,84 @@ use serde::{Deserialize, Serialize};
 /// match `name`).
 const BUILTIN: &[(&str, &str)] = &[
     (
+        "search-spaces/optimizers/adabelief.yaml",
+        include_str!("../optimizers/adabelief.yaml"),
+    ),
+    (
+        "search-spaces/optimizers/adabound.yaml",
+        include_str!("../optimizers/adabound.yaml"),
+    ),
+    (
+        "search-spaces/optimizers/adadelta.yaml",
+        include_str!("../optimizers/adadelta.yaml"),
+    ),
+    (
+        "search-spaces/optimizers/adafactor.yaml",
+        include_str!("../optimizers/adafactor.yaml"),
+    ),
+    (
+        "search-spaces/optimizers/adagrad.yaml",
+        include_str!("../optimizers/adagrad.yaml"),
+    ),
+    (
+        "search-spaces/optimizers/adam.yaml",
+        include_str!("../optimizers/adam.yaml"),
+    ),
+    (
+        "search-spaces/optimizers/adamax.yaml",
+        include_str!("../optimizers/adamax.yaml"),
+    ),
+    (
+        "search-spaces/optimizers/adamp.yaml",
+        include_str!("../optimizers/adamp.yaml"),
+    ),
+    (
         "search-spaces/optimizers/adamw.yaml",
         include_str!("../optimizers/adamw.yaml"),
     ),
     (
+        "search-spaces/optimizers/adan.yaml",
+        include_str!("../optimizers/adan.yaml"),
+    ),
+    (
+        "search-spaces/optimizers/lamb.yaml",
+        include_str!("../optimizers/lamb.yaml"),
+    ),
+    (
+        "search-spaces/optimizers/lars.yaml",
+        include_str!("../optimizers/lars.yaml"),
+    ),
+    (
+        "search-spaces/optimizers/lion.yaml",
+        include_str!("../optimizers/lion.yaml"),
+    ),
+    (
+        "search-spaces/optimizers/nadam.yaml",
+        include_str!("../optimizers/nadam.yaml"),
+    ),
+    (
+        "search-spaces/optimizers/novograd.yaml",
+        include_str!("../optimizers/novograd.yaml"),
+    ),
+    (
+        "search-spaces/optimizers/radam.yaml",
+        include_str!("../optimizers/radam.yaml"),
+    ),
+    (
+        "search-spaces/optimizers/rmsprop.yaml",
+        include_str!("../optimizers/rmsprop.yaml"),
+    ),
+    (
         "search-spaces/optimizers/sgd_m.yaml",
         include_str!("../optimizers/sgd_m.yaml"),
+    ),
+    (
+        "search-spaces/optimizers/sgdp.yaml",
+        include_str!("../optimizers/sgdp.yaml"),
+    ),
+    (
+        "search-spaces/optimizers/sophia.yaml",
+        include_str!("../optimizers/sophia.yaml"),
     ),
 ];
 

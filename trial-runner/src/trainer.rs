@@ -12,7 +12,7 @@ use crate::batches::{for_each_batch, Normalizer, RawBatch};
 use crate::data::{Dataset, Splits};
 use crate::device::{device_name, DeviceChoice};
 use crate::models::{BackboneRegistry, Model, ModelError};
-use crate::optim::{Hparams, OptimError, OptimizerRegistry, ParamSet};
+use crate::optim::{HessianNoise, Hparams, OptimError, OptimizerRegistry, ParamSet};
 use crate::schedule::WarmupCosine;
 
 /// Everything that determines one trial.
@@ -26,6 +26,10 @@ pub struct TrialSpec {
     pub epochs: u32,
     pub batch_size: usize,
     pub warmup_epochs: u32,
+    /// Apply weight decay to biases and norm parameters too (timm's
+    /// `filter_bias_and_bn=False`); by default they are exempt.
+    #[serde(default)]
+    pub decay_norm_and_bias: bool,
     pub device: DeviceChoice,
 }
 
@@ -114,7 +118,16 @@ pub fn run_trial(
     tch::manual_seed(spec.seed as i64);
     let vs = nn::VarStore::new(device);
     let model = backbones.build(&spec.backbone, &vs.root(), train.classes as i64)?;
-    let mut optimizer = optimizers.build(&spec.optimizer, &spec.hparams, param_set(&vs, &model))?;
+    let params = param_set(&vs, &model, spec.decay_norm_and_bias);
+    // In ParamSet order, for optimizers that take a Hessian estimate.
+    let ordered: Vec<Tensor> = params
+        .decay
+        .iter()
+        .chain(&params.no_decay)
+        .map(Tensor::shallow_clone)
+        .collect();
+    let mut optimizer = optimizers.build(&spec.optimizer, &spec.hparams, params)?;
+    let hessian_interval = optimizer.hessian_interval();
 
     let (mean, std) = train.mean_std();
     let normalizer = Normalizer::new(mean, std, device);
@@ -145,7 +158,13 @@ pub fn run_trial(
                     .forward_t(&images, true)
                     .cross_entropy_for_logits(&labels);
                 trainable.iter_mut().for_each(Tensor::zero_grad);
-                loss.backward();
+                match hessian_interval {
+                    Some(k) if step.is_multiple_of(k) => {
+                        let noise = optimizer.hessian_noise();
+                        optimizer.set_hessian(&backward_with_hessian(&loss, &ordered, noise)?);
+                    }
+                    _ => loss.backward(),
+                }
                 lr = schedule.lr(step);
                 optimizer.step(lr);
                 loss_sum += loss.detach();
@@ -153,7 +172,7 @@ pub fn run_trial(
                 batch_index += 1;
                 observer.on_batch(epoch, batch_index, steps_per_epoch);
                 // Reading the loss syncs the device, so look only now and then.
-                if batch_index % 16 == 0 && !f64::try_from(&loss_sum)?.is_finite() {
+                if batch_index.is_multiple_of(16) && !f64::try_from(&loss_sum)?.is_finite() {
                     return Err(EpochStop::Diverged);
                 }
                 Ok(())
@@ -199,6 +218,52 @@ pub fn run_trial(
     })
 }
 
+/// Backpropagates `loss` into the gradients of `params` and returns the
+/// Hutchinson estimate of the Hessian diagonal, as pytorch_optimizer's
+/// `compute_hutchinson_hessian`: the mean over `samples` noise vectors `z`
+/// (Gaussian or Rademacher) of `z * Hz`, with `Hz` the gradient of `<g, z>`.
+fn backward_with_hessian(
+    loss: &Tensor,
+    params: &[Tensor],
+    (samples, noise): (usize, HessianNoise),
+) -> Result<Vec<Tensor>, tch::TchError> {
+    let grads = Tensor::f_run_backward(&[loss], params, true, true)?;
+    let mut estimate: Vec<Tensor> = params.iter().map(Tensor::zeros_like).collect();
+    for i in 0..samples {
+        let zs: Vec<Tensor> = params
+            .iter()
+            .map(|p| match noise {
+                HessianNoise::Gaussian => p.randn_like(),
+                HessianNoise::Rademacher => p.randint_like(2) * 2.0 - 1.0,
+            })
+            .collect();
+        let dot = grads
+            .iter()
+            .zip(&zs)
+            .map(|(g, z)| (g * z).sum(g.kind()))
+            .reduce(|a, b| a + b)
+            .expect("at least one parameter");
+        let hzs = Tensor::f_run_backward(&[dot], params, i + 1 < samples, false)?;
+        tch::no_grad(|| {
+            for ((h, hz), z) in estimate.iter_mut().zip(&hzs).zip(&zs) {
+                // A parameter the gradient does not depend on has Hz = 0.
+                if hz.defined() {
+                    let _ = h.addcmul_(&(hz / samples as f64), z);
+                }
+            }
+        });
+    }
+    // d/dp <p, g> = g: the ordinary gradients, into the zeroed `.grad`s.
+    params
+        .iter()
+        .zip(&grads)
+        .map(|(p, g)| (p * g.detach()).sum(g.kind()))
+        .reduce(|a, b| a + b)
+        .expect("at least one parameter")
+        .f_backward()?;
+    Ok(estimate)
+}
+
 /// Why an epoch's batch loop stopped early.
 enum EpochStop {
     Diverged,
@@ -223,18 +288,19 @@ fn check_labels(split: &Dataset) -> Result<(), TrialError> {
 
 /// Splits trainable variables as timm's `param_groups_weight_decay`: no decay
 /// for 1-d tensors (biases, norm scales) and the model's own exemptions.
-fn param_set(vs: &nn::VarStore, model: &Model) -> ParamSet {
+fn param_set(vs: &nn::VarStore, model: &Model, decay_all: bool) -> ParamSet {
     let variables: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
     let mut params = ParamSet::default();
     for (name, tensor) in variables {
         if !tensor.requires_grad() {
             continue;
         }
-        let exempt = tensor.dim() <= 1
-            || model
-                .no_weight_decay
-                .iter()
-                .any(|suffix| name.ends_with(suffix));
+        let exempt = !decay_all
+            && (tensor.dim() <= 1
+                || model
+                    .no_weight_decay
+                    .iter()
+                    .any(|suffix| name.ends_with(suffix)));
         if exempt {
             params.no_decay.push(tensor);
         } else {
@@ -276,6 +342,8 @@ fn evaluate(
 mod tests {
     use super::*;
     use crate::data::{generate, SynthConfig};
+    use crate::optim::{Optimizer, SophiaH};
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     struct Collect(Vec<EpochReport>);
 
@@ -304,6 +372,7 @@ mod tests {
             epochs,
             batch_size: 32,
             warmup_epochs: 1,
+            decay_norm_and_bias: false,
             device: DeviceChoice::Cpu,
         }
     }
@@ -360,6 +429,23 @@ mod tests {
     }
 
     #[test]
+    fn biases_norms_and_model_exemptions_skip_weight_decay_unless_asked() {
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        let model = BackboneRegistry::builtin()
+            .build("vit_tiny_cifar@micro", &vs.root(), 4)
+            .unwrap();
+        let total = vs.trainable_variables().len();
+        let split = param_set(&vs, &model, false);
+        assert!(split.no_decay.iter().all(|t| t.dim() <= 1 || t.dim() == 3));
+        // pos_embed and cls_token are 3-d and exempt by the model's own list.
+        assert_eq!(split.no_decay.iter().filter(|t| t.dim() == 3).count(), 2);
+        assert!(split.decay.iter().all(|t| t.dim() >= 2));
+        assert_eq!(split.decay.len() + split.no_decay.len(), total);
+        let all = param_set(&vs, &model, true);
+        assert_eq!((all.decay.len(), all.no_decay.len()), (total, 0));
+    }
+
+    #[test]
     fn an_exploding_loss_ends_the_trial_as_diverged() {
         let (outcome, reports) = run(&spec("sgd_m", 1e12, 2), &data(128));
         let outcome = outcome.unwrap();
@@ -386,5 +472,89 @@ mod tests {
         bad.hparams.insert("momentum".into(), 0.9);
         let err = run(&bad, &data(64)).0.unwrap_err();
         assert!(err.to_string().contains("`momentum`"), "{err}");
+    }
+
+    /// SophiaH, counting the Hessian estimates it is handed.
+    struct HessianProbe(Box<dyn Optimizer>);
+
+    static ESTIMATES: AtomicUsize = AtomicUsize::new(0);
+
+    impl Optimizer for HessianProbe {
+        fn step(&mut self, lr: f64) {
+            self.0.step(lr)
+        }
+        fn state_bytes(&self) -> usize {
+            self.0.state_bytes()
+        }
+        fn hessian_interval(&self) -> Option<usize> {
+            self.0.hessian_interval()
+        }
+        fn hessian_noise(&self) -> (usize, HessianNoise) {
+            self.0.hessian_noise()
+        }
+        fn set_hessian(&mut self, estimate: &[Tensor]) {
+            let total: f64 = estimate
+                .iter()
+                .map(|h| f64::try_from(h.abs().sum(Kind::Double)).unwrap())
+                .sum();
+            assert!(total.is_finite() && total > 0.0, "{total}");
+            ESTIMATES.fetch_add(1, Ordering::SeqCst);
+            self.0.set_hessian(estimate)
+        }
+    }
+
+    #[test]
+    fn sophia_gets_a_hutchinson_estimate_every_update_period() {
+        let mut optimizers = OptimizerRegistry::builtin();
+        optimizers.register("sophia_probe", |h, p| {
+            Ok(Box::new(HessianProbe(SophiaH::build(h, p)?)))
+        });
+        let mut spec = spec("sophia_probe", 6e-2, 2);
+        for (name, value) in [
+            ("update_period", 3.0),
+            ("num_samples", 2.0),
+            ("hessian_distribution", 1.0),
+        ] {
+            spec.hparams.insert(name.into(), value);
+        }
+        let mut observer = Collect(Vec::new());
+        let data = data(256);
+        let backbones = BackboneRegistry::builtin();
+        let outcome = run_trial(&spec, &data, &backbones, &optimizers, &mut observer).unwrap();
+        assert_eq!(outcome.status, TrialStatus::Done);
+        assert_eq!(observer.0.len(), 2);
+        // 8 steps an epoch: estimates before steps 0, 3, 6, 9, 12 and 15.
+        assert_eq!(ESTIMATES.load(Ordering::SeqCst), 6);
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        backbones.build(&spec.backbone, &vs.root(), 4).unwrap();
+        let params = crate::models::parameter_count(&vs) as usize;
+        // Float32 momentum and Hessian EMA per parameter.
+        assert_eq!(outcome.optimizer_state_bytes, 2 * 4 * params);
+    }
+
+    /// For 0.5 * sum(c * x^2) the Hessian is diag(c), which Rademacher
+    /// noise recovers exactly; the gradients are c * x.
+    #[test]
+    fn hutchinson_estimate_and_gradients_of_a_quadratic() {
+        let x = [
+            Tensor::from_slice(&[1.0f64, -2.0]).set_requires_grad(true),
+            Tensor::from_slice(&[3.0f64]).set_requires_grad(true),
+        ];
+        let c = [
+            Tensor::from_slice(&[2.0f64, 0.5]),
+            Tensor::from_slice(&[4.0f64]),
+        ];
+        let loss = x
+            .iter()
+            .zip(&c)
+            .map(|(x, c)| (c * x * x).sum(Kind::Double) * 0.5)
+            .reduce(|a, b| a + b)
+            .unwrap();
+        let estimate = backward_with_hessian(&loss, &x, (3, HessianNoise::Rademacher)).unwrap();
+        let values = |t: &Tensor| Vec::<f64>::try_from(t).unwrap();
+        assert_eq!(values(&estimate[0]), [2.0, 0.5]);
+        assert_eq!(values(&estimate[1]), [4.0]);
+        assert_eq!(values(&x[0].grad()), [2.0, -1.0]);
+        assert_eq!(values(&x[1].grad()), [12.0]);
     }
 }

@@ -16,8 +16,13 @@ use thiserror::Error;
 pub struct ExperimentSpec {
     pub name: String,
     pub dataset: DatasetRef,
-    pub backbones: Vec<String>,
-    pub optimizers: Vec<String>,
+    /// Registry names, or `all`.
+    pub backbones: Names,
+    /// Registry names, or `all`.
+    pub optimizers: Names,
+    /// Applied to every backbone named without one (`micro` for the reduced presets).
+    #[serde(default)]
+    pub preset: Option<Preset>,
     pub epochs: u32,
     /// Seeds per config; the paper averages three.
     #[serde(default = "one")]
@@ -26,6 +31,9 @@ pub struct ExperimentSpec {
     pub batch_size: usize,
     #[serde(default)]
     pub warmup_epochs: u32,
+    /// Weight decay on biases and norm parameters too (default: exempt, as timm).
+    #[serde(default)]
+    pub decay_norm_and_bias: bool,
     #[serde(default)]
     pub device: DeviceChoice,
 }
@@ -36,6 +44,82 @@ pub struct DatasetRef {
     pub format: DatasetFormat,
     /// Relative paths are taken from the experiment file's directory.
     pub path: PathBuf,
+}
+
+impl ExperimentSpec {
+    /// `name` with the experiment's `preset`, unless it names its own.
+    pub fn with_preset(&self, name: &str) -> String {
+        match self.preset {
+            Some(Preset::Micro) if !name.contains('@') => format!("{name}@micro"),
+            _ => name.to_string(),
+        }
+    }
+}
+
+/// A list of registry names, or every registered one (`all`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Names {
+    All,
+    List(Vec<String>),
+}
+
+impl Serialize for Names {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Names::All => serializer.serialize_str("all"),
+            Names::List(names) => names.serialize(serializer),
+        }
+    }
+}
+
+// Hand-written so a wrong value keeps serde_yaml's location and says what fits.
+impl<'de> Deserialize<'de> for Names {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct NamesVisitor;
+        impl<'de> serde::de::Visitor<'de> for NamesVisitor {
+            type Value = Names;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list of registry names, or `all`")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Names, E> {
+                if v == "all" {
+                    Ok(Names::All)
+                } else {
+                    Err(E::custom(format!(
+                        "`{v}` is neither a list of names nor `all`; write `[{v}]` for a single name"
+                    )))
+                }
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Names, A::Error> {
+                let mut names = Vec::new();
+                while let Some(name) = seq.next_element()? {
+                    names.push(name);
+                }
+                Ok(Names::List(names))
+            }
+        }
+        deserializer.deserialize_any(NamesVisitor)
+    }
+}
+
+impl Names {
+    /// The names as written, or `None` for `all`.
+    pub fn listed(&self) -> Option<&[String]> {
+        match self {
+            Names::All => None,
+            Names::List(names) => Some(names),
+        }
+    }
+}
+
+/// A backbone size preset that an experiment can apply to all its backbones.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Preset {
+    Micro,
 }
 
 fn one() -> u32 {
@@ -50,6 +134,10 @@ fn default_batch_size() -> usize {
 #[derive(Debug, Clone)]
 pub struct Experiment {
     pub spec: ExperimentSpec,
+    /// The backbones to run, `all` and `preset` applied.
+    pub backbones: Vec<String>,
+    /// The optimizers to run, `all` applied.
+    pub optimizers: Vec<String>,
     /// The file as written, kept in the store with the experiment.
     pub source: String,
     /// The dataset directory, resolved against the file's location.
@@ -168,30 +256,41 @@ impl Experiment {
                 ),
             ));
         }
+        let mut backbone_names: Vec<String> = match spec.backbones.listed() {
+            Some(names) => names.to_vec(),
+            None => backbones.names().iter().map(|n| n.to_string()).collect(),
+        };
+        for name in &mut backbone_names {
+            *name = spec.with_preset(name);
+        }
+        let optimizer_names: Vec<String> = match spec.optimizers.listed() {
+            Some(names) => names.to_vec(),
+            None => optimizers.names().iter().map(|n| n.to_string()).collect(),
+        };
         for (key, list) in [
-            ("backbones", &spec.backbones),
-            ("optimizers", &spec.optimizers),
+            ("backbones", &backbone_names),
+            ("optimizers", &optimizer_names),
         ] {
             if list.is_empty() {
                 return Err(located(
                     key,
                     "[",
-                    format!("`{key}` names no {key}; list at least one"),
+                    format!("`{key}` names no {key}; list at least one, or write `all`"),
                 ));
             }
         }
-        for name in &spec.backbones {
+        for name in &backbone_names {
             backbones
                 .lookup(name)
                 .map_err(|e| located("backbones", name, e.to_string()))?;
         }
-        for name in &spec.optimizers {
+        for name in &optimizer_names {
             if !optimizers.contains(name) {
                 return Err(located(
                     "optimizers",
                     name,
                     format!(
-                        "unknown optimizer `{name}`; valid: {}",
+                        "unknown optimizer `{name}`; valid: {} (or `all`)",
                         optimizers.names().join(", ")
                     ),
                 ));
@@ -218,6 +317,8 @@ impl Experiment {
         }
         Ok(Experiment {
             spec,
+            backbones: backbone_names,
+            optimizers: optimizer_names,
             source: source.to_string(),
             dataset_dir,
         })
@@ -228,12 +329,13 @@ impl Experiment {
     /// these, or its trials would stop being comparable.
     pub fn training_settings(spec: &ExperimentSpec) -> String {
         format!(
-            "dataset {} at {}, epochs {}, batch_size {}, warmup_epochs {}",
+            "dataset {} at {}, epochs {}, batch_size {}, warmup_epochs {}, decay_norm_and_bias {}",
             spec.dataset.format,
             spec.dataset.path.display(),
             spec.epochs,
             spec.batch_size,
-            spec.warmup_epochs
+            spec.warmup_epochs,
+            spec.decay_norm_and_bias
         )
     }
 }
@@ -311,8 +413,36 @@ epochs: 3
         assert_eq!(e.spec.seeds, 1);
         assert_eq!(e.spec.batch_size, 128);
         assert_eq!(e.spec.device, DeviceChoice::Auto);
-        assert_eq!(e.spec.optimizers, ["sgd_m", "adamw"]);
+        assert_eq!(e.optimizers, ["sgd_m", "adamw"]);
+        assert_eq!(e.backbones, ["resnet18_cifar@micro", "vit_tiny_cifar"]);
         assert_eq!(e.dataset_dir, Path::new("./."));
+    }
+
+    #[test]
+    fn all_expands_to_the_registries_and_preset_applies() {
+        let src = GOOD
+            .replace("[resnet18_cifar@micro, vit_tiny_cifar]", "all")
+            .replace(
+                "optimizers:\n  - sgd_m\n  - adamw",
+                "optimizers: all\npreset: micro",
+            );
+        let e = parse(&src).unwrap();
+        let registry = BackboneRegistry::builtin();
+        let expected: Vec<String> = registry
+            .names()
+            .iter()
+            .map(|n| format!("{n}@micro"))
+            .collect();
+        assert_eq!(e.backbones, expected);
+        let optimizers = OptimizerRegistry::builtin();
+        assert_eq!(e.optimizers, optimizers.names());
+        let err = error(&GOOD.replace("[resnet18_cifar@micro, vit_tiny_cifar]", "every"));
+        assert!(
+            err.starts_with(
+                "exp.yaml:3:12: backbones: `every` is neither a list of names nor `all`"
+            ),
+            "{err}"
+        );
     }
 
     #[test]
@@ -329,7 +459,7 @@ epochs: 3
     fn unknown_optimizer_in_block_list_is_located() {
         let err = error(&GOOD.replace("  - adamw", "  - adamq"));
         assert!(
-            err.starts_with("exp.yaml:6:5: unknown optimizer `adamq`; valid: adamw, sgd_m"),
+            err.starts_with("exp.yaml:6:5: unknown optimizer `adamq`; valid: "),
             "{err}"
         );
     }

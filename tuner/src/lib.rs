@@ -2,6 +2,7 @@
 //! The `bocb` binary is the one door for users; this library is what it
 //! drives, so tests and embedding programs can drive it too.
 
+pub mod bench;
 pub mod experiment;
 pub mod report;
 pub mod run;

@@ -9,6 +9,8 @@ use bocb_store::Store;
 use bocb_trial_runner::data::{write_synthetic, DatasetFormat, SynthConfig};
 use bocb_trial_runner::optim::replay::{replay, ReplayCase};
 use bocb_trial_runner::optim::OptimizerRegistry;
+use bocb_trial_runner::DeviceChoice;
+use bocb_tuner::bench::{self, BenchConfig};
 use bocb_tuner::experiment::Experiment;
 use bocb_tuner::report;
 use bocb_tuner::run::{run_experiment, Registries};
@@ -58,6 +60,11 @@ enum Command {
         #[command(subcommand)]
         command: OptimCommand,
     },
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -73,6 +80,40 @@ enum OptimCommand {
         /// Output JSON: {"trajectory": [step][tensor][values]}.
         #[arg(long)]
         output: PathBuf,
+    },
+    /// List every optimizer with its category, weight-decay style and state
+    /// size in bytes per float32 parameter (measured after one step).
+    Info {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Time one step of each optimizer on a ResNet-50-shaped float32
+    /// parameter set, and the reference PyTorch implementation on the same
+    /// shapes, hyperparameters and device (through python).
+    Optim {
+        /// Parameter count (25M, 1.5M, 800k, 1000): ResNet-50, width-scaled to it.
+        #[arg(long, default_value = "25M", value_parser = bench::parse_param_count)]
+        params: usize,
+        /// auto (CUDA if present), cpu, cuda or cuda:N.
+        #[arg(long, default_value = "auto")]
+        device: DeviceChoice,
+        /// Timed steps; the median is reported.
+        #[arg(long, default_value_t = 20)]
+        steps: usize,
+        /// Untimed steps first.
+        #[arg(long, default_value_t = 3)]
+        warmup: usize,
+        /// Only this optimizer (repeatable; default: all).
+        #[arg(long = "optimizer")]
+        optimizers: Vec<String>,
+        /// A python with torch, timm and pytorch_optimizer (default: the
+        /// venv's whose libtorch bocb was built against).
+        #[arg(long, default_value = bench::BUILD_PYTHON)]
+        python: PathBuf,
     },
 }
 
@@ -194,6 +235,47 @@ fn run(cli: Cli) -> Result<()> {
         Command::Optim {
             command: OptimCommand::Replay { input, output },
         } => replay_case(&input, &output),
+        Command::Optim {
+            command: OptimCommand::Info { json },
+        } => {
+            let registries = Registries::builtin();
+            let infos = bench::optimizer_info(&registries.optimizers, &registries.catalog)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&infos)?);
+            } else {
+                print!("{}", bench::render_info(&infos));
+            }
+            Ok(())
+        }
+        Command::Bench {
+            command:
+                BenchCommand::Optim {
+                    params,
+                    device,
+                    steps,
+                    warmup,
+                    optimizers,
+                    python,
+                },
+        } => {
+            let config = BenchConfig {
+                params,
+                device: device.resolve().map_err(anyhow::Error::msg)?,
+                warmup,
+                steps,
+                optimizers,
+                python,
+            };
+            let registries = Registries::builtin();
+            let report = bench::bench_optimizers(
+                &config,
+                &registries.optimizers,
+                &registries.catalog,
+                std::io::stderr().is_terminal(),
+            )?;
+            print!("{}", bench::render_bench(&report));
+            Ok(())
+        }
     }
 }
 

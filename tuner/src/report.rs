@@ -108,16 +108,19 @@ pub fn build(
     }))
 }
 
-/// Pairs in the experiment file's order, then any others found in the history.
+/// Pairs in the experiment file's order (when it lists names), then any
+/// others found in the history.
 fn pair_order(spec: Option<&ExperimentSpec>, trials: &[TrialRecord]) -> Vec<(String, String)> {
-    let mut pairs: Vec<(String, String)> = spec
-        .map(|s| {
-            s.backbones
-                .iter()
-                .flat_map(|b| s.optimizers.iter().map(move |o| (b.clone(), o.clone())))
-                .collect()
-        })
-        .unwrap_or_default();
+    let listed = spec.and_then(|s| {
+        let backbones = s.backbones.listed()?.iter().map(|b| s.with_preset(b));
+        let optimizers = s.optimizers.listed()?.to_vec();
+        Some(
+            backbones
+                .flat_map(|b| optimizers.iter().map(move |o| (b.clone(), o.clone())))
+                .collect::<Vec<_>>(),
+        )
+    });
+    let mut pairs = listed.unwrap_or_default();
     for t in trials {
         let pair = (t.backbone.clone(), t.optimizer.clone());
         if !pairs.contains(&pair) {

@@ -79,11 +79,11 @@ pub fn run_experiment(
     register_experiment(experiment, store)?;
 
     let configs_per_pair = 25 * spec.seeds as usize;
-    let total = spec.backbones.len() * spec.optimizers.len() * configs_per_pair;
+    let total = experiment.backbones.len() * experiment.optimizers.len() * configs_per_pair;
     let progress = Progress::new(total as u64, show_progress);
     let mut summary = RunSummary::default();
-    for backbone in &spec.backbones {
-        for optimizer in &spec.optimizers {
+    for backbone in &experiment.backbones {
+        for optimizer in &experiment.optimizers {
             let pair = Pair {
                 experiment,
                 backbone,
@@ -257,6 +257,7 @@ impl Pair<'_> {
             epochs: spec.epochs,
             batch_size: spec.batch_size,
             warmup_epochs: spec.warmup_epochs,
+            decay_norm_and_bias: spec.decay_norm_and_bias,
             device: spec.device,
         };
         let label = format!(

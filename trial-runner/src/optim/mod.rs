@@ -5,17 +5,38 @@
 //! defaults, and rejects names it does not know, so a typo in an experiment
 //! never silently trains with a default.
 
+mod adabelief;
+mod adabound;
+mod adafactor;
 mod adam;
+mod adan;
+mod adaptive;
+mod caution;
+mod lion;
+mod novograd;
+mod projection;
 pub mod replay;
 mod sgd;
+mod sophia;
+mod trust_ratio;
 
 use std::collections::BTreeMap;
 
 use tch::Tensor;
 use thiserror::Error;
 
-pub use adam::AdamW;
+pub use adabelief::AdaBelief;
+pub use adabound::AdaBound;
+pub use adafactor::Adafactor;
+pub use adam::{Adam, AdamW, Adamax, NAdam, RAdam};
+pub use adan::Adan;
+pub use adaptive::{Adadelta, Adagrad, RmsProp};
+pub use lion::Lion;
+pub use novograd::NovoGrad;
+pub use projection::{AdamP, Sgdp};
 pub use sgd::SgdMomentum;
+pub use sophia::{HessianNoise, SophiaH};
+pub use trust_ratio::{Lamb, Lars};
 
 /// Hyperparameters by reference name.
 pub type Hparams = BTreeMap<String, f64>;
@@ -34,6 +55,12 @@ pub trait Optimizer: Send {
     /// computes it and hands it over with [`set_hessian`](Self::set_hessian).
     fn hessian_interval(&self) -> Option<usize> {
         None
+    }
+
+    /// How many noise vectors each Hutchinson estimate averages, and their
+    /// distribution.
+    fn hessian_noise(&self) -> (usize, HessianNoise) {
+        (1, HessianNoise::Gaussian)
     }
 
     /// A fresh diagonal Hessian estimate, one tensor per parameter in
@@ -108,6 +135,24 @@ impl OptimizerRegistry {
         };
         registry.register("sgd_m", SgdMomentum::build);
         registry.register("adamw", AdamW::build);
+        registry.register("adam", Adam::build);
+        registry.register("adamax", Adamax::build);
+        registry.register("nadam", NAdam::build);
+        registry.register("radam", RAdam::build);
+        registry.register("adagrad", Adagrad::build);
+        registry.register("adadelta", Adadelta::build);
+        registry.register("rmsprop", RmsProp::build);
+        registry.register("adabelief", AdaBelief::build);
+        registry.register("adafactor", Adafactor::build);
+        registry.register("adabound", AdaBound::build);
+        registry.register("sophia", SophiaH::build);
+        registry.register("sgdp", Sgdp::build);
+        registry.register("adamp", AdamP::build);
+        registry.register("lion", Lion::build);
+        registry.register("lamb", Lamb::build);
+        registry.register("lars", Lars::build);
+        registry.register("adan", Adan::build);
+        registry.register("novograd", NovoGrad::build);
         registry.alias("sgd", "sgd_m");
         registry
     }
@@ -297,14 +342,19 @@ mod tests {
 
     #[test]
     fn unknown_optimizer_lists_choices() {
-        let err = OptimizerRegistry::builtin()
+        let registry = OptimizerRegistry::builtin();
+        let err = registry
             .build("adamx", &hp(&[("lr", 0.1)]), ParamSet::default())
             .err()
             .unwrap();
         assert_eq!(
             err.to_string(),
-            "unknown optimizer `adamx`; valid: adamw, sgd_m"
+            format!(
+                "unknown optimizer `adamx`; valid: {}",
+                registry.names().join(", ")
+            )
         );
+        assert!(err.to_string().contains("adamw, "), "{err}");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tch::{Kind, Tensor};
 
-use super::{Hparams, OptimError, OptimizerRegistry, ParamSet};
+use super::{HessianNoise, Hparams, OptimError, OptimizerRegistry, ParamSet};
 
 /// One recorded case. `grads[step][tensor]` and `params0[tensor]` are
 /// flattened row-major tensors of `shapes[tensor]`.
@@ -21,7 +21,8 @@ pub struct ReplayCase {
     /// Registry name (`sgd_m`, `adamw`, ...; torch's `sgd` is accepted).
     pub optimizer: String,
     /// Constructor arguments by reference name. Numbers, booleans, `null`
-    /// (the default) and, for `betas`, a list (`beta1`, `beta2`[, `beta3`]).
+    /// (the default), for `betas` a list (`beta1`, `beta2`[, `beta3`]) and,
+    /// for `hessian_distribution`, a name (`gaussian` = 0, `rademacher` = 1).
     pub hparams: BTreeMap<String, Value>,
     pub shapes: Vec<Vec<i64>>,
     pub params0: Vec<Vec<f64>>,
@@ -65,6 +66,19 @@ pub fn hparams_from_json(raw: &BTreeMap<String, Value>) -> Result<Hparams, Optim
                     OptimError::Replay(format!("`{name}` = {n} is not a finite number"))
                 })?;
                 hparams.insert(name.clone(), v);
+            }
+            // SophiaH's choice of noise, by its position in the list.
+            Value::String(s) if name == "hessian_distribution" => {
+                let code = HessianNoise::NAMES
+                    .iter()
+                    .position(|n| n == s)
+                    .ok_or_else(|| {
+                        OptimError::Replay(format!(
+                            "`{name}` = {s:?} is not one of {:?}",
+                            HessianNoise::NAMES
+                        ))
+                    })?;
+                hparams.insert(name.clone(), code as f64);
             }
             Value::Array(items) if name == "betas" && (2..=3).contains(&items.len()) => {
                 for (i, item) in items.iter().enumerate() {
@@ -243,9 +257,11 @@ mod tests {
             &OptimizerRegistry::builtin(),
         )
         .unwrap();
-        assert_eq!(
-            out.trajectory,
-            vec![vec![vec![0.95, -1.05]], vec![vec![0.9, -1.1]]]
+        let want = vec![vec![vec![0.95, -1.05]], vec![vec![0.9, -1.1]]];
+        assert!(
+            max_relative_error(&out.trajectory, &want) < 1e-15,
+            "{:?}",
+            out.trajectory
         );
     }
 

@@ -1,7 +1,7 @@
 //! SGD with momentum, as `torch.optim.SGD` (coupled weight decay, optional
 //! dampening and Nesterov momentum).
 
-use tch::Tensor;
+use tch::{Device, Kind, Tensor};
 
 use super::{
     tensor_bytes, HparamReader, Hparams, OptimError, Optimizer, ParamSet, FLAG, NON_NEGATIVE,
@@ -56,13 +56,27 @@ impl Optimizer for SgdMomentum {
     fn step(&mut self, lr: f64) {
         tch::no_grad(|| {
             for ((params, weight_decay), buffers) in self.groups.iter_mut().zip(&mut self.buffers) {
+                let mut factors: Option<Factors> = None;
                 for (param, buffer) in params.iter_mut().zip(buffers.iter_mut()) {
                     let grad = param.grad();
                     if !grad.defined() {
                         continue;
                     }
+                    let key = (param.kind(), param.device());
+                    let f = match factors {
+                        Some(ref f) if f.key == key => f,
+                        _ => factors.insert(Factors::new(
+                            key,
+                            lr,
+                            *weight_decay,
+                            self.momentum,
+                            self.dampening,
+                        )),
+                    };
+                    // torch: grad.add(param, alpha=weight_decay), a new
+                    // tensor; the parameter's own .grad is left alone.
                     let mut update = if *weight_decay != 0.0 {
-                        &grad + &*param * *weight_decay
+                        grad.addcmul(param, &f.weight_decay)
                     } else {
                         grad
                     };
@@ -70,18 +84,22 @@ impl Optimizer for SgdMomentum {
                         let buf = match buffer {
                             Some(buf) => {
                                 let _ = buf.g_mul_scalar_(self.momentum);
-                                let _ = buf.g_add_(&(&update * (1.0 - self.dampening)));
+                                let _ = if self.dampening == 0.0 {
+                                    buf.g_add_(&update)
+                                } else {
+                                    buf.addcmul_(&update, &f.one_minus_dampening)
+                                };
                                 buf
                             }
                             None => buffer.insert(update.detach().copy()),
                         };
                         update = if self.nesterov {
-                            update + &*buf * self.momentum
+                            update.addcmul(buf, &f.momentum)
                         } else {
                             buf.shallow_clone()
                         };
                     }
-                    let _ = param.g_sub_(&(update * lr));
+                    let _ = param.addcmul_(&update, &f.neg_lr);
                 }
             }
         });
@@ -89,6 +107,33 @@ impl Optimizer for SgdMomentum {
 
     fn state_bytes(&self) -> usize {
         tensor_bytes(self.buffers.iter().flatten().flatten())
+    }
+}
+
+/// One step's scalar factors as 0-dim tensors of the parameters' dtype and
+/// device. `x.addcmul_(y, factor)` is torch's fused `x.add_(y, alpha=a)`,
+/// whose `alpha` tch does not expose: one pass over memory and no temporary,
+/// where `x.sub_(y * a)` takes two and allocates. They live on the
+/// parameters' device, filled there (no host-to-device copy), because torch
+/// accepts a CPU scalar beside CUDA tensors in binary ops only.
+struct Factors {
+    key: (Kind, Device),
+    neg_lr: Tensor,
+    weight_decay: Tensor,
+    one_minus_dampening: Tensor,
+    momentum: Tensor,
+}
+
+impl Factors {
+    fn new(key: (Kind, Device), lr: f64, weight_decay: f64, momentum: f64, dampening: f64) -> Self {
+        let scalar = |value: f64| Tensor::scalar_tensor(value, key);
+        Factors {
+            key,
+            neg_lr: scalar(-lr),
+            weight_decay: scalar(weight_decay),
+            one_minus_dampening: scalar(1.0 - dampening),
+            momentum: scalar(momentum),
+        }
     }
 }
 

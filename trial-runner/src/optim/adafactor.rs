@@ -1,0 +1,246 @@
+//! Adafactor, as timm's `timm.optim.Adafactor` (timm 1.0.31): a second moment
+//! factored into row and column averages for tensors with two large
+//! dimensions, an RMS-clipped update and optional momentum.
+
+use tch::Tensor;
+
+use super::{
+    tensor_bytes, HparamReader, Hparams, OptimError, Optimizer, ParamSet, FLAG, NON_NEGATIVE,
+    POSITIVE, UNIT_INTERVAL,
+};
+
+/// timm's `Adafactor` with an external learning rate. timm switches to its
+/// relative-step schedule when `lr` is None; bocb always schedules `lr`, so
+/// `lr` is required and `scale_parameter` / `eps_scale` (which only shape the
+/// relative step) are accepted without effect, as in timm. Momentum is used
+/// when `beta1` is given (timm's `betas[0]`; timm ignores `betas[1]`).
+/// Weight decay shrinks the weights by `lr * weight_decay` (decoupled).
+pub struct Adafactor {
+    groups: Vec<(Vec<Tensor>, f64)>,
+    eps: f64,
+    clip_threshold: f64,
+    decay_rate: f64,
+    beta1: Option<f64>,
+    min_dim_size_to_factor: i64,
+    caution: bool,
+    step: i32,
+    /// Per parameter, created at its first step.
+    state: Vec<Vec<Option<FactorState>>>,
+}
+
+struct FactorState {
+    /// Only with `beta1`.
+    exp_avg: Option<Tensor>,
+    second: SecondMoment,
+}
+
+enum SecondMoment {
+    /// Means over `dim_row` (`row`) and over `dim_col` (`col`).
+    Factored {
+        dim_col: i64,
+        dim_row: i64,
+        row: Tensor,
+        col: Tensor,
+    },
+    Full(Tensor),
+}
+
+/// A whole number >= 0.
+const SIZE: (fn(f64) -> bool, &str) = (
+    |v| v >= 0.0 && v.fract() == 0.0 && v.is_finite(),
+    "an integer >= 0",
+);
+
+impl Adafactor {
+    const HPARAMS: [&'static str; 12] = [
+        "lr",
+        "eps",
+        "eps_scale",
+        "clip_threshold",
+        "decay_rate",
+        "beta1",
+        "beta2",
+        "weight_decay",
+        "scale_parameter",
+        "warmup_init",
+        "min_dim_size_to_factor",
+        "caution",
+    ];
+
+    pub fn build(hparams: &Hparams, params: ParamSet) -> Result<Box<dyn Optimizer>, OptimError> {
+        let h = HparamReader::new("adafactor", hparams, &Self::HPARAMS)?;
+        // timm raises for warmup_init without the relative step (lr None).
+        h.only_default("warmup_init", 0.0)?;
+        h.get("lr", None, POSITIVE)?;
+        h.get("scale_parameter", Some(1.0), FLAG)?;
+        h.get("eps_scale", Some(1e-3), NON_NEGATIVE)?;
+        let eps = h.get("eps", Some(1e-30), NON_NEGATIVE)?;
+        let clip_threshold = h.get("clip_threshold", Some(1.0), POSITIVE)?;
+        let decay_rate = h.get(
+            "decay_rate",
+            Some(-0.8),
+            (|v| v < 0.0 && v.is_finite(), "< 0"),
+        )?;
+        let beta1 = match hparams.get("beta1") {
+            Some(_) => Some(h.get("beta1", None, UNIT_INTERVAL)?),
+            None => None,
+        };
+        let weight_decay = h.get("weight_decay", Some(0.0), NON_NEGATIVE)?;
+        let min_dim_size_to_factor = h.get("min_dim_size_to_factor", Some(16.0), SIZE)? as i64;
+        let caution = h.get("caution", Some(0.0), FLAG)? == 1.0;
+        let groups = params.into_groups(weight_decay);
+        let state = groups
+            .iter()
+            .map(|(p, _)| p.iter().map(|_| None).collect())
+            .collect();
+        Ok(Box::new(Adafactor {
+            groups,
+            eps,
+            clip_threshold,
+            decay_rate,
+            beta1,
+            min_dim_size_to_factor,
+            caution,
+            step: 0,
+            state,
+        }))
+    }
+
+    /// timm's `_get_options` choice of `(dim_col, dim_row)`: the leading two
+    /// dimensions of a conv kernel when both exceed `min_size`, else the
+    /// trailing two when both do; `None` keeps the full second moment.
+    fn factored_dims(shape: &[i64], min_size: i64) -> Option<(i64, i64)> {
+        let n = shape.len();
+        if n > 2 && shape[0] > min_size && shape[1] > min_size {
+            Some((0, 1))
+        } else if n >= 2 && shape[n - 2] > min_size && shape[n - 1] > min_size {
+            Some((n as i64 - 2, n as i64 - 1))
+        } else {
+            None
+        }
+    }
+
+    fn new_state(&self, grad: &Tensor) -> FactorState {
+        let shape = grad.size();
+        let zeros_without = |dim: i64| {
+            let mut s = shape.clone();
+            s.remove(dim as usize);
+            Tensor::zeros(s, (grad.kind(), grad.device()))
+        };
+        let second = match Self::factored_dims(&shape, self.min_dim_size_to_factor) {
+            Some((dim_col, dim_row)) => SecondMoment::Factored {
+                dim_col,
+                dim_row,
+                row: zeros_without(dim_row),
+                col: zeros_without(dim_col),
+            },
+            None => SecondMoment::Full(grad.zeros_like()),
+        };
+        FactorState {
+            exp_avg: self.beta1.map(|_| grad.zeros_like()),
+            second,
+        }
+    }
+}
+
+/// Root mean square of all elements, as a 0-dim tensor.
+fn rms(t: &Tensor) -> Tensor {
+    t.norm() / (t.numel() as f64).sqrt()
+}
+
+impl Optimizer for Adafactor {
+    fn step(&mut self, lr: f64) {
+        self.step += 1;
+        let beta2t = 1.0 - f64::from(self.step).powf(self.decay_rate);
+        tch::no_grad(|| {
+            for gi in 0..self.groups.len() {
+                let weight_decay = self.groups[gi].1;
+                for pi in 0..self.groups[gi].0.len() {
+                    let grad = self.groups[gi].0[pi].grad();
+                    if !grad.defined() {
+                        continue;
+                    }
+                    if self.state[gi][pi].is_none() {
+                        self.state[gi][pi] = Some(self.new_state(&grad));
+                    }
+                    let FactorState { exp_avg, second } =
+                        self.state[gi][pi].as_mut().expect("created above");
+                    let mut update = grad.square();
+                    let _ = update.g_add_scalar_(self.eps);
+                    let mut update = match second {
+                        SecondMoment::Factored {
+                            dim_col,
+                            dim_row,
+                            row,
+                            col,
+                        } => {
+                            let mean = |dim: i64| update.mean_dim([dim].as_slice(), false, None);
+                            let _ = row.lerp_(&mean(*dim_row), 1.0 - beta2t);
+                            let _ = col.lerp_(&mean(*dim_col), 1.0 - beta2t);
+                            // dim_col < dim_row, so dim_col indexes the row
+                            // moment's own column dimension.
+                            let row_mean = row.mean_dim([*dim_col].as_slice(), true, None);
+                            let mut r_factor = &*row / row_mean;
+                            let r_factor = r_factor.rsqrt_().unsqueeze(*dim_row);
+                            let c_factor = col.unsqueeze(*dim_col).rsqrt();
+                            r_factor * c_factor
+                        }
+                        SecondMoment::Full(exp_avg_sq) => {
+                            let _ = exp_avg_sq.lerp_(&update, 1.0 - beta2t);
+                            exp_avg_sq.rsqrt()
+                        }
+                    };
+                    let _ = update.g_mul_(&grad);
+                    let mut scale = rms(&update) / self.clip_threshold;
+                    let _ = update.g_div_(&scale.clamp_min_(1.0));
+                    let _ = update.g_mul_scalar_(lr);
+                    if let (Some(exp_avg), Some(beta1)) = (exp_avg.as_mut(), self.beta1) {
+                        let _ = exp_avg.lerp_(&update, 1.0 - beta1);
+                        update = if self.caution {
+                            // 'Cautious Optimizers': keep the components that
+                            // agree in sign with the gradient, rescaled.
+                            let mut mask = (&*exp_avg * &grad).gt(0.0).to_kind(grad.kind());
+                            let mut norm = mask.mean(None);
+                            let _ = mask.g_div_(&norm.clamp_min_(1e-3));
+                            &*exp_avg * mask
+                        } else {
+                            exp_avg.shallow_clone()
+                        };
+                    }
+                    let param = &mut self.groups[gi].0[pi];
+                    if weight_decay != 0.0 {
+                        let _ = param.g_mul_scalar_(1.0 - weight_decay * lr);
+                    }
+                    let _ = param.g_sub_(&update);
+                }
+            }
+        });
+    }
+
+    fn state_bytes(&self) -> usize {
+        tensor_bytes(self.state.iter().flatten().flatten().flat_map(|s| {
+            let second = match &s.second {
+                SecondMoment::Factored { row, col, .. } => vec![row, col],
+                SecondMoment::Full(v) => vec![v],
+            };
+            s.exp_avg.iter().chain(second)
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The recorded cases factor a 2-d weight and the leading dims of a
+    /// conv kernel; the trailing-dims fallback and the size cut-off are
+    /// checked here.
+    #[test]
+    fn factors_the_dims_timm_picks() {
+        assert_eq!(Adafactor::factored_dims(&[64, 32, 3, 3], 16), Some((0, 1)));
+        assert_eq!(Adafactor::factored_dims(&[8, 3, 20, 20], 16), Some((2, 3)));
+        assert_eq!(Adafactor::factored_dims(&[17, 16], 16), None);
+        assert_eq!(Adafactor::factored_dims(&[17, 17], 16), Some((0, 1)));
+        assert_eq!(Adafactor::factored_dims(&[100], 16), None);
+    }
+}

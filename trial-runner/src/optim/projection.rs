@@ -1,0 +1,340 @@
+//! SGDP and AdamP (Heo et al., "Slowing Down the Weight Norm Increase in
+//! Momentum-based Optimizers", ICLR 2021), as timm's `SGDP` and `AdamP`:
+//! SGD-momentum and Adam whose update of a matrix or conv kernel loses its
+//! radial component (along the weights) when the gradient is nearly
+//! orthogonal to the weights, as happens for scale-invariant weights (those
+//! followed by a normalisation layer). Such weights also get only
+//! `wd_ratio` of the weight decay.
+
+use tch::Tensor;
+
+use super::caution::apply_caution;
+use super::{
+    tensor_bytes, HparamReader, Hparams, OptimError, Optimizer, ParamSet, FLAG, NON_NEGATIVE,
+    POSITIVE, UNIT_INTERVAL,
+};
+
+/// How a parameter is split into vectors whose directions are compared
+/// with the gradient's: one per output channel, or the whole tensor.
+#[derive(Clone, Copy)]
+enum View {
+    Channel,
+    Layer,
+}
+
+impl View {
+    fn of(self, x: &Tensor) -> Tensor {
+        match self {
+            View::Channel => x.reshape([x.size()[0], -1]),
+            View::Layer => x.reshape([1, -1]),
+        }
+    }
+}
+
+/// The unit weights of the view timm's test picked, and that view.
+struct Radial {
+    view: View,
+    /// The parameter divided by its norm per view row (plus `eps`).
+    unit: Tensor,
+    /// The shape that broadcasts one value per view row over the parameter.
+    expand: Vec<i64>,
+}
+
+impl Radial {
+    /// `x - unit * <unit, x>` per view row: `x` without its radial part.
+    fn remove_from(&self, x: &mut Tensor) {
+        let along = self
+            .view
+            .of(&(&self.unit * &*x))
+            .sum_dim_intlist(1, false, None)
+            .reshape(self.expand.as_slice());
+        let _ = x.g_sub_(&(&self.unit * along));
+    }
+}
+
+/// timm's `projection` (shared by SGDP and AdamP): `delta`, `wd_ratio` and
+/// `eps` of the constructor.
+struct Projection {
+    delta: f64,
+    wd_ratio: f64,
+    eps: f64,
+}
+
+impl Projection {
+    const HPARAMS: [&'static str; 3] = ["delta", "wd_ratio", "eps"];
+
+    fn read(h: &HparamReader) -> Result<Self, OptimError> {
+        Ok(Projection {
+            delta: h.get("delta", Some(0.1), POSITIVE)?,
+            wd_ratio: h.get("wd_ratio", Some(0.1), NON_NEGATIVE)?,
+            eps: h.get("eps", Some(1e-8), POSITIVE)?,
+        })
+    }
+
+    /// The first view (channel, then layer) in which every row's
+    /// gradient-weight cosine is below `delta / sqrt(row length)`; only
+    /// matrices and kernels are tested.
+    fn radial(&self, param: &Tensor, grad: &Tensor) -> Option<Radial> {
+        if param.dim() <= 1 {
+            return None;
+        }
+        let mut expand = vec![1i64; param.dim()];
+        expand[0] = -1;
+        [View::Channel, View::Layer].into_iter().find_map(|view| {
+            let param_rows = view.of(param);
+            let cosine = Tensor::cosine_similarity(&view.of(grad), &param_rows, 1, self.eps).abs();
+            let threshold = self.delta / (param_rows.size()[1] as f64).sqrt();
+            if cosine.max().lt(threshold).int64_value(&[]) == 0 {
+                return None;
+            }
+            let norms = param_rows.norm_scalaropt_dim(2.0, [1], false) + self.eps;
+            Some(Radial {
+                view,
+                unit: param / norms.reshape(expand.as_slice()),
+                expand: expand.clone(),
+            })
+        })
+    }
+
+    /// Applies timm's `projection` (and caution) to `update` in place; the
+    /// factor on the weight decay comes back.
+    fn apply(
+        &self,
+        radial: Option<&Radial>,
+        update: &mut Tensor,
+        grad: &Tensor,
+        caution: bool,
+    ) -> f64 {
+        match radial {
+            Some(radial) => {
+                radial.remove_from(update);
+                if caution {
+                    // Spherical caution: compare with the tangential gradient,
+                    // then project again for numerical stability.
+                    let mut tangential = grad.copy();
+                    radial.remove_from(&mut tangential);
+                    apply_caution(update, &tangential);
+                    radial.remove_from(update);
+                }
+                self.wd_ratio
+            }
+            None => {
+                if caution {
+                    apply_caution(update, grad);
+                }
+                1.0
+            }
+        }
+    }
+}
+
+/// SGDP, as `timm.optim.SGDP` (timm 1.0.31): SGD with momentum (zero-
+/// initialised buffer), projection, and decoupled weight decay
+/// `lr * weight_decay * wd_ratio / (1 - momentum)`.
+pub struct Sgdp {
+    groups: Vec<(Vec<Tensor>, f64)>,
+    momentum: f64,
+    dampening: f64,
+    nesterov: bool,
+    caution: bool,
+    projection: Projection,
+    /// Momentum buffer per parameter, zero-initialised at its first step.
+    buffers: Vec<Vec<Option<Tensor>>>,
+}
+
+impl Sgdp {
+    const HPARAMS: [&'static str; 6] = [
+        "lr",
+        "momentum",
+        "dampening",
+        "weight_decay",
+        "nesterov",
+        "caution",
+    ];
+
+    pub fn build(hparams: &Hparams, params: ParamSet) -> Result<Box<dyn Optimizer>, OptimError> {
+        let known = [Self::HPARAMS.as_slice(), &Projection::HPARAMS].concat();
+        let h = HparamReader::new("sgdp", hparams, &known)?;
+        h.get("lr", None, POSITIVE)?;
+        let momentum = h.get("momentum", Some(0.0), UNIT_INTERVAL)?;
+        let dampening = h.get("dampening", Some(0.0), UNIT_INTERVAL)?;
+        let weight_decay = h.get("weight_decay", Some(0.0), NON_NEGATIVE)?;
+        let nesterov = h.get("nesterov", Some(0.0), FLAG)? == 1.0;
+        let caution = h.get("caution", Some(0.0), FLAG)? == 1.0;
+        let projection = Projection::read(&h)?;
+        let groups = params.into_groups(weight_decay);
+        let buffers = groups
+            .iter()
+            .map(|(p, _)| p.iter().map(|_| None).collect())
+            .collect();
+        Ok(Box::new(Sgdp {
+            groups,
+            momentum,
+            dampening,
+            nesterov,
+            caution,
+            projection,
+            buffers,
+        }))
+    }
+}
+
+impl Optimizer for Sgdp {
+    fn step(&mut self, lr: f64) {
+        tch::no_grad(|| {
+            for ((params, weight_decay), buffers) in self.groups.iter_mut().zip(&mut self.buffers) {
+                for (param, buffer) in params.iter_mut().zip(buffers.iter_mut()) {
+                    let grad = param.grad();
+                    if !grad.defined() {
+                        continue;
+                    }
+                    let buf = buffer.get_or_insert_with(|| param.zeros_like());
+                    let _ = buf.g_mul_scalar_(self.momentum);
+                    if self.dampening == 0.0 {
+                        let _ = buf.g_add_(&grad);
+                    } else {
+                        let _ = buf.g_add_(&(&grad * (1.0 - self.dampening)));
+                    }
+                    let radial = self.projection.radial(param, &grad);
+                    // The buffer itself is the update unless something is
+                    // about to change the update in place.
+                    let owned = self.nesterov || radial.is_some() || self.caution;
+                    let mut update = if self.nesterov {
+                        &grad + &*buf * self.momentum
+                    } else if owned {
+                        buf.copy()
+                    } else {
+                        buf.shallow_clone()
+                    };
+                    let wd_ratio =
+                        self.projection
+                            .apply(radial.as_ref(), &mut update, &grad, self.caution);
+                    if *weight_decay != 0.0 {
+                        let _ = param.g_mul_scalar_(
+                            1.0 - lr * *weight_decay * wd_ratio / (1.0 - self.momentum),
+                        );
+                    }
+                    let step = if owned {
+                        update.g_mul_scalar_(-lr)
+                    } else {
+                        update * -lr
+                    };
+                    let _ = param.g_add_(&step);
+                }
+            }
+        });
+    }
+
+    fn state_bytes(&self) -> usize {
+        tensor_bytes(self.buffers.iter().flatten().flatten())
+    }
+}
+
+/// AdamP, as `timm.optim.AdamP` (timm 1.0.31): Adam with bias correction,
+/// optional Nesterov momentum, projection, and decoupled weight decay
+/// `lr * weight_decay * wd_ratio`.
+pub struct AdamP {
+    groups: Vec<(Vec<Tensor>, f64)>,
+    beta1: f64,
+    beta2: f64,
+    nesterov: bool,
+    caution: bool,
+    projection: Projection,
+    /// Step count and first and second moments per parameter, created at
+    /// its first step.
+    state: Vec<Vec<Option<(i32, Tensor, Tensor)>>>,
+}
+
+impl AdamP {
+    const HPARAMS: [&'static str; 6] = [
+        "lr",
+        "beta1",
+        "beta2",
+        "weight_decay",
+        "nesterov",
+        "caution",
+    ];
+
+    pub fn build(hparams: &Hparams, params: ParamSet) -> Result<Box<dyn Optimizer>, OptimError> {
+        let known = [Self::HPARAMS.as_slice(), &Projection::HPARAMS].concat();
+        let h = HparamReader::new("adamp", hparams, &known)?;
+        h.get("lr", Some(1e-3), POSITIVE)?;
+        let beta1 = h.get("beta1", Some(0.9), UNIT_INTERVAL)?;
+        let beta2 = h.get("beta2", Some(0.999), UNIT_INTERVAL)?;
+        let weight_decay = h.get("weight_decay", Some(0.0), NON_NEGATIVE)?;
+        let nesterov = h.get("nesterov", Some(0.0), FLAG)? == 1.0;
+        let caution = h.get("caution", Some(0.0), FLAG)? == 1.0;
+        let projection = Projection::read(&h)?;
+        let groups = params.into_groups(weight_decay);
+        let state = groups
+            .iter()
+            .map(|(p, _)| p.iter().map(|_| None).collect())
+            .collect();
+        Ok(Box::new(AdamP {
+            groups,
+            beta1,
+            beta2,
+            nesterov,
+            caution,
+            projection,
+            state,
+        }))
+    }
+}
+
+impl Optimizer for AdamP {
+    fn step(&mut self, lr: f64) {
+        let (beta1, beta2) = (self.beta1, self.beta2);
+        tch::no_grad(|| {
+            for ((params, weight_decay), states) in self.groups.iter_mut().zip(&mut self.state) {
+                for (param, state) in params.iter_mut().zip(states.iter_mut()) {
+                    let grad = param.grad();
+                    if !grad.defined() {
+                        continue;
+                    }
+                    let (step, exp_avg, exp_avg_sq) =
+                        state.get_or_insert_with(|| (0, param.zeros_like(), param.zeros_like()));
+                    *step += 1;
+                    let bias_correction1 = 1.0 - beta1.powf(f64::from(*step));
+                    let bias_correction2 = 1.0 - beta2.powf(f64::from(*step));
+
+                    let scaled_grad = &grad * (1.0 - beta1);
+                    let _ = exp_avg.g_mul_scalar_(beta1);
+                    let _ = exp_avg.g_add_(&scaled_grad);
+                    let _ = exp_avg_sq.g_mul_scalar_(beta2);
+                    let _ = exp_avg_sq.addcmul_(&(&grad * (1.0 - beta2)), &grad);
+
+                    let mut denom = exp_avg_sq.sqrt();
+                    let _ = denom.g_div_scalar_(bias_correction2.sqrt());
+                    let _ = denom.g_add_scalar_(self.projection.eps);
+                    let step_size = lr / bias_correction1;
+
+                    let mut update = if self.nesterov {
+                        (&*exp_avg * beta1 + scaled_grad) / denom
+                    } else {
+                        &*exp_avg / denom
+                    };
+                    let radial = self.projection.radial(param, &grad);
+                    let wd_ratio =
+                        self.projection
+                            .apply(radial.as_ref(), &mut update, &grad, self.caution);
+                    if *weight_decay > 0.0 {
+                        let _ = param.g_mul_scalar_(1.0 - lr * *weight_decay * wd_ratio);
+                    }
+                    let _ = update.g_mul_scalar_(-step_size);
+                    let _ = param.g_add_(&update);
+                }
+            }
+        });
+    }
+
+    fn state_bytes(&self) -> usize {
+        tensor_bytes(
+            self.state
+                .iter()
+                .flatten()
+                .flatten()
+                .flat_map(|(_, m, v)| [m, v]),
+        )
+    }
+}

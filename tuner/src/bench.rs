@@ -1,0 +1,762 @@
+//! Memory and speed of the optimizers: `bocb optim info` measures each one's
+//! state per parameter; `bocb bench optim` times one step on a parameter set
+//! shaped like a ResNet-50 and, in the same run, the reference PyTorch
+//! implementation on the same shapes, hyperparameters and device.
+//!
+//! Both sides run the first case of each optimizer in
+//! `scripts/record_optim_cases.py` (the same reference class and constructor
+//! arguments the conformance cases are recorded with). The reference side is
+//! `scripts/bench_optim.py`, embedded like the recorder, run by a python that
+//! has torch, timm and pytorch_optimizer.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::{self, BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::Instant;
+
+use bocb_search_spaces::{Catalog, Category, OptimizerSpace, WeightDecayStyle};
+use bocb_trial_runner::device::device_name;
+use bocb_trial_runner::optim::replay::hparams_from_json;
+use bocb_trial_runner::optim::{Hparams, OptimError, Optimizer, OptimizerRegistry, ParamSet};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tch::{Device, Kind, Tensor};
+use thiserror::Error;
+
+/// Parameters of torchvision's ResNet-50 at 1000 classes.
+pub const RESNET50_PARAMS: usize = 25_557_032;
+
+/// The python whose torch the binary was built against (the venv's).
+pub const BUILD_PYTHON: &str = env!("BOCB_BUILD_PYTHON");
+
+const BENCH_SCRIPT: &str = include_str!("../../scripts/bench_optim.py");
+const RECORDER_SCRIPT: &str = include_str!("../../scripts/record_optim_cases.py");
+
+/// What the reference side needs beyond torch, pinned as the recorder is.
+const PIP_SPECS: [(&str, &str); 3] = [
+    ("torch", "torch"),
+    ("timm", "timm==1.0.31"),
+    ("pytorch_optimizer", "pytorch_optimizer==4.1.0"),
+];
+
+#[derive(Debug, Error)]
+pub enum BenchError {
+    #[error("`{0}` is not a parameter count; write e.g. 25M, 1.5M, 800k or 1000")]
+    ParamCount(String),
+    #[error(
+        "{requested} parameters are too few for a ResNet-50-shaped set; the smallest has {min}"
+    )]
+    TooFewParams { requested: usize, min: usize },
+    #[error("the number of timed steps must be at least 1")]
+    NoSteps,
+    #[error("unknown optimizer `{name}`; valid: {valid}")]
+    UnknownOptimizer { name: String, valid: String },
+    #[error(
+        "optimizer `{0}` is registered but has no search space (search-spaces/optimizers/{0}.yaml)"
+    )]
+    NoSearchSpace(String),
+    #[error("optimizer `{name}`: {source}")]
+    Optim { name: String, source: OptimError },
+    #[error("cannot run {}: {error}; pass --python PATH of a python that has torch", .python.display())]
+    PythonStart { python: PathBuf, error: io::Error },
+    #[error("{} lacks {missing}; install with `{} -m pip install {specs}`, or pass --python PATH of a python that has them", .python.display(), .python.display())]
+    MissingModules {
+        python: PathBuf,
+        missing: String,
+        specs: String,
+    },
+    #[error("the reference python {}: {message}", .python.display())]
+    Python { python: PathBuf, message: String },
+    #[error("no reference case for `{0}` in CASES of scripts/record_optim_cases.py")]
+    NoCase(String),
+    #[error("reference `{class}` for `{name}` failed: {message}")]
+    Reference {
+        name: String,
+        class: String,
+        message: String,
+    },
+}
+
+/// One parameter tensor of a benchmark set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ParamShape {
+    pub dims: Vec<i64>,
+    /// In the weight-decay group (kernels and matrices; not biases or norms).
+    pub decay: bool,
+}
+
+impl ParamShape {
+    pub fn numel(&self) -> usize {
+        self.dims.iter().product::<i64>() as usize
+    }
+}
+
+fn total_params(shapes: &[ParamShape]) -> usize {
+    shapes.iter().map(ParamShape::numel).sum()
+}
+
+/// torchvision's ResNet-50 parameter tensors at 1000 classes, in module order.
+pub fn resnet50_shapes() -> Vec<ParamShape> {
+    resnet50_at_width(1.0)
+}
+
+/// ResNet-50 with every channel count (and the class count) times `width`,
+/// rounded, at least 1.
+fn resnet50_at_width(width: f64) -> Vec<ParamShape> {
+    let scaled = |c: i64| ((c as f64 * width).round() as i64).max(1);
+    let mut shapes = Vec::new();
+    let mut conv_bn = |out: i64, inp: i64, k: i64| {
+        shapes.push(ParamShape {
+            dims: vec![out, inp, k, k],
+            decay: true,
+        });
+        for _ in 0..2 {
+            shapes.push(ParamShape {
+                dims: vec![out],
+                decay: false,
+            });
+        }
+    };
+    let stem = scaled(64);
+    conv_bn(stem, 3, 7);
+    let mut inp = stem;
+    for (blocks, width) in [(3, 64), (4, 128), (6, 256), (3, 512)] {
+        let w = scaled(width);
+        let out = 4 * w;
+        for block in 0..blocks {
+            conv_bn(w, inp, 1);
+            conv_bn(w, w, 3);
+            conv_bn(out, w, 1);
+            if block == 0 {
+                // The projection shortcut.
+                conv_bn(out, inp, 1);
+            }
+            inp = out;
+        }
+    }
+    let classes = scaled(1000);
+    shapes.push(ParamShape {
+        dims: vec![classes, inp],
+        decay: true,
+    });
+    shapes.push(ParamShape {
+        dims: vec![classes],
+        decay: false,
+    });
+    shapes
+}
+
+/// A ResNet-50-shaped set of exactly `params` parameters: the widest
+/// uniformly width-scaled ResNet-50 that fits, the rest in extra classes,
+/// and what remains spread over the 1-d tensors (biases and norm
+/// parameters, which every optimizer treats elementwise), so kernels and
+/// matrices keep the shapes of a real narrower network.
+pub fn resnet50_shapes_for(params: usize) -> Result<Vec<ParamShape>, BenchError> {
+    let total_at = |width: f64| total_params(&resnet50_at_width(width));
+    let min = total_at(0.0);
+    if params < min {
+        return Err(BenchError::TooFewParams {
+            requested: params,
+            min,
+        });
+    }
+    let (mut lo, mut hi) = (0.0, 1.0);
+    while total_at(hi) <= params {
+        lo = hi;
+        hi *= 2.0;
+    }
+    for _ in 0..64 {
+        let mid = 0.5 * (lo + hi);
+        if total_at(mid) <= params {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    let mut shapes = resnet50_at_width(lo);
+    let mut left = params - total_params(&shapes);
+    let n = shapes.len();
+    let features = shapes[n - 2].dims[1];
+    let extra_classes = left as i64 / (features + 1);
+    shapes[n - 2].dims[0] += extra_classes;
+    shapes[n - 1].dims[0] += extra_classes;
+    left -= (extra_classes * (features + 1)) as usize;
+    let vectors: Vec<&mut ParamShape> = shapes.iter_mut().filter(|s| s.dims.len() == 1).collect();
+    let (each, rest) = (left / vectors.len(), left % vectors.len());
+    for (i, shape) in vectors.into_iter().enumerate() {
+        shape.dims[0] += (each + usize::from(i < rest)) as i64;
+    }
+    Ok(shapes)
+}
+
+/// Parses a parameter count: `25M`, `1.5M`, `800k`, `2G` or `1000`.
+pub fn parse_param_count(text: &str) -> Result<usize, BenchError> {
+    let err = || BenchError::ParamCount(text.to_string());
+    let t = text.trim();
+    let (number, scale) = match t.chars().last() {
+        Some('k' | 'K') => (&t[..t.len() - 1], 1e3),
+        Some('M') => (&t[..t.len() - 1], 1e6),
+        Some('G') => (&t[..t.len() - 1], 1e9),
+        _ => (t, 1.0),
+    };
+    let value: f64 = number.trim().parse().map_err(|_| err())?;
+    let count = value * scale;
+    let rounded = count.round();
+    // Tolerates the binary rounding of decimals like 0.1M, not fractions.
+    if !(rounded >= 1.0 && rounded < u64::MAX as f64) || (count - rounded).abs() > 1e-6 * rounded {
+        return Err(err());
+    }
+    Ok(rounded as usize)
+}
+
+/// One optimizer as `bocb optim info` lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct OptimizerInfo {
+    pub name: String,
+    pub category: Category,
+    pub weight_decay_style: WeightDecayStyle,
+    /// Bytes of state per float32 parameter after one step, measured from
+    /// the state tensors on a small conv/norm/linear set.
+    pub state_bytes_per_param: f64,
+}
+
+/// Every optimizer of `registry`, with its search space's category and
+/// weight-decay style and its measured state size. Each is built with its
+/// search space's centre lr and weight decay and default extras.
+pub fn optimizer_info(
+    registry: &OptimizerRegistry,
+    catalog: &Catalog,
+) -> Result<Vec<OptimizerInfo>, BenchError> {
+    // Channel counts above 16, so that Adafactor factors the kernel and the
+    // matrix as it does on a real network.
+    let shapes = [
+        (vec![32, 24, 3, 3], true),
+        (vec![32], false),
+        (vec![32], false),
+        (vec![20, 48], true),
+        (vec![20], false),
+    ]
+    .map(|(dims, decay)| ParamShape { dims, decay });
+    registry
+        .names()
+        .into_iter()
+        .map(|name| {
+            let space = search_space(catalog, name)?;
+            let mut hparams = space.default_params();
+            let lr = space.lr.centre();
+            hparams.insert("lr".into(), lr);
+            hparams.insert("weight_decay".into(), space.weight_decay.centre());
+            let params = BenchParams::new(&shapes, Device::Cpu);
+            let mut optimizer = params.build(registry, name, &hparams)?;
+            if optimizer.hessian_interval().is_some() {
+                optimizer.set_hessian(&params.hessian());
+            }
+            optimizer.step(lr);
+            Ok(OptimizerInfo {
+                name: name.to_string(),
+                category: space.category,
+                weight_decay_style: space.weight_decay_style,
+                state_bytes_per_param: optimizer.state_bytes() as f64
+                    / total_params(&shapes) as f64,
+            })
+        })
+        .collect()
+}
+
+fn search_space<'a>(catalog: &'a Catalog, name: &str) -> Result<&'a OptimizerSpace, BenchError> {
+    catalog
+        .optimizer(name)
+        .map_err(|_| BenchError::NoSearchSpace(name.to_string()))
+}
+
+/// `bocb optim info`'s table.
+pub fn render_info(infos: &[OptimizerInfo]) -> String {
+    let mut out = format!(
+        "{:<12} {:<44} {:<13} {:>17}\n",
+        "optimizer", "category", "weight decay", "state bytes/param"
+    );
+    for info in infos {
+        let category = format!(
+            "{} ({})",
+            info.category.as_str(),
+            info.category.description()
+        );
+        let style = match info.weight_decay_style {
+            WeightDecayStyle::Coupled => "coupled",
+            WeightDecayStyle::Decoupled => "decoupled",
+        };
+        let bytes = info.state_bytes_per_param;
+        let bytes = if bytes.fract() == 0.0 {
+            format!("{bytes:.0}")
+        } else {
+            format!("{bytes:.2}")
+        };
+        let _ = writeln!(
+            out,
+            "{:<12} {category:<44} {style:<13} {bytes:>17}",
+            info.name
+        );
+    }
+    out
+}
+
+/// Random float32 parameters with random gradients, split as `ParamSet`.
+struct BenchParams {
+    /// `ParamSet` order: the decay group, then the others.
+    ordered: Vec<Tensor>,
+    decay_count: usize,
+}
+
+impl BenchParams {
+    fn new(shapes: &[ParamShape], device: Device) -> Self {
+        let group = |decay: bool| {
+            shapes.iter().filter(move |s| s.decay == decay).map(|s| {
+                let p =
+                    Tensor::randn(s.dims.as_slice(), (Kind::Float, device)).set_requires_grad(true);
+                // d/dp <p, g> = g: sets a random gradient through autograd.
+                (&p * p.randn_like()).sum(Kind::Float).backward();
+                p
+            })
+        };
+        let decay_count = shapes.iter().filter(|s| s.decay).count();
+        BenchParams {
+            ordered: group(true).chain(group(false)).collect(),
+            decay_count,
+        }
+    }
+
+    fn build(
+        &self,
+        registry: &OptimizerRegistry,
+        name: &str,
+        hparams: &Hparams,
+    ) -> Result<Box<dyn Optimizer>, BenchError> {
+        let (decay, no_decay) = self.ordered.split_at(self.decay_count);
+        let set = ParamSet {
+            decay: decay.iter().map(Tensor::shallow_clone).collect(),
+            no_decay: no_decay.iter().map(Tensor::shallow_clone).collect(),
+        };
+        registry
+            .build(name, hparams, set)
+            .map_err(|source| BenchError::Optim {
+                name: name.to_string(),
+                source,
+            })
+    }
+
+    /// A positive diagonal Hessian estimate, as Sophia takes.
+    fn hessian(&self) -> Vec<Tensor> {
+        self.ordered.iter().map(|p| p.rand_like() + 0.1).collect()
+    }
+}
+
+/// What `bocb bench optim` runs.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    /// Size of the ResNet-50-shaped parameter set.
+    pub params: usize,
+    pub device: Device,
+    /// Untimed steps first (optimizer state is created at the first step).
+    pub warmup: usize,
+    /// Timed steps; the median is reported.
+    pub steps: usize,
+    /// Registry names; empty means every registered optimizer.
+    pub optimizers: Vec<String>,
+    /// A python with torch, timm and pytorch_optimizer ([`BUILD_PYTHON`] by default).
+    pub python: PathBuf,
+}
+
+/// One optimizer's step time, bocb's and its reference's.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchRow {
+    pub optimizer: String,
+    pub category: Category,
+    /// The reference class, e.g. `torch.optim.AdamW`.
+    pub reference: String,
+    /// Median milliseconds per step.
+    pub bocb_ms: f64,
+    pub reference_ms: f64,
+}
+
+impl BenchRow {
+    /// bocb's time over the reference's.
+    pub fn ratio(&self) -> f64 {
+        self.bocb_ms / self.reference_ms
+    }
+
+    /// The ratio the issue asks for: 1.0 for the Adam family (category b),
+    /// 1.5 for the others.
+    pub fn goal(&self) -> f64 {
+        if self.category == Category::B {
+            1.0
+        } else {
+            1.5
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub device: String,
+    pub params: usize,
+    pub tensors: usize,
+    pub warmup: usize,
+    pub steps: usize,
+    pub rows: Vec<BenchRow>,
+}
+
+/// Times every optimizer of `config` (bocb, then its reference, one after
+/// the other so both see the same machine load).
+pub fn bench_optimizers(
+    config: &BenchConfig,
+    registry: &OptimizerRegistry,
+    catalog: &Catalog,
+    show_progress: bool,
+) -> Result<BenchReport, BenchError> {
+    if config.steps == 0 {
+        return Err(BenchError::NoSteps);
+    }
+    let names: Vec<String> = if config.optimizers.is_empty() {
+        registry.names().into_iter().map(String::from).collect()
+    } else {
+        config.optimizers.clone()
+    };
+    let categories = names
+        .iter()
+        .map(|name| {
+            if !registry.names().contains(&name.as_str()) {
+                return Err(BenchError::UnknownOptimizer {
+                    name: name.clone(),
+                    valid: registry.names().join(", "),
+                });
+            }
+            Ok(search_space(catalog, name)?.category)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let shapes = resnet50_shapes_for(config.params)?;
+
+    let progress = if show_progress {
+        ProgressBar::new(2 * names.len() as u64)
+    } else {
+        ProgressBar::hidden()
+    };
+    progress.set_style(
+        ProgressStyle::with_template("[{bar:30}] {pos}/{len} {wide_msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    progress.set_message("starting the reference python");
+    let mut reference = Reference::start(&config.python)?;
+    let cases = reference.cases()?;
+
+    let mut rows = Vec::with_capacity(names.len());
+    for (name, category) in names.into_iter().zip(categories) {
+        let case = cases
+            .get(&name)
+            .ok_or_else(|| BenchError::NoCase(name.clone()))?;
+        let optim_err = |source| BenchError::Optim {
+            name: name.clone(),
+            source,
+        };
+        let hparams = hparams_from_json(&case.kwargs).map_err(optim_err)?;
+        let lr = *hparams.get("lr").ok_or_else(|| {
+            optim_err(OptimError::MissingHparam {
+                optimizer: name.clone(),
+                name: "lr".into(),
+            })
+        })?;
+        progress.set_message(format!("{name}: bocb"));
+        let bocb_ms = median(time_bocb(config, registry, &name, &hparams, lr, &shapes)?);
+        progress.inc(1);
+        progress.set_message(format!("{name}: {}", case.class));
+        let reference_ms = median(reference.time(&name, &case.class, config, &shapes)?);
+        progress.inc(1);
+        rows.push(BenchRow {
+            optimizer: name,
+            category,
+            reference: case.class.clone(),
+            bocb_ms,
+            reference_ms,
+        });
+    }
+    progress.finish_and_clear();
+    Ok(BenchReport {
+        device: device_name(config.device),
+        params: total_params(&shapes),
+        tensors: shapes.len(),
+        warmup: config.warmup,
+        steps: config.steps,
+        rows,
+    })
+}
+
+/// Milliseconds of each timed step of bocb's `name`.
+fn time_bocb(
+    config: &BenchConfig,
+    registry: &OptimizerRegistry,
+    name: &str,
+    hparams: &Hparams,
+    lr: f64,
+    shapes: &[ParamShape],
+) -> Result<Vec<f64>, BenchError> {
+    tch::manual_seed(0);
+    let params = BenchParams::new(shapes, config.device);
+    let mut optimizer = params.build(registry, name, hparams)?;
+    // Refreshed as often as the optimizer asks, as the reference side does.
+    let hessian = optimizer
+        .hessian_interval()
+        .map(|every| (every.max(1), params.hessian()));
+    let mut times = Vec::with_capacity(config.warmup + config.steps);
+    for step in 0..config.warmup + config.steps {
+        synchronize(config.device);
+        let start = Instant::now();
+        if let Some((every, estimate)) = &hessian {
+            if step.is_multiple_of(*every) {
+                optimizer.set_hessian(estimate);
+            }
+        }
+        optimizer.step(lr);
+        synchronize(config.device);
+        times.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok(times.split_off(config.warmup))
+}
+
+fn synchronize(device: Device) {
+    if let Device::Cuda(index) = device {
+        tch::Cuda::synchronize(index as i64);
+    }
+}
+
+fn median(mut times: Vec<f64>) -> f64 {
+    times.sort_by(f64::total_cmp);
+    let n = times.len();
+    if n % 2 == 1 {
+        times[n / 2]
+    } else {
+        0.5 * (times[n / 2 - 1] + times[n / 2])
+    }
+}
+
+/// `bocb bench optim`'s table and goal line.
+pub fn render_bench(report: &BenchReport) -> String {
+    let mut out = format!(
+        "one optimizer step on {} float32 parameters ({} tensors shaped like ResNet-50) on {}, \
+         median of {} steps after {} warm-up\n",
+        report.params, report.tensors, report.device, report.steps, report.warmup
+    );
+    let _ = writeln!(
+        out,
+        "{:<12} {:<34} {:>10} {:>10} {:>7}",
+        "optimizer", "reference", "bocb ms", "ref ms", "ratio"
+    );
+    let mut missed = Vec::new();
+    for row in &report.rows {
+        let ratio = row.ratio();
+        let _ = writeln!(
+            out,
+            "{:<12} {:<34} {:>10.2} {:>10.2} {:>6.2}x",
+            row.optimizer, row.reference, row.bocb_ms, row.reference_ms, ratio
+        );
+        if ratio > row.goal() {
+            missed.push(format!(
+                "{} ({ratio:.2}x > {:.1}x)",
+                row.optimizer,
+                row.goal()
+            ));
+        }
+    }
+    let verdict = if missed.is_empty() {
+        format!("met by all {}", report.rows.len())
+    } else {
+        format!("missed by {}", missed.join(", "))
+    };
+    let _ = writeln!(
+        out,
+        "goal: no optimizer slower than 1.5x its reference, the Adam family (category b) \
+         at or below 1.0x: {verdict}"
+    );
+    out
+}
+
+/// A reference case as the python side reports it.
+#[derive(Debug, Deserialize)]
+struct ReferenceCase {
+    class: String,
+    kwargs: BTreeMap<String, Value>,
+}
+
+/// The running `scripts/bench_optim.py`, spoken to in JSON lines.
+struct Reference {
+    python: PathBuf,
+    child: Child,
+    /// Closed on drop, which ends the script.
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Reference {
+    fn start(python: &Path) -> Result<Self, BenchError> {
+        let mut child = Command::new(python)
+            .arg("-c")
+            .arg(BENCH_SCRIPT)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|error| BenchError::PythonStart {
+                python: python.to_path_buf(),
+                error,
+            })?;
+        let stdin = child.stdin.take();
+        let stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        let mut reference = Reference {
+            python: python.to_path_buf(),
+            child,
+            stdin,
+            stdout,
+        };
+        let hello = reference.read()?;
+        if let Some(missing) = hello.get("missing").and_then(Value::as_array) {
+            let missing: Vec<&str> = missing.iter().filter_map(Value::as_str).collect();
+            let specs: Vec<&str> = PIP_SPECS
+                .iter()
+                .filter(|(module, _)| missing.contains(module))
+                .map(|(_, spec)| *spec)
+                .collect();
+            return Err(BenchError::MissingModules {
+                python: python.to_path_buf(),
+                missing: missing.join(", "),
+                specs: specs.join(" "),
+            });
+        }
+        Ok(reference)
+    }
+
+    /// The first case of every optimizer in the embedded recorder's CASES.
+    fn cases(&mut self) -> Result<BTreeMap<String, ReferenceCase>, BenchError> {
+        let reply = self.request(&json!({ "cases": RECORDER_SCRIPT }))?;
+        serde_json::from_value(reply["cases"].clone()).map_err(|e| self.error(e))
+    }
+
+    /// Milliseconds of each timed step of the reference of `name`.
+    fn time(
+        &mut self,
+        name: &str,
+        class: &str,
+        config: &BenchConfig,
+        shapes: &[ParamShape],
+    ) -> Result<Vec<f64>, BenchError> {
+        let reply = self
+            .request(&json!({
+                "bench": name,
+                "shapes": shapes.iter().map(|s| &s.dims).collect::<Vec<_>>(),
+                "decay": shapes.iter().map(|s| s.decay).collect::<Vec<_>>(),
+                "device": device_name(config.device),
+                "warmup": config.warmup,
+                "steps": config.steps,
+            }))
+            .map_err(|e| match e {
+                BenchError::Python { message, .. } => BenchError::Reference {
+                    name: name.to_string(),
+                    class: class.to_string(),
+                    message,
+                },
+                other => other,
+            })?;
+        serde_json::from_value(reply["ms"].clone()).map_err(|e| self.error(e))
+    }
+
+    /// Sends one request; a reply with `error` becomes [`BenchError::Python`].
+    fn request(&mut self, request: &Value) -> Result<Value, BenchError> {
+        let stdin = self.stdin.as_mut().expect("open until drop");
+        writeln!(stdin, "{request}")
+            .and_then(|()| stdin.flush())
+            .map_err(|e| self.error(e))?;
+        let reply = self.read()?;
+        match reply.get("error").and_then(Value::as_str) {
+            Some(message) => Err(self.error(message)),
+            None => Ok(reply),
+        }
+    }
+
+    fn read(&mut self) -> Result<Value, BenchError> {
+        let mut line = String::new();
+        match self.stdout.read_line(&mut line) {
+            Ok(0) => Err(self.error("exited early (its messages are above)")),
+            Ok(_) => serde_json::from_str(&line)
+                .map_err(|e| self.error(format!("replied `{}`: {e}", line.trim()))),
+            Err(e) => Err(self.error(e)),
+        }
+    }
+
+    fn error(&self, message: impl ToString) -> BenchError {
+        BenchError::Python {
+            python: self.python.clone(),
+            message: message.to_string(),
+        }
+    }
+}
+
+impl Drop for Reference {
+    fn drop(&mut self) {
+        self.stdin.take();
+        let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_size_is_torchvision_resnet50() {
+        let shapes = resnet50_shapes();
+        assert_eq!(total_params(&shapes), RESNET50_PARAMS);
+        // 53 convolutions with their batch norms, and the classifier.
+        assert_eq!(shapes.len(), 53 * 3 + 2);
+        assert_eq!(shapes[0].dims, [64, 3, 7, 7]);
+        assert_eq!(shapes[shapes.len() - 2].dims, [1000, 2048]);
+        assert_eq!(resnet50_shapes_for(RESNET50_PARAMS).unwrap(), shapes);
+    }
+
+    #[test]
+    fn scaled_sets_have_exactly_the_requested_size() {
+        for params in [1000, 100_000, 1_500_000, 25_000_000, 60_000_000] {
+            let shapes = resnet50_shapes_for(params).unwrap();
+            assert_eq!(total_params(&shapes), params, "{params}");
+            assert_eq!(shapes.len(), 161);
+            assert!(shapes.iter().all(|s| s.dims.iter().all(|&d| d >= 1)));
+            assert!(shapes.iter().all(|s| s.decay == (s.dims.len() > 1)));
+        }
+        // 25M is a slightly narrower ResNet-50, not a different network.
+        let shapes = resnet50_shapes_for(25_000_000).unwrap();
+        assert_eq!(shapes[0].dims[1..], [3, 7, 7]);
+        assert!((2000..2048).contains(&shapes[shapes.len() - 2].dims[1]));
+        assert!(matches!(
+            resnet50_shapes_for(10),
+            Err(BenchError::TooFewParams { requested: 10, .. })
+        ));
+    }
+
+    #[test]
+    fn parses_param_counts() {
+        assert_eq!(parse_param_count("25M").unwrap(), 25_000_000);
+        assert_eq!(parse_param_count("1.5M").unwrap(), 1_500_000);
+        assert_eq!(parse_param_count("1000").unwrap(), 1000);
+        assert_eq!(parse_param_count("800k").unwrap(), 800_000);
+        assert_eq!(parse_param_count("0.1M").unwrap(), 100_000);
+        assert_eq!(parse_param_count("2G").unwrap(), 2_000_000_000);
+        for bad in ["", "M", "25X", "-1M", "0", "1.5", "abc", "1e400"] {
+            assert!(parse_param_count(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
+    }
+}
