@@ -5,7 +5,8 @@ parameters with given random gradients and stores the trajectory. bocb's
 conformance test (trial-runner/tests/optim_conformance.rs) replays every case
 through bocb's implementation and requires agreement to 1e-9 relative.
 
-    .venv/bin/pip install timm==1.0.31 pytorch_optimizer==4.1.0
+    # torch pinned: the resolver would otherwise upgrade it past what tch links.
+    .venv/bin/pip install torch==2.11.0 torchvision==0.26.0 timm==1.0.31 pytorch_optimizer==4.1.0
     .venv/bin/python scripts/record_optim_cases.py            # every optimizer
     .venv/bin/python scripts/record_optim_cases.py adamw lion # some
 
