@@ -1,16 +1,18 @@
 """The reference side of `bocb bench optim` (embedded in the `bocb` binary).
 
-Times one step of the reference implementations (torch.optim, timm.optim,
-pytorch_optimizer) so bocb's steps can be compared with them in the same run.
-`bocb` starts it as `PYTHON -c SOURCE` and talks JSON lines:
+Times steps of the reference implementations (torch.optim, timm.optim,
+pytorch_optimizer) one at a time, so that bocb can alternate its own steps
+with them and both sides see the same machine load. `bocb` starts it as
+`PYTHON -c SOURCE` and talks JSON lines:
 
   -> (on start)  {"ready": TORCH_VERSION}, or {"missing": [MODULE, ...]}
   <- {"cases": RECORDER_SOURCE}
   -> {"cases": {NAME: {"class": PATH, "kwargs": {...}}}}   the first case of
      each optimizer in the recorder's CASES, which both sides run
-  <- {"bench": NAME, "shapes": [[...]], "decay": [BOOL], "device": DEV,
-      "warmup": W, "steps": N}
-  -> {"ms": [N step times]}, or {"error": MESSAGE}
+  <- {"setup": NAME, "shapes": [[...]], "decay": [BOOL], "device": DEVICE}
+  -> {"ok": true}          random parameters and gradients, a new optimizer
+  <- {"step": true}
+  -> {"ms": STEP_TIME}     any reply may instead be {"error": MESSAGE}
 """
 
 import importlib
@@ -37,46 +39,54 @@ def reference_class(path):
     return getattr(importlib.import_module(module), name)
 
 
-def bench(case, req):
-    import torch
+class Run:
+    """One reference optimizer over random parameters with fixed gradients."""
 
-    path, kwargs, options = case
-    device = torch.device(req["device"])
-    gen = torch.Generator().manual_seed(0)
-    params = [
-        torch.randn(shape, generator=gen).to(device).requires_grad_() for shape in req["shapes"]
-    ]
-    for p in params:
-        p.grad = torch.randn(p.shape, generator=gen).to(device)
-    decay = [p for p, d in zip(params, req["decay"]) if d]
-    no_decay = [p for p, d in zip(params, req["decay"]) if not d]
-    # The same split as bocb's ParamSet: no weight decay on biases and norms.
-    groups = [{"params": decay}] if decay else []
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0})
-    ctor_kwargs = {key: tuple(v) if key == "betas" else v for key, v in kwargs.items()}
-    opt = reference_class(path)(groups, **ctor_kwargs)
-    every = options.get("hessian_every")
-    # One estimate per parameter in param_groups order, as step(hessian=...) wants.
-    hessian = [
-        torch.rand(p.shape, generator=gen).add_(0.1).to(device) for p in decay + no_decay
-    ] if every else None
+    def __init__(self, case, req):
+        import torch
 
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        path, kwargs, options = case
+        self.device = torch.device(req["device"])
+        gen = torch.Generator().manual_seed(0)
+        params = [
+            torch.randn(shape, generator=gen).to(self.device).requires_grad_()
+            for shape in req["shapes"]
+        ]
+        for p in params:
+            p.grad = torch.randn(p.shape, generator=gen).to(self.device)
+        decay = [p for p, d in zip(params, req["decay"]) if d]
+        no_decay = [p for p, d in zip(params, req["decay"]) if not d]
+        # The same split as bocb's ParamSet: no weight decay on biases and norms.
+        groups = [{"params": decay}] if decay else []
+        if no_decay:
+            groups.append({"params": no_decay, "weight_decay": 0.0})
+        ctor_kwargs = {key: tuple(v) if key == "betas" else v for key, v in kwargs.items()}
+        self.opt = reference_class(path)(groups, **ctor_kwargs)
+        self.step_kwargs = options.get("step_kwargs", {})
+        self.every = options.get("hessian_every")
+        # One estimate per parameter in param_groups order, as step() takes it.
+        self.hessian = (
+            [torch.rand(p.shape, generator=gen).add_(0.1).to(self.device) for p in decay + no_decay]
+            if self.every
+            else None
+        )
+        self.synchronize = torch.cuda.synchronize
+        self.steps = 0
 
-    times = []
-    for step in range(req["warmup"] + req["steps"]):
-        step_kwargs = dict(options.get("step_kwargs", {}))
-        if every and step % every == 0:
-            step_kwargs["hessian"] = hessian
-        sync()
+    def sync(self):
+        if self.device.type == "cuda":
+            self.synchronize(self.device)
+
+    def step(self):
+        kwargs = dict(self.step_kwargs)
+        if self.every and self.steps % self.every == 0:
+            kwargs["hessian"] = self.hessian
+        self.sync()
         start = time.perf_counter()
-        opt.step(**step_kwargs)
-        sync()
-        times.append((time.perf_counter() - start) * 1e3)
-    return times[req["warmup"]:]
+        self.opt.step(**kwargs)
+        self.sync()
+        self.steps += 1
+        return (time.perf_counter() - start) * 1e3
 
 
 def main():
@@ -92,15 +102,19 @@ def main():
     import torch
 
     reply({"ready": torch.__version__})
-    cases = {}
+    cases, run = {}, None
     for line in sys.stdin:
         req = json.loads(line)
         try:
             if "cases" in req:
                 cases = load_cases(req["cases"])
                 reply({"cases": {n: {"class": c[0], "kwargs": c[1]} for n, c in cases.items()}})
+            elif "setup" in req:
+                run = None  # frees the previous optimizer's memory first
+                run = Run(cases[req["setup"]], req)
+                reply({"ok": True})
             else:
-                reply({"ms": bench(cases[req["bench"]], req)})
+                reply({"ms": run.step()})
         except Exception as e:  # reported to bocb, which names the optimizer
             reply({"error": f"{type(e).__name__}: {e}"})
 

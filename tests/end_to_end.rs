@@ -288,7 +288,7 @@ fn optim_replay_reproduces_a_recorded_reference_case() {
     let text =
         std::fs::read_to_string(&case)
             .unwrap()
-            .replacen("\"lr\"", "\"amsgrad\": true, \"lr\"", 1);
+            .replacen("\"lr\"", "\"maximize\": true, \"lr\"", 1);
     let bad = tmp.path().join("bad.json");
     std::fs::write(&bad, text).unwrap();
     let out = bocb(&[
@@ -300,7 +300,7 @@ fn optim_replay_reproduces_a_recorded_reference_case() {
         output.to_str().unwrap(),
     ]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("`amsgrad` = 0"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("`maximize` = 0"), "{}", stderr(&out));
 }
 
 #[test]
@@ -338,4 +338,62 @@ fn optim_info_lists_every_optimizer_with_measured_state() {
         assert!(["a", "b", "c", "d"].contains(&info["category"].as_str().unwrap()));
         assert!(["coupled", "decoupled"].contains(&info["weight_decay_style"].as_str().unwrap()));
     }
+}
+
+#[test]
+fn backbones_list_counts_every_registered_backbone() {
+    use std::collections::BTreeSet;
+
+    let out = bocb(&["backbones", "list", "--json", "--classes", "100"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let infos: Vec<serde_json::Value> = serde_json::from_str(&stdout(&out)).unwrap();
+    let listed: BTreeSet<&str> = infos.iter().map(|i| i["name"].as_str().unwrap()).collect();
+    // The equivalence test builds every fixture (NAME+micro.safetensors) and
+    // requires one for every registered backbone, so their names are it.
+    let fixtures =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("trial-runner/tests/backbone_fixtures");
+    let registered: BTreeSet<String> = std::fs::read_dir(fixtures)
+        .unwrap()
+        .map(|entry| {
+            let file = entry.unwrap().file_name().into_string().unwrap();
+            file.split(['+', '.']).next().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        registered
+            .iter()
+            .map(String::as_str)
+            .collect::<BTreeSet<_>>()
+    );
+    for info in &infos {
+        let params = info["params"].as_i64().unwrap();
+        let micro = info["micro_params"].as_i64().unwrap();
+        assert!(params > 0 && micro > 0 && micro < params, "{info}");
+        assert!(
+            [32, 224].contains(&info["input_size"].as_i64().unwrap()),
+            "{info}"
+        );
+        assert!(!info["family"].as_str().unwrap().is_empty(), "{info}");
+        assert!(
+            !info["default_recipe"].as_str().unwrap().is_empty(),
+            "{info}"
+        );
+    }
+    let resnet = infos
+        .iter()
+        .find(|i| i["name"] == "resnet18_cifar")
+        .unwrap();
+    assert_eq!(resnet["params"], 11_220_132);
+    assert_eq!(resnet["family"], "classical_cnn");
+    assert_eq!(resnet["input_size"], 32);
+    assert_eq!(resnet["default_recipe"], "pytorch");
+
+    let table = bocb(&["backbones", "list", "--classes", "10"]);
+    assert!(table.status.success(), "{}", stderr(&table));
+    assert!(
+        stdout(&table).contains("resnet18_cifar"),
+        "{}",
+        stdout(&table)
+    );
 }

@@ -12,14 +12,17 @@ use crate::data::{Dataset, IMAGE_BYTES, SIDE};
 /// How many batches the producer may run ahead of the consumer.
 const PREFETCH: usize = 4;
 
-/// Per-channel normalisation with the training split's own statistics.
+/// Per-channel normalisation with the training split's own statistics, and
+/// bicubic up-sampling to the backbone's input side where it differs
+/// (CIFAR at 224x224, App. A.1).
 pub struct Normalizer {
     mean: Tensor,
     std: Tensor,
+    side: i64,
 }
 
 impl Normalizer {
-    pub fn new(mean: [f64; 3], std: [f64; 3], device: Device) -> Self {
+    pub fn new(mean: [f64; 3], std: [f64; 3], side: i64, device: Device) -> Self {
         let column = |v: [f64; 3]| {
             Tensor::from_slice(&v.map(|x| x as f32))
                 .view([1, 3, 1, 1])
@@ -28,6 +31,7 @@ impl Normalizer {
         Normalizer {
             mean: column(mean),
             std: column(std),
+            side,
         }
     }
 
@@ -37,7 +41,14 @@ impl Normalizer {
 
     /// `u8` images `[n, 3, h, w]` to normalised floats on the device.
     pub fn apply(&self, images: &Tensor) -> Tensor {
-        (images.to_device(self.mean.device()).to_kind(Kind::Float) / 255.0 - &self.mean) / &self.std
+        let x = (images.to_device(self.mean.device()).to_kind(Kind::Float) / 255.0 - &self.mean)
+            / &self.std;
+        if x.size()[2] == self.side {
+            x
+        } else {
+            // Bicubic is affine, so resizing after normalising equals resizing first.
+            x.upsample_bicubic2d([self.side, self.side], false, None, None)
+        }
     }
 }
 
@@ -104,4 +115,26 @@ pub fn for_each_batch<E>(
         drop(receiver);
         result
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalises_with_the_given_statistics_and_resizes_to_the_backbone() {
+        let images = Tensor::full([2, 3, 32, 32], 51, (Kind::Uint8, Device::Cpu));
+        let same = Normalizer::new([0.2; 3], [0.5; 3], 32, Device::Cpu).apply(&images);
+        assert_eq!(same.size(), [2, 3, 32, 32]);
+        // (51 / 255 - 0.2) / 0.5 = 0 everywhere.
+        assert!(same.abs().max().double_value(&[]) < 1e-6);
+        let up = Normalizer::new([0.0; 3], [1.0; 3], 64, Device::Cpu).apply(&images);
+        assert_eq!(up.size(), [2, 3, 64, 64]);
+        // A constant image stays constant under bicubic up-sampling.
+        let (lo, hi) = (up.min().double_value(&[]), up.max().double_value(&[]));
+        assert!(
+            (lo - 0.2).abs() < 1e-5 && (hi - 0.2).abs() < 1e-5,
+            "{lo} {hi}"
+        );
+    }
 }

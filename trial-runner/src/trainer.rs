@@ -130,7 +130,8 @@ pub fn run_trial(
     let hessian_interval = optimizer.hessian_interval();
 
     let (mean, std) = train.mean_std();
-    let normalizer = Normalizer::new(mean, std, device);
+    let (entry, preset) = backbones.lookup(&spec.backbone)?;
+    let normalizer = Normalizer::new(mean, std, entry.input_size(preset), device);
     let steps_per_epoch = train.len() / spec.batch_size;
     let schedule = WarmupCosine {
         base_lr: spec.hparams["lr"],

@@ -7,7 +7,8 @@
 //! `scripts/record_optim_cases.py` (the same reference class and constructor
 //! arguments the conformance cases are recorded with). The reference side is
 //! `scripts/bench_optim.py`, embedded like the recorder, run by a python that
-//! has torch, timm and pytorch_optimizer.
+//! has torch, timm and pytorch_optimizer; the two sides take their steps in
+//! turn, so that both see the same machine load.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -35,12 +36,9 @@ pub const BUILD_PYTHON: &str = env!("BOCB_BUILD_PYTHON");
 const BENCH_SCRIPT: &str = include_str!("../../scripts/bench_optim.py");
 const RECORDER_SCRIPT: &str = include_str!("../../scripts/record_optim_cases.py");
 
-/// What the reference side needs beyond torch, pinned as the recorder is.
-const PIP_SPECS: [(&str, &str); 3] = [
-    ("torch", "torch"),
-    ("timm", "timm==1.0.31"),
-    ("pytorch_optimizer", "pytorch_optimizer==4.1.0"),
-];
+/// The install line of `scripts/record_optim_cases.py`: torch stays pinned
+/// to the libtorch bocb links, which pip would otherwise upgrade for timm.
+const PIP_INSTALL: &str = "torch==2.11.0 torchvision==0.26.0 timm==1.0.31 pytorch_optimizer==4.1.0";
 
 #[derive(Debug, Error)]
 pub enum BenchError {
@@ -62,12 +60,8 @@ pub enum BenchError {
     Optim { name: String, source: OptimError },
     #[error("cannot run {}: {error}; pass --python PATH of a python that has torch", .python.display())]
     PythonStart { python: PathBuf, error: io::Error },
-    #[error("{} lacks {missing}; install with `{} -m pip install {specs}`, or pass --python PATH of a python that has them", .python.display(), .python.display())]
-    MissingModules {
-        python: PathBuf,
-        missing: String,
-        specs: String,
-    },
+    #[error("{} lacks {missing}; install the references with `{} -m pip install {PIP_INSTALL}`, or pass --python PATH of a python that has them", .python.display(), .python.display())]
+    MissingModules { python: PathBuf, missing: String },
     #[error("the reference python {}: {message}", .python.display())]
     Python { python: PathBuf, message: String },
     #[error("no reference case for `{0}` in CASES of scripts/record_optim_cases.py")]
@@ -408,8 +402,8 @@ pub struct BenchReport {
     pub rows: Vec<BenchRow>,
 }
 
-/// Times every optimizer of `config` (bocb, then its reference, one after
-/// the other so both see the same machine load).
+/// Times every optimizer of `config` against its reference, alternating
+/// their steps so that both see the same machine load.
 pub fn bench_optimizers(
     config: &BenchConfig,
     registry: &OptimizerRegistry,
@@ -439,7 +433,7 @@ pub fn bench_optimizers(
     let shapes = resnet50_shapes_for(config.params)?;
 
     let progress = if show_progress {
-        ProgressBar::new(2 * names.len() as u64)
+        ProgressBar::new((names.len() * (config.warmup + config.steps)) as u64)
     } else {
         ProgressBar::hidden()
     };
@@ -468,18 +462,36 @@ pub fn bench_optimizers(
                 name: "lr".into(),
             })
         })?;
-        progress.set_message(format!("{name}: bocb"));
-        let bocb_ms = median(time_bocb(config, registry, &name, &hparams, lr, &shapes)?);
-        progress.inc(1);
-        progress.set_message(format!("{name}: {}", case.class));
-        let reference_ms = median(reference.time(&name, &case.class, config, &shapes)?);
-        progress.inc(1);
+        progress.set_message(format!("{name} against {}", case.class));
+        let reference_err = |e| match e {
+            BenchError::Python { message, .. } => BenchError::Reference {
+                name: name.clone(),
+                class: case.class.clone(),
+                message,
+            },
+            other => other,
+        };
+        reference
+            .setup(&name, config.device, &shapes)
+            .map_err(reference_err)?;
+        let mut ours = BocbRun::new(registry, &name, &hparams, lr, &shapes, config.device)?;
+        // Step by step in turn, so that both sides see the same machine load.
+        let (mut bocb_ms, mut reference_ms) = (Vec::new(), Vec::new());
+        for step in 0..config.warmup + config.steps {
+            let bocb = ours.step();
+            let theirs = reference.step().map_err(reference_err)?;
+            if step >= config.warmup {
+                bocb_ms.push(bocb);
+                reference_ms.push(theirs);
+            }
+            progress.inc(1);
+        }
         rows.push(BenchRow {
             optimizer: name,
             category,
             reference: case.class.clone(),
-            bocb_ms,
-            reference_ms,
+            bocb_ms: median(bocb_ms),
+            reference_ms: median(reference_ms),
         });
     }
     progress.finish_and_clear();
@@ -493,36 +505,54 @@ pub fn bench_optimizers(
     })
 }
 
-/// Milliseconds of each timed step of bocb's `name`.
-fn time_bocb(
-    config: &BenchConfig,
-    registry: &OptimizerRegistry,
-    name: &str,
-    hparams: &Hparams,
+/// One of bocb's optimizers over random parameters with fixed gradients.
+struct BocbRun {
+    optimizer: Box<dyn Optimizer>,
     lr: f64,
-    shapes: &[ParamShape],
-) -> Result<Vec<f64>, BenchError> {
-    tch::manual_seed(0);
-    let params = BenchParams::new(shapes, config.device);
-    let mut optimizer = params.build(registry, name, hparams)?;
-    // Refreshed as often as the optimizer asks, as the reference side does.
-    let hessian = optimizer
-        .hessian_interval()
-        .map(|every| (every.max(1), params.hessian()));
-    let mut times = Vec::with_capacity(config.warmup + config.steps);
-    for step in 0..config.warmup + config.steps {
-        synchronize(config.device);
+    device: Device,
+    /// Refreshed as often as the optimizer asks, as the reference side does.
+    hessian: Option<(usize, Vec<Tensor>)>,
+    steps: usize,
+}
+
+impl BocbRun {
+    fn new(
+        registry: &OptimizerRegistry,
+        name: &str,
+        hparams: &Hparams,
+        lr: f64,
+        shapes: &[ParamShape],
+        device: Device,
+    ) -> Result<Self, BenchError> {
+        tch::manual_seed(0);
+        let params = BenchParams::new(shapes, device);
+        let optimizer = params.build(registry, name, hparams)?;
+        let hessian = optimizer
+            .hessian_interval()
+            .map(|every| (every.max(1), params.hessian()));
+        Ok(BocbRun {
+            optimizer,
+            lr,
+            device,
+            hessian,
+            steps: 0,
+        })
+    }
+
+    /// Milliseconds of one step.
+    fn step(&mut self) -> f64 {
+        synchronize(self.device);
         let start = Instant::now();
-        if let Some((every, estimate)) = &hessian {
-            if step.is_multiple_of(*every) {
-                optimizer.set_hessian(estimate);
+        if let Some((every, estimate)) = &self.hessian {
+            if self.steps.is_multiple_of(*every) {
+                self.optimizer.set_hessian(estimate);
             }
         }
-        optimizer.step(lr);
-        synchronize(config.device);
-        times.push(start.elapsed().as_secs_f64() * 1e3);
+        self.optimizer.step(self.lr);
+        synchronize(self.device);
+        self.steps += 1;
+        start.elapsed().as_secs_f64() * 1e3
     }
-    Ok(times.split_off(config.warmup))
 }
 
 fn synchronize(device: Device) {
@@ -621,15 +651,9 @@ impl Reference {
         let hello = reference.read()?;
         if let Some(missing) = hello.get("missing").and_then(Value::as_array) {
             let missing: Vec<&str> = missing.iter().filter_map(Value::as_str).collect();
-            let specs: Vec<&str> = PIP_SPECS
-                .iter()
-                .filter(|(module, _)| missing.contains(module))
-                .map(|(_, spec)| *spec)
-                .collect();
             return Err(BenchError::MissingModules {
                 python: python.to_path_buf(),
                 missing: missing.join(", "),
-                specs: specs.join(" "),
             });
         }
         Ok(reference)
@@ -641,32 +665,28 @@ impl Reference {
         serde_json::from_value(reply["cases"].clone()).map_err(|e| self.error(e))
     }
 
-    /// Milliseconds of each timed step of the reference of `name`.
-    fn time(
+    /// A new reference optimizer `name` over random parameters of `shapes`.
+    fn setup(
         &mut self,
         name: &str,
-        class: &str,
-        config: &BenchConfig,
+        device: Device,
         shapes: &[ParamShape],
-    ) -> Result<Vec<f64>, BenchError> {
-        let reply = self
-            .request(&json!({
-                "bench": name,
-                "shapes": shapes.iter().map(|s| &s.dims).collect::<Vec<_>>(),
-                "decay": shapes.iter().map(|s| s.decay).collect::<Vec<_>>(),
-                "device": device_name(config.device),
-                "warmup": config.warmup,
-                "steps": config.steps,
-            }))
-            .map_err(|e| match e {
-                BenchError::Python { message, .. } => BenchError::Reference {
-                    name: name.to_string(),
-                    class: class.to_string(),
-                    message,
-                },
-                other => other,
-            })?;
-        serde_json::from_value(reply["ms"].clone()).map_err(|e| self.error(e))
+    ) -> Result<(), BenchError> {
+        self.request(&json!({
+            "setup": name,
+            "shapes": shapes.iter().map(|s| &s.dims).collect::<Vec<_>>(),
+            "decay": shapes.iter().map(|s| s.decay).collect::<Vec<_>>(),
+            "device": device_name(device),
+        }))
+        .map(drop)
+    }
+
+    /// Milliseconds of one step of the reference set up last.
+    fn step(&mut self) -> Result<f64, BenchError> {
+        let reply = self.request(&json!({ "step": true }))?;
+        reply["ms"]
+            .as_f64()
+            .ok_or_else(|| self.error(format!("replied `{reply}` to a step")))
     }
 
     /// Sends one request; a reply with `error` becomes [`BenchError::Python`].

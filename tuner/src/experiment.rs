@@ -10,6 +10,9 @@ use bocb_trial_runner::DeviceChoice;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+/// Prefix of a user's TorchScript backbone (`torchscript:PATH`).
+const TORCHSCRIPT: &str = bocb_trial_runner::models::torchscript::PREFIX;
+
 /// An experiment as the user writes it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -47,10 +50,13 @@ pub struct DatasetRef {
 }
 
 impl ExperimentSpec {
-    /// `name` with the experiment's `preset`, unless it names its own.
+    /// `name` with the experiment's `preset`, unless it names its own (or is
+    /// a user's `torchscript:PATH` module, which has no presets).
     pub fn with_preset(&self, name: &str) -> String {
         match self.preset {
-            Some(Preset::Micro) if !name.contains('@') => format!("{name}@micro"),
+            Some(Preset::Micro) if !name.contains('@') && !name.starts_with(TORCHSCRIPT) => {
+                format!("{name}@micro")
+            }
             _ => name.to_string(),
         }
     }
@@ -315,6 +321,21 @@ impl Experiment {
                 ),
             ));
         }
+        // A user's TorchScript module is run once on a dummy batch now, so a
+        // forward that does not fit 3x32x32 images and the dataset's classes
+        // is explained before the first trial.
+        if backbone_names.iter().any(|n| n.starts_with(TORCHSCRIPT)) {
+            let path = spec.dataset.path.display().to_string();
+            let classes = bocb_trial_runner::data::load(&dataset_dir, spec.dataset.format)
+                .map_err(|e| located("path", &path, e.to_string()))?
+                .train
+                .classes as i64;
+            for name in backbone_names.iter().filter(|n| n.starts_with(TORCHSCRIPT)) {
+                backbones
+                    .check(name, classes)
+                    .map_err(|e| located("backbones", name, e.to_string()))?;
+            }
+        }
         Ok(Experiment {
             spec,
             backbones: backbone_names,
@@ -452,7 +473,9 @@ epochs: 3
             err.starts_with("exp.yaml:3:35: unknown backbone `vit_huge`"),
             "{err}"
         );
-        assert!(err.contains("resnet18_cifar, vit_tiny_cifar"), "{err}");
+        assert!(err.contains("resnet18_cifar, "), "{err}");
+        assert!(err.contains(", vit_tiny_cifar"), "{err}");
+        assert!(err.contains("torchscript:PATH"), "{err}");
     }
 
     #[test]
@@ -492,5 +515,34 @@ epochs: 3
         let err = error(&GOOD.replace("path: .", "path: no/such/dir"));
         assert!(err.starts_with("exp.yaml:2:"), "{err}");
         assert!(err.contains("bocb data synth --out ./no/such/dir"), "{err}");
+    }
+
+    #[test]
+    fn torchscript_backbones_are_checked_against_the_dataset_classes() {
+        use bocb_trial_runner::data::{write_synthetic, DatasetFormat, SynthConfig};
+        let dir = tempfile::tempdir().unwrap();
+        let module = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../trial-runner/tests/torchscript/small_cnn_4classes.pt");
+        let src = |classes: usize| {
+            let data = dir.path().join(format!("c{classes}"));
+            let cfg = SynthConfig {
+                classes,
+                train: 8,
+                test: 4,
+                seed: 1,
+            };
+            write_synthetic(&data, &cfg, DatasetFormat::Cifar100Bin).unwrap();
+            format!(
+                "name: ts\ndataset: {{ format: cifar100-bin, path: {} }}\nbackbones: [\"torchscript:{}\"]\npreset: micro\noptimizers: [adamw]\nepochs: 1\n",
+                data.display(),
+                module.display()
+            )
+        };
+        let e = parse(&src(4)).unwrap();
+        assert_eq!(e.backbones, [format!("torchscript:{}", module.display())]);
+        let err = error(&src(3));
+        assert!(err.starts_with("exp.yaml:3:"), "{err}");
+        assert!(err.contains("returned shape [2, 4]"), "{err}");
+        assert!(err.contains("the dataset has 3 classes"), "{err}");
     }
 }

@@ -65,6 +65,24 @@ enum Command {
         #[command(subcommand)]
         command: BenchCommand,
     },
+    /// Backbones.
+    Backbones {
+        #[command(subcommand)]
+        command: BackbonesCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BackbonesCommand {
+    /// List every registered backbone with its parameter count (full size
+    /// and `@micro`), input size, family and default training recipe.
+    List {
+        #[arg(long)]
+        json: bool,
+        /// Classes of the classifier head the parameters are counted with.
+        #[arg(long, default_value_t = 100)]
+        classes: i64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -247,6 +265,9 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Backbones {
+            command: BackbonesCommand::List { json, classes },
+        } => list_backbones(json, classes),
         Command::Bench {
             command:
                 BenchCommand::Optim {
@@ -277,6 +298,68 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// One row of `bocb backbones list`.
+#[derive(serde::Serialize)]
+struct BackboneInfo {
+    name: String,
+    params: i64,
+    input_size: i64,
+    family: bocb_trial_runner::models::Family,
+    default_recipe: &'static str,
+    micro_params: i64,
+    micro_input_size: i64,
+}
+
+fn list_backbones(json: bool, classes: i64) -> Result<()> {
+    use bocb_trial_runner::models::{parameter_count, BackboneRegistry, Preset};
+    if classes < 1 {
+        bail!("--classes must be at least 1, got {classes}");
+    }
+    let registry = BackboneRegistry::builtin();
+    let count = |name: &str| -> Result<i64> {
+        let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+        registry.build(name, &vs.root(), classes)?;
+        Ok(parameter_count(&vs))
+    };
+    let mut infos = Vec::new();
+    for name in registry.names() {
+        let (entry, _) = registry.lookup(name)?;
+        infos.push(BackboneInfo {
+            name: name.to_string(),
+            params: count(name)?,
+            input_size: entry.input_size(Preset::Full),
+            family: entry.family,
+            default_recipe: entry.default_recipe,
+            micro_params: count(&format!("{name}@micro"))?,
+            micro_input_size: entry.input_size(Preset::Micro),
+        });
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&infos)?);
+        return Ok(());
+    }
+    println!(
+        "{:<20} {:>12} {:>6} {:<14} {:<8} {:>12} {:>6}",
+        "backbone", "params", "input", "family", "recipe", "micro params", "input"
+    );
+    for i in &infos {
+        println!(
+            "{:<20} {:>12} {:>6} {:<14} {:<8} {:>12} {:>6}",
+            i.name,
+            i.params,
+            i.input_size,
+            i.family.to_string(),
+            i.default_recipe,
+            i.micro_params,
+            i.micro_input_size
+        );
+    }
+    println!(
+        "(parameters for {classes} classes; `NAME@micro` is the reduced preset; `torchscript:PATH` loads your own module)"
+    );
+    Ok(())
 }
 
 fn replay_case(input: &Path, output: &Path) -> Result<()> {

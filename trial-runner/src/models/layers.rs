@@ -63,3 +63,78 @@ pub fn layer_norm(p: nn::Path, dim: i64, eps: f64) -> nn::LayerNorm {
         },
     )
 }
+
+/// `torch.nn.Conv2d` with its default init (weight and bias uniform in
+/// ±1/sqrt(fan_in), fan_in = inputs * kernel²), `padding` on each side.
+pub fn torch_conv2d(
+    p: nn::Path,
+    inputs: i64,
+    outputs: i64,
+    kernel: i64,
+    stride: i64,
+    padding: i64,
+) -> nn::Conv2D {
+    let bound = 1.0 / ((inputs * kernel * kernel) as f64).sqrt();
+    let init = Init::Uniform {
+        lo: -bound,
+        up: bound,
+    };
+    nn::conv2d(
+        p,
+        inputs,
+        outputs,
+        kernel,
+        nn::ConvConfig {
+            stride,
+            padding,
+            ws_init: init,
+            bs_init: init,
+            ..Default::default()
+        },
+    )
+}
+
+/// `torch.nn.Conv2d` with `padding = kernel / 2` and weights ~ N(0, stdev),
+/// bias (if any) zero: the init torchvision (Kaiming normal over fan-out) and
+/// timm's EfficientNets (`_init_weight_goog`) spell out, with the fan-out the
+/// caller computes (the two differ for grouped convolutions).
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_normal(
+    p: nn::Path,
+    inputs: i64,
+    outputs: i64,
+    kernel: i64,
+    stride: i64,
+    groups: i64,
+    bias: bool,
+    stdev: f64,
+) -> nn::Conv2D {
+    nn::conv2d(
+        p,
+        inputs,
+        outputs,
+        kernel,
+        nn::ConvConfig {
+            stride,
+            padding: kernel / 2,
+            groups,
+            bias,
+            ws_init: Init::Randn { mean: 0.0, stdev },
+            bs_init: Init::Const(0.0),
+            ..Default::default()
+        },
+    )
+}
+
+/// torchvision's `_make_divisible` / timm's `make_divisible`: `v` rounded to
+/// the nearest multiple of `divisor` (at least `divisor`), never more than
+/// 10% below `v`.
+pub fn make_divisible(v: f64, divisor: i64) -> i64 {
+    let rounded = ((v + divisor as f64 / 2.0) as i64) / divisor * divisor;
+    let rounded = rounded.max(divisor);
+    if (rounded as f64) < 0.9 * v {
+        rounded + divisor
+    } else {
+        rounded
+    }
+}

@@ -4,8 +4,15 @@
 //! `resnet18_cifar@micro` the same blocks narrower and shallower, small enough
 //! to train in seconds on a CPU for tests and demos.
 
+mod alexnet;
+mod densenet;
+mod efficientnet;
 mod layers;
+mod mobilenet;
+pub mod repvgg;
 mod resnet;
+pub mod torchscript;
+mod vgg;
 mod vit;
 
 use std::collections::BTreeMap;
@@ -30,6 +37,8 @@ pub enum Family {
     ClassicalCnn,
     ModernDnn,
     MetaFormer,
+    /// A user's own module (`torchscript:PATH`).
+    User,
 }
 
 impl fmt::Display for Family {
@@ -39,6 +48,7 @@ impl fmt::Display for Family {
             Family::ClassicalCnn => "classical CNN",
             Family::ModernDnn => "modern DNN",
             Family::MetaFormer => "MetaFormer",
+            Family::User => "user TorchScript",
         })
     }
 }
@@ -51,6 +61,16 @@ pub struct Model {
     pub no_weight_decay: Vec<&'static str>,
 }
 
+impl BackboneEntry {
+    /// Input side for `preset`.
+    pub fn input_size(&self, preset: Preset) -> i64 {
+        match preset {
+            Preset::Full => self.input_size,
+            Preset::Micro => self.micro_input_size,
+        }
+    }
+}
+
 /// Builds a model under a var-store path for `classes` outputs.
 pub type BackboneCtor = fn(&nn::Path, i64, Preset) -> Model;
 
@@ -58,8 +78,11 @@ pub type BackboneCtor = fn(&nn::Path, i64, Preset) -> Model;
 #[derive(Clone)]
 pub struct BackboneEntry {
     pub family: Family,
-    /// Side of the square input the architecture is defined for.
+    /// Side of the square input the full architecture is defined for
+    /// (Table A1); CIFAR images are up-sampled to it (bicubic, App. A.1).
     pub input_size: i64,
+    /// Input side of the `@micro` preset (smaller, so it trains in seconds).
+    pub micro_input_size: i64,
     /// The training recipe the paper used for it (Table A1).
     pub default_recipe: &'static str,
     pub ctor: BackboneCtor,
@@ -67,10 +90,12 @@ pub struct BackboneEntry {
 
 #[derive(Debug, Error, PartialEq)]
 pub enum ModelError {
-    #[error("unknown backbone `{name}`; valid: {valid}")]
+    #[error("unknown backbone `{name}`; valid: {valid} (or `torchscript:PATH` for your own TorchScript module)")]
     UnknownBackbone { name: String, valid: String },
     #[error("unknown preset `@{preset}` in backbone `{name}`; valid presets: @micro (or none for full size)")]
     UnknownPreset { name: String, preset: String },
+    #[error("TorchScript backbone `{path}`: {message}")]
+    TorchScript { path: String, message: String },
 }
 
 /// Backbones by registry name.
@@ -85,7 +110,13 @@ impl BackboneRegistry {
         let mut registry = BackboneRegistry {
             entries: BTreeMap::new(),
         };
+        alexnet::register(&mut registry);
+        densenet::register(&mut registry);
+        efficientnet::register(&mut registry);
+        mobilenet::register(&mut registry);
         resnet::register(&mut registry);
+        repvgg::register(&mut registry);
+        vgg::register(&mut registry);
         vit::register(&mut registry);
         registry
     }
@@ -102,6 +133,9 @@ impl BackboneRegistry {
 
     /// The entry and preset for a name such as `vit_tiny_cifar@micro`.
     pub fn lookup(&self, name: &str) -> Result<(&BackboneEntry, Preset), ModelError> {
+        if name.starts_with(torchscript::PREFIX) {
+            return Ok((&torchscript::ENTRY, Preset::Full));
+        }
         let (base, preset) = match name.split_once('@') {
             None => (name, Preset::Full),
             Some((base, "micro")) => (base, Preset::Micro),
@@ -124,8 +158,21 @@ impl BackboneRegistry {
 
     /// Builds `name` under `path`.
     pub fn build(&self, name: &str, path: &nn::Path, classes: i64) -> Result<Model, ModelError> {
+        if let Some(file) = name.strip_prefix(torchscript::PREFIX) {
+            return torchscript::build(file, path, classes);
+        }
         let (entry, preset) = self.lookup(name)?;
         Ok((entry.ctor)(path, classes, preset))
+    }
+
+    /// Checks that `name` can be built for `classes` outputs: a registered
+    /// name, or a `torchscript:PATH` module that takes 3x32x32 images and
+    /// returns `[batch, classes]` logits (loaded and run once on the CPU).
+    pub fn check(&self, name: &str, classes: i64) -> Result<(), ModelError> {
+        match name.strip_prefix(torchscript::PREFIX) {
+            Some(file) => torchscript::check(file, classes),
+            None => self.lookup(name).map(|_| ()),
+        }
     }
 }
 
@@ -157,7 +204,27 @@ mod tests {
     #[test]
     fn full_size_parameter_counts_match_references() {
         assert_eq!(parameter_count(&build("resnet18_cifar", 100).0), 11_220_132);
+        // timm.create_model("resnet50", num_classes=100) with
+        // conv1 = Conv2d(3, 64, 3, 1, 1, bias=False) and maxpool = Identity()
+        assert_eq!(parameter_count(&build("resnet50_cifar", 100).0), 23_705_252);
+        // torchvision.models.mobilenet_v2(num_classes=100)
+        assert_eq!(parameter_count(&build("mobilenet_v2", 100).0), 2_351_972);
+        // timm.create_model("efficientnet_b0", num_classes=100)
+        assert_eq!(parameter_count(&build("efficientnet_b0", 100).0), 4_135_648);
+        // timm.create_model("repvgg_a1", num_classes=100)
+        assert_eq!(parameter_count(&build("repvgg_a1", 100).0), 12_939_364);
         assert_eq!(parameter_count(&build("vit_tiny_cifar", 100).0), 5_380_132);
+        // torchvision.models.alexnet(num_classes=100)
+        assert_eq!(parameter_count(&build("alexnet", 100).0), 57_413_540);
+        // torchvision.models.vgg13_bn(num_classes=100)
+        assert_eq!(parameter_count(&build("vgg13_bn", 100).0), 129_366_436);
+        // torchvision.models.densenet121(num_classes=100) with
+        // features.conv0 = Conv2d(3, 64, 3, 1, 1, bias=False) and
+        // features.pool0 = Identity()
+        assert_eq!(
+            parameter_count(&build("densenet121_cifar", 100).0),
+            7_048_676
+        );
     }
 
     #[test]
@@ -171,7 +238,8 @@ mod tests {
                 parameter_count(&vs) * 10 < parameter_count(&full_vs),
                 "{micro}"
             );
-            let size = registry.lookup(name).unwrap().0.input_size;
+            let (entry, preset) = registry.lookup(&micro).unwrap();
+            let size = entry.input_size(preset);
             let x = Tensor::randn([2, 3, size, size], (Kind::Float, Device::Cpu));
             let logits = model.net.forward_t(&x, true);
             assert_eq!(logits.size(), vec![2, 7], "{micro}");

@@ -16,6 +16,7 @@ pub(super) fn register(registry: &mut BackboneRegistry) {
         BackboneEntry {
             family: Family::ModernDnn,
             input_size: 32,
+            micro_input_size: 32,
             default_recipe: "deit",
             ctor: vit_tiny_cifar,
         },

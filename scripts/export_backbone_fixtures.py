@@ -1,0 +1,191 @@
+"""Export reference weights, an input batch and the reference's logits for
+bocb's backbone equivalence test (trial-runner/tests/backbone_equivalence.rs).
+
+Each fixture is a small configuration of the reference implementation (timm
+or torchvision) that bocb's registry builds under the same name, so the test
+loads the reference's own weights into bocb's model and compares logits in
+eval mode (to 1e-4). Batch-norm running statistics are randomised first, so
+eval-mode normalisation is really exercised.
+
+    # torch pinned: the resolver would otherwise upgrade it past what tch links.
+    .venv/bin/pip install torch==2.11.0 torchvision==0.26.0 timm==1.0.31
+    .venv/bin/python scripts/export_backbone_fixtures.py             # all
+    .venv/bin/python scripts/export_backbone_fixtures.py vit_tiny_cifar@micro
+
+Writes trial-runner/tests/backbone_fixtures/NAME.safetensors ('@' spelled
+'+'), holding the model's state dict (without num_batches_tracked), plus
+`__input__` and `__logits__`.
+"""
+
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+OUT = Path(__file__).resolve().parent.parent / "trial-runner" / "tests" / "backbone_fixtures"
+CLASSES = 10
+
+
+def cifar_stem(model, width):
+    """The CIFAR adaptation of App. A.1: a 3x3 stride-1 stem and no max-pool.
+    timm's plain stem is always 64 wide, so a narrower network also gets a
+    first block that takes `width` channels."""
+    from timm.models.resnet import BasicBlock, Bottleneck
+
+    model.conv1 = torch.nn.Conv2d(3, width, 3, 1, 1, bias=False)
+    model.bn1 = torch.nn.BatchNorm2d(width)
+    model.maxpool = torch.nn.Identity()
+    first = model.layer1[0]
+    if first.conv1.in_channels != width:
+        if isinstance(first, Bottleneck):
+            out = first.conv3.out_channels
+            shortcut = torch.nn.Sequential(torch.nn.Conv2d(width, out, 1, bias=False), torch.nn.BatchNorm2d(out))
+            model.layer1[0] = Bottleneck(width, first.conv1.out_channels, downsample=shortcut)
+        else:
+            model.layer1[0] = BasicBlock(width, first.conv1.out_channels)
+    return model
+
+
+def resnet18_cifar_micro():
+    from timm.models.resnet import BasicBlock, ResNet
+
+    model = ResNet(BasicBlock, [1, 1, 1, 1], num_classes=CLASSES, channels=(16, 32, 64, 128))
+    return cifar_stem(model, 16), 32
+
+
+def vit_tiny_cifar_micro():
+    from timm.models.vision_transformer import VisionTransformer
+
+    model = VisionTransformer(img_size=32, patch_size=4, num_classes=CLASSES, embed_dim=64, depth=2,
+                              num_heads=2, mlp_ratio=2)
+    return model, 32
+
+
+def repvgg_a1_micro():
+    from timm.models.byobnet import ByobNet, ByoModelCfg, _rep_vgg_bcfg
+
+    cfg = ByoModelCfg(blocks=_rep_vgg_bcfg(d=(1, 2, 2, 1), wf=(0.25, 0.25, 0.25, 0.5)), stem_type='rep',
+                      stem_chs=16)
+    return ByobNet(cfg, num_classes=CLASSES), 64
+
+
+def alexnet_micro():
+    """torchvision's AlexNet with every layer narrowed, at 64x64 (the
+    smallest side its strides allow is 63)."""
+    from torch import nn
+    from torchvision.models import AlexNet
+
+    model = AlexNet(num_classes=CLASSES)
+    for i, (cin, cout) in zip((0, 3, 6, 8, 10), ((3, 16), (16, 32), (32, 64), (64, 48), (48, 48))):
+        old = model.features[i]
+        model.features[i] = nn.Conv2d(cin, cout, old.kernel_size, old.stride, old.padding)
+    for i, (fin, fout) in zip((1, 4, 6), ((48 * 6 * 6, 64), (64, 64), (64, CLASSES))):
+        model.classifier[i] = nn.Linear(fin, fout)
+    return model, 64
+
+
+def vgg13_bn_micro():
+    """torchvision's VGG with batch norm, one narrow convolution per stage
+    and a narrow classifier, at 64x64. The new linear layers keep PyTorch's
+    default init rather than VGG's N(0, 0.01), so the logits are large
+    enough for the 1e-4 tolerance to mean something."""
+    from torch import nn
+    from torchvision.models.vgg import VGG, make_layers
+
+    model = VGG(make_layers([8, "M", 16, "M", 32, "M", 64, "M", 64, "M"], batch_norm=True), num_classes=CLASSES)
+    for i, (fin, fout) in zip((0, 3, 6), ((64 * 7 * 7, 64), (64, 64), (64, CLASSES))):
+        model.classifier[i] = nn.Linear(fin, fout)
+    return model, 64
+
+
+def densenet121_cifar_micro():
+    """torchvision's DenseNet (growth 8, blocks (2, 2, 2, 2), 16-wide stem)
+    in its CIFAR form: 3x3 stride-1 stem, no max-pool."""
+    from torch import nn
+    from torchvision.models import DenseNet
+
+    model = DenseNet(growth_rate=8, block_config=(2, 2, 2, 2), num_init_features=16, bn_size=4, num_classes=CLASSES)
+    model.features.conv0 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
+    model.features.pool0 = nn.Identity()
+    return model, 32
+
+
+def resnet50_cifar_micro():
+    from timm.models.resnet import Bottleneck, ResNet
+
+    model = ResNet(Bottleneck, [1, 1, 1, 1], num_classes=CLASSES, channels=(16, 32, 64, 96))
+    return cifar_stem(model, 16), 32
+
+
+def mobilenet_v2_micro():
+    from torchvision.models import MobileNetV2
+
+    setting = [[1, 16, 1, 1], [6, 24, 2, 2], [6, 32, 2, 2], [6, 64, 1, 2], [6, 96, 1, 1]]
+    return MobileNetV2(num_classes=CLASSES, width_mult=0.5, inverted_residual_setting=setting), 64
+
+
+def efficientnet_b0_micro():
+    from timm.models._efficientnet_builder import decode_arch_def
+    from timm.models.efficientnet import EfficientNet
+
+    arch = [["ds_r1_k3_s1_e1_c8_se0.25"], ["ir_r2_k3_s2_e6_c16_se0.25"], ["ir_r2_k5_s2_e6_c24_se0.25"],
+            ["ir_r1_k3_s2_e6_c32_se0.25"], ["ir_r1_k5_s2_e6_c48_se0.25"]]
+    model = EfficientNet(decode_arch_def(arch), num_classes=CLASSES, num_features=256, stem_size=16,
+                         act_layer=torch.nn.SiLU, drop_rate=0.2, drop_path_rate=0.2)
+    return model, 64
+
+
+# bocb registry name -> function returning (reference model, input side).
+FIXTURES = {
+    "alexnet@micro": alexnet_micro,
+    "densenet121_cifar@micro": densenet121_cifar_micro,
+    "efficientnet_b0@micro": efficientnet_b0_micro,
+    "mobilenet_v2@micro": mobilenet_v2_micro,
+    "repvgg_a1@micro": repvgg_a1_micro,
+    "resnet18_cifar@micro": resnet18_cifar_micro,
+    "resnet50_cifar@micro": resnet50_cifar_micro,
+    "vgg13_bn@micro": vgg13_bn_micro,
+    "vit_tiny_cifar@micro": vit_tiny_cifar_micro,
+}
+
+
+def randomise_norm_statistics(model, gen):
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.running_mean.copy_(torch.randn(module.running_mean.shape, generator=gen) * 0.1)
+            module.running_var.copy_(torch.rand(module.running_var.shape, generator=gen) + 0.5)
+            if module.affine:
+                module.weight.copy_(torch.rand(module.weight.shape, generator=gen) + 0.5)
+                module.bias.copy_(torch.randn(module.bias.shape, generator=gen) * 0.1)
+
+
+@torch.no_grad()
+def export(name):
+    torch.manual_seed(0)
+    model, side = FIXTURES[name]()
+    gen = torch.Generator().manual_seed(1)
+    randomise_norm_statistics(model, gen)
+    model.eval()
+    x = torch.randn(2, 3, side, side, generator=gen)
+    logits = model(x)
+    tensors = {k: v.contiguous() for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    tensors["__input__"] = x
+    tensors["__logits__"] = logits
+    OUT.mkdir(parents=True, exist_ok=True)
+    path = OUT / (name.replace("@", "+") + ".safetensors")
+    save_file(tensors, path)
+    params = sum(p.numel() for p in model.parameters())
+    print(f"wrote {path.name}: {params} parameters, {path.stat().st_size} bytes")
+
+
+def main(names):
+    unknown = [n for n in names if n not in FIXTURES]
+    if unknown:
+        sys.exit(f"no fixture for {', '.join(unknown)}; known: {', '.join(sorted(FIXTURES))}")
+    for name in names or sorted(FIXTURES):
+        export(name)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
