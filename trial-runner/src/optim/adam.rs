@@ -67,17 +67,34 @@ pub(super) fn l2_grad(grad: Tensor, param: &Tensor, weight_decay: f64) -> Tensor
     if weight_decay == 0.0 {
         return grad;
     }
-    let mut decayed = param * weight_decay;
-    let _ = decayed.g_add_(&grad);
-    decayed
+    // One pass, as torch's `alpha`: grad + param * weight_decay.
+    grad.addcmul(param, &scalar_like(weight_decay, param))
+}
+
+/// `value` as a 0-dim tensor of `like`'s dtype and device, a factor for
+/// `addcmul` (torch's fused `alpha=`/`value=`, which tch does not expose).
+pub(super) fn scalar_like(value: f64, like: &Tensor) -> Tensor {
+    Tensor::scalar_tensor(value, (like.kind(), like.device()))
 }
 
 /// `exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)`, torch's
 /// second-moment update (tch's `addcmul_` has no `value`, so it is folded
 /// into the first factor, which is how torch's kernel rounds it).
 pub(super) fn update_square_avg(square_avg: &mut Tensor, grad: &Tensor, beta: f64) {
+    update_square_avg_in(square_avg, grad, beta, &grad.empty_like());
+}
+
+/// [`update_square_avg`] with `grad * (1 - beta)` written into `scratch`
+/// (`grad`'s shape), which the caller may reuse afterwards.
+pub(super) fn update_square_avg_in(
+    square_avg: &mut Tensor,
+    grad: &Tensor,
+    beta: f64,
+    scratch: &Tensor,
+) {
+    let _ = grad.mul_scalar_out(scratch, 1.0 - beta);
     let _ = square_avg.g_mul_scalar_(beta);
-    let _ = square_avg.addcmul_(&(grad * (1.0 - beta)), grad);
+    let _ = square_avg.addcmul_(scratch, grad);
 }
 
 /// The argument torch's Adam, NAdam and RAdam take for AdamW-style decay.
@@ -207,7 +224,9 @@ impl Optimizer for Adam {
             s.step += 1;
             let grad = apply_weight_decay(param, grad, lr, weight_decay, decoupled);
             let _ = s.exp_avg.lerp_(&grad, 1.0 - beta1);
-            update_square_avg(&mut s.exp_avg_sq, &grad, beta2);
+            // The scratch of the second-moment update becomes the denominator.
+            let mut denom = grad.empty_like();
+            update_square_avg_in(&mut s.exp_avg_sq, &grad, beta2, &denom);
             let step = f64::from(s.step);
             let bias_correction1 = 1.0 - beta1.powf(step);
             let bias_correction2_sqrt = (1.0 - beta2.powf(step)).sqrt();
@@ -222,7 +241,7 @@ impl Optimizer for Adam {
             // torch's capturable form of the update, which folds the step
             // size into the denominator and so needs no scaled copy of
             // exp_avg: param += exp_avg / (sqrt(v) / (c2 * -s) + eps / -s).
-            let mut denom = second.sqrt();
+            let _ = second.sqrt_out(&denom);
             let _ = denom.g_div_scalar_(bias_correction2_sqrt * step_size_neg);
             let _ = denom.g_add_scalar_(eps / step_size_neg);
             let _ = param.addcdiv_(&s.exp_avg, &denom);
@@ -300,9 +319,10 @@ impl Optimizer for Adamax {
             let _ = s.exp_inf.g_mul_scalar_(beta2);
             let _ = s.exp_inf.maximum_out(&s.exp_inf, &norm);
             let clr = lr / (1.0 - beta1.powf(f64::from(s.step)));
-            // `norm` is spent; it takes -clr * exp_avg.
-            let _ = s.exp_avg.mul_scalar_out(&norm, -clr);
-            let _ = param.addcdiv_(&norm, &s.exp_inf);
+            // torch's addcdiv_(exp_avg, exp_inf, value=-clr), rounded as
+            // torch does; `norm` is spent and takes the quotient.
+            let _ = s.exp_avg.div_out(&norm, &s.exp_inf);
+            let _ = param.addcmul_(&norm, &scalar_like(-clr, param));
         });
     }
 
@@ -397,17 +417,22 @@ impl Optimizer for NAdam {
                 f64::from(s.mu_product as f32 * mu as f32)
             };
             let _ = s.exp_avg.lerp_(&grad, 1.0 - beta1);
-            update_square_avg(&mut s.exp_avg_sq, &grad, beta2);
-            let mut denom = &s.exp_avg_sq / bias_correction2;
+            // The scratch of the second-moment update becomes the denominator.
+            let mut denom = grad.empty_like();
+            update_square_avg_in(&mut s.exp_avg_sq, &grad, beta2, &denom);
+            let _ = s.exp_avg_sq.div_scalar_out(&denom, bias_correction2);
             let _ = denom.sqrt_();
             let _ = denom.g_add_scalar_(eps);
             let mu_product_next = s.mu_product * mu_next;
             let grad_coef = -lr * (1.0 - mu) / (1.0 - s.mu_product);
             let avg_coef = (-lr * mu_next) / (1.0 - mu_product_next);
-            let scaled = grad * grad_coef;
-            let _ = param.addcdiv_(&scaled, &denom);
-            let _ = s.exp_avg.mul_scalar_out(&scaled, avg_coef);
-            let _ = param.addcdiv_(&scaled, &denom);
+            // torch's two addcdiv_(.., denom, value=coef), each coefficient
+            // folded into the denominator: param += grad / (denom / grad_coef),
+            // then += exp_avg / (denom / avg_coef).
+            let _ = denom.g_div_scalar_(grad_coef);
+            let _ = param.addcdiv_(&grad, &denom);
+            let _ = denom.g_mul_scalar_(grad_coef / avg_coef);
+            let _ = param.addcdiv_(&s.exp_avg, &denom);
         });
     }
 

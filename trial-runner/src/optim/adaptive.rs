@@ -4,7 +4,7 @@
 
 use tch::Tensor;
 
-use super::adam::{l2_grad, update_square_avg, PerParam};
+use super::adam::{l2_grad, scalar_like, update_square_avg_in, PerParam};
 use super::{
     tensor_bytes, HparamReader, Hparams, OptimError, Optimizer, ParamSet, FLAG, NON_NEGATIVE,
     POSITIVE, TORCH_SWITCHES, UNIT_INTERVAL,
@@ -13,6 +13,14 @@ use super::{
 /// torch's range for Adadelta's `rho` and (with its `alpha >= 0`, capped at
 /// 1 here where the average would stop being one) RMSprop's `alpha`.
 const CLOSED_UNIT_INTERVAL: (fn(f64) -> bool, &str) = (|v| (0.0..=1.0).contains(&v), "in [0, 1]");
+
+/// torch's `param.addcdiv_(grad, denom, value=value)`, rounded as torch
+/// does (`param + value * (grad / denom)`); `denom` is overwritten with the
+/// quotient.
+fn addcdiv_value(param: &mut Tensor, grad: &Tensor, denom: &Tensor, value: f64) {
+    let _ = grad.div_out(denom, denom);
+    let _ = param.addcmul_(denom, &scalar_like(value, param));
+}
 
 /// Adagrad, as `torch.optim.Adagrad`: the step is divided by the root of the
 /// summed squared gradients (which start at `initial_accumulator_value`), at
@@ -71,7 +79,7 @@ impl Optimizer for Adagrad {
             let _ = s.sum.addcmul_(&grad, &grad);
             let mut std = s.sum.sqrt();
             let _ = std.g_add_scalar_(eps);
-            let _ = param.addcdiv_(&(grad * -clr), &std);
+            addcdiv_value(param, &grad, &std, -clr);
         });
     }
 
@@ -122,16 +130,17 @@ impl Optimizer for Adadelta {
                 acc_delta: param.zeros_like(),
             });
             let grad = l2_grad(grad, param, weight_decay);
-            update_square_avg(&mut s.square_avg, &grad, rho);
-            let mut std = &s.square_avg + eps;
+            let mut std = grad.empty_like();
+            update_square_avg_in(&mut s.square_avg, &grad, rho, &std);
+            let _ = s.square_avg.add_scalar_out(&std, eps);
             let _ = std.sqrt_();
             let mut delta = &s.acc_delta + eps;
             let _ = delta.sqrt_();
             let _ = delta.g_div_(&std);
             let _ = delta.g_mul_(&grad);
-            update_square_avg(&mut s.acc_delta, &delta, rho);
-            let _ = delta.g_mul_scalar_(lr);
-            let _ = param.g_sub_(&delta);
+            // `std` is spent; it takes the scaled delta.
+            update_square_avg_in(&mut s.acc_delta, &delta, rho, &std);
+            let _ = param.addcmul_(&delta, &scalar_like(-lr, param));
         });
     }
 
@@ -203,30 +212,29 @@ impl Optimizer for RmsProp {
                 grad_avg: centered.then(|| param.zeros_like()),
             });
             let grad = l2_grad(grad, param, weight_decay);
-            update_square_avg(&mut s.square_avg, &grad, alpha);
-            let mut avg = match &mut s.grad_avg {
+            // The scratch of the square_avg update becomes `avg`.
+            let mut avg = grad.empty_like();
+            update_square_avg_in(&mut s.square_avg, &grad, alpha, &avg);
+            match &mut s.grad_avg {
                 Some(grad_avg) => {
                     let _ = grad_avg.lerp_(&grad, 1.0 - alpha);
                     // square_avg - grad_avg^2, as torch's addcmul(value=-1)
-                    let mut avg = grad_avg.square();
+                    let _ = grad_avg.square_out(&avg);
                     let _ = s.square_avg.sub_out(&avg, &avg);
                     let _ = avg.sqrt_();
-                    avg
                 }
-                None => s.square_avg.sqrt(),
-            };
+                None => {
+                    let _ = s.square_avg.sqrt_out(&avg);
+                }
+            }
             let _ = avg.g_add_scalar_(eps);
             match &mut s.momentum_buffer {
                 Some(buf) => {
                     let _ = buf.g_mul_scalar_(momentum);
                     let _ = buf.addcdiv_(&grad, &avg);
-                    // `avg` is spent; it takes lr * buf.
-                    let _ = buf.mul_scalar_out(&avg, lr);
-                    let _ = param.g_sub_(&avg);
+                    let _ = param.addcmul_(buf, &scalar_like(-lr, param));
                 }
-                None => {
-                    let _ = param.addcdiv_(&(grad * -lr), &avg);
-                }
+                None => addcdiv_value(param, &grad, &avg, -lr),
             }
         });
     }

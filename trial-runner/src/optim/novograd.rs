@@ -6,6 +6,7 @@
 
 use tch::Tensor;
 
+use super::adam::scalar_like;
 use super::{
     tensor_bytes, HparamReader, Hparams, OptimError, Optimizer, ParamSet, FLAG, NON_NEGATIVE,
     POSITIVE, UNIT_INTERVAL,
@@ -116,15 +117,19 @@ impl Optimizer for NovoGrad {
                         if self.decoupled_decay {
                             let _ = param.g_mul_scalar_(1.0 - wd_scale * *weight_decay);
                         } else {
-                            let _ = update.g_add_(&(&*param * *weight_decay));
+                            let _ = update.addcmul_(param, &scalar_like(*weight_decay, param));
                         }
                     }
-                    if self.grad_averaging {
-                        let _ = update.g_mul_scalar_(1.0 - beta1);
-                    }
                     let _ = state.exp_avg.g_mul_scalar_(beta1);
-                    let _ = state.exp_avg.g_add_(&update);
-                    let _ = param.g_add_(&(&state.exp_avg * -lr));
+                    if self.grad_averaging {
+                        // timm's update.mul_(1 - beta1) then add_, in one pass.
+                        let _ = state
+                            .exp_avg
+                            .addcmul_(&update, &scalar_like(1.0 - beta1, param));
+                    } else {
+                        let _ = state.exp_avg.g_add_(&update);
+                    }
+                    let _ = param.addcmul_(&state.exp_avg, &scalar_like(-lr, param));
                 }
             }
         });

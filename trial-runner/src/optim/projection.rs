@@ -8,6 +8,7 @@
 
 use tch::Tensor;
 
+use super::adam::{scalar_like, update_square_avg_in};
 use super::caution::apply_caution;
 use super::{
     tensor_bytes, HparamReader, Hparams, OptimError, Optimizer, ParamSet, FLAG, NON_NEGATIVE,
@@ -193,15 +194,14 @@ impl Optimizer for Sgdp {
                     if self.dampening == 0.0 {
                         let _ = buf.g_add_(&grad);
                     } else {
-                        let _ = buf.g_add_(&(&grad * (1.0 - self.dampening)));
+                        let _ = buf.addcmul_(&grad, &scalar_like(1.0 - self.dampening, param));
                     }
                     let radial = self.projection.radial(param, &grad);
                     // The buffer itself is the update unless something is
                     // about to change the update in place.
-                    let owned = self.nesterov || radial.is_some() || self.caution;
                     let mut update = if self.nesterov {
-                        &grad + &*buf * self.momentum
-                    } else if owned {
+                        grad.addcmul(buf, &scalar_like(self.momentum, param))
+                    } else if radial.is_some() || self.caution {
                         buf.copy()
                     } else {
                         buf.shallow_clone()
@@ -214,12 +214,7 @@ impl Optimizer for Sgdp {
                             1.0 - lr * *weight_decay * wd_ratio / (1.0 - self.momentum),
                         );
                     }
-                    let step = if owned {
-                        update.g_mul_scalar_(-lr)
-                    } else {
-                        update * -lr
-                    };
-                    let _ = param.g_add_(&step);
+                    let _ = param.addcmul_(&update, &scalar_like(-lr, param));
                 }
             }
         });
@@ -298,21 +293,26 @@ impl Optimizer for AdamP {
                     let bias_correction1 = 1.0 - beta1.powf(f64::from(*step));
                     let bias_correction2 = 1.0 - beta2.powf(f64::from(*step));
 
-                    let scaled_grad = &grad * (1.0 - beta1);
+                    let one_minus_beta1 = scalar_like(1.0 - beta1, param);
                     let _ = exp_avg.g_mul_scalar_(beta1);
-                    let _ = exp_avg.g_add_(&scaled_grad);
-                    let _ = exp_avg_sq.g_mul_scalar_(beta2);
-                    let _ = exp_avg_sq.addcmul_(&(&grad * (1.0 - beta2)), &grad);
-
-                    let mut denom = exp_avg_sq.sqrt();
+                    let _ = exp_avg.addcmul_(&grad, &one_minus_beta1);
+                    // The scratch of the second-moment update becomes the
+                    // denominator, and without Nesterov the update.
+                    let mut denom = grad.empty_like();
+                    update_square_avg_in(exp_avg_sq, &grad, beta2, &denom);
+                    let _ = exp_avg_sq.sqrt_out(&denom);
                     let _ = denom.g_div_scalar_(bias_correction2.sqrt());
                     let _ = denom.g_add_scalar_(self.projection.eps);
                     let step_size = lr / bias_correction1;
 
                     let mut update = if self.nesterov {
-                        (&*exp_avg * beta1 + scaled_grad) / denom
+                        let mut perturb = &*exp_avg * beta1;
+                        let _ = perturb.addcmul_(&grad, &one_minus_beta1);
+                        let _ = perturb.g_div_(&denom);
+                        perturb
                     } else {
-                        &*exp_avg / denom
+                        let _ = exp_avg.div_out(&denom, &denom);
+                        denom
                     };
                     let radial = self.projection.radial(param, &grad);
                     let wd_ratio =
@@ -321,8 +321,7 @@ impl Optimizer for AdamP {
                     if *weight_decay > 0.0 {
                         let _ = param.g_mul_scalar_(1.0 - lr * *weight_decay * wd_ratio);
                     }
-                    let _ = update.g_mul_scalar_(-step_size);
-                    let _ = param.g_add_(&update);
+                    let _ = param.addcmul_(&update, &scalar_like(-step_size, param));
                 }
             }
         });

@@ -6,6 +6,7 @@
 
 use tch::Tensor;
 
+use super::adam::{scalar_like, update_square_avg_in};
 use super::caution::apply_caution;
 use super::{
     tensor_bytes, HparamReader, Hparams, OptimError, Optimizer, ParamSet, FLAG, NON_NEGATIVE,
@@ -165,23 +166,25 @@ impl Optimizer for Lamb {
                         let _ = exp_avg.g_mul_scalar_(beta1);
                         let _ = exp_avg.g_add_(&grad);
                     }
-                    let _ = exp_avg_sq.g_mul_scalar_(beta2);
-                    let _ = exp_avg_sq.addcmul_(&(&grad * (1.0 - beta2)), &grad);
-
-                    let mut denom = exp_avg_sq.sqrt();
-                    let _ = denom.g_div_scalar_(bias_correction2.powf(0.5));
-                    let _ = denom.g_add_scalar_(self.eps);
-                    let mut update = exp_avg.g_div_scalar(bias_correction1);
-                    let _ = update.g_div_(&denom);
+                    // One buffer: the scratch of the second-moment update,
+                    // then the denominator, then the update.
+                    let mut update = grad.empty_like();
+                    update_square_avg_in(exp_avg_sq, &grad, beta2, &update);
+                    let _ = exp_avg_sq.sqrt_out(&update);
+                    // (exp_avg / bc1) / (sqrt / sqrt(bc2) + eps), with bc1
+                    // folded into the denominator.
+                    let _ = update.g_mul_scalar_(bias_correction1 / bias_correction2.powf(0.5));
+                    let _ = update.g_add_scalar_(self.eps * bias_correction1);
+                    let _ = exp_avg.div_out(&update, &update);
                     if self.caution {
                         apply_caution(&mut update, &grad);
                     }
                     if *weight_decay != 0.0 {
                         if self.decoupled_decay {
-                            let decay = &*param * (-wd_scale * *weight_decay);
-                            let _ = param.g_add_(&decay);
+                            let decay = scalar_like(-wd_scale * *weight_decay, param);
+                            let _ = param.addcmul_(&param.shallow_clone(), &decay);
                         } else {
-                            let _ = update.g_add_(&(&*param * *weight_decay));
+                            let _ = update.addcmul_(param, &scalar_like(*weight_decay, param));
                         }
                     }
                     if *weight_decay != 0.0 || self.always_adapt {
@@ -192,8 +195,7 @@ impl Optimizer for Lamb {
                         }
                         let _ = update.g_mul_(&ratio);
                     }
-                    let _ = update.g_mul_scalar_(-lr);
-                    let _ = param.g_add_(&update);
+                    let _ = param.addcmul_(&update, &scalar_like(-lr, param));
                 }
             }
         });
@@ -300,40 +302,36 @@ impl Optimizer for Lars {
                         if self.trust_clip {
                             ratio = ratio.g_div_scalar(lr).clamp_max(1.0);
                         }
-                        let mut adapted = &grad + &*param * weight_decay;
+                        // torch's grad.add_(p, alpha=weight_decay), one pass.
+                        let mut adapted = grad.addcmul(param, &scalar_like(weight_decay, param));
                         let _ = adapted.g_mul_(&ratio);
                         adapted
                     });
                     let grad = adapted.as_ref().unwrap_or(&grad);
-                    // The direction to step along, and whether it is a
-                    // temporary of this step that may be scaled in place.
-                    let (mut direction, owned) = if self.momentum != 0.0 {
+                    let direction = if self.momentum != 0.0 {
                         let buf = match buffer {
                             Some(buf) => {
                                 let _ = buf.g_mul_scalar_(self.momentum);
                                 if self.dampening == 0.0 {
                                     let _ = buf.g_add_(grad);
                                 } else {
-                                    let _ = buf.g_add_(&(grad * (1.0 - self.dampening)));
+                                    let _ = buf
+                                        .addcmul_(grad, &scalar_like(1.0 - self.dampening, param));
                                 }
                                 buf
                             }
                             None => buffer.insert(grad.copy()),
                         };
                         if self.nesterov {
-                            (grad + &*buf * self.momentum, true)
+                            grad.addcmul(buf, &scalar_like(self.momentum, param))
                         } else {
-                            (buf.shallow_clone(), false)
+                            buf.shallow_clone()
                         }
                     } else {
-                        (grad.shallow_clone(), adapted.is_some())
+                        grad.shallow_clone()
                     };
-                    let step = if owned {
-                        direction.g_mul_scalar_(-lr)
-                    } else {
-                        direction * -lr
-                    };
-                    let _ = param.g_add_(&step);
+                    // torch's p.add_(direction, alpha=-lr), one pass.
+                    let _ = param.addcmul_(&direction, &scalar_like(-lr, param));
                 }
             }
         });
