@@ -138,3 +138,32 @@ pub fn make_divisible(v: f64, divisor: i64) -> i64 {
         rounded
     }
 }
+
+/// A bias-free conv with `padding = kernel / 2` and Kaiming-normal weights
+/// over fan-out for ReLU, N(0, sqrt(2 / fan_out)): torchvision's ResNet init
+/// and timm's ByobNet (RepVGG) init.
+pub fn conv_kaiming_fan_out(
+    p: nn::Path,
+    inputs: i64,
+    outputs: i64,
+    kernel: i64,
+    stride: i64,
+) -> nn::Conv2D {
+    nn::conv2d(
+        p,
+        inputs,
+        outputs,
+        kernel,
+        nn::ConvConfig {
+            stride,
+            padding: kernel / 2,
+            bias: false,
+            ws_init: Init::Kaiming {
+                dist: nn::init::NormalOrUniform::Normal,
+                fan: nn::init::FanInOut::FanOut,
+                non_linearity: nn::init::NonLinearity::ReLU,
+            },
+            ..Default::default()
+        },
+    )
+}

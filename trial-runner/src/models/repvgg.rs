@@ -11,6 +11,7 @@
 use tch::nn::{self, Conv2D, Init, Module, ModuleT};
 use tch::{Kind, Tensor};
 
+use super::layers::conv_kaiming_fan_out as conv;
 use super::{BackboneEntry, BackboneRegistry, Family, Model, Preset};
 
 /// `torch.nn.BatchNorm2d`'s default epsilon (timm's `BatchNormAct2d`).
@@ -46,27 +47,6 @@ pub fn repvgg_a1(p: &nn::Path, classes: i64, preset: Preset) -> RepVgg {
         Preset::Micro => (16, [16, 32, 64, 256], [1, 2, 2, 1]),
     };
     RepVgg::new(p, stem, &widths, &depths, classes)
-}
-
-/// timm's ByobNet conv init: N(0, sqrt(2 / fan_out)).
-fn conv(p: nn::Path, inputs: i64, outputs: i64, kernel: i64, stride: i64) -> Conv2D {
-    nn::conv2d(
-        p,
-        inputs,
-        outputs,
-        kernel,
-        nn::ConvConfig {
-            stride,
-            padding: kernel / 2,
-            bias: false,
-            ws_init: Init::Kaiming {
-                dist: nn::init::NormalOrUniform::Normal,
-                fan: nn::init::FanInOut::FanOut,
-                non_linearity: nn::init::NonLinearity::ReLU,
-            },
-            ..Default::default()
-        },
-    )
 }
 
 /// `RepVggBlock.init_weights`: BN weight N(0.1, 0.1), bias N(0, 0.1).

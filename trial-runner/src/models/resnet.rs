@@ -4,10 +4,10 @@
 //! torchvision/timm (`conv1`, `layerN.i.conv3`, `layerN.i.downsample.0`,
 //! `fc`) so reference weights load by name.
 
-use tch::nn::{self, Conv2D, Init, ModuleT};
+use tch::nn::{self, Conv2D, ModuleT};
 use tch::Tensor;
 
-use super::layers::{batch_norm2d, torch_linear};
+use super::layers::{batch_norm2d, conv_kaiming_fan_out as conv, torch_linear};
 use super::{BackboneEntry, BackboneRegistry, Family, Model, Preset};
 
 pub(super) fn register(registry: &mut BackboneRegistry) {
@@ -55,27 +55,6 @@ fn resnet50_cifar(p: &nn::Path, classes: i64, preset: Preset) -> Model {
         net: Box::new(ResNet::new(p, Block::Bottleneck, &widths, &depths, classes)),
         no_weight_decay: vec![],
     }
-}
-
-/// torchvision's conv init: Kaiming normal over fan-out for ReLU.
-fn conv(p: nn::Path, inputs: i64, outputs: i64, kernel: i64, stride: i64) -> Conv2D {
-    nn::conv2d(
-        p,
-        inputs,
-        outputs,
-        kernel,
-        nn::ConvConfig {
-            stride,
-            padding: kernel / 2,
-            bias: false,
-            ws_init: Init::Kaiming {
-                dist: nn::init::NormalOrUniform::Normal,
-                fan: nn::init::FanInOut::FanOut,
-                non_linearity: nn::init::NonLinearity::ReLU,
-            },
-            ..Default::default()
-        },
-    )
 }
 
 #[derive(Debug)]
