@@ -5,8 +5,8 @@
 use tch::Tensor;
 
 use super::{
-    tensor_bytes, HparamReader, Hparams, OptimError, Optimizer, ParamSet, FLAG, NON_NEGATIVE,
-    POSITIVE, UNIT_INTERVAL,
+    pytorch_optimizer_weight_decay, tensor_bytes, HparamReader, Hparams, OptimError, Optimizer,
+    ParamSet, FLAG, NON_NEGATIVE, POSITIVE, UNIT_INTERVAL,
 };
 
 /// pytorch_optimizer's `AdaBound`. `final_lr` follows the schedule: at
@@ -115,15 +115,14 @@ impl Optimizer for AdaBound {
                     if !grad.defined() {
                         continue;
                     }
-                    if weight_decay != 0.0 {
-                        if self.weight_decouple {
-                            let decay = if self.fixed_decay { 1.0 } else { lr };
-                            let _ = param.g_mul_scalar_(1.0 - weight_decay * decay);
-                        } else {
-                            // In place on p.grad, as the reference.
-                            let _ = grad.g_add_(&(&*param * weight_decay));
-                        }
-                    }
+                    pytorch_optimizer_weight_decay(
+                        param,
+                        &mut grad,
+                        lr,
+                        weight_decay,
+                        self.weight_decouple,
+                        self.fixed_decay,
+                    );
                     let BoundState {
                         exp_avg,
                         exp_avg_sq,

@@ -291,6 +291,28 @@ pub(crate) const TORCH_SWITCHES: [&str; 5] = [
     "capturable",
 ];
 
+/// pytorch_optimizer's `apply_weight_decay`: decoupled, the parameter
+/// shrinks by `weight_decay` times `lr` (or times 1 with `fixed`); coupled,
+/// the L2 term is added to the gradient in place, as the reference does.
+pub(crate) fn pytorch_optimizer_weight_decay(
+    param: &mut Tensor,
+    grad: &mut Tensor,
+    lr: f64,
+    weight_decay: f64,
+    decoupled: bool,
+    fixed: bool,
+) {
+    if weight_decay == 0.0 {
+        return;
+    }
+    if decoupled {
+        let rate = if fixed { 1.0 } else { lr };
+        let _ = param.g_mul_scalar_(1.0 - weight_decay * rate);
+    } else {
+        let _ = grad.g_add_(&(&*param * weight_decay));
+    }
+}
+
 /// Bytes held by a list of state tensors.
 pub(crate) fn tensor_bytes<'a>(tensors: impl IntoIterator<Item = &'a Tensor>) -> usize {
     tensors
