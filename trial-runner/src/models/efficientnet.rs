@@ -6,9 +6,9 @@
 //! `classifier`) so reference weights load by name.
 
 use tch::nn::{self, Conv2D, Init, ModuleT};
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
-use super::layers::{batch_norm2d, conv2d_normal, make_divisible};
+use super::layers::{batch_norm2d, conv2d_normal, drop_path, make_divisible};
 use super::{BackboneEntry, BackboneRegistry, Family, Model, Preset};
 
 pub(super) fn register(registry: &mut BackboneRegistry) {
@@ -102,19 +102,6 @@ fn conv(
 ) -> Conv2D {
     let stdev = (2.0 * groups as f64 / (kernel * kernel * outputs) as f64).sqrt();
     conv2d_normal(p, inputs, outputs, kernel, stride, groups, bias, stdev)
-}
-
-/// timm's `DropPath`: zeroes whole samples of the residual branch with
-/// probability `rate` in training, scaling the kept ones by `1 / (1 - rate)`.
-fn drop_path(xs: Tensor, rate: f64, train: bool) -> Tensor {
-    if !train || rate == 0.0 {
-        return xs;
-    }
-    let keep = 1.0 - rate;
-    let mask = Tensor::rand([xs.size()[0], 1, 1, 1], (Kind::Float, xs.device()))
-        .lt(keep)
-        .to_kind(xs.kind());
-    xs * mask / keep
 }
 
 /// timm's `SqueezeExcite`: global average, 1x1 reduce, SiLU, 1x1 expand,

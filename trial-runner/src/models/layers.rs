@@ -1,6 +1,7 @@
 //! Layers with PyTorch's default initialisation (tch's defaults differ).
 
 use tch::nn::{self, Init};
+use tch::{Kind, Tensor};
 
 /// `torch.nn.Linear`: weight and bias uniform in ±1/sqrt(fan_in).
 pub fn torch_linear(p: nn::Path, inputs: i64, outputs: i64) -> nn::Linear {
@@ -166,4 +167,20 @@ pub fn conv_kaiming_fan_out(
             ..Default::default()
         },
     )
+}
+
+/// timm's `DropPath` (stochastic depth): zeroes whole samples of a residual
+/// branch with probability `rate` in training, scaling the kept ones by
+/// `1 / (1 - rate)`. Works for any rank (NCHW feature maps, NLC tokens).
+pub fn drop_path(xs: Tensor, rate: f64, train: bool) -> Tensor {
+    if !train || rate == 0.0 {
+        return xs;
+    }
+    let keep = 1.0 - rate;
+    let mut shape = vec![1; xs.dim()];
+    shape[0] = xs.size()[0];
+    let mask = Tensor::rand(&shape, (Kind::Float, xs.device()))
+        .lt(keep)
+        .to_kind(xs.kind());
+    xs * mask / keep
 }
