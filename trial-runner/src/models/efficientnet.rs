@@ -275,7 +275,7 @@ impl ModuleT for EfficientNet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tch::Device;
+    use tch::{Device, Kind};
 
     /// timm's `_init_weight_goog`: convolutions N(0, 2/fan_out) with
     /// `fan_out = k * k * out_channels / groups`, classifier uniform in
