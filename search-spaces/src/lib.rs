@@ -17,6 +17,13 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+mod recipe;
+
+pub use recipe::{
+    parse_recipe, Count, Crop, Fraction, Loss, LrSchedule, NonNegative, RandAugment, Recipe,
+    RecipeBook, RecipeOverrides,
+};
+
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
@@ -133,6 +140,12 @@ pub enum SpaceError {
     /// `Catalog::optimizer` was asked for a name it does not hold.
     #[error("unknown optimizer `{name}`; valid choices: {}", .choices.join(", "))]
     UnknownOptimizer { name: String, choices: Vec<String> },
+    /// `RecipeBook::recipe` was asked for a name it does not hold.
+    #[error("unknown recipe `{name}`; valid choices: {}", .choices.join(", "))]
+    UnknownRecipe { name: String, choices: Vec<String> },
+    /// A recipe's fields contradict each other (after overrides).
+    #[error("recipe `{name}`: {message}")]
+    InvalidRecipe { name: String, message: String },
 }
 
 /// The optimizer families of the paper's Table A2.
