@@ -136,15 +136,169 @@ def efficientnet_b0_micro():
     return model, 64
 
 
+def convnext_micro(use_grn):
+    """timm's ConvNeXt (V2 with `use_grn`, no LayerScale) with one or two
+    narrow blocks per stage and the CIFAR stride-2 patch stem. LayerScale and
+    GRN start at values that hide their branch (1e-6, zero), so they are
+    randomised to make the blocks count in the logits."""
+    from timm.models.convnext import ConvNeXt
+
+    extra = dict(use_grn=True, ls_init_value=None) if use_grn else {}
+    model = ConvNeXt(num_classes=CLASSES, depths=(1, 1, 2, 1), dims=(16, 32, 64, 128), patch_size=2,
+                     drop_path_rate=0.1, **extra)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("gamma") or ".grn." in name:
+                param.copy_(torch.randn(param.shape) * 0.5)
+    return model, 32
+
+
+def moganet_s_micro():
+    """The repository's MogaNet (widths 16-64, depths (1, 1, 2, 1)) with the
+    CIFAR stem, its LayerScale and decomposition scales drawn in [0, 0.2)
+    rather than 1e-5 so that every block shows in the logits."""
+    from reference_backbones import moganet_cifar
+
+    arch = {"embed_dims": [16, 32, 48, 64], "depths": [1, 1, 2, 1], "ffn_ratios": [8, 8, 4, 4]}
+    model = moganet_cifar(CLASSES, arch=arch)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith(("layer_scale_1", "layer_scale_2", "sigma.scale")):
+                param.copy_(torch.rand(param.shape) * 0.2)
+    return model, 32
+
+
+def deit_s_micro():
+    """DeiT-S's layout (16x16 patches, class token, MLP ratio 4), narrower
+    and shallower, at 64x64."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    model = VisionTransformer(img_size=64, patch_size=16, num_classes=CLASSES, embed_dim=64, depth=2,
+                              num_heads=2, mlp_ratio=4, drop_path_rate=0.1)
+    return model, 64
+
+
+def mlp_mixer_s_micro():
+    """Mixer-S/16's layout (16x16 patches, MLP ratios 0.5 and 4), narrower
+    and shallower, at 64x64. timm zeroes the head, so it is randomised to
+    give logits to compare."""
+    from timm.models.mlp_mixer import MlpMixer
+
+    model = MlpMixer(num_classes=CLASSES, img_size=64, patch_size=16, num_blocks=2, embed_dim=64,
+                     drop_path_rate=0.1)
+    with torch.no_grad():
+        model.head.weight.normal_(std=0.1)
+        model.head.bias.normal_(std=0.1)
+    return model, 64
+
+
+def metaformer_micro(variant):
+    """The MetaFormer S12 reference of reference_backbones.py with widths
+    (16, 32, 48, 64), depths (1, 1, 2, 1) and attention heads 16 wide, at
+    64x64. Its 1-d parameters (norm weights and biases, ResScale, StarReLU's
+    scale and bias) start at constants, so they are randomised to make
+    loading each one count."""
+    from reference_backbones import metaformer_s12
+
+    narrow_heads = dict(head_dim=16) if variant in ("attenformer", "caformer") else {}
+    model = metaformer_s12(variant, CLASSES, depths=(1, 1, 2, 1), dims=(16, 32, 48, 64), **narrow_heads)
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.dim() == 1:
+                param.copy_(torch.rand(param.shape) + 0.5)
+    return model, 64
+
+
+def swin_t_micro():
+    """Swin-T's blocks at width 16, depths (2, 2, 2, 1), 4x4 windows on a 64x64
+    image: shifted windows in stages 1-2, a window clamped to the 2x2 map in
+    stage 4. The bias tables and layer norms are randomised so that a wrong
+    relative position index or a misplaced norm shows in the logits, and the
+    classifier is scaled up so the logits are O(1)."""
+    from reference_backbones import swin_t
+
+    model = swin_t(CLASSES, img_size=64, window_size=4, embed_dim=16, depths=(2, 2, 2, 1), num_heads=(1, 2, 4, 8))
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("relative_position_bias_table"):
+                param.normal_(std=1.0)
+            elif param.dim() == 1 and "norm" in name:
+                param.copy_(torch.rand(param.shape) + 0.5 if name.endswith("weight") else torch.randn(param.shape) * 0.1)
+        model.head.fc.weight.normal_(std=0.5)
+    return model, 64
+
+
+def unireplknet_t_micro():
+    """The repository's UniRepLKNet (widths 16-128, depths (1, 1, 2, 1),
+    13x13 dilated re-parameterisable kernels but one 3x3 in the first and
+    third stages) in training form, at 64x64. GRN and LayerScale start at
+    values that hide their branch (zero, 1e-6), so they are randomised."""
+    from reference_backbones import unireplknet
+
+    model = unireplknet(CLASSES, depths=(1, 1, 2, 1), dims=(16, 32, 64, 128),
+                        kernel_sizes=((3,), (13,), (13, 3), (13,)))
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith(("act.1.gamma", "act.1.beta")):
+                param.copy_(torch.randn(param.shape) * 0.5)
+            elif name.endswith(".gamma"):
+                param.copy_(torch.rand(param.shape) + 0.5)
+    return model, 64
+
+
+def transnext_t_micro():
+    """TransNeXt-T's layout (mlp ratios 8, 8, 4, 4; sr ratios 8, 4, 2, 1; 3x3
+    neighbourhoods) at widths (16, 32, 48, 64), depths (1, 1, 2, 1) and heads
+    16 wide, built for 64x64 inputs (the position tables depend on it), so
+    stages 1-3 pool to 2x2. Parameters that start at constants or tiny
+    values (norms, temperatures, query embeddings, the local biases) are
+    randomised so that loading each one counts, and the classifier is scaled
+    up so the logits are O(1)."""
+    import warnings
+    from functools import partial
+
+    from reference_backbones import transnext_repository
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.meshgrid's indexing notice
+        model = transnext_repository().TransNeXt(
+            img_size=64, window_size=[3, 3, 3, None], patch_size=4, embed_dims=[16, 32, 48, 64],
+            num_heads=[1, 2, 3, 4], mlp_ratios=[8, 8, 4, 4], qkv_bias=True,
+            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), depths=[1, 1, 2, 1], sr_ratios=[8, 4, 2, 1],
+            num_classes=CLASSES, drop_path_rate=0.25)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            leaf = name.rsplit(".", 1)[-1]
+            if leaf in ("temperature", "query_embedding", "relative_pos_bias_local", "learnable_bias"):
+                param.normal_(std=0.5)
+            elif param.dim() == 1 and "norm" in name:
+                param.copy_(torch.rand(param.shape) + 0.5 if leaf == "weight" else torch.randn(param.shape) * 0.1)
+        model.head.weight.normal_(std=0.5)
+    return model, 64
+
+
 # bocb registry name -> function returning (reference model, input side).
 FIXTURES = {
     "alexnet@micro": alexnet_micro,
+    "attenformer_s12@micro": lambda: metaformer_micro("attenformer"),
+    "caformer_s12@micro": lambda: metaformer_micro("caformer"),
+    "convformer_s12@micro": lambda: metaformer_micro("convformer"),
+    "convnext_t@micro": lambda: convnext_micro(use_grn=False),
+    "convnextv2_t@micro": lambda: convnext_micro(use_grn=True),
+    "deit_s@micro": deit_s_micro,
     "densenet121_cifar@micro": densenet121_cifar_micro,
     "efficientnet_b0@micro": efficientnet_b0_micro,
+    "identityformer_s12@micro": lambda: metaformer_micro("identityformer"),
+    "mlp_mixer_s@micro": mlp_mixer_s_micro,
     "mobilenet_v2@micro": mobilenet_v2_micro,
+    "moganet_s@micro": moganet_s_micro,
+    "poolformerv2_s12@micro": lambda: metaformer_micro("poolformerv2"),
     "repvgg_a1@micro": repvgg_a1_micro,
     "resnet18_cifar@micro": resnet18_cifar_micro,
     "resnet50_cifar@micro": resnet50_cifar_micro,
+    "unireplknet_t@micro": unireplknet_t_micro,
+    "swin_t@micro": swin_t_micro,
+    "transnext_t@micro": transnext_t_micro,
     "vgg13_bn@micro": vgg13_bn_micro,
     "vit_tiny_cifar@micro": vit_tiny_cifar_micro,
 }

@@ -166,6 +166,80 @@ fn tunes_grid_records_history_reports_and_resumes() {
 }
 
 #[test]
+fn budgeted_tpe_with_early_stopping_then_searches_the_extras() {
+    let tmp = tempfile::tempdir().unwrap();
+    synth(&tmp.path().join("data"), "4", "512", "128");
+    let body = TINY
+        .replace("optimizers: [sgd_m, adamw]", "optimizers: [adamw]")
+        .replace("epochs: 2", "epochs: 3")
+        + "strategy: tpe\nbudget: { trials: 5 }\nearly_stop: asha\nsearch_extras: true\n";
+    let experiment = write_experiment(tmp.path(), &body);
+    let store_dir = tmp.path().join("store");
+    let store_arg = store_dir.to_str().unwrap();
+
+    let first = bocb(&["run", experiment.to_str().unwrap(), "--store", store_arg]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let store = Store::open(&store_dir).unwrap();
+    let trials = store.trials("tiny").unwrap();
+    let (stage1, stage2): (Vec<_>, Vec<_>) = trials.iter().partition(|t| t.stage == 1);
+
+    // Stage 1: the budget's 5 distinct grid points, the centre first.
+    let mut points: Vec<_> = stage1.iter().map(|t| t.grid.unwrap()).collect();
+    points.sort();
+    points.dedup();
+    assert_eq!((stage1.len(), points.len()), (5, 5), "{stage1:?}");
+    assert!(points.iter().any(|p| (p.lr, p.weight_decay) == (2, 2)));
+    for t in &stage1 {
+        match t.status {
+            TrialStatus::Done => assert_eq!(t.epochs.len(), 3),
+            TrialStatus::Stopped => assert!(t.epochs.len() < 3, "{t:?}"),
+            TrialStatus::Diverged => {}
+            other => panic!("stage-1 trial ended {other}: {t:?}"),
+        }
+    }
+
+    // Stage 2: AdamW's three extras, each over its 3 candidates other than
+    // the current value, at the stage-1 best lr and weight decay.
+    assert_eq!(stage2.len(), 9, "{stage2:?}");
+    let best1 = stage1
+        .iter()
+        .filter(|t| t.status == TrialStatus::Done)
+        .max_by(|a, b| a.final_accuracy.partial_cmp(&b.final_accuracy).unwrap())
+        .unwrap();
+    for t in &stage2 {
+        assert_eq!(t.grid, best1.grid);
+        assert_eq!(t.params["lr"], best1.params["lr"]);
+        assert_eq!(t.params["weight_decay"], best1.params["weight_decay"]);
+        assert_ne!(t.status, TrialStatus::Stopped, "stage 2 runs every epoch");
+    }
+
+    // The pair's best is a complete trial, never a stopped one.
+    let best = &store.best_per_pair("tiny").unwrap()[0];
+    for id in &best.trial_ids {
+        let t = store.trial("tiny", id).unwrap().unwrap();
+        assert_eq!(t.status, TrialStatus::Done);
+    }
+    drop(store);
+
+    // Resuming trains nothing more.
+    let second = bocb(&["run", experiment.to_str().unwrap(), "--store", store_arg]);
+    assert!(second.status.success(), "{}", stderr(&second));
+    assert!(
+        stderr(&second).contains("trained 0 trial(s)"),
+        "{}",
+        stderr(&second)
+    );
+    assert_eq!(
+        Store::open(&store_dir)
+            .unwrap()
+            .trials("tiny")
+            .unwrap()
+            .len(),
+        14
+    );
+}
+
+#[test]
 fn bad_inputs_get_located_errors_with_the_fix() {
     let tmp = tempfile::tempdir().unwrap();
     let store = tmp.path().join("store");
@@ -395,5 +469,41 @@ fn backbones_list_counts_every_registered_backbone() {
         stdout(&table).contains("resnet18_cifar"),
         "{}",
         stdout(&table)
+    );
+}
+
+#[test]
+fn bench_train_explains_unknown_backbones_and_a_missing_python() {
+    let out = bocb(&[
+        "bench",
+        "train",
+        "--backbone",
+        "resnet19",
+        "--device",
+        "cpu",
+    ]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("unknown backbone `resnet19`"), "{err}");
+    assert!(
+        err.contains("resnet18_cifar") && err.contains("vit_tiny_cifar"),
+        "{err}"
+    );
+
+    let out = bocb(&[
+        "bench",
+        "train",
+        "--backbone",
+        "resnet18_cifar@micro",
+        "--device",
+        "cpu",
+        "--python",
+        "/nonexistent/python",
+    ]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("/nonexistent/python") && err.contains("make venv"),
+        "{err}"
     );
 }

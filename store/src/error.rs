@@ -96,6 +96,21 @@ pub enum StoreError {
         id: String,
     },
 
+    /// An experiment was written over an imported results table, which
+    /// would mix trained trials with published numbers.
+    #[error(
+        "experiment {name:?} holds an imported results table; give the trained experiment \
+         another name"
+    )]
+    ExperimentIsImported {
+        /// The experiment name.
+        name: String,
+    },
+
+    /// An imported results table was refused.
+    #[error(transparent)]
+    Import(#[from] ImportError),
+
     /// `finish_trial` was given a status that does not end a trial.
     #[error("cannot finish trial {id:?} with status {status}: it is not a final status")]
     NotFinal {
@@ -103,5 +118,32 @@ pub enum StoreError {
         id: String,
         /// The status that was passed.
         status: TrialStatus,
+    },
+}
+
+/// Why an imported results table was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    /// The experiment already holds trials that bocb trained.
+    #[error(
+        "experiment {experiment:?} already holds {trials} trained trial(s); import the table \
+         under another name (--experiment)"
+    )]
+    OverTrained {
+        /// The experiment name.
+        experiment: String,
+        /// How many trials it holds.
+        trials: usize,
+    },
+    /// A result is not a finite accuracy, lies off the 5 x 5 grid, or names
+    /// a backbone or optimizer missing from the table's lists.
+    #[error("imported result {backbone} x {optimizer}: {problem}")]
+    BadResult {
+        /// Backbone of the result.
+        backbone: String,
+        /// Optimizer of the result.
+        optimizer: String,
+        /// What is wrong with it.
+        problem: String,
     },
 }

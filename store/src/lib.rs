@@ -6,7 +6,7 @@
 //!
 //! # On-disk layout
 //!
-//! One sled database per directory, holding two trees. Tree names carry a
+//! One sled database per directory, holding three trees. Tree names carry a
 //! version so that a later incompatible layout can live beside the old one
 //! and migrate it.
 //!
@@ -14,6 +14,11 @@
 //! |------------------|----------------------------------|--------------------------------|
 //! | `experiments.v1` | experiment name (UTF-8)          | [`ExperimentRecord`] as JSON   |
 //! | `trials.v1`      | experiment name, `\0`, trial id  | [`TrialRecord`] as JSON        |
+//! | `imported.v1`    | experiment name (UTF-8)          | [`ImportedTable`] as JSON      |
+//!
+//! An imported experiment (`bocb import`) has an experiment record and an
+//! `imported.v1` entry but no trials; the store refuses to mix the two kinds
+//! under one name.
 //!
 //! The `\0` separator makes "all trials of an experiment" a prefix scan; for
 //! that reason experiment names may not contain `\0`. Values are JSON so
@@ -31,11 +36,13 @@
 //! write reported as stored survives a crash right after.
 
 mod error;
+mod imported;
 mod query;
 mod record;
 mod store;
 
-pub use error::StoreError;
+pub use error::{ImportError, StoreError};
+pub use imported::{ImportedResult, ImportedTable};
 pub use query::{GridCell, PairBest};
 pub use record::{
     unix_now_s, EpochMetrics, ExperimentRecord, GridPos, TrialRecord, TrialStatus, GRID_POINTS,

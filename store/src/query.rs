@@ -39,6 +39,8 @@ pub struct GridCell {
     pub done: usize,
     /// Diverged trials.
     pub diverged: usize,
+    /// Trials stopped early (never counted in the mean).
+    pub stopped: usize,
     /// Failed trials.
     pub failed: usize,
 }
@@ -160,6 +162,7 @@ pub(crate) fn grid(
         };
         match trial.status {
             TrialStatus::Diverged => cell.diverged += 1,
+            TrialStatus::Stopped => cell.stopped += 1,
             TrialStatus::Failed => cell.failed += 1,
             _ => {
                 if let Some(acc) = counted_accuracy(trial) {

@@ -42,14 +42,19 @@ pub enum TrialStatus {
     Done,
     /// Stopped because the loss blew up.
     Diverged,
+    /// Stopped by an early-stopping rule: a partial result, never a pair's best.
+    Stopped,
     /// Stopped by an error.
     Failed,
 }
 
 impl TrialStatus {
-    /// Whether the trial has ended (done, diverged or failed).
+    /// Whether the trial has ended (done, diverged, stopped or failed).
     pub fn is_final(self) -> bool {
-        matches!(self, Self::Done | Self::Diverged | Self::Failed)
+        matches!(
+            self,
+            Self::Done | Self::Diverged | Self::Stopped | Self::Failed
+        )
     }
 }
 
@@ -60,6 +65,7 @@ impl fmt::Display for TrialStatus {
             Self::Running => "running",
             Self::Done => "done",
             Self::Diverged => "diverged",
+            Self::Stopped => "stopped",
             Self::Failed => "failed",
         })
     }

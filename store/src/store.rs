@@ -4,7 +4,8 @@ use std::path::Path;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::error::StoreError;
+use crate::error::{ImportError, StoreError};
+use crate::imported::ImportedTable;
 use crate::query::{self, GridCell, PairBest};
 use crate::record::{
     unix_now_s, EpochMetrics, ExperimentRecord, TrialRecord, TrialStatus, GRID_POINTS,
@@ -13,6 +14,7 @@ use crate::Result;
 
 const EXPERIMENTS_TREE: &str = "experiments.v1";
 const TRIALS_TREE: &str = "trials.v1";
+const IMPORTED_TREE: &str = "imported.v1";
 
 /// Handle on a store directory. Cheap to clone; clones share the database,
 /// so several threads can record at once.
@@ -22,6 +24,7 @@ pub struct Store {
     experiments: sled::Tree,
     // Visible to the crate's tests, which plant old and corrupt records.
     pub(crate) trials: sled::Tree,
+    imported: sled::Tree,
 }
 
 impl Store {
@@ -50,16 +53,22 @@ impl Store {
         })?;
         let experiments = db.open_tree(EXPERIMENTS_TREE)?;
         let trials = db.open_tree(TRIALS_TREE)?;
+        let imported = db.open_tree(IMPORTED_TREE)?;
         Ok(Store {
             db,
             experiments,
             trials,
+            imported,
         })
     }
 
     /// Inserts or replaces the experiment named `record.name`.
+    ///
+    /// Fails with [`StoreError::ExperimentIsImported`] when the name holds
+    /// an imported results table.
     pub fn put_experiment(&self, record: &ExperimentRecord) -> Result<()> {
         check_name("experiment name", &record.name)?;
+        self.check_not_imported(&record.name)?;
         self.experiments.insert(&record.name, encode(record))?;
         self.flush()
     }
@@ -97,6 +106,7 @@ impl Store {
         // Trials first: a crash in between leaves the experiment listed, so
         // the delete can simply be repeated.
         self.trials.apply_batch(batch)?;
+        removed |= self.imported.remove(name)?.is_some();
         removed |= self.experiments.remove(name)?.is_some();
         self.flush()?;
         Ok(removed)
@@ -109,6 +119,7 @@ impl Store {
     pub fn put_trial(&self, record: &TrialRecord) -> Result<()> {
         check_name("experiment name", &record.experiment)?;
         check_name("trial id", &record.id)?;
+        self.check_not_imported(&record.experiment)?;
         if let Some(grid) = record.grid {
             if usize::from(grid.lr) >= GRID_POINTS || usize::from(grid.weight_decay) >= GRID_POINTS
             {
@@ -240,6 +251,60 @@ impl Store {
             optimizer,
             stage,
         ))
+    }
+
+    /// Stores an imported results table as experiment `table.experiment`,
+    /// replacing a table imported there before. Its experiment record says
+    /// where the table came from; the results go to their own tree, never
+    /// among the trials.
+    ///
+    /// Fails if the experiment holds trained trials, or if a result has a
+    /// non-finite accuracy, a position off the grid or an unlisted name.
+    pub fn put_imported(&self, table: &ImportedTable) -> Result<()> {
+        check_name("experiment name", &table.experiment)?;
+        table.validate()?;
+        let trials = self
+            .trials
+            .scan_prefix(trial_prefix(&table.experiment))
+            .count();
+        if trials > 0 {
+            return Err(ImportError::OverTrained {
+                experiment: table.experiment.clone(),
+                trials,
+            }
+            .into());
+        }
+        let created_unix_s = self
+            .experiment(&table.experiment)?
+            .map_or(table.imported_unix_s, |e| e.created_unix_s);
+        let record = ExperimentRecord {
+            name: table.experiment.clone(),
+            spec_yaml: format!("# imported from {}\n", table.source),
+            created_unix_s,
+            updated_unix_s: table.imported_unix_s,
+        };
+        // Table first: a crash in between leaves it stored but unlisted, and
+        // repeating the import lists it.
+        self.imported.insert(&table.experiment, encode(table))?;
+        self.experiments.insert(&record.name, encode(&record))?;
+        self.flush()
+    }
+
+    /// The imported results table of `experiment`, if it is an imported one.
+    pub fn imported(&self, experiment: &str) -> Result<Option<ImportedTable>> {
+        self.imported
+            .get(experiment)?
+            .map(|value| decode(IMPORTED_TREE, experiment.as_bytes(), &value))
+            .transpose()
+    }
+
+    fn check_not_imported(&self, experiment: &str) -> Result<()> {
+        if self.imported.contains_key(experiment)? {
+            return Err(StoreError::ExperimentIsImported {
+                name: experiment.to_owned(),
+            });
+        }
+        Ok(())
     }
 
     /// Read-modify-write of one trial by compare-and-swap, retried until no

@@ -291,6 +291,7 @@ fn status_is_final_and_displays_lowercase() {
         (TrialStatus::Running, "running", false),
         (TrialStatus::Done, "done", true),
         (TrialStatus::Diverged, "diverged", true),
+        (TrialStatus::Stopped, "stopped", true),
         (TrialStatus::Failed, "failed", true),
     ];
     for (status, text, is_final) in all {
@@ -453,6 +454,14 @@ fn grid_cells_report_means_and_divergence() {
         None,
     );
     store.put_trial(&trial("m3", 0.4, 1e-3, (3, 3), 3)).unwrap();
+    // A seed stopped early by an early-stopping rule: counted apart, never
+    // in the mean, however high it got.
+    put_finished(
+        &store,
+        &trial("m4", 0.4, 1e-3, (3, 3), 4),
+        TrialStatus::Stopped,
+        Some(95.0),
+    );
     // Excluded: other stage, other optimizer.
     let mut stage2 = trial("s2", 0.1, 1e-4, (0, 0), 0);
     stage2.stage = 2;
@@ -468,6 +477,7 @@ fn grid_cells_report_means_and_divergence() {
             mean_accuracy: Some(83.0),
             done: 3,
             diverged: 0,
+            stopped: 0,
             failed: 0
         }
     );
@@ -477,6 +487,7 @@ fn grid_cells_report_means_and_divergence() {
             mean_accuracy: None,
             done: 0,
             diverged: 1,
+            stopped: 0,
             failed: 0
         }
     );
@@ -486,6 +497,7 @@ fn grid_cells_report_means_and_divergence() {
             mean_accuracy: Some(70.0),
             done: 1,
             diverged: 1,
+            stopped: 1,
             failed: 1
         }
     );

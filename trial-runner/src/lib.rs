@@ -10,10 +10,12 @@ pub mod data;
 pub mod device;
 pub mod models;
 pub mod optim;
+pub mod patterns;
 pub mod schedule;
 mod trainer;
 
 pub use device::DeviceChoice;
 pub use trainer::{
-    run_trial, EpochReport, TrialError, TrialObserver, TrialOutcome, TrialSpec, TrialStatus,
+    run_trial, EpochReport, Learner, TrialError, TrialObserver, TrialOutcome, TrialSpec,
+    TrialStatus,
 };

@@ -5,14 +5,14 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use tch::nn;
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 use thiserror::Error;
 
 use crate::batches::{for_each_batch, Normalizer, RawBatch};
 use crate::data::{Dataset, Splits};
 use crate::device::{device_name, DeviceChoice};
 use crate::models::{BackboneRegistry, Model, ModelError};
-use crate::optim::{HessianNoise, Hparams, OptimError, OptimizerRegistry, ParamSet};
+use crate::optim::{HessianNoise, Hparams, OptimError, Optimizer, OptimizerRegistry, ParamSet};
 use crate::schedule::WarmupCosine;
 
 /// Everything that determines one trial.
@@ -55,6 +55,9 @@ pub enum TrialStatus {
     Done,
     /// The loss became NaN or infinite: a result of the config, not a crash.
     Diverged,
+    /// The observer's early-stopping rule ended it after an epoch: a partial
+    /// result that is never a pair's best.
+    Stopped,
 }
 
 /// How a trial ended.
@@ -77,6 +80,11 @@ pub trait TrialObserver {
     fn on_batch(&mut self, _epoch: u32, _batch: usize, _batches: usize) {}
     /// After each epoch's evaluation.
     fn on_epoch(&mut self, report: &EpochReport);
+    /// After `on_epoch` of every epoch but the last: whether to stop the
+    /// trial now (early stopping).
+    fn stop_after_epoch(&mut self, _report: &EpochReport) -> bool {
+        false
+    }
 }
 
 #[derive(Debug, Error)]
@@ -116,18 +124,16 @@ pub fn run_trial(
     check_labels(&data.test)?;
 
     tch::manual_seed(spec.seed as i64);
-    let vs = nn::VarStore::new(device);
-    let model = backbones.build(&spec.backbone, &vs.root(), train.classes as i64)?;
-    let params = param_set(&vs, &model, spec.decay_norm_and_bias);
-    // In ParamSet order, for optimizers that take a Hessian estimate.
-    let ordered: Vec<Tensor> = params
-        .decay
-        .iter()
-        .chain(&params.no_decay)
-        .map(Tensor::shallow_clone)
-        .collect();
-    let mut optimizer = optimizers.build(&spec.optimizer, &spec.hparams, params)?;
-    let hessian_interval = optimizer.hessian_interval();
+    let mut learner = Learner::new(
+        backbones,
+        &spec.backbone,
+        optimizers,
+        &spec.optimizer,
+        &spec.hparams,
+        train.classes as i64,
+        device,
+        spec.decay_norm_and_bias,
+    )?;
 
     let (mean, std) = train.mean_std();
     let (entry, preset) = backbones.lookup(&spec.backbone)?;
@@ -139,7 +145,6 @@ pub fn run_trial(
         total_steps: spec.epochs as usize * steps_per_epoch,
     };
 
-    let mut trainable = vs.trainable_variables();
     let mut step = 0usize;
     let mut final_accuracy = None;
     for epoch in 1..=spec.epochs {
@@ -154,21 +159,9 @@ pub fn run_trial(
             |batch: RawBatch| {
                 let images = normalizer.apply(&batch.images);
                 let labels = batch.labels.to_device(device);
-                let loss = model
-                    .net
-                    .forward_t(&images, true)
-                    .cross_entropy_for_logits(&labels);
-                trainable.iter_mut().for_each(Tensor::zero_grad);
-                match hessian_interval {
-                    Some(k) if step.is_multiple_of(k) => {
-                        let noise = optimizer.hessian_noise();
-                        optimizer.set_hessian(&backward_with_hessian(&loss, &ordered, noise)?);
-                    }
-                    _ => loss.backward(),
-                }
                 lr = schedule.lr(step);
-                optimizer.step(lr);
-                loss_sum += loss.detach();
+                let loss = learner.step(&images, &labels, lr)?;
+                loss_sum += loss;
                 step += 1;
                 batch_index += 1;
                 observer.on_batch(epoch, batch_index, steps_per_epoch);
@@ -189,7 +182,7 @@ pub fn run_trial(
                 final_accuracy: None,
                 wall_s: started.elapsed().as_secs_f64(),
                 device: device_name(device),
-                optimizer_state_bytes: optimizer.state_bytes(),
+                optimizer_state_bytes: learner.optimizer.state_bytes(),
                 note: Some(format!(
                     "training loss became {train_loss} in epoch {epoch}"
                 )),
@@ -197,9 +190,9 @@ pub fn run_trial(
         }
         let train_s = epoch_start.elapsed().as_secs_f64();
         let (test_loss, test_accuracy) =
-            evaluate(&model, &data.test, &normalizer, spec.batch_size)?;
+            evaluate(&learner.model, &data.test, &normalizer, spec.batch_size)?;
         final_accuracy = Some(test_accuracy);
-        observer.on_epoch(&EpochReport {
+        let report = EpochReport {
             epoch,
             train_loss,
             test_loss,
@@ -207,19 +200,107 @@ pub fn run_trial(
             lr,
             images_per_sec: (batch_index * spec.batch_size) as f64 / train_s,
             wall_s: epoch_start.elapsed().as_secs_f64(),
-        });
+        };
+        observer.on_epoch(&report);
+        if epoch < spec.epochs && observer.stop_after_epoch(&report) {
+            return Ok(TrialOutcome {
+                status: TrialStatus::Stopped,
+                final_accuracy,
+                wall_s: started.elapsed().as_secs_f64(),
+                device: device_name(device),
+                optimizer_state_bytes: learner.optimizer.state_bytes(),
+                note: Some(format!("stopped early after epoch {epoch}")),
+            });
+        }
     }
     Ok(TrialOutcome {
         status: TrialStatus::Done,
         final_accuracy,
         wall_s: started.elapsed().as_secs_f64(),
         device: device_name(device),
-        optimizer_state_bytes: optimizer.state_bytes(),
+        optimizer_state_bytes: learner.optimizer.state_bytes(),
         note: None,
     })
 }
 
 /// Backpropagates `loss` into the gradients of `params` and returns the
+/// A model and its optimizer, stepped one batch at a time: the body of
+/// [`run_trial`]'s loop, which `bocb bench train` also times on its own.
+pub struct Learner {
+    /// Holds the model's variables.
+    pub vs: nn::VarStore,
+    pub model: Model,
+    pub optimizer: Box<dyn Optimizer>,
+    trainable: Vec<Tensor>,
+    /// In ParamSet order, for optimizers that take a Hessian estimate.
+    ordered: Vec<Tensor>,
+    steps: usize,
+}
+
+impl Learner {
+    /// Builds `backbone` for `classes` outputs on `device` and `optimizer`
+    /// over its parameters (biases, norms and the model's exemptions without
+    /// weight decay unless `decay_norm_and_bias`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        backbones: &BackboneRegistry,
+        backbone: &str,
+        optimizers: &OptimizerRegistry,
+        optimizer: &str,
+        hparams: &Hparams,
+        classes: i64,
+        device: Device,
+        decay_norm_and_bias: bool,
+    ) -> Result<Self, TrialError> {
+        let vs = nn::VarStore::new(device);
+        let model = backbones.build(backbone, &vs.root(), classes)?;
+        let params = param_set(&vs, &model, decay_norm_and_bias);
+        let ordered = params
+            .decay
+            .iter()
+            .chain(&params.no_decay)
+            .map(Tensor::shallow_clone)
+            .collect();
+        let optimizer = optimizers.build(optimizer, hparams, params)?;
+        Ok(Learner {
+            trainable: vs.trainable_variables(),
+            vs,
+            model,
+            optimizer,
+            ordered,
+            steps: 0,
+        })
+    }
+
+    /// One training step at `lr`: forward in train mode, cross-entropy,
+    /// backward (with a Hessian estimate when the optimizer asks for one)
+    /// and the optimizer's update. Returns the detached loss, unsynced.
+    pub fn step(
+        &mut self,
+        images: &Tensor,
+        labels: &Tensor,
+        lr: f64,
+    ) -> Result<Tensor, tch::TchError> {
+        let loss = self
+            .model
+            .net
+            .forward_t(images, true)
+            .cross_entropy_for_logits(labels);
+        self.trainable.iter_mut().for_each(Tensor::zero_grad);
+        match self.optimizer.hessian_interval() {
+            Some(k) if self.steps.is_multiple_of(k) => {
+                let noise = self.optimizer.hessian_noise();
+                let estimate = backward_with_hessian(&loss, &self.ordered, noise)?;
+                self.optimizer.set_hessian(&estimate);
+            }
+            _ => loss.f_backward()?,
+        }
+        self.optimizer.step(lr);
+        self.steps += 1;
+        Ok(loss.detach())
+    }
+}
+
 /// Hutchinson estimate of the Hessian diagonal, as pytorch_optimizer's
 /// `compute_hutchinson_hessian`: the mean over `samples` noise vectors `z`
 /// (Gaussian or Rademacher) of `z * Hz`, with `Hz` the gradient of `<g, z>`.
@@ -391,6 +472,37 @@ mod tests {
             &mut observer,
         );
         (outcome, observer.0)
+    }
+
+    /// Stops every trial after its first epoch.
+    struct StopAfterOne(Vec<EpochReport>);
+
+    impl TrialObserver for StopAfterOne {
+        fn on_epoch(&mut self, report: &EpochReport) {
+            self.0.push(report.clone());
+        }
+        fn stop_after_epoch(&mut self, report: &EpochReport) -> bool {
+            report.epoch == 1
+        }
+    }
+
+    #[test]
+    fn an_observer_can_stop_a_trial_early() {
+        let data = data(128);
+        let spec = spec("sgd_m", 0.1, 3);
+        let mut observer = StopAfterOne(Vec::new());
+        let outcome = run_trial(
+            &spec,
+            &data,
+            &BackboneRegistry::builtin(),
+            &OptimizerRegistry::builtin(),
+            &mut observer,
+        )
+        .unwrap();
+        assert_eq!(outcome.status, TrialStatus::Stopped);
+        assert_eq!(observer.0.len(), 1);
+        assert_eq!(outcome.final_accuracy, Some(observer.0[0].test_accuracy));
+        assert_eq!(outcome.note.as_deref(), Some("stopped early after epoch 1"));
     }
 
     #[test]

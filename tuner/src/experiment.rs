@@ -3,12 +3,15 @@
 use std::path::{Path, PathBuf};
 
 use bocb_search_spaces::Catalog;
+use bocb_store::GRID_POINTS;
 use bocb_trial_runner::data::DatasetFormat;
 use bocb_trial_runner::models::BackboneRegistry;
 use bocb_trial_runner::optim::OptimizerRegistry;
 use bocb_trial_runner::DeviceChoice;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
+
+use crate::search::{StopKind, StrategyKind};
 
 /// Prefix of a user's TorchScript backbone (`torchscript:PATH`).
 const TORCHSCRIPT: &str = bocb_trial_runner::models::torchscript::PREFIX;
@@ -39,6 +42,40 @@ pub struct ExperimentSpec {
     pub decay_norm_and_bias: bool,
     #[serde(default)]
     pub device: DeviceChoice,
+    /// γ of Eq. (1), the failure threshold of the report: 3 for CIFAR (the
+    /// default), 1 for ImageNet (App. A.1). Analysis only: not a training
+    /// setting, so it may change between runs.
+    #[serde(default)]
+    pub failure_gamma: Option<f64>,
+    /// How stage 1 picks lr x weight-decay grid points: `grid` (all 25, the
+    /// paper's), `random`, `tpe` or `bayes`.
+    #[serde(default)]
+    pub strategy: StrategyKind,
+    /// Seed of the strategy's random choices.
+    #[serde(default)]
+    pub strategy_seed: u64,
+    /// The early-stopping rule: `none`, `median`, `asha` or `curve`.
+    #[serde(default)]
+    pub early_stop: StopKind,
+    #[serde(default)]
+    pub budget: Budget,
+    /// Stage 2: search each of the optimizer's extras (β₂, ε, momentum, ...)
+    /// over its candidates, lr and weight decay fixed at the stage-1 best.
+    #[serde(default)]
+    pub search_extras: bool,
+}
+
+/// Limits on the search; the defaults search everything.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Budget {
+    /// Stage-1 configs per pair (1 to 25; default 25, the whole grid).
+    #[serde(default)]
+    pub trials: Option<usize>,
+    /// Wall-clock hours of training for the whole run; no trial starts
+    /// once they are spent (a run resumed later gets the same again).
+    #[serde(default)]
+    pub hours: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -250,6 +287,31 @@ impl Experiment {
                 "batch_size",
                 "0",
                 "`batch_size` must be at least 1".into(),
+            ));
+        }
+        if let Some(gamma) = spec.failure_gamma.filter(|g| !(g.is_finite() && *g > 0.0)) {
+            return Err(located(
+                "failure_gamma",
+                &gamma.to_string(),
+                format!("`failure_gamma` must be a positive number (3 for CIFAR, 1 for ImageNet), got {gamma}"),
+            ));
+        }
+        if let Some(trials) = spec
+            .budget
+            .trials
+            .filter(|&t| t == 0 || t > GRID_POINTS * GRID_POINTS)
+        {
+            return Err(located(
+                "trials",
+                &trials.to_string(),
+                format!("`budget.trials` must be between 1 and 25 configs per pair (the 5 x 5 grid), got {trials}"),
+            ));
+        }
+        if let Some(hours) = spec.budget.hours.filter(|h| !(h.is_finite() && *h > 0.0)) {
+            return Err(located(
+                "hours",
+                &hours.to_string(),
+                format!("`budget.hours` must be a positive number of hours, got {hours}"),
             ));
         }
         if spec.warmup_epochs >= spec.epochs {
@@ -508,6 +570,54 @@ epochs: 3
         assert!(err.contains("must be below `epochs`"), "{err}");
         let err = error(&GOOD.replace("cnn-vs-vit", "cnn vs vit"));
         assert!(err.starts_with("exp.yaml:1:"), "{err}");
+    }
+
+    #[test]
+    fn failure_gamma_must_be_positive() {
+        assert_eq!(
+            parse(&format!("{GOOD}failure_gamma: 1\n"))
+                .unwrap()
+                .spec
+                .failure_gamma,
+            Some(1.0)
+        );
+        let err = error(&format!("{GOOD}failure_gamma: -2\n"));
+        assert!(
+            err.contains("`failure_gamma` must be a positive number"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn search_settings_parse_and_are_checked() {
+        let e = parse(GOOD).unwrap();
+        assert_eq!(e.spec.strategy, StrategyKind::Grid);
+        assert_eq!(e.spec.early_stop, StopKind::None);
+        assert_eq!(e.spec.budget, Budget::default());
+        assert!(!e.spec.search_extras);
+        let src = format!(
+            "{GOOD}strategy: tpe\nstrategy_seed: 4\nearly_stop: asha\nbudget: {{ trials: 10, hours: 1.5 }}\nsearch_extras: true\n"
+        );
+        let e = parse(&src).unwrap();
+        assert_eq!(e.spec.strategy, StrategyKind::Tpe);
+        assert_eq!(e.spec.strategy_seed, 4);
+        assert_eq!(e.spec.early_stop, StopKind::Asha);
+        assert_eq!(e.spec.budget.trials, Some(10));
+        assert_eq!(e.spec.budget.hours, Some(1.5));
+        assert!(e.spec.search_extras);
+
+        let err = error(&format!("{GOOD}strategy: hyperopt\n"));
+        assert!(
+            err.contains("unknown variant `hyperopt`") && err.contains("tpe"),
+            "{err}"
+        );
+        let err = error(&format!("{GOOD}budget: {{ trials: 30 }}\n"));
+        assert!(
+            err.contains("`budget.trials` must be between 1 and 25"),
+            "{err}"
+        );
+        let err = error(&format!("{GOOD}budget: {{ hours: 0 }}\n"));
+        assert!(err.contains("`budget.hours` must be a positive"), "{err}");
     }
 
     #[test]

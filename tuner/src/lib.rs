@@ -2,8 +2,10 @@
 //! The `bocb` binary is the one door for users; this library is what it
 //! drives, so tests and embedding programs can drive it too.
 
+pub mod analysis;
 pub mod bench;
 pub mod experiment;
+pub mod export;
 pub mod report;
 pub mod run;
-pub mod strategy;
+pub mod search;

@@ -1,17 +1,20 @@
 //! `bocb`: tune optimizers against vision backbones.
 
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use bocb_store::Store;
+use bocb_store::{unix_now_s, Store};
 use bocb_trial_runner::data::{write_synthetic, DatasetFormat, SynthConfig};
 use bocb_trial_runner::optim::replay::{replay, ReplayCase};
 use bocb_trial_runner::optim::OptimizerRegistry;
 use bocb_trial_runner::DeviceChoice;
+use bocb_tuner::analysis::{self, import, render, FailureRuleChoice};
 use bocb_tuner::bench::{self, BenchConfig};
 use bocb_tuner::experiment::Experiment;
+use bocb_tuner::export;
 use bocb_tuner::report;
 use bocb_tuner::run::{run_experiment, Registries};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -40,13 +43,68 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
-    /// Print the best config and the accuracy grid of every pair.
+    /// Print the best config and the accuracy grid of every pair, and the
+    /// BOCB analyses: Table 1 with top-4 and failures, per-optimizer
+    /// statistics, hyperparameter robustness and the optimizer ranking.
     Report {
         /// Only this experiment (default: all in the store).
         #[arg(long)]
         experiment: Option<String>,
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
+        /// Write the report to this file instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// eq1: the paper's Eq. (1); tukey: r < Q25 - 1.5 IQR.
+        #[arg(long, value_enum, default_value_t = FailureRuleArg::Eq1)]
+        failure_rule: FailureRuleArg,
+        /// γ of Eq. (1) (default: the experiment's, else 3 as for CIFAR).
+        #[arg(long)]
+        gamma: Option<f64>,
+        #[arg(long, default_value = "./bocb-data")]
+        store: PathBuf,
+    },
+    /// Load a published results table (the paper's Table 1 layout, tab
+    /// separated) into the store as an experiment, without training.
+    Import {
+        /// The table: `Optimizer` then backbone names, one row per optimizer.
+        #[arg(long)]
+        table: PathBuf,
+        /// Name to store it as.
+        #[arg(long)]
+        experiment: String,
+        /// Best lr / weight-decay grid indices in the same layout
+        /// (`LR/WD` cells, 0-4); enables the robustness analysis.
+        #[arg(long)]
+        grid: Option<PathBuf>,
+        /// γ of Eq. (1) for this table: 3 for CIFAR, 1 for ImageNet.
+        #[arg(long)]
+        gamma: Option<f64>,
+        #[arg(long, default_value = "./bocb-data")]
+        store: PathBuf,
+    },
+    /// Export the best config of every pair, or every trial.
+    Export {
+        #[arg(long)]
+        experiment: String,
+        /// yaml, json or csv (default yaml; --trials writes json).
+        #[arg(long, value_enum)]
+        format: Option<ExportFormat>,
+        /// timm-args: a command line of timm's train.py per pair.
+        #[arg(long = "as", value_enum, conflicts_with_all = ["format", "trials"])]
+        as_: Option<ExportAs>,
+        /// Only this backbone.
+        #[arg(long)]
+        backbone: Option<String>,
+        /// Only this optimizer.
+        #[arg(long)]
+        optimizer: Option<String>,
+        /// Every trial with its per-epoch metrics (JSON).
+        #[arg(long, conflicts_with_all = ["backbone", "optimizer"])]
+        trials: bool,
+        /// Write to this file instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
         #[arg(long, default_value = "./bocb-data")]
         store: PathBuf,
     },
@@ -133,6 +191,62 @@ enum BenchCommand {
         #[arg(long, default_value = bench::BUILD_PYTHON)]
         python: PathBuf,
     },
+    /// Training images per second of a backbone (forward, backward,
+    /// optimizer step on a random batch), and of its PyTorch reference
+    /// definition at the same batch, input size, optimizer and threads.
+    Train {
+        /// A registry backbone, e.g. resnet18_cifar or resnet18_cifar@micro.
+        #[arg(long, required_unless_present = "all", conflicts_with = "all")]
+        backbone: Option<String>,
+        /// Every registered backbone, in the presets of --preset.
+        #[arg(long)]
+        all: bool,
+        /// micro, full or both (with --all).
+        #[arg(long, default_value = "both", requires = "all")]
+        preset: bench::PresetChoice,
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+        #[arg(long, default_value_t = 100)]
+        classes: i64,
+        /// auto (CUDA if present), cpu, cuda or cuda:N.
+        #[arg(long, default_value = "auto")]
+        device: DeviceChoice,
+        /// Timed steps; the median is reported.
+        #[arg(long, default_value_t = 10)]
+        steps: usize,
+        /// Untimed steps first.
+        #[arg(long, default_value_t = 2)]
+        warmup: usize,
+        /// The optimizer of both sides, with its first reference case's
+        /// hyperparameters.
+        #[arg(long, default_value = "sgd_m")]
+        optimizer: String,
+        /// Intra-op threads of both sides (default: libtorch's).
+        #[arg(long)]
+        threads: Option<usize>,
+        #[arg(long)]
+        json: bool,
+        /// A python with torch, torchvision, timm and pytorch_optimizer
+        /// (default: the venv's whose libtorch bocb was built against).
+        #[arg(long, default_value = bench::BUILD_PYTHON)]
+        python: PathBuf,
+    },
+    /// Replay recorded full grids (`bocb export --trials`) under every
+    /// strategy and early-stopping rule: epochs spent, and whether each
+    /// search found the grid's best config.
+    Tuner {
+        /// JSON of every trial with its per-epoch accuracies.
+        #[arg(long)]
+        recorded: PathBuf,
+        /// Configs each search may start per pair (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "6,8,10,12,25")]
+        budgets: Vec<usize>,
+        /// Seeds per randomised strategy.
+        #[arg(long, default_value_t = 10)]
+        seeds: u64,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -155,10 +269,47 @@ enum DataCommand {
     },
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
 enum Format {
     Table,
+    Md,
     Json,
+    Csv,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FailureRuleArg {
+    Eq1,
+    Tukey,
+}
+
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
+enum ExportFormat {
+    Yaml,
+    Json,
+    Csv,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ExportAs {
+    TimmArgs,
+}
+
+/// How `bocb report` analyses and where it writes.
+struct ReportOptions {
+    failure_rule: FailureRuleChoice,
+    gamma: Option<f64>,
+    out: Option<PathBuf>,
+}
+
+impl Default for ReportOptions {
+    fn default() -> Self {
+        ReportOptions {
+            failure_rule: FailureRuleChoice::Eq1,
+            gamma: None,
+            out: None,
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -195,22 +346,79 @@ fn run(cli: Cli) -> Result<()> {
             let store = open_store(&store)?;
             let show_progress = !quiet && std::io::stderr().is_terminal();
             let summary = run_experiment(&experiment, &store, &registries, show_progress)?;
+            let stopped = if summary.stopped > 0 {
+                format!(", {} stopped early", summary.stopped)
+            } else {
+                String::new()
+            };
             eprintln!(
-                "trained {} trial(s) ({} diverged, {} failed); {} already finished in the store",
+                "trained {} trial(s) ({} diverged, {} failed{stopped}); {} already finished in the store",
                 summary.trained, summary.diverged, summary.failed, summary.skipped
             );
+            if summary.out_of_time {
+                eprintln!(
+                    "budget.hours ran out: the search stopped early; run the same file again to continue"
+                );
+            }
             print_report(
                 &store,
                 &registries,
                 Some(&experiment.spec.name),
                 Format::Table,
+                &ReportOptions::default(),
             )
+        }
+        Command::Import {
+            table,
+            experiment,
+            grid,
+            gamma,
+            store,
+        } => import_table(&table, &experiment, grid.as_deref(), gamma, &store),
+        Command::Export {
+            experiment,
+            format,
+            as_,
+            backbone,
+            optimizer,
+            trials,
+            out,
+            store,
+        } => {
+            let store = open_existing_store(&store)?;
+            let text = if trials {
+                if format.is_some_and(|f| f != ExportFormat::Json) {
+                    bail!("--trials writes JSON only; drop --format or use --format json");
+                }
+                serde_json::to_string_pretty(&export::trials(&store, &experiment)?)? + "\n"
+            } else {
+                let configs = export::best_configs(
+                    &store,
+                    &Registries::builtin().backbones,
+                    &experiment,
+                    backbone.as_deref(),
+                    optimizer.as_deref(),
+                )?;
+                match (as_, format.unwrap_or(ExportFormat::Yaml)) {
+                    (Some(ExportAs::TimmArgs), _) => export::render_timm_args(&configs),
+                    (None, ExportFormat::Yaml) => serde_yaml::to_string(&configs)?,
+                    (None, ExportFormat::Json) => serde_json::to_string_pretty(&configs)? + "\n",
+                    (None, ExportFormat::Csv) => export::render_csv(&configs),
+                }
+            };
+            write_output(out.as_deref(), &text)
         }
         Command::Report {
             experiment,
             format,
+            out,
+            failure_rule,
+            gamma,
             store,
         } => {
+            if let Some(g) = gamma.filter(|g| !(g.is_finite() && *g > 0.0)) {
+                bail!("--gamma must be a positive number (3 for CIFAR, 1 for ImageNet), got {g}");
+            }
             if !store.exists() {
                 bail!(
                     "no store at {}; run an experiment first (`bocb run FILE --store {}`)",
@@ -219,11 +427,20 @@ fn run(cli: Cli) -> Result<()> {
                 );
             }
             let store = open_store(&store)?;
+            let options = ReportOptions {
+                failure_rule: match failure_rule {
+                    FailureRuleArg::Eq1 => FailureRuleChoice::Eq1,
+                    FailureRuleArg::Tukey => FailureRuleChoice::Tukey,
+                },
+                gamma,
+                out,
+            };
             print_report(
                 &store,
                 &Registries::builtin(),
                 experiment.as_deref(),
                 format,
+                &options,
             )
         }
         Command::Data {
@@ -297,7 +514,93 @@ fn run(cli: Cli) -> Result<()> {
             print!("{}", bench::render_bench(&report));
             Ok(())
         }
+        Command::Bench {
+            command:
+                BenchCommand::Train {
+                    backbone,
+                    all: _,
+                    preset,
+                    batch,
+                    classes,
+                    device,
+                    steps,
+                    warmup,
+                    optimizer,
+                    threads,
+                    json,
+                    python,
+                },
+        } => {
+            let registries = Registries::builtin();
+            let backbones = match backbone {
+                Some(name) => vec![name],
+                // clap requires --all without --backbone.
+                None => bench::select_backbones(&registries.backbones, preset),
+            };
+            let config = bench::TrainBenchConfig {
+                backbones,
+                batch,
+                classes,
+                device: device.resolve().map_err(anyhow::Error::msg)?,
+                warmup,
+                steps,
+                optimizer,
+                threads,
+                python,
+            };
+            let report = bench::bench_training(
+                &config,
+                &registries.backbones,
+                &registries.optimizers,
+                std::io::stderr().is_terminal(),
+            )?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", bench::render_train(&report));
+            }
+            Ok(())
+        }
+        Command::Bench {
+            command:
+                BenchCommand::Tuner {
+                    recorded,
+                    budgets,
+                    seeds,
+                    json,
+                },
+        } => bench_tuner(&recorded, &budgets, seeds, json),
     }
+}
+
+/// `bocb bench tuner`.
+fn bench_tuner(recorded: &Path, budgets: &[usize], seeds: u64, json: bool) -> Result<()> {
+    use bocb_tuner::search::replay;
+    let text = std::fs::read_to_string(recorded)
+        .with_context(|| format!("cannot read {}", recorded.display()))?;
+    let trials: Vec<bocb_store::TrialRecord> = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} is not a trial list; write one with `bocb export --experiment NAME --trials`",
+            recorded.display()
+        )
+    })?;
+    let (pairs, skipped) = replay::recorded_pairs(&trials);
+    if pairs.is_empty() {
+        bail!(
+            "{} holds no pair with all 25 stage-1 grid points finished; run a `strategy: grid` experiment to the end first",
+            recorded.display()
+        );
+    }
+    if let Some(bad) = budgets.iter().find(|&&b| b == 0 || b > 25) {
+        bail!("--budgets: {bad} is not between 1 and 25 configs");
+    }
+    let rows = replay::bench(&pairs, budgets, seeds.max(1));
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        print!("{}", replay::render_bench(&rows, pairs.len(), &skipped));
+    }
+    Ok(())
 }
 
 /// One row of `bocb backbones list`.
@@ -393,6 +696,7 @@ fn print_report(
     registries: &Registries,
     name: Option<&str>,
     format: Format,
+    options: &ReportOptions,
 ) -> Result<()> {
     let names: Vec<String> = match name {
         Some(name) => vec![name.to_string()],
@@ -414,12 +718,146 @@ fn print_report(
             }
         }
     }
-    match format {
-        Format::Table => {
-            let text: Vec<String> = reports.iter().map(report::render_table).collect();
-            print!("{}", text.join("\n"));
-        }
-        Format::Json => println!("{}", serde_json::to_string_pretty(&reports)?),
+    // The ranking's memory component: measured state bytes per parameter.
+    let memory: BTreeMap<String, f64> =
+        match bench::optimizer_info(&registries.optimizers, &registries.catalog) {
+            Ok(infos) => infos
+                .into_iter()
+                .map(|i| (i.name, i.state_bytes_per_param))
+                .collect(),
+            Err(e) => {
+                tracing::warn!("optimizer memory not measured, ranking without it: {e}");
+                BTreeMap::new()
+            }
+        };
+    let mut analyses = Vec::new();
+    for name in &names {
+        let analysis =
+            analysis::analyse(store, name, options.failure_rule, options.gamma, &memory)?
+                .with_context(|| format!("experiment `{name}` vanished from the store"))?;
+        analyses.push(analysis);
     }
+    let text = match format {
+        Format::Table | Format::Md => {
+            let style = if format == Format::Table {
+                render::Style::Text
+            } else {
+                render::Style::Markdown
+            };
+            let parts: Vec<String> = reports
+                .iter()
+                .zip(&analyses)
+                .map(|(report, analysis)| {
+                    let trained = matches!(analysis.origin, analysis::results::Origin::Trained);
+                    match (style, trained) {
+                        (render::Style::Text, true) => {
+                            format!(
+                                "{}{}",
+                                report::render_table(report),
+                                render::render(analysis, style)
+                            )
+                        }
+                        (render::Style::Markdown, _) => format!(
+                            "## Experiment {}\n{}",
+                            analysis.experiment,
+                            render::render(analysis, style)
+                        ),
+                        (render::Style::Text, false) => render::render(analysis, style),
+                    }
+                })
+                .collect();
+            parts.join("\n")
+        }
+        Format::Json => {
+            #[derive(serde::Serialize)]
+            struct Full<'a> {
+                #[serde(flatten)]
+                report: &'a report::ExperimentReport,
+                analysis: analysis::AnalysisJson<'a>,
+            }
+            let full: Vec<Full> = reports
+                .iter()
+                .zip(&analyses)
+                .map(|(report, analysis)| Full {
+                    report,
+                    analysis: analysis.json(),
+                })
+                .collect();
+            serde_json::to_string_pretty(&full)? + "\n"
+        }
+        Format::Csv => {
+            let mut csv = String::new();
+            for (i, analysis) in analyses.iter().enumerate() {
+                let rows = render::render_csv(analysis);
+                // One header for all experiments.
+                let skip = if i == 0 { 0 } else { 1 };
+                for line in rows.lines().skip(skip) {
+                    csv.push_str(line);
+                    csv.push('\n');
+                }
+            }
+            csv
+        }
+    };
+    write_output(options.out.as_deref(), &text)
+}
+
+/// Writes `text` to `out`, or to standard output.
+fn write_output(out: Option<&Path>, text: &str) -> Result<()> {
+    match out {
+        Some(path) => {
+            std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+            eprintln!("wrote {}", path.display());
+        }
+        None => print!("{text}"),
+    }
+    Ok(())
+}
+
+fn open_existing_store(dir: &Path) -> Result<Store> {
+    if !dir.exists() {
+        bail!(
+            "no store at {}; run an experiment first (`bocb run FILE --store {}`) or import a table (`bocb import`)",
+            dir.display(),
+            dir.display()
+        );
+    }
+    open_store(dir)
+}
+
+fn import_table(
+    table: &Path,
+    experiment: &str,
+    grid: Option<&Path>,
+    gamma: Option<f64>,
+    store: &Path,
+) -> Result<()> {
+    if experiment.is_empty()
+        || !experiment
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        bail!("experiment name `{experiment}` must be non-empty and use only letters, digits, `-`, `_` and `.`");
+    }
+    if let Some(g) = gamma.filter(|g| !(g.is_finite() && *g > 0.0)) {
+        bail!("--gamma must be a positive number (3 for CIFAR, 1 for ImageNet), got {g}");
+    }
+    let imported = import::read_import(table, grid, experiment, gamma, unix_now_s())?;
+    let store = open_store(store)?;
+    store.put_imported(&imported)?;
+    let located = imported.results.iter().filter(|r| r.grid.is_some()).count();
+    eprintln!(
+        "imported {} result(s) ({} backbone(s) x {} optimizer(s){}) from {} as experiment `{experiment}`; \
+         see `bocb report --experiment {experiment}`",
+        imported.results.len(),
+        imported.backbones.len(),
+        imported.optimizers.len(),
+        if grid.is_some() {
+            format!(", {located} with grid positions")
+        } else {
+            String::new()
+        },
+        table.display()
+    );
     Ok(())
 }

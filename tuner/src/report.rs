@@ -25,6 +25,7 @@ pub struct CellReport {
     pub mean_accuracy: Option<f64>,
     pub done: usize,
     pub diverged: usize,
+    pub stopped: usize,
     pub failed: usize,
 }
 
@@ -34,6 +35,7 @@ impl From<GridCell> for CellReport {
             mean_accuracy: c.mean_accuracy,
             done: c.done,
             diverged: c.diverged,
+            stopped: c.stopped,
             failed: c.failed,
         }
     }
@@ -43,6 +45,7 @@ impl From<GridCell> for CellReport {
 pub struct TrialCounts {
     pub done: usize,
     pub diverged: usize,
+    pub stopped: usize,
     pub failed: usize,
     pub unfinished: usize,
 }
@@ -93,6 +96,7 @@ pub fn build(
         match t.status {
             TrialStatus::Done => counts.done += 1,
             TrialStatus::Diverged => counts.diverged += 1,
+            TrialStatus::Stopped => counts.stopped += 1,
             TrialStatus::Failed => counts.failed += 1,
             TrialStatus::Queued | TrialStatus::Running => counts.unfinished += 1,
         }
@@ -144,6 +148,7 @@ fn fmt_cell(cell: &CellReport) -> String {
         (Some(acc), _, _) => format!("{acc:.2}"),
         (None, d, _) if d > 0 => "div".into(),
         (None, _, f) if f > 0 => "fail".into(),
+        _ if cell.stopped > 0 => "stop".into(),
         _ => "-".into(),
     }
 }
@@ -154,11 +159,12 @@ pub fn render_table(report: &ExperimentReport) -> String {
     let t = &report.trials;
     let _ = writeln!(
         out,
-        "Experiment {}: {} pairs; trials: {} done, {} diverged, {} failed, {} unfinished",
+        "Experiment {}: {} pairs; trials: {} done, {} diverged, {} stopped early, {} failed, {} unfinished",
         report.experiment,
         report.pairs.len(),
         t.done,
         t.diverged,
+        t.stopped,
         t.failed,
         t.unfinished
     );
@@ -269,11 +275,17 @@ mod tests {
             mean_accuracy,
             done: usize::from(mean_accuracy.is_some()),
             diverged,
+            stopped: 0,
             failed,
         };
         assert_eq!(fmt_cell(&cell(Some(41.234), 1, 0)), "41.23");
         assert_eq!(fmt_cell(&cell(None, 1, 0)), "div");
         assert_eq!(fmt_cell(&cell(None, 0, 2)), "fail");
         assert_eq!(fmt_cell(&cell(None, 0, 0)), "-");
+        let stopped = CellReport {
+            stopped: 1,
+            ..cell(None, 0, 0)
+        };
+        assert_eq!(fmt_cell(&stopped), "stop");
     }
 }

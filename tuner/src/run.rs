@@ -1,11 +1,12 @@
 //! Runs an experiment's search for every pair, recording into the store.
 
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
-use bocb_search_spaces::Catalog;
+use bocb_search_spaces::{Catalog, OptimizerSpace};
 use bocb_store::{
     unix_now_s, EpochMetrics, ExperimentRecord, GridPos, Store, StoreError, TrialRecord,
-    TrialStatus,
+    TrialStatus, GRID_POINTS,
 };
 use bocb_trial_runner::data::{self, Splits};
 use bocb_trial_runner::device::device_name;
@@ -17,7 +18,7 @@ use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use crate::experiment::{Experiment, ExperimentSpec};
-use crate::strategy::{GridSearch, Strategy};
+use crate::search::{Curve, EarlyStop, Observation};
 
 /// What a run needs besides the experiment: the registries and spaces.
 pub struct Registries {
@@ -44,7 +45,11 @@ pub struct RunSummary {
     /// Trials found finished in the store and not trained again.
     pub skipped: usize,
     pub diverged: usize,
+    /// Trials stopped by the early-stopping rule.
+    pub stopped: usize,
     pub failed: usize,
+    /// Whether `budget.hours` ran out before the search ended.
+    pub out_of_time: bool,
 }
 
 #[derive(Debug, Error)]
@@ -78,9 +83,32 @@ pub fn run_experiment(
     let splits = data::load(&experiment.dataset_dir, spec.dataset.format)?;
     register_experiment(experiment, store)?;
 
-    let configs_per_pair = 25 * spec.seeds as usize;
-    let total = experiment.backbones.len() * experiment.optimizers.len() * configs_per_pair;
-    let progress = Progress::new(total as u64, show_progress);
+    let mut configs_per_pair = spec.budget.trials.unwrap_or(GRID_POINTS * GRID_POINTS);
+    let mut total = 0;
+    for optimizer in &experiment.optimizers {
+        if spec.search_extras {
+            let space = registries
+                .catalog
+                .optimizer(optimizer)
+                .expect("experiment validation checked the search space");
+            configs_per_pair += space
+                .extras
+                .values()
+                .map(|e| e.candidates.len())
+                .sum::<usize>();
+        }
+        total += experiment.backbones.len() * configs_per_pair * spec.seeds as usize;
+    }
+    let ctx = RunContext {
+        store,
+        registries,
+        splits: &splits,
+        progress: Progress::new(total as u64, show_progress),
+        deadline: spec
+            .budget
+            .hours
+            .map(|h| Instant::now() + Duration::from_secs_f64(h * 3600.0)),
+    };
     let mut summary = RunSummary::default();
     for backbone in &experiment.backbones {
         for optimizer in &experiment.optimizers {
@@ -90,10 +118,11 @@ pub fn run_experiment(
                 optimizer,
                 device: device_name(device),
             };
-            pair.search(store, registries, &splits, &progress, &mut summary)?;
+            pair.search(&ctx, &mut summary)?;
         }
     }
-    progress.finish();
+    summary.out_of_time = ctx.out_of_time();
+    ctx.progress.finish();
     Ok(summary)
 }
 
@@ -147,6 +176,95 @@ pub fn trial_id(
     digest[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// What every trial of a run shares.
+struct RunContext<'a> {
+    store: &'a Store,
+    registries: &'a Registries,
+    splits: &'a Splits,
+    progress: Progress,
+    /// When `budget.hours` runs out.
+    deadline: Option<Instant>,
+}
+
+impl RunContext<'_> {
+    fn out_of_time(&self) -> bool {
+        self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+}
+
+/// Whether a trial has its result: ended for a reason other than an error
+/// (failed trials are retried by the next run).
+fn finished(status: TrialStatus) -> bool {
+    status.is_final() && status != TrialStatus::Failed
+}
+
+/// What the strategy knows of stage 1 from the pair's trials: one
+/// observation per grid point whose seeds have all ended (failures
+/// excepted), and the points some of whose seeds have not.
+fn observations(trials: &[TrialRecord], seeds: u32) -> (Vec<Observation>, Vec<GridPos>) {
+    let mut by_point: BTreeMap<GridPos, Vec<&TrialRecord>> = BTreeMap::new();
+    for trial in trials {
+        if let Some(grid) = trial.grid {
+            by_point.entry(grid).or_default().push(trial);
+        }
+    }
+    let mut history = Vec::new();
+    let mut unfinished = Vec::new();
+    for (point, trials) in by_point {
+        let ended: Vec<&TrialRecord> = trials.into_iter().filter(|t| finished(t.status)).collect();
+        if ended.len() < seeds as usize {
+            unfinished.push(point);
+            continue;
+        }
+        // A diverged seed scores 0; a stopped one its best epoch.
+        let score = |t: &TrialRecord| match t.status {
+            TrialStatus::Done => t.final_accuracy.unwrap_or(0.0),
+            TrialStatus::Stopped => t
+                .epochs
+                .iter()
+                .map(|e| e.test_accuracy)
+                .filter(|a| a.is_finite())
+                .fold(0.0, f64::max),
+            _ => 0.0,
+        };
+        history.push(Observation {
+            point,
+            accuracy: ended.iter().map(|t| score(t)).sum::<f64>() / ended.len() as f64,
+            complete: ended.iter().all(|t| t.status != TrialStatus::Stopped),
+        });
+    }
+    (history, unfinished)
+}
+
+/// The best config among done trials (mean accuracy over its seeds), or
+/// that of `only` when given: its grid point, params and mean accuracy.
+fn best_config(trials: &[TrialRecord], only: Option<&Hparams>) -> Option<(GridPos, Hparams, f64)> {
+    let mut groups: BTreeMap<String, (GridPos, &Hparams, Vec<f64>)> = BTreeMap::new();
+    for t in trials {
+        if only.is_some_and(|p| *p != t.params) {
+            continue;
+        }
+        if let (TrialStatus::Done, Some(acc), Some(grid)) = (t.status, t.final_accuracy, t.grid) {
+            let key = serde_json::to_string(&t.params).unwrap_or_default();
+            groups
+                .entry(key)
+                .or_insert((grid, &t.params, Vec::new()))
+                .2
+                .push(acc);
+        }
+    }
+    groups
+        .into_values()
+        .map(|(grid, params, accs)| {
+            (
+                grid,
+                params.clone(),
+                accs.iter().sum::<f64>() / accs.len() as f64,
+            )
+        })
+        .max_by(|a, b| a.2.total_cmp(&b.2))
+}
+
 struct Pair<'a> {
     experiment: &'a Experiment,
     backbone: &'a str,
@@ -155,80 +273,182 @@ struct Pair<'a> {
 }
 
 impl Pair<'_> {
-    fn search(
-        &self,
-        store: &Store,
-        registries: &Registries,
-        splits: &Splits,
-        progress: &Progress,
-        summary: &mut RunSummary,
-    ) -> Result<(), RunError> {
+    /// Stage 1 (the strategy's lr x weight-decay grid points, up to the
+    /// budget), then stage 2 when the experiment searches extras.
+    fn search(&self, ctx: &RunContext, summary: &mut RunSummary) -> Result<(), RunError> {
         let spec = &self.experiment.spec;
-        let space = registries
+        let space = ctx
+            .registries
             .catalog
             .optimizer(self.optimizer)
             .expect("experiment validation checked the search space");
-        let mut strategy = GridSearch;
-        let mut tried: Vec<GridPos> = Vec::new();
+        let budget = spec.budget.trials.unwrap_or(GRID_POINTS * GRID_POINTS);
+        let mut strategy = spec.strategy.build(self.strategy_seed());
+        // What earlier runs finished is not trained again; count it once, here.
+        let mut done_before = ctx.store.trials(&spec.name)?;
+        done_before.retain(|t| {
+            t.backbone == self.backbone && t.optimizer == self.optimizer && finished(t.status)
+        });
+        summary.skipped += done_before.len();
+        ctx.progress.trials_skipped(done_before.len() as u64);
+        // Points whose trials failed in this run: tried, but not retried
+        // until the next run.
+        let mut failed_now: Vec<GridPos> = Vec::new();
         loop {
-            let proposals = strategy.propose(space, &tried);
-            if proposals.is_empty() {
+            let trials = self.stage_trials(ctx.store, 1)?;
+            let (mut history, unfinished) = observations(&trials, spec.seeds);
+            history.extend(failed_now.iter().map(|&point| Observation {
+                point,
+                accuracy: 0.0,
+                complete: false,
+            }));
+            // Finish what an interrupted run started before trying more.
+            let next = unfinished
+                .into_iter()
+                .find(|p| !failed_now.contains(p))
+                .or_else(|| {
+                    (history.len() < budget)
+                        .then(|| strategy.next(&history))
+                        .flatten()
+                });
+            let Some(point) = next else { break };
+            if ctx.out_of_time() {
                 return Ok(());
             }
-            for proposal in proposals {
-                tried.push(proposal.grid);
-                for seed in 0..u64::from(spec.seeds) {
-                    let id = trial_id(
-                        &spec.name,
-                        self.backbone,
-                        self.optimizer,
-                        &proposal.params,
-                        seed,
-                    );
-                    let finished = store.trial(&spec.name, &id)?.is_some_and(|t| {
-                        matches!(t.status, TrialStatus::Done | TrialStatus::Diverged)
-                    });
-                    if finished {
-                        summary.skipped += 1;
-                        progress.trial_skipped();
-                        continue;
-                    }
-                    let status = self.train(
-                        store,
-                        registries,
-                        splits,
-                        progress,
-                        &id,
-                        &proposal.params,
-                        proposal.grid,
-                        seed,
-                    )?;
-                    summary.trained += 1;
-                    match status {
-                        TrialStatus::Diverged => summary.diverged += 1,
-                        TrialStatus::Failed => summary.failed += 1,
-                        _ => {}
+            let mut params = space.default_params();
+            params.insert("lr".into(), space.lr.values()[usize::from(point.lr)]);
+            params.insert(
+                "weight_decay".into(),
+                space.weight_decay.values()[usize::from(point.weight_decay)],
+            );
+            if !self.train_seeds(ctx, &params, point, 1, summary)? {
+                failed_now.push(point);
+            }
+        }
+        if spec.search_extras {
+            self.search_extras(ctx, space, summary)?;
+        }
+        Ok(())
+    }
+
+    /// Stage 2: each extra in name order over its candidates, with lr,
+    /// weight decay and the extras before it fixed at their best so far.
+    fn search_extras(
+        &self,
+        ctx: &RunContext,
+        space: &OptimizerSpace,
+        summary: &mut RunSummary,
+    ) -> Result<(), RunError> {
+        let trials = self.stage_trials(ctx.store, 1)?;
+        let Some((grid, mut best_params, mut best_accuracy)) = best_config(&trials, None) else {
+            return Ok(());
+        };
+        for (name, extra) in &space.extras {
+            let mut best_value = best_params[name];
+            for &candidate in &extra.candidates {
+                if candidate == best_params[name] {
+                    continue;
+                }
+                if ctx.out_of_time() {
+                    return Ok(());
+                }
+                let mut params = best_params.clone();
+                params.insert(name.clone(), candidate);
+                self.train_seeds(ctx, &params, grid, 2, summary)?;
+                let stage2 = self.stage_trials(ctx.store, 2)?;
+                if let Some((_, _, accuracy)) = best_config(&stage2, Some(&params)) {
+                    if accuracy > best_accuracy {
+                        best_accuracy = accuracy;
+                        best_value = candidate;
                     }
                 }
             }
+            best_params.insert(name.clone(), best_value);
         }
+        Ok(())
+    }
+
+    /// Trains every seed of one config that the store does not hold
+    /// finished; false when one of them failed.
+    fn train_seeds(
+        &self,
+        ctx: &RunContext,
+        params: &Hparams,
+        grid: GridPos,
+        stage: u8,
+        summary: &mut RunSummary,
+    ) -> Result<bool, RunError> {
+        let spec = &self.experiment.spec;
+        let mut all_ok = true;
+        for seed in 0..u64::from(spec.seeds) {
+            let id = trial_id(&spec.name, self.backbone, self.optimizer, params, seed);
+            if ctx
+                .store
+                .trial(&spec.name, &id)?
+                .is_some_and(|t| finished(t.status))
+            {
+                continue;
+            }
+            let status = self.train(ctx, &id, params, grid, stage, seed)?;
+            summary.trained += 1;
+            match status {
+                TrialStatus::Diverged => summary.diverged += 1,
+                TrialStatus::Stopped => summary.stopped += 1,
+                TrialStatus::Failed => {
+                    summary.failed += 1;
+                    all_ok = false;
+                }
+                _ => {}
+            }
+        }
+        Ok(all_ok)
+    }
+
+    /// This pair's trials of one stage.
+    fn stage_trials(&self, store: &Store, stage: u8) -> Result<Vec<TrialRecord>, RunError> {
+        let mut trials = store.trials(&self.experiment.spec.name)?;
+        trials.retain(|t| {
+            t.backbone == self.backbone && t.optimizer == self.optimizer && t.stage == stage
+        });
+        Ok(trials)
+    }
+
+    /// The strategy's seed for this pair: the experiment's, mixed with the
+    /// pair so pairs do not all walk the grid in the same order.
+    fn strategy_seed(&self) -> u64 {
+        let digest = Sha256::digest(format!("{}\0{}", self.backbone, self.optimizer).as_bytes());
+        let mut pair = [0u8; 8];
+        pair.copy_from_slice(&digest[..8]);
+        self.experiment.spec.strategy_seed ^ u64::from_le_bytes(pair)
     }
 
     /// Trains one trial, recording it before the first step, after every
     /// epoch, and at the end.
-    #[allow(clippy::too_many_arguments)]
     fn train(
         &self,
-        store: &Store,
-        registries: &Registries,
-        splits: &Splits,
-        progress: &Progress,
+        ctx: &RunContext,
         id: &str,
         params: &Hparams,
         grid: GridPos,
+        stage: u8,
         seed: u64,
     ) -> Result<TrialStatus, RunError> {
+        let (store, registries, progress) = (ctx.store, ctx.registries, &ctx.progress);
         let spec = &self.experiment.spec;
+        // Early stopping compares with the pair's other stage-1 trials.
+        let others: Vec<(Vec<f64>, bool)> = if stage == 1 {
+            self.stage_trials(store, 1)?
+                .iter()
+                .filter(|t| t.id != id)
+                .map(|t| {
+                    let curve = t.epochs.iter().map(|e| e.test_accuracy).collect();
+                    (curve, t.status == TrialStatus::Done)
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let rule = spec.early_stop.build();
         let now = unix_now_s();
         store.put_trial(&TrialRecord {
             id: id.to_string(),
@@ -238,7 +458,7 @@ impl Pair<'_> {
             recipe: None,
             params: params.clone(),
             grid: Some(grid),
-            stage: 1,
+            stage,
             seed,
             status: TrialStatus::Running,
             epochs: Vec::new(),
@@ -275,10 +495,14 @@ impl Pair<'_> {
             label: &label,
             images_per_sec: 0.0,
             store_error: None,
+            rule: rule.as_ref(),
+            others: &others,
+            curve: Vec::new(),
+            max_epochs: spec.epochs as usize,
         };
         let result = run_trial(
             &trial_spec,
-            splits,
+            ctx.splits,
             &registries.backbones,
             &registries.optimizers,
             &mut recorder,
@@ -292,6 +516,7 @@ impl Pair<'_> {
                 let status = match outcome.status {
                     bocb_trial_runner::TrialStatus::Done => TrialStatus::Done,
                     bocb_trial_runner::TrialStatus::Diverged => TrialStatus::Diverged,
+                    bocb_trial_runner::TrialStatus::Stopped => TrialStatus::Stopped,
                 };
                 (
                     status,
@@ -307,6 +532,11 @@ impl Pair<'_> {
             (TrialStatus::Done, Some(acc)) => {
                 format!("{acc:.2}% ({:.0} train images/s)", recorder.images_per_sec)
             }
+            (TrialStatus::Stopped, Some(acc)) => format!(
+                "stopped early by `{}` after epoch {} at {acc:.2}%",
+                spec.early_stop,
+                recorder.curve.len()
+            ),
             _ => format!(
                 "{status}{}",
                 error.map(|e| format!(": {e}")).unwrap_or_default()
@@ -328,9 +558,28 @@ struct Recorder<'a> {
     images_per_sec: f64,
     /// A failed write ends the run after the trial; the runner cannot take errors.
     store_error: Option<StoreError>,
+    /// The early-stopping rule and the curves (and completeness) it
+    /// compares with.
+    rule: &'a dyn EarlyStop,
+    others: &'a [(Vec<f64>, bool)],
+    /// This trial's accuracies so far.
+    curve: Vec<f64>,
+    max_epochs: usize,
 }
 
 impl TrialObserver for Recorder<'_> {
+    fn stop_after_epoch(&mut self, _: &EpochReport) -> bool {
+        let others: Vec<Curve> = self
+            .others
+            .iter()
+            .map(|(accuracies, complete)| Curve {
+                accuracies,
+                complete: *complete,
+            })
+            .collect();
+        self.rule.should_stop(&self.curve, &others, self.max_epochs)
+    }
+
     fn on_batch(&mut self, epoch: u32, batch: usize, batches: usize) {
         let fraction = (epoch - 1) as f64 + batch as f64 / batches as f64;
         self.bar.set_position((fraction * 100.0) as u64);
@@ -351,6 +600,7 @@ impl TrialObserver for Recorder<'_> {
             wall_s: r.wall_s,
         };
         self.images_per_sec = r.images_per_sec;
+        self.curve.push(r.test_accuracy);
         if self.store_error.is_none() {
             if let Err(e) = self.store.record_epoch(self.experiment, self.id, metrics) {
                 self.store_error = Some(e);
@@ -399,8 +649,8 @@ impl Progress {
         bar
     }
 
-    fn trial_skipped(&self) {
-        self.experiment.inc(1);
+    fn trials_skipped(&self, count: u64) {
+        self.experiment.inc(count);
     }
 
     fn trial_finished(&self, line: &str) {

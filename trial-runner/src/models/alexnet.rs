@@ -94,21 +94,24 @@ fn max_pool(xs: Tensor) -> Tensor {
 }
 
 impl ModuleT for AlexNet {
+    // ReLUs in place, as torchvision's (`inplace=True`): no new activation
+    // buffer, and convolutions and linears do not keep their outputs for
+    // the backward pass.
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
-        let mut x = max_pool(xs.apply(&self.convs[0]).relu());
-        x = max_pool(x.apply(&self.convs[1]).relu());
+        let mut x = max_pool(xs.apply(&self.convs[0]).relu_());
+        x = max_pool(x.apply(&self.convs[1]).relu_());
         for conv in &self.convs[2..] {
-            x = x.apply(conv).relu();
+            x = x.apply(conv).relu_();
         }
         max_pool(x)
             .adaptive_avg_pool2d([POOLED, POOLED])
             .flatten(1, -1)
             .dropout(DROPOUT, train)
             .apply(&self.fc1)
-            .relu()
+            .relu_()
             .dropout(DROPOUT, train)
             .apply(&self.fc2)
-            .relu()
+            .relu_()
             .apply(&self.fc3)
     }
 }

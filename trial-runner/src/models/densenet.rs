@@ -97,7 +97,8 @@ impl NormReluConv {
 
 impl ModuleT for NormReluConv {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
-        xs.apply_t(&self.norm, train).relu().apply(&self.conv)
+        // ReLU in place, as torchvision's: batch norm does not keep its output.
+        xs.apply_t(&self.norm, train).relu_().apply(&self.conv)
     }
 }
 
@@ -183,7 +184,7 @@ impl DenseNet {
 
 impl ModuleT for DenseNet {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
-        let mut x = xs.apply(&self.conv0).apply_t(&self.norm0, train).relu();
+        let mut x = xs.apply(&self.conv0).apply_t(&self.norm0, train).relu_();
         for block in &self.blocks {
             for layer in &block.layers {
                 x = layer.forward_t(&x, train);
@@ -200,7 +201,7 @@ impl ModuleT for DenseNet {
             }
         }
         x.apply_t(&self.norm5, train)
-            .relu()
+            .relu_()
             .adaptive_avg_pool2d([1, 1])
             .flatten(1, -1)
             .apply(&self.classifier)

@@ -300,7 +300,8 @@ mod tests {
             assert!((got / want - 1.0).abs() < 0.1, "{name}: {got} vs {want}");
         }
         let w = &vars["classifier.weight"];
-        assert!(w.abs().max().double_value(&[]) <= 0.1);
+        // float32 rounding may put the bound itself a hair above 0.1.
+        assert!(w.abs().max().double_value(&[]) <= 0.1 + 1e-7);
         assert!(w.abs().max().double_value(&[]) > 0.09);
         let bias = vars["classifier.bias"].abs().sum(Kind::Float);
         assert_eq!(bias.double_value(&[]), 0.0);

@@ -182,5 +182,26 @@ pub fn drop_path(xs: Tensor, rate: f64, train: bool) -> Tensor {
     let mask = Tensor::rand(&shape, (Kind::Float, xs.device()))
         .lt(keep)
         .to_kind(xs.kind());
-    xs * mask / keep
+    // Scales the per-sample mask, not the activations: one full-size pass.
+    xs * (mask / keep)
+}
+
+/// timm's `LayerNorm2d`: layer norm over the channels of an NCHW map, done as
+/// timm does (permute to channels-last, fused `layer_norm`, permute back).
+#[derive(Debug)]
+pub struct LayerNorm2d(nn::LayerNorm);
+
+impl LayerNorm2d {
+    /// Weight one, bias zero, as `torch.nn.LayerNorm`.
+    pub fn new(p: nn::Path, channels: i64, eps: f64) -> Self {
+        LayerNorm2d(layer_norm(p, channels, eps))
+    }
+}
+
+impl nn::Module for LayerNorm2d {
+    fn forward(&self, xs: &Tensor) -> Tensor {
+        xs.permute([0, 2, 3, 1])
+            .apply(&self.0)
+            .permute([0, 3, 1, 2])
+    }
 }

@@ -73,9 +73,9 @@ impl ConvBnRelu6 {
 
 impl ModuleT for ConvBnRelu6 {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
-        xs.apply(&self.conv)
-            .apply_t(&self.bn, train)
-            .clamp(0.0, 6.0)
+        // torchvision's ReLU6(inplace=True), hardtanh_(0, 6): batch norm
+        // does not keep its output, and the backward needs only the result.
+        xs.apply(&self.conv).apply_t(&self.bn, train).relu6_()
     }
 }
 

@@ -5,13 +5,20 @@
 //! to train in seconds on a CPU for tests and demos.
 
 mod alexnet;
+mod convnext;
 mod densenet;
 mod efficientnet;
 mod layers;
+mod metaformer;
+mod mlp_mixer;
 mod mobilenet;
+mod moganet;
 pub mod repvgg;
 mod resnet;
+mod swin;
 pub mod torchscript;
+mod transnext;
+pub mod unireplknet;
 mod vgg;
 mod vit;
 
@@ -111,10 +118,17 @@ impl BackboneRegistry {
             entries: BTreeMap::new(),
         };
         alexnet::register(&mut registry);
+        convnext::register(&mut registry);
         densenet::register(&mut registry);
         efficientnet::register(&mut registry);
+        mlp_mixer::register(&mut registry);
+        metaformer::register(&mut registry);
         mobilenet::register(&mut registry);
+        moganet::register(&mut registry);
         resnet::register(&mut registry);
+        unireplknet::register(&mut registry);
+        swin::register(&mut registry);
+        transnext::register(&mut registry);
         repvgg::register(&mut registry);
         vgg::register(&mut registry);
         vit::register(&mut registry);
@@ -207,8 +221,17 @@ mod tests {
         // timm.create_model("resnet50", num_classes=100) with
         // conv1 = Conv2d(3, 64, 3, 1, 1, bias=False) and maxpool = Identity()
         assert_eq!(parameter_count(&build("resnet50_cifar", 100).0), 23_705_252);
+        // timm.create_model("swin_tiny_patch4_window7_224", num_classes=100)
+        assert_eq!(parameter_count(&build("swin_t", 100).0), 27_596_254);
+        // transnext_tiny(num_classes=100) of the TransNeXt repository
+        assert_eq!(parameter_count(&build("transnext_t", 100).0), 27_739_660);
         // torchvision.models.mobilenet_v2(num_classes=100)
         assert_eq!(parameter_count(&build("mobilenet_v2", 100).0), 2_351_972);
+        // MogaNet(arch='small', num_classes=100) of the MogaNet repository
+        assert_eq!(parameter_count(&build("moganet_s", 100).0), 24_873_975);
+        // unireplknet_t(num_classes=100) of the UniRepLKNet repository, in
+        // training form (dilated branches and BNs before re-parameterisation)
+        assert_eq!(parameter_count(&build("unireplknet_t", 100).0), 31_116_520);
         // timm.create_model("efficientnet_b0", num_classes=100)
         assert_eq!(parameter_count(&build("efficientnet_b0", 100).0), 4_135_648);
         // timm.create_model("repvgg_a1", num_classes=100)
@@ -225,6 +248,30 @@ mod tests {
             parameter_count(&build("densenet121_cifar", 100).0),
             7_048_676
         );
+        // timm.create_model("poolformerv2_s12", num_classes=100); the other
+        // MetaFormer S12 models as scripts/reference_backbones.py builds them
+        assert_eq!(
+            parameter_count(&build("poolformerv2_s12", 100).0),
+            11_430_012
+        );
+        assert_eq!(
+            parameter_count(&build("identityformer_s12", 100).0),
+            11_430_012
+        );
+        assert_eq!(parameter_count(&build("convformer_s12", 100).0), 17_683_092);
+        assert_eq!(
+            parameter_count(&build("attenformer_s12", 100).0),
+            17_356_924
+        );
+        assert_eq!(parameter_count(&build("caformer_s12", 100).0), 17_394_564);
+        // timm.create_model("convnext_tiny", num_classes=100, patch_size=2)
+        assert_eq!(parameter_count(&build("convnext_t", 100).0), 27_930_724);
+        // timm.create_model("convnextv2_tiny", num_classes=100, patch_size=2)
+        assert_eq!(parameter_count(&build("convnextv2_t", 100).0), 27_977_092);
+        // timm.create_model("deit_small_patch16_224", num_classes=100)
+        assert_eq!(parameter_count(&build("deit_s", 100).0), 21_704_164);
+        // timm.create_model("mixer_s16_224", num_classes=100)
+        assert_eq!(parameter_count(&build("mlp_mixer_s", 100).0), 18_066_564);
     }
 
     #[test]

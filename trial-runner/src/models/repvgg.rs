@@ -150,7 +150,8 @@ impl ModuleT for RepVggBlock {
         if let Some(bn) = &self.identity {
             out += xs.apply_t(bn, train);
         }
-        out.relu()
+        // In place, as timm's: the sum is not kept for the backward pass.
+        out.relu_()
     }
 }
 

@@ -79,15 +79,23 @@ impl BasicBlock {
     }
 }
 
+/// The residual sum and its ReLU, both in place on the branch's last batch
+/// norm output (which its backward does not need), as timm's `x += shortcut;
+/// act(x)` with `inplace=True`.
+fn add_relu_(mut out: Tensor, shortcut: &Tensor) -> Tensor {
+    out += shortcut;
+    out.relu_()
+}
+
 impl ModuleT for BasicBlock {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         let out = xs
             .apply(&self.conv1)
             .apply_t(&self.bn1, train)
-            .relu()
+            .relu_()
             .apply(&self.conv2)
             .apply_t(&self.bn2, train);
-        (out + shortcut(xs, &self.downsample, train)).relu()
+        add_relu_(out, &shortcut(xs, &self.downsample, train))
     }
 }
 
@@ -176,13 +184,13 @@ impl ModuleT for Bottleneck {
         let out = xs
             .apply(&self.conv1)
             .apply_t(&self.bn1, train)
-            .relu()
+            .relu_()
             .apply(&self.conv2)
             .apply_t(&self.bn2, train)
-            .relu()
+            .relu_()
             .apply(&self.conv3)
             .apply_t(&self.bn3, train);
-        (out + shortcut(xs, &self.downsample, train)).relu()
+        add_relu_(out, &shortcut(xs, &self.downsample, train))
     }
 }
 
@@ -223,7 +231,7 @@ impl ResNet {
 
 impl ModuleT for ResNet {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
-        let mut x = xs.apply(&self.conv1).apply_t(&self.bn1, train).relu();
+        let mut x = xs.apply(&self.conv1).apply_t(&self.bn1, train).relu_();
         for block in &self.blocks {
             x = block.forward_t(&x, train);
         }

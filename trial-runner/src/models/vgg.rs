@@ -136,20 +136,22 @@ impl Vgg {
 
 impl ModuleT for Vgg {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        // ReLUs in place, as torchvision's (`inplace=True`): batch norm and
+        // linear layers do not keep their outputs for the backward pass.
         let mut x = xs.shallow_clone();
         for stage in &self.stages {
             for (conv, bn) in stage {
-                x = x.apply(conv).apply_t(bn, train).relu();
+                x = x.apply(conv).apply_t(bn, train).relu_();
             }
             x = x.max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false);
         }
         x.adaptive_avg_pool2d([POOLED, POOLED])
             .flatten(1, -1)
             .apply(&self.fc1)
-            .relu()
+            .relu_()
             .dropout(DROPOUT, train)
             .apply(&self.fc2)
-            .relu()
+            .relu_()
             .dropout(DROPOUT, train)
             .apply(&self.fc3)
     }

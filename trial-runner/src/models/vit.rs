@@ -1,10 +1,12 @@
-//! Vision Transformer (ViT-Ti layout: width 192, 12 blocks, 3 heads) on 4x4
-//! patches of a 32x32 image, with timm's names and initialisation.
+//! Vision Transformers with timm's names and initialisation: ViT-Ti (width
+//! 192, 12 blocks, 3 heads) on 4x4 patches of a 32x32 image, and DeiT-S
+//! (timm's `deit_small_patch16_224`: ViT-S/16, width 384, 12 blocks, 6 heads,
+//! class token, no distillation token) on 16x16 patches of a 224x224 image.
 
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
-use super::layers::{layer_norm, vit_linear};
+use super::layers::{drop_path, layer_norm, vit_linear};
 use super::{BackboneEntry, BackboneRegistry, Family, Model, Preset};
 
 /// timm's ViTs use LayerNorm with eps 1e-6.
@@ -21,6 +23,16 @@ pub(super) fn register(registry: &mut BackboneRegistry) {
             ctor: vit_tiny_cifar,
         },
     );
+    registry.register(
+        "deit_s",
+        BackboneEntry {
+            family: Family::ModernDnn,
+            input_size: 224,
+            micro_input_size: 64,
+            default_recipe: "deit",
+            ctor: deit_s,
+        },
+    );
 }
 
 fn vit_tiny_cifar(p: &nn::Path, classes: i64, preset: Preset) -> Model {
@@ -32,6 +44,7 @@ fn vit_tiny_cifar(p: &nn::Path, classes: i64, preset: Preset) -> Model {
             depth: 12,
             heads: 3,
             mlp_ratio: 4,
+            drop_path_rate: 0.0,
         },
         Preset::Micro => VitConfig {
             image: 32,
@@ -40,6 +53,37 @@ fn vit_tiny_cifar(p: &nn::Path, classes: i64, preset: Preset) -> Model {
             depth: 2,
             heads: 2,
             mlp_ratio: 2,
+            drop_path_rate: 0.0,
+        },
+    };
+    Model {
+        net: Box::new(VisionTransformer::new(p, &config, classes)),
+        no_weight_decay: vec!["pos_embed", "cls_token"],
+    }
+}
+
+/// Stochastic depth of DeiT-S's last block (Table A3, DeiT recipe).
+const DEIT_DROP_PATH_RATE: f64 = 0.1;
+
+fn deit_s(p: &nn::Path, classes: i64, preset: Preset) -> Model {
+    let config = match preset {
+        Preset::Full => VitConfig {
+            image: 224,
+            patch: 16,
+            dim: 384,
+            depth: 12,
+            heads: 6,
+            mlp_ratio: 4,
+            drop_path_rate: DEIT_DROP_PATH_RATE,
+        },
+        Preset::Micro => VitConfig {
+            image: 64,
+            patch: 16,
+            dim: 64,
+            depth: 2,
+            heads: 2,
+            mlp_ratio: 4,
+            drop_path_rate: DEIT_DROP_PATH_RATE,
         },
     };
     Model {
@@ -55,6 +99,9 @@ struct VitConfig {
     depth: i64,
     heads: i64,
     mlp_ratio: i64,
+    /// Stochastic depth of the last block, rising linearly from 0 at the
+    /// first (timm's `drop_path_rate`).
+    drop_path_rate: f64,
 }
 
 #[derive(Debug)]
@@ -86,10 +133,11 @@ struct Block {
     norm2: nn::LayerNorm,
     fc1: nn::Linear,
     fc2: nn::Linear,
+    drop_path: f64,
 }
 
 impl Block {
-    fn new(p: nn::Path, dim: i64, heads: i64, hidden: i64) -> Self {
+    fn new(p: nn::Path, dim: i64, heads: i64, hidden: i64, drop_path: f64) -> Self {
         let attn = &p / "attn";
         let mlp = &p / "mlp";
         Block {
@@ -102,17 +150,19 @@ impl Block {
             norm2: layer_norm(&p / "norm2", dim, LN_EPS),
             fc1: vit_linear(&mlp / "fc1", dim, hidden),
             fc2: vit_linear(&mlp / "fc2", hidden, dim),
+            drop_path,
         }
     }
 
-    fn forward(&self, xs: &Tensor) -> Tensor {
-        let x = xs + self.attn.forward(&xs.apply(&self.norm1));
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        let attn = self.attn.forward(&xs.apply(&self.norm1));
+        let x = xs + drop_path(attn, self.drop_path, train);
         let mlp = x
             .apply(&self.norm2)
             .apply(&self.fc1)
             .gelu("none")
             .apply(&self.fc2);
-        x + mlp
+        drop_path(mlp, self.drop_path, train) + x
     }
 }
 
@@ -154,7 +204,14 @@ impl VisionTransformer {
             cls_token: p.var("cls_token", &[1, 1, c.dim], normal(1e-6)),
             pos_embed: p.var("pos_embed", &[1, tokens, c.dim], normal(0.02)),
             blocks: (0..c.depth)
-                .map(|i| Block::new(p / "blocks" / i, c.dim, c.heads, c.dim * c.mlp_ratio))
+                .map(|i| {
+                    // timm: linspace(0, drop_path_rate, depth).
+                    let rate = match c.depth {
+                        1 => 0.0,
+                        _ => c.drop_path_rate * i as f64 / (c.depth - 1) as f64,
+                    };
+                    Block::new(p / "blocks" / i, c.dim, c.heads, c.dim * c.mlp_ratio, rate)
+                })
                 .collect(),
             norm: layer_norm(p / "norm", c.dim, LN_EPS),
             head: vit_linear(p / "head", c.dim, classes),
@@ -163,14 +220,43 @@ impl VisionTransformer {
 }
 
 impl ModuleT for VisionTransformer {
-    fn forward_t(&self, xs: &Tensor, _train: bool) -> Tensor {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         let patches = xs.apply(&self.patch_embed).flatten(2, -1).transpose(1, 2);
         let batch = patches.size()[0];
         let cls = self.cls_token.expand([batch, -1, -1], false);
         let mut x = Tensor::cat(&[cls, patches], 1) + &self.pos_embed;
         for block in &self.blocks {
-            x = block.forward(&x);
+            x = block.forward_t(&x, train);
         }
         x.apply(&self.norm).select(1, 0).apply(&self.head)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{Device, Kind};
+
+    #[test]
+    fn deit_s_drop_path_rises_linearly_to_the_recipe_rate() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let config = VitConfig {
+            image: 32,
+            patch: 16,
+            dim: 8,
+            depth: 12,
+            heads: 2,
+            mlp_ratio: 1,
+            drop_path_rate: DEIT_DROP_PATH_RATE,
+        };
+        let net = VisionTransformer::new(&vs.root(), &config, 3);
+        let rates: Vec<f64> = net.blocks.iter().map(|b| b.drop_path).collect();
+        assert_eq!(rates[0], 0.0);
+        assert!((rates[11] - DEIT_DROP_PATH_RATE).abs() < 1e-12);
+        assert!((rates[1] - DEIT_DROP_PATH_RATE / 11.0).abs() < 1e-12);
+        // Stochastic depth acts in training only.
+        let x = Tensor::randn([16, 3, 32, 32], (Kind::Float, Device::Cpu));
+        assert_eq!(net.forward_t(&x, false), net.forward_t(&x, false));
+        assert_ne!(net.forward_t(&x, true), net.forward_t(&x, true));
     }
 }

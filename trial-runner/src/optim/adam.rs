@@ -5,6 +5,7 @@
 
 use tch::{Kind, Tensor};
 
+use super::slices::in_slices;
 use super::{
     tensor_bytes, HparamReader, Hparams, OptimError, Optimizer, ParamSet, FLAG, NON_NEGATIVE,
     POSITIVE, TORCH_SWITCHES, UNIT_INTERVAL,
@@ -79,13 +80,9 @@ pub(super) fn scalar_like(value: f64, like: &Tensor) -> Tensor {
 
 /// `exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)`, torch's
 /// second-moment update (tch's `addcmul_` has no `value`, so it is folded
-/// into the first factor, which is how torch's kernel rounds it).
-pub(super) fn update_square_avg(square_avg: &mut Tensor, grad: &Tensor, beta: f64) {
-    update_square_avg_in(square_avg, grad, beta, &grad.empty_like());
-}
-
-/// [`update_square_avg`] with `grad * (1 - beta)` written into `scratch`
-/// (`grad`'s shape), which the caller may reuse afterwards.
+/// into the first factor, which is how torch's kernel rounds it), with
+/// `grad * (1 - beta)` written into `scratch` (`grad`'s shape), which the
+/// caller may reuse afterwards.
 pub(super) fn update_square_avg_in(
     square_avg: &mut Tensor,
     grad: &Tensor,
@@ -222,29 +219,33 @@ impl Optimizer for Adam {
                 max_exp_avg_sq: amsgrad.then(|| param.zeros_like()),
             });
             s.step += 1;
-            let grad = apply_weight_decay(param, grad, lr, weight_decay, decoupled);
-            let _ = s.exp_avg.lerp_(&grad, 1.0 - beta1);
-            // The scratch of the second-moment update becomes the denominator.
-            let mut denom = grad.empty_like();
-            update_square_avg_in(&mut s.exp_avg_sq, &grad, beta2, &denom);
             let step = f64::from(s.step);
             let bias_correction1 = 1.0 - beta1.powf(step);
             let bias_correction2_sqrt = (1.0 - beta2.powf(step)).sqrt();
             let step_size_neg = -(lr / bias_correction1);
-            let second = match &mut s.max_exp_avg_sq {
-                Some(max) => {
-                    let _ = max.maximum_out(max, &s.exp_avg_sq);
-                    &*max
-                }
-                None => &s.exp_avg_sq,
-            };
-            // torch's capturable form of the update, which folds the step
-            // size into the denominator and so needs no scaled copy of
-            // exp_avg: param += exp_avg / (sqrt(v) / (c2 * -s) + eps / -s).
-            let _ = second.sqrt_out(&denom);
-            let _ = denom.g_div_scalar_(bias_correction2_sqrt * step_size_neg);
-            let _ = denom.g_add_scalar_(eps / step_size_neg);
-            let _ = param.addcdiv_(&s.exp_avg, &denom);
+            // Without amsgrad the second moment stands in for its maximum.
+            let second = s.max_exp_avg_sq.as_ref().unwrap_or(&s.exp_avg_sq);
+            let tensors = [&*param, &grad, &s.exp_avg, &s.exp_avg_sq, second];
+            in_slices(
+                tensors,
+                |[mut param, grad, mut exp_avg, mut exp_avg_sq, second]| {
+                    let grad = apply_weight_decay(&mut param, grad, lr, weight_decay, decoupled);
+                    let _ = exp_avg.lerp_(&grad, 1.0 - beta1);
+                    // The scratch of the second-moment update becomes the denominator.
+                    let mut denom = grad.empty_like();
+                    update_square_avg_in(&mut exp_avg_sq, &grad, beta2, &denom);
+                    if amsgrad {
+                        let _ = second.maximum_out(&second, &exp_avg_sq);
+                    }
+                    // torch's capturable form of the update, which folds the step
+                    // size into the denominator and so needs no scaled copy of
+                    // exp_avg: param += exp_avg / (sqrt(v) / (c2 * -s) + eps / -s).
+                    let _ = second.sqrt_out(&denom);
+                    let _ = denom.g_div_scalar_(bias_correction2_sqrt * step_size_neg);
+                    let _ = denom.g_add_scalar_(eps / step_size_neg);
+                    let _ = param.addcdiv_(&exp_avg, &denom);
+                },
+            );
         });
     }
 
@@ -312,17 +313,20 @@ impl Optimizer for Adamax {
                 exp_inf: param.zeros_like(),
             });
             s.step += 1;
-            let grad = l2_grad(grad, param, weight_decay);
-            let _ = s.exp_avg.lerp_(&grad, 1.0 - beta1);
-            let mut norm = grad.abs();
-            let _ = norm.g_add_scalar_(eps);
-            let _ = s.exp_inf.g_mul_scalar_(beta2);
-            let _ = s.exp_inf.maximum_out(&s.exp_inf, &norm);
             let clr = lr / (1.0 - beta1.powf(f64::from(s.step)));
-            // torch's addcdiv_(exp_avg, exp_inf, value=-clr), rounded as
-            // torch does; `norm` is spent and takes the quotient.
-            let _ = s.exp_avg.div_out(&norm, &s.exp_inf);
-            let _ = param.addcmul_(&norm, &scalar_like(-clr, param));
+            let tensors = [&*param, &grad, &s.exp_avg, &s.exp_inf];
+            in_slices(tensors, |[mut param, grad, mut exp_avg, mut exp_inf]| {
+                let grad = l2_grad(grad, &param, weight_decay);
+                let _ = exp_avg.lerp_(&grad, 1.0 - beta1);
+                let mut norm = grad.abs();
+                let _ = norm.g_add_scalar_(eps);
+                let _ = exp_inf.g_mul_scalar_(beta2);
+                let _ = exp_inf.maximum_out(&exp_inf, &norm);
+                // torch's addcdiv_(exp_avg, exp_inf, value=-clr), rounded as
+                // torch does; `norm` is spent and takes the quotient.
+                let _ = exp_avg.div_out(&norm, &exp_inf);
+                let _ = param.addcmul_(&norm, &scalar_like(-clr, &param));
+            });
         });
     }
 
@@ -408,7 +412,6 @@ impl Optimizer for NAdam {
             s.step += 1;
             let step = f64::from(s.step);
             let bias_correction2 = 1.0 - beta2.powf(step);
-            let grad = apply_weight_decay(param, grad, lr, weight_decay, decoupled);
             let mu = mu_at(step);
             let mu_next = mu_at(step + 1.0);
             s.mu_product = if param.kind() == Kind::Double {
@@ -416,23 +419,27 @@ impl Optimizer for NAdam {
             } else {
                 f64::from(s.mu_product as f32 * mu as f32)
             };
-            let _ = s.exp_avg.lerp_(&grad, 1.0 - beta1);
-            // The scratch of the second-moment update becomes the denominator.
-            let mut denom = grad.empty_like();
-            update_square_avg_in(&mut s.exp_avg_sq, &grad, beta2, &denom);
-            let _ = s.exp_avg_sq.div_scalar_out(&denom, bias_correction2);
-            let _ = denom.sqrt_();
-            let _ = denom.g_add_scalar_(eps);
             let mu_product_next = s.mu_product * mu_next;
             let grad_coef = -lr * (1.0 - mu) / (1.0 - s.mu_product);
             let avg_coef = (-lr * mu_next) / (1.0 - mu_product_next);
-            // torch's two addcdiv_(.., denom, value=coef), each coefficient
-            // folded into the denominator: param += grad / (denom / grad_coef),
-            // then += exp_avg / (denom / avg_coef).
-            let _ = denom.g_div_scalar_(grad_coef);
-            let _ = param.addcdiv_(&grad, &denom);
-            let _ = denom.g_mul_scalar_(grad_coef / avg_coef);
-            let _ = param.addcdiv_(&s.exp_avg, &denom);
+            let tensors = [&*param, &grad, &s.exp_avg, &s.exp_avg_sq];
+            in_slices(tensors, |[mut param, grad, mut exp_avg, mut exp_avg_sq]| {
+                let grad = apply_weight_decay(&mut param, grad, lr, weight_decay, decoupled);
+                let _ = exp_avg.lerp_(&grad, 1.0 - beta1);
+                // The scratch of the second-moment update becomes the denominator.
+                let mut denom = grad.empty_like();
+                update_square_avg_in(&mut exp_avg_sq, &grad, beta2, &denom);
+                let _ = exp_avg_sq.div_scalar_out(&denom, bias_correction2);
+                let _ = denom.sqrt_();
+                let _ = denom.g_add_scalar_(eps);
+                // torch's two addcdiv_(.., denom, value=coef), each coefficient
+                // folded into the denominator: param += grad / (denom / grad_coef),
+                // then += exp_avg / (denom / avg_coef).
+                let _ = denom.g_div_scalar_(grad_coef);
+                let _ = param.addcdiv_(&grad, &denom);
+                let _ = denom.g_mul_scalar_(grad_coef / avg_coef);
+                let _ = param.addcdiv_(&exp_avg, &denom);
+            });
         });
     }
 
@@ -504,26 +511,38 @@ impl Optimizer for RAdam {
             });
             s.step += 1;
             let step = f64::from(s.step);
-            let grad = apply_weight_decay(param, grad, lr, weight_decay, decoupled);
-            let _ = s.exp_avg.lerp_(&grad, 1.0 - beta1);
-            update_square_avg(&mut s.exp_avg_sq, &grad, beta2);
             let bias_correction1 = 1.0 - beta1.powf(step);
             let bias_correction2 = 1.0 - beta2.powf(step);
             let rho_t = rho_inf - 2.0 * step * beta2.powf(step) / bias_correction2;
-            if rho_t > 5.0 {
-                let rect = ((rho_t - 4.0) * (rho_t - 2.0) * rho_inf
+            // The rectification, or None while the variance is intractable.
+            let rect = (rho_t > 5.0).then(|| {
+                ((rho_t - 4.0) * (rho_t - 2.0) * rho_inf
                     / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t))
-                    .sqrt();
-                // param -= lr * rect * sqrt(c2) / c1 * exp_avg / (sqrt(v) + eps)
-                let mut denom = s.exp_avg_sq.sqrt();
-                let _ = denom.g_add_scalar_(eps);
-                let coef = -(lr * rect * bias_correction2.sqrt() / bias_correction1);
-                let _ = param.addcdiv_(&(&s.exp_avg * coef), &denom);
-            } else {
-                let mut update = &s.exp_avg / bias_correction1;
-                let _ = update.g_mul_scalar_(lr);
-                let _ = param.g_sub_(&update);
-            }
+                    .sqrt()
+            });
+            let tensors = [&*param, &grad, &s.exp_avg, &s.exp_avg_sq];
+            in_slices(tensors, |[mut param, grad, mut exp_avg, mut exp_avg_sq]| {
+                let grad = apply_weight_decay(&mut param, grad, lr, weight_decay, decoupled);
+                let _ = exp_avg.lerp_(&grad, 1.0 - beta1);
+                // The scratch of the second-moment update becomes the update.
+                let mut scratch = grad.empty_like();
+                update_square_avg_in(&mut exp_avg_sq, &grad, beta2, &scratch);
+                match rect {
+                    Some(rect) => {
+                        // param -= lr * rect * sqrt(c2) / c1 * exp_avg / (sqrt(v) + eps)
+                        let mut denom = exp_avg_sq.sqrt();
+                        let _ = denom.g_add_scalar_(eps);
+                        let coef = -(lr * rect * bias_correction2.sqrt() / bias_correction1);
+                        let _ = exp_avg.mul_scalar_out(&scratch, coef);
+                        let _ = param.addcdiv_(&scratch, &denom);
+                    }
+                    None => {
+                        let _ = exp_avg.div_scalar_out(&scratch, bias_correction1);
+                        let _ = scratch.g_mul_scalar_(lr);
+                        let _ = param.g_sub_(&scratch);
+                    }
+                }
+            });
         });
     }
 

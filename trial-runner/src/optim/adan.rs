@@ -6,6 +6,7 @@
 use tch::Tensor;
 
 use super::caution::apply_caution;
+use super::slices::in_slices;
 use super::{
     tensor_bytes, HparamReader, Hparams, OptimError, Optimizer, ParamSet, FLAG, NON_NEGATIVE,
     POSITIVE, UNIT_INTERVAL,
@@ -106,38 +107,55 @@ impl Optimizer for Adan {
                         exp_avg_diff: param.zeros_like(),
                         neg_pre_grad: grad.neg(),
                     });
-                    // The gradient difference, then the Nesterov-corrected
-                    // gradient, in the same buffer.
-                    let _ = neg_pre_grad.g_add_(&grad);
-                    let _ = exp_avg.lerp_(&grad, 1.0 - beta1);
-                    let _ = exp_avg_diff.g_mul_scalar_(beta2);
-                    let _ = exp_avg_diff.g_add_(&(&*neg_pre_grad * (1.0 - beta2)));
-                    let _ = neg_pre_grad.g_mul_scalar_(beta2);
-                    let _ = neg_pre_grad.g_add_(&grad);
-                    let _ = exp_avg_sq.g_mul_scalar_(beta3);
-                    let _ = exp_avg_sq.addcmul_(&(&*neg_pre_grad * (1.0 - beta3)), neg_pre_grad);
-
-                    let mut denom = exp_avg_sq.sqrt();
-                    let _ = denom.g_div_scalar_(bias_correction3_sqrt);
-                    let _ = denom.g_add_scalar_(self.eps);
-
-                    let momentum_step = if self.caution {
-                        let mut masked = exp_avg.copy();
-                        apply_caution(&mut masked, &grad);
-                        masked.g_mul_scalar_(-step_size)
-                    } else {
-                        &*exp_avg * -step_size
-                    };
+                    let (eps, no_prox, caution) = (self.eps, self.no_prox, self.caution);
                     let decay = lr * *weight_decay;
-                    if self.no_prox && decay != 0.0 {
-                        let _ = param.g_mul_scalar_(1.0 - decay);
+                    let tensors = [
+                        &*param,
+                        &grad,
+                        &*exp_avg,
+                        &*exp_avg_sq,
+                        &*exp_avg_diff,
+                        &*neg_pre_grad,
+                    ];
+                    let update = |[mut param, grad, mut exp_avg, mut exp_avg_sq, mut exp_avg_diff, mut neg_pre_grad]: [Tensor; 6]| {
+                        // The gradient difference, then the Nesterov-corrected
+                        // gradient, in the same buffer.
+                        let _ = neg_pre_grad.g_add_(&grad);
+                        let _ = exp_avg.lerp_(&grad, 1.0 - beta1);
+                        let _ = exp_avg_diff.g_mul_scalar_(beta2);
+                        let _ = exp_avg_diff.g_add_(&(&neg_pre_grad * (1.0 - beta2)));
+                        let _ = neg_pre_grad.g_mul_scalar_(beta2);
+                        let _ = neg_pre_grad.g_add_(&grad);
+                        let _ = exp_avg_sq.g_mul_scalar_(beta3);
+                        let _ = exp_avg_sq.addcmul_(&(&neg_pre_grad * (1.0 - beta3)), &neg_pre_grad);
+
+                        let mut denom = exp_avg_sq.sqrt();
+                        let _ = denom.g_div_scalar_(bias_correction3_sqrt);
+                        let _ = denom.g_add_scalar_(eps);
+
+                        let momentum_step = if caution {
+                            let mut masked = exp_avg.copy();
+                            apply_caution(&mut masked, &grad);
+                            masked.g_mul_scalar_(-step_size)
+                        } else {
+                            &exp_avg * -step_size
+                        };
+                        if no_prox && decay != 0.0 {
+                            let _ = param.g_mul_scalar_(1.0 - decay);
+                        }
+                        let _ = param.addcdiv_(&momentum_step, &denom);
+                        let _ = param.addcdiv_(&(&exp_avg_diff * -step_size_diff), &denom);
+                        if !no_prox && decay != 0.0 {
+                            let _ = param.g_div_scalar_(1.0 + decay);
+                        }
+                        let _ = grad.neg_out(&neg_pre_grad);
+                    };
+                    // Caution's rescaling takes the mean over the whole tensor.
+                    if caution {
+                        update(tensors.map(Tensor::shallow_clone));
+                    } else {
+                        in_slices(tensors, update);
                     }
-                    let _ = param.addcdiv_(&momentum_step, &denom);
-                    let _ = param.addcdiv_(&(&*exp_avg_diff * -step_size_diff), &denom);
-                    if !self.no_prox && decay != 0.0 {
-                        let _ = param.g_div_scalar_(1.0 + decay);
-                    }
-                    *neg_pre_grad = grad.neg();
                 }
             }
         });

@@ -17,6 +17,7 @@ mod novograd;
 mod projection;
 pub mod replay;
 mod sgd;
+mod slices;
 mod sophia;
 mod trust_ratio;
 

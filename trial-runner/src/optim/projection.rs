@@ -10,6 +10,7 @@ use tch::Tensor;
 
 use super::adam::{scalar_like, update_square_avg_in};
 use super::caution::apply_caution;
+use super::slices::in_slices;
 use super::{
     tensor_bytes, HparamReader, Hparams, OptimError, Optimizer, ParamSet, FLAG, NON_NEGATIVE,
     POSITIVE, UNIT_INTERVAL,
@@ -293,27 +294,30 @@ impl Optimizer for AdamP {
                     let bias_correction1 = 1.0 - beta1.powf(f64::from(*step));
                     let bias_correction2 = 1.0 - beta2.powf(f64::from(*step));
 
-                    let one_minus_beta1 = scalar_like(1.0 - beta1, param);
-                    let _ = exp_avg.g_mul_scalar_(beta1);
-                    let _ = exp_avg.addcmul_(&grad, &one_minus_beta1);
-                    // The scratch of the second-moment update becomes the
-                    // denominator, and without Nesterov the update.
-                    let mut denom = grad.empty_like();
-                    update_square_avg_in(exp_avg_sq, &grad, beta2, &denom);
-                    let _ = exp_avg_sq.sqrt_out(&denom);
-                    let _ = denom.g_div_scalar_(bias_correction2.sqrt());
-                    let _ = denom.g_add_scalar_(self.projection.eps);
                     let step_size = lr / bias_correction1;
-
-                    let mut update = if self.nesterov {
-                        let mut perturb = &*exp_avg * beta1;
-                        let _ = perturb.addcmul_(&grad, &one_minus_beta1);
-                        let _ = perturb.g_div_(&denom);
-                        perturb
-                    } else {
-                        let _ = exp_avg.div_out(&denom, &denom);
-                        denom
-                    };
+                    let (eps, nesterov) = (self.projection.eps, self.nesterov);
+                    let mut update = param.empty_like();
+                    // The Adam step; the projection that follows needs all of it.
+                    let tensors = [&grad, &*exp_avg, &*exp_avg_sq, &update];
+                    in_slices(tensors, |[grad, mut exp_avg, mut exp_avg_sq, mut update]| {
+                        let one_minus_beta1 = scalar_like(1.0 - beta1, &grad);
+                        let _ = exp_avg.g_mul_scalar_(beta1);
+                        let _ = exp_avg.addcmul_(&grad, &one_minus_beta1);
+                        // The scratch of the second-moment update becomes the
+                        // denominator.
+                        let mut denom = grad.empty_like();
+                        update_square_avg_in(&mut exp_avg_sq, &grad, beta2, &denom);
+                        let _ = exp_avg_sq.sqrt_out(&denom);
+                        let _ = denom.g_div_scalar_(bias_correction2.sqrt());
+                        let _ = denom.g_add_scalar_(eps);
+                        if nesterov {
+                            let _ = exp_avg.mul_scalar_out(&update, beta1);
+                            let _ = update.addcmul_(&grad, &one_minus_beta1);
+                            let _ = update.g_div_(&denom);
+                        } else {
+                            let _ = exp_avg.div_out(&update, &denom);
+                        }
+                    });
                     let radial = self.projection.radial(param, &grad);
                     let wd_ratio =
                         self.projection

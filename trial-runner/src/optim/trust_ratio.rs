@@ -8,6 +8,7 @@ use tch::Tensor;
 
 use super::adam::{scalar_like, update_square_avg_in};
 use super::caution::apply_caution;
+use super::slices::in_slices;
 use super::{
     tensor_bytes, HparamReader, Hparams, OptimError, Optimizer, ParamSet, FLAG, NON_NEGATIVE,
     POSITIVE, UNIT_INTERVAL,
@@ -152,42 +153,60 @@ impl Optimizer for Lamb {
                     if !grad.defined() {
                         continue;
                     }
-                    // Out of place: param.grad stays as it is.
-                    let grad = match &clip {
-                        Some(clip) => grad / clip,
-                        None => grad,
-                    };
                     let (exp_avg, exp_avg_sq) =
                         moment.get_or_insert_with(|| (param.zeros_like(), param.zeros_like()));
-                    if beta3 == 1.0 - beta1 {
-                        let _ = exp_avg.lerp_(&grad, beta3);
+                    let (eps, caution, decoupled_decay) =
+                        (self.eps, self.caution, self.decoupled_decay);
+                    let weight_decay = *weight_decay;
+                    let mut update = param.empty_like();
+                    let tensors = [&*param, &grad, &*exp_avg, &*exp_avg_sq, &update];
+                    // Everything up to the trust ratio, whose norms need the
+                    // whole update.
+                    let adam_step =
+                        |[mut param, grad, mut exp_avg, mut exp_avg_sq, mut update]: [Tensor;
+                             5]| {
+                            // Out of place: param.grad stays as it is.
+                            let grad = match &clip {
+                                Some(clip) => grad / clip,
+                                None => grad,
+                            };
+                            if beta3 == 1.0 - beta1 {
+                                let _ = exp_avg.lerp_(&grad, beta3);
+                            } else {
+                                // beta3 is 1 here
+                                let _ = exp_avg.g_mul_scalar_(beta1);
+                                let _ = exp_avg.g_add_(&grad);
+                            }
+                            // One buffer: the scratch of the second-moment update,
+                            // then the denominator, then the update.
+                            update_square_avg_in(&mut exp_avg_sq, &grad, beta2, &update);
+                            let _ = exp_avg_sq.sqrt_out(&update);
+                            // (exp_avg / bc1) / (sqrt / sqrt(bc2) + eps), with bc1
+                            // folded into the denominator.
+                            let _ =
+                                update.g_mul_scalar_(bias_correction1 / bias_correction2.powf(0.5));
+                            let _ = update.g_add_scalar_(eps * bias_correction1);
+                            let _ = exp_avg.div_out(&update, &update);
+                            if caution {
+                                apply_caution(&mut update, &grad);
+                            }
+                            if weight_decay != 0.0 {
+                                if decoupled_decay {
+                                    let decay = scalar_like(-wd_scale * weight_decay, &param);
+                                    let _ = param.addcmul_(&param.shallow_clone(), &decay);
+                                } else {
+                                    let _ =
+                                        update.addcmul_(&param, &scalar_like(weight_decay, &param));
+                                }
+                            }
+                        };
+                    // Caution's rescaling takes the mean over the whole tensor.
+                    if caution {
+                        adam_step(tensors.map(Tensor::shallow_clone));
                     } else {
-                        // beta3 is 1 here
-                        let _ = exp_avg.g_mul_scalar_(beta1);
-                        let _ = exp_avg.g_add_(&grad);
+                        in_slices(tensors, adam_step);
                     }
-                    // One buffer: the scratch of the second-moment update,
-                    // then the denominator, then the update.
-                    let mut update = grad.empty_like();
-                    update_square_avg_in(exp_avg_sq, &grad, beta2, &update);
-                    let _ = exp_avg_sq.sqrt_out(&update);
-                    // (exp_avg / bc1) / (sqrt / sqrt(bc2) + eps), with bc1
-                    // folded into the denominator.
-                    let _ = update.g_mul_scalar_(bias_correction1 / bias_correction2.powf(0.5));
-                    let _ = update.g_add_scalar_(self.eps * bias_correction1);
-                    let _ = exp_avg.div_out(&update, &update);
-                    if self.caution {
-                        apply_caution(&mut update, &grad);
-                    }
-                    if *weight_decay != 0.0 {
-                        if self.decoupled_decay {
-                            let decay = scalar_like(-wd_scale * *weight_decay, param);
-                            let _ = param.addcmul_(&param.shallow_clone(), &decay);
-                        } else {
-                            let _ = update.addcmul_(param, &scalar_like(*weight_decay, param));
-                        }
-                    }
-                    if *weight_decay != 0.0 || self.always_adapt {
+                    if weight_decay != 0.0 || self.always_adapt {
                         let (w_norm, u_norm) = (param.norm(), update.norm());
                         let mut ratio = guarded(&w_norm / &u_norm, &w_norm, &u_norm);
                         if self.trust_clip {

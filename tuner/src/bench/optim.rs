@@ -1,20 +1,15 @@
-//! Memory and speed of the optimizers: `bocb optim info` measures each one's
-//! state per parameter; `bocb bench optim` times one step on a parameter set
-//! shaped like a ResNet-50 and, in the same run, the reference PyTorch
-//! implementation on the same shapes, hyperparameters and device.
+//! `bocb bench optim`: one optimizer step on a parameter set shaped like a
+//! ResNet-50, bocb's against the reference PyTorch implementation on the same
+//! shapes, hyperparameters and device; and `bocb optim info`'s state sizes.
 //!
 //! Both sides run the first case of each optimizer in
 //! `scripts/record_optim_cases.py` (the same reference class and constructor
 //! arguments the conformance cases are recorded with). The reference side is
-//! `scripts/bench_optim.py`, embedded like the recorder, run by a python that
-//! has torch, timm and pytorch_optimizer; the two sides take their steps in
-//! turn, so that both see the same machine load.
+//! `scripts/bench_optim.py`, run by a python that has torch, timm and
+//! pytorch_optimizer.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::{self, BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use bocb_search_spaces::{Catalog, Category, OptimizerSpace, WeightDecayStyle};
@@ -22,57 +17,16 @@ use bocb_trial_runner::device::device_name;
 use bocb_trial_runner::optim::replay::hparams_from_json;
 use bocb_trial_runner::optim::{Hparams, OptimError, Optimizer, OptimizerRegistry, ParamSet};
 use indicatif::{ProgressBar, ProgressStyle};
-use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::json;
 use tch::{Device, Kind, Tensor};
-use thiserror::Error;
+
+use super::{median, synchronize, BenchError, ReferencePython};
 
 /// Parameters of torchvision's ResNet-50 at 1000 classes.
 pub const RESNET50_PARAMS: usize = 25_557_032;
 
-/// The python whose torch the binary was built against (the venv's).
-pub const BUILD_PYTHON: &str = env!("BOCB_BUILD_PYTHON");
-
-const BENCH_SCRIPT: &str = include_str!("../../scripts/bench_optim.py");
-const RECORDER_SCRIPT: &str = include_str!("../../scripts/record_optim_cases.py");
-
-/// The install line of `scripts/record_optim_cases.py`: torch stays pinned
-/// to the libtorch bocb links, which pip would otherwise upgrade for timm.
-const PIP_INSTALL: &str = "torch==2.11.0 torchvision==0.26.0 timm==1.0.31 pytorch_optimizer==4.1.0";
-
-#[derive(Debug, Error)]
-pub enum BenchError {
-    #[error("`{0}` is not a parameter count; write e.g. 25M, 1.5M, 800k or 1000")]
-    ParamCount(String),
-    #[error(
-        "{requested} parameters are too few for a ResNet-50-shaped set; the smallest has {min}"
-    )]
-    TooFewParams { requested: usize, min: usize },
-    #[error("the number of timed steps must be at least 1")]
-    NoSteps,
-    #[error("unknown optimizer `{name}`; valid: {valid}")]
-    UnknownOptimizer { name: String, valid: String },
-    #[error(
-        "optimizer `{0}` is registered but has no search space (search-spaces/optimizers/{0}.yaml)"
-    )]
-    NoSearchSpace(String),
-    #[error("optimizer `{name}`: {source}")]
-    Optim { name: String, source: OptimError },
-    #[error("cannot run {}: {error}; pass --python PATH of a python that has torch", .python.display())]
-    PythonStart { python: PathBuf, error: io::Error },
-    #[error("{} lacks {missing}; install the references with `{} -m pip install {PIP_INSTALL}`, or pass --python PATH of a python that has them", .python.display(), .python.display())]
-    MissingModules { python: PathBuf, missing: String },
-    #[error("the reference python {}: {message}", .python.display())]
-    Python { python: PathBuf, message: String },
-    #[error("no reference case for `{0}` in CASES of scripts/record_optim_cases.py")]
-    NoCase(String),
-    #[error("reference `{class}` for `{name}` failed: {message}")]
-    Reference {
-        name: String,
-        class: String,
-        message: String,
-    },
-}
+const BENCH_SCRIPT: &str = include_str!("../../../scripts/bench_optim.py");
 
 /// One parameter tensor of a benchmark set.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -443,7 +397,7 @@ pub fn bench_optimizers(
             .progress_chars("=> "),
     );
     progress.set_message("starting the reference python");
-    let mut reference = Reference::start(&config.python)?;
+    let mut reference = ReferencePython::start(&config.python, BENCH_SCRIPT)?;
     let cases = reference.cases()?;
 
     let mut rows = Vec::with_capacity(names.len());
@@ -555,22 +509,6 @@ impl BocbRun {
     }
 }
 
-fn synchronize(device: Device) {
-    if let Device::Cuda(index) = device {
-        tch::Cuda::synchronize(index as i64);
-    }
-}
-
-fn median(mut times: Vec<f64>) -> f64 {
-    times.sort_by(f64::total_cmp);
-    let n = times.len();
-    if n % 2 == 1 {
-        times[n / 2]
-    } else {
-        0.5 * (times[n / 2 - 1] + times[n / 2])
-    }
-}
-
 /// `bocb bench optim`'s table and goal line.
 pub fn render_bench(report: &BenchReport) -> String {
     let mut out = format!(
@@ -612,59 +550,7 @@ pub fn render_bench(report: &BenchReport) -> String {
     out
 }
 
-/// A reference case as the python side reports it.
-#[derive(Debug, Deserialize)]
-struct ReferenceCase {
-    class: String,
-    kwargs: BTreeMap<String, Value>,
-}
-
-/// The running `scripts/bench_optim.py`, spoken to in JSON lines.
-struct Reference {
-    python: PathBuf,
-    child: Child,
-    /// Closed on drop, which ends the script.
-    stdin: Option<ChildStdin>,
-    stdout: BufReader<ChildStdout>,
-}
-
-impl Reference {
-    fn start(python: &Path) -> Result<Self, BenchError> {
-        let mut child = Command::new(python)
-            .arg("-c")
-            .arg(BENCH_SCRIPT)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .map_err(|error| BenchError::PythonStart {
-                python: python.to_path_buf(),
-                error,
-            })?;
-        let stdin = child.stdin.take();
-        let stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
-        let mut reference = Reference {
-            python: python.to_path_buf(),
-            child,
-            stdin,
-            stdout,
-        };
-        let hello = reference.read()?;
-        if let Some(missing) = hello.get("missing").and_then(Value::as_array) {
-            let missing: Vec<&str> = missing.iter().filter_map(Value::as_str).collect();
-            return Err(BenchError::MissingModules {
-                python: python.to_path_buf(),
-                missing: missing.join(", "),
-            });
-        }
-        Ok(reference)
-    }
-
-    /// The first case of every optimizer in the embedded recorder's CASES.
-    fn cases(&mut self) -> Result<BTreeMap<String, ReferenceCase>, BenchError> {
-        let reply = self.request(&json!({ "cases": RECORDER_SCRIPT }))?;
-        serde_json::from_value(reply["cases"].clone()).map_err(|e| self.error(e))
-    }
-
+impl ReferencePython {
     /// A new reference optimizer `name` over random parameters of `shapes`.
     fn setup(
         &mut self,
@@ -679,51 +565,6 @@ impl Reference {
             "device": device_name(device),
         }))
         .map(drop)
-    }
-
-    /// Milliseconds of one step of the reference set up last.
-    fn step(&mut self) -> Result<f64, BenchError> {
-        let reply = self.request(&json!({ "step": true }))?;
-        reply["ms"]
-            .as_f64()
-            .ok_or_else(|| self.error(format!("replied `{reply}` to a step")))
-    }
-
-    /// Sends one request; a reply with `error` becomes [`BenchError::Python`].
-    fn request(&mut self, request: &Value) -> Result<Value, BenchError> {
-        let stdin = self.stdin.as_mut().expect("open until drop");
-        writeln!(stdin, "{request}")
-            .and_then(|()| stdin.flush())
-            .map_err(|e| self.error(e))?;
-        let reply = self.read()?;
-        match reply.get("error").and_then(Value::as_str) {
-            Some(message) => Err(self.error(message)),
-            None => Ok(reply),
-        }
-    }
-
-    fn read(&mut self) -> Result<Value, BenchError> {
-        let mut line = String::new();
-        match self.stdout.read_line(&mut line) {
-            Ok(0) => Err(self.error("exited early (its messages are above)")),
-            Ok(_) => serde_json::from_str(&line)
-                .map_err(|e| self.error(format!("replied `{}`: {e}", line.trim()))),
-            Err(e) => Err(self.error(e)),
-        }
-    }
-
-    fn error(&self, message: impl ToString) -> BenchError {
-        BenchError::Python {
-            python: self.python.clone(),
-            message: message.to_string(),
-        }
-    }
-}
-
-impl Drop for Reference {
-    fn drop(&mut self) {
-        self.stdin.take();
-        let _ = self.child.wait();
     }
 }
 
@@ -772,11 +613,5 @@ mod tests {
         for bad in ["", "M", "25X", "-1M", "0", "1.5", "abc", "1e400"] {
             assert!(parse_param_count(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn median_of_odd_and_even_counts() {
-        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
     }
 }

@@ -1,0 +1,421 @@
+//! `bocb export`: the best config of every pair, as YAML, JSON, CSV or a
+//! command line for timm's `train.py`, and every trial with its per-epoch
+//! metrics.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use bocb_store::{GridPos, Store, StoreError, TrialRecord};
+use bocb_trial_runner::models::BackboneRegistry;
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::experiment::ExperimentSpec;
+
+#[derive(Debug, Error)]
+pub enum ExportError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("no experiment `{name}` in the store; it holds: {known}")]
+    UnknownExperiment { name: String, known: String },
+    #[error(
+        "experiment `{0}` was imported from a results table: it has accuracies but no configs or \
+         trials to export (`bocb report --experiment {0}` shows its analysis)"
+    )]
+    Imported(String),
+    #[error("experiment `{name}` has no finished pair{filter}")]
+    Nothing { name: String, filter: String },
+}
+
+/// The best config of one pair.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BestConfig {
+    pub backbone: String,
+    pub optimizer: String,
+    pub lr: f64,
+    pub weight_decay: f64,
+    /// Every other hyperparameter of the config (momentum, betas, ...).
+    pub extras: BTreeMap<String, f64>,
+    /// Mean final accuracy (percent) over the seeds.
+    pub accuracy_mean: f64,
+    /// Population standard deviation over the seeds (0 for one).
+    pub accuracy_std: f64,
+    pub seeds: usize,
+    /// The trials' recipe, else the backbone's default recipe.
+    pub recipe: Option<String>,
+    pub epochs: Option<u32>,
+    pub batch_size: Option<usize>,
+    pub warmup_epochs: Option<u32>,
+    /// `torch/cifar100` or `torch/cifar10`, timm's name of the dataset.
+    #[serde(skip)]
+    pub timm_dataset: Option<(&'static str, u32)>,
+    pub grid: Option<GridPos>,
+    pub trial_ids: Vec<String>,
+}
+
+/// Fails unless `name` is a trained experiment of the store.
+fn check_trained(store: &Store, name: &str) -> Result<Option<ExperimentSpec>, ExportError> {
+    let Some(record) = store.experiment(name)? else {
+        let known: Vec<String> = store.experiments()?.into_iter().map(|e| e.name).collect();
+        return Err(ExportError::UnknownExperiment {
+            name: name.to_string(),
+            known: if known.is_empty() {
+                "nothing yet".into()
+            } else {
+                known.join(", ")
+            },
+        });
+    };
+    if store.imported(name)?.is_some() {
+        return Err(ExportError::Imported(name.to_string()));
+    }
+    Ok(serde_yaml::from_str(&record.spec_yaml).ok())
+}
+
+/// The best config of every pair of `name`, optionally only of one backbone
+/// and/or one optimizer.
+pub fn best_configs(
+    store: &Store,
+    backbones: &BackboneRegistry,
+    name: &str,
+    backbone: Option<&str>,
+    optimizer: Option<&str>,
+) -> Result<Vec<BestConfig>, ExportError> {
+    let spec = check_trained(store, name)?;
+    let trials = store.trials(name)?;
+    let configs: Vec<BestConfig> = store
+        .best_per_pair(name)?
+        .into_iter()
+        .filter(|b| backbone.is_none_or(|x| x == b.backbone))
+        .filter(|b| optimizer.is_none_or(|x| x == b.optimizer))
+        .map(|best| {
+            let first = trials
+                .iter()
+                .find(|t| best.trial_ids.first() == Some(&t.id));
+            let recipe = first.and_then(|t| t.recipe.clone()).or_else(|| {
+                backbones
+                    .lookup(&best.backbone)
+                    .ok()
+                    .map(|(entry, _)| entry.default_recipe.to_string())
+            });
+            let mut extras = best.params.clone();
+            let lr = extras.remove("lr").unwrap_or(f64::NAN);
+            let weight_decay = extras.remove("weight_decay").unwrap_or(f64::NAN);
+            BestConfig {
+                lr,
+                weight_decay,
+                extras,
+                accuracy_mean: best.mean_accuracy,
+                accuracy_std: best.std_accuracy,
+                seeds: best.seeds,
+                recipe,
+                epochs: spec
+                    .as_ref()
+                    .map(|s| s.epochs)
+                    .or_else(|| first.map(|t| t.epochs.len() as u32)),
+                batch_size: spec.as_ref().map(|s| s.batch_size),
+                warmup_epochs: spec.as_ref().map(|s| s.warmup_epochs),
+                timm_dataset: spec
+                    .as_ref()
+                    .and_then(|s| timm_dataset(&s.dataset.format.to_string())),
+                grid: best.grid,
+                trial_ids: best.trial_ids,
+                backbone: best.backbone,
+                optimizer: best.optimizer,
+            }
+        })
+        .collect();
+    if configs.is_empty() {
+        let mut filter = String::new();
+        if let Some(b) = backbone {
+            let _ = write!(filter, " with backbone `{b}`");
+        }
+        if let Some(o) = optimizer {
+            let _ = write!(filter, " with optimizer `{o}`");
+        }
+        return Err(ExportError::Nothing {
+            name: name.to_string(),
+            filter,
+        });
+    }
+    Ok(configs)
+}
+
+/// Every trial of `name` with its per-epoch metrics.
+pub fn trials(store: &Store, name: &str) -> Result<Vec<TrialRecord>, ExportError> {
+    check_trained(store, name)?;
+    Ok(store.trials(name)?)
+}
+
+fn timm_dataset(format: &str) -> Option<(&'static str, u32)> {
+    if format.starts_with("cifar100") {
+        Some(("torch/cifar100", 100))
+    } else if format.starts_with("cifar10") {
+        Some(("torch/cifar10", 10))
+    } else {
+        None
+    }
+}
+
+/// One row per config.
+pub fn render_csv(configs: &[BestConfig]) -> String {
+    let mut out = String::from(
+        "backbone,optimizer,lr,weight_decay,extras,accuracy_mean,accuracy_std,seeds,recipe,epochs\n",
+    );
+    for c in configs {
+        let extras: Vec<String> = c.extras.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let _ = writeln!(
+            out,
+            "{},{},{},{},{},{},{},{},{},{}",
+            c.backbone,
+            c.optimizer,
+            c.lr,
+            c.weight_decay,
+            extras.join(";"),
+            c.accuracy_mean,
+            c.accuracy_std,
+            c.seeds,
+            c.recipe.as_deref().unwrap_or_default(),
+            c.epochs.map(|e| e.to_string()).unwrap_or_default()
+        );
+    }
+    out
+}
+
+/// timm's `--opt` name of a bocb optimizer, or `None` where timm has none.
+pub fn timm_optimizer(optimizer: &str) -> Option<&'static str> {
+    Some(match optimizer {
+        // timm's `sgd` is Nesterov; `momentum` is classical momentum as sgd_m.
+        "sgd_m" => "momentum",
+        "sgdp" => "sgdp",
+        "lion" => "lion",
+        "adam" => "adam",
+        "adamax" => "adamax",
+        "nadam" => "nadam",
+        "adamw" => "adamw",
+        "lamb" => "lamb",
+        "radam" => "radam",
+        "adamp" => "adamp",
+        "adan" => "adan",
+        "lars" => "lars",
+        "adafactor" => "adafactor",
+        "adabelief" => "adabelief",
+        "novograd" => "novograd",
+        "adagrad" => "adagrad",
+        "adadelta" => "adadelta",
+        "rmsprop" => "rmsprop",
+        // adabound, sophia: not in timm 1.0.31's optimizer factory.
+        _ => return None,
+    })
+}
+
+/// timm's model name for a bocb backbone: `None` where timm has none.
+/// bocb's `_cifar` variants use a CIFAR stem; timm's models are the
+/// ImageNet layout of the same network.
+pub fn timm_model(backbone: &str) -> Option<&'static str> {
+    let base = backbone.split('@').next().unwrap_or(backbone);
+    Some(match base.trim_end_matches("_cifar") {
+        "resnet18" => "resnet18",
+        "resnet50" => "resnet50",
+        "densenet121" => "densenet121",
+        "vgg13_bn" => "vgg13_bn",
+        "mobilenet_v2" => "mobilenetv2_100",
+        "efficientnet_b0" => "efficientnet_b0",
+        "repvgg_a1" => "repvgg_a1",
+        "vit_tiny" => "vit_tiny_patch16_224",
+        "deit_s" | "deit_small" => "deit_small_patch16_224",
+        "convnext_t" | "convnext_tiny" => "convnext_tiny",
+        "convnextv2_t" | "convnextv2_tiny" => "convnextv2_tiny",
+        "identityformer_s12" => "identityformer_s12",
+        "poolformerv2_s12" => "poolformerv2_s12",
+        "convformer_s12" => "convformer_s12",
+        "caformer_s12" => "caformer_s12",
+        "mixer_s" | "mlp_mixer_s" => "mixer_s16_224",
+        _ => return None,
+    })
+}
+
+/// A command line for timm's `train.py` per config. Pairs timm cannot run
+/// as they are get a `#` line saying why, and settings timm has no flag for
+/// are listed in a trailing comment.
+pub fn render_timm_args(configs: &[BestConfig]) -> String {
+    let mut out = String::new();
+    for c in configs {
+        let _ = writeln!(
+            out,
+            "# {} x {}: {:.2}% over {} seed(s)",
+            c.backbone, c.optimizer, c.accuracy_mean, c.seeds
+        );
+        let Some(opt) = timm_optimizer(&c.optimizer) else {
+            let _ = writeln!(
+                out,
+                "# timm has no `{}` optimizer; run it with bocb (`bocb run`)",
+                c.optimizer
+            );
+            continue;
+        };
+        let model = match timm_model(&c.backbone) {
+            Some(model) => model.to_string(),
+            None => {
+                let _ = writeln!(
+                    out,
+                    "# bocb's `{}` has no known timm model; replace MODEL (see timm.list_models())",
+                    c.backbone
+                );
+                "MODEL".into()
+            }
+        };
+        let mut args = vec![
+            "python train.py".to_string(),
+            format!("--model {model}"),
+            format!("--opt {opt}"),
+            format!("--lr {}", c.lr),
+            format!("--weight-decay {}", c.weight_decay),
+        ];
+        if let Some(epochs) = c.epochs {
+            args.push(format!("--epochs {epochs}"));
+        }
+        if let Some(batch) = c.batch_size {
+            args.push(format!("--batch-size {batch}"));
+        }
+        if let Some(warmup) = c.warmup_epochs {
+            args.push(format!("--warmup-epochs {warmup}"));
+        }
+        args.push("--sched cosine".into());
+        if let Some((dataset, classes)) = c.timm_dataset {
+            args.push(format!("--dataset {dataset} --num-classes {classes}"));
+        }
+        let mut unmapped = Vec::new();
+        let mut extras = c.extras.clone();
+        if let Some(momentum) = extras.remove("momentum") {
+            args.push(format!("--momentum {momentum}"));
+        }
+        if let Some(eps) = extras.remove("eps") {
+            args.push(format!("--opt-eps {eps}"));
+        }
+        // timm passes --opt-betas as the whole betas tuple, so it needs
+        // beta1 and beta2 (and beta3 for Adan's three).
+        if let (Some(&b1), Some(&b2)) = (extras.get("beta1"), extras.get("beta2")) {
+            let mut betas = format!("--opt-betas {b1} {b2}");
+            extras.remove("beta1");
+            extras.remove("beta2");
+            if let Some(b3) = extras.remove("beta3") {
+                let _ = write!(betas, " {b3}");
+            }
+            args.push(betas);
+        }
+        unmapped.extend(extras.iter().map(|(k, v)| format!("{k}={v}")));
+        let _ = write!(out, "{}", args.join(" "));
+        if !unmapped.is_empty() {
+            let _ = write!(out, "  # not passed to timm: {}", unmapped.join(", "));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(optimizer: &str, extras: &[(&str, f64)]) -> BestConfig {
+        BestConfig {
+            backbone: "resnet50_cifar@micro".into(),
+            optimizer: optimizer.into(),
+            lr: 0.001,
+            weight_decay: 0.05,
+            extras: extras.iter().map(|&(k, v)| (k.to_string(), v)).collect(),
+            accuracy_mean: 71.234,
+            accuracy_std: 0.5,
+            seeds: 3,
+            recipe: Some("torch".into()),
+            epochs: Some(200),
+            batch_size: Some(128),
+            warmup_epochs: Some(5),
+            timm_dataset: Some(("torch/cifar100", 100)),
+            grid: None,
+            trial_ids: vec!["a".into()],
+        }
+    }
+
+    #[test]
+    fn timm_command_lines() {
+        let text = render_timm_args(&[
+            config("adamw", &[("beta1", 0.9), ("beta2", 0.999), ("eps", 1e-8)]),
+            config("lars", &[("momentum", 0.9), ("trust_coeff", 0.001)]),
+            config("sophia", &[]),
+        ]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "# resnet50_cifar@micro x adamw: 71.23% over 3 seed(s)"
+        );
+        assert_eq!(
+            lines[1],
+            "python train.py --model resnet50 --opt adamw --lr 0.001 --weight-decay 0.05 \
+             --epochs 200 --batch-size 128 --warmup-epochs 5 --sched cosine \
+             --dataset torch/cifar100 --num-classes 100 --opt-eps 0.00000001 --opt-betas 0.9 0.999"
+                .replace("0.00000001", &1e-8_f64.to_string())
+        );
+        assert!(
+            lines[3].contains("--opt lars") && lines[3].contains("--momentum 0.9"),
+            "{}",
+            lines[3]
+        );
+        assert!(
+            lines[3].ends_with("# not passed to timm: trust_coeff=0.001"),
+            "{}",
+            lines[3]
+        );
+        assert_eq!(
+            lines[5],
+            "# timm has no `sophia` optimizer; run it with bocb (`bocb run`)"
+        );
+        assert_eq!(lines.len(), 6);
+    }
+
+    #[test]
+    fn every_timm_optimizer_name_is_in_timms_factory() {
+        // Names registered in timm 1.0.31's optim/_optim_factory.py.
+        let timm = [
+            "momentum",
+            "sgdp",
+            "lion",
+            "adam",
+            "adamax",
+            "nadam",
+            "adamw",
+            "lamb",
+            "radam",
+            "adamp",
+            "adan",
+            "lars",
+            "adafactor",
+            "adabelief",
+            "novograd",
+            "adagrad",
+            "adadelta",
+            "rmsprop",
+        ];
+        let mut missing = Vec::new();
+        for name in bocb_search_spaces::Catalog::builtin().optimizer_names() {
+            match timm_optimizer(name) {
+                Some(opt) => assert!(timm.contains(&opt), "{name} -> {opt}"),
+                None => missing.push(name.to_string()),
+            }
+        }
+        missing.sort();
+        assert_eq!(missing, ["adabound", "sophia"]);
+        assert_eq!(timm_model("alexnet@micro"), None);
+        assert_eq!(timm_model("mobilenet_v2@micro"), Some("mobilenetv2_100"));
+    }
+
+    #[test]
+    fn csv_rows() {
+        let csv = render_csv(&[config("sgd_m", &[("momentum", 0.9)])]);
+        assert_eq!(
+            csv.lines().nth(1).unwrap(),
+            "resnet50_cifar@micro,sgd_m,0.001,0.05,momentum=0.9,71.234,0.5,3,torch,200"
+        );
+    }
+}

@@ -1,0 +1,318 @@
+//! Bayesian optimisation over the 5 x 5 grid: a Gaussian-process surrogate
+//! (Matérn-5/2 kernel with one length scale per axis) of accuracy over the
+//! grid coordinates, its kernel hyperparameters fitted to the history by
+//! maximising the log marginal likelihood with argmin's Nelder-Mead, and
+//! the untried point of highest expected improvement trained next.
+
+use argmin::core::{CostFunction, Error as ArgminError, Executor, State};
+use argmin::solver::neldermead::NelderMead;
+use bocb_store::{GridPos, GRID_POINTS};
+use rand::seq::IndexedRandom;
+
+use super::{step_rng, untried, Observation, Strategy, CENTRE};
+
+/// Observations before the surrogate is used: the centre, then random.
+const STARTUP: usize = 3;
+/// Exploration margin of expected improvement, in standard deviations of
+/// the observed accuracies.
+const XI: f64 = 0.01;
+/// Nelder-Mead iterations for the kernel fit; the problem has 4 unknowns.
+const FIT_ITERATIONS: u64 = 300;
+
+#[derive(Debug)]
+pub struct BayesSearch {
+    seed: u64,
+}
+
+impl BayesSearch {
+    pub fn new(seed: u64) -> Self {
+        BayesSearch { seed }
+    }
+}
+
+impl Strategy for BayesSearch {
+    fn next(&mut self, history: &[Observation]) -> Option<GridPos> {
+        let mut rng = step_rng(self.seed, history);
+        let open = untried(history);
+        if open.is_empty() {
+            return None;
+        }
+        if history.is_empty() {
+            return Some(CENTRE);
+        }
+        if history.len() < STARTUP {
+            return open.choose(&mut rng).copied();
+        }
+        let Some(gp) = Surrogate::fit(history) else {
+            // A singular kernel matrix even with the largest noise: fall
+            // back to exploring.
+            return open.choose(&mut rng).copied();
+        };
+        let best = gp.targets.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let scores: Vec<f64> = open
+            .iter()
+            .map(|&p| gp.expected_improvement(coords(p), best))
+            .collect();
+        let top = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let ties: Vec<GridPos> = open
+            .iter()
+            .zip(&scores)
+            .filter(|(_, &s)| s >= top)
+            .map(|(&p, _)| p)
+            .collect();
+        ties.choose(&mut rng).copied()
+    }
+}
+
+/// A grid point's coordinates in the unit square.
+fn coords(p: GridPos) -> [f64; 2] {
+    let scale = (GRID_POINTS - 1) as f64;
+    [p.lr as f64 / scale, p.weight_decay as f64 / scale]
+}
+
+/// Kernel hyperparameters: length scales per axis, signal and noise
+/// standard deviations (of the standardised accuracies).
+#[derive(Debug, Clone, Copy)]
+struct Kernel {
+    length: [f64; 2],
+    signal: f64,
+    noise: f64,
+}
+
+impl Kernel {
+    /// From unconstrained log-parameters, clamped to sensible ranges so the
+    /// optimiser cannot wander into degenerate kernels.
+    fn from_log(theta: &[f64]) -> Kernel {
+        let clamp = |v: f64, lo: f64, hi: f64| v.exp().clamp(lo, hi);
+        Kernel {
+            length: [clamp(theta[0], 0.05, 5.0), clamp(theta[1], 0.05, 5.0)],
+            signal: clamp(theta[2], 0.1, 10.0),
+            noise: clamp(theta[3], 1e-3, 1.0),
+        }
+    }
+
+    /// Matérn-5/2 covariance of two points.
+    fn cov(&self, a: [f64; 2], b: [f64; 2]) -> f64 {
+        let r = ((a[0] - b[0]) / self.length[0]).hypot((a[1] - b[1]) / self.length[1]);
+        let s = 5f64.sqrt() * r;
+        self.signal * self.signal * (1.0 + s + s * s / 3.0) * (-s).exp()
+    }
+}
+
+/// A fitted Gaussian process over standardised accuracies.
+struct Surrogate {
+    kernel: Kernel,
+    inputs: Vec<[f64; 2]>,
+    /// Standardised accuracies of `inputs`.
+    targets: Vec<f64>,
+    /// Cholesky factor of the kernel matrix (with noise).
+    chol: Vec<Vec<f64>>,
+    /// K⁻¹ y.
+    alpha: Vec<f64>,
+}
+
+impl Surrogate {
+    fn fit(history: &[Observation]) -> Option<Surrogate> {
+        let inputs: Vec<[f64; 2]> = history.iter().map(|o| coords(o.point)).collect();
+        let raw: Vec<f64> = history.iter().map(|o| o.accuracy).collect();
+        let n = raw.len() as f64;
+        let mean = raw.iter().sum::<f64>() / n;
+        let std = (raw.iter().map(|a| (a - mean).powi(2)).sum::<f64>() / n).sqrt();
+        let std = if std > 1e-9 { std } else { 1.0 };
+        let targets: Vec<f64> = raw.iter().map(|a| (a - mean) / std).collect();
+
+        let start = vec![(0.5f64).ln(), (0.5f64).ln(), 0.0, (0.1f64).ln()];
+        let kernel = fit_kernel(&inputs, &targets, &start).unwrap_or(Kernel::from_log(&start));
+        let (chol, alpha) = factor(&kernel, &inputs, &targets)?;
+        Some(Surrogate {
+            kernel,
+            inputs,
+            targets,
+            chol,
+            alpha,
+        })
+    }
+
+    /// Posterior mean and standard deviation of the latent function at `x`.
+    fn predict(&self, x: [f64; 2]) -> (f64, f64) {
+        let k: Vec<f64> = self
+            .inputs
+            .iter()
+            .map(|&xi| self.kernel.cov(x, xi))
+            .collect();
+        let mean = k.iter().zip(&self.alpha).map(|(a, b)| a * b).sum();
+        let v = forward_substitute(&self.chol, &k);
+        let var = self.kernel.cov(x, x) - v.iter().map(|v| v * v).sum::<f64>();
+        (mean, var.max(1e-12).sqrt())
+    }
+
+    fn expected_improvement(&self, x: [f64; 2], best: f64) -> f64 {
+        let (mean, sd) = self.predict(x);
+        let gain = mean - best - XI;
+        let z = gain / sd;
+        let pdf = (-0.5 * z * z).exp() / (2.0 * std::f64::consts::PI).sqrt();
+        let cdf = 0.5 * libm::erfc(-z / std::f64::consts::SQRT_2);
+        gain * cdf + sd * pdf
+    }
+}
+
+/// The negative log marginal likelihood of the targets under a kernel.
+struct NegLogLikelihood<'a> {
+    inputs: &'a [[f64; 2]],
+    targets: &'a [f64],
+}
+
+impl CostFunction for NegLogLikelihood<'_> {
+    type Param = Vec<f64>;
+    type Output = f64;
+
+    fn cost(&self, theta: &Vec<f64>) -> Result<f64, ArgminError> {
+        let kernel = Kernel::from_log(theta);
+        let Some((chol, alpha)) = factor(&kernel, self.inputs, self.targets) else {
+            return Ok(f64::MAX);
+        };
+        let fit: f64 = self.targets.iter().zip(&alpha).map(|(y, a)| y * a).sum();
+        let log_det: f64 = chol.iter().enumerate().map(|(i, row)| row[i].ln()).sum();
+        Ok(0.5 * fit + log_det)
+    }
+}
+
+fn fit_kernel(inputs: &[[f64; 2]], targets: &[f64], start: &[f64]) -> Option<Kernel> {
+    // The initial simplex: the start and one step of 1 (a factor e) along each axis.
+    let mut simplex = vec![start.to_vec()];
+    for axis in 0..start.len() {
+        let mut vertex = start.to_vec();
+        vertex[axis] += 1.0;
+        simplex.push(vertex);
+    }
+    let solver = NelderMead::new(simplex).with_sd_tolerance(1e-6).ok()?;
+    let result = Executor::new(NegLogLikelihood { inputs, targets }, solver)
+        .configure(|state| state.max_iters(FIT_ITERATIONS))
+        .run()
+        .ok()?;
+    result.state().get_best_param().map(|p| Kernel::from_log(p))
+}
+
+/// Cholesky factor of the noisy kernel matrix and K⁻¹ y, or `None` when the
+/// matrix is not positive definite.
+fn factor(
+    kernel: &Kernel,
+    inputs: &[[f64; 2]],
+    targets: &[f64],
+) -> Option<(Vec<Vec<f64>>, Vec<f64>)> {
+    let n = inputs.len();
+    let mut matrix: Vec<Vec<f64>> = inputs
+        .iter()
+        .map(|&a| inputs.iter().map(|&b| kernel.cov(a, b)).collect())
+        .collect();
+    for (i, row) in matrix.iter_mut().enumerate() {
+        row[i] += kernel.noise * kernel.noise;
+    }
+    let chol = cholesky(&matrix)?;
+    let z = forward_substitute(&chol, targets);
+    // Back substitution with Lᵀ.
+    let mut alpha = vec![0.0; n];
+    for i in (0..n).rev() {
+        let tail: f64 = (i + 1..n).map(|j| chol[j][i] * alpha[j]).sum();
+        alpha[i] = (z[i] - tail) / chol[i][i];
+    }
+    Some((chol, alpha))
+}
+
+/// Lower-triangular L with L Lᵀ = `matrix`, or `None` if it is not
+/// positive definite.
+fn cholesky(matrix: &[Vec<f64>]) -> Option<Vec<Vec<f64>>> {
+    let n = matrix.len();
+    let mut l = vec![vec![0.0; n]; n];
+    for i in 0..n {
+        for j in 0..=i {
+            let dot: f64 = (0..j).map(|k| l[i][k] * l[j][k]).sum();
+            if i == j {
+                let d = matrix[i][i] - dot;
+                if d <= 0.0 || !d.is_finite() {
+                    return None;
+                }
+                l[i][i] = d.sqrt();
+            } else {
+                l[i][j] = (matrix[i][j] - dot) / l[j][j];
+            }
+        }
+    }
+    Some(l)
+}
+
+/// Solves L z = b for lower-triangular L.
+fn forward_substitute(l: &[Vec<f64>], b: &[f64]) -> Vec<f64> {
+    let mut z = vec![0.0; b.len()];
+    for i in 0..b.len() {
+        let head: f64 = (0..i).map(|k| l[i][k] * z[k]).sum();
+        z[i] = (b[i] - head) / l[i][i];
+    }
+    z
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cholesky_solves_a_known_system() {
+        let m = vec![
+            vec![4.0, 2.0, 0.4],
+            vec![2.0, 5.0, 1.0],
+            vec![0.4, 1.0, 3.0],
+        ];
+        let l = cholesky(&m).unwrap();
+        for i in 0..3 {
+            for j in 0..3 {
+                let v: f64 = (0..3).map(|k| l[i][k] * l[j][k]).sum();
+                assert!((v - m[i][j]).abs() < 1e-12);
+            }
+        }
+        assert!(cholesky(&[vec![1.0, 2.0], vec![2.0, 1.0]]).is_none());
+    }
+
+    #[test]
+    fn surrogate_interpolates_and_is_uncertain_far_from_data() {
+        let at = |lr, weight_decay, accuracy| Observation {
+            point: GridPos { lr, weight_decay },
+            accuracy,
+            complete: true,
+        };
+        let history = [
+            at(0, 0, 40.0),
+            at(2, 2, 70.0),
+            at(4, 4, 45.0),
+            at(2, 0, 60.0),
+            at(0, 4, 50.0),
+        ];
+        let gp = Surrogate::fit(&history).unwrap();
+        let (m_hi, sd_seen) = gp.predict(coords(history[1].point));
+        let (m_lo, _) = gp.predict(coords(history[0].point));
+        assert!(m_hi > m_lo, "the fit keeps the observed order");
+        let (_, sd_far) = gp.predict(coords(GridPos {
+            lr: 4,
+            weight_decay: 0,
+        }));
+        assert!(sd_far > sd_seen, "{sd_far} vs {sd_seen}");
+        // Expected improvement is never negative and is highest away from
+        // the worst observations.
+        let best = gp.targets.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let ei_near_best = gp.expected_improvement(
+            coords(GridPos {
+                lr: 2,
+                weight_decay: 1,
+            }),
+            best,
+        );
+        let ei_near_worst = gp.expected_improvement(
+            coords(GridPos {
+                lr: 0,
+                weight_decay: 1,
+            }),
+            best,
+        );
+        assert!(ei_near_worst >= 0.0);
+        assert!(ei_near_best > ei_near_worst);
+    }
+}

@@ -1,0 +1,419 @@
+//! `bocb bench tuner`: replays recorded full grids (every stage-1 trial's
+//! per-epoch accuracies, from `bocb export --trials`) under each strategy
+//! and early-stopping rule, as if the trials were trained again, and
+//! measures the epochs spent and whether the grid's best config was found.
+
+use std::collections::BTreeMap;
+
+use bocb_store::{GridPos, TrialRecord, TrialStatus, GRID_POINTS};
+use serde::Serialize;
+
+use super::{best_complete, Curve, EarlyStop, Observation, StopKind, StrategyKind};
+
+/// One grid point of a recorded pair: accuracy after each epoch, averaged
+/// over the config's seeds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedCell {
+    pub curve: Vec<f64>,
+}
+
+/// A (backbone, optimizer) pair with every grid point recorded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedPair {
+    pub backbone: String,
+    pub optimizer: String,
+    pub cells: BTreeMap<GridPos, RecordedCell>,
+}
+
+impl RecordedPair {
+    /// Epochs of a complete trial (the longest recorded curve).
+    fn max_epochs(&self) -> usize {
+        self.cells
+            .values()
+            .map(|c| c.curve.len())
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Epochs the exhaustive grid spent.
+    fn grid_epochs(&self) -> usize {
+        self.cells.values().map(|c| c.curve.len()).sum()
+    }
+
+    /// The best final accuracy of the grid.
+    fn best_accuracy(&self) -> f64 {
+        self.cells
+            .values()
+            .filter_map(|c| c.curve.last().copied())
+            .fold(f64::NEG_INFINITY, f64::max)
+    }
+}
+
+/// Groups finished stage-1 trials into pairs and averages seeds; pairs
+/// without all 25 grid points are left out (they cannot be replayed) and
+/// named in the second result.
+pub fn recorded_pairs(trials: &[TrialRecord]) -> (Vec<RecordedPair>, Vec<String>) {
+    type Key = (String, String, String);
+    let mut grouped: BTreeMap<Key, BTreeMap<GridPos, Vec<&TrialRecord>>> = BTreeMap::new();
+    for trial in trials {
+        let finished = matches!(trial.status, TrialStatus::Done | TrialStatus::Diverged);
+        if let (true, 1, Some(grid)) = (finished, trial.stage, trial.grid) {
+            grouped
+                .entry((
+                    trial.experiment.clone(),
+                    trial.backbone.clone(),
+                    trial.optimizer.clone(),
+                ))
+                .or_default()
+                .entry(grid)
+                .or_default()
+                .push(trial);
+        }
+    }
+    let mut pairs = Vec::new();
+    let mut incomplete = Vec::new();
+    for ((experiment, backbone, optimizer), cells) in grouped {
+        if cells.len() < GRID_POINTS * GRID_POINTS {
+            incomplete.push(format!(
+                "{experiment}: {backbone} x {optimizer} ({} of 25 grid points)",
+                cells.len()
+            ));
+            continue;
+        }
+        let cells = cells
+            .into_iter()
+            .map(|(pos, seeds)| {
+                (
+                    pos,
+                    RecordedCell {
+                        curve: mean_curve(&seeds),
+                    },
+                )
+            })
+            .collect();
+        pairs.push(RecordedPair {
+            backbone,
+            optimizer,
+            cells,
+        });
+    }
+    (pairs, incomplete)
+}
+
+/// Per-epoch mean accuracy over seeds, as long as the shortest seed's
+/// curve (a diverged seed ends the config there). A diverged epoch's
+/// accuracy (`NaN`) counts as 0.
+fn mean_curve(seeds: &[&TrialRecord]) -> Vec<f64> {
+    let epochs = seeds.iter().map(|t| t.epochs.len()).min().unwrap_or(0);
+    (0..epochs)
+        .map(|e| {
+            let sum: f64 = seeds
+                .iter()
+                .map(|t| {
+                    let a = t.epochs[e].test_accuracy;
+                    if a.is_finite() {
+                        a
+                    } else {
+                        0.0
+                    }
+                })
+                .sum();
+            sum / seeds.len() as f64
+        })
+        .collect()
+}
+
+/// What one replayed search of one pair spent and found.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ReplayOutcome {
+    pub epochs: usize,
+    /// The search's best complete config.
+    pub found: Option<GridPos>,
+    /// Best grid accuracy minus the found config's (0 when found).
+    pub regret: f64,
+}
+
+/// Replays one search of `pair`: `budget` configs proposed by `strategy`,
+/// each trained epoch by epoch until `stop` stops it or it completes.
+pub fn replay(
+    pair: &RecordedPair,
+    strategy: StrategyKind,
+    stop: &dyn EarlyStop,
+    budget: usize,
+    seed: u64,
+) -> ReplayOutcome {
+    let mut search = strategy.build(seed);
+    let max_epochs = pair.max_epochs();
+    let mut history: Vec<Observation> = Vec::new();
+    let mut runs: Vec<(Vec<f64>, bool)> = Vec::new();
+    let mut epochs = 0;
+    while history.len() < budget {
+        let Some(point) = search.next(&history) else {
+            break;
+        };
+        let full = &pair.cells[&point].curve;
+        let mut seen = Vec::with_capacity(full.len());
+        for &accuracy in full {
+            seen.push(accuracy);
+            epochs += 1;
+            if seen.len() < full.len() {
+                let others: Vec<Curve> = runs
+                    .iter()
+                    .map(|(accuracies, complete)| Curve {
+                        accuracies,
+                        complete: *complete,
+                    })
+                    .collect();
+                if stop.should_stop(&seen, &others, max_epochs) {
+                    break;
+                }
+            }
+        }
+        let complete = seen.len() == full.len();
+        let accuracy = if complete {
+            *seen.last().unwrap_or(&0.0)
+        } else {
+            seen.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+        };
+        history.push(Observation {
+            point,
+            accuracy,
+            complete,
+        });
+        runs.push((seen, complete));
+    }
+    let found = best_complete(&history);
+    ReplayOutcome {
+        epochs,
+        found: found.map(|o| o.point),
+        regret: pair.best_accuracy() - found.map_or(0.0, |o| o.accuracy),
+    }
+}
+
+/// One row of the bench table: a strategy, a rule and a budget over every
+/// pair (and several seeds for the randomised strategies).
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchRow {
+    pub strategy: StrategyKind,
+    pub early_stop: StopKind,
+    /// Configs started per pair.
+    pub budget: usize,
+    /// Searches replayed (pairs x seeds).
+    pub searches: usize,
+    /// Epochs spent as a fraction of the exhaustive grid's.
+    pub epochs_fraction: f64,
+    /// Fraction of searches whose best config is the grid's best.
+    pub found_best: f64,
+    pub mean_regret: f64,
+    pub max_regret: f64,
+}
+
+impl BenchRow {
+    /// The issue's goal: the grid's best in at least 90% of pairs with at
+    /// most 40% of the grid's epochs.
+    pub fn meets_goal(&self) -> bool {
+        self.found_best >= 0.9 && self.epochs_fraction <= 0.4
+    }
+}
+
+/// Replays every strategy x rule x budget over `pairs`; strategies that
+/// draw random numbers run with seeds `0..seeds`.
+pub fn bench(pairs: &[RecordedPair], budgets: &[usize], seeds: u64) -> Vec<BenchRow> {
+    let grid_epochs: usize = pairs.iter().map(RecordedPair::grid_epochs).sum();
+    let mut rows = Vec::new();
+    for strategy in StrategyKind::ALL {
+        let seeds = if strategy == StrategyKind::Grid {
+            1
+        } else {
+            seeds
+        };
+        for stop_kind in StopKind::ALL {
+            let stop = stop_kind.build();
+            for &budget in budgets {
+                let mut epochs = 0;
+                let (mut hits, mut regret_sum, mut max_regret) = (0, 0.0, 0.0f64);
+                for seed in 0..seeds {
+                    for pair in pairs {
+                        let outcome = replay(pair, strategy, stop.as_ref(), budget, seed);
+                        epochs += outcome.epochs;
+                        if outcome.regret <= 1e-9 {
+                            hits += 1;
+                        }
+                        regret_sum += outcome.regret;
+                        max_regret = max_regret.max(outcome.regret);
+                    }
+                }
+                let searches = pairs.len() * seeds as usize;
+                rows.push(BenchRow {
+                    strategy,
+                    early_stop: stop_kind,
+                    budget,
+                    searches,
+                    epochs_fraction: epochs as f64 / (grid_epochs * seeds as usize) as f64,
+                    found_best: hits as f64 / searches as f64,
+                    mean_regret: regret_sum / searches as f64,
+                    max_regret,
+                });
+            }
+        }
+    }
+    rows
+}
+
+/// The bench table, one row per strategy x rule x budget; rows meeting the
+/// goal are marked.
+pub fn render_bench(rows: &[BenchRow], pairs: usize, skipped: &[String]) -> String {
+    let mut out = format!(
+        "{pairs} recorded pair(s) replayed; goal: the grid's best in >= 90% of searches with <= 40% of its epochs\n"
+    );
+    for pair in skipped {
+        out += &format!("skipped (incomplete grid): {pair}\n");
+    }
+    out += &format!(
+        "{:<8} {:<10} {:>6} {:>8} {:>9} {:>10} {:>11} {:>10}  {}\n",
+        "strategy",
+        "early-stop",
+        "budget",
+        "searches",
+        "epochs %",
+        "found best",
+        "mean regret",
+        "max regret",
+        "goal"
+    );
+    for r in rows {
+        out += &format!(
+            "{:<8} {:<10} {:>6} {:>8} {:>8.1}% {:>9.1}% {:>11.2} {:>10.2}  {}\n",
+            r.strategy.to_string(),
+            r.early_stop.to_string(),
+            r.budget,
+            r.searches,
+            100.0 * r.epochs_fraction,
+            100.0 * r.found_best,
+            r.mean_regret,
+            r.max_regret,
+            if r.meets_goal() { "met" } else { "" }
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::search::all_points;
+    use crate::search::tests::landscape;
+    use bocb_store::EpochMetrics;
+
+    /// A pair whose curves rise to `landscape` over `epochs` epochs.
+    fn synthetic_pair(epochs: usize) -> RecordedPair {
+        let cells = all_points()
+            .map(|p| {
+                let end = landscape(p);
+                // Concave, rising from near 10% to `end` at the last epoch.
+                let curve = (1..=epochs)
+                    .map(|t| 10.0 + (end - 10.0) * (1.0 - (1.0 - t as f64 / epochs as f64).powi(2)))
+                    .collect();
+                (p, RecordedCell { curve })
+            })
+            .collect();
+        RecordedPair {
+            backbone: "b".into(),
+            optimizer: "o".into(),
+            cells,
+        }
+    }
+
+    #[test]
+    fn exhaustive_grid_finds_the_best_with_every_epoch() {
+        let pair = synthetic_pair(6);
+        let stop = StopKind::None.build();
+        let outcome = replay(&pair, StrategyKind::Grid, stop.as_ref(), 25, 0);
+        assert_eq!(outcome.epochs, 25 * 6);
+        assert_eq!(
+            outcome.found,
+            Some(GridPos {
+                lr: 1,
+                weight_decay: 3
+            })
+        );
+        assert_eq!(outcome.regret, 0.0);
+        // The peak is the 9th point in lr-major order: a budget of 12 finds
+        // it, one of 5 misses it and says by how much.
+        let half = replay(&pair, StrategyKind::Grid, stop.as_ref(), 12, 0);
+        assert_eq!(half.epochs, 12 * 6);
+        assert_eq!(half.regret, 0.0);
+        let short = replay(&pair, StrategyKind::Grid, stop.as_ref(), 5, 0);
+        assert!(short.regret > 0.0);
+    }
+
+    #[test]
+    fn early_stopping_saves_epochs() {
+        let pair = synthetic_pair(9);
+        let none = replay(
+            &pair,
+            StrategyKind::Grid,
+            StopKind::None.build().as_ref(),
+            25,
+            0,
+        );
+        for kind in [StopKind::Median, StopKind::Asha, StopKind::Curve] {
+            let outcome = replay(&pair, StrategyKind::Grid, kind.build().as_ref(), 25, 0);
+            assert!(outcome.epochs < none.epochs, "{kind}: {}", outcome.epochs);
+        }
+    }
+
+    #[test]
+    fn trials_become_pairs_with_seeds_averaged() {
+        let trial = |grid: GridPos, seed: u64, accs: &[f64]| TrialRecord {
+            id: format!("{grid:?}{seed}"),
+            experiment: "e".into(),
+            backbone: "r".into(),
+            optimizer: "sgd_m".into(),
+            recipe: None,
+            params: BTreeMap::new(),
+            grid: Some(grid),
+            stage: 1,
+            seed,
+            status: TrialStatus::Done,
+            epochs: accs
+                .iter()
+                .enumerate()
+                .map(|(i, &a)| EpochMetrics {
+                    epoch: i as u32 + 1,
+                    train_loss: 1.0,
+                    test_loss: 1.0,
+                    test_accuracy: a,
+                    lr: 0.1,
+                    images_per_sec: 1.0,
+                    wall_s: 1.0,
+                })
+                .collect(),
+            final_accuracy: accs.last().copied(),
+            wall_time_s: None,
+            device: None,
+            error: None,
+            created_unix_s: 0,
+            updated_unix_s: 0,
+        };
+        let mut trials: Vec<TrialRecord> = all_points()
+            .flat_map(|p| [trial(p, 0, &[10.0, 20.0]), trial(p, 1, &[30.0, 40.0])])
+            .collect();
+        // A second pair with one grid point missing is reported, not replayed.
+        trials.extend(all_points().skip(1).map(|p| TrialRecord {
+            optimizer: "adamw".into(),
+            ..trial(p, 0, &[1.0])
+        }));
+        let (pairs, incomplete) = recorded_pairs(&trials);
+        assert_eq!(pairs.len(), 1);
+        assert_eq!(
+            pairs[0].cells[&GridPos {
+                lr: 0,
+                weight_decay: 0
+            }]
+                .curve,
+            [20.0, 30.0]
+        );
+        assert_eq!(incomplete, ["e: r x adamw (24 of 25 grid points)"]);
+    }
+}
