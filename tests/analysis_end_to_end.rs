@@ -3,35 +3,14 @@
 //! by hand below. They drive the release binary (`cargo build --release -p
 //! bocb-tuner --bin bocb` first; `make test` does).
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use bocb_store::{EpochMetrics, ExperimentRecord, GridPos, Store, TrialRecord, TrialStatus};
+use common::bocb;
 use serde_json::Value;
-
-fn bocb_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>")
-        .join("bocb");
-    assert!(
-        bin.exists(),
-        "{} is missing; build it first with `cargo build --release -p bocb-tuner --bin bocb`",
-        bin.display()
-    );
-    bin
-}
-
-fn bocb(args: &[&str]) -> Output {
-    Command::new(bocb_binary())
-        .args(args)
-        .env_remove("LD_LIBRARY_PATH")
-        .output()
-        .expect("bocb runs")
-}
 
 fn ok(args: &[&str]) -> String {
     let out = bocb(args);

@@ -3,34 +3,13 @@
 //! These drive the release binary that `make test` builds first, run with no
 //! LD_LIBRARY_PATH so its rpath to libtorch is exercised too.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use bocb_store::{Store, TrialStatus};
-
-fn bocb_binary() -> PathBuf {
-    // Test executables live in target/<profile>/deps; the binary one level up.
-    let exe = std::env::current_exe().expect("test executable path");
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>")
-        .join("bocb");
-    assert!(
-        bin.exists(),
-        "{} is missing; build it first with `cargo build --release -p bocb-tuner --bin bocb` (`make test` does)",
-        bin.display()
-    );
-    bin
-}
-
-fn bocb(args: &[&str]) -> Output {
-    Command::new(bocb_binary())
-        .args(args)
-        .env_remove("LD_LIBRARY_PATH")
-        .output()
-        .expect("bocb runs")
-}
+use common::bocb;
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()

@@ -9,7 +9,7 @@ use argmin::solver::neldermead::NelderMead;
 use bocb_store::{GridPos, GRID_POINTS};
 use rand::seq::IndexedRandom;
 
-use super::{step_rng, untried, Observation, Strategy, CENTRE};
+use super::{step_rng, untried, warm_up, Observation, Strategy};
 
 /// Observations before the surrogate is used: the centre, then random.
 const STARTUP: usize = 3;
@@ -37,11 +37,8 @@ impl Strategy for BayesSearch {
         if open.is_empty() {
             return None;
         }
-        if history.is_empty() {
-            return Some(CENTRE);
-        }
-        if history.len() < STARTUP {
-            return open.choose(&mut rng).copied();
+        if let Some(point) = warm_up(history, &open, STARTUP, &mut rng) {
+            return Some(point);
         }
         let Some(gp) = Surrogate::fit(history) else {
             // A singular kernel matrix even with the largest noise: fall

@@ -206,6 +206,24 @@ fn step_rng(seed: u64, history: &[Observation]) -> StdRng {
     StdRng::seed_from_u64(seed ^ (history.len() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15))
 }
 
+/// The warm-up of a model-based strategy, before its model has enough to
+/// go on: the grid centre (the usual defaults) first, then random untried
+/// points until `startup` observations exist; `None` once the model takes
+/// over. `open` holds the untried points (not empty).
+fn warm_up(
+    history: &[Observation],
+    open: &[GridPos],
+    startup: usize,
+    rng: &mut StdRng,
+) -> Option<GridPos> {
+    use rand::seq::IndexedRandom;
+    match history.len() {
+        0 if open.contains(&CENTRE) => Some(CENTRE),
+        n if n < startup => open.choose(rng).copied(),
+        _ => None,
+    }
+}
+
 /// The best complete observation (highest accuracy; the earlier one on ties).
 pub fn best_complete(history: &[Observation]) -> Option<&Observation> {
     history

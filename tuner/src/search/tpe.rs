@@ -9,9 +9,8 @@
 use bocb_store::{GridPos, GRID_POINTS};
 use rand::distr::weighted::WeightedIndex;
 use rand::distr::Distribution;
-use rand::seq::IndexedRandom;
 
-use super::{step_rng, untried, Observation, Strategy, CENTRE};
+use super::{step_rng, untried, warm_up, Observation, Strategy};
 
 /// Observations before the model is used: the centre, then random points.
 const STARTUP: usize = 4;
@@ -42,11 +41,8 @@ impl Strategy for TpeSearch {
         if open.is_empty() {
             return None;
         }
-        if history.is_empty() {
-            return Some(CENTRE);
-        }
-        if history.len() < STARTUP {
-            return open.choose(&mut rng).copied();
+        if let Some(point) = warm_up(history, &open, STARTUP, &mut rng) {
+            return Some(point);
         }
         let mut ranked: Vec<&Observation> = history.iter().collect();
         ranked.sort_by(|a, b| b.accuracy.total_cmp(&a.accuracy));
@@ -87,7 +83,7 @@ fn density(point: GridPos, group: &[&Observation]) -> f64 {
 
 #[cfg(test)]
 mod tests {
-    use super::super::all_points;
+    use super::super::{all_points, CENTRE};
     use super::*;
 
     #[test]

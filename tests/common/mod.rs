@@ -1,0 +1,31 @@
+//! What the end-to-end tests share: running the release `bocb` binary that
+//! `make test` builds first, with no LD_LIBRARY_PATH so its rpath to
+//! libtorch is exercised too.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bocb_binary() -> PathBuf {
+    // Test executables live in target/<profile>/deps; the binary one level up.
+    let exe = std::env::current_exe().expect("test executable path");
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>")
+        .join("bocb");
+    assert!(
+        bin.exists(),
+        "{} is missing; build it first with `cargo build --release -p bocb-tuner --bin bocb` (`make test` does)",
+        bin.display()
+    );
+    bin
+}
+
+/// Runs `bocb ARGS`.
+pub fn bocb(args: &[&str]) -> Output {
+    Command::new(bocb_binary())
+        .args(args)
+        .env_remove("LD_LIBRARY_PATH")
+        .output()
+        .expect("bocb runs")
+}
