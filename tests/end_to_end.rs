@@ -114,6 +114,14 @@ fn tunes_grid_records_history_reports_and_resumes() {
     );
     let again = Store::open(&store_dir).unwrap().trials("tiny").unwrap();
     assert_eq!(again, trials);
+    // Without `save_weights` there are no patterns to show, and bocb says why.
+    let patterns = bocb(&["patterns", "--experiment", "tiny", "--store", store_arg]);
+    assert!(!patterns.status.success());
+    assert!(
+        stderr(&patterns).contains("save_weights: true"),
+        "{}",
+        stderr(&patterns)
+    );
 
     // The JSON report agrees with the store.
     let json = bocb(&[
@@ -151,7 +159,7 @@ fn budgeted_tpe_with_early_stopping_then_searches_the_extras() {
     let body = TINY
         .replace("optimizers: [sgd_m, adamw]", "optimizers: [adamw]")
         .replace("epochs: 2", "epochs: 3")
-        + "strategy: tpe\nbudget: { trials: 5 }\nearly_stop: asha\nsearch_extras: true\n";
+        + "strategy: tpe\nbudget: { trials: 5 }\nearly_stop: asha\nsearch_extras: true\nsave_weights: true\n";
     let experiment = write_experiment(tmp.path(), &body);
     let store_dir = tmp.path().join("store");
     let store_arg = store_dir.to_str().unwrap();
@@ -198,7 +206,30 @@ fn budgeted_tpe_with_early_stopping_then_searches_the_extras() {
         let t = store.trial("tiny", id).unwrap().unwrap();
         assert_eq!(t.status, TrialStatus::Done);
     }
+    let best_id = best.trial_ids[0].clone();
     drop(store);
+
+    // The best config's saved weights give its layer-wise patterns.
+    let patterns = bocb(&[
+        "patterns",
+        "--experiment",
+        "tiny",
+        "--json",
+        "--store",
+        store_arg,
+    ]);
+    assert!(patterns.status.success(), "{}", stderr(&patterns));
+    let pairs: serde_json::Value = serde_json::from_slice(&patterns.stdout).unwrap();
+    let pair = &pairs.as_array().unwrap()[0];
+    assert_eq!(pair["trial_id"], best_id.as_str());
+    let layers = pair["layers"].as_array().unwrap();
+    let conv = layers
+        .iter()
+        .find(|l| l["name"] == "conv1.weight")
+        .expect("the stem conv's patterns");
+    assert_eq!(conv["shape"].as_array().unwrap().len(), 4);
+    assert!(conv["l2_norm"].as_f64().unwrap() > 0.0);
+    assert!(conv["top_k_energy"].as_f64().unwrap() <= 1.0);
 
     // Resuming trains nothing more.
     let second = bocb(&["run", experiment.to_str().unwrap(), "--store", store_arg]);

@@ -1,5 +1,5 @@
 use std::io::ErrorKind;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -25,6 +25,7 @@ pub struct Store {
     // Visible to the crate's tests, which plant old and corrupt records.
     pub(crate) trials: sled::Tree,
     imported: sled::Tree,
+    dir: PathBuf,
 }
 
 impl Store {
@@ -59,7 +60,13 @@ impl Store {
             experiments,
             trials,
             imported,
+            dir: dir.to_path_buf(),
         })
+    }
+
+    /// The store's directory; trained weights are kept below it.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Inserts or replaces the experiment named `record.name`.

@@ -1,6 +1,7 @@
 //! The training loop of one trial.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -31,6 +32,10 @@ pub struct TrialSpec {
     #[serde(default)]
     pub decay_norm_and_bias: bool,
     pub device: DeviceChoice,
+    /// Where to write the trained weights (safetensors) when the trial ends
+    /// done, for the parameter-pattern analysis.
+    #[serde(default)]
+    pub save_weights: Option<PathBuf>,
 }
 
 /// What one epoch measured.
@@ -101,6 +106,8 @@ pub enum TrialError {
     BadLabels { dataset: usize, label: u16 },
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
+    #[error("saving the trained weights: {0}")]
+    SaveWeights(String),
 }
 
 /// Trains `spec` on `data`, reporting each epoch to `observer`.
@@ -212,6 +219,14 @@ pub fn run_trial(
                 note: Some(format!("stopped early after epoch {epoch}")),
             });
         }
+    }
+    if let Some(path) = &spec.save_weights {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                TrialError::SaveWeights(format!("cannot create {}: {e}", dir.display()))
+            })?;
+        }
+        learner.vs.save(path)?;
     }
     Ok(TrialOutcome {
         status: TrialStatus::Done,
@@ -456,6 +471,7 @@ mod tests {
             warmup_epochs: 1,
             decay_norm_and_bias: false,
             device: DeviceChoice::Cpu,
+            save_weights: None,
         }
     }
 
@@ -484,6 +500,27 @@ mod tests {
         fn stop_after_epoch(&mut self, report: &EpochReport) -> bool {
             report.epoch == 1
         }
+    }
+
+    #[test]
+    fn a_done_trial_saves_its_weights_when_asked() {
+        let data = data(128);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w").join("trial.safetensors");
+        let mut spec = spec("sgd_m", 0.1, 1);
+        spec.save_weights = Some(path.clone());
+        let (outcome, _) = run(&spec, &data);
+        assert_eq!(outcome.unwrap().status, TrialStatus::Done);
+        let saved = Tensor::read_safetensors(&path).unwrap();
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        BackboneRegistry::builtin()
+            .build(&spec.backbone, &vs.root(), 4)
+            .unwrap();
+        let mut names: Vec<String> = saved.iter().map(|(n, _)| n.clone()).collect();
+        names.sort();
+        let mut want: Vec<String> = vs.variables().into_keys().collect();
+        want.sort();
+        assert_eq!(names, want);
     }
 
     #[test]

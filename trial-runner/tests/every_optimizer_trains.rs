@@ -48,6 +48,7 @@ fn every_optimizer_lowers_the_loss_or_is_recorded_as_diverged() {
             warmup_epochs: 0,
             decay_norm_and_bias: false,
             device: DeviceChoice::Cpu,
+            save_weights: None,
         };
         let mut losses = Losses(Vec::new());
         match run_trial(&spec, &data, &backbones, &optimizers, &mut losses) {

@@ -47,6 +47,7 @@ fn spec(optimizer: &str) -> TrialSpec {
         warmup_epochs: 0,
         decay_norm_and_bias: false,
         device: DeviceChoice::Cpu,
+        save_weights: None,
     }
 }
 

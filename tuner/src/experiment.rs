@@ -63,6 +63,10 @@ pub struct ExperimentSpec {
     /// over its candidates, lr and weight decay fixed at the stage-1 best.
     #[serde(default)]
     pub search_extras: bool,
+    /// Keep each done trial's trained weights (safetensors, below the
+    /// store) for `bocb patterns`.
+    #[serde(default)]
+    pub save_weights: bool,
 }
 
 /// Limits on the search; the defaults search everything.

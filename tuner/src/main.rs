@@ -108,6 +108,17 @@ enum Command {
         #[arg(long, default_value = "./bocb-data")]
         store: PathBuf,
     },
+    /// Layer-wise parameter patterns (α, entropy, L2 norm, top-k PCA
+    /// energy) of each pair's best config, from weights kept with
+    /// `save_weights: true`.
+    Patterns {
+        #[arg(long)]
+        experiment: String,
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = "./bocb-data")]
+        store: PathBuf,
+    },
     /// Datasets.
     Data {
         #[command(subcommand)]
@@ -367,6 +378,20 @@ fn run(cli: Cli) -> Result<()> {
                 Format::Table,
                 &ReportOptions::default(),
             )
+        }
+        Command::Patterns {
+            experiment,
+            json,
+            store,
+        } => {
+            let store = open_existing_store(&store)?;
+            let pairs = analysis::patterns::best_pair_patterns(&store, &experiment)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&pairs)?);
+            } else {
+                print!("{}", analysis::patterns::render_patterns(&pairs));
+            }
+            Ok(())
         }
         Command::Import {
             table,

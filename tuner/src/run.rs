@@ -192,6 +192,16 @@ impl RunContext<'_> {
     }
 }
 
+/// Where a trial's trained weights are kept: below the store, by
+/// experiment and trial id.
+pub fn weights_path(store: &Store, experiment: &str, trial_id: &str) -> std::path::PathBuf {
+    store
+        .dir()
+        .join("weights")
+        .join(experiment)
+        .join(format!("{trial_id}.safetensors"))
+}
+
 /// Whether a trial has its result: ended for a reason other than an error
 /// (failed trials are retried by the next run).
 fn finished(status: TrialStatus) -> bool {
@@ -479,6 +489,9 @@ impl Pair<'_> {
             warmup_epochs: spec.warmup_epochs,
             decay_norm_and_bias: spec.decay_norm_and_bias,
             device: spec.device,
+            save_weights: spec
+                .save_weights
+                .then(|| weights_path(store, &spec.name, id)),
         };
         let label = format!(
             "{} × {} lr={} wd={} seed={seed}",

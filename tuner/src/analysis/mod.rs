@@ -8,6 +8,7 @@
 //! - [`import`]: reading published tables; [`render`]: the report forms.
 
 pub mod import;
+pub mod patterns;
 pub mod ranking;
 pub mod render;
 pub mod results;

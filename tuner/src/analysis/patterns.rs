@@ -1,0 +1,116 @@
+//! Parameter patterns (App. A.3) of each pair's best trained config: the
+//! layer-wise α, entropy, L2 norm and top-k PCA energy of the weights its
+//! first seed saved (experiments with `save_weights: true`).
+
+use std::fmt::Write as _;
+
+use bocb_store::{Store, StoreError};
+use bocb_trial_runner::patterns::{file_patterns, LayerPattern, TOP_K};
+use serde::Serialize;
+
+use crate::run::weights_path;
+
+/// The patterns of one pair's best config.
+#[derive(Debug, Clone, Serialize)]
+pub struct PairPatterns {
+    pub backbone: String,
+    pub optimizer: String,
+    pub trial_id: String,
+    pub layers: Vec<LayerPattern>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PatternsError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(
+        "experiment `{experiment}` kept no trained weights; add `save_weights: true` to its file and run it again (done trials are retrained only if you delete them, so name a new experiment)"
+    )]
+    NoWeights { experiment: String },
+    #[error("cannot read {path}: {error}")]
+    Read { path: String, error: tch::TchError },
+}
+
+/// The patterns of every pair whose best config has saved weights.
+pub fn best_pair_patterns(
+    store: &Store,
+    experiment: &str,
+) -> Result<Vec<PairPatterns>, PatternsError> {
+    let mut pairs = Vec::new();
+    for best in store.best_per_pair(experiment)? {
+        let Some(id) = best.trial_ids.first() else {
+            continue;
+        };
+        let path = weights_path(store, experiment, id);
+        if !path.exists() {
+            continue;
+        }
+        let layers = file_patterns(&path).map_err(|error| PatternsError::Read {
+            path: path.display().to_string(),
+            error,
+        })?;
+        pairs.push(PairPatterns {
+            backbone: best.backbone,
+            optimizer: best.optimizer,
+            trial_id: id.clone(),
+            layers,
+        });
+    }
+    if pairs.is_empty() {
+        return Err(PatternsError::NoWeights {
+            experiment: experiment.to_string(),
+        });
+    }
+    Ok(pairs)
+}
+
+/// A text table per pair: one row per layer with a weight matrix, then the
+/// means over those layers.
+pub fn render_patterns(pairs: &[PairPatterns]) -> String {
+    let mut out = String::new();
+    for pair in pairs {
+        let _ = writeln!(
+            out,
+            "{} × {} (trial {})\n{:<48} {:>7} {:>8} {:>9} {:>10}",
+            pair.backbone,
+            pair.optimizer,
+            pair.trial_id,
+            "layer",
+            "alpha",
+            "entropy",
+            "L2 norm",
+            format!("top-{TOP_K} PCA")
+        );
+        let matrices: Vec<&LayerPattern> = pair
+            .layers
+            .iter()
+            .filter(|l| l.top_k_energy.is_some())
+            .collect();
+        let show = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
+        for l in &matrices {
+            let _ = writeln!(
+                out,
+                "{:<48} {:>7} {:>8.3} {:>9.3} {:>10}",
+                l.name,
+                show(l.alpha),
+                l.entropy,
+                l.l2_norm,
+                show(l.top_k_energy)
+            );
+        }
+        let mean = |f: &dyn Fn(&LayerPattern) -> Option<f64>| {
+            let values: Vec<f64> = matrices.iter().filter_map(|l| f(l)).collect();
+            (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+        };
+        let _ = writeln!(
+            out,
+            "{:<48} {:>7} {:>8} {:>9} {:>10}\n",
+            format!("mean over {} weight matrices", matrices.len()),
+            show(mean(&|l| l.alpha)),
+            show(mean(&|l| Some(l.entropy))),
+            show(mean(&|l| Some(l.l2_norm))),
+            show(mean(&|l| l.top_k_energy)),
+        );
+    }
+    out
+}
