@@ -5,6 +5,7 @@
 use tch::Tensor;
 
 use super::adam::{l2_grad, scalar_like, update_square_avg_in, PerParam};
+use super::slices::in_slices;
 use super::{
     tensor_bytes, HparamReader, Hparams, OptimError, Optimizer, ParamSet, FLAG, NON_NEGATIVE,
     POSITIVE, TORCH_SWITCHES, UNIT_INTERVAL,
@@ -74,12 +75,14 @@ impl Optimizer for Adagrad {
         self.params.update(|param, grad, weight_decay, state| {
             let s = state.as_mut().expect("Adagrad state is created at build");
             s.step += 1;
-            let grad = l2_grad(grad, param, weight_decay);
             let clr = lr / (1.0 + (f64::from(s.step) - 1.0) * lr_decay);
-            let _ = s.sum.addcmul_(&grad, &grad);
-            let mut std = s.sum.sqrt();
-            let _ = std.g_add_scalar_(eps);
-            addcdiv_value(param, &grad, &std, -clr);
+            in_slices([&*param, &grad, &s.sum], |[mut param, grad, mut sum]| {
+                let grad = l2_grad(grad, &param, weight_decay);
+                let _ = sum.addcmul_(&grad, &grad);
+                let mut std = sum.sqrt();
+                let _ = std.g_add_scalar_(eps);
+                addcdiv_value(&mut param, &grad, &std, -clr);
+            });
         });
     }
 
@@ -129,18 +132,24 @@ impl Optimizer for Adadelta {
                 square_avg: param.zeros_like(),
                 acc_delta: param.zeros_like(),
             });
-            let grad = l2_grad(grad, param, weight_decay);
-            let mut std = grad.empty_like();
-            update_square_avg_in(&mut s.square_avg, &grad, rho, &std);
-            let _ = s.square_avg.add_scalar_out(&std, eps);
-            let _ = std.sqrt_();
-            let mut delta = &s.acc_delta + eps;
-            let _ = delta.sqrt_();
-            let _ = delta.g_div_(&std);
-            let _ = delta.g_mul_(&grad);
-            // `std` is spent; it takes the scaled delta.
-            update_square_avg_in(&mut s.acc_delta, &delta, rho, &std);
-            let _ = param.addcmul_(&delta, &scalar_like(-lr, param));
+            let tensors = [&*param, &grad, &s.square_avg, &s.acc_delta];
+            in_slices(
+                tensors,
+                |[mut param, grad, mut square_avg, mut acc_delta]| {
+                    let grad = l2_grad(grad, &param, weight_decay);
+                    let mut std = grad.empty_like();
+                    update_square_avg_in(&mut square_avg, &grad, rho, &std);
+                    let _ = square_avg.add_scalar_out(&std, eps);
+                    let _ = std.sqrt_();
+                    let mut delta = &acc_delta + eps;
+                    let _ = delta.sqrt_();
+                    let _ = delta.g_div_(&std);
+                    let _ = delta.g_mul_(&grad);
+                    // `std` is spent; it takes the scaled delta.
+                    update_square_avg_in(&mut acc_delta, &delta, rho, &std);
+                    let _ = param.addcmul_(&delta, &scalar_like(-lr, &param));
+                },
+            );
         });
     }
 
@@ -211,31 +220,36 @@ impl Optimizer for RmsProp {
                 momentum_buffer: (momentum > 0.0).then(|| param.zeros_like()),
                 grad_avg: centered.then(|| param.zeros_like()),
             });
-            let grad = l2_grad(grad, param, weight_decay);
-            // The scratch of the square_avg update becomes `avg`.
-            let mut avg = grad.empty_like();
-            update_square_avg_in(&mut s.square_avg, &grad, alpha, &avg);
-            match &mut s.grad_avg {
-                Some(grad_avg) => {
-                    let _ = grad_avg.lerp_(&grad, 1.0 - alpha);
-                    // square_avg - grad_avg^2, as torch's addcmul(value=-1)
-                    let _ = grad_avg.square_out(&avg);
-                    let _ = s.square_avg.sub_out(&avg, &avg);
-                    let _ = avg.sqrt_();
-                }
-                None => {
-                    let _ = s.square_avg.sqrt_out(&avg);
-                }
-            }
-            let _ = avg.g_add_scalar_(eps);
-            match &mut s.momentum_buffer {
-                Some(buf) => {
-                    let _ = buf.g_mul_scalar_(momentum);
-                    let _ = buf.addcdiv_(&grad, &avg);
-                    let _ = param.addcmul_(buf, &scalar_like(-lr, param));
-                }
-                None => addcdiv_value(param, &grad, &avg, -lr),
-            }
+            // Absent buffers are stood in for by `square_avg`, never touched.
+            let buffer = s.momentum_buffer.as_ref().unwrap_or(&s.square_avg);
+            let grad_avg = s.grad_avg.as_ref().unwrap_or(&s.square_avg);
+            let tensors = [&*param, &grad, &s.square_avg, buffer, grad_avg];
+            in_slices(
+                tensors,
+                |[mut param, grad, mut square_avg, mut buffer, mut grad_avg]| {
+                    let grad = l2_grad(grad, &param, weight_decay);
+                    // The scratch of the square_avg update becomes `avg`.
+                    let mut avg = grad.empty_like();
+                    update_square_avg_in(&mut square_avg, &grad, alpha, &avg);
+                    if centered {
+                        let _ = grad_avg.lerp_(&grad, 1.0 - alpha);
+                        // square_avg - grad_avg^2, as torch's addcmul(value=-1)
+                        let _ = grad_avg.square_out(&avg);
+                        let _ = square_avg.sub_out(&avg, &avg);
+                        let _ = avg.sqrt_();
+                    } else {
+                        let _ = square_avg.sqrt_out(&avg);
+                    }
+                    let _ = avg.g_add_scalar_(eps);
+                    if momentum > 0.0 {
+                        let _ = buffer.g_mul_scalar_(momentum);
+                        let _ = buffer.addcdiv_(&grad, &avg);
+                        let _ = param.addcmul_(&buffer, &scalar_like(-lr, &param));
+                    } else {
+                        addcdiv_value(&mut param, &grad, &avg, -lr);
+                    }
+                },
+            );
         });
     }
 

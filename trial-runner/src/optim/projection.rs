@@ -24,33 +24,32 @@ enum View {
     Layer,
 }
 
-impl View {
-    fn of(self, x: &Tensor) -> Tensor {
-        match self {
-            View::Channel => x.reshape([x.size()[0], -1]),
-            View::Layer => x.reshape([1, -1]),
-        }
-    }
+/// The dot product of each row of two `[rows, len]` matrices.
+fn row_dots(a: &Tensor, b: &Tensor) -> Tensor {
+    (a * b).sum_dim_intlist(1, false, None)
 }
 
-/// The unit weights of the view timm's test picked, and that view.
+/// The radial direction of a parameter in the view timm's test picked: the
+/// parameter itself, and per view row `1 / (|row| + eps)^2`, shaped to
+/// broadcast over it.
 struct Radial {
     view: View,
-    /// The parameter divided by its norm per view row (plus `eps`).
-    unit: Tensor,
-    /// The shape that broadcasts one value per view row over the parameter.
-    expand: Vec<i64>,
+    param: Tensor,
+    inv_norm_sq: Tensor,
 }
 
 impl Radial {
-    /// `x - unit * <unit, x>` per view row: `x` without its radial part.
+    /// `x - unit * <unit, x>` per view row, `unit = row / (|row| + eps)`:
+    /// `x` without its radial part. Computed as `x - row * <row, x> /
+    /// (|row| + eps)^2`, which needs no unit-vector tensor.
     fn remove_from(&self, x: &mut Tensor) {
-        let along = self
-            .view
-            .of(&(&self.unit * &*x))
-            .sum_dim_intlist(1, false, None)
-            .reshape(self.expand.as_slice());
-        let _ = x.g_sub_(&(&self.unit * along));
+        let rows = |t: &Tensor| match self.view {
+            View::Channel => t.reshape([t.size()[0], -1]),
+            View::Layer => t.reshape([1, -1]),
+        };
+        let dots = row_dots(&rows(&self.param), &rows(x));
+        let coef = -(dots.reshape(self.inv_norm_sq.size()) * &self.inv_norm_sq);
+        let _ = x.addcmul_(&self.param, &coef);
     }
 }
 
@@ -75,25 +74,56 @@ impl Projection {
 
     /// The first view (channel, then layer) in which every row's
     /// gradient-weight cosine is below `delta / sqrt(row length)`; only
-    /// matrices and kernels are tested.
+    /// matrices and kernels are tested. The layer's dot product and norms
+    /// are summed from the channels', so each tensor is read once.
     fn radial(&self, param: &Tensor, grad: &Tensor) -> Option<Radial> {
         if param.dim() <= 1 {
             return None;
         }
-        let mut expand = vec![1i64; param.dim()];
-        expand[0] = -1;
-        [View::Channel, View::Layer].into_iter().find_map(|view| {
-            let param_rows = view.of(param);
-            let cosine = Tensor::cosine_similarity(&view.of(grad), &param_rows, 1, self.eps).abs();
-            let threshold = self.delta / (param_rows.size()[1] as f64).sqrt();
-            if cosine.max().lt(threshold).int64_value(&[]) == 0 {
+        let channels = param.size()[0];
+        let param_rows = param.reshape([channels, -1]);
+        let grad_rows = grad.reshape([channels, -1]);
+        let dots = row_dots(&grad_rows, &param_rows);
+        let param_sq = param_rows.square().sum_dim_intlist(1, false, None);
+        let grad_sq = grad_rows.square().sum_dim_intlist(1, false, None);
+        let numel = param.numel() as f64;
+        let mut shape = vec![1i64; param.dim()];
+        [
+            (View::Channel, numel / channels as f64),
+            (View::Layer, numel),
+        ]
+        .into_iter()
+        .find_map(|(view, row_len)| {
+            let (dots, param_sq, grad_sq) = match view {
+                View::Channel => (
+                    dots.shallow_clone(),
+                    param_sq.shallow_clone(),
+                    grad_sq.shallow_clone(),
+                ),
+                View::Layer => (dots.sum(None), param_sq.sum(None), grad_sq.sum(None)),
+            };
+            // torch's cosine_similarity: each norm clamped at eps.
+            let param_norm = param_sq.sqrt();
+            let norms = grad_sq.sqrt().clamp_min(self.eps) * param_norm.clamp_min(self.eps);
+            let cosine = (dots / norms).abs();
+            if cosine
+                .max()
+                .lt(self.delta / row_len.sqrt())
+                .int64_value(&[])
+                == 0
+            {
                 return None;
             }
-            let norms = param_rows.norm_scalaropt_dim(2.0, [1], false) + self.eps;
+            shape[0] = if matches!(view, View::Channel) {
+                channels
+            } else {
+                1
+            };
+            let inv_norm_sq = (param_norm + self.eps).square().reciprocal();
             Some(Radial {
                 view,
-                unit: param / norms.reshape(expand.as_slice()),
-                expand: expand.clone(),
+                param: param.shallow_clone(),
+                inv_norm_sq: inv_norm_sq.reshape(shape.as_slice()),
             })
         })
     }

@@ -95,15 +95,18 @@ mod tests {
             .map(|_| Tensor::randn(shape, (Kind::Double, Device::Cpu)))
             .collect();
         for name in [
-            "adam", "adamw", "adamax", "nadam", "radam", "adamp", "lamb", "adan",
+            "adam", "adamw", "adamax", "nadam", "radam", "adamp", "lamb", "adan", "adagrad",
+            "adadelta", "rmsprop",
         ] {
             let contiguous = start.copy().set_requires_grad(true);
             // Same values and shape, column-major storage.
             let strided = start.tr().contiguous().tr().set_requires_grad(true);
             assert!(!strided.is_contiguous());
+            // Adadelta's steps are about sqrt(eps) times lr.
+            let lr = if name == "adadelta" { 1.0 } else { 1e-2 };
             let mut finals = Vec::new();
             for param in [contiguous, strided] {
-                let hparams = hp(&[("lr", 1e-2), ("weight_decay", 0.1)]);
+                let hparams = hp(&[("lr", lr), ("weight_decay", 0.1)]);
                 let set = ParamSet {
                     decay: vec![param.shallow_clone()],
                     no_decay: vec![],
@@ -113,7 +116,7 @@ mod tests {
                     // Materialise .grad with the parameter's layout, then set it.
                     (&param * grad).sum(Kind::Double).backward();
                     tch::no_grad(|| param.grad().copy_(grad));
-                    optimizer.step(1e-2);
+                    optimizer.step(lr);
                 }
                 finals.push(param.detach());
             }
