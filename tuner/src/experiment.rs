@@ -6,8 +6,8 @@ use bocb_search_spaces::Catalog;
 use bocb_store::GRID_POINTS;
 use bocb_trial_runner::data::DatasetFormat;
 use bocb_trial_runner::models::BackboneRegistry;
-use bocb_trial_runner::optim::OptimizerRegistry;
-use bocb_trial_runner::DeviceChoice;
+use bocb_trial_runner::optim::{Hparams, OptimizerRegistry};
+use bocb_trial_runner::{DeviceChoice, TrialSpec};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -91,6 +91,30 @@ pub struct DatasetRef {
 }
 
 impl ExperimentSpec {
+    /// What the trial runner needs to train one config of a pair: the
+    /// experiment's training settings with the trial's own.
+    pub fn trial_spec(
+        &self,
+        backbone: &str,
+        optimizer: &str,
+        params: &Hparams,
+        seed: u64,
+        save_weights: Option<PathBuf>,
+    ) -> TrialSpec {
+        TrialSpec {
+            backbone: backbone.to_string(),
+            optimizer: optimizer.to_string(),
+            hparams: params.clone(),
+            seed,
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            warmup_epochs: self.warmup_epochs,
+            decay_norm_and_bias: self.decay_norm_and_bias,
+            device: self.device,
+            save_weights,
+        }
+    }
+
     /// `name` with the experiment's `preset`, unless it names its own (or is
     /// a user's `torchscript:PATH` module, which has no presets).
     pub fn with_preset(&self, name: &str) -> String {

@@ -12,7 +12,7 @@ use bocb_trial_runner::data::{self, Splits};
 use bocb_trial_runner::device::device_name;
 use bocb_trial_runner::models::BackboneRegistry;
 use bocb_trial_runner::optim::{Hparams, OptimizerRegistry};
-use bocb_trial_runner::{run_trial, EpochReport, TrialObserver, TrialSpec};
+use bocb_trial_runner::{run_trial, EpochReport, TrialObserver};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
@@ -479,20 +479,14 @@ impl Pair<'_> {
             created_unix_s: now,
             updated_unix_s: now,
         })?;
-        let trial_spec = TrialSpec {
-            backbone: self.backbone.to_string(),
-            optimizer: self.optimizer.to_string(),
-            hparams: params.clone(),
+        let trial_spec = spec.trial_spec(
+            self.backbone,
+            self.optimizer,
+            params,
             seed,
-            epochs: spec.epochs,
-            batch_size: spec.batch_size,
-            warmup_epochs: spec.warmup_epochs,
-            decay_norm_and_bias: spec.decay_norm_and_bias,
-            device: spec.device,
-            save_weights: spec
-                .save_weights
+            spec.save_weights
                 .then(|| weights_path(store, &spec.name, id)),
-        };
+        );
         let label = format!(
             "{} × {} lr={} wd={} seed={seed}",
             self.backbone,
