@@ -517,3 +517,96 @@ fn bench_train_explains_unknown_backbones_and_a_missing_python() {
         "{err}"
     );
 }
+
+#[test]
+fn a_recipe_is_stored_with_each_trial_and_bench_data_reads_an_image_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    synth(&tmp.path().join("data"), "4", "64", "32");
+    let exp = write_experiment(
+        tmp.path(),
+        &TINY
+            .replace("optimizers: [sgd_m, adamw]", "optimizers: [adamw]")
+            .replace("epochs: 2", "epochs: 1\nbudget: { trials: 1 }\nrecipe: rsb_a3\nrecipe_overrides: { rand_augment: { ops: 1, magnitude: 5, magnitude_std: 0 }, ema_decay: 0.9 }"),
+    );
+    let store_dir = tmp.path().join("store");
+    let out = bocb(&[
+        "run",
+        exp.to_str().unwrap(),
+        "--store",
+        store_dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let trials = Store::open(&store_dir).unwrap().trials("tiny").unwrap();
+    assert_eq!(trials.len(), 1);
+    assert_eq!(trials[0].status, TrialStatus::Done);
+    let recipe = trials[0].recipe.as_ref().unwrap();
+    assert_eq!(recipe.name, "rsb_a3");
+    let settings = recipe.settings.as_ref().unwrap();
+    assert_eq!(settings["loss"], "binary_cross_entropy");
+    assert_eq!(settings["rand_augment"]["ops"], 1);
+    assert_eq!(settings["ema_decay"], 0.9);
+    assert_eq!(
+        (settings["epochs"].as_u64(), settings["batch_size"].as_u64()),
+        (Some(1), Some(32))
+    );
+
+    // A bad override names the field and the valid ones.
+    let bad = write_experiment(
+        tmp.path(),
+        &format!("{TINY}recipe_overrides: {{ mixup: 1 }}\n"),
+    );
+    let out = bocb(&[
+        "run",
+        bad.to_str().unwrap(),
+        "--store",
+        store_dir.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("exp.yaml:9:") && err.contains("unknown field `mixup`"),
+        "{err}"
+    );
+    assert!(err.contains("mixup_alpha"), "{err}");
+
+    // The pipeline bench reads an image folder that `data synth` writes.
+    let folder = tmp.path().join("folder");
+    let out = bocb(&[
+        "data",
+        "synth",
+        "--out",
+        folder.to_str().unwrap(),
+        "--format",
+        "folder",
+        "--classes",
+        "4",
+        "--train",
+        "64",
+        "--test",
+        "8",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(folder.join("train/class_003").is_dir());
+    let out = bocb(&[
+        "bench",
+        "data",
+        "--dataset",
+        folder.to_str().unwrap(),
+        "--recipe",
+        "deit",
+        "--backbone",
+        "resnet18_cifar@micro",
+        "--batch",
+        "16",
+        "--steps",
+        "1",
+        "--device",
+        "cpu",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert!(report["pipeline_images_per_sec"].as_f64().unwrap() > 0.0);
+    assert!(report["step_images_per_sec"].as_f64().unwrap() > 0.0);
+    assert_eq!(report["recipe"], "deit");
+}

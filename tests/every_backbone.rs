@@ -1,6 +1,8 @@
 //! End-to-end: every registered backbone trains through `bocb run` (its
 //! micro preset, the grid centre of AdamW, on synthetic CIFAR-format data)
-//! and its history lands in the store.
+//! and its history lands in the store. The recipe is PyTorch's without
+//! augmentation, so the check is on the backbone, not on augmentation
+//! noise (the recipes have their own tests).
 
 mod common;
 
@@ -18,6 +20,8 @@ batch_size: 32
 device: cpu
 strategy: tpe
 budget: { trials: 1 }
+recipe: pytorch
+recipe_overrides: { crop: none, hflip: 0.0 }
 ";
 
 #[test]

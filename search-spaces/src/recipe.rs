@@ -193,8 +193,10 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Optio
 /// can never disagree about which fields exist.
 macro_rules! recipe_fields {
     ($( $(#[doc = $doc:literal])* $field:ident : $ty:ty, )*) => {
-        /// A complete training recipe.
-        #[derive(Debug, Clone, PartialEq, Serialize)]
+        /// A complete training recipe. It deserializes unchecked (from a
+        /// trial spec that was built from a checked one).
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(deny_unknown_fields)]
         pub struct Recipe {
             /// The recipe's name; equals its file stem.
             pub name: String,

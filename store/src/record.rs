@@ -127,9 +127,9 @@ pub struct TrialRecord {
     pub backbone: String,
     /// Optimizer name.
     pub optimizer: String,
-    /// Training recipe, when the experiment names one.
+    /// The training recipe the trial used (older records: its name only).
     #[serde(default)]
-    pub recipe: Option<String>,
+    pub recipe: Option<TrialRecipe>,
     /// Hyperparameters by name (lr, weight_decay, momentum, beta1, ...).
     #[serde(default)]
     pub params: BTreeMap<String, f64>,
@@ -161,4 +161,54 @@ pub struct TrialRecord {
     pub created_unix_s: u64,
     /// When the record was last written.
     pub updated_unix_s: u64,
+}
+
+/// A trial's training recipe: its name and the resolved fields it trained
+/// with (after the experiment's overrides), so a report can show exactly
+/// how the trial was trained even if the recipe files change later.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TrialRecipe {
+    /// The recipe's name (`deit`, `pytorch`, ...).
+    pub name: String,
+    /// Every resolved field, as JSON; absent in records that kept only the name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings: Option<serde_json::Value>,
+}
+
+impl From<&str> for TrialRecipe {
+    fn from(name: &str) -> Self {
+        TrialRecipe {
+            name: name.to_owned(),
+            settings: None,
+        }
+    }
+}
+
+impl fmt::Display for TrialRecipe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
+// Older records hold the name alone, as a string.
+impl<'de> Deserialize<'de> for TrialRecipe {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Stored {
+            Name(String),
+            Resolved {
+                name: String,
+                #[serde(default)]
+                settings: Option<serde_json::Value>,
+            },
+        }
+        Ok(match Stored::deserialize(deserializer)? {
+            Stored::Name(name) => TrialRecipe {
+                name,
+                settings: None,
+            },
+            Stored::Resolved { name, settings } => TrialRecipe { name, settings },
+        })
+    }
 }

@@ -4,7 +4,8 @@ use std::thread;
 use tempfile::TempDir;
 
 use crate::{
-    EpochMetrics, ExperimentRecord, GridCell, GridPos, Store, StoreError, TrialRecord, TrialStatus,
+    EpochMetrics, ExperimentRecord, GridCell, GridPos, Store, StoreError, TrialRecipe, TrialRecord,
+    TrialStatus,
 };
 
 const EXP: &str = "cifar-sweep";
@@ -102,7 +103,10 @@ fn experiments_round_trip_sorted_by_name() {
 fn trial_round_trips_every_field_and_nan_metrics() {
     let (_dir, store) = temp_store();
     let mut t = trial("t1", 0.1, 5e-4, (2, 3), 7);
-    t.recipe = Some("cosine-200".to_owned());
+    t.recipe = Some(TrialRecipe {
+        name: "deit".to_owned(),
+        settings: Some(serde_json::json!({ "epochs": 3, "mixup_alpha": 0.8 })),
+    });
     t.params.insert("momentum".to_owned(), 0.9);
     // A value that needs float_roundtrip to read back bit-identical.
     t.params.insert("beta2".to_owned(), 0.999_000_000_000_000_1);
@@ -619,4 +623,17 @@ fn opening_a_directory_that_is_not_a_store_names_it() {
         err.to_string().contains(&dir.path().display().to_string()),
         "{err}"
     );
+}
+
+#[test]
+fn a_recipe_stored_as_its_name_alone_still_reads() {
+    let (_dir, store) = temp_store();
+    let t = trial("t1", 0.1, 5e-4, (2, 3), 7);
+    let mut json = serde_json::to_value(&t).unwrap();
+    json["recipe"] = serde_json::json!("pytorch");
+    let old: TrialRecord = serde_json::from_value(json).unwrap();
+    assert_eq!(old.recipe, Some(TrialRecipe::from("pytorch")));
+    store.put_trial(&old).unwrap();
+    let back = store.trial(&t.experiment, "t1").unwrap().unwrap();
+    assert_eq!(back.recipe.unwrap().to_string(), "pytorch");
 }

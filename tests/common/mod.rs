@@ -5,7 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn bocb_binary() -> PathBuf {
+/// The release `bocb` binary next to the test executable.
+pub fn bocb_binary() -> PathBuf {
     // Test executables live in target/<profile>/deps; the binary one level up.
     let exe = std::env::current_exe().expect("test executable path");
     let bin = exe

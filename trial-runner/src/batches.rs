@@ -1,16 +1,26 @@
-//! Mini-batches assembled on a producer thread, ahead of the training step.
+//! The input pipeline: mini-batches assembled and augmented on worker
+//! threads, ahead of the training step.
+//!
+//! Each batch draws its random numbers from its own RNG, seeded by the
+//! epoch's seed and the batch's position, so a batch's content depends on
+//! neither the number of workers nor the order they finish in: the same
+//! seed always gives the same batches.
 
+use bocb_search_spaces::{Crop, Recipe};
 use crossbeam::channel;
 use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use tch::{Device, Kind, Tensor};
 
-use crate::augment::random_crop_flip;
+use crate::augment::crop::horizontal_flip;
+use crate::augment::{ImageSize, RandAugment, RandomResizedCrop};
 use crate::data::{Dataset, IMAGE_BYTES, SIDE};
 
-/// How many batches the producer may run ahead of the consumer.
+/// How many batches each worker may run ahead of the consumer.
 const PREFETCH: usize = 4;
+
+/// Zero padding of the CIFAR recipes' `RandomCrop(32, padding=4)`.
+const CROP_PADDING: usize = 4;
 
 /// Per-channel normalisation with the training split's own statistics, and
 /// bicubic up-sampling to the backbone's input side where it differs
@@ -50,69 +60,250 @@ impl Normalizer {
             x.upsample_bicubic2d([self.side, self.side], false, None, None)
         }
     }
+
+    /// The test-time view: the centred `crop_ratio` of each image (timm's
+    /// `crop_pct`: resize to `side / crop_ratio`, keep the central `side`),
+    /// brought to the input side. A ratio of 1 is [`Normalizer::apply`].
+    pub fn apply_test(&self, images: &Tensor, crop_ratio: f64) -> Tensor {
+        let stored = images.size()[2];
+        let kept = ((stored as f64 * crop_ratio).round() as i64).clamp(1, stored);
+        if kept == stored {
+            return self.apply(images);
+        }
+        let offset = (stored - kept) / 2;
+        let centre = images
+            .narrow(2, offset, kept)
+            .narrow(3, offset, kept)
+            .contiguous();
+        let x = (centre.to_device(self.mean.device()).to_kind(Kind::Float) / 255.0 - &self.mean)
+            / &self.std;
+        x.upsample_bicubic2d([self.side, self.side], false, None, None)
+    }
 }
 
-/// One batch as it leaves the producer: raw images and labels on the CPU.
+/// The training crop of one image, at the stored side.
+#[derive(Clone, Debug, PartialEq)]
+enum TrainCrop {
+    /// `RandomCrop(side, padding)`.
+    Padded(usize),
+    /// `RandomResizedCrop` back to the stored side; the device then
+    /// up-samples to the backbone's input.
+    Resized(RandomResizedCrop),
+    None,
+}
+
+/// The per-image part of a recipe: crop, horizontal flip and RandAugment,
+/// on `u8` CHW images at the stored side. Random erasing and Mixup/CutMix
+/// work on the normalised batch in the trainer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ImageTransform {
+    crop: TrainCrop,
+    hflip: f64,
+    rand_augment: Option<RandAugment>,
+}
+
+impl ImageTransform {
+    /// The CIFAR baseline of a trial without a recipe: `RandomCrop(32,
+    /// padding=4)` and a horizontal flip with probability one half.
+    pub fn basic() -> Self {
+        ImageTransform {
+            crop: TrainCrop::Padded(CROP_PADDING),
+            hflip: 0.5,
+            rand_augment: None,
+        }
+    }
+
+    /// `recipe`'s per-image augmentation for a backbone whose input side is
+    /// `input_side`: `crop: auto` pads and crops when the backbone takes
+    /// the stored side and takes random-resized crops when the images are
+    /// up-sampled to it (App. A.1). RandAugment fills with the dataset
+    /// `mean`, as timm does.
+    pub fn from_recipe(recipe: &Recipe, input_side: i64, mean: [f64; 3]) -> Self {
+        let crop = match recipe.crop {
+            Crop::Auto if input_side == SIDE as i64 => TrainCrop::Padded(CROP_PADDING),
+            Crop::Auto | Crop::RandomResized => TrainCrop::Resized(RandomResizedCrop::default()),
+            Crop::RandomPadded => TrainCrop::Padded(CROP_PADDING),
+            Crop::None => TrainCrop::None,
+        };
+        let rand_augment = recipe.rand_augment.map(|config| {
+            let mut augment = RandAugment::from_config("rand-m9-mstd0.5-inc1")
+                .expect("a valid timm config")
+                .with_fill_from_mean(mean);
+            augment.num_ops = config.ops.0 as usize;
+            augment.magnitude = config.magnitude.0;
+            augment.magnitude_std = config.magnitude_std.0;
+            augment
+        });
+        ImageTransform {
+            crop,
+            hflip: recipe.hflip.0,
+            rand_augment,
+        }
+    }
+
+    /// Augments `src` into `dst` (both [`IMAGE_BYTES`]); `scratch` is reused.
+    pub fn apply(&self, src: &[u8], dst: &mut [u8], scratch: &mut Vec<u8>, rng: &mut impl Rng) {
+        let size = ImageSize::new(SIDE, SIDE);
+        match &self.crop {
+            TrainCrop::Padded(pad) => padded_crop(src, dst, SIDE, *pad, rng),
+            TrainCrop::Resized(crop) => {
+                crop.apply(src, size, dst, size, rng);
+            }
+            TrainCrop::None => dst.copy_from_slice(src),
+        }
+        if self.hflip > 0.0 && rng.random::<f64>() < self.hflip {
+            horizontal_flip(dst, size);
+        }
+        if let Some(augment) = &self.rand_augment {
+            augment.apply(dst, size, scratch, rng);
+        }
+    }
+}
+
+/// torchvision's `RandomCrop(side, padding=pad)`: a `side`x`side` window at
+/// a uniformly random offset of the zero-padded image.
+fn padded_crop(src: &[u8], dst: &mut [u8], side: usize, pad: usize, rng: &mut impl Rng) {
+    let plane = side * side;
+    let dy = rng.random_range(0..=2 * pad) as isize - pad as isize;
+    let dx = rng.random_range(0..=2 * pad) as isize - pad as isize;
+    for (src, dst) in src.chunks_exact(plane).zip(dst.chunks_exact_mut(plane)) {
+        for (y, row) in dst.chunks_exact_mut(side).enumerate() {
+            let sy = y as isize + dy;
+            if !(0..side as isize).contains(&sy) {
+                row.fill(0);
+                continue;
+            }
+            let src_row = &src[sy as usize * side..][..side];
+            for (x, out) in row.iter_mut().enumerate() {
+                let sx = x as isize + dx;
+                *out = if (0..side as isize).contains(&sx) {
+                    src_row[sx as usize]
+                } else {
+                    0
+                };
+            }
+        }
+    }
+}
+
+/// One batch as it leaves the pipeline: raw images and labels on the CPU.
 pub struct RawBatch {
     pub images: Tensor,
     pub labels: Tensor,
 }
 
-/// Runs `consume` on every batch of one epoch. With `augment_seed` set, the
-/// order is shuffled and images augmented (deterministically in the seed);
-/// without it, the split is visited in order, unchanged, and the last
-/// partial batch is kept.
+/// What one training epoch reads: the image order (shuffled, maybe with
+/// repeats) and how to augment.
+pub struct EpochPlan<'a> {
+    pub order: Vec<usize>,
+    pub seed: u64,
+    pub transform: &'a ImageTransform,
+}
+
+/// The RNG of batch `index` of an epoch seeded `seed` (SplitMix64 of the
+/// pair, so neighbouring batches get unrelated streams).
+fn batch_rng(seed: u64, index: usize) -> StdRng {
+    let mut z = seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    StdRng::seed_from_u64(z ^ (z >> 31))
+}
+
+/// Assembles one batch of `indices`, augmenting each image when `plan` is set.
+fn assemble(
+    data: &Dataset,
+    indices: &[usize],
+    augment: Option<(&ImageTransform, StdRng)>,
+) -> RawBatch {
+    let mut images = vec![0u8; indices.len() * IMAGE_BYTES];
+    match augment {
+        Some((transform, mut rng)) => {
+            let mut scratch = Vec::new();
+            for (slot, &i) in images.chunks_exact_mut(IMAGE_BYTES).zip(indices) {
+                transform.apply(data.image(i), slot, &mut scratch, &mut rng);
+            }
+        }
+        None => {
+            for (slot, &i) in images.chunks_exact_mut(IMAGE_BYTES).zip(indices) {
+                slot.copy_from_slice(data.image(i));
+            }
+        }
+    }
+    let labels: Vec<i64> = indices.iter().map(|&i| i64::from(data.labels[i])).collect();
+    RawBatch {
+        images: Tensor::from_slice(&images).view([
+            indices.len() as i64,
+            3,
+            SIDE as i64,
+            SIDE as i64,
+        ]),
+        labels: Tensor::from_slice(&labels),
+    }
+}
+
+/// Worker threads for the pipeline when a trial does not say: all cores
+/// but one (the training step's), at least one.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get().saturating_sub(1))
+        .max(1)
+}
+
+/// Runs `consume` on every batch of one pass over `data`, in order. With a
+/// `plan` (training), batches follow `plan.order`, drop the last partial
+/// batch (a batch of one would break batch norm) and are augmented by
+/// `workers` threads, each `PREFETCH` batches ahead; without one
+/// (evaluation), the split is visited in order, unchanged, the last
+/// partial batch kept.
 pub fn for_each_batch<E>(
     data: &Dataset,
     batch_size: usize,
-    augment_seed: Option<u64>,
+    plan: Option<EpochPlan<'_>>,
+    workers: usize,
     mut consume: impl FnMut(RawBatch) -> Result<(), E>,
 ) -> Result<(), E> {
-    let (side, image_len) = (SIDE, IMAGE_BYTES);
-    let mut order: Vec<usize> = (0..data.len()).collect();
-    let mut rng = augment_seed.map(StdRng::seed_from_u64);
-    let chunks: Vec<Vec<usize>> = match rng.as_mut() {
-        Some(rng) => {
-            order.shuffle(rng);
-            // Training drops the last partial batch, as timm does: a batch of
-            // one would break batch norm.
-            order
-                .chunks_exact(batch_size)
-                .map(<[usize]>::to_vec)
-                .collect()
+    let chunks: Vec<&[usize]>;
+    let in_order: Vec<usize>;
+    let (chunks, augment) = match &plan {
+        Some(plan) => {
+            chunks = plan.order.chunks_exact(batch_size).collect();
+            (chunks, Some((plan.transform, plan.seed)))
         }
-        None => order.chunks(batch_size).map(<[usize]>::to_vec).collect(),
+        None => {
+            in_order = (0..data.len()).collect();
+            (in_order.chunks(batch_size).collect(), None)
+        }
     };
-    let (sender, receiver) = channel::bounded(PREFETCH);
+    let workers = workers.clamp(1, chunks.len().max(1));
+    let chunks = &chunks;
     std::thread::scope(|scope| {
-        scope.spawn(move || {
-            for indices in chunks {
-                let mut images = vec![0u8; indices.len() * image_len];
-                for (slot, &i) in images.chunks_exact_mut(image_len).zip(&indices) {
-                    match rng.as_mut() {
-                        Some(rng) => random_crop_flip(data.image(i), slot, side, 4, rng),
-                        None => slot.copy_from_slice(data.image(i)),
+        let receivers: Vec<_> = (0..workers)
+            .map(|worker| {
+                let (sender, receiver) = channel::bounded(PREFETCH);
+                scope.spawn(move || {
+                    for index in (worker..chunks.len()).step_by(workers) {
+                        let augment = augment.map(|(t, seed)| (t, batch_rng(seed, index)));
+                        // The consumer hung up (it hit an error): stop producing.
+                        if sender.send(assemble(data, chunks[index], augment)).is_err() {
+                            return;
+                        }
                     }
-                }
-                let labels: Vec<i64> = indices.iter().map(|&i| i64::from(data.labels[i])).collect();
-                let batch = RawBatch {
-                    images: Tensor::from_slice(&images).view([
-                        indices.len() as i64,
-                        3,
-                        side as i64,
-                        side as i64,
-                    ]),
-                    labels: Tensor::from_slice(&labels),
-                };
-                // The consumer hung up (it hit an error): stop producing.
-                if sender.send(batch).is_err() {
-                    return;
-                }
+                });
+                receiver
+            })
+            .collect();
+        let mut result = Ok(());
+        for index in 0..chunks.len() {
+            let batch = receivers[index % workers]
+                .recv()
+                .expect("a worker sends every batch of its share");
+            result = consume(batch);
+            if result.is_err() {
+                break;
             }
-        });
-        let result = receiver.iter().try_for_each(&mut consume);
-        // Hang up before the scope joins the producer, which may be blocked on a full channel.
-        drop(receiver);
+        }
+        // Hang up before the scope joins the workers, which may be blocked on a full channel.
+        drop(receivers);
         result
     })
 }
@@ -120,6 +311,7 @@ pub fn for_each_batch<E>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::{generate, SynthConfig};
 
     #[test]
     fn normalises_with_the_given_statistics_and_resizes_to_the_backbone() {
@@ -135,6 +327,143 @@ mod tests {
         assert!(
             (lo - 0.2).abs() < 1e-5 && (hi - 0.2).abs() < 1e-5,
             "{lo} {hi}"
+        );
+    }
+
+    #[test]
+    fn the_test_crop_keeps_the_centre_of_each_image() {
+        // Row y holds the value y: the centred half keeps rows 8..24.
+        let rows = Tensor::arange(32, (Kind::Uint8, Device::Cpu)).view([1, 1, 32, 1]);
+        let images = rows.expand([1, 3, 32, 32], false).contiguous();
+        let normalizer = Normalizer::new([0.0; 3], [1.0 / 255.0; 3], 16, Device::Cpu);
+        let centre = normalizer.apply_test(&images, 0.5);
+        assert_eq!(centre.size(), [1, 3, 16, 16]);
+        let column: Vec<f32> = Vec::try_from(centre.get(0).get(0).select(1, 0)).unwrap();
+        let column: Vec<f32> = column.iter().map(|v| v.round()).collect();
+        let want: Vec<f32> = (8..24).map(|y| y as f32).collect();
+        assert_eq!(column, want);
+        assert_eq!(
+            normalizer.apply_test(&images, 1.0),
+            normalizer.apply(&images)
+        );
+    }
+
+    fn epoch(data: &Dataset, workers: usize, seed: u64, transform: &ImageTransform) -> Vec<u8> {
+        let mut seen = Vec::new();
+        let plan = EpochPlan {
+            order: (0..data.len()).rev().collect(),
+            seed,
+            transform,
+        };
+        for_each_batch(data, 16, Some(plan), workers, |batch| {
+            seen.extend(Vec::<u8>::try_from(batch.images.flatten(0, -1)).unwrap());
+            seen.extend(
+                Vec::<i64>::try_from(batch.labels)
+                    .unwrap()
+                    .iter()
+                    .map(|&l| l as u8),
+            );
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+        seen
+    }
+
+    fn deit() -> Recipe {
+        bocb_search_spaces::RecipeBook::builtin()
+            .recipe("deit")
+            .unwrap()
+            .clone()
+    }
+
+    #[test]
+    fn batches_depend_on_the_seed_alone_not_on_the_workers() {
+        let data = generate(&SynthConfig {
+            classes: 4,
+            train: 100,
+            test: 1,
+            seed: 2,
+        })
+        .unwrap()
+        .train;
+        let transform = ImageTransform::from_recipe(&deit(), 32, data.mean_std().0);
+        let one = epoch(&data, 1, 7, &transform);
+        // 6 full batches of 16 (the last 4 images dropped), images and labels.
+        assert_eq!(one.len(), 6 * 16 * (IMAGE_BYTES + 1));
+        assert_eq!(epoch(&data, 1, 7, &transform), one);
+        assert_eq!(epoch(&data, 3, 7, &transform), one);
+        assert_eq!(epoch(&data, 8, 7, &transform), one);
+        assert_ne!(epoch(&data, 3, 8, &transform), one);
+        // The labels follow the plan's order: images 99, 98, ... first.
+        let labels = &one[16 * IMAGE_BYTES..16 * (IMAGE_BYTES + 1)];
+        let want: Vec<u8> = (84..100).rev().map(|i| data.labels[i] as u8).collect();
+        assert_eq!(labels, want);
+    }
+
+    #[test]
+    fn evaluation_batches_are_the_images_unchanged_with_the_last_partial_one() {
+        let data = generate(&SynthConfig {
+            classes: 4,
+            train: 40,
+            test: 1,
+            seed: 2,
+        })
+        .unwrap()
+        .train;
+        let mut sizes = Vec::new();
+        let mut images = Vec::new();
+        for_each_batch(&data, 16, None, 2, |batch| {
+            sizes.push(batch.labels.size()[0]);
+            images.extend(Vec::<u8>::try_from(batch.images.flatten(0, -1)).unwrap());
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+        assert_eq!(sizes, [16, 16, 8]);
+        assert_eq!(images, data.images);
+    }
+
+    #[test]
+    fn padded_crop_shifts_the_image_and_fills_with_zeros() {
+        let src: Vec<u8> = (0..3 * 16).map(|i| 1 + (i % 16) as u8).collect();
+        let mut dst = vec![0u8; 3 * 16];
+        let mut rng = StdRng::seed_from_u64(1);
+        for _ in 0..20 {
+            padded_crop(&src, &mut dst, 4, 1, &mut rng);
+            // Every kept pixel is a source pixel; at most one row and one
+            // column (of each 4x4 plane) are padding.
+            let zeros = dst.iter().filter(|&&p| p == 0).count();
+            assert!(zeros <= 3 * 7, "{zeros}");
+            assert!(dst.iter().all(|&p| p == 0 || src.contains(&p)));
+        }
+    }
+
+    #[test]
+    fn a_recipe_without_augmentation_leaves_images_unchanged() {
+        let mut recipe = deit();
+        recipe.crop = Crop::None;
+        recipe.hflip = bocb_search_spaces::Fraction(0.0);
+        recipe.rand_augment = None;
+        let transform = ImageTransform::from_recipe(&recipe, 32, [0.5; 3]);
+        let src: Vec<u8> = (0..IMAGE_BYTES).map(|i| (i % 251) as u8).collect();
+        let mut dst = vec![0u8; IMAGE_BYTES];
+        transform.apply(
+            &src,
+            &mut dst,
+            &mut Vec::new(),
+            &mut StdRng::seed_from_u64(3),
+        );
+        assert_eq!(dst, src);
+        recipe.hflip = bocb_search_spaces::Fraction(1.0);
+        let flip = ImageTransform::from_recipe(&recipe, 32, [0.5; 3]);
+        flip.apply(
+            &src,
+            &mut dst,
+            &mut Vec::new(),
+            &mut StdRng::seed_from_u64(3),
+        );
+        assert_eq!(
+            dst[..SIDE],
+            src[..SIDE].iter().rev().copied().collect::<Vec<_>>()
         );
     }
 }

@@ -5,12 +5,14 @@
 //! happens to the reports (recording, early stopping) is the caller's business.
 
 pub mod augment;
-mod batches;
+pub mod batches;
 pub mod data;
 pub mod device;
+mod memory;
 pub mod models;
 pub mod optim;
 pub mod patterns;
+pub mod regime;
 pub mod schedule;
 mod trainer;
 

@@ -4,19 +4,28 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use bocb_search_spaces::Recipe;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use tch::nn;
 use tch::{Device, Kind, Tensor};
 use thiserror::Error;
 
-use crate::batches::{for_each_batch, Normalizer, RawBatch};
+use crate::augment::{AugmentError, RepeatAugSampler};
+use crate::batches::{default_workers, for_each_batch, EpochPlan, ImageTransform, Normalizer};
 use crate::data::{Dataset, Splits};
 use crate::device::{device_name, DeviceChoice};
-use crate::models::{BackboneRegistry, Model, ModelError};
+use crate::memory::PeakMemory;
+use crate::models::{with_drop_path_rate, BackboneRegistry, Model, ModelError};
 use crate::optim::{HessianNoise, Hparams, OptimError, Optimizer, OptimizerRegistry, ParamSet};
+use crate::regime::{clip_grad_norm, Regime, WeightAverage};
 use crate::schedule::WarmupCosine;
 
-/// Everything that determines one trial.
+/// Everything that determines one trial. `epochs`, `batch_size` and
+/// `warmup_epochs` are the ones trained with; a recipe built by the tuner
+/// holds the same values.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrialSpec {
     pub backbone: String,
@@ -36,6 +45,16 @@ pub struct TrialSpec {
     /// done, for the parameter-pattern analysis.
     #[serde(default)]
     pub save_weights: Option<PathBuf>,
+    /// The resolved training recipe (augmentation, regularisation, loss,
+    /// EMA); `None` trains the CIFAR baseline: random crop with padding,
+    /// horizontal flip, cross-entropy. The optimizer, lr and weight decay
+    /// are the trial's own, never the recipe's.
+    #[serde(default)]
+    pub recipe: Option<Recipe>,
+    /// Threads that load and augment batches; 0 uses all cores but one.
+    /// Batches do not depend on it.
+    #[serde(default)]
+    pub data_workers: usize,
 }
 
 /// What one epoch measured.
@@ -52,6 +71,9 @@ pub struct EpochReport {
     /// Training images per second (forward, backward, optimizer step).
     pub images_per_sec: f64,
     pub wall_s: f64,
+    /// Top-1 of the weights' moving average, when the recipe keeps one.
+    #[serde(default)]
+    pub ema_test_accuracy: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,6 +99,17 @@ pub struct TrialOutcome {
     pub optimizer_state_bytes: usize,
     /// Why the trial diverged, when it did.
     pub note: Option<String>,
+    /// Test accuracy of the weights' moving average after the last epoch,
+    /// when the recipe keeps one. `final_accuracy` stays the raw weights'.
+    #[serde(default)]
+    pub ema_accuracy: Option<f64>,
+    /// The arithmetic of the training step (`fp32`).
+    #[serde(default)]
+    pub precision: String,
+    /// Peak memory of the trial in bytes: the resident set on the CPU,
+    /// where the kernel can measure it; `None` on CUDA.
+    #[serde(default)]
+    pub peak_memory_bytes: Option<u64>,
 }
 
 /// Receives a trial's progress.
@@ -108,6 +141,8 @@ pub enum TrialError {
     Torch(#[from] tch::TchError),
     #[error("saving the trained weights: {0}")]
     SaveWeights(String),
+    #[error("recipe: {0}")]
+    Augment(#[from] AugmentError),
 }
 
 /// Trains `spec` on `data`, reporting each epoch to `observer`.
@@ -119,6 +154,7 @@ pub fn run_trial(
     observer: &mut dyn TrialObserver,
 ) -> Result<TrialOutcome, TrialError> {
     let started = Instant::now();
+    let peak_memory = PeakMemory::start();
     let device = spec.device.resolve().map_err(TrialError::Device)?;
     let train = &data.train;
     if train.len() < spec.batch_size {
@@ -131,74 +167,144 @@ pub fn run_trial(
     check_labels(&data.test)?;
 
     tch::manual_seed(spec.seed as i64);
-    let mut learner = Learner::new(
-        backbones,
-        &spec.backbone,
-        optimizers,
-        &spec.optimizer,
-        &spec.hparams,
-        train.classes as i64,
-        device,
-        spec.decay_norm_and_bias,
-    )?;
+    let classes = train.classes as i64;
+    let recipe = spec.recipe.as_ref();
+    let build = || {
+        Learner::new(
+            backbones,
+            &spec.backbone,
+            optimizers,
+            &spec.optimizer,
+            &spec.hparams,
+            classes,
+            device,
+            spec.decay_norm_and_bias,
+        )
+    };
+    let mut learner = match recipe {
+        Some(r) => with_drop_path_rate(r.drop_path.0, build)?,
+        None => build()?,
+    };
+    if let Some(recipe) = recipe {
+        learner.clip_grad_norm = Some(recipe.grad_clip_norm.0).filter(|&n| n > 0.0);
+        if let Some(decay) = recipe.ema_decay {
+            learner.keep_average(backbones, &spec.backbone, classes, decay.0)?;
+        }
+    }
 
     let (mean, std) = train.mean_std();
     let (entry, preset) = backbones.lookup(&spec.backbone)?;
-    let normalizer = Normalizer::new(mean, std, entry.input_size(preset), device);
-    let steps_per_epoch = train.len() / spec.batch_size;
+    let input_side = entry.input_size(preset);
+    let normalizer = Normalizer::new(mean, std, input_side, device);
+    let (transform, regime) = match recipe {
+        Some(r) => (
+            ImageTransform::from_recipe(r, input_side, mean),
+            Regime::from_recipe(r, classes),
+        ),
+        None => (ImageTransform::basic(), Regime::plain(classes)),
+    };
+    let test_crop_ratio = recipe.map_or(1.0, |r| r.test_crop_ratio.0);
+    let repeats = recipe.map_or(1, |r| r.repeated_augmentation.0 as usize);
+    let sampler = RepeatAugSampler::new(train.len(), repeats)?;
+    let steps_per_epoch = sampler.epoch_len() / spec.batch_size;
+    if steps_per_epoch == 0 {
+        return Err(TrialError::TooLittleData {
+            images: sampler.epoch_len(),
+            batch_size: spec.batch_size,
+        });
+    }
+    let workers = match spec.data_workers {
+        0 => default_workers(),
+        n => n,
+    };
     let schedule = WarmupCosine {
         base_lr: spec.hparams["lr"],
         warmup_steps: spec.warmup_epochs as usize * steps_per_epoch,
         total_steps: spec.epochs as usize * steps_per_epoch,
     };
+    let finish = |status, final_accuracy, ema_accuracy, learner: &Learner, note| TrialOutcome {
+        status,
+        final_accuracy,
+        wall_s: started.elapsed().as_secs_f64(),
+        device: device_name(device),
+        optimizer_state_bytes: learner.optimizer.state_bytes(),
+        note,
+        ema_accuracy,
+        precision: "fp32".into(),
+        peak_memory_bytes: peak_memory.read(device),
+    };
 
     let mut step = 0usize;
     let mut final_accuracy = None;
+    let mut ema_accuracy = None;
     for epoch in 1..=spec.epochs {
         let epoch_start = Instant::now();
+        let epoch_seed = spec.seed ^ (u64::from(epoch) << 32);
+        let mut order_rng = StdRng::seed_from_u64(epoch_seed);
+        let order = if repeats > 1 {
+            sampler.epoch(&mut order_rng)
+        } else {
+            let mut order: Vec<usize> = (0..train.len()).collect();
+            order.shuffle(&mut order_rng);
+            order
+        };
+        // Erasing and mixing draw from their own stream, after the order's.
+        let mut batch_rng = StdRng::seed_from_u64(epoch_seed.rotate_left(17) ^ 0x5EED);
+        let plan = EpochPlan {
+            order,
+            seed: epoch_seed,
+            transform: &transform,
+        };
         let mut loss_sum = Tensor::zeros([], (Kind::Float, device));
         let mut batch_index = 0;
         let mut lr = schedule.lr(step);
-        let diverged = for_each_batch(
-            train,
-            spec.batch_size,
-            Some(spec.seed ^ (u64::from(epoch) << 32)),
-            |batch: RawBatch| {
-                let images = normalizer.apply(&batch.images);
-                let labels = batch.labels.to_device(device);
-                lr = schedule.lr(step);
-                let loss = learner.step(&images, &labels, lr)?;
-                loss_sum += loss;
-                step += 1;
-                batch_index += 1;
-                observer.on_batch(epoch, batch_index, steps_per_epoch);
-                // Reading the loss syncs the device, so look only now and then.
-                if batch_index.is_multiple_of(16) && !f64::try_from(&loss_sum)?.is_finite() {
-                    return Err(EpochStop::Diverged);
-                }
-                Ok(())
-            },
-        );
-        if let Err(EpochStop::Torch(e)) = diverged {
-            return Err(e.into());
+        let diverged = for_each_batch(train, spec.batch_size, Some(plan), workers, |batch| {
+            let images = normalizer.apply(&batch.images);
+            let labels = batch.labels.to_device(device);
+            let (images, targets) = regime.prepare(images, labels, &mut batch_rng)?;
+            lr = schedule.lr(step);
+            let loss = learner.step_with(&images, lr, |logits| regime.loss(logits, &targets))?;
+            loss_sum += loss;
+            step += 1;
+            batch_index += 1;
+            observer.on_batch(epoch, batch_index, steps_per_epoch);
+            // Reading the loss syncs the device, so look only now and then.
+            if batch_index.is_multiple_of(16) && !f64::try_from(&loss_sum)?.is_finite() {
+                return Err(EpochStop::Diverged);
+            }
+            Ok(())
+        });
+        match diverged {
+            Err(EpochStop::Torch(e)) => return Err(e.into()),
+            Err(EpochStop::Augment(e)) => return Err(e.into()),
+            _ => {}
         }
         let train_loss = f64::try_from(&loss_sum)? / batch_index.max(1) as f64;
         if diverged.is_err() || !train_loss.is_finite() {
-            return Ok(TrialOutcome {
-                status: TrialStatus::Diverged,
-                final_accuracy: None,
-                wall_s: started.elapsed().as_secs_f64(),
-                device: device_name(device),
-                optimizer_state_bytes: learner.optimizer.state_bytes(),
-                note: Some(format!(
-                    "training loss became {train_loss} in epoch {epoch}"
-                )),
-            });
+            let note = format!("training loss became {train_loss} in epoch {epoch}");
+            return Ok(finish(
+                TrialStatus::Diverged,
+                None,
+                None,
+                &learner,
+                Some(note),
+            ));
         }
         let train_s = epoch_start.elapsed().as_secs_f64();
-        let (test_loss, test_accuracy) =
-            evaluate(&learner.model, &data.test, &normalizer, spec.batch_size)?;
+        let eval = |model: &Model| {
+            evaluate(
+                model,
+                &data.test,
+                &normalizer,
+                spec.batch_size,
+                test_crop_ratio,
+            )
+        };
+        let (test_loss, test_accuracy) = eval(&learner.model)?;
         final_accuracy = Some(test_accuracy);
+        if let Some((_, model, _)) = &learner.average {
+            ema_accuracy = Some(eval(model)?.1);
+        }
         let report = EpochReport {
             epoch,
             train_loss,
@@ -207,17 +313,18 @@ pub fn run_trial(
             lr,
             images_per_sec: (batch_index * spec.batch_size) as f64 / train_s,
             wall_s: epoch_start.elapsed().as_secs_f64(),
+            ema_test_accuracy: ema_accuracy,
         };
         observer.on_epoch(&report);
         if epoch < spec.epochs && observer.stop_after_epoch(&report) {
-            return Ok(TrialOutcome {
-                status: TrialStatus::Stopped,
+            let note = format!("stopped early after epoch {epoch}");
+            return Ok(finish(
+                TrialStatus::Stopped,
                 final_accuracy,
-                wall_s: started.elapsed().as_secs_f64(),
-                device: device_name(device),
-                optimizer_state_bytes: learner.optimizer.state_bytes(),
-                note: Some(format!("stopped early after epoch {epoch}")),
-            });
+                ema_accuracy,
+                &learner,
+                Some(note),
+            ));
         }
     }
     if let Some(path) = &spec.save_weights {
@@ -228,17 +335,15 @@ pub fn run_trial(
         }
         learner.vs.save(path)?;
     }
-    Ok(TrialOutcome {
-        status: TrialStatus::Done,
+    Ok(finish(
+        TrialStatus::Done,
         final_accuracy,
-        wall_s: started.elapsed().as_secs_f64(),
-        device: device_name(device),
-        optimizer_state_bytes: learner.optimizer.state_bytes(),
-        note: None,
-    })
+        ema_accuracy,
+        &learner,
+        None,
+    ))
 }
 
-/// Backpropagates `loss` into the gradients of `params` and returns the
 /// A model and its optimizer, stepped one batch at a time: the body of
 /// [`run_trial`]'s loop, which `bocb bench train` also times on its own.
 pub struct Learner {
@@ -250,6 +355,10 @@ pub struct Learner {
     /// In ParamSet order, for optimizers that take a Hessian estimate.
     ordered: Vec<Tensor>,
     steps: usize,
+    /// Clip the gradients' global L2 norm to this before each update.
+    pub clip_grad_norm: Option<f64>,
+    /// The weights' moving average: its var store, model and updater.
+    average: Option<(nn::VarStore, Model, WeightAverage)>,
 }
 
 impl Learner {
@@ -284,7 +393,26 @@ impl Learner {
             optimizer,
             ordered,
             steps: 0,
+            clip_grad_norm: None,
+            average: None,
         })
+    }
+
+    /// Keeps a moving average of the weights with `decay` (timm's model
+    /// EMA), in a second copy of `backbone` that evaluation can run.
+    pub fn keep_average(
+        &mut self,
+        backbones: &BackboneRegistry,
+        backbone: &str,
+        classes: i64,
+        decay: f64,
+    ) -> Result<(), TrialError> {
+        let mut vs = nn::VarStore::new(self.vs.device());
+        let model = backbones.build(backbone, &vs.root(), classes)?;
+        vs.freeze();
+        let average = WeightAverage::track(&self.vs, &mut vs, decay);
+        self.average = Some((vs, model, average));
+        Ok(())
     }
 
     /// One training step at `lr`: forward in train mode, cross-entropy,
@@ -296,11 +424,18 @@ impl Learner {
         labels: &Tensor,
         lr: f64,
     ) -> Result<Tensor, tch::TchError> {
-        let loss = self
-            .model
-            .net
-            .forward_t(images, true)
-            .cross_entropy_for_logits(labels);
+        self.step_with(images, lr, |logits| logits.cross_entropy_for_logits(labels))
+    }
+
+    /// One training step at `lr` with the loss `loss` makes of the logits;
+    /// then gradient clipping and the moving average, when kept.
+    pub fn step_with(
+        &mut self,
+        images: &Tensor,
+        lr: f64,
+        loss: impl FnOnce(&Tensor) -> Tensor,
+    ) -> Result<Tensor, tch::TchError> {
+        let loss = loss(&self.model.net.forward_t(images, true));
         self.trainable.iter_mut().for_each(Tensor::zero_grad);
         match self.optimizer.hessian_interval() {
             Some(k) if self.steps.is_multiple_of(k) => {
@@ -310,8 +445,14 @@ impl Learner {
             }
             _ => loss.f_backward()?,
         }
+        if let Some(max_norm) = self.clip_grad_norm {
+            let _ = clip_grad_norm(&self.trainable, max_norm);
+        }
         self.optimizer.step(lr);
         self.steps += 1;
+        if let Some((_, _, average)) = &mut self.average {
+            average.update();
+        }
         Ok(loss.detach())
     }
 }
@@ -365,6 +506,13 @@ fn backward_with_hessian(
 enum EpochStop {
     Diverged,
     Torch(tch::TchError),
+    Augment(AugmentError),
+}
+
+impl From<AugmentError> for EpochStop {
+    fn from(e: AugmentError) -> Self {
+        EpochStop::Augment(e)
+    }
 }
 
 impl From<tch::TchError> for EpochStop {
@@ -407,20 +555,23 @@ fn param_set(vs: &nn::VarStore, model: &Model, decay_all: bool) -> ParamSet {
     params
 }
 
-/// Mean cross-entropy and top-1 accuracy (percent) over a whole split.
+/// Mean cross-entropy and top-1 accuracy (percent) over a whole split, on
+/// the centred `crop_ratio` of each image.
 fn evaluate(
     model: &Model,
     split: &Dataset,
     normalizer: &Normalizer,
     batch_size: usize,
+    crop_ratio: f64,
 ) -> Result<(f64, f64), TrialError> {
     let device = normalizer.device();
     let mut loss_sum = Tensor::zeros([], (Kind::Double, device));
     let mut correct = Tensor::zeros([], (Kind::Int64, device));
     tch::no_grad(|| {
-        for_each_batch(split, batch_size * 2, None, |batch: RawBatch| {
+        for_each_batch(split, batch_size * 2, None, 1, |batch| {
             let labels = batch.labels.to_device(device);
-            let logits = model.net.forward_t(&normalizer.apply(&batch.images), false);
+            let images = normalizer.apply_test(&batch.images, crop_ratio);
+            let logits = model.net.forward_t(&images, false);
             loss_sum += logits
                 .cross_entropy_loss::<Tensor>(&labels, None, tch::Reduction::Sum, -100, 0.0)
                 .to_kind(Kind::Double);
@@ -472,6 +623,8 @@ mod tests {
             decay_norm_and_bias: false,
             device: DeviceChoice::Cpu,
             save_weights: None,
+            recipe: None,
+            data_workers: 2,
         }
     }
 
@@ -622,6 +775,56 @@ mod tests {
         bad.hparams.insert("momentum".into(), 0.9);
         let err = run(&bad, &data(64)).0.unwrap_err();
         assert!(err.to_string().contains("`momentum`"), "{err}");
+    }
+
+    #[test]
+    fn every_recipe_trains_end_to_end_on_synthetic_data() {
+        let data = data(128);
+        for name in ["pytorch", "deit", "convnext", "rsb_a2", "rsb_a3"] {
+            let mut recipe = bocb_search_spaces::RecipeBook::builtin()
+                .recipe(name)
+                .unwrap()
+                .clone();
+            recipe.epochs = bocb_search_spaces::Count(2);
+            recipe.warmup_epochs = 1;
+            // A decay that moves the average within a few steps.
+            recipe.ema_decay = recipe.ema_decay.map(|_| bocb_search_spaces::Fraction(0.5));
+            for backbone in ["resnet18_cifar@micro", "vit_tiny_cifar@micro"] {
+                let mut spec = spec("adamw", 1e-3, 2);
+                spec.backbone = backbone.into();
+                spec.recipe = Some(recipe.clone());
+                let (outcome, reports) = run(&spec, &data);
+                let outcome = outcome.unwrap_or_else(|e| panic!("{name} {backbone}: {e}"));
+                assert_eq!(outcome.status, TrialStatus::Done, "{name} {backbone}");
+                assert_eq!(reports.len(), 2);
+                assert!(reports.iter().all(|r| r.train_loss.is_finite()));
+                assert_eq!(outcome.precision, "fp32");
+                assert!(outcome.peak_memory_bytes.is_some_and(|b| b > 0));
+                let keeps_average = recipe.ema_decay.is_some();
+                assert_eq!(outcome.ema_accuracy.is_some(), keeps_average, "{name}");
+                assert_eq!(reports[1].ema_test_accuracy, outcome.ema_accuracy);
+            }
+        }
+    }
+
+    #[test]
+    fn a_recipe_trial_is_reproducible_whatever_the_worker_count() {
+        let data = data(128);
+        let mut recipe = bocb_search_spaces::RecipeBook::builtin()
+            .recipe("deit")
+            .unwrap()
+            .clone();
+        recipe.epochs = bocb_search_spaces::Count(1);
+        recipe.warmup_epochs = 0;
+        let mut spec = spec("adamw", 1e-3, 1);
+        spec.recipe = Some(recipe);
+        spec.data_workers = 1;
+        let (one, reports) = run(&spec, &data);
+        spec.data_workers = 3;
+        let (three, again) = run(&spec, &data);
+        assert_eq!(one.unwrap().final_accuracy, three.unwrap().final_accuracy);
+        assert_eq!(reports[0].train_loss, again[0].train_loss);
+        assert_eq!(reports[0].ema_test_accuracy, again[0].ema_test_accuracy);
     }
 
     /// SophiaH, counting the Hessian estimates it is handed.

@@ -48,6 +48,8 @@ fn spec(optimizer: &str) -> TrialSpec {
         decay_norm_and_bias: false,
         device: DeviceChoice::Cpu,
         save_weights: None,
+        recipe: None,
+        data_workers: 0,
     }
 }
 

@@ -2,8 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
-use bocb_search_spaces::Catalog;
-use bocb_store::GRID_POINTS;
+use bocb_search_spaces::{Catalog, Recipe, RecipeBook, RecipeOverrides, SpaceError};
+use bocb_store::{TrialRecipe, GRID_POINTS};
 use bocb_trial_runner::data::DatasetFormat;
 use bocb_trial_runner::models::BackboneRegistry;
 use bocb_trial_runner::optim::{Hparams, OptimizerRegistry};
@@ -29,14 +29,28 @@ pub struct ExperimentSpec {
     /// Applied to every backbone named without one (`micro` for the reduced presets).
     #[serde(default)]
     pub preset: Option<Preset>,
+    /// Training epochs; replaces the recipe's.
     pub epochs: u32,
     /// Seeds per config; the paper averages three.
     #[serde(default = "one")]
     pub seeds: u32,
-    #[serde(default = "default_batch_size")]
-    pub batch_size: usize,
-    #[serde(default)]
-    pub warmup_epochs: u32,
+    /// Images per step; replaces the recipe's when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<usize>,
+    /// Linear warm-up epochs; replaces the recipe's when given. Without
+    /// it the recipe's warm-up is scaled to `epochs` (5 of DeiT's 200
+    /// epochs become 0 of 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup_epochs: Option<u32>,
+    /// The training recipe (`pytorch`, `deit`, `convnext`, `rsb_a2`,
+    /// `rsb_a3`) of every backbone; without it each backbone trains with
+    /// its own (`bocb backbones list`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipe: Option<String>,
+    /// Recipe fields replaced for every trial (`{ mixup_alpha: 0 }`);
+    /// `epochs`, `batch_size` and `warmup_epochs` are set at the top level.
+    #[serde(default, skip_serializing_if = "RecipeOverrides::is_empty")]
+    pub recipe_overrides: RecipeOverrides,
     /// Weight decay on biases and norm parameters too (default: exempt, as timm).
     #[serde(default)]
     pub decay_norm_and_bias: bool,
@@ -67,6 +81,9 @@ pub struct ExperimentSpec {
     /// store) for `bocb patterns`.
     #[serde(default)]
     pub save_weights: bool,
+    /// Run this program per trial instead of bocb's trainer (external trials).
+    #[serde(default)]
+    pub trial: Option<crate::external::ExternalTrial>,
 }
 
 /// Limits on the search; the defaults search everything.
@@ -92,7 +109,9 @@ pub struct DatasetRef {
 
 impl ExperimentSpec {
     /// What the trial runner needs to train one config of a pair: the
-    /// experiment's training settings with the trial's own.
+    /// experiment's training settings with the trial's own, and the
+    /// backbone's resolved recipe. The spec must have passed
+    /// [`Experiment::parse`], which resolves every backbone's recipe once.
     pub fn trial_spec(
         &self,
         backbone: &str,
@@ -101,18 +120,92 @@ impl ExperimentSpec {
         seed: u64,
         save_weights: Option<PathBuf>,
     ) -> TrialSpec {
+        let recipe = self
+            .resolved_recipe(
+                backbone,
+                &BackboneRegistry::builtin(),
+                &RecipeBook::builtin(),
+            )
+            .unwrap_or_else(|e| panic!("the experiment was validated, yet {e}"));
         TrialSpec {
             backbone: backbone.to_string(),
             optimizer: optimizer.to_string(),
             hparams: params.clone(),
             seed,
-            epochs: self.epochs,
-            batch_size: self.batch_size,
-            warmup_epochs: self.warmup_epochs,
+            epochs: recipe.epochs.0,
+            batch_size: recipe.batch_size.0 as usize,
+            warmup_epochs: recipe.warmup_epochs,
             decay_norm_and_bias: self.decay_norm_and_bias,
             device: self.device,
             save_weights,
+            recipe: Some(recipe),
+            data_workers: 0,
         }
+    }
+
+    /// The recipe of a trial of `backbone` as the store keeps it: its name
+    /// and every resolved field. Like [`ExperimentSpec::trial_spec`], only
+    /// for a validated experiment.
+    pub fn stored_recipe(&self, backbone: &str) -> TrialRecipe {
+        let recipe = self
+            .resolved_recipe(
+                backbone,
+                &BackboneRegistry::builtin(),
+                &RecipeBook::builtin(),
+            )
+            .unwrap_or_else(|e| panic!("the experiment was validated, yet {e}"));
+        TrialRecipe {
+            name: recipe.name.clone(),
+            settings: Some(serde_json::to_value(&recipe).expect("a recipe serializes")),
+        }
+    }
+
+    /// The name of the recipe `backbone` trains with: the experiment's, or
+    /// the backbone's own.
+    pub fn recipe_name(
+        &self,
+        backbone: &str,
+        backbones: &BackboneRegistry,
+    ) -> Result<String, bocb_trial_runner::models::ModelError> {
+        match &self.recipe {
+            Some(name) => Ok(name.clone()),
+            None => Ok(backbones.lookup(backbone)?.0.default_recipe.to_string()),
+        }
+    }
+
+    /// `backbone`'s recipe with the overrides, then the experiment's
+    /// explicit `epochs`, `batch_size` and `warmup_epochs` (which win over
+    /// both; an absent `warmup_epochs` scales the recipe's to `epochs`).
+    pub fn resolved_recipe(
+        &self,
+        backbone: &str,
+        backbones: &BackboneRegistry,
+        book: &RecipeBook,
+    ) -> Result<Recipe, String> {
+        let name = self
+            .recipe_name(backbone, backbones)
+            .map_err(|e| e.to_string())?;
+        let base = book.recipe(&name).map_err(|e| e.to_string())?;
+        let mut overrides = self.recipe_overrides.clone();
+        overrides.epochs = Some(bocb_search_spaces::Count(self.epochs));
+        if let Some(batch_size) = self.batch_size {
+            overrides.batch_size = Some(bocb_search_spaces::Count(batch_size as u32));
+        }
+        overrides.warmup_epochs = Some(self.warmup_epochs.unwrap_or_else(|| {
+            (u64::from(base.warmup_epochs) * u64::from(self.epochs) / u64::from(base.epochs.0))
+                as u32
+        }));
+        let recipe = base
+            .with(&overrides)
+            .map_err(|e: SpaceError| e.to_string())?;
+        let mixes = recipe.mixup_alpha.0 > 0.0 || recipe.cutmix_alpha.0 > 0.0;
+        if mixes && recipe.batch_size.0 % 2 != 0 {
+            return Err(format!(
+                "recipe `{name}` mixes images (Mixup/CutMix pair each image with its mirror in the batch), so `batch_size` must be even, got {}; use an even batch size or set `recipe_overrides: {{ mixup_alpha: 0, cutmix_alpha: 0 }}`",
+                recipe.batch_size.0
+            ));
+        }
+        Ok(recipe)
     }
 
     /// `name` with the experiment's `preset`, unless it names its own (or is
@@ -197,10 +290,6 @@ fn one() -> u32 {
     1
 }
 
-fn default_batch_size() -> usize {
-    128
-}
-
 /// A loaded, validated experiment.
 #[derive(Debug, Clone)]
 pub struct Experiment {
@@ -213,6 +302,8 @@ pub struct Experiment {
     pub source: String,
     /// The dataset directory, resolved against the file's location.
     pub dataset_dir: PathBuf,
+    /// The experiment file's directory, where external trials run.
+    pub base_dir: PathBuf,
 }
 
 /// A problem with an experiment file, located where possible.
@@ -310,7 +401,7 @@ impl Experiment {
                 return Err(located(key, "0", format!("`{key}` must be at least 1")));
             }
         }
-        if spec.batch_size == 0 {
+        if spec.batch_size == Some(0) {
             return Err(located(
                 "batch_size",
                 "0",
@@ -342,15 +433,36 @@ impl Experiment {
                 format!("`budget.hours` must be a positive number of hours, got {hours}"),
             ));
         }
-        if spec.warmup_epochs >= spec.epochs {
+        if let Some(warmup) = spec.warmup_epochs.filter(|&w| w >= spec.epochs) {
             return Err(located(
                 "warmup_epochs",
-                &spec.warmup_epochs.to_string(),
+                &warmup.to_string(),
                 format!(
-                    "`warmup_epochs` ({}) must be below `epochs` ({})",
-                    spec.warmup_epochs, spec.epochs
+                    "`warmup_epochs` ({warmup}) must be below `epochs` ({})",
+                    spec.epochs
                 ),
             ));
+        }
+        let book = RecipeBook::builtin();
+        if let Some(name) = &spec.recipe {
+            book.recipe(name)
+                .map_err(|e| located("recipe", name, e.to_string()))?;
+        }
+        for (field, given) in [
+            ("epochs", spec.recipe_overrides.epochs.is_some()),
+            ("batch_size", spec.recipe_overrides.batch_size.is_some()),
+            (
+                "warmup_epochs",
+                spec.recipe_overrides.warmup_epochs.is_some(),
+            ),
+        ] {
+            if given {
+                return Err(located(
+                    "recipe_overrides",
+                    field,
+                    format!("`recipe_overrides.{field}`: set `{field}` at the top level of the experiment, where it replaces the recipe's"),
+                ));
+            }
         }
         let mut backbone_names: Vec<String> = match spec.backbones.listed() {
             Some(names) => names.to_vec(),
@@ -379,6 +491,8 @@ impl Experiment {
             backbones
                 .lookup(name)
                 .map_err(|e| located("backbones", name, e.to_string()))?;
+            spec.resolved_recipe(name, backbones, &book)
+                .map_err(|e| located("backbones", name, format!("backbone `{name}`: {e}")))?;
         }
         for name in &optimizer_names {
             if !optimizers.contains(name) {
@@ -432,6 +546,7 @@ impl Experiment {
             optimizers: optimizer_names,
             source: source.to_string(),
             dataset_dir,
+            base_dir: base.to_path_buf(),
         })
     }
 
@@ -439,15 +554,26 @@ impl Experiment {
     /// experiment can grow (more backbones, optimizers, seeds) but not change
     /// these, or its trials would stop being comparable.
     pub fn training_settings(spec: &ExperimentSpec) -> String {
-        format!(
+        let optional = |v: Option<String>| v.unwrap_or_else(|| "recipe's".into());
+        let mut settings = format!(
             "dataset {} at {}, epochs {}, batch_size {}, warmup_epochs {}, decay_norm_and_bias {}",
             spec.dataset.format,
             spec.dataset.path.display(),
             spec.epochs,
-            spec.batch_size,
-            spec.warmup_epochs,
+            optional(spec.batch_size.map(|b| b.to_string())),
+            optional(spec.warmup_epochs.map(|w| w.to_string())),
             spec.decay_norm_and_bias
-        )
+        );
+        settings += &format!(
+            ", recipe {}",
+            spec.recipe.as_deref().unwrap_or("each backbone's own")
+        );
+        if !spec.recipe_overrides.is_empty() {
+            let overrides =
+                serde_json::to_string(&spec.recipe_overrides).expect("recipe overrides serialize");
+            settings += &format!(" with {overrides}");
+        }
+        settings
     }
 }
 
@@ -522,7 +648,8 @@ epochs: 3
     fn parses_with_defaults() {
         let e = parse(GOOD).unwrap();
         assert_eq!(e.spec.seeds, 1);
-        assert_eq!(e.spec.batch_size, 128);
+        assert_eq!(e.spec.batch_size, None);
+        assert_eq!(e.spec.recipe, None);
         assert_eq!(e.spec.device, DeviceChoice::Auto);
         assert_eq!(e.optimizers, ["sgd_m", "adamw"]);
         assert_eq!(e.backbones, ["resnet18_cifar@micro", "vit_tiny_cifar"]);
@@ -646,6 +773,90 @@ epochs: 3
         );
         let err = error(&format!("{GOOD}budget: {{ hours: 0 }}\n"));
         assert!(err.contains("`budget.hours` must be a positive"), "{err}");
+    }
+
+    #[test]
+    fn each_backbone_trains_with_its_own_recipe_unless_the_experiment_names_one() {
+        let e = parse(GOOD).unwrap();
+        let backbones = BackboneRegistry::builtin();
+        let params: Hparams = [("lr".to_string(), 0.01), ("weight_decay".to_string(), 0.0)].into();
+        let cnn = e
+            .spec
+            .trial_spec("resnet18_cifar@micro", "adamw", &params, 0, None);
+        let vit = e
+            .spec
+            .trial_spec("vit_tiny_cifar", "adamw", &params, 0, None);
+        let (cnn_recipe, vit_recipe) = (cnn.recipe.unwrap(), vit.recipe.unwrap());
+        assert_eq!(cnn_recipe.name, "pytorch");
+        assert_eq!(vit_recipe.name, "deit");
+        // Explicit `epochs` wins; absent `batch_size` is the recipe's, and
+        // DeiT's 5 of 200 warm-up epochs scale to 0 of 3.
+        assert_eq!((vit.epochs, vit.batch_size, vit.warmup_epochs), (3, 100, 0));
+        assert_eq!(vit_recipe.epochs.0, 3);
+        assert_eq!(vit_recipe.mixup_alpha.0, 0.8);
+        // The optimizer is the trial's, whatever the recipe's default.
+        assert_eq!(vit.optimizer, "adamw");
+        assert_eq!(vit.hparams, params);
+        let stored = e.spec.stored_recipe("vit_tiny_cifar");
+        assert_eq!(stored.name, "deit");
+        assert_eq!(stored.settings.unwrap()["epochs"], 3);
+        assert_eq!(
+            e.spec
+                .recipe_name("resnet18_cifar@micro", &backbones)
+                .unwrap(),
+            "pytorch"
+        );
+
+        let src = format!(
+            "{GOOD}recipe: rsb_a3\nbatch_size: 64\nwarmup_epochs: 1\nrecipe_overrides: {{ mixup_alpha: 0, rand_augment: null, ema_decay: 0.99 }}\n"
+        );
+        let e = parse(&src).unwrap();
+        let spec = e
+            .spec
+            .trial_spec("vit_tiny_cifar", "sgd_m", &params, 1, None);
+        let recipe = spec.recipe.unwrap();
+        assert_eq!(recipe.name, "rsb_a3");
+        assert_eq!((spec.batch_size, spec.warmup_epochs), (64, 1));
+        assert_eq!((recipe.batch_size.0, recipe.warmup_epochs), (64, 1));
+        assert_eq!(recipe.mixup_alpha.0, 0.0);
+        assert_eq!(recipe.rand_augment, None);
+        assert_eq!(recipe.ema_decay.map(|d| d.0), Some(0.99));
+        assert_eq!(recipe.cutmix_alpha.0, 1.0);
+        let settings = Experiment::training_settings(&e.spec);
+        assert!(
+            settings.contains("recipe rsb_a3 with {") && settings.contains("\"mixup_alpha\":0.0"),
+            "{settings}"
+        );
+    }
+
+    #[test]
+    fn bad_recipes_and_overrides_are_located_with_the_choices() {
+        let err = error(&format!("{GOOD}recipe: deit3\n"));
+        assert!(
+            err.starts_with("exp.yaml:8:9: unknown recipe `deit3`; valid choices: convnext, deit"),
+            "{err}"
+        );
+        let err = error(&format!("{GOOD}recipe_overrides: {{ mixup: 0.2 }}\n"));
+        assert!(err.starts_with("exp.yaml:8:"), "{err}");
+        assert!(err.contains("unknown field `mixup`"), "{err}");
+        assert!(
+            err.contains("mixup_alpha"),
+            "the valid fields are listed: {err}"
+        );
+        let err = error(&format!("{GOOD}recipe_overrides:\n  hflip: 2\n"));
+        assert!(err.starts_with("exp.yaml:9:"), "{err}");
+        assert!(err.contains("between 0 and 1"), "{err}");
+        let err = error(&format!("{GOOD}recipe_overrides: {{ epochs: 9 }}\n"));
+        assert!(
+            err.contains("`recipe_overrides.epochs`: set `epochs` at the top level"),
+            "{err}"
+        );
+        // DeiT mixes pairs of images: an odd batch cannot be mixed.
+        let err = error(&format!("{GOOD}batch_size: 33\n"));
+        assert!(err.contains("backbone `vit_tiny_cifar`"), "{err}");
+        assert!(err.contains("`batch_size` must be even, got 33"), "{err}");
+        let odd_plain = format!("{GOOD}batch_size: 33\nrecipe: pytorch\n");
+        assert_eq!(parse(&odd_plain).unwrap().spec.batch_size, Some(33));
     }
 
     #[test]

@@ -92,12 +92,14 @@ pub fn best_configs(
             let first = trials
                 .iter()
                 .find(|t| best.trial_ids.first() == Some(&t.id));
-            let recipe = first.and_then(|t| t.recipe.clone()).or_else(|| {
-                backbones
-                    .lookup(&best.backbone)
-                    .ok()
-                    .map(|(entry, _)| entry.default_recipe.to_string())
-            });
+            let recipe = first
+                .and_then(|t| t.recipe.as_ref().map(|r| r.name.clone()))
+                .or_else(|| {
+                    backbones
+                        .lookup(&best.backbone)
+                        .ok()
+                        .map(|(entry, _)| entry.default_recipe.to_string())
+                });
             let mut extras = best.params.clone();
             let lr = extras.remove("lr").unwrap_or(f64::NAN);
             let weight_decay = extras.remove("weight_decay").unwrap_or(f64::NAN);
@@ -113,8 +115,13 @@ pub fn best_configs(
                     .as_ref()
                     .map(|s| s.epochs)
                     .or_else(|| first.map(|t| t.epochs.len() as u32)),
-                batch_size: spec.as_ref().map(|s| s.batch_size),
-                warmup_epochs: spec.as_ref().map(|s| s.warmup_epochs),
+                // What the trial trained with: its stored recipe, else the experiment's.
+                batch_size: recipe_field(first, "batch_size")
+                    .map(|b| b as usize)
+                    .or_else(|| spec.as_ref().and_then(|s| s.batch_size)),
+                warmup_epochs: recipe_field(first, "warmup_epochs")
+                    .map(|w| w as u32)
+                    .or_else(|| spec.as_ref().and_then(|s| s.warmup_epochs)),
                 timm_dataset: spec
                     .as_ref()
                     .and_then(|s| timm_dataset(&s.dataset.format.to_string())),
@@ -312,6 +319,17 @@ pub fn render_timm_args(configs: &[BestConfig]) -> String {
         out.push('\n');
     }
     out
+}
+
+/// A whole-number field of a trial's stored recipe.
+fn recipe_field(trial: Option<&TrialRecord>, field: &str) -> Option<u64> {
+    trial?
+        .recipe
+        .as_ref()?
+        .settings
+        .as_ref()?
+        .get(field)?
+        .as_u64()
 }
 
 #[cfg(test)]

@@ -6,6 +6,8 @@ pub mod analysis;
 pub mod bench;
 pub mod experiment;
 pub mod export;
+pub mod external;
 pub mod report;
 pub mod run;
 pub mod search;
+pub mod service;

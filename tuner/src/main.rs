@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use bocb_store::{unix_now_s, Store};
-use bocb_trial_runner::data::{write_synthetic, DatasetFormat, SynthConfig};
+use bocb_trial_runner::data::{write_image_folder, write_synthetic, DatasetFormat, SynthConfig};
 use bocb_trial_runner::optim::replay::{replay, ReplayCase};
 use bocb_trial_runner::optim::OptimizerRegistry;
 use bocb_trial_runner::DeviceChoice;
@@ -17,6 +17,8 @@ use bocb_tuner::experiment::Experiment;
 use bocb_tuner::export;
 use bocb_tuner::report;
 use bocb_tuner::run::{run_experiment, Registries};
+use bocb_tuner::service::client::Client;
+use bocb_tuner::service::{self, ExperimentStatus};
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
@@ -139,6 +141,105 @@ enum Command {
         #[command(subcommand)]
         command: BackbonesCommand,
     },
+    /// Run the tuning service: hold the store, run submitted experiments,
+    /// hand their trials to workers over HTTP (see README, Service).
+    Serve {
+        #[arg(long, default_value = "./bocb-data")]
+        store: PathBuf,
+        /// Address to listen on (port 0: any free port; the URL is written
+        /// to STORE/service-url).
+        #[arg(long, default_value = "127.0.0.1:7878")]
+        listen: String,
+        /// The token clients must send (default: STORE/service-token, made
+        /// at first start, readable by the owner only).
+        #[arg(long)]
+        token: Option<String>,
+        /// Local workers to start, DEVICE[=COUNT] (cpu=2,cuda:0); `none`
+        /// for remote workers only.
+        #[arg(long, value_delimiter = ',', default_value = "auto")]
+        workers: Vec<String>,
+        /// Seconds without word from a worker before its trial is re-queued.
+        #[arg(long, default_value_t = 30.0)]
+        heartbeat_timeout: f64,
+        /// Times a trial is re-queued after a lost worker before it fails.
+        #[arg(long, default_value_t = 2)]
+        retries: u32,
+    },
+    /// Train trials for a service: claim, train, report, repeat.
+    Worker {
+        /// The service's URL (http://HOST:PORT).
+        #[arg(long)]
+        server: String,
+        /// The service's token (default: the BOCB_TOKEN environment variable).
+        #[arg(long)]
+        token: Option<String>,
+        /// auto, cpu, cuda or cuda:N.
+        #[arg(long, default_value = "auto")]
+        device: DeviceChoice,
+        /// Shown in the trial logs (default: HOST-PID).
+        #[arg(long)]
+        name: Option<String>,
+        /// Seconds the service may stay unreachable before the worker exits.
+        #[arg(long, default_value_t = 60.0)]
+        patience: f64,
+        /// Exit when standard input closes (how `bocb serve` ends its workers).
+        #[arg(long)]
+        exit_with_parent: bool,
+    },
+    /// Submit an experiment file to the service (again, to grow it).
+    Submit {
+        experiment: PathBuf,
+        #[command(flatten)]
+        service: ServiceArgs,
+    },
+    /// The service's experiments, or one, with trial counts.
+    Status {
+        name: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        service: ServiceArgs,
+    },
+    /// Stop an experiment in the service (its running trials run again on resume).
+    Stop {
+        name: String,
+        #[command(flatten)]
+        service: ServiceArgs,
+    },
+    /// Resume a stopped experiment in the service.
+    Resume {
+        name: String,
+        #[command(flatten)]
+        service: ServiceArgs,
+    },
+    /// An experiment's trials in the service.
+    Trials {
+        name: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        service: ServiceArgs,
+    },
+    /// A trial's log in the service (worker output and service events).
+    Logs {
+        trial: String,
+        #[command(flatten)]
+        service: ServiceArgs,
+    },
+}
+
+/// Where the service is and its token.
+#[derive(clap::Args)]
+struct ServiceArgs {
+    /// The service's URL (default: from STORE/service-url, else http://127.0.0.1:7878).
+    #[arg(long)]
+    server: Option<String>,
+    /// The service's token (default: BOCB_TOKEN, else STORE/service-token).
+    #[arg(long)]
+    token: Option<String>,
+    /// The service's store directory, where its URL and token are found.
+    #[arg(long, default_value = "./bocb-data")]
+    store: PathBuf,
 }
 
 #[derive(Subcommand)]
@@ -242,6 +343,36 @@ enum BenchCommand {
         #[arg(long, default_value = bench::BUILD_PYTHON)]
         python: PathBuf,
     },
+    /// Images per second of the input pipeline alone (loading and a
+    /// recipe's augmentation on worker threads) and of a training step of a
+    /// backbone fed by it, and their ratio: whether the data keeps up.
+    Data {
+        /// A CIFAR directory or an image folder (train/CLASS/*.png, val/...).
+        #[arg(long)]
+        dataset: PathBuf,
+        /// The recipe whose augmentation runs (pytorch, deit, convnext,
+        /// rsb_a2, rsb_a3).
+        #[arg(long, default_value = "deit")]
+        recipe: String,
+        #[arg(long, default_value = "resnet50_cifar")]
+        backbone: String,
+        #[arg(long, default_value_t = 128)]
+        batch: usize,
+        /// Pipeline threads (0: all cores but one).
+        #[arg(long, default_value_t = 0)]
+        workers: usize,
+        /// Batches the pipeline is timed over (at most one epoch).
+        #[arg(long, default_value_t = 50)]
+        batches: usize,
+        /// Timed training steps, after one untimed.
+        #[arg(long, default_value_t = 3)]
+        steps: usize,
+        /// auto (CUDA if present), cpu, cuda or cuda:N.
+        #[arg(long, default_value = "auto")]
+        device: DeviceChoice,
+        #[arg(long)]
+        json: bool,
+    },
     /// Replay recorded full grids (`bocb export --trials`) under every
     /// strategy and early-stopping rule: epochs spent, and whether each
     /// search found the grid's best config.
@@ -255,6 +386,22 @@ enum BenchCommand {
         /// Seeds per randomised strategy.
         #[arg(long, default_value_t = 10)]
         seeds: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Trial reports per second that `bocb serve` records with several
+    /// workers, on external trials that print their reports at once.
+    Service {
+        /// Local CPU workers.
+        #[arg(long, default_value_t = 4)]
+        workers: usize,
+        /// Backbone x optimizer pairs of 25 trials each (rounded up to a
+        /// backbones x optimizers rectangle).
+        #[arg(long, default_value_t = 8)]
+        pairs: usize,
+        /// Reports per trial.
+        #[arg(long, default_value_t = 20)]
+        epochs: u32,
         #[arg(long)]
         json: bool,
     },
@@ -274,10 +421,37 @@ enum DataCommand {
         test: usize,
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// cifar100-bin, cifar10-bin, cifar100-pickle or cifar10-pickle.
-        #[arg(long, default_value = "cifar100-bin")]
-        format: DatasetFormat,
+        /// cifar100-bin, cifar10-bin, cifar100-pickle, cifar10-pickle, or
+        /// folder (an image folder: train/CLASS/*.png|jpg, val/CLASS/...).
+        #[arg(long, default_value = "cifar100-bin", value_parser = parse_synth_format)]
+        format: SynthFormat,
     },
+}
+
+/// What `bocb data synth` writes.
+#[derive(Clone, Copy)]
+enum SynthFormat {
+    Cifar(DatasetFormat),
+    Folder,
+}
+
+impl std::fmt::Display for SynthFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SynthFormat::Cifar(format) => format.fmt(f),
+            SynthFormat::Folder => f.write_str("image folder"),
+        }
+    }
+}
+
+fn parse_synth_format(name: &str) -> Result<SynthFormat, String> {
+    match name {
+        "folder" => Ok(SynthFormat::Folder),
+        _ => name
+            .parse()
+            .map(SynthFormat::Cifar)
+            .map_err(|e: bocb_trial_runner::data::DataError| format!("{e}, or folder")),
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, ValueEnum)]
@@ -286,6 +460,7 @@ enum Format {
     Md,
     Json,
     Csv,
+    Html,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -485,7 +660,10 @@ fn run(cli: Cli) -> Result<()> {
                 test,
                 seed,
             };
-            write_synthetic(&out, &config, format)?;
+            match format {
+                SynthFormat::Cifar(format) => write_synthetic(&out, &config, format)?,
+                SynthFormat::Folder => write_image_folder(&out, &config)?,
+            }
             eprintln!(
                 "wrote {train} training and {test} test images of {classes} classes ({format}) to {}",
                 out.display()
@@ -510,6 +688,61 @@ fn run(cli: Cli) -> Result<()> {
         Command::Backbones {
             command: BackbonesCommand::List { json, classes },
         } => list_backbones(json, classes),
+        Command::Serve {
+            store,
+            listen,
+            token,
+            workers,
+            heartbeat_timeout,
+            retries,
+        } => serve(store, listen, token, &workers, heartbeat_timeout, retries),
+        Command::Worker {
+            server,
+            token,
+            device,
+            name,
+            patience,
+            exit_with_parent,
+        } => worker(&server, token, device, name, patience, exit_with_parent),
+        Command::Submit {
+            experiment,
+            service,
+        } => submit(&experiment, &service),
+        Command::Status {
+            name,
+            json,
+            service,
+        } => status(name.as_deref(), json, &service),
+        Command::Stop { name, service } => {
+            let status: ExperimentStatus = service
+                .client()?
+                .post(&format!("/api/experiments/{name}/stop"), &())?
+                .context("empty answer")?;
+            print_statuses(&[status]);
+            Ok(())
+        }
+        Command::Resume { name, service } => {
+            let status: ExperimentStatus = service
+                .client()?
+                .post(&format!("/api/experiments/{name}/resume"), &())?
+                .context("empty answer")?;
+            print_statuses(&[status]);
+            Ok(())
+        }
+        Command::Trials {
+            name,
+            json,
+            service,
+        } => trials(&name, json, &service),
+        Command::Logs { trial, service } => {
+            print!(
+                "{}",
+                service
+                    .client()?
+                    .get_text(&format!("/api/trials/{trial}/log"))?
+            );
+            Ok(())
+        }
         Command::Bench {
             command:
                 BenchCommand::Optim {
@@ -588,6 +821,39 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Bench {
             command:
+                BenchCommand::Data {
+                    dataset,
+                    recipe,
+                    backbone,
+                    batch,
+                    workers,
+                    batches,
+                    steps,
+                    device,
+                    json,
+                },
+        } => {
+            let registries = Registries::builtin();
+            let config = bench::DataBenchConfig {
+                dataset,
+                recipe,
+                backbone,
+                batch,
+                workers,
+                batches,
+                steps,
+                device: device.resolve().map_err(anyhow::Error::msg)?,
+            };
+            let report = bench::bench_data(&config, &registries.backbones, &registries.optimizers)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", bench::render_data(&report));
+            }
+            Ok(())
+        }
+        Command::Bench {
+            command:
                 BenchCommand::Tuner {
                     recorded,
                     budgets,
@@ -595,6 +861,38 @@ fn run(cli: Cli) -> Result<()> {
                     json,
                 },
         } => bench_tuner(&recorded, &budgets, seeds, json),
+        Command::Bench {
+            command:
+                BenchCommand::Service {
+                    workers,
+                    pairs,
+                    epochs,
+                    json,
+                },
+        } => {
+            if workers == 0 || epochs == 0 {
+                bail!("--workers and --epochs must be at least 1");
+            }
+            let report = service::bench::bench_service(&service::bench::ServiceBenchConfig {
+                workers,
+                pairs,
+                epochs,
+            })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!(
+                    "{} workers: {} trials, {} reports in {:.1}s: {:.0} reports/s, {:.1} trials/s",
+                    report.workers,
+                    report.trials,
+                    report.reports,
+                    report.seconds,
+                    report.reports_per_second,
+                    report.trials_per_second
+                );
+            }
+            Ok(())
+        }
     }
 }
 
@@ -799,17 +1097,24 @@ fn print_report(
                 #[serde(flatten)]
                 report: &'a report::ExperimentReport,
                 analysis: analysis::AnalysisJson<'a>,
+                /// Layer-wise patterns of the best pairs' saved weights.
+                #[serde(skip_serializing_if = "Option::is_none")]
+                patterns: Option<Vec<analysis::patterns::PairPatterns>>,
             }
-            let full: Vec<Full> = reports
+            let full = reports
                 .iter()
                 .zip(&analyses)
-                .map(|(report, analysis)| Full {
-                    report,
-                    analysis: analysis.json(),
+                .map(|(report, analysis)| {
+                    Ok(Full {
+                        report,
+                        analysis: analysis.json(),
+                        patterns: analysis::patterns::saved_patterns(store, &analysis.experiment)?,
+                    })
                 })
-                .collect();
+                .collect::<Result<Vec<Full>>>()?;
             serde_json::to_string_pretty(&full)? + "\n"
         }
+        Format::Html => analysis::html::render_report(store, &analyses)?,
         Format::Csv => {
             let mut csv = String::new();
             for (i, analysis) in analyses.iter().enumerate() {
@@ -884,5 +1189,202 @@ fn import_table(
         },
         table.display()
     );
+    Ok(())
+}
+
+impl ServiceArgs {
+    /// A client of the service these arguments point at.
+    fn client(&self) -> Result<Client> {
+        let from_store = |file: &str| {
+            std::fs::read_to_string(self.store.join(file))
+                .ok()
+                .map(|text| text.trim().to_string())
+        };
+        let server = self
+            .server
+            .clone()
+            .or_else(|| from_store(service::URL_FILE))
+            .unwrap_or_else(|| format!("http://127.0.0.1:{}", service::DEFAULT_PORT));
+        let token = self
+            .token
+            .clone()
+            .or_else(|| std::env::var("BOCB_TOKEN").ok())
+            .or_else(|| from_store(service::TOKEN_FILE))
+            .with_context(|| {
+                format!(
+                    "no service token: pass --token, set BOCB_TOKEN, or point --store at the service's store (no {} there)",
+                    self.store.join(service::TOKEN_FILE).display()
+                )
+            })?;
+        Ok(Client::new(&server, &token))
+    }
+}
+
+/// `bocb serve`.
+fn serve(
+    store: PathBuf,
+    listen: String,
+    token: Option<String>,
+    workers: &[String],
+    heartbeat_timeout: f64,
+    retries: u32,
+) -> Result<()> {
+    let workers = if workers == ["none"] {
+        Vec::new()
+    } else {
+        workers
+            .iter()
+            .map(|w| service::parse_worker_group(w).map_err(anyhow::Error::msg))
+            .collect::<Result<Vec<_>>>()
+            .context("--workers takes DEVICE[=COUNT],... (cpu=2,cuda:0) or `none`")?
+    };
+    if !(heartbeat_timeout.is_finite() && heartbeat_timeout > 0.0) {
+        bail!("--heartbeat-timeout must be a positive number of seconds, got {heartbeat_timeout}");
+    }
+    service::serve(&service::ServeConfig {
+        store_dir: store,
+        listen,
+        token,
+        workers,
+        heartbeat_timeout: std::time::Duration::from_secs_f64(heartbeat_timeout),
+        retries,
+    })?;
+    Ok(())
+}
+
+/// `bocb worker`.
+fn worker(
+    server: &str,
+    token: Option<String>,
+    device: DeviceChoice,
+    name: Option<String>,
+    patience: f64,
+    exit_with_parent: bool,
+) -> Result<()> {
+    let token = token
+        .or_else(|| std::env::var("BOCB_TOKEN").ok())
+        .context("no service token: pass --token or set BOCB_TOKEN (it is in the service's STORE/service-token)")?;
+    if !(patience.is_finite() && patience >= 0.0) {
+        bail!("--patience must be a number of seconds, got {patience}");
+    }
+    if exit_with_parent {
+        std::thread::spawn(|| {
+            // Standard input closes when the service that started us dies.
+            let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+            std::process::exit(0);
+        });
+    }
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".to_string());
+    let config = service::worker::WorkerConfig {
+        device,
+        name: name.unwrap_or_else(|| format!("{host}-{}", std::process::id())),
+        patience: std::time::Duration::from_secs_f64(patience),
+    };
+    service::worker::run_worker(&Client::new(server, &token), &config)?;
+    Ok(())
+}
+
+/// `bocb submit`.
+fn submit(path: &Path, args: &ServiceArgs) -> Result<()> {
+    let yaml = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read experiment file {}", path.display()))?;
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let base = std::path::absolute(dir)
+        .with_context(|| format!("cannot resolve the directory of {}", path.display()))?;
+    let submission = serde_json::json!({
+        "yaml": yaml,
+        "base": base,
+        "origin": path.display().to_string(),
+    });
+    let status: ExperimentStatus = args
+        .client()?
+        .post("/api/experiments", &submission)?
+        .context("empty answer")?;
+    eprintln!("submitted `{}`", status.name);
+    print_statuses(&[status]);
+    Ok(())
+}
+
+/// `bocb status`.
+fn status(name: Option<&str>, json: bool, args: &ServiceArgs) -> Result<()> {
+    let client = args.client()?;
+    let statuses: Vec<ExperimentStatus> = match name {
+        Some(name) => vec![client.get(&format!("/api/experiments/{name}"))?],
+        None => client.get("/api/experiments")?,
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&statuses)?);
+    } else if statuses.is_empty() {
+        println!("no experiments; submit one with `bocb submit FILE`");
+    } else {
+        print_statuses(&statuses);
+    }
+    Ok(())
+}
+
+fn print_statuses(statuses: &[ExperimentStatus]) {
+    println!(
+        "{:<24} {:<8} {:>7}  trials",
+        "experiment", "state", "epochs"
+    );
+    for s in statuses {
+        let trials: Vec<String> = s.trials.iter().map(|(k, v)| format!("{v} {k}")).collect();
+        println!(
+            "{:<24} {:<8} {:>7}  {}",
+            s.name,
+            serde_json::to_value(s.state)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            s.epochs_recorded,
+            if trials.is_empty() {
+                "none yet".to_string()
+            } else {
+                trials.join(", ")
+            }
+        );
+        if let Some(error) = &s.error {
+            println!("  error: {error}");
+        }
+    }
+}
+
+/// `bocb trials`.
+fn trials(name: &str, json: bool, args: &ServiceArgs) -> Result<()> {
+    let trials: Vec<bocb_store::TrialRecord> = args
+        .client()?
+        .get(&format!("/api/experiments/{name}/trials"))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&trials)?);
+        return Ok(());
+    }
+    println!(
+        "{:<16} {:<24} {:<12} {:>10} {:>10} {:>4} {:>5} {:<8} {:>6} {:>8}",
+        "trial", "backbone", "optimizer", "lr", "wd", "seed", "stage", "status", "epochs", "top-1"
+    );
+    for t in &trials {
+        let param = |key: &str| {
+            t.params
+                .get(key)
+                .map_or("-".to_string(), |v| report::fmt_value(*v))
+        };
+        println!(
+            "{:<16} {:<24} {:<12} {:>10} {:>10} {:>4} {:>5} {:<8} {:>6} {:>8}",
+            t.id,
+            t.backbone,
+            t.optimizer,
+            param("lr"),
+            param("weight_decay"),
+            t.seed,
+            t.stage,
+            t.status.to_string(),
+            t.epochs.len(),
+            t.final_accuracy
+                .map_or("-".to_string(), |a| format!("{a:.2}"))
+        );
+    }
     Ok(())
 }

@@ -1,6 +1,9 @@
 //! Runs an experiment's search for every pair, recording into the store.
 
 use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bocb_search_spaces::{Catalog, OptimizerSpace};
@@ -12,12 +15,13 @@ use bocb_trial_runner::data::{self, Splits};
 use bocb_trial_runner::device::device_name;
 use bocb_trial_runner::models::BackboneRegistry;
 use bocb_trial_runner::optim::{Hparams, OptimizerRegistry};
-use bocb_trial_runner::{run_trial, EpochReport, TrialObserver};
+use bocb_trial_runner::{run_trial, EpochReport, TrialObserver, TrialSpec};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use crate::experiment::{Experiment, ExperimentSpec};
+use crate::external::{run_external, ExternalTrial};
 use crate::search::{Curve, EarlyStop, Observation};
 
 /// What a run needs besides the experiment: the registries and spaces.
@@ -60,12 +64,130 @@ pub enum RunError {
     Data(#[from] data::DataError),
     #[error("{0}")]
     Device(String),
+    /// The experiment was stopped (`bocb stop`) while the trial waited or ran.
+    #[error("the experiment was stopped")]
+    Cancelled,
     #[error("experiment `{name}` is already in the store with other training settings:\n  stored: {stored}\n  now:    {now}\nrename the experiment, or restore the stored settings to grow it")]
     SettingsChanged {
         name: String,
         stored: String,
         now: String,
     },
+}
+
+/// One trial to train, as an executor gets it.
+pub struct TrialJob<'a> {
+    pub experiment: &'a str,
+    pub id: &'a str,
+    pub spec: &'a TrialSpec,
+    /// The program to run instead of bocb's trainer, and where.
+    pub external: Option<&'a ExternalTrial>,
+    pub work_dir: &'a Path,
+}
+
+/// How a trial ended, as an executor reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrialResult {
+    pub status: TrialStatus,
+    pub final_accuracy: Option<f64>,
+    pub wall_s: Option<f64>,
+    /// Why the trial failed, diverged or stopped.
+    pub note: Option<String>,
+}
+
+impl TrialResult {
+    /// The result of a trial that ran to an error.
+    pub fn failed(error: String) -> Self {
+        TrialResult {
+            status: TrialStatus::Failed,
+            final_accuracy: None,
+            wall_s: None,
+            note: Some(error),
+        }
+    }
+
+    /// The store's view of the trial runner's outcome.
+    pub fn from_outcome(outcome: bocb_trial_runner::TrialOutcome) -> Self {
+        TrialResult {
+            status: match outcome.status {
+                bocb_trial_runner::TrialStatus::Done => TrialStatus::Done,
+                bocb_trial_runner::TrialStatus::Diverged => TrialStatus::Diverged,
+                bocb_trial_runner::TrialStatus::Stopped => TrialStatus::Stopped,
+            },
+            final_accuracy: outcome.final_accuracy,
+            wall_s: Some(outcome.wall_s),
+            note: outcome.note,
+        }
+    }
+}
+
+/// Where trials are trained: in this process, or by workers of the service.
+/// The search blocks in `execute` until the trial has ended, forwarding each
+/// epoch report to `observer` and its early-stop answer back to the trainer.
+pub trait TrialExecutor: Sync {
+    fn execute(
+        &self,
+        job: &TrialJob,
+        observer: &mut dyn TrialObserver,
+    ) -> Result<TrialResult, RunError>;
+
+    /// The device trials run on, when the executor alone decides it.
+    fn device(&self) -> Option<String> {
+        None
+    }
+}
+
+/// Trains trials one at a time in this process (`bocb run`).
+pub struct InProcess<'a> {
+    pub splits: &'a Splits,
+    pub registries: &'a Registries,
+    pub device: String,
+}
+
+impl TrialExecutor for InProcess<'_> {
+    fn execute(
+        &self,
+        job: &TrialJob,
+        observer: &mut dyn TrialObserver,
+    ) -> Result<TrialResult, RunError> {
+        if let Some(external) = job.external {
+            let log = |line: &str| tracing::info!("trial {}: {line}", job.id);
+            return Ok(run_external(
+                external,
+                job.id,
+                job.spec,
+                job.work_dir,
+                observer,
+                &log,
+            ));
+        }
+        let result = run_trial(
+            job.spec,
+            self.splits,
+            &self.registries.backbones,
+            &self.registries.optimizers,
+            observer,
+        );
+        Ok(match result {
+            Ok(outcome) => TrialResult::from_outcome(outcome),
+            Err(e) => TrialResult::failed(e.to_string()),
+        })
+    }
+
+    fn device(&self) -> Option<String> {
+        Some(self.device.clone())
+    }
+}
+
+/// How a search runs besides its experiment and executor.
+#[derive(Default)]
+pub struct SearchOptions<'a> {
+    /// Pairs searched at once (at least one); each waits on its own trials.
+    pub concurrent_pairs: usize,
+    pub show_progress: bool,
+    /// Set to end the search: no trial starts after it, and the executor
+    /// answers `Cancelled` for those waiting.
+    pub cancel: Option<&'a AtomicBool>,
 }
 
 /// Trains every trial of `experiment` that the store does not hold finished
@@ -81,14 +203,36 @@ pub fn run_experiment(
     // Everything that can be refused is checked before the store is touched.
     let device = spec.device.resolve().map_err(RunError::Device)?;
     let splits = data::load(&experiment.dataset_dir, spec.dataset.format)?;
+    let executor = InProcess {
+        splits: &splits,
+        registries,
+        device: device_name(device),
+    };
+    let options = SearchOptions {
+        concurrent_pairs: 1,
+        show_progress,
+        cancel: None,
+    };
+    search_experiment(experiment, store, &registries.catalog, &executor, &options)
+}
+
+/// Registers `experiment` in the store and searches its pairs, up to
+/// `options.concurrent_pairs` at once, training through `executor`.
+pub fn search_experiment(
+    experiment: &Experiment,
+    store: &Store,
+    catalog: &Catalog,
+    executor: &dyn TrialExecutor,
+    options: &SearchOptions,
+) -> Result<RunSummary, RunError> {
+    let spec = &experiment.spec;
     register_experiment(experiment, store)?;
 
     let mut configs_per_pair = spec.budget.trials.unwrap_or(GRID_POINTS * GRID_POINTS);
     let mut total = 0;
     for optimizer in &experiment.optimizers {
         if spec.search_extras {
-            let space = registries
-                .catalog
+            let space = catalog
                 .optimizer(optimizer)
                 .expect("experiment validation checked the search space");
             configs_per_pair += space
@@ -99,36 +243,78 @@ pub fn run_experiment(
         }
         total += experiment.backbones.len() * configs_per_pair * spec.seeds as usize;
     }
+    let not_cancelled = AtomicBool::new(false);
     let ctx = RunContext {
         store,
-        registries,
-        splits: &splits,
-        progress: Progress::new(total as u64, show_progress),
+        catalog,
+        executor,
+        cancel: options.cancel.unwrap_or(&not_cancelled),
+        progress: Progress::new(total as u64, options.show_progress),
         deadline: spec
             .budget
             .hours
             .map(|h| Instant::now() + Duration::from_secs_f64(h * 3600.0)),
     };
-    let mut summary = RunSummary::default();
-    for backbone in &experiment.backbones {
-        for optimizer in &experiment.optimizers {
-            let pair = Pair {
+    let pairs: Vec<Pair> = experiment
+        .backbones
+        .iter()
+        .flat_map(|backbone| {
+            experiment.optimizers.iter().map(move |optimizer| Pair {
                 experiment,
                 backbone,
                 optimizer,
-                device: device_name(device),
-            };
-            pair.search(&ctx, &mut summary)?;
+                device: executor.device(),
+            })
+        })
+        .collect();
+    let next_pair = AtomicUsize::new(0);
+    let summary = Mutex::new(RunSummary::default());
+    let first_error: Mutex<Option<RunError>> = Mutex::new(None);
+    let threads = options.concurrent_pairs.clamp(1, pairs.len().max(1));
+    crossbeam::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|_| {
+                while let Some(pair) = pairs.get(next_pair.fetch_add(1, Ordering::SeqCst)) {
+                    let mut pair_summary = RunSummary::default();
+                    let result = pair.search(&ctx, &mut pair_summary);
+                    summary.lock().expect("summary lock").absorb(&pair_summary);
+                    if let Err(e) = result {
+                        // The other pairs stop at their next trial.
+                        first_error.lock().expect("error lock").get_or_insert(e);
+                        break;
+                    }
+                    if first_error.lock().expect("error lock").is_some() {
+                        break;
+                    }
+                }
+            });
         }
-    }
-    summary.out_of_time = ctx.out_of_time();
+    })
+    .expect("a pair's search panicked");
     ctx.progress.finish();
+    if let Some(e) = first_error.into_inner().expect("error lock") {
+        return Err(e);
+    }
+    let mut summary = summary.into_inner().expect("summary lock");
+    summary.out_of_time = ctx.out_of_time();
     Ok(summary)
+}
+
+impl RunSummary {
+    /// Adds the counts of another part of the run.
+    fn absorb(&mut self, other: &RunSummary) {
+        self.trained += other.trained;
+        self.skipped += other.skipped;
+        self.diverged += other.diverged;
+        self.stopped += other.stopped;
+        self.failed += other.failed;
+        self.out_of_time |= other.out_of_time;
+    }
 }
 
 /// Creates the experiment record, or checks that a stored one has the same
 /// training settings (it may grow, not change).
-fn register_experiment(experiment: &Experiment, store: &Store) -> Result<(), RunError> {
+pub fn register_experiment(experiment: &Experiment, store: &Store) -> Result<(), RunError> {
     let now = unix_now_s();
     let spec = &experiment.spec;
     let created_unix_s = match store.experiment(&spec.name)? {
@@ -179,8 +365,9 @@ pub fn trial_id(
 /// What every trial of a run shares.
 struct RunContext<'a> {
     store: &'a Store,
-    registries: &'a Registries,
-    splits: &'a Splits,
+    catalog: &'a Catalog,
+    executor: &'a dyn TrialExecutor,
+    cancel: &'a AtomicBool,
     progress: Progress,
     /// When `budget.hours` runs out.
     deadline: Option<Instant>,
@@ -189,6 +376,14 @@ struct RunContext<'a> {
 impl RunContext<'_> {
     fn out_of_time(&self) -> bool {
         self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+
+    /// Whether no more trials may start, and why not when it is an error.
+    fn must_end(&self) -> Result<bool, RunError> {
+        if self.cancel.load(Ordering::SeqCst) {
+            return Err(RunError::Cancelled);
+        }
+        Ok(self.out_of_time())
     }
 }
 
@@ -279,7 +474,8 @@ struct Pair<'a> {
     experiment: &'a Experiment,
     backbone: &'a str,
     optimizer: &'a str,
-    device: String,
+    /// Where the trials run, when known before they start.
+    device: Option<String>,
 }
 
 impl Pair<'_> {
@@ -288,7 +484,6 @@ impl Pair<'_> {
     fn search(&self, ctx: &RunContext, summary: &mut RunSummary) -> Result<(), RunError> {
         let spec = &self.experiment.spec;
         let space = ctx
-            .registries
             .catalog
             .optimizer(self.optimizer)
             .expect("experiment validation checked the search space");
@@ -322,7 +517,7 @@ impl Pair<'_> {
                         .flatten()
                 });
             let Some(point) = next else { break };
-            if ctx.out_of_time() {
+            if ctx.must_end()? {
                 return Ok(());
             }
             let mut params = space.default_params();
@@ -359,7 +554,7 @@ impl Pair<'_> {
                 if candidate == best_params[name] {
                     continue;
                 }
-                if ctx.out_of_time() {
+                if ctx.must_end()? {
                     return Ok(());
                 }
                 let mut params = best_params.clone();
@@ -443,7 +638,7 @@ impl Pair<'_> {
         stage: u8,
         seed: u64,
     ) -> Result<TrialStatus, RunError> {
-        let (store, registries, progress) = (ctx.store, ctx.registries, &ctx.progress);
+        let (store, progress) = (ctx.store, &ctx.progress);
         let spec = &self.experiment.spec;
         // Early stopping compares with the pair's other stage-1 trials.
         let others: Vec<(Vec<f64>, bool)> = if stage == 1 {
@@ -465,7 +660,7 @@ impl Pair<'_> {
             experiment: spec.name.clone(),
             backbone: self.backbone.to_string(),
             optimizer: self.optimizer.to_string(),
-            recipe: None,
+            recipe: Some(spec.stored_recipe(self.backbone)),
             params: params.clone(),
             grid: Some(grid),
             stage,
@@ -474,7 +669,7 @@ impl Pair<'_> {
             epochs: Vec::new(),
             final_accuracy: None,
             wall_time_s: None,
-            device: Some(self.device.clone()),
+            device: self.device.clone(),
             error: None,
             created_unix_s: now,
             updated_unix_s: now,
@@ -507,33 +702,24 @@ impl Pair<'_> {
             curve: Vec::new(),
             max_epochs: spec.epochs as usize,
         };
-        let result = run_trial(
-            &trial_spec,
-            ctx.splits,
-            &registries.backbones,
-            &registries.optimizers,
-            &mut recorder,
-        );
+        let job = TrialJob {
+            experiment: &spec.name,
+            id,
+            spec: &trial_spec,
+            external: spec.trial.as_ref(),
+            work_dir: &self.experiment.base_dir,
+        };
+        let result = ctx.executor.execute(&job, &mut recorder);
         recorder.bar.finish_and_clear();
         if let Some(e) = recorder.store_error {
             return Err(e.into());
         }
-        let (status, accuracy, wall, error) = match result {
-            Ok(outcome) => {
-                let status = match outcome.status {
-                    bocb_trial_runner::TrialStatus::Done => TrialStatus::Done,
-                    bocb_trial_runner::TrialStatus::Diverged => TrialStatus::Diverged,
-                    bocb_trial_runner::TrialStatus::Stopped => TrialStatus::Stopped,
-                };
-                (
-                    status,
-                    outcome.final_accuracy,
-                    Some(outcome.wall_s),
-                    outcome.note,
-                )
-            }
-            Err(e) => (TrialStatus::Failed, None, None, Some(e.to_string())),
-        };
+        let TrialResult {
+            status,
+            final_accuracy: accuracy,
+            wall_s: wall,
+            note: error,
+        } = result?;
         store.finish_trial(&spec.name, id, status, accuracy, wall, error.clone())?;
         let result = match (status, accuracy) {
             (TrialStatus::Done, Some(acc)) => {
@@ -607,6 +793,8 @@ impl TrialObserver for Recorder<'_> {
             wall_s: r.wall_s,
         };
         self.images_per_sec = r.images_per_sec;
+        // By epoch number: a trial re-run after a lost worker reports from epoch 1 again.
+        self.curve.truncate(r.epoch.saturating_sub(1) as usize);
         self.curve.push(r.test_accuracy);
         if self.store_error.is_none() {
             if let Err(e) = self.store.record_epoch(self.experiment, self.id, metrics) {

@@ -6,6 +6,7 @@
 //! downloaded. Nothing here depends on tch: images stay `u8` CHW as stored.
 
 mod cifar;
+mod folder;
 pub mod pickle;
 mod synth;
 
@@ -16,6 +17,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 pub use cifar::{detect_format, load};
+pub use folder::{is_image_folder, load_image_folder, write_image_folder};
 pub use synth::{generate, write_synthetic, SynthConfig};
 
 /// Image side in pixels.

@@ -16,7 +16,9 @@
 use tch::nn::{self, Init, ModuleT};
 use tch::Tensor;
 
-use super::layers::{conv2d_normal, drop_path, layer_norm, vit_linear, LayerNorm2d};
+use super::layers::{
+    conv2d_normal, drop_path, drop_path_rate, layer_norm, vit_linear, LayerNorm2d,
+};
 use super::{BackboneEntry, BackboneRegistry, Family, Model, Preset};
 
 /// timm's ConvNeXt layer norms use eps 1e-6.
@@ -200,7 +202,7 @@ impl ConvNeXt {
         // timm: linspace(0, drop_path_rate, blocks) over all blocks.
         let rate = |index: i64| match total {
             1 => 0.0,
-            _ => DROP_PATH_RATE * index as f64 / (total - 1) as f64,
+            _ => drop_path_rate(DROP_PATH_RATE) * index as f64 / (total - 1) as f64,
         };
         let mut index = 0;
         let mut inputs = dims[0];

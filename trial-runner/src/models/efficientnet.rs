@@ -8,7 +8,7 @@
 use tch::nn::{self, Conv2D, Init, ModuleT};
 use tch::Tensor;
 
-use super::layers::{batch_norm2d, conv2d_normal, drop_path, make_divisible};
+use super::layers::{batch_norm2d, conv2d_normal, drop_path, drop_path_rate, make_divisible};
 use super::{BackboneEntry, BackboneRegistry, Family, Model, Preset};
 
 pub(super) fn register(registry: &mut BackboneRegistry) {
@@ -223,7 +223,7 @@ impl EfficientNet {
             for i in 0..stage.repeats {
                 let stride = if i == 0 { stage.stride } else { 1 };
                 // timm: drop_path_rate * block_idx / block_count, over all blocks.
-                let rate = DROP_PATH_RATE * blocks.len() as f64 / total as f64;
+                let rate = drop_path_rate(DROP_PATH_RATE) * blocks.len() as f64 / total as f64;
                 let path = p / "blocks" / s / i;
                 blocks.push(MbConv::new(path, stage, inputs, stride, rate));
                 inputs = stage.outputs;

@@ -1,5 +1,7 @@
 //! Layers with PyTorch's default initialisation (tch's defaults differ).
 
+use std::cell::Cell;
+
 use tch::nn::{self, Init};
 use tch::{Kind, Tensor};
 
@@ -169,6 +171,29 @@ pub fn conv_kaiming_fan_out(
     )
 }
 
+thread_local! {
+    /// The last block's stochastic-depth rate while a recipe builds a model.
+    static DROP_PATH_RATE_OVERRIDE: Cell<Option<f64>> = const { Cell::new(None) };
+}
+
+/// Runs `build` with every stochastic-depth rate of the models it builds
+/// set from `rate` (a recipe's `drop_path`, the last block's) in place of
+/// the architecture's own; the per-block rates keep their shape (timm's
+/// linear rise over the blocks). Backbones without stochastic depth (the
+/// classic CNNs) and MLP-Mixer (one rate for every block) ignore it.
+pub fn with_drop_path_rate<T>(rate: f64, build: impl FnOnce() -> T) -> T {
+    let previous = DROP_PATH_RATE_OVERRIDE.with(|cell| cell.replace(Some(rate)));
+    let built = build();
+    DROP_PATH_RATE_OVERRIDE.with(|cell| cell.set(previous));
+    built
+}
+
+/// The last block's stochastic-depth rate a model builds with: the
+/// override of [`with_drop_path_rate`], else the architecture's `default`.
+pub fn drop_path_rate(default: f64) -> f64 {
+    DROP_PATH_RATE_OVERRIDE.with(Cell::get).unwrap_or(default)
+}
+
 /// timm's `DropPath` (stochastic depth): zeroes whole samples of a residual
 /// branch with probability `rate` in training, scaling the kept ones by
 /// `1 / (1 - rate)`. Works for any rank (NCHW feature maps, NLC tokens).
@@ -203,5 +228,41 @@ impl nn::Module for LayerNorm2d {
         xs.permute([0, 2, 3, 1])
             .apply(&self.0)
             .permute([0, 3, 1, 2])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::BackboneRegistry;
+    use tch::Device;
+
+    #[test]
+    fn a_recipe_rate_replaces_the_architectures_own_while_building() {
+        assert_eq!(drop_path_rate(0.1), 0.1);
+        assert_eq!(with_drop_path_rate(0.3, || drop_path_rate(0.1)), 0.3);
+        assert_eq!(drop_path_rate(0.1), 0.1);
+        // vit_tiny_cifar has no stochastic depth of its own: training-mode
+        // forwards agree until a recipe gives it some.
+        let registry = BackboneRegistry::builtin();
+        let x = Tensor::randn([8, 3, 32, 32], (Kind::Float, Device::Cpu));
+        let plain_vs = nn::VarStore::new(Device::Cpu);
+        let plain = registry
+            .build("vit_tiny_cifar@micro", &plain_vs.root(), 4)
+            .unwrap();
+        assert_eq!(plain.net.forward_t(&x, true), plain.net.forward_t(&x, true));
+        let vs = nn::VarStore::new(Device::Cpu);
+        let dropped = with_drop_path_rate(0.5, || {
+            registry.build("vit_tiny_cifar@micro", &vs.root(), 4)
+        })
+        .unwrap();
+        assert_ne!(
+            dropped.net.forward_t(&x, true),
+            dropped.net.forward_t(&x, true)
+        );
+        assert_eq!(
+            dropped.net.forward_t(&x, false),
+            dropped.net.forward_t(&x, false)
+        );
     }
 }

@@ -30,7 +30,7 @@
 use tch::nn::{self, Init, Module, ModuleT};
 use tch::Tensor;
 
-use super::layers::drop_path;
+use super::layers::{drop_path, drop_path_rate};
 use super::{BackboneEntry, BackboneRegistry, Family, Model, Preset};
 
 /// timm's MetaFormer norms all use eps 1e-6.
@@ -562,7 +562,8 @@ impl MetaFormer {
             });
             let blocks = (0..depth)
                 .map(|j| {
-                    let rate = DROP_PATH_RATE * block_index as f64 / (total - 1) as f64;
+                    let rate =
+                        drop_path_rate(DROP_PATH_RATE) * block_index as f64 / (total - 1) as f64;
                     block_index += 1;
                     let block = &sp / "blocks" / j;
                     Block::new(

@@ -25,6 +25,8 @@ mod vit;
 use std::collections::BTreeMap;
 use std::fmt;
 
+pub use layers::with_drop_path_rate;
+
 use serde::Serialize;
 use tch::nn::{self, ModuleT};
 use thiserror::Error;

@@ -18,7 +18,7 @@
 use tch::nn::{self, Conv2D, Init, ModuleT};
 use tch::Tensor;
 
-use super::layers::{batch_norm2d, drop_path, vit_linear};
+use super::layers::{batch_norm2d, drop_path, drop_path_rate, vit_linear};
 use super::{BackboneEntry, BackboneRegistry, Family, Model, Preset};
 
 pub(super) fn register(registry: &mut BackboneRegistry) {
@@ -327,7 +327,8 @@ impl MogaNet {
             let blocks = (0..config.depths[i])
                 .map(|j| {
                     // torch.linspace(0, rate, total)[index]
-                    let rate = DROP_PATH_RATE * block_index as f64 / (total - 1).max(1) as f64;
+                    let rate = drop_path_rate(DROP_PATH_RATE) * block_index as f64
+                        / (total - 1).max(1) as f64;
                     block_index += 1;
                     MogaBlock::new(
                         p / format!("blocks{n}") / j,

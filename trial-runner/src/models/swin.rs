@@ -11,7 +11,7 @@
 use tch::nn::{self, Init, ModuleT};
 use tch::{Device, Tensor};
 
-use super::layers::{drop_path, layer_norm, torch_conv2d, vit_linear};
+use super::layers::{drop_path, drop_path_rate, layer_norm, torch_conv2d, vit_linear};
 use super::{BackboneEntry, BackboneRegistry, Family, Model, Preset};
 
 /// `nn.LayerNorm`'s default epsilon, which timm's Swin keeps.
@@ -367,7 +367,8 @@ impl SwinTransformer {
             let blocks = (0..depth)
                 .map(|i| {
                     // timm's linear rise from 0 over all blocks.
-                    let rate = c.drop_path_rate * block_number as f64 / (total_blocks - 1) as f64;
+                    let rate = drop_path_rate(c.drop_path_rate) * block_number as f64
+                        / (total_blocks - 1) as f64;
                     block_number += 1;
                     SwinBlock::new(&sp / "blocks" / i, dim, side, heads, c, i, rate)
                 })

@@ -16,7 +16,7 @@
 use tch::nn::{self, Init, ModuleT};
 use tch::{Device, Tensor};
 
-use super::layers::{conv2d_normal, drop_path, layer_norm, vit_linear};
+use super::layers::{conv2d_normal, drop_path, drop_path_rate, layer_norm, vit_linear};
 use super::{BackboneEntry, BackboneRegistry, Family, Model, Preset};
 
 /// The reference's `norm_layer` (block and stage norms).
@@ -523,7 +523,8 @@ impl TransNext {
                             &ap, dim, heads, side, sr_ratio, c.window,
                         )))
                     };
-                    let rate = c.drop_path_rate * block_number as f64 / (total_blocks - 1) as f64;
+                    let rate = drop_path_rate(c.drop_path_rate) * block_number as f64
+                        / (total_blocks - 1) as f64;
                     block_number += 1;
                     Block {
                         norm1: layer_norm(&bp / "norm1", dim, LN_EPS),

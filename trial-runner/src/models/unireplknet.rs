@@ -18,7 +18,7 @@
 use tch::nn::{self, Init, ModuleT};
 use tch::Tensor;
 
-use super::layers::{batch_norm2d, drop_path};
+use super::layers::{batch_norm2d, drop_path, drop_path_rate};
 use super::{BackboneEntry, BackboneRegistry, Family, Model, Preset};
 
 pub(super) fn register(registry: &mut BackboneRegistry) {
@@ -584,7 +584,8 @@ impl UniRepLKNet<Block> {
                     .enumerate()
                     .map(|(j, &kernel)| {
                         // torch.linspace(0, rate, total)[index]
-                        let rate = DROP_PATH_RATE * index as f64 / (total - 1).max(1) as f64;
+                        let rate = drop_path_rate(DROP_PATH_RATE) * index as f64
+                            / (total - 1).max(1) as f64;
                         index += 1;
                         Block::new(p / "stages" / i / j, dims[i], kernel, rate)
                     })

@@ -6,7 +6,7 @@
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
-use super::layers::{drop_path, layer_norm, vit_linear};
+use super::layers::{drop_path, drop_path_rate, layer_norm, vit_linear};
 use super::{BackboneEntry, BackboneRegistry, Family, Model, Preset};
 
 /// timm's ViTs use LayerNorm with eps 1e-6.
@@ -208,7 +208,7 @@ impl VisionTransformer {
                     // timm: linspace(0, drop_path_rate, depth).
                     let rate = match c.depth {
                         1 => 0.0,
-                        _ => c.drop_path_rate * i as f64 / (c.depth - 1) as f64,
+                        _ => drop_path_rate(c.drop_path_rate) * i as f64 / (c.depth - 1) as f64,
                     };
                     Block::new(p / "blocks" / i, c.dim, c.heads, c.dim * c.mlp_ratio, rate)
                 })

@@ -5,10 +5,13 @@
 //! - [`table1`]: Table 1's statistics and failures (Eq. (1) or Tukey);
 //! - [`robustness`]: one-hot variation of the optimal lr / weight decay;
 //! - [`ranking`]: Table 4's optimizer ranking;
-//! - [`import`]: reading published tables; [`render`]: the report forms.
+//! - [`import`]: reading published tables; [`render`]: the report forms;
+//!   [`html`] and [`plots`]: the HTML report and its SVG figures.
 
+pub mod html;
 pub mod import;
 pub mod patterns;
+pub mod plots;
 pub mod ranking;
 pub mod render;
 pub mod results;

@@ -114,3 +114,16 @@ pub fn render_patterns(pairs: &[PairPatterns]) -> String {
     }
     out
 }
+
+/// The patterns of every pair with saved weights, or `None` when the
+/// experiment kept none (not trained with `save_weights: true`, or imported).
+pub fn saved_patterns(
+    store: &Store,
+    experiment: &str,
+) -> Result<Option<Vec<PairPatterns>>, PatternsError> {
+    match best_pair_patterns(store, experiment) {
+        Ok(pairs) => Ok(Some(pairs)),
+        Err(PatternsError::NoWeights { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}

@@ -6,6 +6,7 @@
 //! as `PYTHON -c SOURCE`, spoken to in JSON lines) and the two sides take
 //! their steps in turn, so that both see the same machine load.
 
+mod data;
 mod optim;
 mod train;
 
@@ -22,6 +23,7 @@ use serde_json::{json, Value};
 use tch::Device;
 use thiserror::Error;
 
+pub use data::{bench_data, render_data, DataBenchConfig, DataBenchError, DataBenchReport};
 pub use optim::{
     bench_optimizers, optimizer_info, parse_param_count, render_bench, render_info,
     resnet50_shapes, resnet50_shapes_for, BenchConfig, BenchReport, BenchRow, OptimizerInfo,

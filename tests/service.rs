@@ -1,0 +1,430 @@
+//! End-to-end: `bocb serve` with local worker processes, killed with
+//! SIGKILL mid-experiment and restarted; growing an experiment; the token.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use bocb_store::{Store, TrialRecord, TrialStatus};
+use common::{bocb, bocb_binary};
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+const EXPERIMENT: &str = "\
+name: svc
+dataset: { format: cifar100-bin, path: data }
+backbones: [resnet18_cifar]
+preset: micro
+optimizers: [sgd_m, adamw]
+epochs: 2
+batch_size: 16
+budget: { trials: 3 }
+device: cpu
+";
+
+/// A store with a tiny synthetic dataset and the experiment file beside it.
+fn setup(dir: &Path, experiment: &str) -> PathBuf {
+    let data = dir.join("data");
+    let out = bocb(&[
+        "data",
+        "synth",
+        "--out",
+        data.to_str().unwrap(),
+        "--classes",
+        "4",
+        "--train",
+        "64",
+        "--test",
+        "32",
+        "--seed",
+        "5",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let path = dir.join("exp.yaml");
+    std::fs::write(&path, experiment).unwrap();
+    path
+}
+
+/// A running `bocb serve`, killed with SIGKILL when dropped (a failing
+/// test leaves no service behind).
+struct Service(Child);
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `bocb serve` on a free port; returns once it has written its URL.
+fn start_service(store: &Path, extra: &[&str]) -> Service {
+    let url_file = store.join("service-url");
+    let _ = std::fs::remove_file(&url_file);
+    std::fs::create_dir_all(store).unwrap();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(store.join("serve-test.log"))
+        .unwrap();
+    let mut child = Command::new(bocb_binary())
+        .args(["serve", "--store", store.to_str().unwrap()])
+        .args(["--listen", "127.0.0.1:0"])
+        .args(extra)
+        .env_remove("LD_LIBRARY_PATH")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("bocb serve starts");
+    while !url_file.exists() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "bocb serve exited: {}",
+            std::fs::read_to_string(store.join("serve-test.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Service(child)
+}
+
+fn cli(store: &Path, args: &[&str]) -> Output {
+    let mut all = args.to_vec();
+    all.extend(["--store", store.to_str().unwrap()]);
+    bocb(&all)
+}
+
+fn service_trials(store: &Path, name: &str) -> Vec<TrialRecord> {
+    let out = cli(store, &["trials", name, "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn experiment_state(store: &Path, name: &str) -> String {
+    let out = cli(store, &["status", name, "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let statuses: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    statuses[0]["state"].as_str().unwrap().to_string()
+}
+
+/// Polls until `done` holds, failing if the service exits meanwhile.
+fn wait_until(service: &mut Service, mut done: impl FnMut() -> bool) {
+    while !done() {
+        assert!(service.0.try_wait().unwrap().is_none(), "bocb serve exited");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The process ids the local workers logged at start.
+fn worker_pids(store: &Path) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir(store.join("logs/workers")).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        for line in text.lines() {
+            if let Some(rest) = line.split("(pid ").nth(1) {
+                pids.push(rest.split(')').next().unwrap().parse().unwrap());
+            }
+        }
+    }
+    pids
+}
+
+/// SIGKILL, at whatever moment the service is in.
+fn kill(service: Service) {
+    drop(service);
+}
+
+fn done_with_all_epochs(trial: &TrialRecord) -> bool {
+    done_with_all_epochs_of(trial, 2)
+}
+
+#[test]
+fn service_survives_sigkill_and_grows_without_repeating_trials() {
+    let tmp = tempfile::tempdir().unwrap();
+    let experiment = setup(tmp.path(), EXPERIMENT);
+    let store = tmp.path().join("store");
+    let mut service = start_service(&store, &["--workers", "cpu=2", "--heartbeat-timeout", "20"]);
+
+    let out = cli(&store, &["submit", experiment.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_until(&mut service, || {
+        service_trials(&store, "svc")
+            .iter()
+            .filter(|t| t.status == TrialStatus::Done)
+            .count()
+            >= 2
+    });
+    kill(service);
+    let finished_before: Vec<TrialRecord> = {
+        let store = Store::open(&store).unwrap();
+        store.trials("svc").unwrap()
+    }
+    .into_iter()
+    .filter(|t| t.status == TrialStatus::Done)
+    .collect();
+    assert!(finished_before.len() >= 2);
+
+    // The workers notice that their service died and exit.
+    let pids = worker_pids(&store);
+    assert_eq!(pids.len(), 2, "two local workers were started");
+    for pid in &pids {
+        while Path::new(&format!("/proc/{pid}")).exists()
+            && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .unwrap_or_default()
+                .contains(") Z ")
+        {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    let mut service = start_service(&store, &["--workers", "cpu=2", "--heartbeat-timeout", "20"]);
+    wait_until(&mut service, || experiment_state(&store, "svc") == "done");
+    let listed = service_trials(&store, "svc");
+    kill(service);
+    let trials = Store::open(&store).unwrap().trials("svc").unwrap();
+    assert_eq!(trials, listed, "`bocb trials` shows the store");
+    assert_eq!(trials.len(), 6, "2 optimizers x 3 configs x 1 seed");
+    for trial in &trials {
+        assert!(done_with_all_epochs(trial), "{trial:?}");
+    }
+    // Trials finished before the kill were not trained again.
+    for before in &finished_before {
+        let after = trials.iter().find(|t| t.id == before.id).unwrap();
+        assert_eq!(after, before);
+    }
+
+    // Growing: a second seed adds 6 trials; the first 6 stay as they were.
+    std::fs::write(
+        &experiment,
+        EXPERIMENT.replace("epochs: 2", "epochs: 2\nseeds: 2"),
+    )
+    .unwrap();
+    let mut service = start_service(&store, &["--workers", "cpu=2", "--heartbeat-timeout", "20"]);
+    let out = cli(&store, &["submit", experiment.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_until(&mut service, || experiment_state(&store, "svc") == "done");
+    let grown = service_trials(&store, "svc");
+    // A trial's log tells which worker trained it and how each epoch went.
+    let out = cli(&store, &["logs", &grown[0].id]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let log = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(log.contains("claimed by worker `local-cpu-"), "{log}");
+    assert!(log.contains("epoch 2: train loss"), "{log}");
+    kill(service);
+    assert_eq!(grown, Store::open(&store).unwrap().trials("svc").unwrap());
+    assert_eq!(grown.len(), 12);
+    assert!(grown.iter().all(done_with_all_epochs));
+    for old in &trials {
+        assert_eq!(grown.iter().find(|t| t.id == old.id), Some(old));
+    }
+    assert_eq!(grown.iter().filter(|t| t.seed == 1).count(), 6);
+}
+
+#[test]
+fn requests_need_the_token_and_bad_experiments_create_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let experiment = setup(tmp.path(), EXPERIMENT);
+    let store = tmp.path().join("store");
+    let mut service = start_service(&store, &["--workers", "none"]);
+
+    // The token was made at first start, readable by its owner only.
+    let token_file = store.join("service-token");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&token_file.metadata().unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    let token = std::fs::read_to_string(&token_file).unwrap();
+    assert!(token.len() >= 32);
+
+    // No header, and a wrong token: 401, and nothing is created.
+    let url = std::fs::read_to_string(store.join("service-url")).unwrap();
+    let address = url.trim().trim_start_matches("http://").to_string();
+    let body = r#"{"yaml": "name: x", "base": "/", "origin": "x"}"#;
+    for auth in ["", "Authorization: Bearer wrong\r\n"] {
+        let mut stream = TcpStream::connect(&address).unwrap();
+        write!(
+            stream,
+            "POST /api/experiments HTTP/1.1\r\nHost: {address}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    }
+    let out = cli(
+        &store,
+        &["submit", experiment.to_str().unwrap(), "--token", "wrong"],
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("401"), "{}", stderr(&out));
+
+    // Bad experiments are refused with the reason.
+    let bad = [
+        (
+            "optimizers: [sgd_m, adamw]",
+            "optimizers: [sgd_m, adamq]",
+            "unknown optimizer `adamq`",
+        ),
+        (
+            "backbones: [resnet18_cifar]",
+            "backbones: [resnet_huge]",
+            "unknown backbone `resnet_huge",
+        ),
+        ("path: data", "path: no-such-data", "does not exist"),
+        (
+            "budget: { trials: 3 }",
+            "budget: { trials: 30 }",
+            "`budget.trials` must be between 1 and 25",
+        ),
+    ];
+    for (from, to, reason) in bad {
+        std::fs::write(&experiment, EXPERIMENT.replace(from, to)).unwrap();
+        let out = cli(&store, &["submit", experiment.to_str().unwrap()]);
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains(reason), "{}", stderr(&out));
+    }
+    let out = cli(&store, &["status", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let statuses: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(statuses, serde_json::json!([]), "nothing was created");
+
+    // With the token, a good one is taken.
+    std::fs::write(&experiment, EXPERIMENT).unwrap();
+    let out = cli(
+        &store,
+        &[
+            "submit",
+            experiment.to_str().unwrap(),
+            "--token",
+            token.trim(),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(experiment_state(&store, "svc"), "running");
+    let out = cli(&store, &["stop", "svc"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(experiment_state(&store, "svc"), "stopped");
+    let out = cli(&store, &["resume", "svc"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(experiment_state(&store, "svc"), "running");
+    assert!(service.0.try_wait().unwrap().is_none());
+    kill(service);
+}
+
+/// An external trial: reads its parameters from BOCB_PARAMS and the file
+/// BOCB_PARAMS_FILE, reports three epochs; as adamw it kills the worker
+/// running it (a worker that dies mid-trial).
+const EXTERNAL_TRIAL: &str = r#"
+import json, os, sys, time
+params = json.loads(os.environ["BOCB_PARAMS"])
+with open(os.environ["BOCB_PARAMS_FILE"]) as f:
+    assert json.load(f) == params
+if params["optimizer"] == "adamw":
+    print("about to kill my worker", flush=True)
+    time.sleep(1)  # the worker logs the line before it dies
+    pid = os.getppid()
+    while pid > 1:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            if b"worker" in f.read().split(b"\0"):
+                os.kill(pid, 9)
+                sys.exit(0)
+        with open(f"/proc/{pid}/stat") as f:
+            pid = int(f.read().rsplit(")", 1)[1].split()[1])
+lr = params["params"]["lr"]
+for epoch in range(1, params["epochs"] + 1):
+    print("BOCB_REPORT " + json.dumps({"epoch": epoch, "accuracy": 50 + 100 * lr * epoch}), flush=True)
+"#;
+
+const EXTERNAL_EXPERIMENT: &str = "\
+name: ext
+dataset: { format: cifar100-bin, path: data }
+backbones: [resnet18_cifar]
+optimizers: [sgd_m, adamw]
+epochs: 3
+budget: { trials: 2 }
+trial: { command: \"python3 train.py\" }
+";
+
+#[test]
+fn external_trials_report_through_stdout_and_lost_workers_are_retried_then_failed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let experiment = setup(tmp.path(), EXTERNAL_EXPERIMENT);
+    std::fs::write(tmp.path().join("train.py"), EXTERNAL_TRIAL).unwrap();
+    let store = tmp.path().join("store");
+    let mut service = start_service(
+        &store,
+        &[
+            "--workers",
+            "cpu=2",
+            "--retries",
+            "1",
+            "--heartbeat-timeout",
+            "3",
+        ],
+    );
+    let out = cli(&store, &["submit", experiment.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_until(&mut service, || experiment_state(&store, "ext") == "done");
+    let trials = service_trials(&store, "ext");
+    let failed_log = trials
+        .iter()
+        .find(|t| t.optimizer == "adamw")
+        .map(|t| cli(&store, &["logs", &t.id]))
+        .unwrap();
+    kill(service);
+
+    assert_eq!(trials.len(), 4, "2 optimizers x 2 configs");
+    for trial in trials.iter().filter(|t| t.optimizer == "sgd_m") {
+        assert!(done_with_all_epochs_of(trial, 3), "{trial:?}");
+        let expected = 50.0 + 100.0 * trial.params["lr"] * 3.0;
+        assert!(
+            (trial.final_accuracy.unwrap() - expected).abs() < 1e-9,
+            "{trial:?}"
+        );
+        assert!((trial.epochs[0].test_accuracy - (50.0 + 100.0 * trial.params["lr"])).abs() < 1e-9);
+    }
+    // Each adamw trial killed its worker twice: re-queued once, then failed
+    // with the end of its log.
+    for trial in trials.iter().filter(|t| t.optimizer == "adamw") {
+        assert_eq!(trial.status, TrialStatus::Failed, "{trial:?}");
+        let error = trial.error.as_deref().unwrap();
+        assert!(
+            error.contains("lost 2 worker(s) (retry limit 1)"),
+            "{error}"
+        );
+        assert!(error.contains("about to kill my worker"), "{error}");
+    }
+    let log = String::from_utf8_lossy(&failed_log.stdout).into_owned();
+    assert_eq!(log.matches("is taken as lost").count(), 2, "{log}");
+    assert_eq!(log.matches("trial re-queued").count(), 1, "{log}");
+
+    // `bocb run` runs the same program in-process.
+    let only_sgd = EXTERNAL_EXPERIMENT.replace("[sgd_m, adamw]", "[sgd_m]");
+    std::fs::write(&experiment, only_sgd).unwrap();
+    let run_store = tmp.path().join("run-store");
+    let out = bocb(&[
+        "run",
+        experiment.to_str().unwrap(),
+        "--store",
+        run_store.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ran = Store::open(&run_store).unwrap().trials("ext").unwrap();
+    let served: Vec<_> = trials.iter().filter(|t| t.optimizer == "sgd_m").collect();
+    assert_eq!(ran.len(), 2);
+    for (ran, served) in ran.iter().zip(served) {
+        assert_eq!(ran.id, served.id);
+        assert_eq!(ran.final_accuracy, served.final_accuracy);
+    }
+}
+
+fn done_with_all_epochs_of(trial: &TrialRecord, epochs: u32) -> bool {
+    trial.status == TrialStatus::Done
+        && trial.epochs.iter().map(|e| e.epoch).collect::<Vec<_>>()
+            == (1..=epochs).collect::<Vec<_>>()
+}

@@ -1,0 +1,283 @@
+//! Image folders as torchvision's `ImageFolder` reads them:
+//! `train/CLASS/*.png|jpg|jpeg` and `val/CLASS/...` (or `test/CLASS/...`),
+//! classes in sorted name order. Files are decoded with the `image` crate on
+//! worker threads and resized (bicubic, Catmull-Rom) to the 32x32 side the
+//! rest of the pipeline works at, as the CIFAR adaptation trains (App. A.1).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use image::imageops::FilterType;
+use image::{ImageFormat, RgbImage};
+
+use super::{synth, DataError, Dataset, Splits, SynthConfig, IMAGE_BYTES, SIDE};
+
+/// File extensions read as images (lower case).
+const EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
+
+/// Whether `dir` holds an image folder (a `train/` directory of class folders).
+pub fn is_image_folder(dir: &Path) -> bool {
+    dir.join("train").is_dir()
+}
+
+/// Loads `dir/train` and `dir/val` (or `dir/test`), decoding on `workers`
+/// threads. Both splits take the training split's class list.
+pub fn load_image_folder(dir: &Path, workers: usize) -> Result<Splits, DataError> {
+    let train_dir = dir.join("train");
+    let test_dir = ["val", "test"]
+        .map(|name| dir.join(name))
+        .into_iter()
+        .find(|d| d.is_dir())
+        .ok_or_else(|| DataError::Malformed {
+            file: dir.to_owned(),
+            reason: "an image folder needs `train/CLASS/*.png|jpg` and `val/CLASS/...` (or `test/CLASS/...`); no val/ or test/ directory".into(),
+        })?;
+    let class_names = class_folders(&train_dir)?;
+    if class_names.len() < 2 {
+        return Err(DataError::Malformed {
+            file: train_dir,
+            reason: format!(
+                "{} class folder(s); an image folder needs at least two (train/CLASS/*.png)",
+                class_names.len()
+            ),
+        });
+    }
+    let train = read_split(&train_dir, &class_names, workers)?;
+    let test = read_split(&test_dir, &class_names, workers)?;
+    Ok(Splits { train, test })
+}
+
+/// Sorted names of the sub-directories of `dir`.
+fn class_folders(dir: &Path) -> Result<Vec<String>, DataError> {
+    let io = |source| DataError::Io {
+        path: dir.to_owned(),
+        source,
+    };
+    let mut names = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        if entry.file_type().map_err(io)?.is_dir() {
+            names.push(entry.file_name().to_string_lossy().into_owned());
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// Every image of `dir/CLASS/` for the given classes, labelled by position.
+fn read_split(dir: &Path, class_names: &[String], workers: usize) -> Result<Dataset, DataError> {
+    let mut files: Vec<(PathBuf, u16)> = Vec::new();
+    for (label, class) in class_names.iter().enumerate() {
+        let class_dir = dir.join(class);
+        if !class_dir.is_dir() {
+            continue;
+        }
+        let io = |source| DataError::Io {
+            path: class_dir.clone(),
+            source,
+        };
+        let mut paths: Vec<PathBuf> = Vec::new();
+        for entry in fs::read_dir(&class_dir).map_err(io)? {
+            let path = entry.map_err(io)?.path();
+            let is_image = path
+                .extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()));
+            if is_image {
+                paths.push(path);
+            }
+        }
+        paths.sort();
+        files.extend(paths.into_iter().map(|p| (p, label as u16)));
+    }
+    if files.is_empty() {
+        return Err(DataError::Malformed {
+            file: dir.to_owned(),
+            reason: "no .png, .jpg or .jpeg images in its class folders".into(),
+        });
+    }
+    let mut images = vec![0u8; files.len() * IMAGE_BYTES];
+    let workers = workers.clamp(1, files.len());
+    let per_worker = files.len().div_ceil(workers);
+    std::thread::scope(|scope| {
+        let jobs: Vec<_> = images
+            .chunks_mut(per_worker * IMAGE_BYTES)
+            .zip(files.chunks(per_worker))
+            .map(|(slots, files)| {
+                scope.spawn(move || {
+                    for (slot, (path, _)) in slots.chunks_exact_mut(IMAGE_BYTES).zip(files) {
+                        decode_into(path, slot)?;
+                    }
+                    Ok::<(), DataError>(())
+                })
+            })
+            .collect();
+        jobs.into_iter()
+            .try_for_each(|job| job.join().expect("a decoding thread panicked"))
+    })?;
+    Ok(Dataset {
+        images,
+        labels: files.iter().map(|(_, label)| *label).collect(),
+        classes: class_names.len(),
+        class_names: class_names.to_vec(),
+    })
+}
+
+/// Decodes `path` into 32x32 CHW bytes.
+fn decode_into(path: &Path, slot: &mut [u8]) -> Result<(), DataError> {
+    let decoded = image::open(path).map_err(|e| DataError::Malformed {
+        file: path.to_owned(),
+        reason: format!("cannot decode the image: {e}"),
+    })?;
+    let rgb = decoded.to_rgb8();
+    let rgb = if rgb.dimensions() == (SIDE as u32, SIDE as u32) {
+        rgb
+    } else {
+        image::imageops::resize(&rgb, SIDE as u32, SIDE as u32, FilterType::CatmullRom)
+    };
+    let plane = SIDE * SIDE;
+    for (i, pixel) in rgb.pixels().enumerate() {
+        for c in 0..3 {
+            slot[c * plane + i] = pixel.0[c];
+        }
+    }
+    Ok(())
+}
+
+/// Writes the synthetic dataset of `cfg` as an image folder in `out`:
+/// `train/class_000/00000.png`, ..., `val/...`; every third image a JPEG
+/// (quality 95), so both decoders are exercised.
+pub fn write_image_folder(out: &Path, cfg: &SynthConfig) -> Result<(), DataError> {
+    let splits = synth::generate(cfg)?;
+    for (name, split) in [("train", &splits.train), ("val", &splits.test)] {
+        for class in &split.class_names {
+            let dir = out.join(name).join(class);
+            fs::create_dir_all(&dir).map_err(|source| DataError::Io { path: dir, source })?;
+        }
+        for i in 0..split.len() {
+            let class = &split.class_names[usize::from(split.labels[i])];
+            let (extension, format) = if i % 3 == 2 {
+                ("jpg", ImageFormat::Jpeg)
+            } else {
+                ("png", ImageFormat::Png)
+            };
+            let path = out
+                .join(name)
+                .join(class)
+                .join(format!("{i:05}.{extension}"));
+            let image = chw_to_rgb(split.image(i));
+            image
+                .save_with_format(&path, format)
+                .map_err(|e| DataError::Malformed {
+                    file: path.clone(),
+                    reason: format!("cannot write the image: {e}"),
+                })?;
+        }
+    }
+    Ok(())
+}
+
+fn chw_to_rgb(chw: &[u8]) -> RgbImage {
+    let plane = SIDE * SIDE;
+    RgbImage::from_fn(SIDE as u32, SIDE as u32, |x, y| {
+        let i = y as usize * SIDE + x as usize;
+        image::Rgb([chw[i], chw[plane + i], chw[2 * plane + i]])
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> SynthConfig {
+        SynthConfig {
+            classes: 3,
+            train: 12,
+            test: 6,
+            seed: 4,
+        }
+    }
+
+    #[test]
+    fn a_written_folder_reads_back_with_its_labels_and_pixels() {
+        let dir = tempfile::tempdir().unwrap();
+        write_image_folder(dir.path(), &config()).unwrap();
+        assert!(is_image_folder(dir.path()));
+        let jpegs = fs::read_dir(dir.path().join("train/class_000"))
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().extension().unwrap() == "jpg")
+            .count();
+        assert!(jpegs > 0);
+        let expected = synth::generate(&config()).unwrap();
+        for workers in [1, 4] {
+            let loaded = load_image_folder(dir.path(), workers).unwrap();
+            assert_eq!(loaded.train.classes, 3);
+            assert_eq!(loaded.train.class_names, expected.train.class_names);
+            assert_eq!(loaded.train.len(), 12);
+            assert_eq!(loaded.test.len(), 6);
+            // Images come grouped by class; each matches its source image,
+            // exactly for PNG (two of every three), within JPEG's loss (on
+            // noisy synthetic images) otherwise.
+            let mut labels = loaded.train.labels.clone();
+            labels.sort();
+            assert_eq!(loaded.train.labels, labels);
+            for (split, source) in [
+                (&loaded.train, &expected.train),
+                (&loaded.test, &expected.test),
+            ] {
+                let mut exact = 0;
+                for i in 0..split.len() {
+                    let (best, distance) = (0..source.len())
+                        .map(|j| {
+                            let d: u64 = split
+                                .image(i)
+                                .iter()
+                                .zip(source.image(j))
+                                .map(|(&a, &b)| u64::from(a.abs_diff(b)))
+                                .sum();
+                            (j, d)
+                        })
+                        .min_by_key(|&(_, d)| d)
+                        .unwrap();
+                    assert_eq!(split.labels[i], source.labels[best]);
+                    assert!(
+                        distance < (IMAGE_BYTES as u64) * 32,
+                        "image {i}: {distance}"
+                    );
+                    exact += usize::from(distance == 0);
+                }
+                assert_eq!(exact, (0..source.len()).filter(|i| i % 3 != 2).count());
+            }
+        }
+    }
+
+    #[test]
+    fn other_sizes_are_resized_and_bad_folders_are_explained() {
+        let dir = tempfile::tempdir().unwrap();
+        for split in ["train", "val"] {
+            for class in ["a", "b"] {
+                let d = dir.path().join(split).join(class);
+                fs::create_dir_all(&d).unwrap();
+                RgbImage::from_pixel(64, 48, image::Rgb([200, 100, 50]))
+                    .save(d.join("x.png"))
+                    .unwrap();
+            }
+        }
+        let loaded = load_image_folder(dir.path(), 2).unwrap();
+        assert_eq!(loaded.train.class_names, ["a", "b"]);
+        assert_eq!(loaded.train.labels, [0, 1]);
+        let image = loaded.train.image(0);
+        assert!(image[..SIDE * SIDE].iter().all(|&p| p == 200));
+        assert!(image[2 * SIDE * SIDE..].iter().all(|&p| p == 50));
+
+        fs::write(dir.path().join("train/a/broken.png"), b"not a png").unwrap();
+        let err = load_image_folder(dir.path(), 2).unwrap_err().to_string();
+        assert!(
+            err.contains("broken.png") && err.contains("cannot decode"),
+            "{err}"
+        );
+        fs::remove_dir_all(dir.path().join("val")).unwrap();
+        let err = load_image_folder(dir.path(), 2).unwrap_err().to_string();
+        assert!(err.contains("no val/ or test/ directory"), "{err}");
+    }
+}

@@ -1,0 +1,307 @@
+//! The service's HTTP API: JSON under `/api/`, every request with
+//! `Authorization: Bearer TOKEN` (else 401, and nothing changes).
+//!
+//! | method | path                              | body → answer                                  |
+//! |--------|-----------------------------------|------------------------------------------------|
+//! | GET    | /api/experiments                  | → [ExperimentStatus]                           |
+//! | POST   | /api/experiments                  | {yaml, base, origin} → ExperimentStatus (201)  |
+//! | GET    | /api/experiments/NAME             | → ExperimentStatus                             |
+//! | POST   | /api/experiments/NAME/stop        | → ExperimentStatus                             |
+//! | POST   | /api/experiments/NAME/resume      | → ExperimentStatus                             |
+//! | GET    | /api/experiments/NAME/trials      | → [TrialRecord]                                |
+//! | GET    | /api/trials/ID/log                | → text                                         |
+//! | POST   | /api/worker/claim                 | {worker} → Assignment, or 204 when none waits  |
+//! | POST   | /api/worker/heartbeat             | {attempt, log} → {} (410: drop the trial)      |
+//! | POST   | /api/worker/epoch                 | {attempt, report} → {stop} (410: drop it)      |
+//! | POST   | /api/worker/finish                | {attempt, result, log} → {} (410: drop it)     |
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bocb_trial_runner::EpochReport;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tiny_http::{Header, Method, Request, Response, Server};
+
+use super::queue::{Gone, WireResult};
+use super::{Service, ServiceError};
+
+/// Threads answering requests; claims wait up to `CLAIM_WAIT` each.
+const HANDLER_THREADS: usize = 16;
+const CLAIM_WAIT: Duration = Duration::from_secs(2);
+/// Submitted experiment files are small; this bounds a hostile one.
+const MAX_BODY_BYTES: u64 = 4 << 20;
+
+/// `POST /api/experiments`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Submission {
+    /// The experiment file's text.
+    pub yaml: String,
+    /// The directory relative dataset paths are taken from.
+    pub base: PathBuf,
+    /// The file's name, for error messages.
+    pub origin: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ClaimRequest {
+    pub worker: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct HeartbeatRequest {
+    pub attempt: u64,
+    #[serde(default)]
+    pub log: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct EpochRequest {
+    pub attempt: u64,
+    pub report: WireEpoch,
+}
+
+/// An epoch report as JSON carries it: a non-finite number (a diverged
+/// loss, a metric an external trial does not report) travels as `null`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WireEpoch {
+    pub epoch: u32,
+    pub train_loss: Option<f64>,
+    pub test_loss: Option<f64>,
+    pub test_accuracy: Option<f64>,
+    pub lr: Option<f64>,
+    pub images_per_sec: Option<f64>,
+    pub wall_s: Option<f64>,
+    #[serde(default)]
+    pub ema_test_accuracy: Option<f64>,
+}
+
+impl From<&EpochReport> for WireEpoch {
+    fn from(r: &EpochReport) -> Self {
+        let finite = |v: f64| v.is_finite().then_some(v);
+        WireEpoch {
+            epoch: r.epoch,
+            train_loss: finite(r.train_loss),
+            test_loss: finite(r.test_loss),
+            test_accuracy: finite(r.test_accuracy),
+            lr: finite(r.lr),
+            images_per_sec: finite(r.images_per_sec),
+            wall_s: finite(r.wall_s),
+            ema_test_accuracy: r.ema_test_accuracy.filter(|v| v.is_finite()),
+        }
+    }
+}
+
+impl From<WireEpoch> for EpochReport {
+    fn from(w: WireEpoch) -> Self {
+        let nan = |v: Option<f64>| v.unwrap_or(f64::NAN);
+        EpochReport {
+            epoch: w.epoch,
+            train_loss: nan(w.train_loss),
+            test_loss: nan(w.test_loss),
+            test_accuracy: nan(w.test_accuracy),
+            lr: nan(w.lr),
+            images_per_sec: nan(w.images_per_sec),
+            wall_s: nan(w.wall_s),
+            ema_test_accuracy: w.ema_test_accuracy,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct EpochAnswer {
+    pub stop: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct FinishRequest {
+    pub attempt: u64,
+    pub result: WireResult,
+    #[serde(default)]
+    pub log: String,
+}
+
+/// An answer: status code and JSON body (or text, for logs).
+enum Reply {
+    Json(u16, serde_json::Value),
+    Text(String),
+    NoContent,
+}
+
+fn error(status: u16, message: impl ToString) -> Reply {
+    Reply::Json(status, json!({ "error": message.to_string() }))
+}
+
+impl From<ServiceError> for Reply {
+    fn from(e: ServiceError) -> Self {
+        let status = match e {
+            ServiceError::UnknownExperiment(_) => 404,
+            ServiceError::Experiment(_) | ServiceError::BadRequest(_) => 400,
+            ServiceError::Run(crate::run::RunError::SettingsChanged { .. }) => 409,
+            _ => 500,
+        };
+        error(status, e)
+    }
+}
+
+impl From<Gone> for Reply {
+    fn from(_: Gone) -> Self {
+        error(
+            410,
+            "the service no longer knows this attempt; drop the trial",
+        )
+    }
+}
+
+fn ok<T: Serialize>(value: &T) -> Reply {
+    Reply::Json(200, serde_json::to_value(value).expect("answers serialize"))
+}
+
+/// Serves requests on `HANDLER_THREADS` threads until the process ends.
+pub fn handle_requests(service: &Arc<Service>, server: Server) {
+    let server = Arc::new(server);
+    let handlers: Vec<_> = (0..HANDLER_THREADS)
+        .map(|_| {
+            let (server, service) = (Arc::clone(&server), Arc::clone(service));
+            std::thread::spawn(move || loop {
+                match server.recv() {
+                    Ok(request) => respond(&service, request),
+                    Err(e) => tracing::warn!("HTTP receive failed: {e}"),
+                }
+            })
+        })
+        .collect();
+    for handler in handlers {
+        let _ = handler.join();
+    }
+}
+
+fn respond(service: &Arc<Service>, mut request: Request) {
+    let reply = if authorized(&request, &service.token) {
+        let mut body = Vec::new();
+        match request
+            .as_reader()
+            .take(MAX_BODY_BYTES)
+            .read_to_end(&mut body)
+        {
+            Ok(_) => route(service, request.method(), request.url(), &body),
+            Err(e) => error(400, format!("cannot read the request body: {e}")),
+        }
+    } else {
+        error(
+            401,
+            "missing or wrong token: send `Authorization: Bearer TOKEN` (the token is in STORE/service-token)",
+        )
+    };
+    let json_type = Header::from_bytes("Content-Type", "application/json").expect("valid header");
+    let text_type =
+        Header::from_bytes("Content-Type", "text/plain; charset=utf-8").expect("valid header");
+    let sent = match reply {
+        Reply::Json(status, value) => request.respond(
+            Response::from_string(value.to_string())
+                .with_status_code(status)
+                .with_header(json_type),
+        ),
+        Reply::Text(text) => request.respond(Response::from_string(text).with_header(text_type)),
+        Reply::NoContent => request.respond(Response::empty(204)),
+    };
+    if let Err(e) = sent {
+        tracing::debug!("could not send a reply: {e}");
+    }
+}
+
+fn authorized(request: &Request, token: &str) -> bool {
+    let expected = format!("Bearer {token}");
+    request
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv("Authorization"))
+        .is_some_and(|h| constant_time_eq(h.value.as_str().trim().as_bytes(), expected.as_bytes()))
+}
+
+/// Compares without stopping at the first difference, so the time taken
+/// says nothing about how much of a guessed token was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, Reply> {
+    serde_json::from_slice(body).map_err(|e| error(400, format!("bad request body: {e}")))
+}
+
+fn route(service: &Arc<Service>, method: &Method, url: &str, body: &[u8]) -> Reply {
+    let path = url.split('?').next().unwrap_or_default();
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let result = match (method, parts.as_slice()) {
+        (Method::Get, ["api", "experiments"]) => service.statuses().map(|s| ok(&s)),
+        (Method::Post, ["api", "experiments"]) => match parse::<Submission>(body) {
+            Ok(s) => service
+                .submit(&s.yaml, &s.origin, &s.base)
+                .map(|status| Reply::Json(201, json!(status))),
+            Err(reply) => return reply,
+        },
+        (Method::Get, ["api", "experiments", name]) => service.status(name).map(|s| ok(&s)),
+        (Method::Post, ["api", "experiments", name, "stop"]) => service.stop(name).map(|s| ok(&s)),
+        (Method::Post, ["api", "experiments", name, "resume"]) => {
+            service.resume(name).map(|s| ok(&s))
+        }
+        (Method::Get, ["api", "experiments", name, "trials"]) => {
+            service.trials(name).map(|t| ok(&t))
+        }
+        (Method::Get, ["api", "trials", id, "log"]) => {
+            let valid = !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric());
+            let path = service.queue.log_path(id);
+            return match std::fs::read_to_string(&path) {
+                Ok(text) if valid => Reply::Text(text),
+                _ => error(
+                    404,
+                    format!("no log for trial `{id}`; `bocb trials NAME` lists trial ids"),
+                ),
+            };
+        }
+        (Method::Post, ["api", "worker", action]) => return worker_route(service, action, body),
+        _ => {
+            return error(
+                404,
+                format!("no endpoint {method} {path}; see the README's Service section"),
+            )
+        }
+    };
+    result.unwrap_or_else(Reply::from)
+}
+
+fn worker_route(service: &Service, action: &str, body: &[u8]) -> Reply {
+    let queue = &service.queue;
+    let result: Result<Reply, Reply> = (|| match action {
+        "claim" => {
+            let claim: ClaimRequest = parse(body)?;
+            Ok(match queue.claim(&claim.worker, CLAIM_WAIT) {
+                Some(assignment) => ok(&assignment),
+                None => Reply::NoContent,
+            })
+        }
+        "heartbeat" => {
+            let beat: HeartbeatRequest = parse(body)?;
+            queue.heartbeat(beat.attempt, &beat.log)?;
+            Ok(ok(&json!({})))
+        }
+        "epoch" => {
+            let epoch: EpochRequest = parse(body)?;
+            let stop = queue.report_epoch(epoch.attempt, epoch.report.into())?;
+            Ok(ok(&EpochAnswer { stop }))
+        }
+        "finish" => {
+            let finish: FinishRequest = parse(body)?;
+            queue.finish(finish.attempt, finish.result, &finish.log)?;
+            Ok(ok(&json!({})))
+        }
+        other => Err(error(
+            404,
+            format!("no worker action `{other}`; valid: claim, heartbeat, epoch, finish"),
+        )),
+    })();
+    result.unwrap_or_else(|reply| reply)
+}

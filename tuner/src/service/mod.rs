@@ -1,0 +1,651 @@
+//! `bocb serve`: holds the store, runs submitted experiments, and hands
+//! their trials to worker processes over HTTP (see `http` for the API).
+//!
+//! What the service must not lose lives in the store (experiments, trials,
+//! epochs) and in `STORE/service-experiments.json` (which experiments are
+//! running or stopped), both written before any reply. A restarted service
+//! resumes the running experiments; their searches skip finished trials
+//! and re-queue the ones that were in flight.
+
+pub mod bench;
+pub mod client;
+pub mod http;
+pub mod queue;
+pub mod worker;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use bocb_store::{Store, StoreError};
+use bocb_trial_runner::DeviceChoice;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::experiment::{Experiment, ExperimentError};
+use crate::run::{register_experiment, search_experiment, Registries, RunError, SearchOptions};
+use queue::{DatasetLocation, Queue, QueueConfig, QueueExecutor};
+
+/// Port of `bocb serve` when `--listen` names none.
+pub const DEFAULT_PORT: u16 = 7878;
+/// The token file below the store directory.
+pub const TOKEN_FILE: &str = "service-token";
+/// The file below the store directory where the service writes its URL.
+pub const URL_FILE: &str = "service-url";
+const EXPERIMENTS_FILE: &str = "service-experiments.json";
+
+#[derive(Debug, Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Experiment(#[from] ExperimentError),
+    #[error(transparent)]
+    Run(#[from] RunError),
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot listen on {listen}: {reason}; pick another address with --listen HOST:PORT")]
+    Listen { listen: String, reason: String },
+    #[error("no experiment `{0}` in the service; `bocb status` lists them")]
+    UnknownExperiment(String),
+    #[error("{0}")]
+    BadRequest(String),
+}
+
+fn io_error(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ServiceError {
+    let path = path.to_path_buf();
+    move |source| ServiceError::Io { what, path, source }
+}
+
+/// Local workers to start: a device and how many on it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerGroup {
+    pub device: DeviceChoice,
+    pub count: usize,
+}
+
+/// Parses `DEVICE[=COUNT]` (`cpu=2`, `cuda:0`).
+pub fn parse_worker_group(text: &str) -> Result<WorkerGroup, String> {
+    let (device, count) = match text.split_once('=') {
+        Some((device, count)) => (
+            device,
+            count.parse::<usize>().map_err(|_| {
+                format!("`{text}`: the count after `=` must be a whole number, as in `cpu=2`")
+            })?,
+        ),
+        None => (text, 1),
+    };
+    Ok(WorkerGroup {
+        device: device.parse()?,
+        count,
+    })
+}
+
+/// How `bocb serve` runs.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub store_dir: PathBuf,
+    pub listen: String,
+    pub token: Option<String>,
+    pub workers: Vec<WorkerGroup>,
+    pub heartbeat_timeout: Duration,
+    pub retries: u32,
+}
+
+/// Where an experiment is in the service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExperimentState {
+    Running,
+    Done,
+    Stopped,
+    Failed,
+}
+
+/// What the service keeps about an experiment besides the store.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Persisted {
+    state: ExperimentState,
+    /// Relative dataset paths are taken from here (the submitter's file directory).
+    base: PathBuf,
+    /// The file name it was submitted from, for error messages.
+    origin: String,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+/// An experiment in the service, with its search thread while it runs.
+struct Managed {
+    persisted: Persisted,
+    cancel: Arc<AtomicBool>,
+    run: Option<JoinHandle<()>>,
+    /// Which run is current: a run that ends after a newer one started
+    /// must not overwrite its state.
+    generation: u64,
+}
+
+/// An experiment as `GET /api/experiments` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExperimentStatus {
+    pub name: String,
+    pub state: ExperimentState,
+    #[serde(default)]
+    pub error: Option<String>,
+    /// Trials by status (`done`, `running`, ...).
+    pub trials: BTreeMap<String, usize>,
+    pub epochs_recorded: usize,
+}
+
+/// The running service.
+pub struct Service {
+    store: Store,
+    registries: Registries,
+    queue: Arc<Queue>,
+    experiments: Mutex<BTreeMap<String, Managed>>,
+    /// Pairs each experiment searches at once.
+    concurrent_pairs: usize,
+    token: String,
+}
+
+impl Service {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Managed>> {
+        self.experiments.lock().expect("experiments lock")
+    }
+
+    fn state_path(&self) -> PathBuf {
+        self.store.dir().join(EXPERIMENTS_FILE)
+    }
+
+    /// Writes every experiment's state, atomically (temporary file, fsync, rename).
+    fn persist(&self, experiments: &BTreeMap<String, Managed>) -> Result<(), ServiceError> {
+        let states: BTreeMap<&String, &Persisted> = experiments
+            .iter()
+            .map(|(name, m)| (name, &m.persisted))
+            .collect();
+        let path = self.state_path();
+        let tmp = path.with_extension("json.tmp");
+        let text = serde_json::to_string_pretty(&states).expect("states serialize");
+        let mut file = std::fs::File::create(&tmp).map_err(io_error("cannot write", &tmp))?;
+        file.write_all(text.as_bytes())
+            .and_then(|_| file.sync_all())
+            .map_err(io_error("cannot write", &tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io_error("cannot replace", &path))?;
+        if let Ok(dir) = std::fs::File::open(self.store.dir()) {
+            // Makes the rename itself durable.
+            let _ = dir.sync_all();
+        }
+        Ok(())
+    }
+
+    fn parse(&self, source: &str, persisted: &Persisted) -> Result<Experiment, ExperimentError> {
+        Experiment::parse(
+            source,
+            &persisted.origin,
+            &persisted.base,
+            &self.registries.backbones,
+            &self.registries.optimizers,
+            &self.registries.catalog,
+        )
+    }
+
+    /// Validates and registers an experiment, then (re)starts its search. A
+    /// running experiment with the same name is stopped first and resumes
+    /// with the new file: finished trials are kept, only new ones run.
+    pub fn submit(
+        self: &Arc<Self>,
+        source: &str,
+        origin: &str,
+        base: &Path,
+    ) -> Result<ExperimentStatus, ServiceError> {
+        let persisted = Persisted {
+            state: ExperimentState::Running,
+            base: base.to_path_buf(),
+            origin: origin.to_string(),
+            error: None,
+        };
+        // Everything that can be refused is checked before anything is written.
+        let experiment = self.parse(source, &persisted)?;
+        let name = experiment.spec.name.clone();
+        // Refuses changed training settings before a running search is touched.
+        register_experiment(&experiment, &self.store)?;
+        self.end_run(&name);
+        {
+            let mut experiments = self.lock();
+            let generation = experiments.get(&name).map_or(0, |m| m.generation + 1);
+            experiments.insert(
+                name.clone(),
+                Managed {
+                    persisted,
+                    cancel: Arc::new(AtomicBool::new(false)),
+                    run: None,
+                    generation,
+                },
+            );
+            self.persist(&experiments)?;
+            self.start_run(&mut experiments, experiment);
+        }
+        self.status(&name)
+    }
+
+    /// Stops an experiment's search: waiting trials leave the queue, running
+    /// ones are abandoned (they run again on resume).
+    pub fn stop(self: &Arc<Self>, name: &str) -> Result<ExperimentStatus, ServiceError> {
+        if !self.lock().contains_key(name) {
+            return Err(ServiceError::UnknownExperiment(name.to_string()));
+        }
+        self.end_run(name);
+        {
+            let mut experiments = self.lock();
+            if let Some(managed) = experiments.get_mut(name) {
+                if managed.persisted.state == ExperimentState::Running {
+                    managed.persisted.state = ExperimentState::Stopped;
+                }
+            }
+            self.persist(&experiments)?;
+        }
+        self.status(name)
+    }
+
+    /// Runs a stopped, failed or done experiment's search again (finishing
+    /// what it had not).
+    pub fn resume(self: &Arc<Self>, name: &str) -> Result<ExperimentStatus, ServiceError> {
+        let record = self
+            .store
+            .experiment(name)?
+            .ok_or_else(|| ServiceError::UnknownExperiment(name.to_string()))?;
+        let mut experiments = self.lock();
+        let managed = experiments
+            .get_mut(name)
+            .ok_or_else(|| ServiceError::UnknownExperiment(name.to_string()))?;
+        if managed.run.as_ref().is_some_and(|r| !r.is_finished()) {
+            drop(experiments);
+            return self.status(name);
+        }
+        let experiment = self.parse(&record.spec_yaml, &managed.persisted)?;
+        managed.persisted.state = ExperimentState::Running;
+        managed.persisted.error = None;
+        managed.generation += 1;
+        managed.cancel = Arc::new(AtomicBool::new(false));
+        self.persist(&experiments)?;
+        self.start_run(&mut experiments, experiment);
+        drop(experiments);
+        self.status(name)
+    }
+
+    /// Cancels the experiment's search, if running, and waits for it to end.
+    fn end_run(&self, name: &str) {
+        let run = {
+            let mut experiments = self.lock();
+            let Some(managed) = experiments.get_mut(name) else {
+                return;
+            };
+            managed.cancel.store(true, Ordering::SeqCst);
+            managed.run.take()
+        };
+        self.queue.cancel_experiment(name);
+        if let Some(run) = run {
+            // Outside the lock: the run's last act is to take it.
+            let _ = run.join();
+        }
+    }
+
+    /// Starts the search thread of `experiment`, already in `experiments`.
+    fn start_run(
+        self: &Arc<Self>,
+        experiments: &mut BTreeMap<String, Managed>,
+        experiment: Experiment,
+    ) {
+        let name = experiment.spec.name.clone();
+        let managed = experiments
+            .get_mut(&name)
+            .expect("registered before its run");
+        let cancel = managed.cancel.clone();
+        let generation = managed.generation;
+        let service = Arc::clone(self);
+        managed.run = Some(std::thread::spawn(move || {
+            let executor = QueueExecutor {
+                queue: Arc::clone(&service.queue),
+                dataset: DatasetLocation {
+                    format: experiment.spec.dataset.format,
+                    dir: std::path::absolute(&experiment.dataset_dir)
+                        .unwrap_or_else(|_| experiment.dataset_dir.clone()),
+                },
+                cancel: Arc::clone(&cancel),
+            };
+            let options = SearchOptions {
+                concurrent_pairs: service.concurrent_pairs,
+                show_progress: false,
+                cancel: Some(&cancel),
+            };
+            let result = search_experiment(
+                &experiment,
+                &service.store,
+                &service.registries.catalog,
+                &executor,
+                &options,
+            );
+            let (state, error) = match result {
+                Ok(summary) => {
+                    tracing::info!("experiment `{name}` finished: {summary:?}");
+                    (ExperimentState::Done, None)
+                }
+                Err(RunError::Cancelled) => return,
+                Err(e) => (ExperimentState::Failed, Some(e.to_string())),
+            };
+            let mut experiments = service.lock();
+            if let Some(managed) = experiments.get_mut(&name) {
+                if managed.generation == generation {
+                    managed.persisted.state = state;
+                    managed.persisted.error = error;
+                    if let Err(e) = service.persist(&experiments) {
+                        tracing::error!("cannot record that `{name}` ended: {e}");
+                    }
+                }
+            }
+        }));
+    }
+
+    /// One experiment's state and trial counts.
+    pub fn status(&self, name: &str) -> Result<ExperimentStatus, ServiceError> {
+        let (state, error) = {
+            let experiments = self.lock();
+            let managed = experiments
+                .get(name)
+                .ok_or_else(|| ServiceError::UnknownExperiment(name.to_string()))?;
+            (managed.persisted.state, managed.persisted.error.clone())
+        };
+        let mut trials = BTreeMap::new();
+        let mut epochs_recorded = 0;
+        for trial in self.store.trials(name)? {
+            *trials.entry(trial.status.to_string()).or_insert(0) += 1;
+            epochs_recorded += trial.epochs.len();
+        }
+        Ok(ExperimentStatus {
+            name: name.to_string(),
+            state,
+            error,
+            trials,
+            epochs_recorded,
+        })
+    }
+
+    /// Every experiment's status, by name.
+    pub fn statuses(&self) -> Result<Vec<ExperimentStatus>, ServiceError> {
+        let names: Vec<String> = self.lock().keys().cloned().collect();
+        names.iter().map(|name| self.status(name)).collect()
+    }
+
+    /// The trials of experiment `name`.
+    pub fn trials(&self, name: &str) -> Result<Vec<bocb_store::TrialRecord>, ServiceError> {
+        if !self.lock().contains_key(name) {
+            return Err(ServiceError::UnknownExperiment(name.to_string()));
+        }
+        Ok(self.store.trials(name)?)
+    }
+
+    /// Resumes the experiments that were running when the service last stopped.
+    fn resume_interrupted(self: &Arc<Self>) -> Result<(), ServiceError> {
+        let running: Vec<String> = self
+            .lock()
+            .iter()
+            .filter(|(_, m)| m.persisted.state == ExperimentState::Running)
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in running {
+            if let Err(e) = self.resume(&name) {
+                tracing::error!("cannot resume experiment `{name}`: {e}");
+                let mut experiments = self.lock();
+                if let Some(managed) = experiments.get_mut(&name) {
+                    managed.persisted.state = ExperimentState::Failed;
+                    managed.persisted.error = Some(e.to_string());
+                }
+                self.persist(&experiments)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The service's token: `given`, else the one in `STORE/service-token`,
+/// else a new random one written there readable by the owner only.
+pub fn service_token(store_dir: &Path, given: Option<&str>) -> Result<String, ServiceError> {
+    if let Some(token) = given {
+        if token.trim().is_empty() {
+            return Err(ServiceError::BadRequest(
+                "--token must not be empty".to_string(),
+            ));
+        }
+        return Ok(token.trim().to_string());
+    }
+    let path = store_dir.join(TOKEN_FILE);
+    if path.exists() {
+        let token = std::fs::read_to_string(&path).map_err(io_error("cannot read", &path))?;
+        return Ok(token.trim().to_string());
+    }
+    let token: String = (0..4)
+        .map(|_| format!("{:016x}", rand::random::<u64>()))
+        .collect();
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(&path)
+        .map_err(io_error("cannot create", &path))?;
+    file.write_all(token.as_bytes())
+        .and_then(|_| file.sync_all())
+        .map_err(io_error("cannot write", &path))?;
+    Ok(token)
+}
+
+/// Runs the service until the process is killed.
+pub fn serve(config: &ServeConfig) -> Result<(), ServiceError> {
+    let store = Store::open(&config.store_dir)?;
+    let token = service_token(&config.store_dir, config.token.as_deref())?;
+    let server = tiny_http::Server::http(&config.listen).map_err(|e| ServiceError::Listen {
+        listen: config.listen.clone(),
+        reason: e.to_string(),
+    })?;
+    let address = server
+        .server_addr()
+        .to_ip()
+        .expect("an HTTP server listens on an IP address");
+    let url = format!("http://{address}");
+    let url_path = config.store_dir.join(URL_FILE);
+    std::fs::write(&url_path, format!("{url}\n")).map_err(io_error("cannot write", &url_path))?;
+
+    let queue = Arc::new(Queue::new(
+        store.clone(),
+        QueueConfig {
+            heartbeat_timeout: config.heartbeat_timeout,
+            retries: config.retries,
+            logs_dir: config.store_dir.join("logs"),
+        },
+    ));
+    let local_workers: usize = config.workers.iter().map(|g| g.count).sum();
+    let mut experiments = BTreeMap::new();
+    let state_path = config.store_dir.join(EXPERIMENTS_FILE);
+    if state_path.exists() {
+        let text =
+            std::fs::read_to_string(&state_path).map_err(io_error("cannot read", &state_path))?;
+        let states: BTreeMap<String, Persisted> = serde_json::from_str(&text).map_err(|e| {
+            ServiceError::BadRequest(format!(
+                "{} is corrupt ({e}); remove it to forget which experiments were running",
+                state_path.display()
+            ))
+        })?;
+        for (name, persisted) in states {
+            experiments.insert(
+                name,
+                Managed {
+                    persisted,
+                    cancel: Arc::new(AtomicBool::new(false)),
+                    run: None,
+                    generation: 0,
+                },
+            );
+        }
+    }
+    let service = Arc::new(Service {
+        store,
+        registries: Registries::builtin(),
+        queue: Arc::clone(&queue),
+        experiments: Mutex::new(experiments),
+        // Remote workers may join a service with no local ones.
+        concurrent_pairs: if local_workers == 0 { 4 } else { local_workers },
+        token,
+    });
+    service.resume_interrupted()?;
+
+    let reaper_queue = Arc::clone(&queue);
+    std::thread::spawn(move || loop {
+        std::thread::sleep(Duration::from_millis(250));
+        reaper_queue.reap_lost();
+    });
+    let workers = LocalWorkers::start(&config.workers, &url, &service.token, &config.store_dir)?;
+    std::thread::spawn(move || workers.supervise());
+    eprintln!(
+        "bocb service listening on {url} (store {})",
+        config.store_dir.display()
+    );
+    http::handle_requests(&service, server);
+    Ok(())
+}
+
+/// The worker processes the service started, restarted when they exit.
+struct LocalWorkers {
+    children: Vec<(WorkerGroup, usize, Child)>,
+    url: String,
+    token: String,
+    logs_dir: PathBuf,
+}
+
+impl LocalWorkers {
+    fn start(
+        groups: &[WorkerGroup],
+        url: &str,
+        token: &str,
+        store_dir: &Path,
+    ) -> Result<Self, ServiceError> {
+        let mut workers = LocalWorkers {
+            children: Vec::new(),
+            url: url.to_string(),
+            token: token.to_string(),
+            logs_dir: store_dir.join("logs").join("workers"),
+        };
+        std::fs::create_dir_all(&workers.logs_dir)
+            .map_err(io_error("cannot create", &workers.logs_dir))?;
+        for group in groups {
+            for index in 0..group.count {
+                let child = workers.spawn(group, index)?;
+                workers.children.push((group.clone(), index, child));
+            }
+        }
+        Ok(workers)
+    }
+
+    fn spawn(&self, group: &WorkerGroup, index: usize) -> Result<Child, ServiceError> {
+        let device = String::from(group.device);
+        let name = format!("local-{}-{index}", device.replace(':', ""));
+        let log_path = self.logs_dir.join(format!("{name}.log"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(io_error("cannot open", &log_path))?;
+        let err_log = log
+            .try_clone()
+            .map_err(io_error("cannot open", &log_path))?;
+        let exe = std::env::current_exe().map_err(io_error("cannot find", Path::new("bocb")))?;
+        Command::new(exe)
+            .args(["worker", "--server", &self.url, "--device", &device])
+            .args(["--name", &name, "--exit-with-parent"])
+            // Not on the command line, where other users could read it.
+            .env("BOCB_TOKEN", &self.token)
+            // The worker exits when this pipe closes: when the service dies.
+            .stdin(Stdio::piped())
+            .stdout(log)
+            .stderr(err_log)
+            .spawn()
+            .map_err(io_error("cannot start a worker", &log_path))
+    }
+
+    /// Restarts local workers that exit; the trial a dead one held is
+    /// re-queued by the heartbeat timeout.
+    fn supervise(mut self) {
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+            for i in 0..self.children.len() {
+                let exited = matches!(self.children[i].2.try_wait(), Ok(Some(_)));
+                if !exited {
+                    continue;
+                }
+                let (group, index) = (self.children[i].0.clone(), self.children[i].1);
+                tracing::warn!(
+                    "local worker {index} on {} exited; restarting it",
+                    String::from(group.device)
+                );
+                match self.spawn(&group, index) {
+                    Ok(child) => self.children[i].2 = child,
+                    Err(e) => tracing::error!("cannot restart a local worker: {e}"),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_groups_parse_device_and_count() {
+        assert_eq!(
+            parse_worker_group("cpu=2"),
+            Ok(WorkerGroup {
+                device: DeviceChoice::Cpu,
+                count: 2
+            })
+        );
+        assert_eq!(
+            parse_worker_group("cuda:1"),
+            Ok(WorkerGroup {
+                device: DeviceChoice::Cuda(1),
+                count: 1
+            })
+        );
+        assert!(parse_worker_group("cpu=two")
+            .unwrap_err()
+            .contains("whole number"));
+        assert!(parse_worker_group("tpu")
+            .unwrap_err()
+            .contains("valid: auto, cpu"));
+    }
+
+    #[test]
+    fn the_token_is_made_once_owner_only_or_taken_as_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = service_token(dir.path(), None).unwrap();
+        assert_eq!(token.len(), 64);
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &dir.path()
+                .join(TOKEN_FILE)
+                .metadata()
+                .unwrap()
+                .permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(service_token(dir.path(), None).unwrap(), token);
+        assert_eq!(service_token(dir.path(), Some("mine")).unwrap(), "mine");
+        assert!(service_token(dir.path(), Some(" ")).is_err());
+    }
+}

@@ -1,0 +1,607 @@
+//! The trials waiting for a worker and those being trained, and the
+//! executor through which the service's searches train.
+//!
+//! A search thread blocks in [`QueueExecutor::execute`] while its trial is
+//! queued, claimed and trained; the HTTP handlers forward the worker's
+//! reports to it over a channel and wait for its answer, so every epoch is
+//! in the store before the worker hears whether to go on.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bocb_store::{Store, TrialStatus};
+use bocb_trial_runner::data::DatasetFormat;
+use bocb_trial_runner::{EpochReport, TrialObserver, TrialSpec};
+use crossbeam::channel::{bounded, unbounded, Receiver, Sender};
+use serde::{Deserialize, Serialize};
+
+use crate::external::ExternalTrial;
+use crate::run::{RunError, TrialExecutor, TrialJob, TrialResult};
+
+/// Lines of a trial's log kept in the error of a trial that failed because
+/// its workers kept getting lost.
+const LOG_TAIL_LINES: usize = 20;
+
+/// Where a worker finds a trial's dataset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatasetLocation {
+    pub format: DatasetFormat,
+    pub dir: PathBuf,
+}
+
+/// A trial as a worker gets it when it claims one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Assignment {
+    /// This claim's number: every later report names it, and one that the
+    /// service no longer knows (lost, stopped, or before a restart) is
+    /// answered 410 Gone.
+    pub attempt: u64,
+    pub experiment: String,
+    pub trial: String,
+    pub spec: TrialSpec,
+    pub dataset: DatasetLocation,
+    /// The program to run instead of bocb's trainer, and where.
+    #[serde(default)]
+    pub external: Option<ExternalTrial>,
+    pub work_dir: PathBuf,
+    /// Seconds between the heartbeats the service expects.
+    pub heartbeat_s: f64,
+}
+
+/// How a worker says a trial ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WireResult {
+    pub status: TrialStatus,
+    pub final_accuracy: Option<f64>,
+    pub wall_s: Option<f64>,
+    pub note: Option<String>,
+}
+
+impl From<WireResult> for TrialResult {
+    fn from(r: WireResult) -> Self {
+        TrialResult {
+            status: r.status,
+            final_accuracy: r.final_accuracy,
+            wall_s: r.wall_s,
+            note: r.note,
+        }
+    }
+}
+
+/// The attempt is unknown to the service: the worker drops the trial.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gone;
+
+/// What a waiting search thread hears about its trial.
+enum Event {
+    /// An epoch to record; the answer is whether to stop the trial.
+    Epoch(EpochReport, Sender<bool>),
+    Finished(TrialResult),
+    Cancelled,
+}
+
+/// A trial and where to tell its search thread what happens to it.
+struct Work {
+    experiment: String,
+    trial: String,
+    spec: TrialSpec,
+    dataset: DatasetLocation,
+    external: Option<ExternalTrial>,
+    work_dir: PathBuf,
+    events: Sender<Event>,
+    /// Attempts lost so far.
+    lost: u32,
+}
+
+struct Running {
+    work: Work,
+    worker: String,
+    last_contact: Instant,
+}
+
+#[derive(Default)]
+struct State {
+    waiting: VecDeque<Work>,
+    running: HashMap<u64, Running>,
+    next_attempt: u64,
+}
+
+/// Settings of the queue's fault handling.
+#[derive(Debug, Clone)]
+pub struct QueueConfig {
+    /// A claimed trial with no word from its worker for this long is lost.
+    pub heartbeat_timeout: Duration,
+    /// Times a trial is re-queued after a lost worker before it fails.
+    pub retries: u32,
+    /// Per-trial logs go here, as `TRIAL.log`.
+    pub logs_dir: PathBuf,
+}
+
+/// The service's queue of trials.
+pub struct Queue {
+    state: Mutex<State>,
+    work_arrived: Condvar,
+    store: Store,
+    config: QueueConfig,
+}
+
+impl Queue {
+    pub fn new(store: Store, config: QueueConfig) -> Self {
+        let state = State {
+            // Attempt numbers differ across restarts, so a worker still
+            // holding a trial from before one is told it is gone.
+            next_attempt: u64::from(rand::random::<u32>()) << 20,
+            ..State::default()
+        };
+        Queue {
+            state: Mutex::new(state),
+            work_arrived: Condvar::new(),
+            store,
+            config,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().expect("queue lock")
+    }
+
+    /// Where trial `id`'s log is kept.
+    pub fn log_path(&self, trial: &str) -> PathBuf {
+        self.config.logs_dir.join(format!("{trial}.log"))
+    }
+
+    /// Appends `text` to trial `id`'s log; a log that cannot be written is
+    /// reported and otherwise ignored, as it holds no result.
+    pub fn log(&self, trial: &str, text: &str) {
+        let path = self.log_path(trial);
+        let written = std::fs::create_dir_all(&self.config.logs_dir).and_then(|_| {
+            let mut file = OpenOptions::new().create(true).append(true).open(&path)?;
+            file.write_all(text.as_bytes())?;
+            if !text.ends_with('\n') {
+                file.write_all(b"\n")?;
+            }
+            Ok(())
+        });
+        if let Err(e) = written {
+            tracing::warn!("cannot write the trial log {}: {e}", path.display());
+        }
+    }
+
+    /// Queues a trial unless `cancel` is set; checked under the lock that
+    /// [`Queue::cancel_experiment`] takes, so no trial slips in after it.
+    fn push(&self, work: Work, cancel: &AtomicBool) -> bool {
+        let mut state = self.lock();
+        if cancel.load(Ordering::SeqCst) {
+            return false;
+        }
+        state.waiting.push_back(work);
+        self.work_arrived.notify_one();
+        true
+    }
+
+    /// The next waiting trial for `worker`, waiting up to `wait` for one.
+    pub fn claim(&self, worker: &str, wait: Duration) -> Option<Assignment> {
+        let deadline = Instant::now() + wait;
+        let mut state = self.lock();
+        loop {
+            if let Some(work) = state.waiting.pop_front() {
+                let attempt = state.next_attempt;
+                state.next_attempt += 1;
+                let assignment = Assignment {
+                    attempt,
+                    experiment: work.experiment.clone(),
+                    trial: work.trial.clone(),
+                    spec: work.spec.clone(),
+                    dataset: work.dataset.clone(),
+                    external: work.external.clone(),
+                    work_dir: work.work_dir.clone(),
+                    heartbeat_s: (self.config.heartbeat_timeout.as_secs_f64() / 4.0).max(0.2),
+                };
+                self.log(
+                    &work.trial,
+                    &format!(
+                        "[service] attempt {attempt} claimed by worker `{worker}` (try {})",
+                        work.lost + 1
+                    ),
+                );
+                state.running.insert(
+                    attempt,
+                    Running {
+                        work,
+                        worker: worker.to_string(),
+                        last_contact: Instant::now(),
+                    },
+                );
+                return Some(assignment);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            state = self
+                .work_arrived
+                .wait_timeout(state, deadline - now)
+                .expect("queue lock")
+                .0;
+        }
+    }
+
+    /// Notes that `attempt`'s worker is alive, appending `log` to the trial's log.
+    pub fn heartbeat(&self, attempt: u64, log: &str) -> Result<(), Gone> {
+        let mut state = self.lock();
+        let running = state.running.get_mut(&attempt).ok_or(Gone)?;
+        running.last_contact = Instant::now();
+        if !log.is_empty() {
+            self.log(&running.work.trial, log);
+        }
+        Ok(())
+    }
+
+    /// Hands an epoch to the trial's search thread, which records it, and
+    /// returns its answer: whether to stop the trial.
+    pub fn report_epoch(&self, attempt: u64, report: EpochReport) -> Result<bool, Gone> {
+        let events = {
+            let mut state = self.lock();
+            let running = state.running.get_mut(&attempt).ok_or(Gone)?;
+            running.last_contact = Instant::now();
+            running.work.events.clone()
+        };
+        let (reply, answer) = bounded(1);
+        events.send(Event::Epoch(report, reply)).map_err(|_| Gone)?;
+        answer.recv().map_err(|_| Gone)
+    }
+
+    /// Ends `attempt` with `result`: recorded in the store before this
+    /// returns, then handed to the trial's search thread.
+    pub fn finish(&self, attempt: u64, result: WireResult, log: &str) -> Result<(), Gone> {
+        let running = self.lock().running.remove(&attempt).ok_or(Gone)?;
+        let work = running.work;
+        if !log.is_empty() {
+            self.log(&work.trial, log);
+        }
+        self.log(
+            &work.trial,
+            &format!("[service] attempt {attempt} ended {}", result.status),
+        );
+        let recorded = self.store.finish_trial(
+            &work.experiment,
+            &work.trial,
+            result.status,
+            result.final_accuracy,
+            result.wall_s,
+            result.note.clone(),
+        );
+        if let Err(e) = recorded {
+            // The search thread records it again and reports the failure.
+            tracing::error!("cannot record the end of trial {}: {e}", work.trial);
+        }
+        // A search thread that is gone was stopped; the stored result stands.
+        let _ = work.events.send(Event::Finished(result.into()));
+        Ok(())
+    }
+
+    /// Ends every waiting and running trial of `experiment`: their search
+    /// threads hear `Cancelled`, their workers `Gone` at their next report.
+    pub fn cancel_experiment(&self, experiment: &str) {
+        let mut state = self.lock();
+        let waiting = std::mem::take(&mut state.waiting);
+        for work in waiting {
+            if work.experiment == experiment {
+                let _ = work.events.send(Event::Cancelled);
+            } else {
+                state.waiting.push_back(work);
+            }
+        }
+        let attempts: Vec<u64> = state
+            .running
+            .iter()
+            .filter(|(_, r)| r.work.experiment == experiment)
+            .map(|(&attempt, _)| attempt)
+            .collect();
+        for attempt in attempts {
+            if let Some(running) = state.running.remove(&attempt) {
+                self.log(
+                    &running.work.trial,
+                    &format!("[service] attempt {attempt} cancelled: the experiment was stopped"),
+                );
+                let _ = running.work.events.send(Event::Cancelled);
+            }
+        }
+    }
+
+    /// Re-queues the trials whose workers have not been heard from within
+    /// the heartbeat timeout, or fails those lost too often.
+    pub fn reap_lost(&self) {
+        let mut state = self.lock();
+        let timeout = self.config.heartbeat_timeout;
+        let lost: Vec<u64> = state
+            .running
+            .iter()
+            .filter(|(_, r)| r.last_contact.elapsed() > timeout)
+            .map(|(&attempt, _)| attempt)
+            .collect();
+        for attempt in lost {
+            let Some(running) = state.running.remove(&attempt) else {
+                continue;
+            };
+            let mut work = running.work;
+            work.lost += 1;
+            let why = format!(
+                "[service] attempt {attempt}: worker `{}` sent nothing for {:.1}s; it is taken as lost",
+                running.worker,
+                timeout.as_secs_f64()
+            );
+            self.log(&work.trial, &why);
+            // A local worker's own log holds what it could not send before dying.
+            let worker_log = self
+                .config
+                .logs_dir
+                .join("workers")
+                .join(format!("{}.log", running.worker));
+            if worker_log.exists() {
+                self.log(
+                    &work.trial,
+                    &format!(
+                        "[service] last lines of worker `{}`'s own log:\n{}",
+                        running.worker,
+                        tail(&worker_log, LOG_TAIL_LINES / 2)
+                    ),
+                );
+            }
+            if work.lost <= self.config.retries {
+                self.log(&work.trial, "[service] trial re-queued");
+                state.waiting.push_front(work);
+                self.work_arrived.notify_one();
+            } else {
+                let error = format!(
+                    "lost {} worker(s) (retry limit {}); last lines of its log:\n{}",
+                    work.lost,
+                    self.config.retries,
+                    tail(&self.log_path(&work.trial), LOG_TAIL_LINES)
+                );
+                let _ = work
+                    .events
+                    .send(Event::Finished(TrialResult::failed(error)));
+            }
+        }
+    }
+
+    /// Trials waiting and being trained.
+    pub fn counts(&self) -> (usize, usize) {
+        let state = self.lock();
+        (state.waiting.len(), state.running.len())
+    }
+}
+
+/// The last `lines` lines of the file at `path` (empty when unreadable).
+pub fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Trains an experiment's trials through the queue.
+pub struct QueueExecutor {
+    pub queue: Arc<Queue>,
+    pub dataset: DatasetLocation,
+    pub cancel: Arc<AtomicBool>,
+}
+
+impl TrialExecutor for QueueExecutor {
+    fn execute(
+        &self,
+        job: &TrialJob,
+        observer: &mut dyn TrialObserver,
+    ) -> Result<TrialResult, RunError> {
+        let (events, heard): (Sender<Event>, Receiver<Event>) = unbounded();
+        let work = Work {
+            experiment: job.experiment.to_string(),
+            trial: job.id.to_string(),
+            spec: job.spec.clone(),
+            dataset: self.dataset.clone(),
+            external: job.external.cloned(),
+            work_dir: job.work_dir.to_path_buf(),
+            events,
+            lost: 0,
+        };
+        if !self.queue.push(work, &self.cancel) {
+            return Err(RunError::Cancelled);
+        }
+        loop {
+            match heard.recv() {
+                Ok(Event::Epoch(report, reply)) => {
+                    observer.on_epoch(&report);
+                    let _ = reply.send(observer.stop_after_epoch(&report));
+                }
+                Ok(Event::Finished(result)) => return Ok(result),
+                // Every sender is gone only if the queue dropped the trial,
+                // which it does only when cancelling it.
+                Ok(Event::Cancelled) | Err(_) => return Err(RunError::Cancelled),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::experiment::Experiment;
+    use crate::run::Registries;
+
+    /// A trial spec from a parsed experiment, as the search makes them.
+    fn spec(dir: &Path) -> TrialSpec {
+        let registries = Registries::builtin();
+        let source = "name: q\ndataset: { format: cifar100-bin, path: . }\nbackbones: [resnet18_cifar]\noptimizers: [sgd_m]\nepochs: 3\n";
+        let experiment = Experiment::parse(
+            source,
+            "q.yaml",
+            dir,
+            &registries.backbones,
+            &registries.optimizers,
+            &registries.catalog,
+        )
+        .unwrap();
+        let params = [("lr".to_string(), 0.1), ("weight_decay".to_string(), 0.0)].into();
+        experiment
+            .spec
+            .trial_spec("resnet18_cifar", "sgd_m", &params, 0, None)
+    }
+
+    fn queue(dir: &Path, heartbeat_timeout: Duration) -> Arc<Queue> {
+        Arc::new(Queue::new(
+            Store::open(dir.join("store")).unwrap(),
+            QueueConfig {
+                heartbeat_timeout,
+                retries: 1,
+                logs_dir: dir.join("logs"),
+            },
+        ))
+    }
+
+    /// Records the accuracies it hears; asks to stop below 50%.
+    #[derive(Default)]
+    struct Listener {
+        heard: Vec<f64>,
+    }
+
+    impl TrialObserver for Listener {
+        fn on_epoch(&mut self, report: &EpochReport) {
+            self.heard.push(report.test_accuracy);
+        }
+        fn stop_after_epoch(&mut self, report: &EpochReport) -> bool {
+            report.test_accuracy < 50.0
+        }
+    }
+
+    fn report(epoch: u32, accuracy: f64) -> EpochReport {
+        EpochReport {
+            epoch,
+            train_loss: 1.0,
+            test_loss: 1.0,
+            test_accuracy: accuracy,
+            lr: 0.1,
+            images_per_sec: 1.0,
+            wall_s: 1.0,
+            ema_test_accuracy: None,
+        }
+    }
+
+    /// Runs one trial through a `QueueExecutor` on a thread.
+    fn execute(
+        queue: &Arc<Queue>,
+        spec: TrialSpec,
+        cancel: Arc<AtomicBool>,
+    ) -> std::thread::JoinHandle<(Result<TrialResult, RunError>, Vec<f64>)> {
+        let executor = QueueExecutor {
+            queue: Arc::clone(queue),
+            dataset: DatasetLocation {
+                format: DatasetFormat::Cifar100Bin,
+                dir: PathBuf::from("."),
+            },
+            cancel,
+        };
+        std::thread::spawn(move || {
+            let job = TrialJob {
+                experiment: "q",
+                id: "t1",
+                spec: &spec,
+                external: None,
+                work_dir: Path::new("."),
+            };
+            let mut listener = Listener::default();
+            let result = executor.execute(&job, &mut listener);
+            (result, listener.heard)
+        })
+    }
+
+    #[test]
+    fn epochs_reach_the_search_and_its_stop_answer_reaches_the_worker() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = queue(dir.path(), Duration::from_secs(3600));
+        let running = execute(&queue, spec(dir.path()), Arc::default());
+        let assignment = queue.claim("w", Duration::from_secs(3600)).unwrap();
+        assert_eq!(
+            (assignment.trial.as_str(), assignment.spec.epochs),
+            ("t1", 3)
+        );
+        assert_eq!(
+            queue.report_epoch(assignment.attempt, report(1, 60.0)),
+            Ok(false)
+        );
+        assert_eq!(
+            queue.report_epoch(assignment.attempt, report(2, 40.0)),
+            Ok(true)
+        );
+        let stopped = WireResult {
+            status: TrialStatus::Stopped,
+            final_accuracy: Some(40.0),
+            wall_s: Some(2.0),
+            note: None,
+        };
+        queue
+            .finish(assignment.attempt, stopped.clone(), "bye")
+            .unwrap();
+        let (result, heard) = running.join().unwrap();
+        assert_eq!(result.unwrap(), TrialResult::from(stopped.clone()));
+        assert_eq!(heard, [60.0, 40.0]);
+        // The attempt is over: anything more about it is refused.
+        assert_eq!(queue.heartbeat(assignment.attempt, ""), Err(Gone));
+        assert_eq!(queue.finish(assignment.attempt, stopped, ""), Err(Gone));
+        let log = std::fs::read_to_string(queue.log_path("t1")).unwrap();
+        assert!(
+            log.contains("claimed by worker `w`") && log.contains("bye"),
+            "{log}"
+        );
+    }
+
+    #[test]
+    fn lost_attempts_are_requeued_up_to_the_retry_limit_then_fail() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = queue(dir.path(), Duration::ZERO);
+        let running = execute(&queue, spec(dir.path()), Arc::default());
+        let first = queue.claim("w1", Duration::from_secs(3600)).unwrap();
+        queue
+            .heartbeat(first.attempt, "first try says hello")
+            .unwrap();
+        queue.reap_lost();
+        assert_eq!(queue.heartbeat(first.attempt, ""), Err(Gone));
+        let second = queue.claim("w2", Duration::from_secs(3600)).unwrap();
+        assert_ne!(first.attempt, second.attempt);
+        queue.reap_lost();
+        let (result, _) = running.join().unwrap();
+        let result = result.unwrap();
+        assert_eq!(result.status, TrialStatus::Failed);
+        let note = result.note.unwrap();
+        assert!(note.contains("lost 2 worker(s) (retry limit 1)"), "{note}");
+        assert!(note.contains("first try says hello"), "{note}");
+        assert_eq!(queue.counts(), (0, 0));
+    }
+
+    #[test]
+    fn cancelling_ends_waiting_trials_and_refuses_new_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = queue(dir.path(), Duration::from_secs(3600));
+        let cancel = Arc::new(AtomicBool::new(false));
+        let waiting = execute(&queue, spec(dir.path()), Arc::clone(&cancel));
+        while queue.counts() != (1, 0) {
+            std::thread::yield_now();
+        }
+        cancel.store(true, Ordering::SeqCst);
+        queue.cancel_experiment("q");
+        assert!(matches!(
+            waiting.join().unwrap().0,
+            Err(RunError::Cancelled)
+        ));
+        let refused = execute(&queue, spec(dir.path()), cancel);
+        assert!(matches!(
+            refused.join().unwrap().0,
+            Err(RunError::Cancelled)
+        ));
+        assert_eq!(queue.counts(), (0, 0));
+    }
+}

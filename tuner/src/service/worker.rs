@@ -1,0 +1,301 @@
+//! `bocb worker`: claims trials from a service, trains them, reports every
+//! epoch (the answer says whether to stop early) and the end, with
+//! heartbeats from a thread while an epoch runs.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bocb_trial_runner::data::{self, DatasetFormat, Splits};
+use bocb_trial_runner::{run_trial, DeviceChoice, EpochReport, TrialObserver};
+use thiserror::Error;
+
+use super::client::{Client, ClientError};
+use super::http::{ClaimRequest, EpochAnswer, EpochRequest, FinishRequest, HeartbeatRequest};
+use super::queue::{Assignment, WireResult};
+use crate::external::run_external;
+use crate::run::{Registries, TrialResult};
+
+#[derive(Debug, Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("{0}")]
+    Device(String),
+}
+
+/// How a worker runs.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub device: DeviceChoice,
+    /// Shown in the service's trial logs.
+    pub name: String,
+    /// How long the service may be unreachable (a restart) before the
+    /// worker gives up and exits.
+    pub patience: Duration,
+}
+
+/// What the heartbeat thread sends: the attempt in hand and the log lines
+/// written since the last beat.
+#[derive(Default)]
+struct Beat {
+    attempt: Option<u64>,
+    log: String,
+    /// The service dropped the attempt: stop training it.
+    gone: bool,
+    interval: Duration,
+}
+
+/// Claims and trains trials until the service stays unreachable for
+/// `config.patience` (or refuses the token).
+pub fn run_worker(client: &Client, config: &WorkerConfig) -> Result<(), WorkerError> {
+    config.device.resolve().map_err(WorkerError::Device)?;
+    let registries = Registries::builtin();
+    let beat = Arc::new(Mutex::new(Beat {
+        interval: Duration::from_secs(1),
+        ..Beat::default()
+    }));
+    spawn_heartbeats(client.clone(), Arc::clone(&beat));
+    let mut datasets: HashMap<(DatasetFormat, PathBuf), Splits> = HashMap::new();
+    let mut unreachable_since: Option<Instant> = None;
+    let claim = ClaimRequest {
+        worker: config.name.clone(),
+    };
+    eprintln!(
+        "worker {} (pid {}) on {} serving {}",
+        config.name,
+        std::process::id(),
+        String::from(config.device),
+        client.base()
+    );
+    loop {
+        let assignment = match client.post::<_, Assignment>("/api/worker/claim", &claim) {
+            Ok(assignment) => {
+                unreachable_since = None;
+                assignment
+            }
+            Err(ClientError::Unreachable { .. }) => {
+                let since = *unreachable_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > config.patience {
+                    eprintln!(
+                        "the service at {} has been unreachable for {:.0}s; exiting",
+                        client.base(),
+                        config.patience.as_secs_f64()
+                    );
+                    return Ok(());
+                }
+                std::thread::sleep(Duration::from_millis(500));
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let Some(assignment) = assignment else {
+            continue;
+        };
+        eprintln!(
+            "worker {}: trial {} of `{}` (attempt {})",
+            config.name, assignment.trial, assignment.experiment, assignment.attempt
+        );
+        {
+            let mut beat = beat.lock().expect("beat lock");
+            *beat = Beat {
+                attempt: Some(assignment.attempt),
+                log: String::new(),
+                gone: false,
+                interval: Duration::from_secs_f64(assignment.heartbeat_s),
+            };
+        }
+        let result = match &assignment.external {
+            Some(external) => {
+                let mut observer = Reporter {
+                    client,
+                    attempt: assignment.attempt,
+                    beat: &beat,
+                    stop: false,
+                };
+                let log = |line: &str| append_log(&beat, line);
+                run_external(
+                    external,
+                    &assignment.trial,
+                    &assignment.spec,
+                    &assignment.work_dir,
+                    &mut observer,
+                    &log,
+                )
+            }
+            None => {
+                let key = (assignment.dataset.format, assignment.dataset.dir.clone());
+                if !datasets.contains_key(&key) {
+                    match data::load(&key.1, key.0) {
+                        Ok(splits) => {
+                            datasets.insert(key.clone(), splits);
+                        }
+                        Err(e) => append_log(&beat, &format!("cannot load the dataset: {e}")),
+                    }
+                }
+                match datasets.get(&key) {
+                    Some(splits) => train(client, config, &registries, &assignment, splits, &beat),
+                    None => TrialResult::failed(format!(
+                        "worker {} cannot load the dataset {}",
+                        config.name,
+                        assignment.dataset.dir.display()
+                    )),
+                }
+            }
+        };
+        let (gone, log) = {
+            let mut beat = beat.lock().expect("beat lock");
+            beat.attempt = None;
+            (beat.gone, std::mem::take(&mut beat.log))
+        };
+        if gone {
+            eprintln!(
+                "worker {}: the service dropped trial {}",
+                config.name, assignment.trial
+            );
+            continue;
+        }
+        let finish = FinishRequest {
+            attempt: assignment.attempt,
+            result: WireResult {
+                status: result.status,
+                final_accuracy: result.final_accuracy,
+                wall_s: result.wall_s,
+                note: result.note,
+            },
+            log,
+        };
+        match client.post::<_, serde_json::Value>("/api/worker/finish", &finish) {
+            // Gone or unreachable: the service re-queues the trial itself.
+            Ok(_) | Err(ClientError::Gone | ClientError::Unreachable { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Sends a heartbeat with the new log lines while an attempt is in hand.
+fn spawn_heartbeats(client: Client, beat: Arc<Mutex<Beat>>) {
+    std::thread::spawn(move || loop {
+        let (attempt, log, interval) = {
+            let mut beat = beat.lock().expect("beat lock");
+            let log = std::mem::take(&mut beat.log);
+            (beat.attempt, log, beat.interval)
+        };
+        if let Some(attempt) = attempt {
+            let request = HeartbeatRequest { attempt, log };
+            if let Err(ClientError::Gone) =
+                client.post::<_, serde_json::Value>("/api/worker/heartbeat", &request)
+            {
+                let mut beat = beat.lock().expect("beat lock");
+                if beat.attempt == Some(attempt) {
+                    beat.gone = true;
+                }
+            }
+        }
+        std::thread::sleep(interval);
+    });
+}
+
+/// Trains one claimed trial on this worker's device.
+fn train(
+    client: &Client,
+    config: &WorkerConfig,
+    registries: &Registries,
+    assignment: &Assignment,
+    splits: &Splits,
+    beat: &Arc<Mutex<Beat>>,
+) -> TrialResult {
+    let mut spec = assignment.spec.clone();
+    spec.device = config.device;
+    let mut observer = Reporter {
+        client,
+        attempt: assignment.attempt,
+        beat,
+        stop: false,
+    };
+    let result = run_trial(
+        &spec,
+        splits,
+        &registries.backbones,
+        &registries.optimizers,
+        &mut observer,
+    );
+    let result = match result {
+        Ok(outcome) => TrialResult::from_outcome(outcome),
+        Err(e) => TrialResult::failed(e.to_string()),
+    };
+    observer.log(&format!(
+        "[worker {}] ended {}{}",
+        config.name,
+        result.status,
+        result
+            .note
+            .as_deref()
+            .map(|n| format!(": {n}"))
+            .unwrap_or_default()
+    ));
+    result
+}
+
+/// Forwards epochs to the service and takes its early-stop answer.
+struct Reporter<'a> {
+    client: &'a Client,
+    attempt: u64,
+    beat: &'a Arc<Mutex<Beat>>,
+    stop: bool,
+}
+
+/// Queues a line for the trial's log, sent with the next heartbeat.
+fn append_log(beat: &Mutex<Beat>, line: &str) {
+    // Also on standard error: the worker's own log keeps what a dying
+    // worker could not send.
+    eprintln!("{line}");
+    let mut beat = beat.lock().expect("beat lock");
+    beat.log.push_str(line);
+    beat.log.push('\n');
+}
+
+impl Reporter<'_> {
+    fn log(&self, line: &str) {
+        append_log(self.beat, line);
+    }
+
+    fn gone(&self) -> bool {
+        self.beat.lock().expect("beat lock").gone
+    }
+}
+
+impl TrialObserver for Reporter<'_> {
+    fn on_epoch(&mut self, report: &EpochReport) {
+        self.log(&format!(
+            "epoch {}: train loss {:.4}, test loss {:.4}, top-1 {:.2}%, {:.0} images/s",
+            report.epoch,
+            report.train_loss,
+            report.test_loss,
+            report.test_accuracy,
+            report.images_per_sec
+        ));
+        let request = EpochRequest {
+            attempt: self.attempt,
+            report: report.into(),
+        };
+        match self
+            .client
+            .post::<_, EpochAnswer>("/api/worker/epoch", &request)
+        {
+            Ok(Some(answer)) => self.stop = answer.stop,
+            Ok(None) => {}
+            Err(e) => {
+                // The service restarted or dropped the trial: it will be
+                // trained again from its start, so stop this one.
+                eprintln!("epoch report of attempt {} failed: {e}", self.attempt);
+                self.beat.lock().expect("beat lock").gone = true;
+            }
+        }
+    }
+
+    fn stop_after_epoch(&mut self, _: &EpochReport) -> bool {
+        self.stop || self.gone()
+    }
+}
