@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use bocb_store::{Store, TrialStatus};
-use common::bocb;
+use common::{bocb, synth};
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -17,24 +17,6 @@ fn stderr(out: &Output) -> String {
 
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn synth(dir: &Path, classes: &str, train: &str, test: &str) {
-    let out = bocb(&[
-        "data",
-        "synth",
-        "--out",
-        dir.to_str().unwrap(),
-        "--classes",
-        classes,
-        "--train",
-        train,
-        "--test",
-        test,
-        "--seed",
-        "3",
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
 }
 
 fn write_experiment(dir: &Path, body: &str) -> PathBuf {
@@ -57,7 +39,7 @@ device: cpu
 #[test]
 fn tunes_grid_records_history_reports_and_resumes() {
     let tmp = tempfile::tempdir().unwrap();
-    synth(&tmp.path().join("data"), "4", "512", "128");
+    synth(&tmp.path().join("data"), 512, 128, 3);
     let experiment = write_experiment(tmp.path(), TINY);
     let store_dir = tmp.path().join("store");
     let store_arg = store_dir.to_str().unwrap();
@@ -155,7 +137,7 @@ fn tunes_grid_records_history_reports_and_resumes() {
 #[test]
 fn budgeted_tpe_with_early_stopping_then_searches_the_extras() {
     let tmp = tempfile::tempdir().unwrap();
-    synth(&tmp.path().join("data"), "4", "512", "128");
+    synth(&tmp.path().join("data"), 512, 128, 3);
     let body = TINY
         .replace("optimizers: [sgd_m, adamw]", "optimizers: [adamw]")
         .replace("epochs: 2", "epochs: 3")
@@ -318,7 +300,7 @@ fn bad_inputs_get_located_errors_with_the_fix() {
 #[test]
 fn changed_training_settings_are_refused_not_mixed() {
     let tmp = tempfile::tempdir().unwrap();
-    synth(&tmp.path().join("data"), "4", "64", "32");
+    synth(&tmp.path().join("data"), 64, 32, 3);
     let small = TINY.replace("optimizers: [sgd_m, adamw]", "optimizers: [adamw]");
     let exp = write_experiment(tmp.path(), &small);
     let store_arg = tmp.path().join("store");
@@ -521,7 +503,7 @@ fn bench_train_explains_unknown_backbones_and_a_missing_python() {
 #[test]
 fn a_recipe_is_stored_with_each_trial_and_bench_data_reads_an_image_folder() {
     let tmp = tempfile::tempdir().unwrap();
-    synth(&tmp.path().join("data"), "4", "64", "32");
+    synth(&tmp.path().join("data"), 64, 32, 3);
     let exp = write_experiment(
         tmp.path(),
         &TINY

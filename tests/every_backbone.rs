@@ -7,7 +7,7 @@
 mod common;
 
 use bocb_store::{Store, TrialStatus};
-use common::bocb;
+use common::{bocb, synth};
 
 const EVERY_BACKBONE: &str = "\
 name: every-backbone
@@ -28,21 +28,7 @@ recipe_overrides: { crop: none, hflip: 0.0 }
 fn every_backbone_trains_through_bocb_run() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    let synth = bocb(&[
-        "data",
-        "synth",
-        "--out",
-        data.to_str().unwrap(),
-        "--classes",
-        "4",
-        "--train",
-        "256",
-        "--test",
-        "64",
-        "--seed",
-        "5",
-    ]);
-    assert!(synth.status.success());
+    synth(&data, 256, 64, 5);
     let experiment = tmp.path().join("exp.yaml");
     std::fs::write(&experiment, EVERY_BACKBONE).unwrap();
     let store_dir = tmp.path().join("store");

@@ -7,7 +7,7 @@ mod common;
 
 use std::path::Path;
 
-use common::bocb;
+use common::{bocb, synth};
 
 fn ok(args: &[&str]) -> String {
     let out = bocb(args);
@@ -126,20 +126,7 @@ save_weights: true
 fn a_trained_experiment_reports_every_figure() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    ok(&[
-        "data",
-        "synth",
-        "--out",
-        data.to_str().unwrap(),
-        "--classes",
-        "4",
-        "--train",
-        "256",
-        "--test",
-        "64",
-        "--seed",
-        "3",
-    ]);
+    synth(&data, 256, 64, 3);
     let experiment = tmp.path().join("exp.yaml");
     std::fs::write(&experiment, TINY).unwrap();
     let store = tmp.path().join("store");

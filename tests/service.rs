@@ -10,7 +10,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use bocb_store::{Store, TrialRecord, TrialStatus};
-use common::{bocb, bocb_binary};
+use common::{bocb, bocb_binary, synth};
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -31,21 +31,7 @@ device: cpu
 /// A store with a tiny synthetic dataset and the experiment file beside it.
 fn setup(dir: &Path, experiment: &str) -> PathBuf {
     let data = dir.join("data");
-    let out = bocb(&[
-        "data",
-        "synth",
-        "--out",
-        data.to_str().unwrap(),
-        "--classes",
-        "4",
-        "--train",
-        "64",
-        "--test",
-        "32",
-        "--seed",
-        "5",
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    synth(&data, 64, 32, 5);
     let path = dir.join("exp.yaml");
     std::fs::write(&path, experiment).unwrap();
     path

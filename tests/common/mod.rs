@@ -30,3 +30,29 @@ pub fn bocb(args: &[&str]) -> Output {
         .output()
         .expect("bocb runs")
 }
+
+/// Writes a synthetic 4-class dataset in CIFAR-100 binary format to `dir`
+/// (`bocb data synth`), `train` and `test` images, from `seed`.
+#[allow(dead_code)] // the analysis tests import tables and make no data
+pub fn synth(dir: &Path, train: usize, test: usize, seed: u64) {
+    let (train, test, seed) = (train.to_string(), test.to_string(), seed.to_string());
+    let out = bocb(&[
+        "data",
+        "synth",
+        "--out",
+        dir.to_str().expect("UTF-8 path"),
+        "--classes",
+        "4",
+        "--train",
+        &train,
+        "--test",
+        &test,
+        "--seed",
+        &seed,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -13,7 +13,7 @@ use super::patterns::{saved_patterns, PairPatterns, PatternsError};
 use super::plots::{self, hex, text_colour_on, ColourScale, PlotError};
 use super::results::Origin;
 use super::robustness::GroupRobustness;
-use super::Analysis;
+use super::{render, Analysis};
 use crate::report::fmt_value;
 
 /// The section headings of every experiment's part, in order.
@@ -462,35 +462,9 @@ fn tables(out: &mut String, view: &ExperimentView) {
     );
     let mut ranking: Vec<_> = analysis.ranking.iter().collect();
     ranking.sort_by_key(|r| r.overall_rank);
-    let rank_cell = |value: Option<String>, rank: Option<usize>| match (value, rank) {
-        (Some(v), Some(r)) => format!("{v} (#{r})"),
-        _ => "-".into(),
-    };
-    let rows: Vec<(Vec<String>, &str)> = ranking
-        .iter()
-        .map(|r| {
-            (
-                vec![
-                    escape(&r.optimizer),
-                    r.overall_rank.to_string(),
-                    format!("{:.2}", r.score),
-                    rank_cell(
-                        Some(format!("{:.2}", r.performance)),
-                        Some(r.performance_rank),
-                    ),
-                    rank_cell(
-                        r.robustness_variation.map(|v| format!("{v:.1}")),
-                        r.robustness_rank,
-                    ),
-                    if r.bocb { "1".into() } else { "0".into() },
-                    rank_cell(
-                        r.memory_bytes_per_param.map(|b| format!("{b:.1}")),
-                        r.memory_rank,
-                    ),
-                ],
-                "",
-            )
-        })
+    let rows: Vec<(Vec<String>, &str)> = render::ranking_rows(&ranking)
+        .into_iter()
+        .map(|cells| (escaped(cells), ""))
         .collect();
     table(
         out,
@@ -562,24 +536,15 @@ fn tables(out: &mut String, view: &ExperimentView) {
 }
 
 fn robustness_rows(groups: &[GroupRobustness]) -> Vec<(Vec<String>, &'static str)> {
-    groups
-        .iter()
-        .map(|g| {
-            (
-                vec![
-                    escape(&g.name),
-                    g.variations.len().to_string(),
-                    g.mode_lr.to_string(),
-                    g.mode_weight_decay.to_string(),
-                    format!("{:.2}", g.mean_manhattan),
-                    format!("{:.1}", g.median_manhattan),
-                    format!("{:.2}", g.mean_grid_steps),
-                    format!("{:.1}", g.median_grid_steps),
-                ],
-                "",
-            )
-        })
+    render::robustness_rows(groups)
+        .into_iter()
+        .map(|cells| (escaped(cells), ""))
         .collect()
+}
+
+/// Text cells made safe for the page.
+fn escaped(cells: Vec<String>) -> Vec<String> {
+    cells.iter().map(|c| escape(c)).collect()
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 
 use std::fmt::Write as _;
 
+use super::ranking::OptimizerRank;
 use super::results::Origin;
 use super::robustness::GroupRobustness;
 use super::Analysis;
@@ -142,7 +143,9 @@ fn table1(analysis: &Analysis, style: Style) -> String {
     grid(&header, &rows, style)
 }
 
-fn robustness_rows(groups: &[GroupRobustness]) -> Vec<Vec<String>> {
+/// The robustness table's cells, one row per backbone or optimizer (shared
+/// by the text and HTML reports).
+pub(super) fn robustness_rows(groups: &[GroupRobustness]) -> Vec<Vec<String>> {
     groups
         .iter()
         .map(|g| {
@@ -155,6 +158,38 @@ fn robustness_rows(groups: &[GroupRobustness]) -> Vec<Vec<String>> {
                 format!("{:.1}", g.median_manhattan),
                 format!("{:.2}", g.mean_grid_steps),
                 format!("{:.1}", g.median_grid_steps),
+            ]
+        })
+        .collect()
+}
+
+/// The ranking table's cells, in the order given (shared by the text and
+/// HTML reports).
+pub(super) fn ranking_rows(ranking: &[&OptimizerRank]) -> Vec<Vec<String>> {
+    let rank_cell = |value: Option<String>, rank: Option<usize>| match (value, rank) {
+        (Some(v), Some(r)) => format!("{v} (#{r})"),
+        _ => "-".into(),
+    };
+    ranking
+        .iter()
+        .map(|r| {
+            vec![
+                r.optimizer.clone(),
+                r.overall_rank.to_string(),
+                format!("{:.2}", r.score),
+                rank_cell(
+                    Some(format!("{:.2}", r.performance)),
+                    Some(r.performance_rank),
+                ),
+                rank_cell(
+                    r.robustness_variation.map(|v| format!("{v:.1}")),
+                    r.robustness_rank,
+                ),
+                if r.bocb { "1".into() } else { "0".into() },
+                rank_cell(
+                    r.memory_bytes_per_param.map(|b| format!("{b:.1}")),
+                    r.memory_rank,
+                ),
             ]
         })
         .collect()
@@ -302,34 +337,7 @@ pub fn render(analysis: &Analysis, style: Style) -> String {
     ]
     .map(String::from)
     .to_vec();
-    let rank_cell = |value: Option<String>, rank: Option<usize>| match (value, rank) {
-        (Some(v), Some(r)) => format!("{v} (#{r})"),
-        _ => "-".into(),
-    };
-    let rows: Vec<Vec<String>> = ranking
-        .iter()
-        .map(|r| {
-            vec![
-                r.optimizer.clone(),
-                r.overall_rank.to_string(),
-                format!("{:.2}", r.score),
-                rank_cell(
-                    Some(format!("{:.2}", r.performance)),
-                    Some(r.performance_rank),
-                ),
-                rank_cell(
-                    r.robustness_variation.map(|v| format!("{v:.1}")),
-                    r.robustness_rank,
-                ),
-                if r.bocb { "1".into() } else { "0".into() },
-                rank_cell(
-                    r.memory_bytes_per_param.map(|b| format!("{b:.1}")),
-                    r.memory_rank,
-                ),
-            ]
-        })
-        .collect();
-    out.push_str(&grid(&header, &rows, style));
+    out.push_str(&grid(&header, &ranking_rows(&ranking), style));
     out
 }
 
