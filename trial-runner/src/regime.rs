@@ -113,16 +113,16 @@ pub fn clip_grad_norm(params: &[Tensor], max_norm: f64) -> Tensor {
         .map(Tensor::grad)
         .filter(Tensor::defined)
         .collect();
-    let Some(first) = grads.first() else {
+    if grads.is_empty() {
         return Tensor::zeros([], (Kind::Float, tch::Device::Cpu));
-    };
-    let squares = grads
+    }
+    // As torch's clip_grad_norm_: the norm of the per-tensor norms, each
+    // taken in one read of its gradient (no squared copy).
+    let norms: Vec<Tensor> = grads
         .iter()
-        .map(|g| g.square().sum(Kind::Float))
-        .fold(Tensor::zeros([], (Kind::Float, first.device())), |a, b| {
-            a + b
-        });
-    let norm = squares.sqrt();
+        .map(|g| g.norm().to_kind(Kind::Float))
+        .collect();
+    let norm = Tensor::stack(&norms, 0).norm();
     let coefficient = (max_norm / (&norm + 1e-6)).clamp_max(1.0);
     tch::no_grad(|| {
         for g in &grads {
