@@ -14,6 +14,7 @@ pub mod optim;
 pub mod patterns;
 pub mod regime;
 pub mod schedule;
+pub mod seeding;
 mod trainer;
 
 pub use device::DeviceChoice;

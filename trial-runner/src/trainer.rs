@@ -166,7 +166,7 @@ pub fn run_trial(
     check_labels(train)?;
     check_labels(&data.test)?;
 
-    tch::manual_seed(spec.seed as i64);
+    crate::seeding::start_stream(spec.seed);
     let classes = train.classes as i64;
     let recipe = spec.recipe.as_ref();
     let build = || {
@@ -179,6 +179,7 @@ pub fn run_trial(
             classes,
             device,
             spec.decay_norm_and_bias,
+            spec.seed,
         )
     };
     let mut learner = match recipe {
@@ -362,9 +363,9 @@ pub struct Learner {
 }
 
 impl Learner {
-    /// Builds `backbone` for `classes` outputs on `device` and `optimizer`
-    /// over its parameters (biases, norms and the model's exemptions without
-    /// weight decay unless `decay_norm_and_bias`).
+    /// Builds `backbone` for `classes` outputs on `device`, its weights drawn
+    /// from `seed`, and `optimizer` over its parameters (biases, norms and the
+    /// model's exemptions without weight decay unless `decay_norm_and_bias`).
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         backbones: &BackboneRegistry,
@@ -375,9 +376,10 @@ impl Learner {
         classes: i64,
         device: Device,
         decay_norm_and_bias: bool,
+        seed: u64,
     ) -> Result<Self, TrialError> {
         let vs = nn::VarStore::new(device);
-        let model = backbones.build(backbone, &vs.root(), classes)?;
+        let model = backbones.build(backbone, &vs.root(), classes, seed)?;
         let params = param_set(&vs, &model, decay_norm_and_bias);
         let ordered = params
             .decay
@@ -408,7 +410,8 @@ impl Learner {
         decay: f64,
     ) -> Result<(), TrialError> {
         let mut vs = nn::VarStore::new(self.vs.device());
-        let model = backbones.build(backbone, &vs.root(), classes)?;
+        // Its weights start as copies of the model's: any seed does.
+        let model = backbones.build(backbone, &vs.root(), classes, 0)?;
         vs.freeze();
         let average = WeightAverage::track(&self.vs, &mut vs, decay);
         self.average = Some((vs, model, average));
@@ -470,9 +473,11 @@ fn backward_with_hessian(
     for i in 0..samples {
         let zs: Vec<Tensor> = params
             .iter()
-            .map(|p| match noise {
-                HessianNoise::Gaussian => p.randn_like(),
-                HessianNoise::Rademacher => p.randint_like(2) * 2.0 - 1.0,
+            .map(|p| {
+                crate::seeding::draw(|| match noise {
+                    HessianNoise::Gaussian => p.randn_like(),
+                    HessianNoise::Rademacher => p.randint_like(2) * 2.0 - 1.0,
+                })
             })
             .collect();
         let dot = grads
@@ -667,7 +672,7 @@ mod tests {
         let saved = Tensor::read_safetensors(&path).unwrap();
         let vs = nn::VarStore::new(tch::Device::Cpu);
         BackboneRegistry::builtin()
-            .build(&spec.backbone, &vs.root(), 4)
+            .build(&spec.backbone, &vs.root(), 4, 0)
             .unwrap();
         let mut names: Vec<String> = saved.iter().map(|(n, _)| n.clone()).collect();
         names.sort();
@@ -719,7 +724,7 @@ mod tests {
         let params = {
             let vs = nn::VarStore::new(tch::Device::Cpu);
             BackboneRegistry::builtin()
-                .build(&spec.backbone, &vs.root(), 4)
+                .build(&spec.backbone, &vs.root(), 4, 0)
                 .unwrap();
             crate::models::parameter_count(&vs) as usize
         };
@@ -735,7 +740,7 @@ mod tests {
     fn biases_norms_and_model_exemptions_skip_weight_decay_unless_asked() {
         let vs = nn::VarStore::new(tch::Device::Cpu);
         let model = BackboneRegistry::builtin()
-            .build("vit_tiny_cifar@micro", &vs.root(), 4)
+            .build("vit_tiny_cifar@micro", &vs.root(), 4, 0)
             .unwrap();
         let total = vs.trainable_variables().len();
         let split = param_set(&vs, &model, false);
@@ -807,6 +812,8 @@ mod tests {
         }
     }
 
+    /// Also with another trial training beside it in the same process: the
+    /// recipe's stochastic depth draws from torch's one generator.
     #[test]
     fn a_recipe_trial_is_reproducible_whatever_the_worker_count() {
         let data = data(128);
@@ -821,7 +828,12 @@ mod tests {
         spec.data_workers = 1;
         let (one, reports) = run(&spec, &data);
         spec.data_workers = 3;
-        let (three, again) = run(&spec, &data);
+        let mut neighbour = spec.clone();
+        neighbour.seed += 1;
+        let (three, again) = std::thread::scope(|scope| {
+            scope.spawn(|| run(&neighbour, &data));
+            run(&spec, &data)
+        });
         assert_eq!(one.unwrap().final_accuracy, three.unwrap().final_accuracy);
         assert_eq!(reports[0].train_loss, again[0].train_loss);
         assert_eq!(reports[0].ema_test_accuracy, again[0].ema_test_accuracy);
@@ -879,7 +891,7 @@ mod tests {
         // 8 steps an epoch: estimates before steps 0, 3, 6, 9, 12 and 15.
         assert_eq!(ESTIMATES.load(Ordering::SeqCst), 6);
         let vs = nn::VarStore::new(tch::Device::Cpu);
-        backbones.build(&spec.backbone, &vs.root(), 4).unwrap();
+        backbones.build(&spec.backbone, &vs.root(), 4, 0).unwrap();
         let params = crate::models::parameter_count(&vs) as usize;
         // Float32 momentum and Hessian EMA per parameter.
         assert_eq!(outcome.optimizer_state_bytes, 2 * 4 * params);

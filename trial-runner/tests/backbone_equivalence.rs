@@ -38,7 +38,7 @@ fn logits_match_the_reference_with_its_weights() {
         let want = tensors.remove("__logits__").expect("fixture logits");
         let classes = want.size()[1];
         let mut vs = nn::VarStore::new(Device::Cpu);
-        let model = registry.build(&name, &vs.root(), classes).unwrap();
+        let model = registry.build(&name, &vs.root(), classes, 0).unwrap();
         vs.freeze();
         let ours = vs.variables();
         let missing: Vec<_> = ours.keys().filter(|k| !tensors.contains_key(*k)).collect();

@@ -90,7 +90,7 @@ fn a_torchscript_backbone_trains_with_bocb_optimizers() {
 fn the_module_parameters_are_in_the_var_store_and_move_with_a_step() {
     let vs = nn::VarStore::new(Device::Cpu);
     let model = BackboneRegistry::builtin()
-        .build(&module_name(), &vs.root(), 4)
+        .build(&module_name(), &vs.root(), 4, 0)
         .unwrap();
     let names: Vec<String> = vs.variables().into_keys().collect();
     assert!(names.iter().any(|n| n == "head_weight"), "{names:?}");

@@ -946,7 +946,7 @@ fn list_backbones(json: bool, classes: i64) -> Result<()> {
     let registry = BackboneRegistry::builtin();
     let count = |name: &str| -> Result<i64> {
         let vs = tch::nn::VarStore::new(tch::Device::Cpu);
-        registry.build(name, &vs.root(), classes)?;
+        registry.build(name, &vs.root(), classes, 0)?;
         Ok(parameter_count(&vs))
     };
     let mut infos = Vec::new();

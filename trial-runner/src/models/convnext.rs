@@ -264,7 +264,9 @@ mod tests {
     #[test]
     fn drop_path_rises_linearly_to_the_recipe_rate_over_all_blocks() {
         let vs = nn::VarStore::new(Device::Cpu);
-        let net = ConvNeXt::new(&vs.root(), &[3, 3, 9, 3], &[8, 8, 8, 8], Version::V1, 10);
+        let net = crate::seeding::draw(|| {
+            ConvNeXt::new(&vs.root(), &[3, 3, 9, 3], &[8, 8, 8, 8], Version::V1, 10)
+        });
         let rates: Vec<f64> = net
             .stages
             .iter()
@@ -279,8 +281,8 @@ mod tests {
     #[test]
     fn global_response_norm_starts_as_the_identity_and_gates_by_relative_norm() {
         let vs = nn::VarStore::new(Device::Cpu);
-        let grn = GlobalResponseNorm::new(vs.root(), 2);
-        let x = Tensor::randn([1, 2, 2, 2], (Kind::Float, Device::Cpu));
+        let grn = crate::seeding::draw(|| GlobalResponseNorm::new(vs.root(), 2));
+        let x = crate::seeding::draw(|| Tensor::randn([1, 2, 2, 2], (Kind::Float, Device::Cpu)));
         assert_eq!(grn.forward(&x), x);
         // Channel 0 has spatial norm 2, channel 1 norm 0: relative norms 2 and 0.
         let x =

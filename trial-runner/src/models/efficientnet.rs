@@ -8,7 +8,9 @@
 use tch::nn::{self, Conv2D, Init, ModuleT};
 use tch::Tensor;
 
-use super::layers::{batch_norm2d, conv2d_normal, drop_path, drop_path_rate, make_divisible};
+use super::layers::{
+    batch_norm2d, conv2d_normal, drop_path, drop_path_rate, dropout, make_divisible,
+};
 use super::{BackboneEntry, BackboneRegistry, Family, Model, Preset};
 
 pub(super) fn register(registry: &mut BackboneRegistry) {
@@ -262,13 +264,13 @@ impl ModuleT for EfficientNet {
         for block in &self.blocks {
             x = block.forward_t(&x, train);
         }
-        x.apply(&self.conv_head)
+        let x = x
+            .apply(&self.conv_head)
             .apply_t(&self.bn2, train)
             .silu()
             .adaptive_avg_pool2d([1, 1])
-            .flatten(1, -1)
-            .dropout(DROP_RATE, train)
-            .apply(&self.classifier)
+            .flatten(1, -1);
+        dropout(x, DROP_RATE, train).apply(&self.classifier)
     }
 }
 
@@ -283,7 +285,7 @@ mod tests {
     #[test]
     fn layers_have_timm_init() {
         let vs = nn::VarStore::new(Device::Cpu);
-        let _model = efficientnet_b0(&vs.root(), 100, Preset::Full);
+        let _model = crate::seeding::draw(|| efficientnet_b0(&vs.root(), 100, Preset::Full));
         let vars = vs.variables();
         assert_eq!(vars["blocks.5.3.conv_dw.weight"].size(), [1152, 1, 5, 5]);
         assert_eq!(
@@ -311,7 +313,7 @@ mod tests {
     #[test]
     fn stochastic_depth_rises_linearly_over_the_blocks() {
         let vs = nn::VarStore::new(Device::Cpu);
-        let net = EfficientNet::new(&vs.root(), 32, &B0, 1280, 10);
+        let net = crate::seeding::draw(|| EfficientNet::new(&vs.root(), 32, &B0, 1280, 10));
         let rates: Vec<f64> = net.blocks.iter().map(|b| b.drop_path).collect();
         assert_eq!(rates.len(), 16);
         for (i, rate) in rates.iter().enumerate() {

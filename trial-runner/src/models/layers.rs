@@ -204,11 +204,20 @@ pub fn drop_path(xs: Tensor, rate: f64, train: bool) -> Tensor {
     let keep = 1.0 - rate;
     let mut shape = vec![1; xs.dim()];
     shape[0] = xs.size()[0];
-    let mask = Tensor::rand(&shape, (Kind::Float, xs.device()))
+    let mask = crate::seeding::draw(|| Tensor::rand(&shape, (Kind::Float, xs.device())))
         .lt(keep)
         .to_kind(xs.kind());
     // Scales the per-sample mask, not the activations: one full-size pass.
     xs * (mask / keep)
+}
+
+/// Dropout with probability `rate` in training, drawn from the trial's
+/// stream (see [`crate::seeding`]).
+pub fn dropout(xs: Tensor, rate: f64, train: bool) -> Tensor {
+    if !train || rate == 0.0 {
+        return xs;
+    }
+    crate::seeding::draw(|| xs.dropout(rate, true))
 }
 
 /// timm's `LayerNorm2d`: layer norm over the channels of an NCHW map, done as
@@ -245,15 +254,15 @@ mod tests {
         // vit_tiny_cifar has no stochastic depth of its own: training-mode
         // forwards agree until a recipe gives it some.
         let registry = BackboneRegistry::builtin();
-        let x = Tensor::randn([8, 3, 32, 32], (Kind::Float, Device::Cpu));
+        let x = crate::seeding::draw(|| Tensor::randn([8, 3, 32, 32], (Kind::Float, Device::Cpu)));
         let plain_vs = nn::VarStore::new(Device::Cpu);
         let plain = registry
-            .build("vit_tiny_cifar@micro", &plain_vs.root(), 4)
+            .build("vit_tiny_cifar@micro", &plain_vs.root(), 4, 0)
             .unwrap();
         assert_eq!(plain.net.forward_t(&x, true), plain.net.forward_t(&x, true));
         let vs = nn::VarStore::new(Device::Cpu);
         let dropped = with_drop_path_rate(0.5, || {
-            registry.build("vit_tiny_cifar@micro", &vs.root(), 4)
+            registry.build("vit_tiny_cifar@micro", &vs.root(), 4, 0)
         })
         .unwrap();
         assert_ne!(

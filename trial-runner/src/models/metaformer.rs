@@ -635,7 +635,7 @@ mod tests {
     #[test]
     fn layers_have_timm_init() {
         let vs = nn::VarStore::new(Device::Cpu);
-        let _model = caformer_s12(&vs.root(), 100, Preset::Full);
+        let _model = crate::seeding::draw(|| caformer_s12(&vs.root(), 100, Preset::Full));
         let vars = vs.variables();
         assert_eq!(
             vars["stages.1.blocks.0.token_mixer.dwconv.weight"].size(),
@@ -672,7 +672,7 @@ mod tests {
     #[test]
     fn stochastic_depth_rises_linearly_over_all_blocks() {
         let vs = nn::VarStore::new(Device::Cpu);
-        let net = MetaFormer::new(&vs.root(), &CONVFORMER, &S12, 10);
+        let net = crate::seeding::draw(|| MetaFormer::new(&vs.root(), &CONVFORMER, &S12, 10));
         let rates: Vec<f64> = net
             .stages
             .iter()
@@ -700,10 +700,9 @@ mod tests {
     /// Stochastic depth acts in training only; evaluation is deterministic.
     #[test]
     fn training_mode_drops_branches_and_eval_does_not() {
-        tch::manual_seed(0);
         let vs = nn::VarStore::new(Device::Cpu);
-        let model = attenformer_s12(&vs.root(), 5, Preset::Micro);
-        let x = Tensor::randn([4, 3, 64, 64], (Kind::Float, Device::Cpu));
+        let model = crate::seeding::draw(|| attenformer_s12(&vs.root(), 5, Preset::Micro));
+        let x = crate::seeding::draw(|| Tensor::randn([4, 3, 64, 64], (Kind::Float, Device::Cpu)));
         let eval = |x: &Tensor| model.net.forward_t(x, false);
         assert_eq!(eval(&x), eval(&x));
         let train = |x: &Tensor| model.net.forward_t(x, true);

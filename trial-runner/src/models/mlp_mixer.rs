@@ -229,7 +229,7 @@ mod tests {
     #[test]
     fn stem_init_is_lecun_normal_truncated_at_two_standard_deviations() {
         let vs = nn::VarStore::new(Device::Cpu);
-        let conv = lecun_normal_conv(vs.root(), 3, 512, 16);
+        let conv = crate::seeding::draw(|| lecun_normal_conv(vs.root(), 3, 512, 16));
         let bound = 2.0 * (1.0 / 768.0f64).sqrt() / TRUNCATED_STD;
         let ws = conv.ws.detach();
         assert!(ws.abs().max().double_value(&[]) <= bound + 1e-9);
@@ -245,8 +245,8 @@ mod tests {
     #[test]
     fn a_new_mixer_predicts_zero_logits_as_timm_zeroes_the_head() {
         let vs = nn::VarStore::new(Device::Cpu);
-        let model = mlp_mixer_s(&vs.root(), 5, Preset::Micro);
-        let x = Tensor::randn([2, 3, 64, 64], (Kind::Float, Device::Cpu));
+        let model = crate::seeding::draw(|| mlp_mixer_s(&vs.root(), 5, Preset::Micro));
+        let x = crate::seeding::draw(|| Tensor::randn([2, 3, 64, 64], (Kind::Float, Device::Cpu)));
         let logits = model.net.forward_t(&x, false);
         assert_eq!(logits, Tensor::zeros([2, 5], (Kind::Float, Device::Cpu)));
     }

@@ -172,13 +172,21 @@ impl BackboneRegistry {
         Ok((entry, preset))
     }
 
-    /// Builds `name` under `path`.
-    pub fn build(&self, name: &str, path: &nn::Path, classes: i64) -> Result<Model, ModelError> {
+    /// Builds `name` under `path` with its initial weights drawn from `seed`.
+    pub fn build(
+        &self,
+        name: &str,
+        path: &nn::Path,
+        classes: i64,
+        seed: u64,
+    ) -> Result<Model, ModelError> {
         if let Some(file) = name.strip_prefix(torchscript::PREFIX) {
             return torchscript::build(file, path, classes);
         }
         let (entry, preset) = self.lookup(name)?;
-        Ok((entry.ctor)(path, classes, preset))
+        Ok(crate::seeding::with_torch_seed(seed, || {
+            (entry.ctor)(path, classes, preset)
+        }))
     }
 
     /// Checks that `name` can be built for `classes` outputs: a registered
@@ -208,7 +216,7 @@ mod tests {
     fn build(name: &str, classes: i64) -> (nn::VarStore, Model) {
         let vs = nn::VarStore::new(Device::Cpu);
         let model = BackboneRegistry::builtin()
-            .build(name, &vs.root(), classes)
+            .build(name, &vs.root(), classes, 0)
             .unwrap();
         (vs, model)
     }
@@ -289,7 +297,9 @@ mod tests {
             );
             let (entry, preset) = registry.lookup(&micro).unwrap();
             let size = entry.input_size(preset);
-            let x = Tensor::randn([2, 3, size, size], (Kind::Float, Device::Cpu));
+            let x = crate::seeding::draw(|| {
+                Tensor::randn([2, 3, size, size], (Kind::Float, Device::Cpu))
+            });
             let logits = model.net.forward_t(&x, true);
             assert_eq!(logits.size(), vec![2, 7], "{micro}");
             logits.sum(Kind::Float).backward();

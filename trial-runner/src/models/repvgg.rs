@@ -270,30 +270,29 @@ mod tests {
 
     #[test]
     fn reparameterised_network_gives_the_same_eval_outputs() {
-        tch::manual_seed(3);
         let vs = nn::VarStore::new(Device::Cpu);
-        let net = repvgg_a1(&vs.root(), 10, Preset::Micro);
+        let net = crate::seeding::draw(|| repvgg_a1(&vs.root(), 10, Preset::Micro));
         // Random BN statistics and affine parameters, so folding is exercised.
         tch::no_grad(|| {
             for (name, mut t) in vs.variables() {
                 let shape = t.size();
                 let opts = (Kind::Float, Device::Cpu);
                 if name.ends_with("running_mean") {
-                    t.copy_(&(Tensor::randn(&shape, opts) * 0.1));
+                    t.copy_(&(crate::seeding::draw(|| Tensor::randn(&shape, opts)) * 0.1));
                 } else if name.ends_with("running_var") {
-                    t.copy_(&(Tensor::rand(&shape, opts) + 0.5));
+                    t.copy_(&(crate::seeding::draw(|| Tensor::rand(&shape, opts)) + 0.5));
                 } else if name.contains(".bn.") || name.contains("identity") {
                     if name.ends_with("weight") {
-                        t.copy_(&(Tensor::rand(&shape, opts) + 0.5));
+                        t.copy_(&(crate::seeding::draw(|| Tensor::rand(&shape, opts)) + 0.5));
                     } else {
-                        t.copy_(&(Tensor::randn(&shape, opts) * 0.1));
+                        t.copy_(&(crate::seeding::draw(|| Tensor::randn(&shape, opts)) * 0.1));
                     }
                 }
             }
         });
         let plain = net.reparameterize();
         assert_eq!(plain.depth(), 1 + 6);
-        let x = Tensor::randn([3, 3, 64, 64], (Kind::Float, Device::Cpu));
+        let x = crate::seeding::draw(|| Tensor::randn([3, 3, 64, 64], (Kind::Float, Device::Cpu)));
         let want = tch::no_grad(|| net.forward_t(&x, false));
         let got = tch::no_grad(|| plain.forward(&x));
         assert_eq!(got.size(), vec![3, 10]);
@@ -301,10 +300,11 @@ mod tests {
         assert!(diff <= 1e-4, "max |difference| {diff:e}");
         // Also at full size (224 input, identity branches everywhere).
         let vs = nn::VarStore::new(Device::Cpu);
-        let net = repvgg_a1(&vs.root(), 5, Preset::Full);
+        let net = crate::seeding::draw(|| repvgg_a1(&vs.root(), 5, Preset::Full));
         let plain = net.reparameterize();
         assert_eq!(plain.depth(), 1 + 2 + 4 + 14 + 1);
-        let x = Tensor::randn([1, 3, 224, 224], (Kind::Float, Device::Cpu));
+        let x =
+            crate::seeding::draw(|| Tensor::randn([1, 3, 224, 224], (Kind::Float, Device::Cpu)));
         let want = tch::no_grad(|| net.forward_t(&x, false));
         let got = tch::no_grad(|| plain.forward(&x));
         let diff = (&got - &want).abs().max().double_value(&[]);

@@ -124,8 +124,13 @@ impl ModuleT for TorchScriptNet {
             }
             *mode = Some(train);
         }
-        module
-            .forward_ts(&[xs])
-            .expect("the TorchScript backbone's forward failed")
+        // The module's own random layers draw from torch's generator.
+        let forward = || module.forward_ts(&[xs]);
+        if train {
+            crate::seeding::draw(forward)
+        } else {
+            forward()
+        }
+        .expect("the TorchScript backbone's forward failed")
     }
 }

@@ -249,13 +249,13 @@ mod tests {
             mlp_ratio: 1,
             drop_path_rate: DEIT_DROP_PATH_RATE,
         };
-        let net = VisionTransformer::new(&vs.root(), &config, 3);
+        let net = crate::seeding::draw(|| VisionTransformer::new(&vs.root(), &config, 3));
         let rates: Vec<f64> = net.blocks.iter().map(|b| b.drop_path).collect();
         assert_eq!(rates[0], 0.0);
         assert!((rates[11] - DEIT_DROP_PATH_RATE).abs() < 1e-12);
         assert!((rates[1] - DEIT_DROP_PATH_RATE / 11.0).abs() < 1e-12);
         // Stochastic depth acts in training only.
-        let x = Tensor::randn([16, 3, 32, 32], (Kind::Float, Device::Cpu));
+        let x = crate::seeding::draw(|| Tensor::randn([16, 3, 32, 32], (Kind::Float, Device::Cpu)));
         assert_eq!(net.forward_t(&x, false), net.forward_t(&x, false));
         assert_ne!(net.forward_t(&x, true), net.forward_t(&x, true));
     }

@@ -90,9 +90,9 @@ mod tests {
         let registry = OptimizerRegistry::builtin();
         // More than one slice, and not a whole number of them.
         let shape = [CPU_SLICE / 256 + 3, 384];
-        let start = Tensor::randn(shape, (Kind::Double, Device::Cpu));
+        let start = crate::seeding::draw(|| Tensor::randn(shape, (Kind::Double, Device::Cpu)));
         let grads: Vec<Tensor> = (0..3)
-            .map(|_| Tensor::randn(shape, (Kind::Double, Device::Cpu)))
+            .map(|_| crate::seeding::draw(|| Tensor::randn(shape, (Kind::Double, Device::Cpu))))
             .collect();
         for name in [
             "adam", "adamw", "adamax", "nadam", "radam", "adamp", "lamb", "adan", "adagrad",

@@ -149,6 +149,7 @@ pub fn bench_data(
             classes,
             config.device,
             false,
+            0,
         )
     })?;
     learner.clip_grad_norm = Some(recipe.grad_clip_norm.0).filter(|&n| n > 0.0);

@@ -16,6 +16,7 @@ use bocb_search_spaces::{Catalog, Category, OptimizerSpace, WeightDecayStyle};
 use bocb_trial_runner::device::device_name;
 use bocb_trial_runner::optim::replay::hparams_from_json;
 use bocb_trial_runner::optim::{Hparams, OptimError, Optimizer, OptimizerRegistry, ParamSet};
+use bocb_trial_runner::seeding::with_torch_seed;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use serde_json::json;
@@ -478,8 +479,7 @@ impl BocbRun {
         shapes: &[ParamShape],
         device: Device,
     ) -> Result<Self, BenchError> {
-        tch::manual_seed(0);
-        let params = BenchParams::new(shapes, device);
+        let params = with_torch_seed(0, || BenchParams::new(shapes, device));
         let optimizer = params.build(registry, name, hparams)?;
         let hessian = optimizer
             .hessian_interval()

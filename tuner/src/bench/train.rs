@@ -17,6 +17,7 @@ use bocb_trial_runner::device::device_name;
 use bocb_trial_runner::models::{parameter_count, torchscript, BackboneRegistry, Preset};
 use bocb_trial_runner::optim::replay::hparams_from_json;
 use bocb_trial_runner::optim::{Hparams, OptimError, OptimizerRegistry};
+use bocb_trial_runner::seeding::with_torch_seed;
 use bocb_trial_runner::Learner;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -271,7 +272,6 @@ pub fn bench_training(
                  where bocb uses input {side} with {threads} threads"
             ))));
         }
-        tch::manual_seed(0);
         let mut ours = BocbSide::new(backbones, name, optimizers, config, &hparams, side)?;
         let (mut bocb_ms, mut reference_ms) = (Vec::new(), Vec::new());
         for step in 0..config.warmup + config.steps {
@@ -337,16 +337,23 @@ impl BocbSide {
             config.classes,
             config.device,
             false,
+            0,
         )
         .map_err(|source| BenchError::Train {
             backbone: name.to_string(),
             source,
         })?;
         let batch = config.batch as i64;
+        let (images, labels) = with_torch_seed(1, || {
+            (
+                Tensor::randn([batch, 3, side, side], (Kind::Float, config.device)),
+                Tensor::randint(config.classes, [batch], (Kind::Int64, config.device)),
+            )
+        });
         Ok(BocbSide {
             learner,
-            images: Tensor::randn([batch, 3, side, side], (Kind::Float, config.device)),
-            labels: Tensor::randint(config.classes, [batch], (Kind::Int64, config.device)),
+            images,
+            labels,
             device: config.device,
         })
     }
@@ -498,7 +505,6 @@ mod tests {
         let hparams = [("lr".to_string(), 0.1), ("momentum".to_string(), 0.9)]
             .into_iter()
             .collect();
-        tch::manual_seed(0);
         let mut side = BocbSide::new(
             &backbones,
             "resnet18_cifar@micro",
