@@ -16,7 +16,7 @@ first case of scripts/record_optim_cases.py, read as bench_optim.py reads it.
   <- {"cases": RECORDER_SOURCE}           answered as bench_optim.py does
   -> {"cases": {NAME: {"class": PATH, "kwargs": {...}}}}
   <- {"setup": BACKBONE, "classes": N, "batch": B, "optimizer": NAME,
-      "device": DEVICE, "threads": T}
+      "device": DEVICE, "threads": T, "channels_last": BOOL}
   -> {"params": COUNT, "side": INPUT_SIDE, "threads": T}
   <- {"step": true}
   -> {"ms": STEP_TIME}     any reply may instead be {"error": MESSAGE}
@@ -92,6 +92,8 @@ class Run:
         batch = req["batch"]
         self.images = torch.randn(batch, 3, self.side, self.side, generator=gen).to(self.device)
         self.labels = torch.randint(req["classes"], (batch,), generator=gen).to(self.device)
+        if req.get("channels_last"):
+            self.images = self.images.contiguous(memory_format=torch.channels_last)
         self.cross_entropy = torch.nn.functional.cross_entropy
         self.synchronize = torch.cuda.synchronize
 

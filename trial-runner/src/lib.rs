@@ -12,6 +12,7 @@ mod memory;
 pub mod models;
 pub mod optim;
 pub mod patterns;
+pub mod precision;
 pub mod regime;
 pub mod schedule;
 pub mod seeding;

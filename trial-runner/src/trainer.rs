@@ -20,6 +20,7 @@ use crate::device::{device_name, DeviceChoice};
 use crate::memory::PeakMemory;
 use crate::models::{with_drop_path_rate, BackboneRegistry, Model, ModelError};
 use crate::optim::{HessianNoise, Hparams, OptimError, Optimizer, OptimizerRegistry, ParamSet};
+use crate::precision::{set_deterministic, Precision, PrecisionChoice};
 use crate::regime::{clip_grad_norm, Regime, WeightAverage};
 use crate::schedule::WarmupCosine;
 
@@ -55,6 +56,17 @@ pub struct TrialSpec {
     /// Batches do not depend on it.
     #[serde(default)]
     pub data_workers: usize,
+    /// fp32, or bf16 autocast (`auto`: on CUDA where the recipe allows it).
+    #[serde(default)]
+    pub precision: PrecisionChoice,
+    /// Deterministic kernels only (`torch.use_deterministic_algorithms`),
+    /// for bit-equal reruns on CUDA; slower. Process-wide while it trains.
+    #[serde(default)]
+    pub deterministic: bool,
+    /// Batches in channels-last memory order (often faster for
+    /// convolutions on CUDA; `bocb bench train --channels-last` measures it).
+    #[serde(default)]
+    pub channels_last: bool,
 }
 
 /// What one epoch measured.
@@ -103,7 +115,7 @@ pub struct TrialOutcome {
     /// when the recipe keeps one. `final_accuracy` stays the raw weights'.
     #[serde(default)]
     pub ema_accuracy: Option<f64>,
-    /// The arithmetic of the training step (`fp32`).
+    /// The arithmetic of the training step (`fp32`, `bf16`).
     #[serde(default)]
     pub precision: String,
     /// Peak memory of the trial in bytes: the resident set on the CPU,
@@ -167,6 +179,9 @@ pub fn run_trial(
     check_labels(&data.test)?;
 
     crate::seeding::start_stream(spec.seed);
+    if spec.deterministic {
+        set_deterministic(true);
+    }
     let classes = train.classes as i64;
     let recipe = spec.recipe.as_ref();
     let build = || {
@@ -186,6 +201,9 @@ pub fn run_trial(
         Some(r) => with_drop_path_rate(r.drop_path.0, build)?,
         None => build()?,
     };
+    learner.precision = spec
+        .precision
+        .resolve(device, recipe.is_none_or(|r| r.bf16));
     if let Some(recipe) = recipe {
         learner.clip_grad_norm = Some(recipe.grad_clip_norm.0).filter(|&n| n > 0.0);
         if let Some(decay) = recipe.ema_decay {
@@ -196,7 +214,8 @@ pub fn run_trial(
     let (mean, std) = train.mean_std();
     let (entry, preset) = backbones.lookup(&spec.backbone)?;
     let input_side = entry.input_size(preset);
-    let normalizer = Normalizer::new(mean, std, input_side, device);
+    let normalizer =
+        Normalizer::new(mean, std, input_side, device).with_channels_last(spec.channels_last);
     let (transform, regime) = match recipe {
         Some(r) => (
             ImageTransform::from_recipe(r, input_side, mean),
@@ -231,7 +250,7 @@ pub fn run_trial(
         optimizer_state_bytes: learner.optimizer.state_bytes(),
         note,
         ema_accuracy,
-        precision: "fp32".into(),
+        precision: learner.precision.name().into(),
         peak_memory_bytes: peak_memory.read(device),
     };
 
@@ -299,6 +318,7 @@ pub fn run_trial(
                 &normalizer,
                 spec.batch_size,
                 test_crop_ratio,
+                learner.precision,
             )
         };
         let (test_loss, test_accuracy) = eval(&learner.model)?;
@@ -358,6 +378,8 @@ pub struct Learner {
     steps: usize,
     /// Clip the gradients' global L2 norm to this before each update.
     pub clip_grad_norm: Option<f64>,
+    /// The arithmetic of forward passes (fp32 unless set).
+    pub precision: Precision,
     /// The weights' moving average: its var store, model and updater.
     average: Option<(nn::VarStore, Model, WeightAverage)>,
 }
@@ -396,6 +418,7 @@ impl Learner {
             ordered,
             steps: 0,
             clip_grad_norm: None,
+            precision: Precision::Fp32,
             average: None,
         })
     }
@@ -438,7 +461,10 @@ impl Learner {
         lr: f64,
         loss: impl FnOnce(&Tensor) -> Tensor,
     ) -> Result<Tensor, tch::TchError> {
-        let loss = loss(&self.model.net.forward_t(images, true));
+        let (net, device) = (&self.model.net, self.vs.device());
+        let loss = self
+            .precision
+            .run(device, || loss(&net.forward_t(images, true)));
         self.trainable.iter_mut().for_each(Tensor::zero_grad);
         match self.optimizer.hessian_interval() {
             Some(k) if self.steps.is_multiple_of(k) => {
@@ -568,6 +594,7 @@ fn evaluate(
     normalizer: &Normalizer,
     batch_size: usize,
     crop_ratio: f64,
+    precision: Precision,
 ) -> Result<(f64, f64), TrialError> {
     let device = normalizer.device();
     let mut loss_sum = Tensor::zeros([], (Kind::Double, device));
@@ -576,7 +603,9 @@ fn evaluate(
         for_each_batch(split, batch_size * 2, None, 1, |batch| {
             let labels = batch.labels.to_device(device);
             let images = normalizer.apply_test(&batch.images, crop_ratio);
-            let logits = model.net.forward_t(&images, false);
+            let logits = precision
+                .run(device, || model.net.forward_t(&images, false))
+                .to_kind(Kind::Float);
             loss_sum += logits
                 .cross_entropy_loss::<Tensor>(&labels, None, tch::Reduction::Sum, -100, 0.0)
                 .to_kind(Kind::Double);
@@ -630,6 +659,9 @@ mod tests {
             save_weights: None,
             recipe: None,
             data_workers: 2,
+            precision: Default::default(),
+            deterministic: false,
+            channels_last: false,
         }
     }
 
@@ -810,6 +842,35 @@ mod tests {
                 assert_eq!(reports[1].ema_test_accuracy, outcome.ema_accuracy);
             }
         }
+    }
+
+    /// bf16 autocast runs on the CPU too: the trial learns in it, records it,
+    /// and its arithmetic differs from fp32's. A deterministic trial turns
+    /// deterministic kernels on; channels-last batches train as NCHW ones.
+    #[test]
+    fn precision_and_layout_options_train_and_are_recorded() {
+        let data = data(256);
+        let mut spec = spec("sgd_m", 0.1, 2);
+        spec.hparams.insert("momentum".into(), 0.9);
+        let (fp32, fp32_reports) = run(&spec, &data);
+        assert_eq!(fp32.unwrap().precision, "fp32");
+        spec.precision = PrecisionChoice::Bf16;
+        spec.deterministic = true;
+        let (bf16, reports) = run(&spec, &data);
+        let bf16 = bf16.unwrap();
+        assert_eq!(bf16.status, TrialStatus::Done);
+        assert_eq!(bf16.precision, "bf16");
+        assert!(crate::precision::deterministic());
+        assert!(reports[1].train_loss < reports[0].train_loss, "{reports:?}");
+        assert_ne!(reports[0].train_loss, fp32_reports[0].train_loss);
+        // `auto` is fp32 on the CPU; channels-last batches change only the
+        // kernels' summation order.
+        spec.precision = PrecisionChoice::Auto;
+        spec.channels_last = true;
+        let (nhwc, nhwc_reports) = run(&spec, &data);
+        assert_eq!(nhwc.unwrap().precision, "fp32");
+        let (a, b) = (fp32_reports[0].train_loss, nhwc_reports[0].train_loss);
+        assert!((a - b).abs() < 1e-3 * a.abs(), "{a} {b}");
     }
 
     /// Also with another trial training beside it in the same process: the

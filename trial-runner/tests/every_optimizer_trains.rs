@@ -51,6 +51,9 @@ fn every_optimizer_lowers_the_loss_or_is_recorded_as_diverged() {
             save_weights: None,
             recipe: None,
             data_workers: 0,
+            precision: Default::default(),
+            deterministic: false,
+            channels_last: false,
         };
         let mut losses = Losses(Vec::new());
         match run_trial(&spec, &data, &backbones, &optimizers, &mut losses) {

@@ -50,6 +50,9 @@ fn spec(optimizer: &str) -> TrialSpec {
         save_weights: None,
         recipe: None,
         data_workers: 0,
+        precision: Default::default(),
+        deterministic: false,
+        channels_last: false,
     }
 }
 

@@ -7,6 +7,7 @@ use bocb_store::{TrialRecipe, GRID_POINTS};
 use bocb_trial_runner::data::DatasetFormat;
 use bocb_trial_runner::models::BackboneRegistry;
 use bocb_trial_runner::optim::{Hparams, OptimizerRegistry};
+use bocb_trial_runner::precision::PrecisionChoice;
 use bocb_trial_runner::{DeviceChoice, TrialSpec};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -54,6 +55,16 @@ pub struct ExperimentSpec {
     /// Weight decay on biases and norm parameters too (default: exempt, as timm).
     #[serde(default)]
     pub decay_norm_and_bias: bool,
+    /// `auto` (bf16 autocast on CUDA where the recipe allows it, else
+    /// fp32), `fp32` or `bf16`.
+    #[serde(default, skip_serializing_if = "is_auto")]
+    pub precision: PrecisionChoice,
+    /// Deterministic kernels only, for bit-equal reruns on CUDA (slower).
+    #[serde(default)]
+    pub deterministic: bool,
+    /// Batches in channels-last memory order (see `bocb bench train --channels-last`).
+    #[serde(default)]
+    pub channels_last: bool,
     #[serde(default)]
     pub device: DeviceChoice,
     /// γ of Eq. (1), the failure threshold of the report: 3 for CIFAR (the
@@ -140,6 +151,9 @@ impl ExperimentSpec {
             save_weights,
             recipe: Some(recipe),
             data_workers: 0,
+            precision: self.precision,
+            deterministic: self.deterministic,
+            channels_last: self.channels_last,
         }
     }
 
@@ -284,6 +298,10 @@ impl Names {
 #[serde(rename_all = "lowercase")]
 pub enum Preset {
     Micro,
+}
+
+fn is_auto(precision: &PrecisionChoice) -> bool {
+    *precision == PrecisionChoice::Auto
 }
 
 fn one() -> u32 {
@@ -572,6 +590,10 @@ impl Experiment {
             let overrides =
                 serde_json::to_string(&spec.recipe_overrides).expect("recipe overrides serialize");
             settings += &format!(" with {overrides}");
+        }
+        // Only when set, so experiments stored before the field compare equal.
+        if spec.precision != PrecisionChoice::Auto {
+            settings += &format!(", precision {}", spec.precision.name());
         }
         settings
     }

@@ -336,6 +336,9 @@ enum BenchCommand {
         /// Intra-op threads of both sides (default: libtorch's).
         #[arg(long)]
         threads: Option<usize>,
+        /// Both sides train on channels-last batches (experiment `channels_last`).
+        #[arg(long)]
+        channels_last: bool,
         #[arg(long)]
         json: bool,
         /// A python with torch, torchvision, timm and pytorch_optimizer
@@ -499,6 +502,11 @@ impl Default for ReportOptions {
 }
 
 fn main() -> ExitCode {
+    // Deterministic trials (`deterministic: true`) need cuBLAS's fixed
+    // workspace, which CUDA reads once, before any thread of ours exists.
+    if std::env::var_os("CUBLAS_WORKSPACE_CONFIG").is_none() {
+        std::env::set_var("CUBLAS_WORKSPACE_CONFIG", ":4096:8");
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("BOCB_LOG")
@@ -785,6 +793,7 @@ fn run(cli: Cli) -> Result<()> {
                     warmup,
                     optimizer,
                     threads,
+                    channels_last,
                     json,
                     python,
                 },
@@ -804,6 +813,7 @@ fn run(cli: Cli) -> Result<()> {
                 steps,
                 optimizer,
                 threads,
+                channels_last,
                 python,
             };
             let report = bench::bench_training(

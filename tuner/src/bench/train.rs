@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Instant;
 
+use bocb_trial_runner::batches::channels_last;
 use bocb_trial_runner::device::device_name;
 use bocb_trial_runner::models::{parameter_count, torchscript, BackboneRegistry, Preset};
 use bocb_trial_runner::optim::replay::hparams_from_json;
@@ -97,6 +98,8 @@ pub struct TrainBenchConfig {
     pub optimizer: String,
     /// Intra-op threads of both sides; None keeps libtorch's default.
     pub threads: Option<usize>,
+    /// Both sides train on channels-last batches.
+    pub channels_last: bool,
     /// A python with torch, torchvision, timm and pytorch_optimizer.
     pub python: PathBuf,
 }
@@ -261,6 +264,7 @@ pub fn bench_training(
                 "optimizer": config.optimizer,
                 "device": device_name(config.device),
                 "threads": threads,
+                "channels_last": config.channels_last,
             }))
             .map_err(reference_err)?;
         let reference_params = setup["params"].as_i64().unwrap_or(-1);
@@ -350,6 +354,11 @@ impl BocbSide {
                 Tensor::randint(config.classes, [batch], (Kind::Int64, config.device)),
             )
         });
+        let images = if config.channels_last {
+            channels_last(&images)
+        } else {
+            images
+        };
         Ok(BocbSide {
             learner,
             images,
@@ -446,6 +455,7 @@ mod tests {
             steps: 2,
             optimizer: "sgd_m".into(),
             threads: None,
+            channels_last: false,
             python: PathBuf::from("/nonexistent/python"),
         }
     }

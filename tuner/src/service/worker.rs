@@ -208,6 +208,9 @@ fn train(
 ) -> TrialResult {
     let mut spec = assignment.spec.clone();
     spec.device = config.device;
+    // Trials of other experiments may have left deterministic kernels on;
+    // this worker trains one trial at a time.
+    bocb_trial_runner::precision::set_deterministic(spec.deterministic);
     let mut observer = Reporter {
         client,
         attempt: assignment.attempt,
