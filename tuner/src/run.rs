@@ -329,6 +329,9 @@ pub fn register_experiment(experiment: &Experiment, store: &Store) -> Result<(),
                     now: settings,
                 });
             }
+            if let Some(stored_spec) = &stored_spec {
+                check_grid_centres(experiment, stored_spec, store)?;
+            }
             stored.created_unix_s
         }
         None => now,
@@ -338,7 +341,46 @@ pub fn register_experiment(experiment: &Experiment, store: &Store) -> Result<(),
         spec_yaml: experiment.source.clone(),
         created_unix_s,
         updated_unix_s: now,
+        // Absolute, so the service can resume the experiment from anywhere.
+        base_dir: Some(
+            std::path::absolute(&experiment.base_dir)
+                .unwrap_or_else(|_| experiment.base_dir.clone()),
+        ),
     })?;
+    Ok(())
+}
+
+/// Refuses a changed grid centre for a pair that has trials: their grid
+/// positions would stop meaning the values they were trained with. Pairs
+/// without trials (new backbones, optimizers) may get any centre.
+fn check_grid_centres(
+    experiment: &Experiment,
+    stored_spec: &ExperimentSpec,
+    store: &Store,
+) -> Result<(), RunError> {
+    let spec = &experiment.spec;
+    let trials = store.trials(&spec.name)?;
+    for backbone in &experiment.backbones {
+        for optimizer in &experiment.optimizers {
+            let (stored, now) = (
+                stored_spec.grid_centre(backbone, optimizer),
+                spec.grid_centre(backbone, optimizer),
+            );
+            let has_trials = || {
+                trials
+                    .iter()
+                    .any(|t| t.backbone == *backbone && t.optimizer == *optimizer)
+            };
+            if stored != now && has_trials() {
+                let pair = format!("grids of {backbone} × {optimizer}");
+                return Err(RunError::SettingsChanged {
+                    name: spec.name.clone(),
+                    stored: format!("{pair}: {stored}"),
+                    now: format!("{pair}: {now}"),
+                });
+            }
+        }
+    }
     Ok(())
 }
 
@@ -483,10 +525,12 @@ impl Pair<'_> {
     /// budget), then stage 2 when the experiment searches extras.
     fn search(&self, ctx: &RunContext, summary: &mut RunSummary) -> Result<(), RunError> {
         let spec = &self.experiment.spec;
-        let space = ctx
-            .catalog
-            .optimizer(self.optimizer)
-            .expect("experiment validation checked the search space");
+        let space = &spec.pair_space(
+            self.backbone,
+            ctx.catalog
+                .optimizer(self.optimizer)
+                .expect("experiment validation checked the search space"),
+        );
         let budget = spec.budget.trials.unwrap_or(GRID_POINTS * GRID_POINTS);
         let mut strategy = spec.strategy.build(self.strategy_seed());
         // What earlier runs finished is not trained again; count it once, here.
@@ -695,7 +739,7 @@ impl Pair<'_> {
             id,
             bar: progress.start_trial(&label, spec.epochs),
             label: &label,
-            images_per_sec: 0.0,
+            images_per_sec: None,
             store_error: None,
             rule: rule.as_ref(),
             others: &others,
@@ -722,9 +766,10 @@ impl Pair<'_> {
         } = result?;
         store.finish_trial(&spec.name, id, status, accuracy, wall, error.clone())?;
         let result = match (status, accuracy) {
-            (TrialStatus::Done, Some(acc)) => {
-                format!("{acc:.2}% ({:.0} train images/s)", recorder.images_per_sec)
-            }
+            (TrialStatus::Done, Some(acc)) => match recorder.images_per_sec {
+                Some(speed) => format!("{acc:.2}% ({speed:.0} train images/s)"),
+                None => format!("{acc:.2}%"),
+            },
             (TrialStatus::Stopped, Some(acc)) => format!(
                 "stopped early by `{}` after epoch {} at {acc:.2}%",
                 spec.early_stop,
@@ -747,8 +792,9 @@ struct Recorder<'a> {
     id: &'a str,
     bar: ProgressBar,
     label: &'a str,
-    /// Training throughput of the last epoch.
-    images_per_sec: f64,
+    /// Training throughput of the last epoch, when measured (external
+    /// trials report none).
+    images_per_sec: Option<f64>,
     /// A failed write ends the run after the trial; the runner cannot take errors.
     store_error: Option<StoreError>,
     /// The early-stopping rule and the curves (and completeness) it
@@ -792,7 +838,7 @@ impl TrialObserver for Recorder<'_> {
             images_per_sec: r.images_per_sec,
             wall_s: r.wall_s,
         };
-        self.images_per_sec = r.images_per_sec;
+        self.images_per_sec = measured(r.images_per_sec);
         // By epoch number: a trial re-run after a lost worker reports from epoch 1 again.
         self.curve.truncate(r.epoch.saturating_sub(1) as usize);
         self.curve.push(r.test_accuracy);
@@ -802,6 +848,28 @@ impl TrialObserver for Recorder<'_> {
             }
         }
     }
+}
+
+/// A metric's value when it was measured: external trials report NaN for
+/// what their program does not print (throughput, test loss).
+fn measured(value: f64) -> Option<f64> {
+    value.is_finite().then_some(value)
+}
+
+/// An epoch's numbers for a log line, leaving out those not measured.
+pub fn epoch_summary(r: &EpochReport) -> String {
+    let mut parts = vec![format!("epoch {}:", r.epoch)];
+    if let Some(loss) = measured(r.train_loss) {
+        parts.push(format!("train loss {loss:.4},"));
+    }
+    if let Some(loss) = measured(r.test_loss) {
+        parts.push(format!("test loss {loss:.4},"));
+    }
+    parts.push(format!("top-1 {:.2}%", r.test_accuracy));
+    if let Some(speed) = measured(r.images_per_sec) {
+        parts.push(format!("at {speed:.0} train images/s"));
+    }
+    parts.join(" ")
 }
 
 /// Progress bars for the experiment and the running trial; hidden off a
