@@ -143,7 +143,10 @@ fn a_grid_moved_to_a_new_centre_keeps_its_spacing() {
     assert_eq!(moved.extras, sgd.extras);
     let moved = sgd.with_grid_centres(None, Some(1.0e-4));
     assert_eq!(moved.lr, sgd.lr);
-    assert_eq!(moved.weight_decay.values(), &[2.5e-5, 5.0e-5, 1.0e-4, 2.0e-4, 4.0e-4]);
+    assert_eq!(
+        moved.weight_decay.values(),
+        &[2.5e-5, 5.0e-5, 1.0e-4, 2.0e-4, 4.0e-4]
+    );
     // A centre that is not a power of two away: same ratios between neighbours.
     let adamw = catalog.optimizer("adamw").unwrap();
     let moved = adamw.lr.centred_on(3.0e-4);

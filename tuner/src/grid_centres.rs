@@ -50,7 +50,8 @@ impl Centre {
 
 impl fmt::Display for Centre {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        let value = |v: Option<f64>| v.map_or("the optimizer's".to_string(), crate::report::fmt_value);
+        let value =
+            |v: Option<f64>| v.map_or("the optimizer's".to_string(), crate::report::fmt_value);
         write!(
             f,
             "lr centre {}, weight_decay centre {}",
@@ -342,20 +343,23 @@ epochs: 3
         // Without the field every pair searches the optimizer's own grids.
         let plain = parse("").unwrap();
         assert!(plain.spec.grid_centres.is_empty());
-        assert_eq!(
-            grids(&plain, r18, "sgd_m").0,
-            [0.025, 0.05, 0.1, 0.2, 0.4]
-        );
+        assert_eq!(grids(&plain, r18, "sgd_m").0, [0.025, 0.05, 0.1, 0.2, 0.4]);
     }
 
     #[test]
     fn the_field_serializes_back_to_the_same_centres() {
-        let e = parse("grid_centres: { vit_tiny_cifar: { lr: 1.0e-3, sgd_m: { weight_decay: 1.0e-4 } } }\n").unwrap();
+        let e = parse(
+            "grid_centres: { vit_tiny_cifar: { lr: 1.0e-3, sgd_m: { weight_decay: 1.0e-4 } } }\n",
+        )
+        .unwrap();
         let yaml = serde_yaml::to_string(&e.spec).unwrap();
         let again: crate::experiment::ExperimentSpec = serde_yaml::from_str(&yaml).unwrap();
         assert_eq!(again.grid_centres, e.spec.grid_centres);
         let centre = again.grid_centre("vit_tiny_cifar@micro", "sgd_m");
-        assert_eq!((centre.lr, centre.weight_decay), (Some(1.0e-3), Some(1.0e-4)));
+        assert_eq!(
+            (centre.lr, centre.weight_decay),
+            (Some(1.0e-3), Some(1.0e-4))
+        );
         let plain = serde_yaml::to_string(&parse("").unwrap().spec).unwrap();
         assert!(!plain.contains("grid_centres"), "{plain}");
     }
@@ -381,7 +385,9 @@ epochs: 3
     #[test]
     fn bad_values_and_keys_are_refused_where_they_are() {
         for bad in ["0", "-1.0e-3", ".inf", ".nan"] {
-            let err = error(&format!("grid_centres:\n  vit_tiny_cifar: {{ lr: {bad} }}\n"));
+            let err = error(&format!(
+                "grid_centres:\n  vit_tiny_cifar: {{ lr: {bad} }}\n"
+            ));
             assert!(err.starts_with("exp.yaml:8:"), "{err}");
             assert!(
                 err.contains("a grid centre must be a positive number"),
