@@ -1034,6 +1034,12 @@ grid_centres: { resnet18_cifar: { sgd_m: { lr: 0.4, weight_decay: 1.0e-4 } } }
         assert_eq!(given, recorded);
         let best = store.best_per_pair("centred").unwrap();
         assert_eq!(best[0].params["lr"], 1.6);
+        // The report's grid is the one searched.
+        let report = crate::report::build(&store, &catalog, "centred")
+            .unwrap()
+            .unwrap();
+        assert_eq!(report.pairs[0].lr_values, lr_grid);
+        assert_eq!(report.pairs[0].weight_decay_values, wd_grid);
     }
 
     #[test]
