@@ -321,6 +321,7 @@ fn plant_history(store: &Store) {
             spec_yaml: SPEC.into(),
             created_unix_s: 1,
             updated_unix_s: 1,
+            base_dir: None,
         })
         .unwrap();
     let r18 = "resnet18_cifar@micro";

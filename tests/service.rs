@@ -414,3 +414,95 @@ fn done_with_all_epochs_of(trial: &TrialRecord, epochs: u32) -> bool {
         && trial.epochs.iter().map(|e| e.epoch).collect::<Vec<_>>()
             == (1..=epochs).collect::<Vec<_>>()
 }
+
+/// An external trial that fails while a file `fail` exists beside it.
+const REPORTING_SCRIPT: &str = r#"test -e fail && { echo "told to fail" >&2; exit 1; }
+echo 'BOCB_REPORT {"epoch": 1, "accuracy": 40}'
+echo 'BOCB_REPORT {"epoch": 2, "accuracy": 60.5}'
+"#;
+
+const RUN_EXPERIMENT: &str = "\
+name: ran
+dataset: { format: cifar100-bin, path: data }
+backbones: [resnet18_cifar]
+optimizers: [sgd_m]
+epochs: 2
+budget: { trials: 2 }
+trial: { command: \"sh report.sh\" }
+";
+
+#[test]
+fn experiments_made_by_bocb_run_are_listed_and_resumed_by_the_service() {
+    let tmp = tempfile::tempdir().unwrap();
+    let failing = setup(tmp.path(), RUN_EXPERIMENT);
+    std::fs::write(tmp.path().join("report.sh"), REPORTING_SCRIPT).unwrap();
+    let finishing = tmp.path().join("ok.yaml");
+    std::fs::write(&finishing, RUN_EXPERIMENT.replace("name: ran", "name: ok")).unwrap();
+    let store = tmp.path().join("store");
+    let run = |file: &Path| {
+        let out = bocb(&[
+            "run",
+            file.to_str().unwrap(),
+            "--store",
+            store.to_str().unwrap(),
+            "--quiet",
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        stderr(&out)
+    };
+    std::fs::write(tmp.path().join("fail"), "").unwrap();
+    run(&failing);
+    std::fs::remove_file(tmp.path().join("fail")).unwrap();
+    // External trials measure no throughput, so none is shown.
+    let log = run(&finishing);
+    assert_eq!(log.matches(": 60.50%\n").count(), 2, "{log}");
+    assert!(!log.contains("images/s"), "{log}");
+
+    let mut service = start_service(&store, &["--workers", "cpu=1"]);
+    let out = cli(&store, &["status", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let statuses: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let listed: Vec<(&str, &str, &serde_json::Value)> = statuses
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap(),
+                s["state"].as_str().unwrap(),
+                &s["trials"],
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("ok", "idle", &serde_json::json!({ "done": 2 })),
+            ("ran", "idle", &serde_json::json!({ "failed": 2 })),
+        ]
+    );
+    let out = cli(&store, &["status"]);
+    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("ok ") && l.contains("idle") && l.contains("2 done")),
+        "{table}"
+    );
+    assert_eq!(service_trials(&store, "ok").len(), 2);
+    let out = cli(&store, &["stop", "ok"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // Resuming retries the failed trials, in the directory of the file.
+    let out = cli(&store, &["resume", "ran"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_until(&mut service, || experiment_state(&store, "ran") == "done");
+    let trials = service_trials(&store, "ran");
+    assert_eq!(trials.len(), 2);
+    assert!(
+        trials.iter().all(|t| done_with_all_epochs_of(t, 2)),
+        "{trials:?}"
+    );
+    assert_eq!(experiment_state(&store, "ok"), "idle");
+    kill(service);
+}

@@ -319,6 +319,14 @@ impl Grid5 {
         self.0[2]
     }
 
+    /// The same grid moved to `centre`: every point keeps its ratio to the
+    /// middle one, so the spacing (x2 steps in the built-in spaces) is
+    /// unchanged. `centre` must be finite and positive.
+    pub fn centred_on(&self, centre: f64) -> Grid5 {
+        // Ratio first: for power-of-two steps it is exact, and so is the product.
+        Grid5(self.0.map(|v| centre * (v / self.centre())))
+    }
+
     /// Position of `value` in the grid. Matches within 1e-12 relative
     /// tolerance so a value that went through text or arithmetic still maps
     /// back to its grid point.
@@ -491,6 +499,19 @@ impl OptimizerSpace {
             .iter()
             .map(|(name, extra)| (name.clone(), extra.default))
             .collect()
+    }
+
+    /// This space with its stage-1 grids moved to the given centres (see
+    /// [`Grid5::centred_on`]); `None` leaves a grid where it is.
+    pub fn with_grid_centres(&self, lr: Option<f64>, weight_decay: Option<f64>) -> OptimizerSpace {
+        let mut space = self.clone();
+        if let Some(centre) = lr {
+            space.lr = space.lr.centred_on(centre);
+        }
+        if let Some(centre) = weight_decay {
+            space.weight_decay = space.weight_decay.centred_on(centre);
+        }
+        space
     }
 }
 

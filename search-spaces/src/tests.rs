@@ -134,6 +134,31 @@ fn unknown_optimizer_lists_valid_choices() {
 }
 
 #[test]
+fn a_grid_moved_to_a_new_centre_keeps_its_spacing() {
+    let catalog = Catalog::builtin();
+    let sgd = catalog.optimizer("sgd_m").unwrap();
+    let moved = sgd.with_grid_centres(Some(0.4), None);
+    assert_eq!(moved.lr.values(), &[0.1, 0.2, 0.4, 0.8, 1.6]);
+    assert_eq!(moved.weight_decay, sgd.weight_decay);
+    assert_eq!(moved.extras, sgd.extras);
+    let moved = sgd.with_grid_centres(None, Some(1.0e-4));
+    assert_eq!(moved.lr, sgd.lr);
+    assert_eq!(
+        moved.weight_decay.values(),
+        &[2.5e-5, 5.0e-5, 1.0e-4, 2.0e-4, 4.0e-4]
+    );
+    // A centre that is not a power of two away: same ratios between neighbours.
+    let adamw = catalog.optimizer("adamw").unwrap();
+    let moved = adamw.lr.centred_on(3.0e-4);
+    assert_eq!(moved.centre(), 3.0e-4);
+    for (new, old) in moved.values().windows(2).zip(adamw.lr.values().windows(2)) {
+        let (new_ratio, old_ratio) = (new[1] / new[0], old[1] / old[0]);
+        assert!((new_ratio - old_ratio).abs() < 1e-12, "{new:?} vs {old:?}");
+    }
+    assert_eq!(sgd.with_grid_centres(None, None), *sgd);
+}
+
+#[test]
 fn grid_index_of_tolerates_rounding_only() {
     let grid = Catalog::builtin().optimizer("adamw").unwrap().lr;
     assert_eq!(grid.index_of(2.5e-4), Some(0));

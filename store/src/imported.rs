@@ -205,6 +205,7 @@ mod tests {
                 spec_yaml: "name: paper\n".into(),
                 created_unix_s: 1,
                 updated_unix_s: 1,
+                base_dir: None,
             })
             .unwrap_err();
         assert!(

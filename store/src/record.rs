@@ -28,6 +28,10 @@ pub struct ExperimentRecord {
     pub created_unix_s: u64,
     /// When the record was last written.
     pub updated_unix_s: u64,
+    /// The experiment file's directory, where its relative paths start
+    /// (absent in older records and imported tables).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_dir: Option<std::path::PathBuf>,
 }
 
 /// Where a trial is in its life.

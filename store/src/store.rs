@@ -289,6 +289,7 @@ impl Store {
             spec_yaml: format!("# imported from {}\n", table.source),
             created_unix_s,
             updated_unix_s: table.imported_unix_s,
+            base_dir: None,
         };
         // Table first: a crash in between leaves it stored but unlisted, and
         // repeating the import lists it.

@@ -22,6 +22,7 @@ fn experiment(name: &str) -> ExperimentRecord {
         spec_yaml: format!("name: {name}\nbackbones: [resnet18]\n"),
         created_unix_s: 1_700_000_000,
         updated_unix_s: 1_700_000_001,
+        base_dir: Some("/experiments".into()),
     }
 }
 
@@ -97,6 +98,14 @@ fn experiments_round_trip_sorted_by_name() {
     store.put_experiment(&edited).unwrap();
     assert_eq!(store.experiment("mid").unwrap(), Some(edited));
     assert_eq!(store.experiments().unwrap().len(), 3);
+}
+
+#[test]
+fn experiment_records_written_before_base_dir_still_load() {
+    let old = r#"{"name":"old","spec_yaml":"name: old\n","created_unix_s":1,"updated_unix_s":2}"#;
+    let record: ExperimentRecord = serde_json::from_str(old).unwrap();
+    assert_eq!(record.base_dir, None);
+    assert_eq!(record.updated_unix_s, 2);
 }
 
 #[test]

@@ -2,7 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
-use bocb_search_spaces::{Catalog, Recipe, RecipeBook, RecipeOverrides, SpaceError};
+use bocb_search_spaces::{
+    Catalog, OptimizerSpace, Recipe, RecipeBook, RecipeOverrides, SpaceError,
+};
 use bocb_store::{TrialRecipe, GRID_POINTS};
 use bocb_trial_runner::data::DatasetFormat;
 use bocb_trial_runner::models::BackboneRegistry;
@@ -12,6 +14,7 @@ use bocb_trial_runner::{DeviceChoice, TrialSpec};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::grid_centres::{Centre, GridCentres};
 use crate::search::{StopKind, StrategyKind};
 
 /// Prefix of a user's TorchScript backbone (`torchscript:PATH`).
@@ -95,6 +98,11 @@ pub struct ExperimentSpec {
     /// Run this program per trial instead of bocb's trainer (external trials).
     #[serde(default)]
     pub trial: Option<crate::external::ExternalTrial>,
+    /// Per backbone (and per backbone x optimizer): where the stage-1 lr
+    /// and weight-decay grids are centred instead of the optimizer's own
+    /// centre, spacing kept (see [`crate::grid_centres`]).
+    #[serde(default, skip_serializing_if = "GridCentres::is_empty")]
+    pub grid_centres: GridCentres,
 }
 
 /// Limits on the search; the defaults search everything.
@@ -220,6 +228,20 @@ impl ExperimentSpec {
             ));
         }
         Ok(recipe)
+    }
+
+    /// Where `backbone`'s (as the experiment runs it, preset applied) grids
+    /// with `optimizer` are centred by `grid_centres`.
+    pub fn grid_centre(&self, backbone: &str, optimizer: &str) -> Centre {
+        self.grid_centres
+            .for_pair(backbone, optimizer, |key| self.with_preset(key))
+    }
+
+    /// `space` with its stage-1 grids centred for `backbone`: the grids a
+    /// pair searches.
+    pub fn pair_space(&self, backbone: &str, space: &OptimizerSpace) -> OptimizerSpace {
+        let centre = self.grid_centre(backbone, &space.name);
+        space.with_grid_centres(centre.lr, centre.weight_decay)
     }
 
     /// `name` with the experiment's `preset`, unless it names its own (or is
@@ -531,6 +553,19 @@ impl Experiment {
                 )
             })?;
         }
+        spec.grid_centres
+            .check(&backbone_names, &optimizer_names, |key| {
+                spec.with_preset(key)
+            })
+            .map_err(|unknown| {
+                let (line, column) = locate_key(source, &unknown.key);
+                ExperimentError::Invalid {
+                    origin: origin.to_string(),
+                    line,
+                    column,
+                    message: unknown.message,
+                }
+            })?;
         let dataset_dir = base.join(&spec.dataset.path);
         if !dataset_dir.is_dir() {
             return Err(located(
@@ -625,6 +660,17 @@ fn locate(source: &str, key: &str, value: &str) -> (usize, usize) {
         return (i + 1, k + 1);
     }
     (1, 1)
+}
+
+/// 1-based line and column of the first `key:` in a YAML source; (1, 1)
+/// when there is none.
+fn locate_key(source: &str, key: &str) -> (usize, usize) {
+    let key_token = format!("{key}:");
+    source
+        .lines()
+        .enumerate()
+        .find_map(|(i, line)| find_token(line, &key_token).map(|k| (i + 1, k + 1)))
+        .unwrap_or((1, 1))
 }
 
 /// Byte offset of `token` in `line` as a whole YAML scalar (not inside a longer name).

@@ -151,7 +151,8 @@ fn run_command(
                 test_loss: f64::NAN,
                 test_accuracy: report.accuracy,
                 lr: spec.hparams.get("lr").copied().unwrap_or(f64::NAN),
-                images_per_sec: 0.0,
+                // Not measured: the program reports no throughput.
+                images_per_sec: f64::NAN,
                 wall_s: last_epoch_at.elapsed().as_secs_f64(),
                 ema_test_accuracy: None,
             };

@@ -7,6 +7,7 @@ pub mod bench;
 pub mod experiment;
 pub mod export;
 pub mod external;
+pub mod grid_centres;
 pub mod report;
 pub mod run;
 pub mod search;

@@ -192,7 +192,7 @@ enum Command {
         #[command(flatten)]
         service: ServiceArgs,
     },
-    /// The service's experiments, or one, with trial counts.
+    /// Every experiment in the service's store, or one, with trial counts.
     Status {
         name: Option<String>,
         #[arg(long)]
@@ -206,7 +206,7 @@ enum Command {
         #[command(flatten)]
         service: ServiceArgs,
     },
-    /// Resume a stopped experiment in the service.
+    /// Resume a stopped experiment in the service, or run one of its store's (made by `bocb run`).
     Resume {
         name: String,
         #[command(flatten)]

@@ -75,6 +75,10 @@ pub fn build(
         let Ok(space) = catalog.optimizer(&optimizer) else {
             continue;
         };
+        let space = match &spec {
+            Some(spec) => spec.pair_space(&backbone, space),
+            None => space.clone(),
+        };
         let cells = store.grid(name, &backbone, &optimizer, 1)?;
         pairs.push(PairReport {
             lr_values: space.lr.values().to_vec(),

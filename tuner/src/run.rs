@@ -329,6 +329,9 @@ pub fn register_experiment(experiment: &Experiment, store: &Store) -> Result<(),
                     now: settings,
                 });
             }
+            if let Some(stored_spec) = &stored_spec {
+                check_grid_centres(experiment, stored_spec, store)?;
+            }
             stored.created_unix_s
         }
         None => now,
@@ -338,7 +341,46 @@ pub fn register_experiment(experiment: &Experiment, store: &Store) -> Result<(),
         spec_yaml: experiment.source.clone(),
         created_unix_s,
         updated_unix_s: now,
+        // Absolute, so the service can resume the experiment from anywhere.
+        base_dir: Some(
+            std::path::absolute(&experiment.base_dir)
+                .unwrap_or_else(|_| experiment.base_dir.clone()),
+        ),
     })?;
+    Ok(())
+}
+
+/// Refuses a changed grid centre for a pair that has trials: their grid
+/// positions would stop meaning the values they were trained with. Pairs
+/// without trials (new backbones, optimizers) may get any centre.
+fn check_grid_centres(
+    experiment: &Experiment,
+    stored_spec: &ExperimentSpec,
+    store: &Store,
+) -> Result<(), RunError> {
+    let spec = &experiment.spec;
+    let trials = store.trials(&spec.name)?;
+    for backbone in &experiment.backbones {
+        for optimizer in &experiment.optimizers {
+            let (stored, now) = (
+                stored_spec.grid_centre(backbone, optimizer),
+                spec.grid_centre(backbone, optimizer),
+            );
+            let has_trials = || {
+                trials
+                    .iter()
+                    .any(|t| t.backbone == *backbone && t.optimizer == *optimizer)
+            };
+            if stored != now && has_trials() {
+                let pair = format!("grids of {backbone} × {optimizer}");
+                return Err(RunError::SettingsChanged {
+                    name: spec.name.clone(),
+                    stored: format!("{pair}: {stored}"),
+                    now: format!("{pair}: {now}"),
+                });
+            }
+        }
+    }
     Ok(())
 }
 
@@ -483,10 +525,12 @@ impl Pair<'_> {
     /// budget), then stage 2 when the experiment searches extras.
     fn search(&self, ctx: &RunContext, summary: &mut RunSummary) -> Result<(), RunError> {
         let spec = &self.experiment.spec;
-        let space = ctx
-            .catalog
-            .optimizer(self.optimizer)
-            .expect("experiment validation checked the search space");
+        let space = &spec.pair_space(
+            self.backbone,
+            ctx.catalog
+                .optimizer(self.optimizer)
+                .expect("experiment validation checked the search space"),
+        );
         let budget = spec.budget.trials.unwrap_or(GRID_POINTS * GRID_POINTS);
         let mut strategy = spec.strategy.build(self.strategy_seed());
         // What earlier runs finished is not trained again; count it once, here.
@@ -695,7 +739,7 @@ impl Pair<'_> {
             id,
             bar: progress.start_trial(&label, spec.epochs),
             label: &label,
-            images_per_sec: 0.0,
+            images_per_sec: None,
             store_error: None,
             rule: rule.as_ref(),
             others: &others,
@@ -722,9 +766,10 @@ impl Pair<'_> {
         } = result?;
         store.finish_trial(&spec.name, id, status, accuracy, wall, error.clone())?;
         let result = match (status, accuracy) {
-            (TrialStatus::Done, Some(acc)) => {
-                format!("{acc:.2}% ({:.0} train images/s)", recorder.images_per_sec)
-            }
+            (TrialStatus::Done, Some(acc)) => match recorder.images_per_sec {
+                Some(speed) => format!("{acc:.2}% ({speed:.0} train images/s)"),
+                None => format!("{acc:.2}%"),
+            },
             (TrialStatus::Stopped, Some(acc)) => format!(
                 "stopped early by `{}` after epoch {} at {acc:.2}%",
                 spec.early_stop,
@@ -747,8 +792,9 @@ struct Recorder<'a> {
     id: &'a str,
     bar: ProgressBar,
     label: &'a str,
-    /// Training throughput of the last epoch.
-    images_per_sec: f64,
+    /// Training throughput of the last epoch, when measured (external
+    /// trials report none).
+    images_per_sec: Option<f64>,
     /// A failed write ends the run after the trial; the runner cannot take errors.
     store_error: Option<StoreError>,
     /// The early-stopping rule and the curves (and completeness) it
@@ -792,7 +838,7 @@ impl TrialObserver for Recorder<'_> {
             images_per_sec: r.images_per_sec,
             wall_s: r.wall_s,
         };
-        self.images_per_sec = r.images_per_sec;
+        self.images_per_sec = measured(r.images_per_sec);
         // By epoch number: a trial re-run after a lost worker reports from epoch 1 again.
         self.curve.truncate(r.epoch.saturating_sub(1) as usize);
         self.curve.push(r.test_accuracy);
@@ -802,6 +848,28 @@ impl TrialObserver for Recorder<'_> {
             }
         }
     }
+}
+
+/// A metric's value when it was measured: external trials report NaN for
+/// what their program does not print (throughput, test loss).
+fn measured(value: f64) -> Option<f64> {
+    value.is_finite().then_some(value)
+}
+
+/// An epoch's numbers for a log line, leaving out those not measured.
+pub fn epoch_summary(r: &EpochReport) -> String {
+    let mut parts = vec![format!("epoch {}:", r.epoch)];
+    if let Some(loss) = measured(r.train_loss) {
+        parts.push(format!("train loss {loss:.4},"));
+    }
+    if let Some(loss) = measured(r.test_loss) {
+        parts.push(format!("test loss {loss:.4},"));
+    }
+    parts.push(format!("top-1 {:.2}%", r.test_accuracy));
+    if let Some(speed) = measured(r.images_per_sec) {
+        parts.push(format!("at {speed:.0} train images/s"));
+    }
+    parts.join(" ")
 }
 
 /// Progress bars for the experiment and the running trial; hidden off a
@@ -865,6 +933,194 @@ impl Progress {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Trains nothing: every trial reaches the accuracy its lr gives, and
+    /// the parameters each job carried are kept.
+    #[derive(Default)]
+    struct FakeTrainer {
+        jobs: Mutex<Vec<Hparams>>,
+    }
+
+    impl TrialExecutor for FakeTrainer {
+        fn execute(
+            &self,
+            job: &TrialJob,
+            observer: &mut dyn TrialObserver,
+        ) -> Result<TrialResult, RunError> {
+            self.jobs.lock().unwrap().push(job.spec.hparams.clone());
+            let accuracy = 10.0 * job.spec.hparams["lr"];
+            observer.on_epoch(&EpochReport {
+                epoch: 1,
+                train_loss: 1.0,
+                test_loss: 1.0,
+                test_accuracy: accuracy,
+                lr: job.spec.hparams["lr"],
+                images_per_sec: f64::NAN,
+                wall_s: 0.1,
+                ema_test_accuracy: None,
+            });
+            Ok(TrialResult {
+                status: TrialStatus::Done,
+                final_accuracy: Some(accuracy),
+                wall_s: Some(0.1),
+                note: None,
+            })
+        }
+    }
+
+    fn experiment(dir: &Path, yaml: &str) -> Experiment {
+        let registries = Registries::builtin();
+        Experiment::parse(
+            yaml,
+            "exp.yaml",
+            dir,
+            &registries.backbones,
+            &registries.optimizers,
+            &registries.catalog,
+        )
+        .unwrap()
+    }
+
+    const CENTRED: &str = "\
+name: centred
+dataset: { format: cifar100-bin, path: . }
+backbones: [resnet18_cifar]
+preset: micro
+optimizers: [sgd_m]
+epochs: 1
+grid_centres: { resnet18_cifar: { sgd_m: { lr: 0.4, weight_decay: 1.0e-4 } } }
+";
+
+    #[test]
+    fn trials_train_on_the_grid_centred_where_the_experiment_asks() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("store")).unwrap();
+        let catalog = Catalog::builtin();
+        let trainer = FakeTrainer::default();
+        let options = SearchOptions {
+            concurrent_pairs: 1,
+            ..SearchOptions::default()
+        };
+        let centred = experiment(dir.path(), CENTRED);
+        let summary = search_experiment(&centred, &store, &catalog, &trainer, &options).unwrap();
+        assert_eq!(summary.trained, 25);
+
+        let lr_grid = [0.1, 0.2, 0.4, 0.8, 1.6];
+        let wd_grid = [2.5e-5, 5.0e-5, 1.0e-4, 2.0e-4, 4.0e-4];
+        let trials = store.trials("centred").unwrap();
+        assert_eq!(trials.len(), 25);
+        for trial in &trials {
+            let grid = trial.grid.unwrap();
+            assert_eq!(trial.params["lr"], lr_grid[usize::from(grid.lr)]);
+            assert_eq!(
+                trial.params["weight_decay"],
+                wd_grid[usize::from(grid.weight_decay)]
+            );
+        }
+        // What the trainer was given is what the store recorded.
+        let mut given: Vec<(f64, f64)> = trainer
+            .jobs
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|p| (p["lr"], p["weight_decay"]))
+            .collect();
+        let mut recorded: Vec<(f64, f64)> = trials
+            .iter()
+            .map(|t| (t.params["lr"], t.params["weight_decay"]))
+            .collect();
+        given.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        recorded.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        assert_eq!(given, recorded);
+        let best = store.best_per_pair("centred").unwrap();
+        assert_eq!(best[0].params["lr"], 1.6);
+        // The report's grid is the one searched.
+        let report = crate::report::build(&store, &catalog, "centred")
+            .unwrap()
+            .unwrap();
+        assert_eq!(report.pairs[0].lr_values, lr_grid);
+        assert_eq!(report.pairs[0].weight_decay_values, wd_grid);
+    }
+
+    #[test]
+    fn a_pairs_centre_cannot_change_once_it_has_trials_but_new_pairs_take_any() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("store")).unwrap();
+        let catalog = Catalog::builtin();
+        let options = SearchOptions {
+            concurrent_pairs: 1,
+            ..SearchOptions::default()
+        };
+        let plain_yaml = CENTRED
+            .lines()
+            .filter(|l| !l.starts_with("grid_centres"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let plain = experiment(dir.path(), &plain_yaml);
+        search_experiment(&plain, &store, &catalog, &FakeTrainer::default(), &options).unwrap();
+
+        // Without the field the stored experiment resumes as before.
+        let again =
+            search_experiment(&plain, &store, &catalog, &FakeTrainer::default(), &options).unwrap();
+        assert_eq!((again.trained, again.skipped), (0, 25));
+
+        let err = register_experiment(&experiment(dir.path(), CENTRED), &store).unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, RunError::SettingsChanged { .. }), "{text}");
+        assert!(
+            text.contains("stored: grids of resnet18_cifar@micro × sgd_m: lr centre the optimizer's, weight_decay centre the optimizer's")
+                && text.contains("now:    grids of resnet18_cifar@micro × sgd_m: lr centre 0.4, weight_decay centre 1e-4"),
+            "{text}"
+        );
+        assert_eq!(store.trials("centred").unwrap().len(), 25);
+
+        // A new backbone with its own centre is growth.
+        let grown = plain_yaml.replace("[resnet18_cifar]", "[resnet18_cifar, vit_tiny_cifar]")
+            + "\ngrid_centres: { vit_tiny_cifar: { lr: 0.05 } }\n";
+        let grown = experiment(dir.path(), &grown);
+        let summary =
+            search_experiment(&grown, &store, &catalog, &FakeTrainer::default(), &options).unwrap();
+        assert_eq!((summary.trained, summary.skipped), (25, 25));
+        let vit_lrs: std::collections::BTreeSet<String> = store
+            .trials("centred")
+            .unwrap()
+            .iter()
+            .filter(|t| t.backbone == "vit_tiny_cifar@micro")
+            .map(|t| t.params["lr"].to_string())
+            .collect();
+        assert_eq!(
+            vit_lrs.into_iter().collect::<Vec<_>>(),
+            ["0.0125", "0.025", "0.05", "0.1", "0.2"]
+        );
+    }
+
+    #[test]
+    fn epoch_lines_leave_out_what_was_not_measured() {
+        let trained = EpochReport {
+            epoch: 2,
+            train_loss: 1.5,
+            test_loss: 1.25,
+            test_accuracy: 61.234,
+            lr: 0.1,
+            images_per_sec: 1234.4,
+            wall_s: 3.0,
+            ema_test_accuracy: None,
+        };
+        assert_eq!(
+            epoch_summary(&trained),
+            "epoch 2: train loss 1.5000, test loss 1.2500, top-1 61.23% at 1234 train images/s"
+        );
+        // An external trial reports its accuracy and perhaps its loss only.
+        let external = EpochReport {
+            test_loss: f64::NAN,
+            images_per_sec: f64::NAN,
+            ..trained
+        };
+        assert_eq!(
+            epoch_summary(&external),
+            "epoch 2: train loss 1.5000, top-1 61.23%"
+        );
+    }
 
     #[test]
     fn trial_ids_are_stable_and_distinguish_every_field() {

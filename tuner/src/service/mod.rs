@@ -109,6 +109,11 @@ pub enum ExperimentState {
     Done,
     Stopped,
     Failed,
+    /// In the store but not run by this service (made by `bocb run`, or
+    /// before the service's state file existed); `bocb resume` runs it.
+    Idle,
+    /// An imported results table: nothing to run.
+    Imported,
 }
 
 /// What the service keeps about an experiment besides the store.
@@ -240,7 +245,8 @@ impl Service {
     /// ones are abandoned (they run again on resume).
     pub fn stop(self: &Arc<Self>, name: &str) -> Result<ExperimentStatus, ServiceError> {
         if !self.lock().contains_key(name) {
-            return Err(ServiceError::UnknownExperiment(name.to_string()));
+            // A stored experiment the service does not run has nothing to stop.
+            return self.status(name);
         }
         self.end_run(name);
         {
@@ -263,9 +269,23 @@ impl Service {
             .experiment(name)?
             .ok_or_else(|| ServiceError::UnknownExperiment(name.to_string()))?;
         let mut experiments = self.lock();
+        if !experiments.contains_key(name) {
+            let persisted = self.adopt(&record)?;
+            // Refused before it is listed as the service's.
+            self.parse(&record.spec_yaml, &persisted)?;
+            experiments.insert(
+                name.to_string(),
+                Managed {
+                    persisted,
+                    cancel: Arc::new(AtomicBool::new(false)),
+                    run: None,
+                    generation: 0,
+                },
+            );
+        }
         let managed = experiments
             .get_mut(name)
-            .ok_or_else(|| ServiceError::UnknownExperiment(name.to_string()))?;
+            .expect("an experiment the service runs, or just adopted");
         if managed.run.as_ref().is_some_and(|r| !r.is_finished()) {
             drop(experiments);
             return self.status(name);
@@ -279,6 +299,28 @@ impl Service {
         self.start_run(&mut experiments, experiment);
         drop(experiments);
         self.status(name)
+    }
+
+    /// What the service needs to run a stored experiment it did not start:
+    /// the directory its file was in, as the store recorded it.
+    fn adopt(&self, record: &bocb_store::ExperimentRecord) -> Result<Persisted, ServiceError> {
+        let name = &record.name;
+        if self.store.imported(name)?.is_some() {
+            return Err(ServiceError::BadRequest(format!(
+                "experiment `{name}` is an imported results table; there is nothing to run"
+            )));
+        }
+        let base = record.base_dir.clone().ok_or_else(|| {
+            ServiceError::BadRequest(format!(
+                "experiment `{name}` was stored by an older bocb, which did not record its file's directory; submit its file with `bocb submit FILE` to run it"
+            ))
+        })?;
+        Ok(Persisted {
+            state: ExperimentState::Running,
+            origin: format!("experiment `{name}` as stored"),
+            base,
+            error: None,
+        })
     }
 
     /// Cancels the experiment's search, if running, and waits for it to end.
@@ -356,12 +398,15 @@ impl Service {
 
     /// One experiment's state and trial counts.
     pub fn status(&self, name: &str) -> Result<ExperimentStatus, ServiceError> {
-        let (state, error) = {
-            let experiments = self.lock();
-            let managed = experiments
-                .get(name)
-                .ok_or_else(|| ServiceError::UnknownExperiment(name.to_string()))?;
-            (managed.persisted.state, managed.persisted.error.clone())
+        let managed = self
+            .lock()
+            .get(name)
+            .map(|m| (m.persisted.state, m.persisted.error.clone()));
+        let (state, error) = match managed {
+            Some(managed) => managed,
+            None if self.store.imported(name)?.is_some() => (ExperimentState::Imported, None),
+            None if self.store.experiment(name)?.is_some() => (ExperimentState::Idle, None),
+            None => return Err(ServiceError::UnknownExperiment(name.to_string())),
         };
         let mut trials = BTreeMap::new();
         let mut epochs_recorded = 0;
@@ -378,15 +423,17 @@ impl Service {
         })
     }
 
-    /// Every experiment's status, by name.
+    /// Every experiment's status, by name: those the service runs and the
+    /// others in its store.
     pub fn statuses(&self) -> Result<Vec<ExperimentStatus>, ServiceError> {
-        let names: Vec<String> = self.lock().keys().cloned().collect();
+        let mut names: std::collections::BTreeSet<String> = self.lock().keys().cloned().collect();
+        names.extend(self.store.experiments()?.into_iter().map(|e| e.name));
         names.iter().map(|name| self.status(name)).collect()
     }
 
     /// The trials of experiment `name`.
     pub fn trials(&self, name: &str) -> Result<Vec<bocb_store::TrialRecord>, ServiceError> {
-        if !self.lock().contains_key(name) {
+        if !self.lock().contains_key(name) && self.store.experiment(name)?.is_none() {
             return Err(ServiceError::UnknownExperiment(name.to_string()));
         }
         Ok(self.store.trials(name)?)

@@ -271,14 +271,7 @@ impl Reporter<'_> {
 
 impl TrialObserver for Reporter<'_> {
     fn on_epoch(&mut self, report: &EpochReport) {
-        self.log(&format!(
-            "epoch {}: train loss {:.4}, test loss {:.4}, top-1 {:.2}%, {:.0} images/s",
-            report.epoch,
-            report.train_loss,
-            report.test_loss,
-            report.test_accuracy,
-            report.images_per_sec
-        ));
+        self.log(&crate::run::epoch_summary(report));
         let request = EpochRequest {
             attempt: self.attempt,
             report: report.into(),
