@@ -531,7 +531,9 @@ mod tests {
             .to_string();
         assert!(err.contains("between 0 and 1"), "{err}");
         // A recipe file keeps its rate as written.
-        let src = BUILTIN_RECIPES[2].1.replace("dropout: null", "dropout: 0.3");
+        let src = BUILTIN_RECIPES[2]
+            .1
+            .replace("dropout: null", "dropout: 0.3");
         assert_eq!(
             parse_recipe(&src, "x/pytorch.yaml").unwrap().dropout,
             Some(Fraction(0.3))
