@@ -508,7 +508,7 @@ fn a_recipe_is_stored_with_each_trial_and_bench_data_reads_an_image_folder() {
         tmp.path(),
         &TINY
             .replace("optimizers: [sgd_m, adamw]", "optimizers: [adamw]")
-            .replace("epochs: 2", "epochs: 1\nbudget: { trials: 1 }\nrecipe: rsb_a3\nrecipe_overrides: { rand_augment: { ops: 1, magnitude: 5, magnitude_std: 0 }, ema_decay: 0.9 }"),
+            .replace("epochs: 2", "epochs: 1\nbudget: { trials: 1 }\nrecipe: rsb_a3\nrecipe_overrides: { rand_augment: { ops: 1, magnitude: 5, magnitude_std: 0 }, ema_decay: 0.9, dropout: 0.2 }"),
     );
     let store_dir = tmp.path().join("store");
     let out = bocb(&[
@@ -527,6 +527,7 @@ fn a_recipe_is_stored_with_each_trial_and_bench_data_reads_an_image_folder() {
     assert_eq!(settings["loss"], "binary_cross_entropy");
     assert_eq!(settings["rand_augment"]["ops"], 1);
     assert_eq!(settings["ema_decay"], 0.9);
+    assert_eq!(settings["dropout"], 0.2);
     assert_eq!(
         (settings["epochs"].as_u64(), settings["batch_size"].as_u64()),
         (Some(1), Some(32))

@@ -287,8 +287,11 @@ recipe_fields! {
     warmup_epochs: u32,
     /// Label-smoothing epsilon.
     label_smoothing: Fraction,
-    /// Dropout before the classifier, where the backbone has one.
-    dropout: Fraction,
+    /// Dropout on the pooled features before the classifier (timm's
+    /// `drop_rate`), replacing the backbone's own (AlexNet's and VGG's
+    /// classifier dropouts included) or adding one where it has none;
+    /// `null` keeps each architecture's own.
+    dropout: Option<Fraction>,
     /// Stochastic-depth rate of the last block.
     drop_path: Fraction,
     /// Repeated augmentation: each image this many times per epoch (1 = off;
@@ -505,6 +508,36 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("between 0 and 1"), "{err}");
+    }
+
+    #[test]
+    fn dropout_is_the_architectures_own_unless_a_rate_is_given() {
+        let book = RecipeBook::builtin();
+        for name in book.names() {
+            assert_eq!(book.recipe(name).unwrap().dropout, None, "{name}");
+        }
+        let deit = book.recipe("deit").unwrap();
+        let overrides: RecipeOverrides = serde_yaml::from_str("dropout: 0.1\n").unwrap();
+        let with_rate = deit.with(&overrides).unwrap();
+        assert_eq!(with_rate.dropout, Some(Fraction(0.1)));
+        // `null` brings back the architecture's own, and says so when stored.
+        let overrides: RecipeOverrides = serde_yaml::from_str("dropout: null\n").unwrap();
+        assert!(!overrides.is_empty());
+        assert_eq!(with_rate.with(&overrides).unwrap().dropout, None);
+        let stored = serde_yaml::to_string(deit).unwrap();
+        assert!(stored.contains("\ndropout: null\n"), "{stored}");
+        let err = serde_yaml::from_str::<RecipeOverrides>("dropout: 1.5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("between 0 and 1"), "{err}");
+        // A recipe file keeps its rate as written.
+        let src = BUILTIN_RECIPES[2]
+            .1
+            .replace("dropout: null", "dropout: 0.3");
+        assert_eq!(
+            parse_recipe(&src, "x/pytorch.yaml").unwrap().dropout,
+            Some(Fraction(0.3))
+        );
     }
 
     #[test]

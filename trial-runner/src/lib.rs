@@ -20,6 +20,6 @@ mod trainer;
 
 pub use device::DeviceChoice;
 pub use trainer::{
-    run_trial, EpochReport, Learner, TrialError, TrialObserver, TrialOutcome, TrialSpec,
-    TrialStatus,
+    run_trial, with_recipe_rates, EpochReport, Learner, TrialError, TrialObserver, TrialOutcome,
+    TrialSpec, TrialStatus,
 };

@@ -876,7 +876,7 @@ epochs: 3
         );
 
         let src = format!(
-            "{GOOD}recipe: rsb_a3\nbatch_size: 64\nwarmup_epochs: 1\nrecipe_overrides: {{ mixup_alpha: 0, rand_augment: null, ema_decay: 0.99 }}\n"
+            "{GOOD}recipe: rsb_a3\nbatch_size: 64\nwarmup_epochs: 1\nrecipe_overrides: {{ mixup_alpha: 0, rand_augment: null, ema_decay: 0.99, dropout: 0.1 }}\n"
         );
         let e = parse(&src).unwrap();
         let spec = e
@@ -890,6 +890,7 @@ epochs: 3
         assert_eq!(recipe.rand_augment, None);
         assert_eq!(recipe.ema_decay.map(|d| d.0), Some(0.99));
         assert_eq!(recipe.cutmix_alpha.0, 1.0);
+        assert_eq!(recipe.dropout.map(|d| d.0), Some(0.1));
         let settings = Experiment::training_settings(&e.spec);
         assert!(
             settings.contains("recipe rsb_a3 with {") && settings.contains("\"mixup_alpha\":0.0"),

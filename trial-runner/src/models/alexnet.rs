@@ -10,7 +10,7 @@
 use tch::nn::{self, Conv2D, ModuleT};
 use tch::Tensor;
 
-use super::layers::{dropout, torch_conv2d, torch_linear};
+use super::layers::{dropout, head_drop_rate, torch_conv2d, torch_linear};
 use super::{BackboneEntry, BackboneRegistry, Family, Model, Preset};
 
 pub(super) fn register(registry: &mut BackboneRegistry) {
@@ -51,6 +51,7 @@ fn alexnet(p: &nn::Path, classes: i64, preset: Preset) -> Model {
 
 /// Side of the adaptive average pool before the classifier.
 const POOLED: i64 = 6;
+/// torchvision's `dropout`, before each of the first two classifier layers.
 const DROPOUT: f64 = 0.5;
 
 #[derive(Debug)]
@@ -59,6 +60,8 @@ struct AlexNet {
     fc1: nn::Linear,
     fc2: nn::Linear,
     fc3: nn::Linear,
+    /// Rate of both classifier dropouts.
+    dropout: f64,
 }
 
 impl AlexNet {
@@ -85,6 +88,7 @@ impl AlexNet {
             fc1: torch_linear(&q / 1, c[4] * POOLED * POOLED, config.hidden),
             fc2: torch_linear(&q / 4, config.hidden, config.hidden),
             fc3: torch_linear(&q / 6, config.hidden, classes),
+            dropout: head_drop_rate(DROPOUT),
         }
     }
 }
@@ -106,8 +110,8 @@ impl ModuleT for AlexNet {
         let x = max_pool(x)
             .adaptive_avg_pool2d([POOLED, POOLED])
             .flatten(1, -1);
-        let x = dropout(x, DROPOUT, train).apply(&self.fc1).relu_();
-        dropout(x, DROPOUT, train)
+        let x = dropout(x, self.dropout, train).apply(&self.fc1).relu_();
+        dropout(x, self.dropout, train)
             .apply(&self.fc2)
             .relu_()
             .apply(&self.fc3)

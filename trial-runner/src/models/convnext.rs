@@ -17,7 +17,8 @@ use tch::nn::{self, Init, ModuleT};
 use tch::Tensor;
 
 use super::layers::{
-    conv2d_normal, drop_path, drop_path_rate, layer_norm, vit_linear, LayerNorm2d,
+    conv2d_normal, drop_path, drop_path_rate, dropout, head_drop_rate, layer_norm, vit_linear,
+    LayerNorm2d,
 };
 use super::{BackboneEntry, BackboneRegistry, Family, Model, Preset};
 
@@ -187,6 +188,9 @@ struct ConvNeXt {
     stages: Vec<Stage>,
     head_norm: nn::LayerNorm,
     head: nn::Linear,
+    /// Dropout on the pooled features (timm's `drop_rate`; none unless a
+    /// recipe sets one).
+    head_drop: f64,
 }
 
 impl ConvNeXt {
@@ -236,6 +240,7 @@ impl ConvNeXt {
             stages,
             head_norm: layer_norm(&head / "norm", dims[3], LN_EPS),
             head: vit_linear(&head / "fc", dims[3], classes),
+            head_drop: head_drop_rate(0.0),
         }
     }
 }
@@ -249,10 +254,12 @@ impl ModuleT for ConvNeXt {
                 x = block.forward_t(&x, train);
             }
         }
-        // Global average pool, then the head's layer norm over channels.
-        x.mean_dim([2i64, 3].as_slice(), false, None)
-            .apply(&self.head_norm)
-            .apply(&self.head)
+        // timm's NormMlpClassifierHead: global average pool, layer norm
+        // over channels, dropout, fc.
+        let pooled = x
+            .mean_dim([2i64, 3].as_slice(), false, None)
+            .apply(&self.head_norm);
+        dropout(pooled, self.head_drop, train).apply(&self.head)
     }
 }
 

@@ -14,7 +14,7 @@
 use tch::nn::{self, Conv2D, Init, ModuleT};
 use tch::Tensor;
 
-use super::layers::batch_norm2d;
+use super::layers::{batch_norm2d, dropout, head_drop_rate};
 use super::{BackboneEntry, BackboneRegistry, Family, Model, Preset};
 
 pub(super) fn register(registry: &mut BackboneRegistry) {
@@ -131,6 +131,9 @@ struct DenseNet {
     blocks: Vec<DenseBlock>,
     norm5: nn::BatchNorm,
     classifier: nn::Linear,
+    /// Dropout on the pooled features (timm's `drop_rate`; none unless a
+    /// recipe sets one).
+    head_drop: f64,
 }
 
 impl DenseNet {
@@ -178,6 +181,7 @@ impl DenseNet {
             blocks,
             norm5: batch_norm2d(&f / "norm5", channels),
             classifier,
+            head_drop: head_drop_rate(0.0),
         }
     }
 }
@@ -200,11 +204,12 @@ impl ModuleT for DenseNet {
                 );
             }
         }
-        x.apply_t(&self.norm5, train)
+        let pooled = x
+            .apply_t(&self.norm5, train)
             .relu_()
             .adaptive_avg_pool2d([1, 1])
-            .flatten(1, -1)
-            .apply(&self.classifier)
+            .flatten(1, -1);
+        dropout(pooled, self.head_drop, train).apply(&self.classifier)
     }
 }
 

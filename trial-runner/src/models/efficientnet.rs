@@ -9,7 +9,7 @@ use tch::nn::{self, Conv2D, Init, ModuleT};
 use tch::Tensor;
 
 use super::layers::{
-    batch_norm2d, conv2d_normal, drop_path, drop_path_rate, dropout, make_divisible,
+    batch_norm2d, conv2d_normal, drop_path, drop_path_rate, dropout, head_drop_rate, make_divisible,
 };
 use super::{BackboneEntry, BackboneRegistry, Family, Model, Preset};
 
@@ -214,6 +214,7 @@ struct EfficientNet {
     conv_head: Conv2D,
     bn2: nn::BatchNorm,
     classifier: nn::Linear,
+    head_drop: f64,
 }
 
 impl EfficientNet {
@@ -254,6 +255,7 @@ impl EfficientNet {
             conv_head: conv(p / "conv_head", inputs, features, 1, 1, 1, false),
             bn2: batch_norm2d(p / "bn2", features),
             classifier,
+            head_drop: head_drop_rate(DROP_RATE),
         }
     }
 }
@@ -270,7 +272,7 @@ impl ModuleT for EfficientNet {
             .silu()
             .adaptive_avg_pool2d([1, 1])
             .flatten(1, -1);
-        dropout(x, DROP_RATE, train).apply(&self.classifier)
+        dropout(x, self.head_drop, train).apply(&self.classifier)
     }
 }
 

@@ -1,6 +1,7 @@
 //! Layers with PyTorch's default initialisation (tch's defaults differ).
 
 use std::cell::Cell;
+use std::thread::LocalKey;
 
 use tch::nn::{self, Init};
 use tch::{Kind, Tensor};
@@ -174,6 +175,20 @@ pub fn conv_kaiming_fan_out(
 thread_local! {
     /// The last block's stochastic-depth rate while a recipe builds a model.
     static DROP_PATH_RATE_OVERRIDE: Cell<Option<f64>> = const { Cell::new(None) };
+    /// The dropout rate before the classifier while a recipe builds a model.
+    static HEAD_DROP_RATE_OVERRIDE: Cell<Option<f64>> = const { Cell::new(None) };
+}
+
+/// Runs `build` with `rate` in `slot`, restoring what was there after.
+fn with_override<T>(
+    slot: &'static LocalKey<Cell<Option<f64>>>,
+    rate: f64,
+    build: impl FnOnce() -> T,
+) -> T {
+    let previous = slot.with(|cell| cell.replace(Some(rate)));
+    let built = build();
+    slot.with(|cell| cell.set(previous));
+    built
 }
 
 /// Runs `build` with every stochastic-depth rate of the models it builds
@@ -182,16 +197,29 @@ thread_local! {
 /// linear rise over the blocks). Backbones without stochastic depth (the
 /// classic CNNs) and MLP-Mixer (one rate for every block) ignore it.
 pub fn with_drop_path_rate<T>(rate: f64, build: impl FnOnce() -> T) -> T {
-    let previous = DROP_PATH_RATE_OVERRIDE.with(|cell| cell.replace(Some(rate)));
-    let built = build();
-    DROP_PATH_RATE_OVERRIDE.with(|cell| cell.set(previous));
-    built
+    with_override(&DROP_PATH_RATE_OVERRIDE, rate, build)
 }
 
 /// The last block's stochastic-depth rate a model builds with: the
 /// override of [`with_drop_path_rate`], else the architecture's `default`.
 pub fn drop_path_rate(default: f64) -> f64 {
     DROP_PATH_RATE_OVERRIDE.with(Cell::get).unwrap_or(default)
+}
+
+/// Runs `build` with the dropout before the classifier of every model it
+/// builds at `rate` (a recipe's `dropout`, timm's `drop_rate`): it replaces
+/// the architecture's own (both of AlexNet's and VGG's classifier dropouts,
+/// as torchvision's `dropout` argument does) and is added on the pooled
+/// features of the backbones without one, as timm's heads do.
+pub fn with_head_drop_rate<T>(rate: f64, build: impl FnOnce() -> T) -> T {
+    with_override(&HEAD_DROP_RATE_OVERRIDE, rate, build)
+}
+
+/// The dropout rate before the classifier a model builds with: the
+/// override of [`with_head_drop_rate`], else the architecture's `default`
+/// (0 where it has none).
+pub fn head_drop_rate(default: f64) -> f64 {
+    HEAD_DROP_RATE_OVERRIDE.with(Cell::get).unwrap_or(default)
 }
 
 /// timm's `DropPath` (stochastic depth): zeroes whole samples of a residual
@@ -273,5 +301,56 @@ mod tests {
             dropped.net.forward_t(&x, false),
             dropped.net.forward_t(&x, false)
         );
+    }
+
+    /// Training-mode logits of `backbone` twice (equal unless something
+    /// random runs), then eval-mode logits twice, built under `rate`.
+    fn forwards_twice(backbone: &str, rate: Option<f64>) -> [(Tensor, Tensor); 2] {
+        let registry = BackboneRegistry::builtin();
+        let (entry, preset) = registry.lookup(backbone).unwrap();
+        let side = entry.input_size(preset);
+        let x =
+            crate::seeding::draw(|| Tensor::randn([4, 3, side, side], (Kind::Float, Device::Cpu)));
+        let vs = nn::VarStore::new(Device::Cpu);
+        let build = || registry.build(backbone, &vs.root(), 5, 0).unwrap();
+        let model = match rate {
+            Some(rate) => with_head_drop_rate(rate, build),
+            None => build(),
+        };
+        let twice = |train| {
+            (
+                model.net.forward_t(&x, train),
+                model.net.forward_t(&x, train),
+            )
+        };
+        [twice(true), twice(false)]
+    }
+
+    #[test]
+    fn a_recipe_head_dropout_is_random_in_training_and_off_in_evaluation() {
+        assert_eq!(head_drop_rate(0.2), 0.2);
+        assert_eq!(with_head_drop_rate(0.5, || head_drop_rate(0.2)), 0.5);
+        assert_eq!(with_head_drop_rate(0.5, || head_drop_rate(0.0)), 0.5);
+        assert_eq!(head_drop_rate(0.0), 0.0);
+        // MobileNetV2 has its own dropout (0.2), the other two none.
+        for backbone in [
+            "mobilenet_v2@micro",
+            "vit_tiny_cifar@micro",
+            "resnet18_cifar@micro",
+        ] {
+            let [(train, train_again), (eval, eval_again)] = forwards_twice(backbone, Some(0.5));
+            assert_ne!(train, train_again, "{backbone}");
+            assert_eq!(eval, eval_again, "{backbone}");
+        }
+        // Without a rate, only the architecture's own dropout runs.
+        for backbone in ["vit_tiny_cifar@micro", "resnet18_cifar@micro"] {
+            let [(train, train_again), _] = forwards_twice(backbone, None);
+            assert_eq!(train, train_again, "{backbone}");
+        }
+        let [(train, train_again), _] = forwards_twice("mobilenet_v2@micro", None);
+        assert_ne!(train, train_again);
+        // A rate of 0 switches MobileNetV2's own dropout off.
+        let [(train, train_again), _] = forwards_twice("mobilenet_v2@micro", Some(0.0));
+        assert_eq!(train, train_again);
     }
 }

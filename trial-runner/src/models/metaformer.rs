@@ -30,7 +30,7 @@
 use tch::nn::{self, Init, Module, ModuleT};
 use tch::Tensor;
 
-use super::layers::{drop_path, drop_path_rate};
+use super::layers::{drop_path, drop_path_rate, dropout, head_drop_rate};
 use super::{BackboneEntry, BackboneRegistry, Family, Model, Preset};
 
 /// timm's MetaFormer norms all use eps 1e-6.
@@ -515,6 +515,10 @@ struct MetaFormer {
     /// Layer norm (with bias) of the pooled features.
     head_norm: Norm,
     head: Head,
+    /// timm's `head.drop` (`drop_rate`) between the normed pooled features
+    /// and the head, linear or MLP; none unless a recipe sets one. timm
+    /// leaves the MLP head's own inner dropout at 0, and so does bocb.
+    head_drop: f64,
 }
 
 impl MetaFormer {
@@ -602,6 +606,7 @@ impl MetaFormer {
             stages,
             head_norm: Norm::new(&head / "norm", NormKind::LayerNorm, features, true),
             head: head_layer,
+            head_drop: head_drop_rate(0.0),
         }
     }
 }
@@ -615,6 +620,7 @@ impl ModuleT for MetaFormer {
         let pooled = self
             .head_norm
             .forward(&x.mean_dim([2i64, 3].as_slice(), false, None));
+        let pooled = dropout(pooled, self.head_drop, train);
         match &self.head {
             Head::Linear(fc) => pooled.apply(fc),
             Head::Mlp { fc1, norm, fc2 } => {

@@ -9,7 +9,7 @@
 use tch::nn::{self, Init, ModuleT};
 use tch::Tensor;
 
-use super::layers::{drop_path, layer_norm};
+use super::layers::{drop_path, dropout, head_drop_rate, layer_norm};
 use super::{BackboneEntry, BackboneRegistry, Family, Model, Preset};
 
 /// timm's Mixer layer norms use eps 1e-6.
@@ -182,6 +182,9 @@ struct MlpMixer {
     blocks: Vec<MixerBlock>,
     norm: nn::LayerNorm,
     head: nn::Linear,
+    /// Dropout on the pooled features (timm's `drop_rate`; none unless a
+    /// recipe sets one).
+    head_drop: f64,
 }
 
 impl MlpMixer {
@@ -205,6 +208,7 @@ impl MlpMixer {
                     bias: true,
                 },
             ),
+            head_drop: head_drop_rate(0.0),
         }
     }
 }
@@ -215,9 +219,8 @@ impl ModuleT for MlpMixer {
         for block in &self.blocks {
             x = block.forward_t(&x, train);
         }
-        x.apply(&self.norm)
-            .mean_dim(1, false, None)
-            .apply(&self.head)
+        let pooled = x.apply(&self.norm).mean_dim(1, false, None);
+        dropout(pooled, self.head_drop, train).apply(&self.head)
     }
 }
 

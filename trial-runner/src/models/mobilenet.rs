@@ -6,8 +6,11 @@
 use tch::nn::{self, Conv2D, Init, ModuleT};
 use tch::Tensor;
 
-use super::layers::{batch_norm2d, conv2d_normal, dropout, make_divisible};
+use super::layers::{batch_norm2d, conv2d_normal, dropout, head_drop_rate, make_divisible};
 use super::{BackboneEntry, BackboneRegistry, Family, Model, Preset};
+
+/// torchvision's `dropout` before the classifier.
+const HEAD_DROP_RATE: f64 = 0.2;
 
 pub(super) fn register(registry: &mut BackboneRegistry) {
     registry.register(
@@ -137,6 +140,7 @@ impl ModuleT for InvertedResidual {
 struct MobileNetV2 {
     features: Vec<Box<dyn ModuleT + Send>>,
     classifier: nn::Linear,
+    head_drop: f64,
 }
 
 impl MobileNetV2 {
@@ -182,6 +186,7 @@ impl MobileNetV2 {
         MobileNetV2 {
             features,
             classifier,
+            head_drop: head_drop_rate(HEAD_DROP_RATE),
         }
     }
 }
@@ -193,7 +198,7 @@ impl ModuleT for MobileNetV2 {
             x = layer.forward_t(&x, train);
         }
         let x = x.adaptive_avg_pool2d([1, 1]).flatten(1, -1);
-        dropout(x, 0.2, train).apply(&self.classifier)
+        dropout(x, self.head_drop, train).apply(&self.classifier)
     }
 }
 

@@ -25,7 +25,7 @@ mod vit;
 use std::collections::BTreeMap;
 use std::fmt;
 
-pub use layers::with_drop_path_rate;
+pub use layers::{with_drop_path_rate, with_head_drop_rate};
 
 use serde::Serialize;
 use tch::nn::{self, ModuleT};
@@ -309,6 +309,40 @@ mod tests {
                 .filter(|t| t.grad().defined())
                 .count();
             assert_eq!(with_grad, vs.trainable_variables().len(), "{micro}");
+        }
+    }
+
+    /// A rate of 1 drops every pooled feature in training, so the logits no
+    /// longer depend on the image: what reaches the classifier is the head
+    /// dropout, nothing after it.
+    #[test]
+    fn every_backbone_applies_the_recipe_dropout_right_before_its_classifier() {
+        let registry = BackboneRegistry::builtin();
+        for name in registry.names() {
+            let micro = format!("{name}@micro");
+            let vs = nn::VarStore::new(Device::Cpu);
+            let model =
+                with_head_drop_rate(1.0, || registry.build(&micro, &vs.root(), 3, 0)).unwrap();
+            // Mixer's head starts at zero (timm's init), blind to its input.
+            tch::no_grad(|| {
+                for mut v in vs.trainable_variables() {
+                    let nudge = crate::seeding::draw(|| v.randn_like()) * 0.01;
+                    let _ = v.g_add_(&nudge);
+                }
+            });
+            let (entry, preset) = registry.lookup(&micro).unwrap();
+            let size = entry.input_size(preset);
+            // Pooling averages noise away: the second image is brighter.
+            let noise = crate::seeding::draw(|| {
+                Tensor::randn([1, 3, size, size], (Kind::Float, Device::Cpu))
+            });
+            let x = Tensor::cat(&[&noise, &(&noise + 2.0)], 0);
+            let gap = |logits: Tensor| {
+                f64::try_from((logits.get(0) - logits.get(1)).abs().max()).unwrap()
+            };
+            // Exactly: both rows are the same computation on zeros.
+            assert_eq!(gap(model.net.forward_t(&x, true)), 0.0, "{micro}");
+            assert!(gap(model.net.forward_t(&x, false)) > 0.0, "{micro}");
         }
     }
 

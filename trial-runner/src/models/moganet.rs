@@ -18,7 +18,7 @@
 use tch::nn::{self, Conv2D, Init, ModuleT};
 use tch::Tensor;
 
-use super::layers::{batch_norm2d, drop_path, drop_path_rate, vit_linear};
+use super::layers::{batch_norm2d, drop_path, drop_path_rate, dropout, head_drop_rate, vit_linear};
 use super::{BackboneEntry, BackboneRegistry, Family, Model, Preset};
 
 pub(super) fn register(registry: &mut BackboneRegistry) {
@@ -309,6 +309,10 @@ struct Stage {
 struct MogaNet {
     stages: Vec<Stage>,
     head: nn::Linear,
+    /// Dropout on the pooled features, as timm's heads apply `drop_rate`
+    /// (the repository has none there: its `drop_rate` is the FFN's);
+    /// none unless a recipe sets one.
+    head_drop: f64,
 }
 
 impl MogaNet {
@@ -348,6 +352,7 @@ impl MogaNet {
         MogaNet {
             stages,
             head: vit_linear(p / "head", inputs, classes),
+            head_drop: head_drop_rate(0.0),
         }
     }
 }
@@ -362,7 +367,7 @@ impl ModuleT for MogaNet {
             }
             x = x.apply_t(&stage.norm, train);
         }
-        x.mean_dim([2i64, 3].as_slice(), false, x.kind())
-            .apply(&self.head)
+        let pooled = x.mean_dim([2i64, 3].as_slice(), false, x.kind());
+        dropout(pooled, self.head_drop, train).apply(&self.head)
     }
 }

@@ -11,7 +11,7 @@
 use tch::nn::{self, Conv2D, Init, Module, ModuleT};
 use tch::{Kind, Tensor};
 
-use super::layers::conv_kaiming_fan_out as conv;
+use super::layers::{conv_kaiming_fan_out as conv, dropout, head_drop_rate};
 use super::{BackboneEntry, BackboneRegistry, Family, Model, Preset};
 
 /// `torch.nn.BatchNorm2d`'s default epsilon (timm's `BatchNormAct2d`).
@@ -161,6 +161,9 @@ pub struct RepVgg {
     stem: RepVggBlock,
     blocks: Vec<RepVggBlock>,
     fc: nn::Linear,
+    /// Dropout on the pooled features (timm's `drop_rate`; none unless a
+    /// recipe sets one).
+    head_drop: f64,
 }
 
 impl RepVgg {
@@ -197,6 +200,7 @@ impl RepVgg {
             stem: RepVggBlock::new(p / "stem", 3, stem, 2),
             blocks,
             fc,
+            head_drop: head_drop_rate(0.0),
         }
     }
 
@@ -222,7 +226,8 @@ impl ModuleT for RepVgg {
         for block in &self.blocks {
             x = block.forward_t(&x, train);
         }
-        x.adaptive_avg_pool2d([1, 1]).flatten(1, -1).apply(&self.fc)
+        let pooled = x.adaptive_avg_pool2d([1, 1]).flatten(1, -1);
+        dropout(pooled, self.head_drop, train).apply(&self.fc)
     }
 }
 

@@ -7,7 +7,9 @@
 use tch::nn::{self, Conv2D, ModuleT};
 use tch::Tensor;
 
-use super::layers::{batch_norm2d, conv_kaiming_fan_out as conv, torch_linear};
+use super::layers::{
+    batch_norm2d, conv_kaiming_fan_out as conv, dropout, head_drop_rate, torch_linear,
+};
 use super::{BackboneEntry, BackboneRegistry, Family, Model, Preset};
 
 pub(super) fn register(registry: &mut BackboneRegistry) {
@@ -200,6 +202,9 @@ struct ResNet {
     bn1: nn::BatchNorm,
     blocks: Vec<Box<dyn ModuleT + Send>>,
     fc: nn::Linear,
+    /// Dropout on the pooled features (timm's `drop_rate`; none unless a
+    /// recipe sets one).
+    head_drop: f64,
 }
 
 impl ResNet {
@@ -225,6 +230,7 @@ impl ResNet {
             bn1: batch_norm2d(p / "bn1", widths[0]),
             blocks,
             fc: torch_linear(p / "fc", inputs, classes),
+            head_drop: head_drop_rate(0.0),
         }
     }
 }
@@ -235,7 +241,8 @@ impl ModuleT for ResNet {
         for block in &self.blocks {
             x = block.forward_t(&x, train);
         }
-        x.adaptive_avg_pool2d([1, 1]).flatten(1, -1).apply(&self.fc)
+        let pooled = x.adaptive_avg_pool2d([1, 1]).flatten(1, -1);
+        dropout(pooled, self.head_drop, train).apply(&self.fc)
     }
 }
 

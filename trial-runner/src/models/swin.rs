@@ -11,7 +11,9 @@
 use tch::nn::{self, Init, ModuleT};
 use tch::{Device, Tensor};
 
-use super::layers::{drop_path, drop_path_rate, layer_norm, torch_conv2d, vit_linear};
+use super::layers::{
+    drop_path, drop_path_rate, dropout, head_drop_rate, layer_norm, torch_conv2d, vit_linear,
+};
 use super::{BackboneEntry, BackboneRegistry, Family, Model, Preset};
 
 /// `nn.LayerNorm`'s default epsilon, which timm's Swin keeps.
@@ -346,6 +348,9 @@ struct SwinTransformer {
     layers: Vec<SwinStage>,
     norm: nn::LayerNorm,
     head: nn::Linear,
+    /// Dropout on the pooled features (timm's `drop_rate`; none unless a
+    /// recipe sets one).
+    head_drop: f64,
 }
 
 impl SwinTransformer {
@@ -382,6 +387,7 @@ impl SwinTransformer {
             layers,
             norm: layer_norm(p / "norm", dim, LN_EPS),
             head: vit_linear(p / "head" / "fc", dim, classes),
+            head_drop: head_drop_rate(0.0),
         }
     }
 }
@@ -400,9 +406,11 @@ impl ModuleT for SwinTransformer {
                 x = block.forward(&x, train);
             }
         }
-        x.apply(&self.norm)
-            .mean_dim([1i64, 2].as_slice(), false, None)
-            .apply(&self.head)
+        // timm's ClassifierHead: pool, drop, fc.
+        let pooled = x
+            .apply(&self.norm)
+            .mean_dim([1i64, 2].as_slice(), false, None);
+        dropout(pooled, self.head_drop, train).apply(&self.head)
     }
 }
 

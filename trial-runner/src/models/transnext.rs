@@ -16,7 +16,9 @@
 use tch::nn::{self, Init, ModuleT};
 use tch::{Device, Tensor};
 
-use super::layers::{conv2d_normal, drop_path, drop_path_rate, layer_norm, vit_linear};
+use super::layers::{
+    conv2d_normal, drop_path, drop_path_rate, dropout, head_drop_rate, layer_norm, vit_linear,
+};
 use super::{BackboneEntry, BackboneRegistry, Family, Model, Preset};
 
 /// The reference's `norm_layer` (block and stage norms).
@@ -492,6 +494,9 @@ struct Stage {
 struct TransNext {
     stages: Vec<Stage>,
     head: nn::Linear,
+    /// Dropout on the pooled tokens, as timm's heads apply `drop_rate`;
+    /// none unless a recipe sets one.
+    head_drop: f64,
 }
 
 impl TransNext {
@@ -555,6 +560,7 @@ impl TransNext {
         TransNext {
             stages,
             head: vit_linear(p / "head", c.dims[3], classes),
+            head_drop: head_drop_rate(0.0),
         }
     }
 }
@@ -587,7 +593,8 @@ impl ModuleT for TransNext {
                 .permute([0, 3, 1, 2]);
         }
         let (tokens, _) = last.forward(&map, train);
-        tokens.mean_dim(1, false, None).apply(&self.head)
+        let pooled = tokens.mean_dim(1, false, None);
+        dropout(pooled, self.head_drop, train).apply(&self.head)
     }
 }
 

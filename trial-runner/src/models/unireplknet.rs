@@ -18,7 +18,7 @@
 use tch::nn::{self, Init, ModuleT};
 use tch::Tensor;
 
-use super::layers::{batch_norm2d, drop_path, drop_path_rate};
+use super::layers::{batch_norm2d, drop_path, drop_path_rate, dropout, head_drop_rate};
 use super::{BackboneEntry, BackboneRegistry, Family, Model, Preset};
 
 pub(super) fn register(registry: &mut BackboneRegistry) {
@@ -557,6 +557,9 @@ pub struct UniRepLKNet<B> {
     stages: Vec<Vec<B>>,
     norm: LayerNorm,
     head: Linear,
+    /// Dropout on the normed pooled features, as timm's heads apply
+    /// `drop_rate` (the repository has none); none unless a recipe sets one.
+    head_drop: f64,
 }
 
 impl UniRepLKNet<Block> {
@@ -597,6 +600,7 @@ impl UniRepLKNet<Block> {
             stages,
             norm: LayerNorm::new(&(p / "norm"), dims[3]),
             head: Linear::new(&(p / "head"), dims[3], classes, true),
+            head_drop: head_drop_rate(0.0),
         }
     }
 
@@ -617,6 +621,7 @@ impl UniRepLKNet<Block> {
                 .collect(),
             norm: self.norm.detached(),
             head: self.head.detached(),
+            head_drop: self.head_drop,
         })
     }
 }
@@ -631,7 +636,8 @@ impl<B: ModuleT> ModuleT for UniRepLKNet<B> {
             }
         }
         let pooled = x.mean_dim([2i64, 3].as_slice(), false, x.kind());
-        self.head.forward(&self.norm.forward(&pooled))
+        let features = dropout(self.norm.forward(&pooled), self.head_drop, train);
+        self.head.forward(&features)
     }
 }
 

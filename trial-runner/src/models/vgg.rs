@@ -11,7 +11,7 @@
 use tch::nn::{self, Conv2D, Init, ModuleT};
 use tch::Tensor;
 
-use super::layers::{batch_norm2d, dropout};
+use super::layers::{batch_norm2d, dropout, head_drop_rate};
 use super::{BackboneEntry, BackboneRegistry, Family, Model, Preset};
 
 pub(super) fn register(registry: &mut BackboneRegistry) {
@@ -56,6 +56,7 @@ fn vgg13_bn(p: &nn::Path, classes: i64, preset: Preset) -> Model {
 
 /// Side of the adaptive average pool before the classifier.
 const POOLED: i64 = 7;
+/// torchvision's `dropout`, after each of the two hidden classifier layers.
 const DROPOUT: f64 = 0.5;
 
 fn conv(p: nn::Path, inputs: i64, outputs: i64) -> Conv2D {
@@ -101,6 +102,8 @@ struct Vgg {
     fc1: nn::Linear,
     fc2: nn::Linear,
     fc3: nn::Linear,
+    /// Rate of both classifier dropouts.
+    dropout: f64,
 }
 
 impl Vgg {
@@ -130,6 +133,7 @@ impl Vgg {
             fc1: linear(&q / 0, inputs * POOLED * POOLED, config.hidden),
             fc2: linear(&q / 3, config.hidden, config.hidden),
             fc3: linear(&q / 6, config.hidden, classes),
+            dropout: head_drop_rate(DROPOUT),
         }
     }
 }
@@ -150,8 +154,8 @@ impl ModuleT for Vgg {
             .flatten(1, -1)
             .apply(&self.fc1)
             .relu_();
-        let x = dropout(x, DROPOUT, train).apply(&self.fc2).relu_();
-        dropout(x, DROPOUT, train).apply(&self.fc3)
+        let x = dropout(x, self.dropout, train).apply(&self.fc2).relu_();
+        dropout(x, self.dropout, train).apply(&self.fc3)
     }
 }
 

@@ -6,7 +6,7 @@
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
-use super::layers::{drop_path, drop_path_rate, layer_norm, vit_linear};
+use super::layers::{drop_path, drop_path_rate, dropout, head_drop_rate, layer_norm, vit_linear};
 use super::{BackboneEntry, BackboneRegistry, Family, Model, Preset};
 
 /// timm's ViTs use LayerNorm with eps 1e-6.
@@ -174,6 +174,9 @@ struct VisionTransformer {
     blocks: Vec<Block>,
     norm: nn::LayerNorm,
     head: nn::Linear,
+    /// Dropout on the pooled features (timm's `drop_rate`; none unless a
+    /// recipe sets one).
+    head_drop: f64,
 }
 
 impl VisionTransformer {
@@ -215,6 +218,7 @@ impl VisionTransformer {
                 .collect(),
             norm: layer_norm(p / "norm", c.dim, LN_EPS),
             head: vit_linear(p / "head", c.dim, classes),
+            head_drop: head_drop_rate(0.0),
         }
     }
 }
@@ -228,7 +232,9 @@ impl ModuleT for VisionTransformer {
         for block in &self.blocks {
             x = block.forward_t(&x, train);
         }
-        x.apply(&self.norm).select(1, 0).apply(&self.head)
+        // timm: norm, class-token pool, (no fc_norm), head_drop, head.
+        let pooled = x.apply(&self.norm).select(1, 0);
+        dropout(pooled, self.head_drop, train).apply(&self.head)
     }
 }
 

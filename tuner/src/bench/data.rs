@@ -11,10 +11,10 @@ use bocb_search_spaces::{Recipe, RecipeBook, SpaceError};
 use bocb_trial_runner::augment::{AugmentError, RepeatAugSampler};
 use bocb_trial_runner::batches::{for_each_batch, EpochPlan, ImageTransform, Normalizer, RawBatch};
 use bocb_trial_runner::data::{self, DataError, Splits};
-use bocb_trial_runner::models::{with_drop_path_rate, BackboneRegistry, ModelError};
+use bocb_trial_runner::models::{BackboneRegistry, ModelError};
 use bocb_trial_runner::optim::{Hparams, OptimizerRegistry};
 use bocb_trial_runner::regime::Regime;
-use bocb_trial_runner::{Learner, TrialError};
+use bocb_trial_runner::{with_recipe_rates, Learner, TrialError};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde::Serialize;
@@ -139,7 +139,7 @@ pub fn bench_data(
         ("momentum".to_string(), 0.9),
     ]
     .into();
-    let mut learner = with_drop_path_rate(recipe.drop_path.0, || {
+    let mut learner = with_recipe_rates(&recipe, || {
         Learner::new(
             backbones,
             &config.backbone,
