@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use bocb_store::{unix_now_s, Store};
-use bocb_trial_runner::data::{write_image_folder, write_synthetic, DatasetFormat, SynthConfig};
+use bocb_trial_runner::data::{write_synthetic, DatasetFormat, SynthConfig};
 use bocb_trial_runner::optim::replay::{replay, ReplayCase};
 use bocb_trial_runner::optim::OptimizerRegistry;
 use bocb_trial_runner::DeviceChoice;
@@ -409,7 +409,8 @@ enum BenchCommand {
 
 #[derive(Subcommand)]
 enum DataCommand {
-    /// Write a synthetic dataset in a real CIFAR format (learnable, not trivial).
+    /// Write a synthetic dataset in a real CIFAR format or as an image folder
+    /// (learnable, not trivial).
     Synth {
         #[arg(long)]
         out: PathBuf,
@@ -421,36 +422,20 @@ enum DataCommand {
         test: usize,
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// cifar100-bin, cifar10-bin, cifar100-pickle, cifar10-pickle, or
-        /// folder (an image folder: train/CLASS/*.png|jpg, val/CLASS/...).
+        /// A dataset format of experiment files: cifar100-bin, cifar10-bin,
+        /// cifar100-pickle, cifar10-pickle, or image-folder (also `folder`:
+        /// train/CLASS/*.png|jpg, val/CLASS/...).
         #[arg(long, default_value = "cifar100-bin", value_parser = parse_synth_format)]
-        format: SynthFormat,
+        format: DatasetFormat,
     },
 }
 
-/// What `bocb data synth` writes.
-#[derive(Clone, Copy)]
-enum SynthFormat {
-    Cifar(DatasetFormat),
-    Folder,
-}
-
-impl std::fmt::Display for SynthFormat {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            SynthFormat::Cifar(format) => format.fmt(f),
-            SynthFormat::Folder => f.write_str("image folder"),
-        }
-    }
-}
-
-fn parse_synth_format(name: &str) -> Result<SynthFormat, String> {
+fn parse_synth_format(name: &str) -> Result<DatasetFormat, String> {
     match name {
-        "folder" => Ok(SynthFormat::Folder),
+        "folder" => Ok(DatasetFormat::ImageFolder),
         _ => name
             .parse()
-            .map(SynthFormat::Cifar)
-            .map_err(|e: bocb_trial_runner::data::DataError| format!("{e}, or folder")),
+            .map_err(|e: bocb_trial_runner::data::DataError| format!("{e} (or folder)")),
     }
 }
 
@@ -660,10 +645,7 @@ fn run(cli: Cli) -> Result<()> {
                 test,
                 seed,
             };
-            match format {
-                SynthFormat::Cifar(format) => write_synthetic(&out, &config, format)?,
-                SynthFormat::Folder => write_image_folder(&out, &config)?,
-            }
+            write_synthetic(&out, &config, format)?;
             eprintln!(
                 "wrote {train} training and {test} test images of {classes} classes ({format}) to {}",
                 out.display()

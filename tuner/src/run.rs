@@ -202,7 +202,11 @@ pub fn run_experiment(
     let spec = &experiment.spec;
     // Everything that can be refused is checked before the store is touched.
     let device = spec.device.resolve().map_err(RunError::Device)?;
-    let splits = data::load(&experiment.dataset_dir, spec.dataset.format)?;
+    let splits = data::load(
+        &experiment.dataset_dir,
+        spec.dataset.format,
+        bocb_trial_runner::batches::default_workers(),
+    )?;
     let executor = InProcess {
         splits: &splits,
         registries,

@@ -432,6 +432,7 @@ mod tests {
     use super::*;
     use crate::experiment::Experiment;
     use crate::run::Registries;
+    use bocb_trial_runner::data::CifarFormat;
 
     /// A trial spec from a parsed experiment, as the search makes them.
     fn spec(dir: &Path) -> TrialSpec {
@@ -500,7 +501,7 @@ mod tests {
         let executor = QueueExecutor {
             queue: Arc::clone(queue),
             dataset: DatasetLocation {
-                format: DatasetFormat::Cifar100Bin,
+                format: DatasetFormat::Cifar(CifarFormat::Cifar100Bin),
                 dir: PathBuf::from("."),
             },
             cancel,
