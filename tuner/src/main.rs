@@ -1343,30 +1343,6 @@ fn trials(name: &str, json: bool, args: &ServiceArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&trials)?);
         return Ok(());
     }
-    println!(
-        "{:<16} {:<24} {:<12} {:>10} {:>10} {:>4} {:>5} {:<8} {:>6} {:>8}",
-        "trial", "backbone", "optimizer", "lr", "wd", "seed", "stage", "status", "epochs", "top-1"
-    );
-    for t in &trials {
-        let param = |key: &str| {
-            t.params
-                .get(key)
-                .map_or("-".to_string(), |v| report::fmt_value(*v))
-        };
-        println!(
-            "{:<16} {:<24} {:<12} {:>10} {:>10} {:>4} {:>5} {:<8} {:>6} {:>8}",
-            t.id,
-            t.backbone,
-            t.optimizer,
-            param("lr"),
-            param("weight_decay"),
-            t.seed,
-            t.stage,
-            t.status.to_string(),
-            t.epochs.len(),
-            t.final_accuracy
-                .map_or("-".to_string(), |a| format!("{a:.2}"))
-        );
-    }
+    print!("{}", bocb_tuner::trial_table::render_trial_table(&trials));
     Ok(())
 }
