@@ -586,7 +586,7 @@ mod tests {
             "test.bin",
             "3074 bytes",
             "cifar-100-binary/",
-            "bocb data synth --out DIR",
+            "bocb data synth --format cifar100-bin --out DIR",
         ] {
             assert!(message.contains(needle), "{needle:?} not in {message}");
         }

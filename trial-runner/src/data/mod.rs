@@ -290,12 +290,12 @@ pub fn load(dir: &Path, format: DatasetFormat, workers: usize) -> Result<Splits,
         DatasetFormat::Cifar(cifar_format) => cifar::load(dir, cifar_format),
         DatasetFormat::ImageFolder => folder::load_image_folder(dir, workers),
     };
+    // What is wrong inside a directory of another format does not matter.
     loaded.map_err(|error| match detect_format(dir) {
         Some(found) if found != format => DataError::OtherFormat {
             dir: dir.to_owned(),
             format,
             found,
-            source: Box::new(error),
         },
         _ => error,
     })
@@ -309,7 +309,7 @@ pub enum DataError {
         "{dir}: no {format} dataset here ({reason}). Expected {}, directly in this directory \
          or in its {}/ subfolder. Get the real data by extracting {} from \
          https://www.cs.toronto.edu/~kriz/cifar.html, or make a synthetic dataset with \
-         `bocb data synth --out DIR`.",
+         `bocb data synth --format {format} --out DIR`.",
         format.layout(), format.subfolder(), format.archive()
     )]
     MissingData {
@@ -350,13 +350,12 @@ pub enum DataError {
     UnknownFormat { name: String },
     #[error(
         "{dir} holds a dataset in the {found} format, not {format}: set `format: {found}` \
-         in the experiment's `dataset:` (loading it as {format}: {source})"
+         in the experiment's `dataset:`, or point its `path` at {format} data"
     )]
     OtherFormat {
         dir: PathBuf,
         format: DatasetFormat,
         found: DatasetFormat,
-        source: Box<DataError>,
     },
     #[error("invalid synthetic dataset config: {0}")]
     InvalidSynthConfig(String),
