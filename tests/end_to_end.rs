@@ -243,7 +243,10 @@ fn bad_inputs_get_located_errors_with_the_fix() {
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(err.contains("exp.yaml:2:"), "{err}");
-    assert!(err.contains("bocb data synth --out"), "{err}");
+    assert!(
+        err.contains("bocb data synth --format cifar100-bin --out"),
+        "{err}"
+    );
 
     // A directory without CIFAR files: the expected layout is described.
     std::fs::create_dir_all(tmp.path().join("data")).unwrap();

@@ -170,12 +170,32 @@ fn service_survives_sigkill_and_grows_without_repeating_trials() {
     let mut service = start_service(&store, &["--workers", "cpu=2", "--heartbeat-timeout", "20"]);
     wait_until(&mut service, || experiment_state(&store, "svc") == "done");
     let listed = service_trials(&store, "svc");
+    let table = cli(&store, &["trials", "svc"]);
     kill(service);
+    assert!(table.status.success(), "{}", stderr(&table));
+    let table = String::from_utf8_lossy(&table.stdout).into_owned();
+    assert!(
+        table.starts_with("trial ") && table.contains(" peak MiB"),
+        "{table}"
+    );
+    assert_eq!(table.lines().count(), 7, "{table}");
+    assert!(
+        table
+            .lines()
+            .skip(1)
+            .all(|l| l.contains(" done ") && l.contains(" pytorch ") && l.contains(" fp32 ")),
+        "{table}"
+    );
     let trials = Store::open(&store).unwrap().trials("svc").unwrap();
     assert_eq!(trials, listed, "`bocb trials` shows the store");
     assert_eq!(trials.len(), 6, "2 optimizers x 3 configs x 1 seed");
     for trial in &trials {
         assert!(done_with_all_epochs(trial), "{trial:?}");
+        // The worker reported what the trial ran with (PyTorch's recipe
+        // keeps no weight average).
+        assert_eq!(trial.precision.as_deref(), Some("fp32"), "{trial:?}");
+        assert!(trial.peak_memory_bytes.is_some_and(|b| b > 0), "{trial:?}");
+        assert_eq!(trial.ema_accuracy, None, "{trial:?}");
     }
     // Trials finished before the kill were not trained again.
     for before in &finished_before {
@@ -366,6 +386,16 @@ fn external_trials_report_through_stdout_and_lost_workers_are_retried_then_faile
     assert_eq!(trials.len(), 4, "2 optimizers x 2 configs");
     for trial in trials.iter().filter(|t| t.optimizer == "sgd_m") {
         assert!(done_with_all_epochs_of(trial, 3), "{trial:?}");
+        // bocb knows neither the program's precision nor its memory.
+        assert_eq!(
+            (
+                &trial.precision,
+                trial.peak_memory_bytes,
+                trial.ema_accuracy
+            ),
+            (&None, None, None),
+            "{trial:?}"
+        );
         let expected = 50.0 + 100.0 * trial.params["lr"] * 3.0;
         assert!(
             (trial.final_accuracy.unwrap() - expected).abs() < 1e-9,
@@ -406,6 +436,7 @@ fn external_trials_report_through_stdout_and_lost_workers_are_retried_then_faile
     for (ran, served) in ran.iter().zip(served) {
         assert_eq!(ran.id, served.id);
         assert_eq!(ran.final_accuracy, served.final_accuracy);
+        assert_eq!((&ran.precision, ran.peak_memory_bytes), (&None, None));
     }
 }
 

@@ -45,8 +45,8 @@ pub use error::{ImportError, StoreError};
 pub use imported::{ImportedResult, ImportedTable};
 pub use query::{GridCell, PairBest};
 pub use record::{
-    unix_now_s, EpochMetrics, ExperimentRecord, GridPos, TrialRecipe, TrialRecord, TrialStatus,
-    GRID_POINTS,
+    unix_now_s, EpochMetrics, ExperimentRecord, GridPos, TrialEnd, TrialRecipe, TrialRecord,
+    TrialStatus, GRID_POINTS,
 };
 pub use store::Store;
 

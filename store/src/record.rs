@@ -152,12 +152,23 @@ pub struct TrialRecord {
     /// Accuracy (percent) the trial ended with.
     #[serde(default)]
     pub final_accuracy: Option<f64>,
+    /// Accuracy (percent) of the weights' moving average at the end, when
+    /// the recipe keeps one.
+    #[serde(default)]
+    pub ema_accuracy: Option<f64>,
     /// Total training wall-clock seconds.
     #[serde(default)]
     pub wall_time_s: Option<f64>,
     /// Device the trial ran on, e.g. "cuda:0".
     #[serde(default)]
     pub device: Option<String>,
+    /// Arithmetic of the training step, e.g. "fp32"; `None` where bocb did
+    /// not train the trial (external trials) or in older records.
+    #[serde(default)]
+    pub precision: Option<String>,
+    /// Peak memory of the trial in bytes, where it was measured.
+    #[serde(default)]
+    pub peak_memory_bytes: Option<u64>,
     /// Why the trial failed or diverged.
     #[serde(default)]
     pub error: Option<String>,
@@ -165,6 +176,19 @@ pub struct TrialRecord {
     pub created_unix_s: u64,
     /// When the record was last written.
     pub updated_unix_s: u64,
+}
+
+/// How a trial ended, as [`crate::Store::finish_trial`] records it beside
+/// the final status.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TrialEnd {
+    pub final_accuracy: Option<f64>,
+    pub ema_accuracy: Option<f64>,
+    pub wall_time_s: Option<f64>,
+    pub precision: Option<String>,
+    pub peak_memory_bytes: Option<u64>,
+    /// Why the trial failed or diverged.
+    pub error: Option<String>,
 }
 
 /// A trial's training recipe: its name and the resolved fields it trained

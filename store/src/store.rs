@@ -8,7 +8,7 @@ use crate::error::{ImportError, StoreError};
 use crate::imported::ImportedTable;
 use crate::query::{self, GridCell, PairBest};
 use crate::record::{
-    unix_now_s, EpochMetrics, ExperimentRecord, TrialRecord, TrialStatus, GRID_POINTS,
+    unix_now_s, EpochMetrics, ExperimentRecord, TrialEnd, TrialRecord, TrialStatus, GRID_POINTS,
 };
 use crate::Result;
 
@@ -212,9 +212,7 @@ impl Store {
         experiment: &str,
         id: &str,
         status: TrialStatus,
-        final_accuracy: Option<f64>,
-        wall_time_s: Option<f64>,
-        error: Option<String>,
+        end: &TrialEnd,
     ) -> Result<TrialRecord> {
         if !status.is_final() {
             return Err(StoreError::NotFinal {
@@ -224,9 +222,12 @@ impl Store {
         }
         self.update_trial(experiment, id, |trial| {
             trial.status = status;
-            trial.final_accuracy = final_accuracy;
-            trial.wall_time_s = wall_time_s;
-            trial.error.clone_from(&error);
+            trial.final_accuracy = end.final_accuracy;
+            trial.ema_accuracy = end.ema_accuracy;
+            trial.wall_time_s = end.wall_time_s;
+            trial.precision.clone_from(&end.precision);
+            trial.peak_memory_bytes = end.peak_memory_bytes;
+            trial.error.clone_from(&end.error);
         })
     }
 

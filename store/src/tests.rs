@@ -4,8 +4,8 @@ use std::thread;
 use tempfile::TempDir;
 
 use crate::{
-    EpochMetrics, ExperimentRecord, GridCell, GridPos, Store, StoreError, TrialRecipe, TrialRecord,
-    TrialStatus,
+    EpochMetrics, ExperimentRecord, GridCell, GridPos, Store, StoreError, TrialEnd, TrialRecipe,
+    TrialRecord, TrialStatus,
 };
 
 const EXP: &str = "cifar-sweep";
@@ -48,8 +48,11 @@ fn trial(id: &str, lr: f64, wd: f64, grid: (u8, u8), seed: u64) -> TrialRecord {
         status: TrialStatus::Queued,
         epochs: Vec::new(),
         final_accuracy: None,
+        ema_accuracy: None,
         wall_time_s: None,
         device: None,
+        precision: None,
+        peak_memory_bytes: None,
         error: None,
         created_unix_s: 100,
         updated_unix_s: 100,
@@ -72,7 +75,16 @@ fn epoch(n: u32, acc: f64) -> EpochMetrics {
 fn put_finished(store: &Store, t: &TrialRecord, status: TrialStatus, acc: Option<f64>) {
     store.put_trial(t).unwrap();
     store
-        .finish_trial(&t.experiment, &t.id, status, acc, Some(60.0), None)
+        .finish_trial(
+            &t.experiment,
+            &t.id,
+            status,
+            &TrialEnd {
+                final_accuracy: acc,
+                wall_time_s: Some(60.0),
+                ..TrialEnd::default()
+            },
+        )
         .unwrap();
 }
 
@@ -123,8 +135,11 @@ fn trial_round_trips_every_field_and_nan_metrics() {
     t.status = TrialStatus::Diverged;
     t.epochs = vec![epoch(1, 31.5)];
     t.final_accuracy = Some(31.5);
+    t.ema_accuracy = Some(30.25);
     t.wall_time_s = Some(12.5);
     t.device = Some("cuda:0".to_owned());
+    t.precision = Some("bf16".to_owned());
+    t.peak_memory_bytes = Some(3 << 30);
     t.error = Some("loss is NaN".to_owned());
     store.put_trial(&t).unwrap();
     assert_eq!(store.trial(EXP, "t1").unwrap(), Some(t.clone()));
@@ -159,6 +174,85 @@ fn old_records_without_optional_fields_still_read() {
     let t = store.trial(EXP, "t1").unwrap().unwrap();
     assert_eq!(t.status, TrialStatus::Queued);
     assert!(t.params.is_empty() && t.epochs.is_empty() && t.grid.is_none());
+    assert_eq!((t.ema_accuracy, t.peak_memory_bytes), (None, None));
+    assert_eq!(t.precision, None);
+}
+
+#[test]
+fn what_a_trial_ran_with_survives_finishing_and_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    let trained = TrialEnd {
+        final_accuracy: Some(61.5),
+        ema_accuracy: Some(63.25),
+        wall_time_s: Some(7.5),
+        precision: Some("fp32".to_owned()),
+        peak_memory_bytes: Some(734_003_200),
+        error: None,
+    };
+    // An external trial: bocb knows neither its precision nor its memory.
+    let external = TrialEnd {
+        final_accuracy: Some(40.0),
+        wall_time_s: Some(2.0),
+        ..TrialEnd::default()
+    };
+    let written: Vec<TrialRecord> = {
+        let store = Store::open(&path).unwrap();
+        [("trained", &trained), ("external", &external)]
+            .into_iter()
+            .map(|(id, end)| {
+                store.put_trial(&trial(id, 0.1, 0.0, (0, 0), 0)).unwrap();
+                store.finish_trial(EXP, id, TrialStatus::Done, end).unwrap()
+            })
+            .collect()
+    };
+    let store = Store::open(&path).unwrap();
+    let read = store.trial(EXP, "trained").unwrap().unwrap();
+    assert_eq!(read, written[0]);
+    assert_eq!(
+        (
+            read.final_accuracy,
+            read.ema_accuracy,
+            read.wall_time_s,
+            read.precision.as_deref(),
+            read.peak_memory_bytes
+        ),
+        (
+            Some(61.5),
+            Some(63.25),
+            Some(7.5),
+            Some("fp32"),
+            Some(734_003_200)
+        )
+    );
+    let read = store.trial(EXP, "external").unwrap().unwrap();
+    assert_eq!(read, written[1]);
+    assert_eq!(read.final_accuracy, Some(40.0));
+    assert_eq!(
+        (read.ema_accuracy, read.precision, read.peak_memory_bytes),
+        (None, None, None)
+    );
+
+    // A record written before these fields existed reads with none of them,
+    // and finishing it records them.
+    let mut old = serde_json::to_value(trial("old", 0.1, 0.0, (1, 1), 0)).unwrap();
+    for field in ["ema_accuracy", "precision", "peak_memory_bytes"] {
+        old.as_object_mut().unwrap().remove(field).unwrap();
+    }
+    store
+        .trials
+        .insert(
+            [EXP.as_bytes(), b"\0old"].concat(),
+            serde_json::to_vec(&old).unwrap(),
+        )
+        .unwrap();
+    assert_eq!(store.trial(EXP, "old").unwrap().unwrap().precision, None);
+    let finished = store
+        .finish_trial(EXP, "old", TrialStatus::Done, &trained)
+        .unwrap();
+    assert_eq!(finished.precision.as_deref(), Some("fp32"));
+    assert_eq!(finished.peak_memory_bytes, Some(734_003_200));
+    assert_eq!(finished.ema_accuracy, Some(63.25));
 }
 
 #[test]
@@ -264,9 +358,11 @@ fn finish_trial_sets_the_outcome() {
             EXP,
             "t",
             TrialStatus::Failed,
-            None,
-            Some(33.0),
-            Some("CUDA out of memory".to_owned()),
+            &TrialEnd {
+                wall_time_s: Some(33.0),
+                error: Some("CUDA out of memory".to_owned()),
+                ..TrialEnd::default()
+            },
         )
         .unwrap();
     assert_eq!(rec.status, TrialStatus::Failed);
@@ -276,7 +372,16 @@ fn finish_trial_sets_the_outcome() {
     assert_eq!(store.trial(EXP, "t").unwrap(), Some(rec));
 
     let done = store
-        .finish_trial(EXP, "t", TrialStatus::Done, Some(91.2), Some(40.0), None)
+        .finish_trial(
+            EXP,
+            "t",
+            TrialStatus::Done,
+            &TrialEnd {
+                final_accuracy: Some(91.2),
+                wall_time_s: Some(40.0),
+                ..TrialEnd::default()
+            },
+        )
         .unwrap();
     assert_eq!(
         (done.status, done.final_accuracy, done.error),
@@ -284,11 +389,11 @@ fn finish_trial_sets_the_outcome() {
     );
 
     assert!(matches!(
-        store.finish_trial(EXP, "missing", TrialStatus::Done, None, None, None),
+        store.finish_trial(EXP, "missing", TrialStatus::Done, &TrialEnd::default()),
         Err(StoreError::TrialNotFound { .. })
     ));
     assert!(matches!(
-        store.finish_trial(EXP, "t", TrialStatus::Running, None, None, None),
+        store.finish_trial(EXP, "t", TrialStatus::Running, &TrialEnd::default()),
         Err(StoreError::NotFinal { .. })
     ));
     assert_eq!(
@@ -554,7 +659,16 @@ fn reopening_keeps_everything() {
         store.put_trial(&trial("t", 0.1, 0.0, (0, 0), 0)).unwrap();
         store.record_epoch(EXP, "t", epoch(1, 50.0)).unwrap();
         store
-            .finish_trial(EXP, "t", TrialStatus::Done, Some(50.0), Some(9.0), None)
+            .finish_trial(
+                EXP,
+                "t",
+                TrialStatus::Done,
+                &TrialEnd {
+                    final_accuracy: Some(50.0),
+                    wall_time_s: Some(9.0),
+                    ..TrialEnd::default()
+                },
+            )
             .unwrap()
     };
     let store = Store::open(&path).unwrap();

@@ -35,12 +35,21 @@ pub fn bocb(args: &[&str]) -> Output {
 /// (`bocb data synth`), `train` and `test` images, from `seed`.
 #[allow(dead_code)] // the analysis tests import tables and make no data
 pub fn synth(dir: &Path, train: usize, test: usize, seed: u64) {
+    synth_as(dir, "cifar100-bin", train, test, seed);
+}
+
+/// Writes a synthetic 4-class dataset in `format` (a `bocb data synth
+/// --format` name) to `dir`, `train` and `test` images, from `seed`.
+#[allow(dead_code)] // the analysis tests import tables and make no data
+pub fn synth_as(dir: &Path, format: &str, train: usize, test: usize, seed: u64) {
     let (train, test, seed) = (train.to_string(), test.to_string(), seed.to_string());
     let out = bocb(&[
         "data",
         "synth",
         "--out",
         dir.to_str().expect("UTF-8 path"),
+        "--format",
+        format,
         "--classes",
         "4",
         "--train",

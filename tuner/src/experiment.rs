@@ -572,8 +572,9 @@ impl Experiment {
                 "path",
                 &spec.dataset.path.display().to_string(),
                 format!(
-                    "dataset directory {} does not exist (relative paths are taken from the experiment file's directory); create one with `bocb data synth --out {}` or point `dataset.path` at your CIFAR data",
+                    "dataset directory {} does not exist (relative paths are taken from the experiment file's directory); create one with `bocb data synth --format {} --out {}` or point `dataset.path` at your data",
                     dataset_dir.display(),
+                    spec.dataset.format,
                     dataset_dir.display()
                 ),
             ));
@@ -583,7 +584,8 @@ impl Experiment {
         // is explained before the first trial.
         if backbone_names.iter().any(|n| n.starts_with(TORCHSCRIPT)) {
             let path = spec.dataset.path.display().to_string();
-            let classes = bocb_trial_runner::data::load(&dataset_dir, spec.dataset.format)
+            let workers = bocb_trial_runner::batches::default_workers();
+            let classes = bocb_trial_runner::data::load(&dataset_dir, spec.dataset.format, workers)
                 .map_err(|e| located("path", &path, e.to_string()))?
                 .train
                 .classes as i64;
@@ -932,35 +934,56 @@ epochs: 3
     fn missing_dataset_directory_says_how_to_make_one() {
         let err = error(&GOOD.replace("path: .", "path: no/such/dir"));
         assert!(err.starts_with("exp.yaml:2:"), "{err}");
-        assert!(err.contains("bocb data synth --out ./no/such/dir"), "{err}");
+        assert!(
+            err.contains("bocb data synth --format cifar100-bin --out ./no/such/dir"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_dataset_format_is_located_and_lists_the_formats() {
+        let err = error(&GOOD.replace("cifar100-bin", "folder"));
+        assert!(err.starts_with("exp.yaml:2:"), "{err}");
+        assert!(err.contains("unknown dataset format \"folder\""), "{err}");
+        assert!(
+            err.contains(
+                "image-folder, cifar100-bin, cifar10-bin, cifar100-pickle, cifar10-pickle"
+            ),
+            "{err}"
+        );
     }
 
     #[test]
     fn torchscript_backbones_are_checked_against_the_dataset_classes() {
-        use bocb_trial_runner::data::{write_synthetic, DatasetFormat, SynthConfig};
+        use bocb_trial_runner::data::{write_synthetic, CifarFormat, DatasetFormat, SynthConfig};
         let dir = tempfile::tempdir().unwrap();
         let module = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../trial-runner/tests/torchscript/small_cnn_4classes.pt");
-        let src = |classes: usize| {
-            let data = dir.path().join(format!("c{classes}"));
+        let src = |classes: usize, format: DatasetFormat| {
+            let data = dir.path().join(format!("c{classes}-{format}"));
             let cfg = SynthConfig {
                 classes,
                 train: 8,
                 test: 4,
                 seed: 1,
             };
-            write_synthetic(&data, &cfg, DatasetFormat::Cifar100Bin).unwrap();
+            write_synthetic(&data, &cfg, format).unwrap();
             format!(
-                "name: ts\ndataset: {{ format: cifar100-bin, path: {} }}\nbackbones: [\"torchscript:{}\"]\npreset: micro\noptimizers: [adamw]\nepochs: 1\n",
+                "name: ts\ndataset: {{ format: {format}, path: {} }}\nbackbones: [\"torchscript:{}\"]\npreset: micro\noptimizers: [adamw]\nepochs: 1\n",
                 data.display(),
                 module.display()
             )
         };
-        let e = parse(&src(4)).unwrap();
-        assert_eq!(e.backbones, [format!("torchscript:{}", module.display())]);
-        let err = error(&src(3));
-        assert!(err.starts_with("exp.yaml:3:"), "{err}");
-        assert!(err.contains("returned shape [2, 4]"), "{err}");
-        assert!(err.contains("the dataset has 3 classes"), "{err}");
+        for format in [
+            DatasetFormat::Cifar(CifarFormat::Cifar100Bin),
+            DatasetFormat::ImageFolder,
+        ] {
+            let e = parse(&src(4, format)).unwrap();
+            assert_eq!(e.backbones, [format!("torchscript:{}", module.display())]);
+            let err = error(&src(3, format));
+            assert!(err.starts_with("exp.yaml:3:"), "{format}: {err}");
+            assert!(err.contains("returned shape [2, 4]"), "{format}: {err}");
+            assert!(err.contains("the dataset has 3 classes"), "{format}: {err}");
+        }
     }
 }

@@ -174,10 +174,14 @@ fn run_command(
     });
     let status = child.wait();
     let wall_s = Some(started.elapsed().as_secs_f64());
+    // The program's precision and memory are its own business: not recorded.
     let ended = |status: TrialStatus, note: Option<String>| TrialResult {
         status,
         final_accuracy: last_accuracy,
+        ema_accuracy: None,
         wall_s,
+        precision: None,
+        peak_memory_bytes: None,
         note,
     };
     if let Some(problem) = bad_report {

@@ -12,3 +12,4 @@ pub mod report;
 pub mod run;
 pub mod search;
 pub mod service;
+pub mod trial_table;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use bocb_store::{unix_now_s, Store};
-use bocb_trial_runner::data::{write_image_folder, write_synthetic, DatasetFormat, SynthConfig};
+use bocb_trial_runner::data::{write_synthetic, DatasetFormat, SynthConfig};
 use bocb_trial_runner::optim::replay::{replay, ReplayCase};
 use bocb_trial_runner::optim::OptimizerRegistry;
 use bocb_trial_runner::DeviceChoice;
@@ -412,7 +412,8 @@ enum BenchCommand {
 
 #[derive(Subcommand)]
 enum DataCommand {
-    /// Write a synthetic dataset in a real CIFAR format (learnable, not trivial).
+    /// Write a synthetic dataset in a real CIFAR format or as an image folder
+    /// (learnable, not trivial).
     Synth {
         #[arg(long)]
         out: PathBuf,
@@ -424,36 +425,20 @@ enum DataCommand {
         test: usize,
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// cifar100-bin, cifar10-bin, cifar100-pickle, cifar10-pickle, or
-        /// folder (an image folder: train/CLASS/*.png|jpg, val/CLASS/...).
+        /// A dataset format of experiment files: cifar100-bin, cifar10-bin,
+        /// cifar100-pickle, cifar10-pickle, or image-folder (also `folder`:
+        /// train/CLASS/*.png|jpg, val/CLASS/...).
         #[arg(long, default_value = "cifar100-bin", value_parser = parse_synth_format)]
-        format: SynthFormat,
+        format: DatasetFormat,
     },
 }
 
-/// What `bocb data synth` writes.
-#[derive(Clone, Copy)]
-enum SynthFormat {
-    Cifar(DatasetFormat),
-    Folder,
-}
-
-impl std::fmt::Display for SynthFormat {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            SynthFormat::Cifar(format) => format.fmt(f),
-            SynthFormat::Folder => f.write_str("image folder"),
-        }
-    }
-}
-
-fn parse_synth_format(name: &str) -> Result<SynthFormat, String> {
+fn parse_synth_format(name: &str) -> Result<DatasetFormat, String> {
     match name {
-        "folder" => Ok(SynthFormat::Folder),
+        "folder" => Ok(DatasetFormat::ImageFolder),
         _ => name
             .parse()
-            .map(SynthFormat::Cifar)
-            .map_err(|e: bocb_trial_runner::data::DataError| format!("{e}, or folder")),
+            .map_err(|e: bocb_trial_runner::data::DataError| format!("{e} (or folder)")),
     }
 }
 
@@ -668,10 +653,7 @@ fn run(cli: Cli) -> Result<()> {
                 test,
                 seed,
             };
-            match format {
-                SynthFormat::Cifar(format) => write_synthetic(&out, &config, format)?,
-                SynthFormat::Folder => write_image_folder(&out, &config)?,
-            }
+            write_synthetic(&out, &config, format)?;
             eprintln!(
                 "wrote {train} training and {test} test images of {classes} classes ({format}) to {}",
                 out.display()
@@ -1371,30 +1353,6 @@ fn trials(name: &str, json: bool, args: &ServiceArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&trials)?);
         return Ok(());
     }
-    println!(
-        "{:<16} {:<24} {:<12} {:>10} {:>10} {:>4} {:>5} {:<8} {:>6} {:>8}",
-        "trial", "backbone", "optimizer", "lr", "wd", "seed", "stage", "status", "epochs", "top-1"
-    );
-    for t in &trials {
-        let param = |key: &str| {
-            t.params
-                .get(key)
-                .map_or("-".to_string(), |v| report::fmt_value(*v))
-        };
-        println!(
-            "{:<16} {:<24} {:<12} {:>10} {:>10} {:>4} {:>5} {:<8} {:>6} {:>8}",
-            t.id,
-            t.backbone,
-            t.optimizer,
-            param("lr"),
-            param("weight_decay"),
-            t.seed,
-            t.stage,
-            t.status.to_string(),
-            t.epochs.len(),
-            t.final_accuracy
-                .map_or("-".to_string(), |a| format!("{a:.2}"))
-        );
-    }
+    print!("{}", bocb_tuner::trial_table::render_trial_table(&trials));
     Ok(())
 }

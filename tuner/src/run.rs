@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bocb_search_spaces::{Catalog, OptimizerSpace};
 use bocb_store::{
-    unix_now_s, EpochMetrics, ExperimentRecord, GridPos, Store, StoreError, TrialRecord,
+    unix_now_s, EpochMetrics, ExperimentRecord, GridPos, Store, StoreError, TrialEnd, TrialRecord,
     TrialStatus, GRID_POINTS,
 };
 use bocb_trial_runner::data::{self, Splits};
@@ -90,7 +90,14 @@ pub struct TrialJob<'a> {
 pub struct TrialResult {
     pub status: TrialStatus,
     pub final_accuracy: Option<f64>,
+    /// Accuracy of the weights' moving average, when the recipe keeps one.
+    pub ema_accuracy: Option<f64>,
     pub wall_s: Option<f64>,
+    /// The arithmetic of the training step; `None` where bocb did not
+    /// train (an external trial).
+    pub precision: Option<String>,
+    /// Peak memory in bytes, where it was measured.
+    pub peak_memory_bytes: Option<u64>,
     /// Why the trial failed, diverged or stopped.
     pub note: Option<String>,
 }
@@ -101,8 +108,23 @@ impl TrialResult {
         TrialResult {
             status: TrialStatus::Failed,
             final_accuracy: None,
+            ema_accuracy: None,
             wall_s: None,
+            precision: None,
+            peak_memory_bytes: None,
             note: Some(error),
+        }
+    }
+
+    /// What the store records beside the status.
+    pub fn end(&self) -> TrialEnd {
+        TrialEnd {
+            final_accuracy: self.final_accuracy,
+            ema_accuracy: self.ema_accuracy,
+            wall_time_s: self.wall_s,
+            precision: self.precision.clone(),
+            peak_memory_bytes: self.peak_memory_bytes,
+            error: self.note.clone(),
         }
     }
 
@@ -115,7 +137,10 @@ impl TrialResult {
                 bocb_trial_runner::TrialStatus::Stopped => TrialStatus::Stopped,
             },
             final_accuracy: outcome.final_accuracy,
+            ema_accuracy: outcome.ema_accuracy,
             wall_s: Some(outcome.wall_s),
+            precision: Some(outcome.precision).filter(|p| !p.is_empty()),
+            peak_memory_bytes: outcome.peak_memory_bytes,
             note: outcome.note,
         }
     }
@@ -202,7 +227,11 @@ pub fn run_experiment(
     let spec = &experiment.spec;
     // Everything that can be refused is checked before the store is touched.
     let device = spec.device.resolve().map_err(RunError::Device)?;
-    let splits = data::load(&experiment.dataset_dir, spec.dataset.format)?;
+    let splits = data::load(
+        &experiment.dataset_dir,
+        spec.dataset.format,
+        bocb_trial_runner::batches::default_workers(),
+    )?;
     let executor = InProcess {
         splits: &splits,
         registries,
@@ -712,8 +741,11 @@ impl Pair<'_> {
             status: TrialStatus::Running,
             epochs: Vec::new(),
             final_accuracy: None,
+            ema_accuracy: None,
             wall_time_s: None,
             device: self.device.clone(),
+            precision: None,
+            peak_memory_bytes: None,
             error: None,
             created_unix_s: now,
             updated_unix_s: now,
@@ -758,13 +790,14 @@ impl Pair<'_> {
         if let Some(e) = recorder.store_error {
             return Err(e.into());
         }
+        let result = result?;
+        store.finish_trial(&spec.name, id, result.status, &result.end())?;
         let TrialResult {
             status,
             final_accuracy: accuracy,
-            wall_s: wall,
             note: error,
-        } = result?;
-        store.finish_trial(&spec.name, id, status, accuracy, wall, error.clone())?;
+            ..
+        } = result;
         let result = match (status, accuracy) {
             (TrialStatus::Done, Some(acc)) => match recorder.images_per_sec {
                 Some(speed) => format!("{acc:.2}% ({speed:.0} train images/s)"),
@@ -962,7 +995,10 @@ mod tests {
             Ok(TrialResult {
                 status: TrialStatus::Done,
                 final_accuracy: Some(accuracy),
+                ema_accuracy: None,
                 wall_s: Some(0.1),
+                precision: None,
+                peak_memory_bytes: None,
                 note: None,
             })
         }

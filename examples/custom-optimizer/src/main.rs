@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use bocb_search_spaces::Catalog;
 use bocb_store::Store;
-use bocb_trial_runner::data::{write_synthetic, DatasetFormat, SynthConfig};
+use bocb_trial_runner::data::{write_synthetic, CifarFormat, SynthConfig};
 use bocb_tuner::experiment::Experiment;
 use bocb_tuner::report;
 use bocb_tuner::run::{run_experiment, Registries};
@@ -45,7 +45,7 @@ fn main() -> Result<()> {
             test: 500,
             seed: 0,
         };
-        write_synthetic(&data, &config, DatasetFormat::Cifar100Bin)?;
+        write_synthetic(&data, &config, CifarFormat::Cifar100Bin.into())?;
     }
 
     // 3. The experiment, validated against the extended registries.

@@ -6,7 +6,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use super::pickle::{self, NdArrayU8, Value};
-use super::{DataError, Dataset, DatasetFormat, Splits, IMAGE_BYTES};
+use super::{CifarFormat, DataError, Dataset, Splits, IMAGE_BYTES};
 
 /// CIFAR-10 splits its training set over this many batch files.
 const CIFAR10_BATCHES: usize = 5;
@@ -19,29 +19,29 @@ struct Layout {
     names: &'static str,
 }
 
-fn layout(format: DatasetFormat) -> Layout {
+fn layout(format: CifarFormat) -> Layout {
     let batches = |suffix: &str| {
         (1..=CIFAR10_BATCHES)
             .map(|i| format!("data_batch_{i}{suffix}"))
             .collect()
     };
     match format {
-        DatasetFormat::Cifar100Bin => Layout {
+        CifarFormat::Cifar100Bin => Layout {
             train: vec!["train.bin".into()],
             test: "test.bin",
             names: "fine_label_names.txt",
         },
-        DatasetFormat::Cifar10Bin => Layout {
+        CifarFormat::Cifar10Bin => Layout {
             train: batches(".bin"),
             test: "test_batch.bin",
             names: "batches.meta.txt",
         },
-        DatasetFormat::Cifar100Pickle => Layout {
+        CifarFormat::Cifar100Pickle => Layout {
             train: vec!["train".into()],
             test: "test",
             names: "meta",
         },
-        DatasetFormat::Cifar10Pickle => Layout {
+        CifarFormat::Cifar10Pickle => Layout {
             train: batches(""),
             test: "test_batch",
             names: "batches.meta",
@@ -66,7 +66,7 @@ impl Layout {
 
 /// The directory that holds `format`'s files: `dir` itself, or the subfolder the
 /// official archive extracts to, so that both the archive's folder and its parent work.
-fn resolve(dir: &Path, format: DatasetFormat) -> Result<PathBuf, DataError> {
+fn resolve(dir: &Path, format: CifarFormat) -> Result<PathBuf, DataError> {
     let layout = layout(format);
     let error = |reason: String| DataError::MissingData {
         dir: dir.to_owned(),
@@ -91,16 +91,16 @@ fn resolve(dir: &Path, format: DatasetFormat) -> Result<PathBuf, DataError> {
 }
 
 /// The format of the dataset in `dir` (or in its standard subfolder), trying
-/// [`DatasetFormat::ALL`] in order; `None` if no format's files are all there.
-pub fn detect_format(dir: &Path) -> Option<DatasetFormat> {
-    DatasetFormat::ALL
+/// [`CifarFormat::ALL`] in order; `None` if no format's files are all there.
+pub fn detect(dir: &Path) -> Option<CifarFormat> {
+    CifarFormat::ALL
         .into_iter()
         .find(|&format| resolve(dir, format).is_ok())
 }
 
 /// Loads the train and test splits of `format` from `dir` or its standard subfolder
 /// (e.g. `cifar-100-binary/`). Labels are validated against the class count.
-pub fn load(dir: &Path, format: DatasetFormat) -> Result<Splits, DataError> {
+pub fn load(dir: &Path, format: CifarFormat) -> Result<Splits, DataError> {
     let root = resolve(dir, format)?;
     let layout = layout(format);
     let names_path = root.join(layout.names);
@@ -135,10 +135,10 @@ pub fn load(dir: &Path, format: DatasetFormat) -> Result<Splits, DataError> {
         for file in files {
             let path = root.join(file);
             match format {
-                DatasetFormat::Cifar100Bin | DatasetFormat::Cifar10Bin => {
+                CifarFormat::Cifar100Bin | CifarFormat::Cifar10Bin => {
                     read_bin(&path, format, &mut split)?
                 }
-                DatasetFormat::Cifar100Pickle | DatasetFormat::Cifar10Pickle => {
+                CifarFormat::Cifar100Pickle | CifarFormat::Cifar10Pickle => {
                     read_pickle_batch(&path, format, &mut split)?
                 }
             }
@@ -173,15 +173,15 @@ fn check_label(file: &Path, index: usize, label: i64, classes: usize) -> Result<
 
 /// Record size and offset of the label we use (CIFAR-100's fine label follows the
 /// coarse one).
-fn record_layout(format: DatasetFormat) -> (usize, usize) {
+fn record_layout(format: CifarFormat) -> (usize, usize) {
     match format {
-        DatasetFormat::Cifar100Bin => (IMAGE_BYTES + 2, 1),
+        CifarFormat::Cifar100Bin => (IMAGE_BYTES + 2, 1),
         _ => (IMAGE_BYTES + 1, 0),
     }
 }
 
 /// Appends the records of one binary file to `split`.
-fn read_bin(path: &Path, format: DatasetFormat, split: &mut Dataset) -> Result<(), DataError> {
+fn read_bin(path: &Path, format: CifarFormat, split: &mut Dataset) -> Result<(), DataError> {
     let (record, label_at) = record_layout(format);
     let file = File::open(path).map_err(io_error(path))?;
     let size = file.metadata().map_err(io_error(path))?.len();
@@ -238,8 +238,8 @@ fn take_list(path: &Path, dict: &mut Value, key: &str) -> Result<Vec<Value>, Dat
 }
 
 /// Key of the labels we use in a pickled batch.
-fn label_key(format: DatasetFormat) -> &'static str {
-    if format == DatasetFormat::Cifar100Pickle {
+fn label_key(format: CifarFormat) -> &'static str {
+    if format == CifarFormat::Cifar100Pickle {
         "fine_labels"
     } else {
         "labels"
@@ -249,7 +249,7 @@ fn label_key(format: DatasetFormat) -> &'static str {
 /// Appends one pickled batch (`{b'data': (N, 3072) uint8 array, b'labels': [...]}`).
 fn read_pickle_batch(
     path: &Path,
-    format: DatasetFormat,
+    format: CifarFormat,
     split: &mut Dataset,
 ) -> Result<(), DataError> {
     let mut dict = read_pickle(path)?;
@@ -294,9 +294,9 @@ fn read_pickle_batch(
 
 /// Class names from `fine_label_names.txt` / `batches.meta.txt` (one per line, blank
 /// lines ignored) or the pickled `meta` / `batches.meta` dict.
-fn read_names(path: &Path, format: DatasetFormat) -> Result<Vec<String>, DataError> {
+fn read_names(path: &Path, format: CifarFormat) -> Result<Vec<String>, DataError> {
     match format {
-        DatasetFormat::Cifar100Bin | DatasetFormat::Cifar10Bin => {
+        CifarFormat::Cifar100Bin | CifarFormat::Cifar10Bin => {
             let text = fs::read(path).map_err(io_error(path))?;
             Ok(String::from_utf8_lossy(&text)
                 .lines()
@@ -305,8 +305,8 @@ fn read_names(path: &Path, format: DatasetFormat) -> Result<Vec<String>, DataErr
                 .map(str::to_owned)
                 .collect())
         }
-        DatasetFormat::Cifar100Pickle | DatasetFormat::Cifar10Pickle => {
-            let key = if format == DatasetFormat::Cifar100Pickle {
+        CifarFormat::Cifar100Pickle | CifarFormat::Cifar10Pickle => {
+            let key = if format == CifarFormat::Cifar100Pickle {
                 "fine_label_names"
             } else {
                 "label_names"
@@ -340,7 +340,7 @@ fn coarse(label: u16) -> u16 {
 /// Writes `splits` in exactly the files and layout of `format` into `dir` (not into a
 /// subfolder): the training set spread evenly over CIFAR-10's 5 batches, and the class
 /// names (plus `coarse_label_names.txt` / coarse names for CIFAR-100).
-pub(crate) fn save(dir: &Path, splits: &Splits, format: DatasetFormat) -> Result<(), DataError> {
+pub(crate) fn save(dir: &Path, splits: &Splits, format: CifarFormat) -> Result<(), DataError> {
     fs::create_dir_all(dir).map_err(io_error(dir))?;
     let layout = layout(format);
     let batches = layout.train.len();
@@ -359,10 +359,10 @@ pub(crate) fn save(dir: &Path, splits: &Splits, format: DatasetFormat) -> Result
     for (index, (file, split, range)) in parts.enumerate() {
         let path = dir.join(file);
         match format {
-            DatasetFormat::Cifar100Bin | DatasetFormat::Cifar10Bin => {
+            CifarFormat::Cifar100Bin | CifarFormat::Cifar10Bin => {
                 write_bin(&path, format, split, range)?
             }
-            DatasetFormat::Cifar100Pickle | DatasetFormat::Cifar10Pickle => {
+            CifarFormat::Cifar100Pickle | CifarFormat::Cifar10Pickle => {
                 let batch_label = if index < batches {
                     format!("training batch {} of {batches}", index + 1)
                 } else {
@@ -375,19 +375,19 @@ pub(crate) fn save(dir: &Path, splits: &Splits, format: DatasetFormat) -> Result
     let text_list = |items: &[String]| Value::List(items.iter().map(|s| text(s)).collect());
     let names_path = dir.join(layout.names);
     match format {
-        DatasetFormat::Cifar100Bin => {
+        CifarFormat::Cifar100Bin => {
             write_lines(&names_path, names)?;
             write_lines(&dir.join("coarse_label_names.txt"), &coarse_names)
         }
-        DatasetFormat::Cifar10Bin => write_lines(&names_path, names),
-        DatasetFormat::Cifar100Pickle => {
+        CifarFormat::Cifar10Bin => write_lines(&names_path, names),
+        CifarFormat::Cifar100Pickle => {
             let meta = Value::Dict(vec![
                 (text("fine_label_names"), text_list(names)),
                 (text("coarse_label_names"), text_list(&coarse_names)),
             ]);
             write_pickle(&names_path, &meta)
         }
-        DatasetFormat::Cifar10Pickle => {
+        CifarFormat::Cifar10Pickle => {
             let per_batch = splits.train.len().div_ceil(CIFAR10_BATCHES);
             let meta = Value::Dict(vec![
                 (text("num_cases_per_batch"), Value::Int(per_batch as i64)),
@@ -423,14 +423,14 @@ fn write_lines(path: &Path, lines: &[String]) -> Result<(), DataError> {
 
 fn write_bin(
     path: &Path,
-    format: DatasetFormat,
+    format: CifarFormat,
     split: &Dataset,
     range: Range<usize>,
 ) -> Result<(), DataError> {
     write_file(path, |out| {
         for i in range {
             let label = u8::try_from(split.labels[i]).expect("CIFAR labels are < 100");
-            if format == DatasetFormat::Cifar100Bin {
+            if format == CifarFormat::Cifar100Bin {
                 out.write_all(&[coarse(label.into()) as u8])?;
             }
             out.write_all(&[label])?;
@@ -445,7 +445,7 @@ fn write_pickle(path: &Path, value: &Value) -> Result<(), DataError> {
 }
 
 /// The dict of one pickled batch, with the keys of the official files.
-fn batch_dict(format: DatasetFormat, split: &Dataset, range: Range<usize>, batch: &str) -> Value {
+fn batch_dict(format: CifarFormat, split: &Dataset, range: Range<usize>, batch: &str) -> Value {
     let labels = &split.labels[range.clone()];
     let int_list =
         |f: fn(u16) -> u16| Value::List(labels.iter().map(|&l| Value::Int(f(l).into())).collect());
@@ -466,7 +466,7 @@ fn batch_dict(format: DatasetFormat, split: &Dataset, range: Range<usize>, batch
         (text("batch_label"), text(batch)),
         (text(label_key(format)), int_list(|l| l)),
     ];
-    if format == DatasetFormat::Cifar100Pickle {
+    if format == CifarFormat::Cifar100Pickle {
         entries.push((text("coarse_labels"), int_list(coarse)));
     }
     entries.push((text("data"), data.into_value()));
@@ -498,12 +498,12 @@ mod tests {
 
     #[test]
     fn every_format_round_trips_through_save_and_load() {
-        for format in DatasetFormat::ALL {
+        for format in CifarFormat::ALL {
             let dir = tempfile::tempdir().unwrap();
             let data = splits(format.classes(), 13, 4);
             save(dir.path(), &data, format).unwrap();
             assert_eq!(load(dir.path(), format).unwrap(), data, "{format}");
-            assert_eq!(detect_format(dir.path()), Some(format));
+            assert_eq!(detect(dir.path()), Some(format));
         }
     }
 
@@ -520,7 +520,7 @@ mod tests {
         )
         .unwrap();
         fs::write(dir.path().join("test.bin"), b"").unwrap();
-        let loaded = load(dir.path(), DatasetFormat::Cifar100Bin).unwrap();
+        let loaded = load(dir.path(), CifarFormat::Cifar100Bin).unwrap();
         assert_eq!(loaded.train.labels, [17, 17]);
         assert_eq!(loaded.train.image(1), pixels);
         assert_eq!(loaded.train.classes, 100);
@@ -539,7 +539,7 @@ mod tests {
             names.join("\n") + "\n\n",
         )
         .unwrap();
-        let loaded = load(dir.path(), DatasetFormat::Cifar10Bin).unwrap();
+        let loaded = load(dir.path(), CifarFormat::Cifar10Bin).unwrap();
         assert_eq!(loaded.train.labels, [9; 5]);
         assert_eq!(loaded.test.image(0), pixels);
         assert_eq!(loaded.train.class_names, names);
@@ -547,12 +547,12 @@ mod tests {
 
     #[test]
     fn loads_from_the_archive_subfolder() {
-        for format in DatasetFormat::ALL {
+        for format in CifarFormat::ALL {
             let dir = tempfile::tempdir().unwrap();
             let data = splits(3, 5, 2);
             save(&dir.path().join(format.subfolder()), &data, format).unwrap();
             assert_eq!(load(dir.path(), format).unwrap(), data);
-            assert_eq!(detect_format(dir.path()), Some(format));
+            assert_eq!(detect(dir.path()), Some(format));
         }
     }
 
@@ -560,13 +560,13 @@ mod tests {
     fn class_names_set_the_class_count() {
         let dir = tempfile::tempdir().unwrap();
         let data = splits(7, 20, 5);
-        save(dir.path(), &data, DatasetFormat::Cifar100Pickle).unwrap();
-        let loaded = load(dir.path(), DatasetFormat::Cifar100Pickle).unwrap();
+        save(dir.path(), &data, CifarFormat::Cifar100Pickle).unwrap();
+        let loaded = load(dir.path(), CifarFormat::Cifar100Pickle).unwrap();
         assert_eq!(loaded.train.classes, 7);
         assert_eq!(loaded.train.class_names[6], "name 6");
         // Without names a label up to the format's class count is valid.
         fs::remove_file(dir.path().join("meta")).unwrap();
-        let loaded = load(dir.path(), DatasetFormat::Cifar100Pickle).unwrap();
+        let loaded = load(dir.path(), CifarFormat::Cifar100Pickle).unwrap();
         assert_eq!(loaded.train.classes, 100);
         assert!(loaded.train.class_names.is_empty());
     }
@@ -575,7 +575,7 @@ mod tests {
     fn missing_directory_error_explains_the_layout() {
         let dir = tempfile::tempdir().unwrap();
         let absent = dir.path().join("nowhere");
-        let message = load(&absent, DatasetFormat::Cifar100Bin)
+        let message = load(&absent, CifarFormat::Cifar100Bin)
             .unwrap_err()
             .to_string();
         for needle in [
@@ -586,18 +586,18 @@ mod tests {
             "test.bin",
             "3074 bytes",
             "cifar-100-binary/",
-            "bocb data synth --out DIR",
+            "bocb data synth --format cifar100-bin --out DIR",
         ] {
             assert!(message.contains(needle), "{needle:?} not in {message}");
         }
         fs::write(dir.path().join("data_batch_1"), b"").unwrap();
-        let message = load(dir.path(), DatasetFormat::Cifar10Pickle)
+        let message = load(dir.path(), CifarFormat::Cifar10Pickle)
             .unwrap_err()
             .to_string();
         assert!(message.contains("missing data_batch_2, "), "{message}");
         assert!(message.contains("test_batch"), "{message}");
         assert!(message.contains("cifar-10-batches-py/"), "{message}");
-        assert_eq!(detect_format(dir.path()), None);
+        assert_eq!(detect(dir.path()), None);
     }
 
     #[test]
@@ -605,7 +605,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("train.bin"), vec![0; 3074 * 2 + 5]).unwrap();
         fs::write(dir.path().join("test.bin"), b"").unwrap();
-        let message = load(dir.path(), DatasetFormat::Cifar100Bin)
+        let message = load(dir.path(), CifarFormat::Cifar100Bin)
             .unwrap_err()
             .to_string();
         let file = dir.path().join("train.bin");
@@ -618,13 +618,13 @@ mod tests {
     fn labels_beyond_the_class_count_name_file_and_record() {
         let dir = tempfile::tempdir().unwrap();
         let mut data = splits(100, 3, 1);
-        save(dir.path(), &data, DatasetFormat::Cifar100Bin).unwrap();
+        save(dir.path(), &data, CifarFormat::Cifar100Bin).unwrap();
         // Fine label 100 in record 1 of train.bin.
         let path = dir.path().join("train.bin");
         let mut bytes = fs::read(&path).unwrap();
         bytes[3074 + 1] = 100;
         fs::write(&path, bytes).unwrap();
-        let message = load(dir.path(), DatasetFormat::Cifar100Bin)
+        let message = load(dir.path(), CifarFormat::Cifar100Bin)
             .unwrap_err()
             .to_string();
         assert!(message.contains(path.to_str().unwrap()), "{message}");
@@ -632,9 +632,9 @@ mod tests {
 
         data.test.labels[0] = 10;
         let dir = tempfile::tempdir().unwrap();
-        save(dir.path(), &data, DatasetFormat::Cifar10Pickle).unwrap();
+        save(dir.path(), &data, CifarFormat::Cifar10Pickle).unwrap();
         fs::remove_file(dir.path().join("batches.meta")).unwrap();
-        let message = load(dir.path(), DatasetFormat::Cifar10Pickle)
+        let message = load(dir.path(), CifarFormat::Cifar10Pickle)
             .unwrap_err()
             .to_string();
         let path = dir.path().join("test_batch");
@@ -648,11 +648,11 @@ mod tests {
     #[test]
     fn pickle_errors_name_the_file() {
         let dir = tempfile::tempdir().unwrap();
-        save(dir.path(), &splits(5, 4, 2), DatasetFormat::Cifar100Pickle).unwrap();
+        save(dir.path(), &splits(5, 4, 2), CifarFormat::Cifar100Pickle).unwrap();
         let path = dir.path().join("train");
         let bytes = fs::read(&path).unwrap();
         fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
-        let message = load(dir.path(), DatasetFormat::Cifar100Pickle)
+        let message = load(dir.path(), CifarFormat::Cifar100Pickle)
             .unwrap_err()
             .to_string();
         assert!(message.contains(path.to_str().unwrap()), "{message}");
@@ -660,7 +660,7 @@ mod tests {
 
         let dict = Value::Dict(vec![(text("fine_labels"), Value::List(vec![]))]);
         write_pickle(&path, &dict).unwrap();
-        let message = load(dir.path(), DatasetFormat::Cifar100Pickle)
+        let message = load(dir.path(), CifarFormat::Cifar100Pickle)
             .unwrap_err()
             .to_string();
         assert!(message.contains(path.to_str().unwrap()), "{message}");
@@ -676,7 +676,7 @@ mod tests {
         ];
         fs::write(dir.path().join("train"), fixtures[0]).unwrap();
         fs::write(dir.path().join("test"), fixtures[1]).unwrap();
-        let loaded = load(dir.path(), DatasetFormat::Cifar100Pickle).unwrap();
+        let loaded = load(dir.path(), CifarFormat::Cifar100Pickle).unwrap();
         for split in [&loaded.train, &loaded.test] {
             assert_eq!(split.labels, [0, 5, 17, 99, 42, 7]);
             assert_eq!(split.image(2)[0], (2 * 3072 % 251) as u8);

@@ -20,18 +20,34 @@ pub fn is_image_folder(dir: &Path) -> bool {
     dir.join("train").is_dir()
 }
 
+/// What an image folder holds and how to make one, for error messages.
+const LAYOUT: &str = "an image folder needs `train/CLASS/*.png|jpg|jpeg` and `val/CLASS/...` \
+     (or `test/CLASS/...`); make a synthetic one with \
+     `bocb data synth --format image-folder --out DIR`";
+
 /// Loads `dir/train` and `dir/val` (or `dir/test`), decoding on `workers`
 /// threads. Both splits take the training split's class list.
 pub fn load_image_folder(dir: &Path, workers: usize) -> Result<Splits, DataError> {
+    let not_a_folder = |problem: &str| DataError::Malformed {
+        file: dir.to_owned(),
+        reason: format!("{problem}; {LAYOUT}"),
+    };
+    if !dir.is_dir() {
+        return Err(not_a_folder(if dir.exists() {
+            "not a directory"
+        } else {
+            "the directory does not exist"
+        }));
+    }
     let train_dir = dir.join("train");
+    if !train_dir.is_dir() {
+        return Err(not_a_folder("no train/ directory"));
+    }
     let test_dir = ["val", "test"]
         .map(|name| dir.join(name))
         .into_iter()
         .find(|d| d.is_dir())
-        .ok_or_else(|| DataError::Malformed {
-            file: dir.to_owned(),
-            reason: "an image folder needs `train/CLASS/*.png|jpg` and `val/CLASS/...` (or `test/CLASS/...`); no val/ or test/ directory".into(),
-        })?;
+        .ok_or_else(|| not_a_folder("no val/ or test/ directory"))?;
     let class_names = class_folders(&train_dir)?;
     if class_names.len() < 2 {
         return Err(DataError::Malformed {

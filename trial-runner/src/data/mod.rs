@@ -1,9 +1,11 @@
-//! Image classification data in the on-disk formats of CIFAR-10 and CIFAR-100.
+//! Image classification data in the on-disk formats of CIFAR-10 and CIFAR-100, and
+//! image folders.
 //!
 //! The loaders read the official binary and python-pickle distributions unchanged, and
-//! [`write_synthetic`] writes a synthetic dataset in exactly the same layouts, so the
-//! same code path serves real data and the synthetic data used where CIFAR cannot be
-//! downloaded. Nothing here depends on tch: images stay `u8` CHW as stored.
+//! [`write_synthetic`] writes a synthetic dataset in exactly the same layouts (or as an
+//! image folder), so the same code path serves real data and the synthetic data used
+//! where CIFAR cannot be downloaded. [`load`] reads every format. Nothing here depends
+//! on tch: images stay `u8` CHW as stored.
 
 mod cifar;
 mod folder;
@@ -11,13 +13,11 @@ pub mod pickle;
 mod synth;
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-pub use cifar::{detect_format, load};
-pub use folder::{is_image_folder, load_image_folder, write_image_folder};
 pub use synth::{generate, write_synthetic, SynthConfig};
 
 /// Image side in pixels.
@@ -106,95 +106,132 @@ pub struct Splits {
     pub test: Dataset,
 }
 
-/// Which CIFAR distribution a directory holds. The serde and `FromStr` names are the
-/// ones experiment YAML uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum DatasetFormat {
+/// Which CIFAR distribution a directory holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CifarFormat {
     /// `cifar-100-binary/`: `train.bin`, `test.bin`.
-    #[serde(rename = "cifar100-bin")]
     Cifar100Bin,
     /// `cifar-10-batches-bin/`: `data_batch_{1..5}.bin`, `test_batch.bin`.
-    #[serde(rename = "cifar10-bin")]
     Cifar10Bin,
     /// `cifar-100-python/`: pickles `train`, `test`, `meta`.
-    #[serde(rename = "cifar100-pickle")]
     Cifar100Pickle,
     /// `cifar-10-batches-py/`: pickles `data_batch_{1..5}`, `test_batch`, `batches.meta`.
-    #[serde(rename = "cifar10-pickle")]
     Cifar10Pickle,
 }
 
-impl DatasetFormat {
-    /// All formats, in the order [`detect_format`] tries them.
-    pub const ALL: [DatasetFormat; 4] = [
-        DatasetFormat::Cifar100Bin,
-        DatasetFormat::Cifar10Bin,
-        DatasetFormat::Cifar100Pickle,
-        DatasetFormat::Cifar10Pickle,
+impl CifarFormat {
+    /// All CIFAR formats, in the order [`detect_format`] tries them.
+    pub const ALL: [CifarFormat; 4] = [
+        CifarFormat::Cifar100Bin,
+        CifarFormat::Cifar10Bin,
+        CifarFormat::Cifar100Pickle,
+        CifarFormat::Cifar10Pickle,
     ];
 
     /// The name used in YAML and on the command line.
     pub fn name(self) -> &'static str {
         match self {
-            DatasetFormat::Cifar100Bin => "cifar100-bin",
-            DatasetFormat::Cifar10Bin => "cifar10-bin",
-            DatasetFormat::Cifar100Pickle => "cifar100-pickle",
-            DatasetFormat::Cifar10Pickle => "cifar10-pickle",
+            CifarFormat::Cifar100Bin => "cifar100-bin",
+            CifarFormat::Cifar10Bin => "cifar10-bin",
+            CifarFormat::Cifar100Pickle => "cifar100-pickle",
+            CifarFormat::Cifar10Pickle => "cifar10-pickle",
         }
     }
 
     /// Number of classes of the real dataset (an upper bound for synthetic ones).
     pub fn classes(self) -> usize {
         match self {
-            DatasetFormat::Cifar100Bin | DatasetFormat::Cifar100Pickle => 100,
-            DatasetFormat::Cifar10Bin | DatasetFormat::Cifar10Pickle => 10,
+            CifarFormat::Cifar100Bin | CifarFormat::Cifar100Pickle => 100,
+            CifarFormat::Cifar10Bin | CifarFormat::Cifar10Pickle => 10,
         }
     }
 
     /// The folder the official archive extracts to.
     pub fn subfolder(self) -> &'static str {
         match self {
-            DatasetFormat::Cifar100Bin => "cifar-100-binary",
-            DatasetFormat::Cifar10Bin => "cifar-10-batches-bin",
-            DatasetFormat::Cifar100Pickle => "cifar-100-python",
-            DatasetFormat::Cifar10Pickle => "cifar-10-batches-py",
+            CifarFormat::Cifar100Bin => "cifar-100-binary",
+            CifarFormat::Cifar10Bin => "cifar-10-batches-bin",
+            CifarFormat::Cifar100Pickle => "cifar-100-python",
+            CifarFormat::Cifar10Pickle => "cifar-10-batches-py",
         }
     }
 
     /// The official archive that holds this format.
     fn archive(self) -> &'static str {
         match self {
-            DatasetFormat::Cifar100Bin => "cifar-100-binary.tar.gz",
-            DatasetFormat::Cifar10Bin => "cifar-10-binary.tar.gz",
-            DatasetFormat::Cifar100Pickle => "cifar-100-python.tar.gz",
-            DatasetFormat::Cifar10Pickle => "cifar-10-python.tar.gz",
+            CifarFormat::Cifar100Bin => "cifar-100-binary.tar.gz",
+            CifarFormat::Cifar10Bin => "cifar-10-binary.tar.gz",
+            CifarFormat::Cifar100Pickle => "cifar-100-python.tar.gz",
+            CifarFormat::Cifar10Pickle => "cifar-10-python.tar.gz",
         }
     }
 
     /// What the directory must contain, for error messages.
     fn layout(self) -> &'static str {
         match self {
-            DatasetFormat::Cifar100Bin => {
+            CifarFormat::Cifar100Bin => {
                 "train.bin (50000 records) and test.bin (10000 records) of 3074 bytes each: \
                  coarse label byte, fine label byte, 3072 pixel bytes (1024 red, 1024 green, \
                  1024 blue, each row-major 32x32); optionally fine_label_names.txt"
             }
-            DatasetFormat::Cifar10Bin => {
+            CifarFormat::Cifar10Bin => {
                 "data_batch_1.bin .. data_batch_5.bin (10000 records each) and test_batch.bin \
                  (10000 records) of 3073 bytes each: label byte, 3072 pixel bytes (1024 red, \
                  1024 green, 1024 blue, each row-major 32x32); optionally batches.meta.txt"
             }
-            DatasetFormat::Cifar100Pickle => {
+            CifarFormat::Cifar100Pickle => {
                 "pickle files train (50000 images) and test (10000 images), each a dict with \
                  b'fine_labels' (list of int) and b'data' (uint8 numpy array of shape (N, 3072)); \
                  optionally meta (b'fine_label_names')"
             }
-            DatasetFormat::Cifar10Pickle => {
+            CifarFormat::Cifar10Pickle => {
                 "pickle files data_batch_1 .. data_batch_5 (10000 images each) and test_batch \
                  (10000 images), each a dict with b'labels' (list of int) and b'data' (uint8 \
                  numpy array of shape (N, 3072)); optionally batches.meta (b'label_names')"
             }
         }
+    }
+}
+
+impl fmt::Display for CifarFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The on-disk layout of an experiment's dataset: one of the CIFAR distributions,
+/// or an image folder. The serde and `FromStr` names are the ones experiment YAML
+/// and `bocb data synth --format` use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DatasetFormat {
+    Cifar(CifarFormat),
+    /// `train/CLASS/*.png|jpg|jpeg` and `val/CLASS/...` (or `test/CLASS/...`), as
+    /// torchvision's `ImageFolder` reads them.
+    ImageFolder,
+}
+
+impl DatasetFormat {
+    /// Every format, in the order [`detect_format`] tries them.
+    pub const ALL: [DatasetFormat; 5] = [
+        DatasetFormat::ImageFolder,
+        DatasetFormat::Cifar(CifarFormat::Cifar100Bin),
+        DatasetFormat::Cifar(CifarFormat::Cifar10Bin),
+        DatasetFormat::Cifar(CifarFormat::Cifar100Pickle),
+        DatasetFormat::Cifar(CifarFormat::Cifar10Pickle),
+    ];
+
+    /// The name used in YAML and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            DatasetFormat::Cifar(format) => format.name(),
+            DatasetFormat::ImageFolder => "image-folder",
+        }
+    }
+}
+
+impl From<CifarFormat> for DatasetFormat {
+    fn from(format: CifarFormat) -> Self {
+        DatasetFormat::Cifar(format)
     }
 }
 
@@ -215,6 +252,55 @@ impl FromStr for DatasetFormat {
     }
 }
 
+impl Serialize for DatasetFormat {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
+}
+
+// By name, so that an unknown name gets the error listing the valid ones.
+impl<'de> Deserialize<'de> for DatasetFormat {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// The names of every format, comma-separated, for error messages.
+pub fn format_names() -> String {
+    DatasetFormat::ALL.map(DatasetFormat::name).join(", ")
+}
+
+/// The format of the dataset in `dir`: an image folder (a `train/` directory), else
+/// the first CIFAR format whose files are all there (in `dir` or its standard
+/// subfolder); `None` if none matches.
+pub fn detect_format(dir: &Path) -> Option<DatasetFormat> {
+    if folder::is_image_folder(dir) {
+        return Some(DatasetFormat::ImageFolder);
+    }
+    cifar::detect(dir).map(DatasetFormat::Cifar)
+}
+
+/// Loads the train and test splits of the `format` dataset in `dir`; image folders
+/// are decoded on `workers` threads. When `dir` holds a dataset of another format,
+/// the error says which, so that a wrong `format:` is one edit away.
+pub fn load(dir: &Path, format: DatasetFormat, workers: usize) -> Result<Splits, DataError> {
+    let loaded = match format {
+        DatasetFormat::Cifar(cifar_format) => cifar::load(dir, cifar_format),
+        DatasetFormat::ImageFolder => folder::load_image_folder(dir, workers),
+    };
+    // What is wrong inside a directory of another format does not matter.
+    loaded.map_err(|error| match detect_format(dir) {
+        Some(found) if found != format => DataError::OtherFormat {
+            dir: dir.to_owned(),
+            format,
+            found,
+        },
+        _ => error,
+    })
+}
+
 /// Everything that can go wrong loading or writing a dataset. Messages name the file
 /// or directory so that a failed trial says what to fix.
 #[derive(Debug, thiserror::Error)]
@@ -223,12 +309,12 @@ pub enum DataError {
         "{dir}: no {format} dataset here ({reason}). Expected {}, directly in this directory \
          or in its {}/ subfolder. Get the real data by extracting {} from \
          https://www.cs.toronto.edu/~kriz/cifar.html, or make a synthetic dataset with \
-         `bocb data synth --out DIR`.",
+         `bocb data synth --format {format} --out DIR`.",
         format.layout(), format.subfolder(), format.archive()
     )]
     MissingData {
         dir: PathBuf,
-        format: DatasetFormat,
+        format: CifarFormat,
         reason: String,
     },
     #[error("{file}: size {size} bytes is not a multiple of the {record}-byte record size (truncated or not {format}?)")]
@@ -236,7 +322,7 @@ pub enum DataError {
         file: PathBuf,
         size: u64,
         record: usize,
-        format: DatasetFormat,
+        format: CifarFormat,
     },
     #[error("{file}: record {index} has label {label}, but the dataset has {classes} classes")]
     LabelOutOfRange {
@@ -258,10 +344,19 @@ pub enum DataError {
         source: std::io::Error,
     },
     #[error(
-        "unknown dataset format {name:?}; valid formats are cifar100-bin, cifar10-bin, \
-         cifar100-pickle, cifar10-pickle"
+        "unknown dataset format {name:?}; valid formats are {}",
+        format_names()
     )]
     UnknownFormat { name: String },
+    #[error(
+        "{dir} holds a dataset in the {found} format, not {format}: set `format: {found}` \
+         in the experiment's `dataset:`, or point its `path` at {format} data"
+    )]
+    OtherFormat {
+        dir: PathBuf,
+        format: DatasetFormat,
+        found: DatasetFormat,
+    },
     #[error("invalid synthetic dataset config: {0}")]
     InvalidSynthConfig(String),
 }
@@ -282,9 +377,10 @@ mod tests {
                 format
             );
         }
-        assert_eq!(DatasetFormat::Cifar100Pickle.name(), "cifar100-pickle");
-        assert_eq!(DatasetFormat::Cifar100Bin.classes(), 100);
-        assert_eq!(DatasetFormat::Cifar10Pickle.classes(), 10);
+        assert_eq!(CifarFormat::Cifar100Pickle.name(), "cifar100-pickle");
+        assert_eq!(DatasetFormat::ImageFolder.name(), "image-folder");
+        assert_eq!(CifarFormat::Cifar100Bin.classes(), 100);
+        assert_eq!(CifarFormat::Cifar10Pickle.classes(), 10);
     }
 
     #[test]
@@ -296,6 +392,91 @@ mod tests {
         assert!(message.contains("\"cifar1000\""), "{message}");
         for format in DatasetFormat::ALL {
             assert!(message.contains(format.name()), "{message}");
+        }
+    }
+
+    #[test]
+    fn an_unknown_yaml_name_lists_the_valid_ones() {
+        let message = serde_json::from_str::<DatasetFormat>("\"folder\"")
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("image-folder, cifar100-bin"), "{message}");
+    }
+
+    #[test]
+    fn load_reads_every_format_that_write_synthetic_writes() {
+        let cfg = SynthConfig {
+            classes: 3,
+            train: 9,
+            test: 6,
+            seed: 1,
+        };
+        let expected = generate(&cfg).unwrap();
+        for format in DatasetFormat::ALL {
+            let dir = tempfile::tempdir().unwrap();
+            write_synthetic(dir.path(), &cfg, format).unwrap();
+            assert_eq!(detect_format(dir.path()), Some(format));
+            let loaded = load(dir.path(), format, 2).unwrap();
+            match format {
+                DatasetFormat::Cifar(_) => assert_eq!(loaded, expected, "{format}"),
+                // Grouped by class, and JPEG is lossy: the folder's own tests
+                // compare pixels.
+                DatasetFormat::ImageFolder => {
+                    for (split, source) in [
+                        (&loaded.train, &expected.train),
+                        (&loaded.test, &expected.test),
+                    ] {
+                        assert_eq!(split.class_names, source.class_names);
+                        let mut labels = source.labels.clone();
+                        labels.sort();
+                        assert_eq!(split.labels, labels);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn loading_the_wrong_format_names_the_one_the_directory_holds() {
+        let cfg = SynthConfig {
+            classes: 2,
+            train: 4,
+            test: 2,
+            seed: 0,
+        };
+        let folder = tempfile::tempdir().unwrap();
+        write_synthetic(folder.path(), &cfg, DatasetFormat::ImageFolder).unwrap();
+        let cifar = tempfile::tempdir().unwrap();
+        let cifar10 = DatasetFormat::Cifar(CifarFormat::Cifar10Bin);
+        write_synthetic(cifar.path(), &cfg, cifar10).unwrap();
+        for (dir, asked, held) in [
+            (
+                &folder,
+                DatasetFormat::Cifar(CifarFormat::Cifar100Pickle),
+                DatasetFormat::ImageFolder,
+            ),
+            (&cifar, DatasetFormat::ImageFolder, cifar10),
+        ] {
+            let message = load(dir.path(), asked, 1).unwrap_err().to_string();
+            for needle in [
+                dir.path().to_str().unwrap(),
+                &format!("in the {held} format, not {asked}"),
+                &format!("set `format: {held}`"),
+            ] {
+                assert!(message.contains(needle), "{needle:?} not in {message}");
+            }
+        }
+        let absent = folder.path().join("absent");
+        let message = load(&absent, DatasetFormat::ImageFolder, 1)
+            .unwrap_err()
+            .to_string();
+        for needle in [
+            absent.to_str().unwrap(),
+            "does not exist",
+            "train/CLASS/*.png",
+            "bocb data synth --format image-folder",
+        ] {
+            assert!(message.contains(needle), "{needle:?} not in {message}");
         }
     }
 

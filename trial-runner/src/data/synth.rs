@@ -20,7 +20,10 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
 
-use super::{cifar, DataError, Dataset, DatasetFormat, Splits, CHANNELS, IMAGE_BYTES, SIDE};
+use super::{
+    cifar, folder, CifarFormat, DataError, Dataset, DatasetFormat, Splits, CHANNELS, IMAGE_BYTES,
+    SIDE,
+};
 
 /// What [`generate`] and [`write_synthetic`] make.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -227,7 +230,7 @@ impl Generator {
 /// Generates a synthetic dataset in memory (see the module docs for what it looks like).
 /// Class names are `class_000`, `class_001`, ...
 pub fn generate(cfg: &SynthConfig) -> Result<Splits, DataError> {
-    let max = DatasetFormat::Cifar100Bin.classes();
+    let max = CifarFormat::Cifar100Bin.classes();
     if !(2..=max).contains(&cfg.classes) {
         return Err(DataError::InvalidSynthConfig(format!(
             "classes must be 2 to {max}, got {}",
@@ -255,13 +258,17 @@ pub fn generate(cfg: &SynthConfig) -> Result<Splits, DataError> {
 
 /// Writes a synthetic dataset into `out` in exactly the files and record layout of
 /// `format` (not into the archive's subfolder; [`super::load`] reads either), including
-/// the class-name files, with CIFAR-100 coarse labels `fine / 5`. Deterministic given
-/// the config.
+/// the class-name files, with CIFAR-100 coarse labels `fine / 5`; or as an image folder.
+/// Deterministic given the config.
 pub fn write_synthetic(
     out: &Path,
     cfg: &SynthConfig,
     format: DatasetFormat,
 ) -> Result<(), DataError> {
+    let format = match format {
+        DatasetFormat::Cifar(format) => format,
+        DatasetFormat::ImageFolder => return folder::write_image_folder(out, cfg),
+    };
     if cfg.classes > format.classes() {
         return Err(DataError::InvalidSynthConfig(format!(
             "{format} holds at most {} classes, got {}",
@@ -274,7 +281,6 @@ pub fn write_synthetic(
 
 #[cfg(test)]
 mod tests {
-    use super::super::load;
     use super::*;
 
     fn config(classes: usize, train: usize, test: usize, seed: u64) -> SynthConfig {
@@ -324,12 +330,16 @@ mod tests {
         let cfg = config(10, 23, 9, 3);
         let expected = generate(&cfg).unwrap();
         let size = |dir: &Path, file: &str| fs_size(&dir.join(file));
-        for format in DatasetFormat::ALL {
+        for format in CifarFormat::ALL {
             let dir = tempfile::tempdir().unwrap();
-            write_synthetic(dir.path(), &cfg, format).unwrap();
-            assert_eq!(load(dir.path(), format).unwrap(), expected, "{format}");
+            write_synthetic(dir.path(), &cfg, format.into()).unwrap();
+            assert_eq!(
+                cifar::load(dir.path(), format).unwrap(),
+                expected,
+                "{format}"
+            );
             let again = tempfile::tempdir().unwrap();
-            write_synthetic(again.path(), &cfg, format).unwrap();
+            write_synthetic(again.path(), &cfg, format.into()).unwrap();
             for entry in std::fs::read_dir(dir.path()).unwrap() {
                 let name = entry.unwrap().file_name();
                 let a = std::fs::read(dir.path().join(&name)).unwrap();
@@ -340,7 +350,7 @@ mod tests {
                 );
             }
             match format {
-                DatasetFormat::Cifar100Bin => {
+                CifarFormat::Cifar100Bin => {
                     assert_eq!(size(dir.path(), "train.bin"), 23 * 3074);
                     assert_eq!(size(dir.path(), "test.bin"), 9 * 3074);
                     let coarse = std::fs::read_to_string(dir.path().join("coarse_label_names.txt"));
@@ -350,7 +360,7 @@ mod tests {
                         assert_eq!(record[0], record[1] / 5, "coarse label is fine / 5");
                     }
                 }
-                DatasetFormat::Cifar10Bin => {
+                CifarFormat::Cifar10Bin => {
                     let batches: Vec<u64> = (1..=5)
                         .map(|i| size(dir.path(), &format!("data_batch_{i}.bin")))
                         .collect();
@@ -359,12 +369,12 @@ mod tests {
                     let names = std::fs::read_to_string(dir.path().join("batches.meta.txt"));
                     assert_eq!(names.unwrap().lines().count(), 10);
                 }
-                DatasetFormat::Cifar100Pickle => {
+                CifarFormat::Cifar100Pickle => {
                     for file in ["train", "test", "meta"] {
                         assert!(dir.path().join(file).is_file(), "{file}");
                     }
                 }
-                DatasetFormat::Cifar10Pickle => {
+                CifarFormat::Cifar10Pickle => {
                     for i in 1..=5 {
                         assert!(dir.path().join(format!("data_batch_{i}")).is_file());
                     }
@@ -384,26 +394,26 @@ mod tests {
         for (cfg, format, needle) in [
             (
                 config(1, 10, 10, 0),
-                DatasetFormat::Cifar100Bin,
+                CifarFormat::Cifar100Bin,
                 "classes must be 2 to 100",
             ),
             (
                 config(101, 10, 10, 0),
-                DatasetFormat::Cifar100Pickle,
+                CifarFormat::Cifar100Pickle,
                 "at most 100 classes",
             ),
             (
                 config(11, 10, 10, 0),
-                DatasetFormat::Cifar10Bin,
+                CifarFormat::Cifar10Bin,
                 "cifar10-bin holds at most 10",
             ),
             (
                 config(10, 0, 10, 0),
-                DatasetFormat::Cifar10Pickle,
+                CifarFormat::Cifar10Pickle,
                 "at least 1",
             ),
         ] {
-            let message = write_synthetic(dir.path(), &cfg, format)
+            let message = write_synthetic(dir.path(), &cfg, format.into())
                 .unwrap_err()
                 .to_string();
             assert!(message.contains(needle), "{message}");

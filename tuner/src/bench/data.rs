@@ -10,7 +10,7 @@ use std::time::Instant;
 use bocb_search_spaces::{Recipe, RecipeBook, SpaceError};
 use bocb_trial_runner::augment::{AugmentError, RepeatAugSampler};
 use bocb_trial_runner::batches::{for_each_batch, EpochPlan, ImageTransform, Normalizer, RawBatch};
-use bocb_trial_runner::data::{self, DataError, Splits};
+use bocb_trial_runner::data::{self, DataError};
 use bocb_trial_runner::models::{BackboneRegistry, ModelError};
 use bocb_trial_runner::optim::{Hparams, OptimizerRegistry};
 use bocb_trial_runner::regime::Regime;
@@ -41,7 +41,7 @@ pub struct DataBenchConfig {
 pub enum DataBenchError {
     #[error(transparent)]
     Data(#[from] DataError),
-    #[error("{}: no dataset found; give a CIFAR directory (cifar100-bin, cifar10-bin, cifar100-pickle, cifar10-pickle) or an image folder (train/CLASS/*.png, val/CLASS/...), e.g. one made by `bocb data synth --format folder --out DIR`", .0.display())]
+    #[error("{}: no dataset found; give a directory in one of the formats {} (an image folder: train/CLASS/*.png, val/CLASS/...), e.g. one made by `bocb data synth --format image-folder --out DIR`", .0.display(), data::format_names())]
     NoDataset(PathBuf),
     #[error(transparent)]
     Recipe(#[from] SpaceError),
@@ -76,15 +76,6 @@ pub struct DataBenchReport {
     pub ratio: f64,
 }
 
-/// Loads a CIFAR directory or an image folder.
-pub fn load_dataset(dir: &std::path::Path, workers: usize) -> Result<Splits, DataBenchError> {
-    if data::is_image_folder(dir) {
-        return Ok(data::load_image_folder(dir, workers)?);
-    }
-    let format = data::detect_format(dir).ok_or_else(|| DataBenchError::NoDataset(dir.into()))?;
-    Ok(data::load(dir, format)?)
-}
-
 /// Times the pipeline and the training step of `config`.
 pub fn bench_data(
     config: &DataBenchConfig,
@@ -101,7 +92,9 @@ pub fn bench_data(
     let recipe: Recipe = RecipeBook::builtin().recipe(&config.recipe)?.clone();
     let (entry, preset) = backbones.lookup(&config.backbone)?;
     let input_side = entry.input_size(preset);
-    let splits = load_dataset(&config.dataset, workers)?;
+    let dir = &config.dataset;
+    let format = data::detect_format(dir).ok_or_else(|| DataBenchError::NoDataset(dir.clone()))?;
+    let splits = data::load(dir, format, workers)?;
     let train = &splits.train;
     let (mean, std) = train.mean_std();
     let transform = ImageTransform::from_recipe(&recipe, input_side, mean);
@@ -213,7 +206,7 @@ pub fn render_data(report: &DataBenchReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bocb_trial_runner::data::{write_image_folder, SynthConfig};
+    use bocb_trial_runner::data::{write_synthetic, DatasetFormat, SynthConfig};
 
     #[test]
     fn times_both_sides_on_an_image_folder_and_explains_bad_inputs() {
@@ -224,7 +217,7 @@ mod tests {
             test: 8,
             seed: 1,
         };
-        write_image_folder(dir.path(), &cfg).unwrap();
+        write_synthetic(dir.path(), &cfg, DatasetFormat::ImageFolder).unwrap();
         let mut config = DataBenchConfig {
             dataset: dir.path().to_owned(),
             recipe: "deit".into(),
@@ -260,6 +253,9 @@ mod tests {
         let err = bench_data(&config, &backbones, &optimizers)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("no dataset found"), "{err}");
+        assert!(
+            err.contains("no dataset found") && err.contains("image-folder, cifar100-bin"),
+            "{err}"
+        );
     }
 }

@@ -390,8 +390,11 @@ mod tests {
                 })
                 .collect(),
             final_accuracy: accs.last().copied(),
+            ema_accuracy: None,
             wall_time_s: None,
             device: None,
+            precision: None,
+            peak_memory_bytes: None,
             error: None,
             created_unix_s: 0,
             updated_unix_s: 0,

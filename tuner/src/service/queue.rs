@@ -53,12 +53,19 @@ pub struct Assignment {
     pub heartbeat_s: f64,
 }
 
-/// How a worker says a trial ended.
+/// How a worker says a trial ended. What the trial ran with is absent
+/// from older workers' messages.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WireResult {
     pub status: TrialStatus,
     pub final_accuracy: Option<f64>,
+    #[serde(default)]
+    pub ema_accuracy: Option<f64>,
     pub wall_s: Option<f64>,
+    #[serde(default)]
+    pub precision: Option<String>,
+    #[serde(default)]
+    pub peak_memory_bytes: Option<u64>,
     pub note: Option<String>,
 }
 
@@ -67,7 +74,24 @@ impl From<WireResult> for TrialResult {
         TrialResult {
             status: r.status,
             final_accuracy: r.final_accuracy,
+            ema_accuracy: r.ema_accuracy,
             wall_s: r.wall_s,
+            precision: r.precision,
+            peak_memory_bytes: r.peak_memory_bytes,
+            note: r.note,
+        }
+    }
+}
+
+impl From<TrialResult> for WireResult {
+    fn from(r: TrialResult) -> Self {
+        WireResult {
+            status: r.status,
+            final_accuracy: r.final_accuracy,
+            ema_accuracy: r.ema_accuracy,
+            wall_s: r.wall_s,
+            precision: r.precision,
+            peak_memory_bytes: r.peak_memory_bytes,
             note: r.note,
         }
     }
@@ -268,20 +292,16 @@ impl Queue {
             &work.trial,
             &format!("[service] attempt {attempt} ended {}", result.status),
         );
-        let recorded = self.store.finish_trial(
-            &work.experiment,
-            &work.trial,
-            result.status,
-            result.final_accuracy,
-            result.wall_s,
-            result.note.clone(),
-        );
+        let result = TrialResult::from(result);
+        let recorded =
+            self.store
+                .finish_trial(&work.experiment, &work.trial, result.status, &result.end());
         if let Err(e) = recorded {
             // The search thread records it again and reports the failure.
             tracing::error!("cannot record the end of trial {}: {e}", work.trial);
         }
         // A search thread that is gone was stopped; the stored result stands.
-        let _ = work.events.send(Event::Finished(result.into()));
+        let _ = work.events.send(Event::Finished(result));
         Ok(())
     }
 
@@ -432,6 +452,7 @@ mod tests {
     use super::*;
     use crate::experiment::Experiment;
     use crate::run::Registries;
+    use bocb_trial_runner::data::CifarFormat;
 
     /// A trial spec from a parsed experiment, as the search makes them.
     fn spec(dir: &Path) -> TrialSpec {
@@ -500,7 +521,7 @@ mod tests {
         let executor = QueueExecutor {
             queue: Arc::clone(queue),
             dataset: DatasetLocation {
-                format: DatasetFormat::Cifar100Bin,
+                format: DatasetFormat::Cifar(CifarFormat::Cifar100Bin),
                 dir: PathBuf::from("."),
             },
             cancel,
@@ -540,7 +561,10 @@ mod tests {
         let stopped = WireResult {
             status: TrialStatus::Stopped,
             final_accuracy: Some(40.0),
+            ema_accuracy: Some(41.0),
             wall_s: Some(2.0),
+            precision: Some("fp32".into()),
+            peak_memory_bytes: Some(1 << 20),
             note: None,
         };
         queue
@@ -556,6 +580,24 @@ mod tests {
         assert!(
             log.contains("claimed by worker `w`") && log.contains("bye"),
             "{log}"
+        );
+    }
+
+    #[test]
+    fn an_older_workers_finish_message_still_reads() {
+        let old = r#"{"status": "done", "final_accuracy": 50.0, "wall_s": 1.5, "note": null}"#;
+        let result = TrialResult::from(serde_json::from_str::<WireResult>(old).unwrap());
+        assert_eq!(
+            (result.status, result.final_accuracy, result.wall_s),
+            (TrialStatus::Done, Some(50.0), Some(1.5))
+        );
+        assert_eq!(
+            (
+                result.ema_accuracy,
+                result.precision,
+                result.peak_memory_bytes
+            ),
+            (None, None, None)
         );
     }
 

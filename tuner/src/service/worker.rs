@@ -127,7 +127,7 @@ pub fn run_worker(client: &Client, config: &WorkerConfig) -> Result<(), WorkerEr
             None => {
                 let key = (assignment.dataset.format, assignment.dataset.dir.clone());
                 if !datasets.contains_key(&key) {
-                    match data::load(&key.1, key.0) {
+                    match data::load(&key.1, key.0, bocb_trial_runner::batches::default_workers()) {
                         Ok(splits) => {
                             datasets.insert(key.clone(), splits);
                         }
@@ -158,12 +158,7 @@ pub fn run_worker(client: &Client, config: &WorkerConfig) -> Result<(), WorkerEr
         }
         let finish = FinishRequest {
             attempt: assignment.attempt,
-            result: WireResult {
-                status: result.status,
-                final_accuracy: result.final_accuracy,
-                wall_s: result.wall_s,
-                note: result.note,
-            },
+            result: WireResult::from(result),
             log,
         };
         match client.post::<_, serde_json::Value>("/api/worker/finish", &finish) {
