@@ -135,6 +135,62 @@ fn tunes_grid_records_history_reports_and_resumes() {
 }
 
 #[test]
+fn trials_on_several_device_slots_at_once_match_one_at_a_time() {
+    let tmp = tempfile::tempdir().unwrap();
+    synth(&tmp.path().join("data"), 128, 32, 4);
+    // TPE depends on the pair's earlier trials; a ViT's
+    // recipe mixes images and drops paths: all must come out the same.
+    let body = TINY
+        .replace(
+            "backbones: [resnet18_cifar@micro]",
+            "backbones: [resnet18_cifar@micro, vit_tiny_cifar@micro]",
+        )
+        .replace("device: cpu\n", "")
+        + "strategy: tpe\nbudget: { trials: 2 }\n";
+    let run = |devices: &str, store: &str| {
+        let experiment = write_experiment(tmp.path(), &format!("{body}{devices}"));
+        let store_dir = tmp.path().join(store);
+        let out = bocb(&[
+            "run",
+            experiment.to_str().unwrap(),
+            "--store",
+            store_dir.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        (stderr(&out), store_dir)
+    };
+
+    let (log, slots_store) = run("devices: cpu\ntrials_per_device: 2\n", "slots");
+    assert!(log.contains("trained 8 trial(s)"), "{log}");
+    assert!(log.contains("seed=0 on cpu: "), "{log}");
+    let in_slots = Store::open(&slots_store).unwrap().trials("tiny").unwrap();
+    assert_eq!(in_slots.len(), 8, "4 pairs x 2 configs");
+    for t in &in_slots {
+        assert_eq!(t.status, TrialStatus::Done, "{t:?}");
+        assert_eq!(t.device.as_deref(), Some("cpu"));
+    }
+
+    let (_, alone_store) = run("devices: [cpu]\n", "alone");
+    let alone = Store::open(&alone_store).unwrap().trials("tiny").unwrap();
+    let outcome = |trials: &[bocb_store::TrialRecord]| -> Vec<_> {
+        trials
+            .iter()
+            .map(|t| {
+                let curve: Vec<f64> = t.epochs.iter().map(|e| e.test_accuracy).collect();
+                (t.id.clone(), t.status, t.final_accuracy, curve)
+            })
+            .collect()
+    };
+    assert_eq!(outcome(&in_slots), outcome(&alone));
+
+    // Devices are no training setting: the stored experiment resumes with
+    // the older single `device` and finds everything done.
+    let (log, _) = run("device: cpu\n", "slots");
+    assert!(log.contains("trained 0 trial(s)"), "{log}");
+    assert!(log.contains("8 already finished"), "{log}");
+}
+
+#[test]
 fn budgeted_tpe_with_early_stopping_then_searches_the_extras() {
     let tmp = tempfile::tempdir().unwrap();
     synth(&tmp.path().join("data"), 512, 128, 3);

@@ -231,6 +231,37 @@ fn service_survives_sigkill_and_grows_without_repeating_trials() {
 }
 
 #[test]
+fn the_service_starts_workers_for_an_experiments_devices() {
+    let tmp = tempfile::tempdir().unwrap();
+    let body = EXPERIMENT
+        .replace("epochs: 2", "epochs: 1")
+        .replace("budget: { trials: 3 }", "budget: { trials: 1 }")
+        .replace("device: cpu", "devices: cpu\ntrials_per_device: 2");
+    let experiment = setup(tmp.path(), &body);
+    let store = tmp.path().join("store");
+    let mut service = start_service(&store, &["--workers", "cpu=1"]);
+    let out = cli(&store, &["submit", experiment.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The one of `--workers` and the one the experiment's second slot
+    // asked for, whose log the service opened before answering.
+    let mut logs: Vec<_> = std::fs::read_dir(store.join("logs/workers"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect();
+    logs.sort();
+    assert_eq!(logs, ["local-cpu-0.log", "local-cpu-1.log"]);
+    wait_until(&mut service, || experiment_state(&store, "svc") == "done");
+    wait_until(&mut service, || worker_pids(&store).len() == 2);
+    let trials = service_trials(&store, "svc");
+    kill(service);
+    assert_eq!(trials.len(), 2, "2 optimizers x 1 config");
+    for trial in &trials {
+        assert!(done_with_all_epochs_of(trial, 1), "{trial:?}");
+        assert_eq!(trial.device.as_deref(), Some("cpu"), "the worker's device");
+    }
+}
+
+#[test]
 fn requests_need_the_token_and_bad_experiments_create_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let experiment = setup(tmp.path(), EXPERIMENT);

@@ -202,6 +202,19 @@ impl Store {
         })
     }
 
+    /// Records the device trial `id` is trained on (by a service's worker,
+    /// known only once one claims the trial).
+    pub fn set_trial_device(
+        &self,
+        experiment: &str,
+        id: &str,
+        device: &str,
+    ) -> Result<TrialRecord> {
+        self.update_trial(experiment, id, |trial| {
+            trial.device = Some(device.to_owned())
+        })
+    }
+
     /// Ends a trial with a final `status` (done, diverged or failed) and its
     /// outcome. Fails if the trial does not exist or `status` is not final.
     ///

@@ -338,6 +338,20 @@ fn record_epoch_appends_in_order_and_replaces_same_epoch() {
 }
 
 #[test]
+fn set_trial_device_keeps_everything_else() {
+    let (_dir, store) = temp_store();
+    store.put_trial(&trial("t", 0.1, 0.0, (0, 0), 0)).unwrap();
+    store.record_epoch(EXP, "t", epoch(1, 20.0)).unwrap();
+    let rec = store.set_trial_device(EXP, "t", "cuda:1").unwrap();
+    assert_eq!(rec.device.as_deref(), Some("cuda:1"));
+    let stored = store.trial(EXP, "t").unwrap().unwrap();
+    assert_eq!(stored, rec);
+    assert_eq!(stored.epochs, [epoch(1, 20.0)]);
+    assert_eq!(stored.status, TrialStatus::Running);
+    assert!(store.set_trial_device(EXP, "nope", "cpu").is_err());
+}
+
+#[test]
 fn record_epoch_on_missing_trial_is_an_error() {
     let (_dir, store) = temp_store();
     let err = store.record_epoch(EXP, "nope", epoch(1, 1.0)).unwrap_err();

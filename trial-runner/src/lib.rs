@@ -18,7 +18,7 @@ pub mod schedule;
 pub mod seeding;
 mod trainer;
 
-pub use device::DeviceChoice;
+pub use device::{DeviceChoice, DeviceList};
 pub use trainer::{
     run_trial, with_recipe_rates, EpochReport, Learner, TrialError, TrialObserver, TrialOutcome,
     TrialSpec, TrialStatus,

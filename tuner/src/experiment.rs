@@ -7,10 +7,11 @@ use bocb_search_spaces::{
 };
 use bocb_store::{TrialRecipe, GRID_POINTS};
 use bocb_trial_runner::data::DatasetFormat;
+use bocb_trial_runner::device::DEVICE_LIST_FORMS;
 use bocb_trial_runner::models::BackboneRegistry;
 use bocb_trial_runner::optim::{Hparams, OptimizerRegistry};
 use bocb_trial_runner::precision::PrecisionChoice;
-use bocb_trial_runner::{DeviceChoice, TrialSpec};
+use bocb_trial_runner::{DeviceChoice, DeviceList, TrialSpec};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -68,8 +69,17 @@ pub struct ExperimentSpec {
     /// Batches in channels-last memory order (see `bocb bench train --channels-last`).
     #[serde(default)]
     pub channels_last: bool,
-    #[serde(default)]
-    pub device: DeviceChoice,
+    /// The older form of `devices`: one device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<DeviceChoice>,
+    /// Where trials run (`cpu`, `auto`, `cuda:0`, `cuda:0,1`, `[cuda:0,
+    /// cuda:1]`; default `auto`). Not a training setting: a stored
+    /// experiment may resume on other devices.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub devices: Option<DeviceList>,
+    /// Trials each device trains at once.
+    #[serde(default = "one")]
+    pub trials_per_device: u32,
     /// γ of Eq. (1), the failure threshold of the report: 3 for CIFAR (the
     /// default), 1 for ImageNet (App. A.1). Analysis only: not a training
     /// setting, so it may change between runs.
@@ -155,7 +165,8 @@ impl ExperimentSpec {
             batch_size: recipe.batch_size.0 as usize,
             warmup_epochs: recipe.warmup_epochs,
             decay_norm_and_bias: self.decay_norm_and_bias,
-            device: self.device,
+            // Where it runs is the executor's to decide; this is the first choice.
+            device: self.device_list().devices()[0],
             save_weights,
             recipe: Some(recipe),
             data_workers: 0,
@@ -242,6 +253,43 @@ impl ExperimentSpec {
     pub fn pair_space(&self, backbone: &str, space: &OptimizerSpace) -> OptimizerSpace {
         let centre = self.grid_centre(backbone, &space.name);
         space.with_grid_centres(centre.lr, centre.weight_decay)
+    }
+
+    /// The devices as written: `devices`, the older `device`, or `auto`.
+    pub fn device_list(&self) -> DeviceList {
+        match (&self.devices, self.device) {
+            (Some(devices), _) => devices.clone(),
+            (None, Some(device)) => device.into(),
+            (None, None) => DeviceChoice::Auto.into(),
+        }
+    }
+
+    /// The device of each slot that trains one trial at a time, as this
+    /// machine resolves them (`auto` becomes `cuda:0` or `cpu`): every
+    /// device `trials_per_device` times, interleaved so that fewer busy
+    /// slots still spread over the devices. An error names the field, the
+    /// device this machine lacks, and the valid forms.
+    pub fn device_slots(&self) -> Result<Vec<DeviceChoice>, String> {
+        let field = if self.devices.is_some() {
+            "devices"
+        } else {
+            "device"
+        };
+        let mut resolved: Vec<DeviceChoice> = Vec::new();
+        for &device in self.device_list().devices() {
+            let here = device
+                .resolve_choice()
+                .map_err(|e| format!("`{field}`: {e}; valid forms: {DEVICE_LIST_FORMS}"))?;
+            if resolved.contains(&here) {
+                return Err(format!(
+                    "`{field}`: `{device}` is `{here}` on this machine, which `{field}` names already; name each device once and set `trials_per_device` to run more trials on it"
+                ));
+            }
+            resolved.push(here);
+        }
+        Ok((0..self.trials_per_device)
+            .flat_map(|_| resolved.iter().copied())
+            .collect())
     }
 
     /// `name` with the experiment's `preset`, unless it names its own (or is
@@ -436,10 +484,21 @@ impl Experiment {
                 ),
             ));
         }
-        for (key, value) in [("epochs", spec.epochs), ("seeds", spec.seeds)] {
+        for (key, value) in [
+            ("epochs", spec.epochs),
+            ("seeds", spec.seeds),
+            ("trials_per_device", spec.trials_per_device),
+        ] {
             if value == 0 {
                 return Err(located(key, "0", format!("`{key}` must be at least 1")));
             }
+        }
+        if let (Some(devices), Some(device)) = (&spec.devices, spec.device) {
+            return Err(located(
+                "device",
+                &device.to_string(),
+                format!("both `devices` ({devices}) and the older `device` ({device}) are given; keep only `devices`: {DEVICE_LIST_FORMS}"),
+            ));
         }
         if spec.batch_size == Some(0) {
             return Err(located(
@@ -720,7 +779,8 @@ epochs: 3
         assert_eq!(e.spec.seeds, 1);
         assert_eq!(e.spec.batch_size, None);
         assert_eq!(e.spec.recipe, None);
-        assert_eq!(e.spec.device, DeviceChoice::Auto);
+        assert_eq!(e.spec.device_list().devices(), [DeviceChoice::Auto]);
+        assert_eq!(e.spec.trials_per_device, 1);
         assert_eq!(e.optimizers, ["sgd_m", "adamw"]);
         assert_eq!(e.backbones, ["resnet18_cifar@micro", "vit_tiny_cifar"]);
         assert_eq!(e.dataset_dir, Path::new("./."));
@@ -843,6 +903,99 @@ epochs: 3
         );
         let err = error(&format!("{GOOD}budget: {{ hours: 0 }}\n"));
         assert!(err.contains("`budget.hours` must be a positive"), "{err}");
+    }
+
+    #[test]
+    fn devices_parse_as_a_string_or_a_list_and_fill_slots() {
+        let devices = |yaml: &str| {
+            let e = parse(&format!("{GOOD}{yaml}")).unwrap();
+            e.spec.device_list().devices().to_vec()
+        };
+        assert_eq!(devices("devices: cpu\n"), [DeviceChoice::Cpu]);
+        assert_eq!(devices("devices: auto\n"), [DeviceChoice::Auto]);
+        assert_eq!(
+            devices("devices: cuda:0,1\n"),
+            [DeviceChoice::Cuda(0), DeviceChoice::Cuda(1)]
+        );
+        assert_eq!(
+            devices("devices: [cuda:0, cuda:1]\n"),
+            [DeviceChoice::Cuda(0), DeviceChoice::Cuda(1)]
+        );
+        assert_eq!(
+            devices("devices:\n  - cpu\n  - cuda:3\n"),
+            [DeviceChoice::Cpu, DeviceChoice::Cuda(3)]
+        );
+        // The older single `device` still works, as in stored experiments.
+        assert_eq!(devices("device: cpu\n"), [DeviceChoice::Cpu]);
+
+        let e = parse(&format!("{GOOD}devices: cpu\ntrials_per_device: 3\n")).unwrap();
+        assert_eq!(e.spec.device_slots(), Ok(vec![DeviceChoice::Cpu; 3]));
+        let trial = e.spec.trial_spec(
+            "vit_tiny_cifar",
+            "adamw",
+            &[("lr".to_string(), 0.01), ("weight_decay".to_string(), 0.0)].into(),
+            0,
+            None,
+        );
+        assert_eq!(trial.device, DeviceChoice::Cpu);
+        let e = parse(&format!("{GOOD}device: cpu\ntrials_per_device: 2\n")).unwrap();
+        assert_eq!(e.spec.device_slots(), Ok(vec![DeviceChoice::Cpu; 2]));
+        // Where trials run is no training setting: a stored experiment may
+        // resume on other devices.
+        assert_eq!(
+            Experiment::training_settings(&e.spec),
+            Experiment::training_settings(&parse(GOOD).unwrap().spec)
+        );
+    }
+
+    #[test]
+    fn bad_devices_are_refused_with_the_field_and_the_valid_forms() {
+        let err = error(&format!("{GOOD}devices: gpu\n"));
+        assert!(
+            err.starts_with("exp.yaml:8:10: devices: unknown device `gpu`"),
+            "{err}"
+        );
+        assert!(
+            err.contains("`cuda:0,1`") && err.contains("[cuda:0, cuda:1]"),
+            "{err}"
+        );
+        let err = error(&format!("{GOOD}devices: [cpu, tpu]\n"));
+        assert!(err.starts_with("exp.yaml:8:"), "{err}");
+        assert!(err.contains("devices: unknown device `tpu`"), "{err}");
+        let err = error(&format!("{GOOD}devices: [cuda:1, cuda:1]\n"));
+        assert!(
+            err.contains("devices: device `cuda:1` is named twice"),
+            "{err}"
+        );
+        let err = error(&format!("{GOOD}devices: cpu\ndevice: cpu\n"));
+        assert!(
+            err.starts_with("exp.yaml:9:9: both `devices` (cpu) and the older `device`"),
+            "{err}"
+        );
+        let err = error(&format!("{GOOD}devices: cpu\ntrials_per_device: 0\n"));
+        assert!(
+            err.starts_with("exp.yaml:9:20: `trials_per_device` must be at least 1"),
+            "{err}"
+        );
+        // Devices this machine lacks are refused before a trial starts;
+        // `auto` standing for a device the list names too is a duplicate.
+        let missing = tch::Cuda::device_count() as usize;
+        let e = parse(&format!("{GOOD}devices: cpu, cuda:{missing}\n")).unwrap();
+        let err = e.spec.device_slots().unwrap_err();
+        assert!(
+            err.starts_with(&format!("`devices`: device cuda:{missing} was asked for")),
+            "{err}"
+        );
+        assert!(err.contains("valid forms: `cpu`"), "{err}");
+        let e = parse(&format!("{GOOD}device: cuda:{missing}\n")).unwrap();
+        assert!(e.spec.device_slots().unwrap_err().starts_with("`device`: "));
+        let here = DeviceChoice::Auto.resolve_choice().unwrap();
+        let e = parse(&format!("{GOOD}devices: [{here}, auto]\n")).unwrap();
+        let err = e.spec.device_slots().unwrap_err();
+        assert!(
+            err.contains(&format!("`auto` is `{here}` on this machine")),
+            "{err}"
+        );
     }
 
     #[test]

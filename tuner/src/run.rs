@@ -12,10 +12,9 @@ use bocb_store::{
     TrialStatus, GRID_POINTS,
 };
 use bocb_trial_runner::data::{self, Splits};
-use bocb_trial_runner::device::device_name;
 use bocb_trial_runner::models::BackboneRegistry;
 use bocb_trial_runner::optim::{Hparams, OptimizerRegistry};
-use bocb_trial_runner::{run_trial, EpochReport, TrialObserver, TrialSpec};
+use bocb_trial_runner::{run_trial, DeviceChoice, EpochReport, TrialObserver, TrialSpec};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
@@ -155,18 +154,13 @@ pub trait TrialExecutor: Sync {
         job: &TrialJob,
         observer: &mut dyn TrialObserver,
     ) -> Result<TrialResult, RunError>;
-
-    /// The device trials run on, when the executor alone decides it.
-    fn device(&self) -> Option<String> {
-        None
-    }
 }
 
-/// Trains trials one at a time in this process (`bocb run`).
+/// Trains trials in this process (`bocb run`), on the device their spec
+/// names, as many at once as the search asks, all from one loaded dataset.
 pub struct InProcess<'a> {
     pub splits: &'a Splits,
     pub registries: &'a Registries,
-    pub device: String,
 }
 
 impl TrialExecutor for InProcess<'_> {
@@ -198,17 +192,18 @@ impl TrialExecutor for InProcess<'_> {
             Err(e) => TrialResult::failed(e.to_string()),
         })
     }
-
-    fn device(&self) -> Option<String> {
-        Some(self.device.clone())
-    }
 }
 
 /// How a search runs besides its experiment and executor.
 #[derive(Default)]
 pub struct SearchOptions<'a> {
     /// Pairs searched at once (at least one); each waits on its own trials.
+    /// Ignored when `slots` names devices.
     pub concurrent_pairs: usize,
+    /// When the search places trials itself (`bocb run`): the device of
+    /// each slot, one pair-searching thread per slot, whose trials all run
+    /// there. Empty when the executor places them (the service's workers).
+    pub slots: Vec<DeviceChoice>,
     pub show_progress: bool,
     /// Set to end the search: no trial starts after it, and the executor
     /// answers `Cancelled` for those waiting.
@@ -216,8 +211,11 @@ pub struct SearchOptions<'a> {
 }
 
 /// Trains every trial of `experiment` that the store does not hold finished
-/// (done or diverged), one after another. Progress bars go to stderr when
-/// it is a terminal and `show_progress` is set.
+/// (done or diverged), in the experiment's device slots (`devices` x
+/// `trials_per_device`): each slot searches one pair at a time, so a pair's
+/// trials follow one another and its results do not depend on the number of
+/// slots. Progress bars go to stderr when it is a terminal and
+/// `show_progress` is set.
 pub fn run_experiment(
     experiment: &Experiment,
     store: &Store,
@@ -226,7 +224,7 @@ pub fn run_experiment(
 ) -> Result<RunSummary, RunError> {
     let spec = &experiment.spec;
     // Everything that can be refused is checked before the store is touched.
-    let device = spec.device.resolve().map_err(RunError::Device)?;
+    let slots = spec.device_slots().map_err(RunError::Device)?;
     let splits = data::load(
         &experiment.dataset_dir,
         spec.dataset.format,
@@ -235,10 +233,10 @@ pub fn run_experiment(
     let executor = InProcess {
         splits: &splits,
         registries,
-        device: device_name(device),
     };
     let options = SearchOptions {
-        concurrent_pairs: 1,
+        concurrent_pairs: slots.len(),
+        slots,
         show_progress,
         cancel: None,
     };
@@ -246,7 +244,8 @@ pub fn run_experiment(
 }
 
 /// Registers `experiment` in the store and searches its pairs, up to
-/// `options.concurrent_pairs` at once, training through `executor`.
+/// `options.concurrent_pairs` (or one per slot) at once, training through
+/// `executor`.
 pub fn search_experiment(
     experiment: &Experiment,
     store: &Store,
@@ -292,20 +291,32 @@ pub fn search_experiment(
                 experiment,
                 backbone,
                 optimizer,
-                device: executor.device(),
+                device: None,
             })
         })
         .collect();
     let next_pair = AtomicUsize::new(0);
     let summary = Mutex::new(RunSummary::default());
     let first_error: Mutex<Option<RunError>> = Mutex::new(None);
-    let threads = options.concurrent_pairs.clamp(1, pairs.len().max(1));
+    let threads = if options.slots.is_empty() {
+        options.concurrent_pairs
+    } else {
+        options.slots.len()
+    };
+    let threads = threads.clamp(1, pairs.len().max(1));
     crossbeam::scope(|scope| {
-        for _ in 0..threads {
-            scope.spawn(|_| {
+        for thread in 0..threads {
+            let slot = options.slots.get(thread).copied();
+            let (pairs, next_pair, summary, first_error, ctx) =
+                (&pairs, &next_pair, &summary, &first_error, &ctx);
+            scope.spawn(move |_| {
                 while let Some(pair) = pairs.get(next_pair.fetch_add(1, Ordering::SeqCst)) {
+                    let pair = Pair {
+                        device: slot,
+                        ..*pair
+                    };
                     let mut pair_summary = RunSummary::default();
-                    let result = pair.search(&ctx, &mut pair_summary);
+                    let result = pair.search(ctx, &mut pair_summary);
                     summary.lock().expect("summary lock").absorb(&pair_summary);
                     if let Err(e) = result {
                         // The other pairs stop at their next trial.
@@ -541,12 +552,13 @@ fn best_config(trials: &[TrialRecord], only: Option<&Hparams>) -> Option<(GridPo
         .max_by(|a, b| a.2.total_cmp(&b.2))
 }
 
+#[derive(Clone, Copy)]
 struct Pair<'a> {
     experiment: &'a Experiment,
     backbone: &'a str,
     optimizer: &'a str,
-    /// Where the trials run, when known before they start.
-    device: Option<String>,
+    /// The slot's device the trials run on, when the search places them.
+    device: Option<DeviceChoice>,
 }
 
 impl Pair<'_> {
@@ -743,14 +755,14 @@ impl Pair<'_> {
             final_accuracy: None,
             ema_accuracy: None,
             wall_time_s: None,
-            device: self.device.clone(),
+            device: self.device.map(|d| d.to_string()),
             precision: None,
             peak_memory_bytes: None,
             error: None,
             created_unix_s: now,
             updated_unix_s: now,
         })?;
-        let trial_spec = spec.trial_spec(
+        let mut trial_spec = spec.trial_spec(
             self.backbone,
             self.optimizer,
             params,
@@ -758,12 +770,16 @@ impl Pair<'_> {
             spec.save_weights
                 .then(|| weights_path(store, &spec.name, id)),
         );
+        if let Some(device) = self.device {
+            trial_spec.device = device;
+        }
         let label = format!(
-            "{} × {} lr={} wd={} seed={seed}",
+            "{} × {} lr={} wd={} seed={seed}{}",
             self.backbone,
             self.optimizer,
             crate::report::fmt_value(params["lr"]),
             crate::report::fmt_value(params["weight_decay"]),
+            self.device.map(|d| format!(" on {d}")).unwrap_or_default(),
         );
         let mut recorder = Recorder {
             store,

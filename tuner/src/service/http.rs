@@ -10,7 +10,7 @@
 //! | POST   | /api/experiments/NAME/resume      | → ExperimentStatus                             |
 //! | GET    | /api/experiments/NAME/trials      | → [TrialRecord]                                |
 //! | GET    | /api/trials/ID/log                | → text                                         |
-//! | POST   | /api/worker/claim                 | {worker} → Assignment, or 204 when none waits  |
+//! | POST   | /api/worker/claim                 | {worker, device} → Assignment, or 204 if none  |
 //! | POST   | /api/worker/heartbeat             | {attempt, log} → {} (410: drop the trial)      |
 //! | POST   | /api/worker/epoch                 | {attempt, report} → {stop} (410: drop it)      |
 //! | POST   | /api/worker/finish                | {attempt, result, log} → {} (410: drop it)     |
@@ -49,6 +49,9 @@ pub struct Submission {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ClaimRequest {
     pub worker: String,
+    /// Where the worker trains (`cpu`, `cuda:1`), recorded with the trial.
+    #[serde(default)]
+    pub device: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -278,10 +281,12 @@ fn worker_route(service: &Service, action: &str, body: &[u8]) -> Reply {
     let result: Result<Reply, Reply> = (|| match action {
         "claim" => {
             let claim: ClaimRequest = parse(body)?;
-            Ok(match queue.claim(&claim.worker, CLAIM_WAIT) {
-                Some(assignment) => ok(&assignment),
-                None => Reply::NoContent,
-            })
+            Ok(
+                match queue.claim(&claim.worker, claim.device.as_deref(), CLAIM_WAIT) {
+                    Some(assignment) => ok(&assignment),
+                    None => Reply::NoContent,
+                },
+            )
         }
         "heartbeat" => {
             let beat: HeartbeatRequest = parse(body)?;

@@ -156,9 +156,13 @@ pub struct Service {
     registries: Registries,
     queue: Arc<Queue>,
     experiments: Mutex<BTreeMap<String, Managed>>,
-    /// Pairs each experiment searches at once.
+    /// Pairs each experiment searches at once (more when its device
+    /// slots are more).
     concurrent_pairs: usize,
     token: String,
+    /// The worker processes this service started; `None` when it takes
+    /// remote workers only (`--workers none`).
+    local_workers: Option<Arc<Mutex<LocalWorkers>>>,
 }
 
 impl Service {
@@ -191,6 +195,36 @@ impl Service {
         Ok(())
     }
 
+    /// The experiment's device slots as this machine resolves them, when
+    /// the service starts local workers (with remote workers only, the
+    /// devices are theirs to have).
+    fn local_slots(
+        &self,
+        experiment: &Experiment,
+        origin: &str,
+    ) -> Result<Option<Vec<DeviceChoice>>, ServiceError> {
+        if self.local_workers.is_none() {
+            return Ok(None);
+        }
+        experiment
+            .spec
+            .device_slots()
+            .map(Some)
+            .map_err(|e| ServiceError::BadRequest(format!("{origin}: {e}")))
+    }
+
+    /// Starts the local workers that `slots` lack.
+    fn ensure_workers(&self, name: &str, slots: &[DeviceChoice]) -> Result<(), ServiceError> {
+        let Some(workers) = &self.local_workers else {
+            return Ok(());
+        };
+        let started = workers.lock().expect("workers lock").ensure(slots)?;
+        if started > 0 {
+            tracing::info!("started {started} local worker(s) for the devices of `{name}`");
+        }
+        Ok(())
+    }
+
     fn parse(&self, source: &str, persisted: &Persisted) -> Result<Experiment, ExperimentError> {
         Experiment::parse(
             source,
@@ -219,9 +253,13 @@ impl Service {
         };
         // Everything that can be refused is checked before anything is written.
         let experiment = self.parse(source, &persisted)?;
+        let slots = self.local_slots(&experiment, origin)?;
         let name = experiment.spec.name.clone();
         // Refuses changed training settings before a running search is touched.
         register_experiment(&experiment, &self.store)?;
+        if let Some(slots) = slots {
+            self.ensure_workers(&name, &slots)?;
+        }
         self.end_run(&name);
         {
             let mut experiments = self.lock();
@@ -291,6 +329,17 @@ impl Service {
             return self.status(name);
         }
         let experiment = self.parse(&record.spec_yaml, &managed.persisted)?;
+        // Another machine may lack the devices the experiment was submitted with.
+        let slots = self
+            .local_slots(&experiment, &managed.persisted.origin)
+            .map_err(|e| {
+                ServiceError::BadRequest(format!(
+                    "{e}\nsubmit the experiment's file again with devices this machine has; its trials are kept, as devices are no training setting"
+                ))
+            })?;
+        if let Some(slots) = slots {
+            self.ensure_workers(name, &slots)?;
+        }
         managed.persisted.state = ExperimentState::Running;
         managed.persisted.error = None;
         managed.generation += 1;
@@ -363,8 +412,11 @@ impl Service {
                 },
                 cancel: Arc::clone(&cancel),
             };
+            let spec = &experiment.spec;
+            let slots = spec.device_list().devices().len() * spec.trials_per_device as usize;
             let options = SearchOptions {
-                concurrent_pairs: service.concurrent_pairs,
+                concurrent_pairs: service.concurrent_pairs.max(slots),
+                slots: Vec::new(),
                 show_progress: false,
                 cancel: Some(&cancel),
             };
@@ -518,7 +570,7 @@ pub fn serve(config: &ServeConfig) -> Result<(), ServiceError> {
             logs_dir: config.store_dir.join("logs"),
         },
     ));
-    let local_workers: usize = config.workers.iter().map(|g| g.count).sum();
+    let local_worker_count: usize = config.workers.iter().map(|g| g.count).sum();
     let mut experiments = BTreeMap::new();
     let state_path = config.store_dir.join(EXPERIMENTS_FILE);
     if state_path.exists() {
@@ -542,14 +594,29 @@ pub fn serve(config: &ServeConfig) -> Result<(), ServiceError> {
             );
         }
     }
+    // Started before experiments resume, which may add workers for their devices.
+    let local_workers = if config.workers.is_empty() {
+        None
+    } else {
+        let workers = LocalWorkers::start(&config.workers, &url, &token, &config.store_dir)?;
+        let workers = Arc::new(Mutex::new(workers));
+        let supervised = Arc::clone(&workers);
+        std::thread::spawn(move || LocalWorkers::supervise(&supervised));
+        Some(workers)
+    };
     let service = Arc::new(Service {
         store,
         registries: Registries::builtin(),
         queue: Arc::clone(&queue),
         experiments: Mutex::new(experiments),
         // Remote workers may join a service with no local ones.
-        concurrent_pairs: if local_workers == 0 { 4 } else { local_workers },
+        concurrent_pairs: if local_worker_count == 0 {
+            4
+        } else {
+            local_worker_count
+        },
         token,
+        local_workers,
     });
     service.resume_interrupted()?;
 
@@ -558,8 +625,6 @@ pub fn serve(config: &ServeConfig) -> Result<(), ServiceError> {
         std::thread::sleep(Duration::from_millis(250));
         reaper_queue.reap_lost();
     });
-    let workers = LocalWorkers::start(&config.workers, &url, &service.token, &config.store_dir)?;
-    std::thread::spawn(move || workers.supervise());
     eprintln!(
         "bocb service listening on {url} (store {})",
         config.store_dir.display()
@@ -570,10 +635,21 @@ pub fn serve(config: &ServeConfig) -> Result<(), ServiceError> {
 
 /// The worker processes the service started, restarted when they exit.
 struct LocalWorkers {
-    children: Vec<(WorkerGroup, usize, Child)>,
+    children: Vec<LocalWorker>,
     url: String,
     token: String,
     logs_dir: PathBuf,
+}
+
+struct LocalWorker {
+    /// As asked for (`--workers auto` or an experiment's `cpu`).
+    device: DeviceChoice,
+    /// What `device` is on this machine; `None` when it has no such device
+    /// (the worker says why in its log).
+    resolved: Option<DeviceChoice>,
+    /// Numbers the workers of one `device`, for their names.
+    index: usize,
+    child: Child,
 }
 
 impl LocalWorkers {
@@ -592,16 +668,52 @@ impl LocalWorkers {
         std::fs::create_dir_all(&workers.logs_dir)
             .map_err(io_error("cannot create", &workers.logs_dir))?;
         for group in groups {
-            for index in 0..group.count {
-                let child = workers.spawn(group, index)?;
-                workers.children.push((group.clone(), index, child));
+            for _ in 0..group.count {
+                workers.add(group.device)?;
             }
         }
         Ok(workers)
     }
 
-    fn spawn(&self, group: &WorkerGroup, index: usize) -> Result<Child, ServiceError> {
-        let device = String::from(group.device);
+    /// Starts one more worker on `device`.
+    fn add(&mut self, device: DeviceChoice) -> Result<(), ServiceError> {
+        let index = self.children.iter().filter(|w| w.device == device).count();
+        let child = self.spawn(device, index)?;
+        self.children.push(LocalWorker {
+            device,
+            resolved: device.resolve_choice().ok(),
+            index,
+            child,
+        });
+        Ok(())
+    }
+
+    /// Starts workers until each device of `slots` (resolved, as
+    /// [`crate::experiment::ExperimentSpec::device_slots`] gives them) has
+    /// a local worker per slot; workers already there count, whatever
+    /// started them. Returns how many it started.
+    fn ensure(&mut self, slots: &[DeviceChoice]) -> Result<usize, ServiceError> {
+        let mut started = 0;
+        for (i, &device) in slots.iter().enumerate() {
+            if slots[..i].contains(&device) {
+                continue;
+            }
+            let wanted = slots.iter().filter(|&&d| d == device).count();
+            let present = self
+                .children
+                .iter()
+                .filter(|w| w.resolved == Some(device))
+                .count();
+            for _ in present..wanted {
+                self.add(device)?;
+                started += 1;
+            }
+        }
+        Ok(started)
+    }
+
+    fn spawn(&self, device: DeviceChoice, index: usize) -> Result<Child, ServiceError> {
+        let device = String::from(device);
         let name = format!("local-{}-{index}", device.replace(':', ""));
         let log_path = self.logs_dir.join(format!("{name}.log"));
         let log = std::fs::OpenOptions::new()
@@ -628,21 +740,18 @@ impl LocalWorkers {
 
     /// Restarts local workers that exit; the trial a dead one held is
     /// re-queued by the heartbeat timeout.
-    fn supervise(mut self) {
+    fn supervise(workers: &Mutex<LocalWorkers>) {
         loop {
             std::thread::sleep(Duration::from_secs(1));
-            for i in 0..self.children.len() {
-                let exited = matches!(self.children[i].2.try_wait(), Ok(Some(_)));
-                if !exited {
+            let mut workers = workers.lock().expect("workers lock");
+            for i in 0..workers.children.len() {
+                if !matches!(workers.children[i].child.try_wait(), Ok(Some(_))) {
                     continue;
                 }
-                let (group, index) = (self.children[i].0.clone(), self.children[i].1);
-                tracing::warn!(
-                    "local worker {index} on {} exited; restarting it",
-                    String::from(group.device)
-                );
-                match self.spawn(&group, index) {
-                    Ok(child) => self.children[i].2 = child,
+                let (device, index) = (workers.children[i].device, workers.children[i].index);
+                tracing::warn!("local worker {index} on {device} exited; restarting it");
+                match workers.spawn(device, index) {
+                    Ok(child) => workers.children[i].child = child,
                     Err(e) => tracing::error!("cannot restart a local worker: {e}"),
                 }
             }

@@ -209,7 +209,8 @@ impl Queue {
     }
 
     /// The next waiting trial for `worker`, waiting up to `wait` for one.
-    pub fn claim(&self, worker: &str, wait: Duration) -> Option<Assignment> {
+    /// The trial's record takes the worker's `device` (older workers name none).
+    pub fn claim(&self, worker: &str, device: Option<&str>, wait: Duration) -> Option<Assignment> {
         let deadline = Instant::now() + wait;
         let mut state = self.lock();
         loop {
@@ -241,6 +242,18 @@ impl Queue {
                         last_contact: Instant::now(),
                     },
                 );
+                drop(state);
+                if let Some(device) = device {
+                    let recorded = self.store.set_trial_device(
+                        &assignment.experiment,
+                        &assignment.trial,
+                        device,
+                    );
+                    if let Err(e) = recorded {
+                        // Only where it trains is lost; the trial goes on.
+                        tracing::warn!("cannot record trial {}'s device: {e}", assignment.trial);
+                    }
+                }
                 return Some(assignment);
             }
             let now = Instant::now();
@@ -544,12 +557,24 @@ mod tests {
     fn epochs_reach_the_search_and_its_stop_answer_reaches_the_worker() {
         let dir = tempfile::tempdir().unwrap();
         let queue = queue(dir.path(), Duration::from_secs(3600));
+        // The search records the trial before queueing it, not knowing
+        // where it will run.
+        let record: bocb_store::TrialRecord = serde_json::from_value(serde_json::json!({
+            "id": "t1", "experiment": "q", "backbone": "resnet18_cifar", "optimizer": "sgd_m",
+            "stage": 1, "seed": 0, "status": "running", "created_unix_s": 1, "updated_unix_s": 1,
+        }))
+        .unwrap();
+        queue.store.put_trial(&record).unwrap();
         let running = execute(&queue, spec(dir.path()), Arc::default());
-        let assignment = queue.claim("w", Duration::from_secs(3600)).unwrap();
+        let assignment = queue
+            .claim("w", Some("cuda:1"), Duration::from_secs(3600))
+            .unwrap();
         assert_eq!(
             (assignment.trial.as_str(), assignment.spec.epochs),
             ("t1", 3)
         );
+        let stored = queue.store.trial("q", "t1").unwrap().unwrap();
+        assert_eq!(stored.device.as_deref(), Some("cuda:1"));
         assert_eq!(
             queue.report_epoch(assignment.attempt, report(1, 60.0)),
             Ok(false)
@@ -606,13 +631,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let queue = queue(dir.path(), Duration::ZERO);
         let running = execute(&queue, spec(dir.path()), Arc::default());
-        let first = queue.claim("w1", Duration::from_secs(3600)).unwrap();
+        let first = queue.claim("w1", None, Duration::from_secs(3600)).unwrap();
         queue
             .heartbeat(first.attempt, "first try says hello")
             .unwrap();
         queue.reap_lost();
         assert_eq!(queue.heartbeat(first.attempt, ""), Err(Gone));
-        let second = queue.claim("w2", Duration::from_secs(3600)).unwrap();
+        let second = queue.claim("w2", None, Duration::from_secs(3600)).unwrap();
         assert_ne!(first.attempt, second.attempt);
         queue.reap_lost();
         let (result, _) = running.join().unwrap();

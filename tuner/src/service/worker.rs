@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bocb_trial_runner::data::{self, DatasetFormat, Splits};
+use bocb_trial_runner::device::device_name;
 use bocb_trial_runner::{run_trial, DeviceChoice, EpochReport, TrialObserver};
 use thiserror::Error;
 
@@ -50,7 +51,7 @@ struct Beat {
 /// Claims and trains trials until the service stays unreachable for
 /// `config.patience` (or refuses the token).
 pub fn run_worker(client: &Client, config: &WorkerConfig) -> Result<(), WorkerError> {
-    config.device.resolve().map_err(WorkerError::Device)?;
+    let device = config.device.resolve().map_err(WorkerError::Device)?;
     let registries = Registries::builtin();
     let beat = Arc::new(Mutex::new(Beat {
         interval: Duration::from_secs(1),
@@ -61,6 +62,7 @@ pub fn run_worker(client: &Client, config: &WorkerConfig) -> Result<(), WorkerEr
     let mut unreachable_since: Option<Instant> = None;
     let claim = ClaimRequest {
         worker: config.name.clone(),
+        device: Some(device_name(device)),
     };
     eprintln!(
         "worker {} (pid {}) on {} serving {}",
