@@ -1,9 +1,13 @@
 // ATen settings that tch 0.24 does not expose: autocast to bf16 on a chosen
-// device type (tch's `autocast` only switches CUDA autocast on, in fp16) and
-// deterministic algorithms. Plain C functions for trial-runner's precision.rs;
-// none lets a C++ exception cross into Rust.
+// device type (tch's `autocast` only switches CUDA autocast on, in fp16),
+// deterministic algorithms, and the CUDA allocator's peak statistics
+// (torch.cuda.max_memory_allocated). Plain C functions for trial-runner's
+// precision.rs and memory.rs; none lets a C++ exception cross into Rust.
 #include <ATen/Context.h>
 #include <ATen/autocast_mode.h>
+#include <c10/core/CachingDeviceAllocator.h>
+
+#include <cstdint>
 
 namespace {
 c10::DeviceType device_type(bool cuda) {
@@ -60,6 +64,31 @@ int bocb_set_deterministic(bool on) {
 
 bool bocb_deterministic() {
   return at::globalContext().deterministicAlgorithms();
+}
+
+// Starts the peak of CUDA device `index`'s allocated bytes afresh
+// (torch.cuda.reset_peak_memory_stats). Returns 0, or -1.
+int bocb_cuda_reset_peak(int8_t index) {
+  try {
+    c10::getDeviceAllocator(c10::DeviceType::CUDA)->resetPeakStats(index);
+    return 0;
+  } catch (...) {
+    return -1;
+  }
+}
+
+// The peak of CUDA device `index`'s allocated bytes since the last reset
+// (torch.cuda.max_memory_allocated), or -1.
+int64_t bocb_cuda_peak_allocated(int8_t index) {
+  try {
+    const auto stats =
+        c10::getDeviceAllocator(c10::DeviceType::CUDA)->getDeviceStats(index);
+    const auto aggregate =
+        static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE);
+    return stats.allocated_bytes[aggregate].peak;
+  } catch (...) {
+    return -1;
+  }
 }
 
 }  // extern "C"

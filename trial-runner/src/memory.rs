@@ -1,30 +1,58 @@
-//! Peak memory of a trial: the process's resident-set high-water mark
-//! (`VmHWM` of `/proc/self/status`) on the CPU.
+//! Peak memory of a trial: on the CPU the process's resident-set high-water
+//! mark (`VmHWM` of `/proc/self/status`), on CUDA the caching allocator's
+//! peak of allocated bytes (`torch.cuda.max_memory_allocated`), read through
+//! the shim in `csrc/aten_settings.cpp`.
 
 use std::fs;
 
-use tch::Device;
+use tch::{Cuda, Device};
 
-/// Measures the peak resident set from the moment it is started.
+extern "C" {
+    fn bocb_cuda_reset_peak(index: i8) -> i32;
+    fn bocb_cuda_peak_allocated(index: i8) -> i64;
+}
+
+/// Measures the peak memory of a device from the moment it is started.
+/// Trials sharing a device or the process at once share the reading.
 pub struct PeakMemory;
 
 impl PeakMemory {
-    /// Resets the process's high-water mark (Linux's `clear_refs` value 5),
-    /// so the reading belongs to this trial; where the kernel refuses, the
-    /// reading covers the whole process.
-    pub fn start() -> Self {
-        let _ = fs::write("/proc/self/clear_refs", "5");
+    /// Starts the peak of `device` afresh: the allocator's statistics on
+    /// CUDA; the process's high-water mark on the CPU (Linux's `clear_refs`
+    /// value 5; where the kernel refuses, the reading covers the whole
+    /// process).
+    pub fn start(device: Device) -> Self {
+        match cuda_index(device) {
+            // SAFETY: a plain C function of the shim, for a device that exists.
+            Some(index) => unsafe {
+                bocb_cuda_reset_peak(index);
+            },
+            None => {
+                let _ = fs::write("/proc/self/clear_refs", "5");
+            }
+        }
         PeakMemory
     }
 
-    /// The peak resident set in bytes since `start`, on the CPU; `None` on
-    /// CUDA, whose allocator statistics libtorch's C API does not expose,
-    /// or where `/proc` is missing.
+    /// The peak in bytes since `start`; `None` where it cannot be read (no
+    /// `/proc`, a CUDA device this machine lacks, other devices).
     pub fn read(&self, device: Device) -> Option<u64> {
-        if device != Device::Cpu {
-            return None;
+        match (device, cuda_index(device)) {
+            (Device::Cpu, _) => resident_high_water_mark(),
+            // SAFETY: a plain C function of the shim, for a device that exists.
+            (_, Some(index)) => u64::try_from(unsafe { bocb_cuda_peak_allocated(index) }).ok(),
+            _ => None,
         }
-        resident_high_water_mark()
+    }
+}
+
+/// The index of a CUDA device this machine has.
+fn cuda_index(device: Device) -> Option<i8> {
+    match device {
+        Device::Cuda(index) if Cuda::is_available() && index < Cuda::device_count() as usize => {
+            i8::try_from(index).ok()
+        }
+        _ => None,
     }
 }
 
@@ -39,10 +67,11 @@ fn resident_high_water_mark() -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tch::{Kind, Tensor};
 
     #[test]
     fn the_peak_covers_memory_touched_after_the_start() {
-        let peak = PeakMemory::start();
+        let peak = PeakMemory::start(Device::Cpu);
         let Some(before) = peak.read(Device::Cpu) else {
             return; // no /proc on this system
         };
@@ -50,6 +79,23 @@ mod tests {
         let after = peak.read(Device::Cpu).unwrap();
         assert!(after >= before && after >= 64 << 20, "{before} {after}");
         assert_eq!(block.iter().map(|&b| u64::from(b)).sum::<u64>(), 64 << 20);
-        assert_eq!(peak.read(Device::Cuda(0)), None);
+    }
+
+    /// On a machine with a GPU, a 64 MiB tensor raises the allocator's
+    /// peak by that much; without one, CUDA readings are `None`.
+    #[test]
+    fn the_cuda_peak_is_the_allocators() {
+        let cuda = Device::Cuda(0);
+        let peak = PeakMemory::start(cuda);
+        if !Cuda::is_available() {
+            assert_eq!(peak.read(cuda), None);
+            return;
+        }
+        let before = peak.read(cuda).unwrap();
+        let block = Tensor::zeros([16 << 20], (Kind::Float, cuda));
+        let after = peak.read(cuda).unwrap();
+        assert!(after >= before + (64 << 20), "{before} {after}");
+        drop(block);
+        assert_eq!(peak.read(cuda), Some(after));
     }
 }

@@ -120,8 +120,9 @@ pub struct TrialOutcome {
     /// The arithmetic of the training step (`fp32`, `bf16`).
     #[serde(default)]
     pub precision: String,
-    /// Peak memory of the trial in bytes: the resident set on the CPU,
-    /// where the kernel can measure it; `None` on CUDA.
+    /// Peak memory of the trial in bytes: the resident set on the CPU
+    /// (where the kernel can measure it), the allocator's peak of allocated
+    /// bytes on CUDA (`torch.cuda.max_memory_allocated`).
     #[serde(default)]
     pub peak_memory_bytes: Option<u64>,
 }
@@ -168,8 +169,8 @@ pub fn run_trial(
     observer: &mut dyn TrialObserver,
 ) -> Result<TrialOutcome, TrialError> {
     let started = Instant::now();
-    let peak_memory = PeakMemory::start();
     let device = spec.device.resolve().map_err(TrialError::Device)?;
+    let peak_memory = PeakMemory::start(device);
     let train = &data.train;
     if train.len() < spec.batch_size {
         return Err(TrialError::TooLittleData {
