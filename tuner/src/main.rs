@@ -703,22 +703,8 @@ fn run(cli: Cli) -> Result<()> {
             json,
             service,
         } => status(name.as_deref(), json, &service),
-        Command::Stop { name, service } => {
-            let status: ExperimentStatus = service
-                .client()?
-                .post(&format!("/api/experiments/{name}/stop"), &())?
-                .context("empty answer")?;
-            print_statuses(&[status]);
-            Ok(())
-        }
-        Command::Resume { name, service } => {
-            let status: ExperimentStatus = service
-                .client()?
-                .post(&format!("/api/experiments/{name}/resume"), &())?
-                .context("empty answer")?;
-            print_statuses(&[status]);
-            Ok(())
-        }
+        Command::Stop { name, service } => experiment_action(&name, "stop", &service),
+        Command::Resume { name, service } => experiment_action(&name, "resume", &service),
         Command::Trials {
             name,
             json,
@@ -928,6 +914,17 @@ struct BackboneInfo {
     default_recipe: &'static str,
     micro_params: i64,
     micro_input_size: i64,
+}
+
+/// Posts `action` (`stop`, `resume`) for experiment `name` and prints the
+/// status the service answers with.
+fn experiment_action(name: &str, action: &str, service: &ServiceArgs) -> Result<()> {
+    let status: ExperimentStatus = service
+        .client()?
+        .post(&format!("/api/experiments/{name}/{action}"), &())?
+        .context("empty answer")?;
+    print_statuses(&[status]);
+    Ok(())
 }
 
 fn list_backbones(json: bool, classes: i64) -> Result<()> {
