@@ -3,13 +3,16 @@ mod link_libtorch;
 
 fn main() {
     let lib_dir = link_libtorch::link_libtorch();
-    // csrc/aten_settings.cpp against the same libtorch's headers (torch/include
-    // beside torch/lib), with the C++11 ABI every torch >= 2.7 wheel uses.
+    // csrc/ against the same libtorch's headers (torch/include beside
+    // torch/lib), with the C++11 ABI every torch >= 2.7 wheel uses.
     let include = lib_dir.with_file_name("include");
-    println!("cargo:rerun-if-changed=csrc/aten_settings.cpp");
+    let sources = ["csrc/aten_settings.cpp", "csrc/cpu_cache.cpp"];
+    for source in sources {
+        println!("cargo:rerun-if-changed={source}");
+    }
     cc::Build::new()
         .cpp(true)
-        .file("csrc/aten_settings.cpp")
+        .files(sources)
         .include(&include)
         .include(include.join("torch/csrc/api/include"))
         .flag("-std=c++17")

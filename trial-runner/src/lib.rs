@@ -6,6 +6,7 @@
 
 pub mod augment;
 pub mod batches;
+pub mod cpu_cache;
 pub mod data;
 pub mod device;
 mod memory;

@@ -170,6 +170,8 @@ pub fn run_trial(
 ) -> Result<TrialOutcome, TrialError> {
     let started = Instant::now();
     let device = spec.device.resolve().map_err(TrialError::Device)?;
+    // Idle blocks of earlier trials would count towards this one's peak.
+    crate::cpu_cache::empty();
     let peak_memory = PeakMemory::start(device);
     let train = &data.train;
     if train.len() < spec.batch_size {
@@ -414,6 +416,7 @@ impl Learner {
         decay_norm_and_bias: bool,
         seed: u64,
     ) -> Result<Self, TrialError> {
+        crate::cpu_cache::install();
         let vs = nn::VarStore::new(device);
         let model = backbones.build(backbone, &vs.root(), classes, seed)?;
         let params = param_set(&vs, &model, decay_norm_and_bias);

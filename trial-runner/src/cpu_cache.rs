@@ -1,0 +1,98 @@
+//! libtorch's CPU tensors through a caching allocator (`csrc/cpu_cache.cpp`),
+//! as PyTorch's CUDA tensors are: glibc returns large freed blocks to the
+//! kernel, so without it every CPU training step page-faults its
+//! activations in afresh. `BOCB_CPU_CACHE_MIB` sets how much idle memory it
+//! may keep (default half the machine's memory; 0 leaves libtorch's own
+//! allocator in place).
+
+use std::sync::OnceLock;
+
+extern "C" {
+    fn bocb_cpu_cache_install(limit: i64) -> i32;
+    fn bocb_cpu_cache_empty() -> i32;
+    fn bocb_cpu_cache_stats(cached: *mut i64, hits: *mut i64, misses: *mut i64);
+}
+
+/// The environment variable that limits the cache's idle bytes, in MiB.
+pub const LIMIT_VAR: &str = "BOCB_CPU_CACHE_MIB";
+
+/// Where the limit is neither set nor readable from `/proc/meminfo`.
+const FALLBACK_LIMIT: u64 = 4 << 30;
+
+/// What the cache holds and has served since it was installed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Idle bytes kept for reuse.
+    pub cached_bytes: u64,
+    /// Allocations served from cached blocks.
+    pub hits: u64,
+    /// Cacheable allocations that had to ask the system.
+    pub misses: u64,
+}
+
+/// Makes the cache libtorch's CPU allocator (once per process) unless
+/// `BOCB_CPU_CACHE_MIB` is 0. Returns whether it is in place.
+pub fn install() -> bool {
+    static INSTALLED: OnceLock<bool> = OnceLock::new();
+    *INSTALLED.get_or_init(|| {
+        let Some(limit) = limit_from_env() else {
+            return false;
+        };
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        // SAFETY: a plain C function of the shim, run once per process.
+        unsafe { bocb_cpu_cache_install(limit) == 0 }
+    })
+}
+
+/// Frees every idle cached block, so a trial's peak memory starts from what
+/// is in use (and an idle process gives its memory back).
+pub fn empty() {
+    // SAFETY: a plain C function of the shim; safe whether installed or not.
+    unsafe {
+        bocb_cpu_cache_empty();
+    }
+}
+
+/// The cache's counters (all zero while it is not installed).
+pub fn stats() -> CacheStats {
+    let (mut cached, mut hits, mut misses) = (0i64, 0i64, 0i64);
+    // SAFETY: the shim writes the three counters it is given.
+    unsafe { bocb_cpu_cache_stats(&mut cached, &mut hits, &mut misses) };
+    let count = |v: i64| u64::try_from(v).unwrap_or(0);
+    CacheStats {
+        cached_bytes: count(cached),
+        hits: count(hits),
+        misses: count(misses),
+    }
+}
+
+/// The idle-byte limit: `BOCB_CPU_CACHE_MIB` where set (`None` for 0), else
+/// half of `MemTotal`. An unreadable value falls back to the default with a
+/// warning rather than stopping training.
+fn limit_from_env() -> Option<u64> {
+    match std::env::var(LIMIT_VAR) {
+        Ok(text) => match text.trim().parse::<u64>() {
+            Ok(0) => None,
+            Ok(mib) => Some(mib.saturating_mul(1 << 20)),
+            Err(_) => {
+                tracing::warn!(
+                    "{LIMIT_VAR}={text:?} is not a whole number of MiB; using the default \
+                     (half the machine's memory); set it to 0 to turn the CPU cache off"
+                );
+                Some(default_limit())
+            }
+        },
+        Err(_) => Some(default_limit()),
+    }
+}
+
+fn default_limit() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| {
+            let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kib * 1024 / 2)
+        })
+        .unwrap_or(FALLBACK_LIMIT)
+}
