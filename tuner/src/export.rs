@@ -49,6 +49,9 @@ pub struct BestConfig {
     /// `torch/cifar100` or `torch/cifar10`, timm's name of the dataset.
     #[serde(skip)]
     pub timm_dataset: Option<(&'static str, u32)>,
+    /// The trials' whole recipe as stored (for `--as timm-args`).
+    #[serde(skip)]
+    pub recipe_settings: Option<serde_json::Value>,
     pub grid: Option<GridPos>,
     pub trial_ids: Vec<String>,
 }
@@ -125,6 +128,10 @@ pub fn best_configs(
                 timm_dataset: spec
                     .as_ref()
                     .and_then(|s| timm_dataset(&s.dataset.format.to_string())),
+                recipe_settings: first
+                    .and_then(|t| t.recipe.as_ref())
+                    .and_then(|r| r.settings.clone())
+                    .map(|settings| resolve_crop(settings, backbones, &best.backbone)),
                 grid: best.grid,
                 trial_ids: best.trial_ids,
                 backbone: best.backbone,
@@ -312,6 +319,9 @@ pub fn render_timm_args(configs: &[BestConfig]) -> String {
             args.push(betas);
         }
         unmapped.extend(extras.iter().map(|(k, v)| format!("{k}={v}")));
+        if let Some(settings) = &c.recipe_settings {
+            timm_recipe_args(settings, &mut args, &mut unmapped);
+        }
         let _ = write!(out, "{}", args.join(" "));
         if !unmapped.is_empty() {
             let _ = write!(out, "  # not passed to timm: {}", unmapped.join(", "));
@@ -319,6 +329,94 @@ pub fn render_timm_args(configs: &[BestConfig]) -> String {
         out.push('\n');
     }
     out
+}
+
+/// The crop a stored `crop: auto` trained with: padded at the CIFAR side,
+/// random-resized where the backbone up-samples (as the trainer decides).
+fn resolve_crop(
+    mut settings: serde_json::Value,
+    backbones: &BackboneRegistry,
+    backbone: &str,
+) -> serde_json::Value {
+    if settings.get("crop").and_then(serde_json::Value::as_str) == Some("auto") {
+        if let Ok((entry, preset)) = backbones.lookup(backbone) {
+            let crop = if entry.input_size(preset) == 32 {
+                "random_padded"
+            } else {
+                "random_resized"
+            };
+            settings["crop"] = crop.into();
+        }
+    }
+    settings
+}
+
+/// timm `train.py` flags for a stored recipe's regularisation and
+/// augmentation (its optimizer, lr, epochs and batch are the config's own);
+/// what timm cannot express goes to `unmapped`.
+fn timm_recipe_args(settings: &serde_json::Value, args: &mut Vec<String>, unmapped: &mut Vec<String>) {
+    let number = |field: &str| settings.get(field).and_then(serde_json::Value::as_f64);
+    let positive = |field: &str| number(field).filter(|&v| v > 0.0);
+    if let Some(v) = positive("label_smoothing") {
+        args.push(format!("--smoothing {v}"));
+    }
+    // `null` keeps each architecture's own dropout, as timm's default does.
+    if let Some(v) = number("dropout") {
+        args.push(format!("--drop {v}"));
+    }
+    if let Some(v) = positive("drop_path") {
+        args.push(format!("--drop-path {v}"));
+    }
+    if let Some(ra) = settings.get("rand_augment").filter(|v| !v.is_null()) {
+        let field = |name: &str| ra.get(name).and_then(serde_json::Value::as_f64).unwrap_or(0.0);
+        args.push(format!(
+            "--aa rand-m{}-n{}-mstd{}-inc1",
+            field("magnitude"),
+            field("ops"),
+            field("magnitude_std")
+        ));
+    }
+    if let Some(v) = number("hflip") {
+        args.push(format!("--hflip {v}"));
+    }
+    let (mixup, cutmix) = (positive("mixup_alpha"), positive("cutmix_alpha"));
+    if mixup.is_some() || cutmix.is_some() {
+        args.push(format!("--mixup {}", mixup.unwrap_or(0.0)));
+        args.push(format!("--cutmix {}", cutmix.unwrap_or(0.0)));
+        if let Some(v) = number("mix_prob") {
+            args.push(format!("--mixup-prob {v}"));
+        }
+        if let Some(v) = number("mix_switch_prob") {
+            args.push(format!("--mixup-switch-prob {v}"));
+        }
+    }
+    if let Some(v) = positive("random_erasing") {
+        args.push(format!("--reprob {v}"));
+    }
+    if let Some(n) = number("repeated_augmentation").filter(|&n| n > 1.0) {
+        args.push(format!("--aug-repeats {n}"));
+    }
+    if let Some(v) = positive("grad_clip_norm") {
+        args.push(format!("--clip-grad {v}"));
+    }
+    if let Some(v) = number("ema_decay") {
+        args.push(format!("--model-ema --model-ema-decay {v}"));
+    }
+    if settings.get("loss").and_then(serde_json::Value::as_str) == Some("binary_cross_entropy") {
+        args.push("--bce-loss".into());
+    }
+    if settings.get("bf16").and_then(serde_json::Value::as_bool) == Some(true) {
+        args.push("--amp --amp-dtype bfloat16".into());
+    }
+    if let Some(v) = number("test_crop_ratio") {
+        args.push(format!("--crop-pct {v}"));
+    }
+    // timm's train.py always crops RandomResized; CIFAR's padded crop has no flag.
+    if let Some(crop) = settings.get("crop").and_then(serde_json::Value::as_str) {
+        if crop != "random_resized" {
+            unmapped.push(format!("crop={crop}"));
+        }
+    }
 }
 
 /// A whole-number field of a trial's stored recipe.
@@ -351,6 +449,7 @@ mod tests {
             batch_size: Some(128),
             warmup_epochs: Some(5),
             timm_dataset: Some(("torch/cifar100", 100)),
+            recipe_settings: None,
             grid: None,
             trial_ids: vec!["a".into()],
         }
@@ -390,6 +489,42 @@ mod tests {
             "# timm has no `sophia` optimizer; run it with bocb (`bocb run`)"
         );
         assert_eq!(lines.len(), 6);
+    }
+
+    #[test]
+    fn timm_command_lines_carry_the_recipe() {
+        let recipes = bocb_search_spaces::RecipeBook::builtin();
+        let registry = BackboneRegistry::builtin();
+        let line = |recipe: &str, backbone: &str| {
+            let settings = serde_json::to_value(recipes.recipe(recipe).unwrap()).unwrap();
+            let mut c = config("adamw", &[]);
+            c.backbone = backbone.into();
+            c.recipe_settings = Some(resolve_crop(settings, &registry, backbone));
+            render_timm_args(&[c]).lines().nth(1).unwrap().to_string()
+        };
+        let deit = line("deit", "deit_s");
+        for flag in [
+            "--smoothing 0.1",
+            "--drop-path 0.1",
+            "--aa rand-m9-n2-mstd0.5-inc1",
+            "--hflip 0.5",
+            "--mixup 0.8 --cutmix 1 --mixup-prob 1 --mixup-switch-prob 0.5",
+            "--reprob 0.25",
+            "--aug-repeats 3",
+            "--clip-grad 5",
+            "--model-ema --model-ema-decay 0.99996",
+            "--amp --amp-dtype bfloat16",
+            "--crop-pct 1",
+        ] {
+            assert!(deit.contains(flag), "{flag} missing: {deit}");
+        }
+        // DeiT's `dropout: null` keeps the model's own; it crops as timm does.
+        assert!(!deit.contains("--drop ") && !deit.contains("not passed"), "{deit}");
+        let rsb = line("rsb_a2", "resnet50_cifar");
+        assert!(rsb.contains("--bce-loss"), "{rsb}");
+        assert!(rsb.ends_with("# not passed to timm: crop=random_padded"), "{rsb}");
+        let plain = line("pytorch", "resnet18_cifar");
+        assert!(!plain.contains("--mixup") && !plain.contains("--aa"), "{plain}");
     }
 
     #[test]

@@ -499,6 +499,9 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    // Every CPU tensor bocb makes, trials and benches alike, reuses freed
+    // blocks rather than page-faulting them in again.
+    bocb_trial_runner::cpu_cache::install();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -34,6 +34,17 @@ pub use train::{
     TrainRow,
 };
 
+/// What a CPU bench's ratio includes on bocb's side: its caching CPU
+/// allocator (`cpu_cache`) where installed; nothing on other devices.
+fn allocator_note(device: &str, cpu_cache: bool) -> Option<&'static str> {
+    (device == "cpu").then_some(if cpu_cache {
+        "bocb's CPU tensors reuse freed blocks through its caching allocator; the reference \
+         uses PyTorch's allocator (BOCB_CPU_CACHE_MIB=0 times bocb without the cache)"
+    } else {
+        "bocb's caching CPU allocator is off (BOCB_CPU_CACHE_MIB=0): both sides use libtorch's"
+    })
+}
+
 /// The python whose torch the binary was built against (the venv's).
 pub const BUILD_PYTHON: &str = env!("BOCB_BUILD_PYTHON");
 

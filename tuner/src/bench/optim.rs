@@ -350,6 +350,8 @@ impl BenchRow {
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
     pub device: String,
+    /// Whether bocb's side used its caching CPU allocator.
+    pub cpu_cache: bool,
     pub params: usize,
     pub tensors: usize,
     pub warmup: usize,
@@ -452,6 +454,7 @@ pub fn bench_optimizers(
     progress.finish_and_clear();
     Ok(BenchReport {
         device: device_name(config.device),
+        cpu_cache: bocb_trial_runner::cpu_cache::install(),
         params: total_params(&shapes),
         tensors: shapes.len(),
         warmup: config.warmup,
@@ -516,6 +519,9 @@ pub fn render_bench(report: &BenchReport) -> String {
          median of {} steps after {} warm-up\n",
         report.params, report.tensors, report.device, report.steps, report.warmup
     );
+    if let Some(note) = super::allocator_note(&report.device, report.cpu_cache) {
+        let _ = writeln!(out, "{note}");
+    }
     let _ = writeln!(
         out,
         "{:<12} {:<34} {:>10} {:>10} {:>7}",

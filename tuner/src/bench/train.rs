@@ -188,6 +188,8 @@ impl TrainRow {
 #[derive(Debug, Clone, Serialize)]
 pub struct TrainReport {
     pub device: String,
+    /// Whether bocb's side used its caching CPU allocator.
+    pub cpu_cache: bool,
     /// Intra-op threads, the same on both sides.
     pub threads: usize,
     pub batch: usize,
@@ -304,6 +306,7 @@ pub fn bench_training(
     progress.finish_and_clear();
     Ok(TrainReport {
         device: device_name(config.device),
+        cpu_cache: bocb_trial_runner::cpu_cache::install(),
         threads,
         batch: config.batch,
         classes: config.classes,
@@ -392,6 +395,9 @@ pub fn render_train(report: &TrainReport) -> String {
         report.steps,
         report.warmup
     );
+    if let Some(note) = super::allocator_note(&report.device, report.cpu_cache) {
+        let _ = writeln!(out, "{note}");
+    }
     let _ = writeln!(
         out,
         "{:<20} {:<6} {:>12} {:>6} {:>11} {:>14} {:>7}",
@@ -572,8 +578,10 @@ mod tests {
             warmup: 1,
             steps: 3,
             rows: vec![row, slow],
+            cpu_cache: true,
         };
         let table = render_train(&report);
+        assert!(table.contains("through its caching allocator"), "{table}");
         assert!(
             table.contains("2.00x") && table.contains("0.50x"),
             "{table}"
@@ -584,5 +592,15 @@ mod tests {
             "{table}"
         );
         assert!(table.contains("2 threads on both sides"), "{table}");
+        let without = render_train(&TrainReport {
+            cpu_cache: false,
+            ..report.clone()
+        });
+        assert!(without.contains("caching CPU allocator is off"), "{without}");
+        let cuda = render_train(&TrainReport {
+            device: "cuda:0".into(),
+            ..report
+        });
+        assert!(!cuda.contains("allocator"), "{cuda}");
     }
 }
