@@ -410,29 +410,20 @@ fn plant_history(store: &Store) {
             };
             store
                 .put_trial(&TrialRecord {
-                    id: format!("t{n:02}"),
-                    experiment: "hand".into(),
-                    backbone: backbone.into(),
-                    optimizer: optimizer.into(),
-                    recipe: None,
                     params: params.clone(),
                     grid: Some(GridPos {
                         lr: grid.0,
                         weight_decay: grid.1,
                     }),
-                    stage: 1,
                     seed: seed as u64,
                     status: TrialStatus::Done,
                     epochs: vec![epoch(1, accuracy / 2.0), epoch(2, accuracy)],
                     final_accuracy: Some(accuracy),
-                    ema_accuracy: None,
                     wall_time_s: Some(2.0),
                     device: Some("cpu".into()),
-                    precision: None,
-                    peak_memory_bytes: None,
-                    error: None,
                     created_unix_s: n,
                     updated_unix_s: n,
+                    ..TrialRecord::new("hand", &format!("t{n:02}"), backbone, optimizer)
                 })
                 .unwrap();
         }

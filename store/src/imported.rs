@@ -124,26 +124,12 @@ mod tests {
 
     fn trial(experiment: &str) -> TrialRecord {
         TrialRecord {
-            id: "t1".into(),
-            experiment: experiment.into(),
-            backbone: "resnet18".into(),
-            optimizer: "sgd_m".into(),
-            recipe: None,
             params: Default::default(),
-            grid: None,
-            stage: 1,
-            seed: 0,
             status: TrialStatus::Done,
-            epochs: Vec::new(),
             final_accuracy: Some(50.0),
-            ema_accuracy: None,
-            wall_time_s: None,
-            device: None,
-            precision: None,
-            peak_memory_bytes: None,
-            error: None,
             created_unix_s: 1,
             updated_unix_s: 1,
+            ..TrialRecord::new(experiment, "t1", "resnet18", "sgd_m")
         }
     }
 

@@ -178,6 +178,36 @@ pub struct TrialRecord {
     pub updated_unix_s: u64,
 }
 
+impl TrialRecord {
+    /// A queued stage-1 trial with seed 0 and nothing recorded yet, created
+    /// now; the other fields are set with struct update syntax.
+    pub fn new(experiment: &str, id: &str, backbone: &str, optimizer: &str) -> Self {
+        let now = unix_now_s();
+        TrialRecord {
+            id: id.to_owned(),
+            experiment: experiment.to_owned(),
+            backbone: backbone.to_owned(),
+            optimizer: optimizer.to_owned(),
+            recipe: None,
+            params: BTreeMap::new(),
+            grid: None,
+            stage: 1,
+            seed: 0,
+            status: TrialStatus::Queued,
+            epochs: Vec::new(),
+            final_accuracy: None,
+            ema_accuracy: None,
+            wall_time_s: None,
+            device: None,
+            precision: None,
+            peak_memory_bytes: None,
+            error: None,
+            created_unix_s: now,
+            updated_unix_s: now,
+        }
+    }
+}
+
 /// How a trial ended, as [`crate::Store::finish_trial`] records it beside
 /// the final status.
 #[derive(Clone, Debug, Default, PartialEq)]

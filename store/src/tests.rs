@@ -33,29 +33,15 @@ fn params(lr: f64, wd: f64) -> BTreeMap<String, f64> {
 /// A queued stage-1 trial of resnet18/sgd.
 fn trial(id: &str, lr: f64, wd: f64, grid: (u8, u8), seed: u64) -> TrialRecord {
     TrialRecord {
-        id: id.to_owned(),
-        experiment: EXP.to_owned(),
-        backbone: "resnet18".to_owned(),
-        optimizer: "sgd".to_owned(),
-        recipe: None,
         params: params(lr, wd),
         grid: Some(GridPos {
             lr: grid.0,
             weight_decay: grid.1,
         }),
-        stage: 1,
         seed,
-        status: TrialStatus::Queued,
-        epochs: Vec::new(),
-        final_accuracy: None,
-        ema_accuracy: None,
-        wall_time_s: None,
-        device: None,
-        precision: None,
-        peak_memory_bytes: None,
-        error: None,
         created_unix_s: 100,
         updated_unix_s: 100,
+        ..TrialRecord::new(EXP, id, "resnet18", "sgd")
     }
 }
 

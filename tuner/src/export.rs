@@ -354,7 +354,11 @@ fn resolve_crop(
 /// timm `train.py` flags for a stored recipe's regularisation and
 /// augmentation (its optimizer, lr, epochs and batch are the config's own);
 /// what timm cannot express goes to `unmapped`.
-fn timm_recipe_args(settings: &serde_json::Value, args: &mut Vec<String>, unmapped: &mut Vec<String>) {
+fn timm_recipe_args(
+    settings: &serde_json::Value,
+    args: &mut Vec<String>,
+    unmapped: &mut Vec<String>,
+) {
     let number = |field: &str| settings.get(field).and_then(serde_json::Value::as_f64);
     let positive = |field: &str| number(field).filter(|&v| v > 0.0);
     if let Some(v) = positive("label_smoothing") {
@@ -368,7 +372,11 @@ fn timm_recipe_args(settings: &serde_json::Value, args: &mut Vec<String>, unmapp
         args.push(format!("--drop-path {v}"));
     }
     if let Some(ra) = settings.get("rand_augment").filter(|v| !v.is_null()) {
-        let field = |name: &str| ra.get(name).and_then(serde_json::Value::as_f64).unwrap_or(0.0);
+        let field = |name: &str| {
+            ra.get(name)
+                .and_then(serde_json::Value::as_f64)
+                .unwrap_or(0.0)
+        };
         args.push(format!(
             "--aa rand-m{}-n{}-mstd{}-inc1",
             field("magnitude"),
@@ -519,12 +527,21 @@ mod tests {
             assert!(deit.contains(flag), "{flag} missing: {deit}");
         }
         // DeiT's `dropout: null` keeps the model's own; it crops as timm does.
-        assert!(!deit.contains("--drop ") && !deit.contains("not passed"), "{deit}");
+        assert!(
+            !deit.contains("--drop ") && !deit.contains("not passed"),
+            "{deit}"
+        );
         let rsb = line("rsb_a2", "resnet50_cifar");
         assert!(rsb.contains("--bce-loss"), "{rsb}");
-        assert!(rsb.ends_with("# not passed to timm: crop=random_padded"), "{rsb}");
+        assert!(
+            rsb.ends_with("# not passed to timm: crop=random_padded"),
+            "{rsb}"
+        );
         let plain = line("pytorch", "resnet18_cifar");
-        assert!(!plain.contains("--mixup") && !plain.contains("--aa"), "{plain}");
+        assert!(
+            !plain.contains("--mixup") && !plain.contains("--aa"),
+            "{plain}"
+        );
     }
 
     #[test]

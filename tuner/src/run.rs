@@ -739,28 +739,15 @@ impl Pair<'_> {
             Vec::new()
         };
         let rule = spec.early_stop.build();
-        let now = unix_now_s();
         store.put_trial(&TrialRecord {
-            id: id.to_string(),
-            experiment: spec.name.clone(),
-            backbone: self.backbone.to_string(),
-            optimizer: self.optimizer.to_string(),
             recipe: Some(spec.stored_recipe(self.backbone)),
             params: params.clone(),
             grid: Some(grid),
             stage,
             seed,
             status: TrialStatus::Running,
-            epochs: Vec::new(),
-            final_accuracy: None,
-            ema_accuracy: None,
-            wall_time_s: None,
             device: self.device.map(|d| d.to_string()),
-            precision: None,
-            peak_memory_bytes: None,
-            error: None,
-            created_unix_s: now,
-            updated_unix_s: now,
+            ..TrialRecord::new(&spec.name, id, self.backbone, self.optimizer)
         })?;
         let mut trial_spec = spec.trial_spec(
             self.backbone,

@@ -66,26 +66,9 @@ mod tests {
 
     fn trial(id: &str) -> TrialRecord {
         TrialRecord {
-            id: id.into(),
-            experiment: "e".into(),
-            backbone: "resnet18_cifar@micro".into(),
-            optimizer: "adamw".into(),
-            recipe: None,
             params: BTreeMap::from([("lr".into(), 1e-3), ("weight_decay".into(), 0.05)]),
-            grid: None,
-            stage: 1,
-            seed: 0,
             status: TrialStatus::Running,
-            epochs: Vec::new(),
-            final_accuracy: None,
-            ema_accuracy: None,
-            wall_time_s: None,
-            device: None,
-            precision: None,
-            peak_memory_bytes: None,
-            error: None,
-            created_unix_s: 0,
-            updated_unix_s: 0,
+            ..TrialRecord::new("e", id, "resnet18_cifar@micro", "adamw")
         }
     }
 

@@ -634,26 +634,10 @@ mod tests {
                         })
                         .collect();
                     trials.push(TrialRecord {
-                        id,
-                        experiment: "tiny".into(),
-                        backbone: backbone.to_string(),
-                        optimizer: optimizer.to_string(),
-                        recipe: None,
-                        params: BTreeMap::new(),
-                        grid: None,
-                        stage: 1,
-                        seed: 0,
                         status: TrialStatus::Done,
                         epochs,
                         final_accuracy: Some(top),
-                        ema_accuracy: None,
-                        wall_time_s: None,
-                        device: None,
-                        precision: None,
-                        peak_memory_bytes: None,
-                        error: None,
-                        created_unix_s: 0,
-                        updated_unix_s: 0,
+                        ..TrialRecord::new("tiny", &id, backbone, optimizer)
                     });
                 }
             }

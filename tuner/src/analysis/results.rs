@@ -260,26 +260,10 @@ mod tests {
 
     fn trial(id: &str, backbone: &str, optimizer: &str, accuracy: f64) -> TrialRecord {
         TrialRecord {
-            id: id.into(),
-            experiment: "e".into(),
-            backbone: backbone.into(),
-            optimizer: optimizer.into(),
-            recipe: None,
             params: BTreeMap::from([("lr".into(), 0.1)]),
-            grid: None,
-            stage: 1,
-            seed: 0,
             status: TrialStatus::Done,
-            epochs: Vec::new(),
             final_accuracy: Some(accuracy),
-            ema_accuracy: None,
-            wall_time_s: None,
-            device: None,
-            precision: None,
-            peak_memory_bytes: None,
-            error: None,
-            created_unix_s: 0,
-            updated_unix_s: 0,
+            ..TrialRecord::new("e", id, backbone, optimizer)
         }
     }
 

@@ -596,7 +596,10 @@ mod tests {
             cpu_cache: false,
             ..report.clone()
         });
-        assert!(without.contains("caching CPU allocator is off"), "{without}");
+        assert!(
+            without.contains("caching CPU allocator is off"),
+            "{without}"
+        );
         let cuda = render_train(&TrainReport {
             device: "cuda:0".into(),
             ..report

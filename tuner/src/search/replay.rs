@@ -366,14 +366,7 @@ mod tests {
     #[test]
     fn trials_become_pairs_with_seeds_averaged() {
         let trial = |grid: GridPos, seed: u64, accs: &[f64]| TrialRecord {
-            id: format!("{grid:?}{seed}"),
-            experiment: "e".into(),
-            backbone: "r".into(),
-            optimizer: "sgd_m".into(),
-            recipe: None,
-            params: BTreeMap::new(),
             grid: Some(grid),
-            stage: 1,
             seed,
             status: TrialStatus::Done,
             epochs: accs
@@ -390,14 +383,7 @@ mod tests {
                 })
                 .collect(),
             final_accuracy: accs.last().copied(),
-            ema_accuracy: None,
-            wall_time_s: None,
-            device: None,
-            precision: None,
-            peak_memory_bytes: None,
-            error: None,
-            created_unix_s: 0,
-            updated_unix_s: 0,
+            ..TrialRecord::new("e", &format!("{grid:?}{seed}"), "r", "sgd_m")
         };
         let mut trials: Vec<TrialRecord> = all_points()
             .flat_map(|p| [trial(p, 0, &[10.0, 20.0]), trial(p, 1, &[30.0, 40.0])])
