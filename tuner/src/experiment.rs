@@ -264,6 +264,16 @@ impl ExperimentSpec {
         }
     }
 
+    /// The devices the experiment's trials are for, as workers name theirs
+    /// (`cpu`, `cuda:1`); `None` where it leaves the choice to `auto`, so
+    /// any worker may train them.
+    pub fn named_devices(&self) -> Option<Vec<String>> {
+        let devices = self.device_list();
+        let devices = devices.devices();
+        (!devices.contains(&DeviceChoice::Auto))
+            .then(|| devices.iter().map(ToString::to_string).collect())
+    }
+
     /// The device of each slot that trains one trial at a time, as this
     /// machine resolves them (`auto` becomes `cuda:0` or `cpu`): every
     /// device `trials_per_device` times, interleaved so that fewer busy
@@ -927,6 +937,17 @@ epochs: 3
         );
         // The older single `device` still works, as in stored experiments.
         assert_eq!(devices("device: cpu\n"), [DeviceChoice::Cpu]);
+        // What service workers are matched against; `auto` takes any.
+        let named = |yaml: &str| {
+            parse(&format!("{GOOD}{yaml}"))
+                .unwrap()
+                .spec
+                .named_devices()
+        };
+        assert_eq!(named("devices: cuda:0,1\n").unwrap(), ["cuda:0", "cuda:1"]);
+        assert_eq!(named("device: cpu\n").unwrap(), ["cpu"]);
+        assert_eq!(named("devices: [auto, cpu]\n"), None);
+        assert_eq!(named(""), None);
 
         let e = parse(&format!("{GOOD}devices: cpu\ntrials_per_device: 3\n")).unwrap();
         assert_eq!(e.spec.device_slots(), Ok(vec![DeviceChoice::Cpu; 3]));

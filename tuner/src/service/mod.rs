@@ -410,6 +410,7 @@ impl Service {
                     dir: std::path::absolute(&experiment.dataset_dir)
                         .unwrap_or_else(|_| experiment.dataset_dir.clone()),
                 },
+                devices: experiment.spec.named_devices(),
                 cancel: Arc::clone(&cancel),
             };
             let spec = &experiment.spec;

@@ -117,9 +117,22 @@ struct Work {
     dataset: DatasetLocation,
     external: Option<ExternalTrial>,
     work_dir: PathBuf,
+    /// The devices its experiment names; `None` takes any worker.
+    devices: Option<Vec<String>>,
     events: Sender<Event>,
     /// Attempts lost so far.
     lost: u32,
+}
+
+impl Work {
+    /// Whether a worker on `device` may train it (a worker that names no
+    /// device, an older one, may train anything).
+    fn runs_on(&self, device: Option<&str>) -> bool {
+        match (&self.devices, device) {
+            (Some(devices), Some(device)) => devices.iter().any(|d| d == device),
+            _ => true,
+        }
+    }
 }
 
 struct Running {
@@ -204,17 +217,20 @@ impl Queue {
             return false;
         }
         state.waiting.push_back(work);
-        self.work_arrived.notify_one();
+        // Waiting workers may be on devices this trial is not for.
+        self.work_arrived.notify_all();
         true
     }
 
-    /// The next waiting trial for `worker`, waiting up to `wait` for one.
+    /// The next waiting trial `worker` on `device` may train (one whose
+    /// experiment names that device or none), waiting up to `wait` for one.
     /// The trial's record takes the worker's `device` (older workers name none).
     pub fn claim(&self, worker: &str, device: Option<&str>, wait: Duration) -> Option<Assignment> {
         let deadline = Instant::now() + wait;
         let mut state = self.lock();
         loop {
-            if let Some(work) = state.waiting.pop_front() {
+            let next = state.waiting.iter().position(|w| w.runs_on(device));
+            if let Some(work) = next.and_then(|i| state.waiting.remove(i)) {
                 let attempt = state.next_attempt;
                 state.next_attempt += 1;
                 let assignment = Assignment {
@@ -389,7 +405,7 @@ impl Queue {
             if work.lost <= self.config.retries {
                 self.log(&work.trial, "[service] trial re-queued");
                 state.waiting.push_front(work);
-                self.work_arrived.notify_one();
+                self.work_arrived.notify_all();
             } else {
                 let error = format!(
                     "lost {} worker(s) (retry limit {}); last lines of its log:\n{}",
@@ -422,6 +438,8 @@ pub fn tail(path: &Path, lines: usize) -> String {
 pub struct QueueExecutor {
     pub queue: Arc<Queue>,
     pub dataset: DatasetLocation,
+    /// The devices the experiment names (`None`: `auto`, any worker).
+    pub devices: Option<Vec<String>>,
     pub cancel: Arc<AtomicBool>,
 }
 
@@ -439,6 +457,7 @@ impl TrialExecutor for QueueExecutor {
             dataset: self.dataset.clone(),
             external: job.external.cloned(),
             work_dir: job.work_dir.to_path_buf(),
+            devices: self.devices.clone(),
             events,
             lost: 0,
         };
@@ -531,18 +550,31 @@ mod tests {
         spec: TrialSpec,
         cancel: Arc<AtomicBool>,
     ) -> std::thread::JoinHandle<(Result<TrialResult, RunError>, Vec<f64>)> {
+        execute_on(queue, spec, cancel, "t1", None)
+    }
+
+    /// Runs trial `id` of an experiment naming `devices` through a
+    /// `QueueExecutor` on a thread.
+    fn execute_on(
+        queue: &Arc<Queue>,
+        spec: TrialSpec,
+        cancel: Arc<AtomicBool>,
+        id: &'static str,
+        devices: Option<&[&str]>,
+    ) -> std::thread::JoinHandle<(Result<TrialResult, RunError>, Vec<f64>)> {
         let executor = QueueExecutor {
             queue: Arc::clone(queue),
             dataset: DatasetLocation {
                 format: DatasetFormat::Cifar(CifarFormat::Cifar100Bin),
                 dir: PathBuf::from("."),
             },
+            devices: devices.map(|d| d.iter().map(|s| s.to_string()).collect()),
             cancel,
         };
         std::thread::spawn(move || {
             let job = TrialJob {
                 experiment: "q",
-                id: "t1",
+                id,
                 spec: &spec,
                 external: None,
                 work_dir: Path::new("."),
@@ -606,6 +638,34 @@ mod tests {
             log.contains("claimed by worker `w`") && log.contains("bye"),
             "{log}"
         );
+    }
+
+    #[test]
+    fn workers_take_only_trials_of_experiments_that_name_their_device() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = queue(dir.path(), Duration::from_secs(3600));
+        let cancel = Arc::new(AtomicBool::new(false));
+        let on_gpu = execute_on(
+            &queue,
+            spec(dir.path()),
+            cancel.clone(),
+            "gpu",
+            Some(&["cuda:1"]),
+        );
+        // Queued first, so a worker that takes it out of order proves routing.
+        while queue.counts().0 < 1 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let anywhere = execute_on(&queue, spec(dir.path()), cancel.clone(), "any", None);
+        let wait = Duration::from_secs(3600);
+        assert_eq!(queue.claim("c", Some("cpu"), wait).unwrap().trial, "any");
+        // Nothing else is for the CPU worker.
+        assert!(queue.claim("c", Some("cpu"), Duration::ZERO).is_none());
+        assert_eq!(queue.claim("g", Some("cuda:1"), wait).unwrap().trial, "gpu");
+        queue.cancel_experiment("q");
+        for thread in [on_gpu, anywhere] {
+            assert!(matches!(thread.join().unwrap().0, Err(RunError::Cancelled)));
+        }
     }
 
     #[test]
