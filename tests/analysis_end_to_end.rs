@@ -407,6 +407,7 @@ fn plant_history(store: &Store) {
                 lr,
                 images_per_sec: 1000.0,
                 wall_s: 1.0,
+                ema_test_accuracy: None,
             };
             store
                 .put_trial(&TrialRecord {

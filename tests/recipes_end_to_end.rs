@@ -82,6 +82,17 @@ fn check_trial(trials: &[serde_json::Value], recipe: &str, keeps_ema: bool) {
             assert!(trial["ema_accuracy"].is_null(), "{trial}");
         }
     }
+    // Every epoch records the average's accuracy where there is one; the
+    // last one is the trial's.
+    let epochs = trial["epochs"].as_array().unwrap();
+    assert!(!epochs.is_empty(), "{trial}");
+    for epoch in epochs {
+        assert_eq!(epoch["ema_test_accuracy"].is_number(), keeps_ema, "{epoch}");
+    }
+    assert_eq!(
+        epochs.last().unwrap()["ema_test_accuracy"].as_f64(),
+        trial["ema_accuracy"].as_f64()
+    );
 }
 
 #[test]

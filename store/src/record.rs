@@ -111,6 +111,10 @@ pub struct EpochMetrics {
     /// Wall-clock seconds the epoch took.
     #[serde(deserialize_with = "f64_or_nan")]
     pub wall_s: f64,
+    /// Test accuracy of the weights' moving average after the epoch, where
+    /// the recipe keeps one (older records: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ema_test_accuracy: Option<f64>,
 }
 
 /// serde_json writes NaN and infinities as `null`; read that back as NaN so

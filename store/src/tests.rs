@@ -54,6 +54,7 @@ fn epoch(n: u32, acc: f64) -> EpochMetrics {
         lr: 0.1,
         images_per_sec: 5000.0,
         wall_s: 12.5,
+        ema_test_accuracy: None,
     }
 }
 

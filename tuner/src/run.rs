@@ -873,6 +873,7 @@ impl TrialObserver for Recorder<'_> {
             lr: r.lr,
             images_per_sec: r.images_per_sec,
             wall_s: r.wall_s,
+            ema_test_accuracy: r.ema_test_accuracy,
         };
         self.images_per_sec = measured(r.images_per_sec);
         // By epoch number: a trial re-run after a lost worker reports from epoch 1 again.

@@ -631,6 +631,7 @@ mod tests {
                             lr: 0.1,
                             images_per_sec: 100.0,
                             wall_s: 1.0,
+                            ema_test_accuracy: None,
                         })
                         .collect();
                     trials.push(TrialRecord {

@@ -380,6 +380,7 @@ mod tests {
                     lr: 0.1,
                     images_per_sec: 1.0,
                     wall_s: 1.0,
+                    ema_test_accuracy: None,
                 })
                 .collect(),
             final_accuracy: accs.last().copied(),
