@@ -2,20 +2,25 @@
 // training step allocates the same activation and gradient sizes every
 // step; glibc hands blocks above its mmap threshold back to the kernel on
 // free, so every step page-faults (and the kernel zeroes) its activations
-// afresh, a tenth to a third of a CPU step. Freed blocks of 64 KiB and more
-// are kept here by size class and handed out again; smaller ones go back to
-// glibc, whose bins already serve them well. Plain C functions for
+// afresh, a tenth to a third of a CPU step. Blocks of 64 KiB and more are
+// mapped here, kept by size class when freed and handed out again; smaller
+// ones go to glibc, whose bins already serve them well. Idle blocks are
+// unmapped before the machine runs short of memory. Plain C functions for
 // trial-runner's cpu_cache.rs; none lets a C++ exception cross into Rust.
 #include <c10/core/Allocator.h>
 #include <c10/core/CPUAllocator.h>
 #include <c10/core/impl/alloc_cpu.h>
+#include <c10/util/Exception.h>
+#include <sys/mman.h>
 
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
-#include <functional>
+#include <cstdio>
+#include <cstring>
+#include <iterator>
+#include <map>
 #include <mutex>
-#include <unordered_map>
 #include <vector>
 
 namespace {
@@ -25,6 +30,7 @@ namespace {
 constexpr size_t kHeader = 64;
 // Blocks below this are not cached (size class 0).
 constexpr size_t kMinCached = size_t{1} << 16;
+constexpr size_t kPage = 4096;
 
 // Eight classes per power of two, so a block wastes at most an eighth.
 size_t size_class(size_t bytes) {
@@ -34,6 +40,50 @@ size_t size_class(size_t bytes) {
   const int top_bit = 63 - __builtin_clzll(bytes);
   const size_t step = size_t{1} << (top_bit - 3);
   return (bytes + step - 1) & ~(step - 1);
+}
+
+// What a cached block of class `cls` maps, header included.
+size_t mapped_bytes(size_t cls) {
+  return (kHeader + cls + kPage - 1) & ~(kPage - 1);
+}
+
+// The first number after `key` in the file at `path`, or -1.
+int64_t read_number(const char* path, const char* key) {
+  FILE* file = std::fopen(path, "r");
+  if (file == nullptr) {
+    return -1;
+  }
+  char line[256];
+  int64_t value = -1;
+  const size_t key_length = std::strlen(key);
+  while (std::fgets(line, sizeof line, file) != nullptr) {
+    if (std::strncmp(line, key, key_length) == 0) {
+      long long number = 0;
+      if (std::sscanf(line + key_length, "%lld", &number) == 1) {
+        value = number;
+      }
+      break;
+    }
+  }
+  std::fclose(file);
+  return value;
+}
+
+// Bytes the process can still take: the kernel's MemAvailable, lowered to
+// what is left under a cgroup-v2 memory limit where one is set; -1 when
+// neither can be read.
+int64_t available_bytes() {
+  int64_t available = read_number("/proc/meminfo", "MemAvailable:");
+  if (available >= 0) {
+    available *= 1024;
+  }
+  const int64_t limit = read_number("/sys/fs/cgroup/memory.max", "");
+  const int64_t used = read_number("/sys/fs/cgroup/memory.current", "");
+  if (limit > 0 && used >= 0) {
+    const int64_t left = limit > used ? limit - used : 0;
+    available = available < 0 ? left : std::min(available, left);
+  }
+  return available;
 }
 
 class CachingCpuAllocator final : public c10::Allocator {
@@ -49,9 +99,10 @@ class CachingCpuAllocator final : public c10::Allocator {
     default_copy_data(dest, src, count);
   }
 
-  void set_limit(size_t bytes) {
+  void configure(size_t limit, size_t reserve) {
     std::lock_guard<std::mutex> lock(mutex_);
-    limit_ = bytes;
+    limit_ = limit;
+    reserve_ = reserve;
     trim_to(limit_);
   }
 
@@ -73,21 +124,35 @@ class CachingCpuAllocator final : public c10::Allocator {
       return nullptr;
     }
     const size_t cls = size_class(bytes);
-    if (cls != 0) {
+    if (cls == 0) {
+      char* base = static_cast<char*>(c10::alloc_cpu(kHeader + bytes));
+      *reinterpret_cast<size_t*>(base) = 0;
+      return base + kHeader;
+    }
+    {
       std::lock_guard<std::mutex> lock(mutex_);
       auto found = free_.find(cls);
-      if (found != free_.end() && !found->second.empty()) {
+      if (found != free_.end()) {
         char* base = static_cast<char*>(found->second.back());
         found->second.pop_back();
+        if (found->second.empty()) {
+          free_.erase(found);
+        }
         cached_bytes_ -= cls;
         ++hits_;
         return base + kHeader;
       }
       ++misses_;
+      make_room(mapped_bytes(cls));
     }
-    char* base = static_cast<char*>(c10::alloc_cpu(kHeader + (cls ? cls : bytes)));
-    *reinterpret_cast<size_t*>(base) = cls;
-    return base + kHeader;
+    // Mapped here rather than by glibc, so that unmapping an idle block
+    // gives its memory back to the kernel at once.
+    void* base = mmap(nullptr, mapped_bytes(cls), PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    TORCH_CHECK(base != MAP_FAILED, "bocb's CPU cache could not map ", cls,
+                " bytes: the machine is out of memory; lower the batch size");
+    *static_cast<size_t*>(base) = cls;
+    return static_cast<char*>(base) + kHeader;
   }
 
   void give_back(void* data) {
@@ -96,7 +161,11 @@ class CachingCpuAllocator final : public c10::Allocator {
     }
     char* base = static_cast<char*>(data) - kHeader;
     const size_t cls = *reinterpret_cast<size_t*>(base);
-    if (cls != 0) {
+    if (cls == 0) {
+      c10::free_cpu(base);
+      return;
+    }
+    {
       std::lock_guard<std::mutex> lock(mutex_);
       if (cached_bytes_ + cls <= limit_) {
         free_[cls].push_back(base);
@@ -104,32 +173,54 @@ class CachingCpuAllocator final : public c10::Allocator {
         return;
       }
     }
-    c10::free_cpu(base);
+    munmap(base, mapped_bytes(cls));
   }
 
-  // Frees cached blocks, largest classes first, until at most `bytes` stay.
-  void trim_to(size_t bytes) {
-    std::vector<size_t> classes;
-    for (const auto& entry : free_) {
-      classes.push_back(entry.first);
+  // Idle blocks of the sizes a step no longer asks for would otherwise add
+  // up beside the ones it does: before mapping `bytes`, unmap idle blocks,
+  // largest first, until the machine has `bytes` plus the reserve free.
+  void make_room(size_t bytes) {
+    if (cached_bytes_ == 0) {
+      return;
     }
-    std::sort(classes.begin(), classes.end(), std::greater<size_t>());
-    for (size_t cls : classes) {
-      auto& blocks = free_[cls];
-      while (cached_bytes_ > bytes && !blocks.empty()) {
-        c10::free_cpu(blocks.back());
-        blocks.pop_back();
-        cached_bytes_ -= cls;
-      }
+    const int64_t available = available_bytes();
+    if (available < 0) {
+      return;
+    }
+    size_t free_now = static_cast<size_t>(available);
+    while (cached_bytes_ > 0 && free_now < bytes + reserve_) {
+      free_now += unmap_largest();
+    }
+  }
+
+  // Unmaps one idle block of the largest class; returns its mapped size.
+  size_t unmap_largest() {
+    auto largest = std::prev(free_.end());
+    const size_t cls = largest->first;
+    munmap(largest->second.back(), mapped_bytes(cls));
+    largest->second.pop_back();
+    if (largest->second.empty()) {
+      free_.erase(largest);
+    }
+    cached_bytes_ -= cls;
+    return mapped_bytes(cls);
+  }
+
+  // Unmaps idle blocks, largest first, until at most `bytes` stay.
+  void trim_to(size_t bytes) {
+    while (cached_bytes_ > bytes) {
+      unmap_largest();
     }
   }
 
   static void release_block(void* data);
 
   std::mutex mutex_;
-  std::unordered_map<size_t, std::vector<void*>> free_;
+  // Idle blocks by size class; empty classes are erased.
+  std::map<size_t, std::vector<void*>> free_;
   size_t cached_bytes_ = 0;
   size_t limit_ = 0;
+  size_t reserve_ = 0;
   uint64_t hits_ = 0;
   uint64_t misses_ = 0;
 };
@@ -144,10 +235,12 @@ void CachingCpuAllocator::release_block(void* data) { cache->give_back(data); }
 extern "C" {
 
 // Makes the cache libtorch's CPU allocator, keeping at most `limit` idle
-// bytes; tensors allocated before keep their own deleter. Returns 0, or -1.
-int bocb_cpu_cache_install(int64_t limit) {
+// bytes and unmapping idle ones rather than leaving the machine less than
+// `reserve` bytes; tensors allocated before keep their own deleter.
+// Returns 0, or -1.
+int bocb_cpu_cache_install(int64_t limit, int64_t reserve) {
   try {
-    cache->set_limit(static_cast<size_t>(limit));
+    cache->configure(static_cast<size_t>(limit), static_cast<size_t>(reserve));
     c10::SetCPUAllocator(cache, /*priority=*/1);
     return 0;
   } catch (...) {

@@ -3,21 +3,28 @@
 //! kernel, so without it every CPU training step page-faults its
 //! activations in afresh. `BOCB_CPU_CACHE_MIB` sets how much idle memory it
 //! may keep (default half the machine's memory; 0 leaves libtorch's own
-//! allocator in place).
+//! allocator in place); idle blocks are unmapped before a new block would
+//! leave the machine less than a tenth of its memory.
 
 use std::sync::OnceLock;
 
 extern "C" {
-    fn bocb_cpu_cache_install(limit: i64) -> i32;
+    fn bocb_cpu_cache_install(limit: i64, reserve: i64) -> i32;
     fn bocb_cpu_cache_empty() -> i32;
     fn bocb_cpu_cache_stats(cached: *mut i64, hits: *mut i64, misses: *mut i64);
 }
 
 /// The environment variable that limits the cache's idle bytes, in MiB.
 pub const LIMIT_VAR: &str = "BOCB_CPU_CACHE_MIB";
+/// The environment variable that sets the memory, in MiB, the cache leaves
+/// the machine (it unmaps idle blocks before a new one would take it).
+pub const RESERVE_VAR: &str = "BOCB_CPU_CACHE_RESERVE_MIB";
 
 /// Where the limit is neither set nor readable from `/proc/meminfo`.
 const FALLBACK_LIMIT: u64 = 4 << 30;
+/// The least memory the cache leaves the machine before it maps a new
+/// block (it unmaps idle ones first): a tenth of it, at least this.
+const MIN_RESERVE: u64 = 1 << 30;
 
 /// What the cache holds and has served since it was installed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,8 +46,9 @@ pub fn install() -> bool {
             return false;
         };
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let reserve = i64::try_from(reserve_from_env()).unwrap_or(i64::MAX);
         // SAFETY: a plain C function of the shim, run once per process.
-        unsafe { bocb_cpu_cache_install(limit) == 0 }
+        unsafe { bocb_cpu_cache_install(limit, reserve) == 0 }
     })
 }
 
@@ -86,13 +94,33 @@ fn limit_from_env() -> Option<u64> {
     }
 }
 
+/// `BOCB_CPU_CACHE_RESERVE_MIB` where set, else a tenth of `MemTotal` (at
+/// least 1 GiB).
+fn reserve_from_env() -> u64 {
+    let default = || memory_total().map_or(MIN_RESERVE, |total| (total / 10).max(MIN_RESERVE));
+    match std::env::var(RESERVE_VAR) {
+        Ok(text) => text.trim().parse::<u64>().map_or_else(
+            |_| {
+                tracing::warn!(
+                    "{RESERVE_VAR}={text:?} is not a whole number of MiB; using the default \
+                     (a tenth of the machine's memory)"
+                );
+                default()
+            },
+            |mib| mib.saturating_mul(1 << 20),
+        ),
+        Err(_) => default(),
+    }
+}
+
 fn default_limit() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|info| {
-            let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
-            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-            Some(kib * 1024 / 2)
-        })
-        .unwrap_or(FALLBACK_LIMIT)
+    memory_total().map_or(FALLBACK_LIMIT, |total| total / 2)
+}
+
+/// The machine's memory in bytes (`MemTotal`).
+fn memory_total() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }

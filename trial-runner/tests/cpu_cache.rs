@@ -8,14 +8,18 @@ use tch::{Device, Kind, Tensor};
 const ELEMENTS: i64 = 1_234_567;
 /// The limit this test installs the cache with.
 const LIMIT_MIB: u64 = 12;
+/// A reserve no machine has free, so that every new block first unmaps the
+/// idle ones.
+const RESERVE_MIB: u64 = 1 << 40;
 
 fn block() -> Tensor {
     Tensor::ones([ELEMENTS], (Kind::Float, Device::Cpu))
 }
 
 #[test]
-fn freed_blocks_are_reused_kept_within_the_limit_and_emptied() {
+fn freed_blocks_are_reused_kept_within_the_limits_and_emptied() {
     std::env::set_var(cpu_cache::LIMIT_VAR, LIMIT_MIB.to_string());
+    std::env::set_var(cpu_cache::RESERVE_VAR, RESERVE_MIB.to_string());
     assert!(cpu_cache::install());
     let before = cpu_cache::stats();
 
@@ -40,6 +44,16 @@ fn freed_blocks_are_reused_kept_within_the_limit_and_emptied() {
     let full = cpu_cache::stats();
     assert!(full.cached_bytes <= LIMIT_MIB << 20, "{full:?}");
     assert!(full.cached_bytes >= 2 * 4 * ELEMENTS as u64, "{full:?}");
+
+    // A block of a size the cache does not hold is mapped only after the
+    // idle ones are unmapped, as the machine has less than the reserve free.
+    let other = Tensor::ones([3 * ELEMENTS], (Kind::Float, Device::Cpu));
+    assert_eq!(cpu_cache::stats().cached_bytes, 0);
+    assert_eq!(
+        other.sum(Kind::Float).double_value(&[]),
+        3.0 * ELEMENTS as f64
+    );
+    drop(other);
 
     // Gradients computed through the cache equal the closed form.
     let a = Tensor::randn([300, 400], (Kind::Float, Device::Cpu)).set_requires_grad(true);
