@@ -7,14 +7,37 @@ The `@micro` presets are built by `export_backbone_fixtures.FIXTURES`.
 
     .venv/bin/python -c "import reference_backbones as r; print(r.build('resnet50_cifar', 100))"
 
-Architectures timm lacks are imported from their own repositories, found
-through environment variables: BOCB_REF_MOGANET (default /work/refs/MogaNet),
-BOCB_REF_UNIREPLKNET (default /work/refs/UniRepLKNet),
-BOCB_REF_TRANSNEXT (default /work/refs/TransNeXt).
+Architectures timm lacks are imported from clones of their own repositories
+(`REPOSITORIES`), found through environment variables: BOCB_REF_MOGANET
+(default /work/refs/MogaNet), BOCB_REF_UNIREPLKNET (default
+/work/refs/UniRepLKNet), BOCB_REF_TRANSNEXT (default /work/refs/TransNeXt).
 """
 
 import torch
 from torch import nn
+
+# The architectures timm lacks: their repository's environment variable and URL.
+REPOSITORIES = {
+    "MogaNet": ("BOCB_REF_MOGANET", "https://github.com/Westlake-AI/MogaNet"),
+    "UniRepLKNet": ("BOCB_REF_UNIREPLKNET", "https://github.com/AILab-CVC/UniRepLKNet"),
+    "TransNeXt": ("BOCB_REF_TRANSNEXT", "https://github.com/DaiShiResearch/TransNeXt"),
+}
+
+
+def repository_file(repository, relative):
+    """A file of a clone of `repository` (a key of `REPOSITORIES`): under its
+    environment variable's directory, default /work/refs/<repository>. A
+    missing clone is an error that says how to get one."""
+    import os
+    from pathlib import Path
+
+    variable, url = REPOSITORIES[repository]
+    root = Path(os.environ.get(variable, f"/work/refs/{repository}"))
+    path = root / relative
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: the {repository} reference model is read from a clone of its "
+                                f"repository; run `git clone {url} {root}` or set {variable} to one")
+    return path
 
 
 def cifar_resnet(name, classes):
@@ -67,15 +90,12 @@ def moganet_repository():
     import contextlib
     import importlib.util
     import io
-    import os
     import sys
     import warnings
-    from pathlib import Path
 
     name = "bocb_reference_moganet"
     if name not in sys.modules:
-        root = Path(os.environ.get("BOCB_REF_MOGANET", "/work/refs/MogaNet"))
-        spec = importlib.util.spec_from_file_location(name, root / "models" / "moganet.py")
+        spec = importlib.util.spec_from_file_location(name, repository_file("MogaNet", "models/moganet.py"))
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module  # timm's register_model looks the module up by name
         # Silence its notices about optional mmcv/mmdet and timm's warnings
@@ -136,15 +156,12 @@ def unireplknet_repository():
     imports (huggingface_hub, mmseg/mmcv) are guarded there, so it loads
     without them."""
     import importlib.util
-    import os
     import sys
     import warnings
-    from pathlib import Path
 
     name = "bocb_reference_unireplknet"
     if name not in sys.modules:
-        root = Path(os.environ.get("BOCB_REF_UNIREPLKNET", "/work/refs/UniRepLKNet"))
-        spec = importlib.util.spec_from_file_location(name, root / "unireplknet.py")
+        spec = importlib.util.spec_from_file_location(name, repository_file("UniRepLKNet", "unireplknet.py"))
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module  # timm's register_model looks the module up by name
         with warnings.catch_warnings():  # timm's, about the deprecated import paths it uses
@@ -175,15 +192,13 @@ def transnext_repository():
     import contextlib
     import importlib.util
     import io
-    import os
     import sys
-    from pathlib import Path
 
     name = "bocb_reference_transnext"
     if name not in sys.modules:
-        root = Path(os.environ.get("BOCB_REF_TRANSNEXT", "/work/refs/TransNeXt")) / "classification"
         for module_name, file in (("attention_native", "attention_native.py"), (name, "transnext.py")):
-            spec = importlib.util.spec_from_file_location(module_name, root / file)
+            spec = importlib.util.spec_from_file_location(module_name,
+                                                          repository_file("TransNeXt", f"classification/{file}"))
             module = importlib.util.module_from_spec(spec)
             sys.modules[module_name] = module  # transnext.py imports attention_native by name
             with contextlib.redirect_stdout(io.StringIO()):  # its notice about the CUDA extension

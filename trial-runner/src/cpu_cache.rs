@@ -4,7 +4,8 @@
 //! activations in afresh. `BOCB_CPU_CACHE_MIB` sets how much idle memory it
 //! may keep (default half the machine's memory; 0 leaves libtorch's own
 //! allocator in place); idle blocks are unmapped before a new block would
-//! leave the machine less than a tenth of its memory.
+//! leave the machine less than `BOCB_CPU_CACHE_RESERVE_MIB` (default a tenth
+//! of its memory, at least 1 GiB).
 
 use std::sync::OnceLock;
 
@@ -75,41 +76,41 @@ pub fn stats() -> CacheStats {
 }
 
 /// The idle-byte limit: `BOCB_CPU_CACHE_MIB` where set (`None` for 0), else
-/// half of `MemTotal`. An unreadable value falls back to the default with a
-/// warning rather than stopping training.
+/// half of `MemTotal`.
 fn limit_from_env() -> Option<u64> {
-    match std::env::var(LIMIT_VAR) {
-        Ok(text) => match text.trim().parse::<u64>() {
-            Ok(0) => None,
-            Ok(mib) => Some(mib.saturating_mul(1 << 20)),
-            Err(_) => {
-                tracing::warn!(
-                    "{LIMIT_VAR}={text:?} is not a whole number of MiB; using the default \
-                     (half the machine's memory); set it to 0 to turn the CPU cache off"
-                );
-                Some(default_limit())
-            }
-        },
-        Err(_) => Some(default_limit()),
+    match bytes_from_env(
+        LIMIT_VAR,
+        "half the machine's memory; 0 turns the CPU cache off",
+    ) {
+        Some(0) => None,
+        None => Some(default_limit()),
+        limit => limit,
     }
 }
 
 /// `BOCB_CPU_CACHE_RESERVE_MIB` where set, else a tenth of `MemTotal` (at
 /// least 1 GiB).
 fn reserve_from_env() -> u64 {
-    let default = || memory_total().map_or(MIN_RESERVE, |total| (total / 10).max(MIN_RESERVE));
-    match std::env::var(RESERVE_VAR) {
-        Ok(text) => text.trim().parse::<u64>().map_or_else(
-            |_| {
-                tracing::warn!(
-                    "{RESERVE_VAR}={text:?} is not a whole number of MiB; using the default \
-                     (a tenth of the machine's memory)"
-                );
-                default()
-            },
-            |mib| mib.saturating_mul(1 << 20),
-        ),
-        Err(_) => default(),
+    bytes_from_env(
+        RESERVE_VAR,
+        "a tenth of the machine's memory, at least 1 GiB",
+    )
+    .unwrap_or_else(|| memory_total().map_or(MIN_RESERVE, |total| (total / 10).max(MIN_RESERVE)))
+}
+
+/// `var`'s whole number of MiB in bytes; `None` where it is unset or
+/// unreadable. An unreadable value falls back to the default (`default`
+/// says which) with a warning rather than stopping training.
+fn bytes_from_env(var: &str, default: &str) -> Option<u64> {
+    let text = std::env::var(var).ok()?;
+    match text.trim().parse::<u64>() {
+        Ok(mib) => Some(mib.saturating_mul(1 << 20)),
+        Err(_) => {
+            tracing::warn!(
+                "{var}={text:?} is not a whole number of MiB; using the default ({default})"
+            );
+            None
+        }
     }
 }
 
