@@ -21,31 +21,24 @@
 #include <iterator>
 #include <map>
 #include <mutex>
+#include <unordered_map>
 #include <vector>
 
 namespace {
 
-// Bytes before each block that hold its size class; 64 keeps the data at
-// c10's 64-byte alignment.
-constexpr size_t kHeader = 64;
-// Blocks below this are not cached (size class 0).
+// Blocks below this are not cached.
 constexpr size_t kMinCached = size_t{1} << 16;
 constexpr size_t kPage = 4096;
 
 // Eight classes per power of two, so a block wastes at most an eighth.
 size_t size_class(size_t bytes) {
-  if (bytes < kMinCached) {
-    return 0;
-  }
   const int top_bit = 63 - __builtin_clzll(bytes);
   const size_t step = size_t{1} << (top_bit - 3);
   return (bytes + step - 1) & ~(step - 1);
 }
 
-// What a cached block of class `cls` maps, header included.
-size_t mapped_bytes(size_t cls) {
-  return (kHeader + cls + kPage - 1) & ~(kPage - 1);
-}
+// What a cached block of class `cls` maps.
+size_t mapped_bytes(size_t cls) { return (cls + kPage - 1) & ~(kPage - 1); }
 
 // The first number after `key` in the file at `path`, or -1.
 int64_t read_number(const char* path, const char* key) {
@@ -89,10 +82,19 @@ int64_t available_bytes() {
 class CachingCpuAllocator final : public c10::Allocator {
  public:
   c10::DataPtr allocate(size_t bytes) override {
-    void* data = take(bytes);
+    if (bytes < kMinCached) {
+      // glibc's own blocks, freed as c10's default allocator frees them.
+      void* data = bytes == 0 ? nullptr : c10::alloc_cpu(bytes);
+      return {data, data, &c10::free_cpu, c10::Device(c10::DeviceType::CPU)};
+    }
+    void* data = take(size_class(bytes));
     return {data, data, &release_block, c10::Device(c10::DeviceType::CPU)};
   }
 
+  // Also what libtorch's raw_deallocate calls: oneDNN (through ideep) takes
+  // raw buffers from whichever allocator is current and may free them after
+  // the cache replaced the default one, so pointers the cache did not map go
+  // to c10::free_cpu, as the default allocator would free them.
   c10::DeleterFnPtr raw_deleter() const override { return &release_block; }
 
   void copy_data(void* dest, const void* src, size_t count) const override {
@@ -119,61 +121,59 @@ class CachingCpuAllocator final : public c10::Allocator {
   }
 
  private:
-  void* take(size_t bytes) {
-    if (bytes == 0) {
-      return nullptr;
-    }
-    const size_t cls = size_class(bytes);
-    if (cls == 0) {
-      char* base = static_cast<char*>(c10::alloc_cpu(kHeader + bytes));
-      *reinterpret_cast<size_t*>(base) = 0;
-      return base + kHeader;
-    }
+  // A block of class `cls`: an idle one where there is one, else a new map.
+  void* take(size_t cls) {
     {
       std::lock_guard<std::mutex> lock(mutex_);
       auto found = free_.find(cls);
       if (found != free_.end()) {
-        char* base = static_cast<char*>(found->second.back());
+        void* block = found->second.back();
         found->second.pop_back();
         if (found->second.empty()) {
           free_.erase(found);
         }
         cached_bytes_ -= cls;
         ++hits_;
-        return base + kHeader;
+        in_use_.emplace(block, cls);
+        return block;
       }
       ++misses_;
       make_room(mapped_bytes(cls));
     }
     // Mapped here rather than by glibc, so that unmapping an idle block
     // gives its memory back to the kernel at once.
-    void* base = mmap(nullptr, mapped_bytes(cls), PROT_READ | PROT_WRITE,
-                      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    TORCH_CHECK(base != MAP_FAILED, "bocb's CPU cache could not map ", cls,
+    void* block = mmap(nullptr, mapped_bytes(cls), PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    TORCH_CHECK(block != MAP_FAILED, "bocb's CPU cache could not map ", cls,
                 " bytes: the machine is out of memory; lower the batch size");
-    *static_cast<size_t*>(base) = cls;
-    return static_cast<char*>(base) + kHeader;
+    std::lock_guard<std::mutex> lock(mutex_);
+    in_use_.emplace(block, cls);
+    return block;
   }
 
   void give_back(void* data) {
     if (data == nullptr) {
       return;
     }
-    char* base = static_cast<char*>(data) - kHeader;
-    const size_t cls = *reinterpret_cast<size_t*>(base);
-    if (cls == 0) {
-      c10::free_cpu(base);
-      return;
-    }
+    size_t cls = 0;
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      if (cached_bytes_ + cls <= limit_) {
-        free_[cls].push_back(base);
-        cached_bytes_ += cls;
-        return;
+      auto found = in_use_.find(data);
+      if (found != in_use_.end()) {
+        cls = found->second;
+        in_use_.erase(found);
+        if (cached_bytes_ + cls <= limit_) {
+          free_[cls].push_back(data);
+          cached_bytes_ += cls;
+          return;
+        }
       }
     }
-    munmap(base, mapped_bytes(cls));
+    if (cls == 0) {
+      c10::free_cpu(data);
+    } else {
+      munmap(data, mapped_bytes(cls));
+    }
   }
 
   // Idle blocks of the sizes a step no longer asks for would otherwise add
@@ -218,6 +218,8 @@ class CachingCpuAllocator final : public c10::Allocator {
   std::mutex mutex_;
   // Idle blocks by size class; empty classes are erased.
   std::map<size_t, std::vector<void*>> free_;
+  // The class of every mapped block handed out and not yet given back.
+  std::unordered_map<void*, size_t> in_use_;
   size_t cached_bytes_ = 0;
   size_t limit_ = 0;
   size_t reserve_ = 0;
