@@ -1,6 +1,6 @@
 //! The caching CPU allocator installed while other threads already train, as
-//! it is when a test process or a service worker starts its first trial
-//! beside running ones. oneDNN takes raw buffers from whichever allocator is
+//! it is in a test process whose first trial starts beside running tests
+//! (`bocb` installs it before any tensor exists). oneDNN takes raw buffers from whichever allocator is
 //! current and frees them through whichever is current later, so a buffer
 //! taken before the install is freed through the cache: it must go back to
 //! the system allocator rather than abort the process ("free(): invalid
