@@ -5,6 +5,10 @@ TORCH_VERSION := 2.11.0
 VENV          := .venv
 PYTHON        := $(VENV)/bin/python
 TORCH_STAMP   := $(VENV)/.torch-$(TORCH_VERSION)
+# What the benches and scripts/gpu-check compare against, pinned with torch so
+# that pip cannot move it (a plain `pip install timm` upgrades torch).
+BENCH_DEPS    := torch==$(TORCH_VERSION) torchvision==0.26.0 timm==1.0.31 pytorch_optimizer==4.1.0
+BENCH_STAMP   := $(VENV)/.bench-deps-$(TORCH_VERSION)
 BOCB          := target/release/bocb
 DEMO_STORE    ?= bocb-data
 DEMO_DATA     ?= data/synth-demo
@@ -15,7 +19,7 @@ export LIBTORCH_USE_PYTORCH := 1
 export VIRTUAL_ENV := $(abspath $(VENV))
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: venv build demo test lint fmt clean-demo
+.PHONY: venv bench-deps build demo test lint fmt clean-demo
 
 ## venv: project-local python with torch==$(TORCH_VERSION) (libtorch for tch; about 5 GB).
 venv: $(TORCH_STAMP)
@@ -24,6 +28,14 @@ $(TORCH_STAMP):
 	@command -v $(BOOTSTRAP_PY) >/dev/null || { echo "python3 is needed to create $(VENV); install it (apt-get install python3 python3-venv) and run 'make venv' again."; exit 1; }
 	@test -x $(PYTHON) || $(BOOTSTRAP_PY) -m venv $(VENV)
 	$(PYTHON) -m pip install --disable-pip-version-check -q torch==$(TORCH_VERSION)
+	@$(PYTHON) scripts/check_torch.py $(TORCH_VERSION)
+	@touch $@
+
+## bench-deps: the benches' reference packages, torch kept at $(TORCH_VERSION).
+bench-deps: $(BENCH_STAMP)
+
+$(BENCH_STAMP): $(TORCH_STAMP)
+	$(PYTHON) -m pip install --disable-pip-version-check -q $(BENCH_DEPS)
 	@$(PYTHON) scripts/check_torch.py $(TORCH_VERSION)
 	@touch $@
 
@@ -38,8 +50,9 @@ demo: build
 	@test -f $(DEMO_DATA)/train.bin || $(BOCB) data synth --out $(DEMO_DATA) --classes 10 --train 2000 --test 500 --seed 0
 	$(BOCB) run examples/demo.yaml --store $(DEMO_STORE)
 
-## test: formatting, lints and the whole test suite, on CPU.
-test: build lint
+## test: formatting, lints and the whole test suite, on CPU (scripts/gpu-check
+## at its quick sizes included, hence the reference packages).
+test: build lint bench-deps
 	cargo test --workspace --release
 
 lint: $(TORCH_STAMP)

@@ -10,12 +10,15 @@ with them and both sides see the same machine load. `bocb` starts it as
   -> {"cases": {NAME: {"class": PATH, "kwargs": {...}}}}   the first case of
      each optimizer in the recorder's CASES, which both sides run
   <- {"setup": NAME, "shapes": [[...]], "decay": [BOOL], "device": DEVICE}
-  -> {"ok": true}          random parameters and gradients, a new optimizer
+  -> {"ok": true, "path": PATH}   random parameters and gradients, a new
+     optimizer; on CUDA the fastest of the class's execution paths (`fused`,
+     `foreach`, or its `default`) after a short trial of each, named in PATH
   <- {"step": true}
   -> {"ms": STEP_TIME}     any reply may instead be {"error": MESSAGE}
 """
 
 import importlib
+import inspect
 import json
 import sys
 import time
@@ -39,54 +42,101 @@ def reference_class(path):
     return getattr(importlib.import_module(module), name)
 
 
+def execution_paths(cls, device):
+    """(name, constructor switches) of the class's execution paths to try on
+    `device`: on CUDA its fused kernel and its multi-tensor (foreach) path
+    where the constructor takes them, then its own default."""
+    if device.type != "cuda":
+        return [("default", {})]
+    accepted = inspect.signature(cls.__init__).parameters
+    paths = [(name, {name: True}) for name in ("fused", "foreach") if name in accepted]
+    return paths + [("default", {})]
+
+
 class Run:
     """One reference optimizer over random parameters with fixed gradients."""
+
+    TRIAL_STEPS = 5
 
     def __init__(self, case, req):
         import torch
 
+        self.torch = torch
         path, kwargs, options = case
         self.device = torch.device(req["device"])
+        self.shapes, self.decay = req["shapes"], req["decay"]
+        self.step_kwargs = options.get("step_kwargs", {})
+        self.every = options.get("hessian_every")
+        self.steps = 0
+        cls = reference_class(path)
+        ctor_kwargs = {key: tuple(v) if key == "betas" else v for key, v in kwargs.items()}
+        paths = execution_paths(cls, self.device)
+        if len(paths) == 1:
+            self.path = "default"
+            self.opt, self.hessian = self.build(cls, ctor_kwargs)
+            return
+        timed = []
+        for name, switches in paths:
+            try:
+                opt, hessian = self.build(cls, {**ctor_kwargs, **switches})
+                for _ in range(2):
+                    self.run(opt, hessian, 0)
+                ms = min(self.run(opt, hessian, i + 1) for i in range(self.TRIAL_STEPS))
+            except (RuntimeError, ValueError, TypeError) as e:
+                if name == "default":
+                    raise
+                print(f"{path} {name}: {e}", file=sys.stderr)
+                continue
+            timed.append((ms, name, opt, hessian))
+        _, self.path, opt, _ = min(timed, key=lambda t: t[0])
+        # A fresh optimizer of the chosen path: the trial's steps must not
+        # move the step count that decides when it wants a Hessian.
+        del timed, opt
+        self.opt, self.hessian = self.build(cls, {**ctor_kwargs, **dict(paths)[self.path]})
+
+    def build(self, cls, ctor_kwargs):
+        """A new optimizer over fresh random parameters with fixed gradients."""
+        torch = self.torch
         gen = torch.Generator().manual_seed(0)
         params = [
-            torch.randn(shape, generator=gen).to(self.device).requires_grad_()
-            for shape in req["shapes"]
+            torch.randn(shape, generator=gen).to(self.device).requires_grad_() for shape in self.shapes
         ]
         for p in params:
             p.grad = torch.randn(p.shape, generator=gen).to(self.device)
-        decay = [p for p, d in zip(params, req["decay"]) if d]
-        no_decay = [p for p, d in zip(params, req["decay"]) if not d]
+        decay = [p for p, d in zip(params, self.decay) if d]
+        no_decay = [p for p, d in zip(params, self.decay) if not d]
         # The same split as bocb's ParamSet: no weight decay on biases and norms.
         groups = [{"params": decay}] if decay else []
         if no_decay:
             groups.append({"params": no_decay, "weight_decay": 0.0})
-        ctor_kwargs = {key: tuple(v) if key == "betas" else v for key, v in kwargs.items()}
-        self.opt = reference_class(path)(groups, **ctor_kwargs)
-        self.step_kwargs = options.get("step_kwargs", {})
-        self.every = options.get("hessian_every")
+        opt = cls(groups, **ctor_kwargs)
         # One estimate per parameter in param_groups order, as step() takes it.
-        self.hessian = (
+        hessian = (
             [torch.rand(p.shape, generator=gen).add_(0.1).to(self.device) for p in decay + no_decay]
             if self.every
             else None
         )
-        self.synchronize = torch.cuda.synchronize
-        self.steps = 0
+        return opt, hessian
 
     def sync(self):
         if self.device.type == "cuda":
-            self.synchronize(self.device)
+            self.torch.cuda.synchronize(self.device)
 
-    def step(self):
+    def run(self, opt, hessian, step):
+        """Milliseconds of step number `step` of `opt`."""
         kwargs = dict(self.step_kwargs)
-        if self.every and self.steps % self.every == 0:
-            kwargs["hessian"] = self.hessian
+        if self.every and step % self.every == 0:
+            kwargs["hessian"] = hessian
         self.sync()
         start = time.perf_counter()
-        self.opt.step(**kwargs)
+        opt.step(**kwargs)
         self.sync()
-        self.steps += 1
         return (time.perf_counter() - start) * 1e3
+
+    def step(self):
+        ms = self.run(self.opt, self.hessian, self.steps)
+        self.steps += 1
+        return ms
 
 
 def main():
@@ -112,7 +162,7 @@ def main():
             elif "setup" in req:
                 run = None  # frees the previous optimizer's memory first
                 run = Run(cases[req["setup"]], req)
-                reply({"ok": True})
+                reply({"ok": True, "path": run.path})
             else:
                 reply({"ms": run.step()})
         except Exception as e:  # reported to bocb, which names the optimizer

@@ -16,7 +16,8 @@ first case of scripts/record_optim_cases.py, read as bench_optim.py reads it.
   <- {"cases": RECORDER_SOURCE}           answered as bench_optim.py does
   -> {"cases": {NAME: {"class": PATH, "kwargs": {...}}}}
   <- {"setup": BACKBONE, "classes": N, "batch": B, "optimizer": NAME,
-      "device": DEVICE, "threads": T, "channels_last": BOOL}
+      "device": DEVICE, "threads": T, "channels_last": BOOL,
+      "precision": "fp32" | "bf16"}   bf16: forward and loss under autocast
   -> {"params": COUNT, "side": INPUT_SIDE, "threads": T}
   <- {"step": true}
   -> {"ms": STEP_TIME}     any reply may instead be {"error": MESSAGE}
@@ -96,6 +97,9 @@ class Run:
             self.images = self.images.contiguous(memory_format=torch.channels_last)
         self.cross_entropy = torch.nn.functional.cross_entropy
         self.synchronize = torch.cuda.synchronize
+        self.autocast = lambda: torch.autocast(
+            self.device.type, dtype=torch.bfloat16, enabled=req.get("precision") == "bf16"
+        )
 
     def sync(self):
         if self.device.type == "cuda":
@@ -105,7 +109,8 @@ class Run:
         self.sync()
         start = time.perf_counter()
         self.opt.zero_grad()
-        loss = self.cross_entropy(self.model(self.images), self.labels)
+        with self.autocast():
+            loss = self.cross_entropy(self.model(self.images), self.labels)
         loss.backward()
         self.opt.step(**self.step_kwargs)
         self.sync()

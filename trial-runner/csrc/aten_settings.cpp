@@ -1,11 +1,14 @@
 // ATen settings that tch 0.24 does not expose: autocast to bf16 on a chosen
 // device type (tch's `autocast` only switches CUDA autocast on, in fp16),
-// deterministic algorithms, and the CUDA allocator's peak statistics
-// (torch.cuda.max_memory_allocated). Plain C functions for trial-runner's
-// precision.rs and memory.rs; none lets a C++ exception cross into Rust.
+// deterministic algorithms, the CUDA allocator's statistics
+// (torch.cuda.max_memory_allocated) and per-thread CUDA streams. Plain C
+// functions for trial-runner's precision.rs, memory.rs and device.rs; none
+// lets a C++ exception cross into Rust. CUDA is reached through c10's
+// device-generic interfaces only, so this builds without CUDA headers.
 #include <ATen/Context.h>
 #include <ATen/autocast_mode.h>
 #include <c10/core/CachingDeviceAllocator.h>
+#include <c10/core/impl/DeviceGuardImplInterface.h>
 
 #include <cstdint>
 
@@ -86,6 +89,46 @@ int64_t bocb_cuda_peak_allocated(int8_t index) {
     const auto aggregate =
         static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE);
     return stats.allocated_bytes[aggregate].peak;
+  } catch (...) {
+    return -1;
+  }
+}
+
+// Makes a stream of libtorch's pool (torch.cuda.Stream's pool: non-blocking
+// streams, handed out round-robin) the current stream of this thread on CUDA
+// device `index`, so that trials in different threads overlap instead of
+// queueing on the default stream. Returns the stream's id, or -1.
+int64_t bocb_cuda_use_pool_stream(int8_t index) {
+  try {
+    const auto* impl = c10::impl::getDeviceGuardImpl(c10::DeviceType::CUDA);
+    const c10::Device device(c10::DeviceType::CUDA, index);
+    const auto stream = impl->getStreamFromGlobalPool(device, false);
+    impl->exchangeStream(stream);
+    return stream.id();
+  } catch (...) {
+    return -1;
+  }
+}
+
+// The id of this thread's current stream on CUDA device `index` (0 is the
+// default stream), or -1.
+int64_t bocb_cuda_current_stream(int8_t index) {
+  try {
+    const auto* impl = c10::impl::getDeviceGuardImpl(c10::DeviceType::CUDA);
+    return impl->getStream(c10::Device(c10::DeviceType::CUDA, index)).id();
+  } catch (...) {
+    return -1;
+  }
+}
+
+// Waits for the work queued on this thread's current stream of CUDA device
+// `index` (not the whole device, as cudaDeviceSynchronize would). 0, or -1.
+int bocb_cuda_synchronize_current_stream(int8_t index) {
+  try {
+    const auto* impl = c10::impl::getDeviceGuardImpl(c10::DeviceType::CUDA);
+    impl->synchronizeStream(
+        impl->getStream(c10::Device(c10::DeviceType::CUDA, index)));
+    return 0;
   } catch (...) {
     return -1;
   }

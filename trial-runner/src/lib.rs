@@ -9,7 +9,7 @@ pub mod batches;
 pub mod cpu_cache;
 pub mod data;
 pub mod device;
-mod memory;
+pub mod memory;
 pub mod models;
 pub mod optim;
 pub mod patterns;

@@ -170,6 +170,8 @@ pub fn run_trial(
 ) -> Result<TrialOutcome, TrialError> {
     let started = Instant::now();
     let device = spec.device.resolve().map_err(TrialError::Device)?;
+    // Trials in other threads of the same GPU overlap with this one.
+    crate::device::use_own_stream(device).map_err(TrialError::Device)?;
     // Idle blocks of earlier trials would count towards this one's peak.
     crate::cpu_cache::empty();
     let peak_memory = PeakMemory::start(device);

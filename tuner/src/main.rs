@@ -10,6 +10,7 @@ use bocb_store::{unix_now_s, Store};
 use bocb_trial_runner::data::{write_synthetic, DatasetFormat, SynthConfig};
 use bocb_trial_runner::optim::replay::{replay, ReplayCase};
 use bocb_trial_runner::optim::OptimizerRegistry;
+use bocb_trial_runner::precision::Precision;
 use bocb_trial_runner::DeviceChoice;
 use bocb_tuner::analysis::{self, import, render, FailureRuleChoice};
 use bocb_tuner::bench::{self, BenchConfig};
@@ -298,6 +299,8 @@ enum BenchCommand {
         /// Only this optimizer (repeatable; default: all).
         #[arg(long = "optimizer")]
         optimizers: Vec<String>,
+        #[arg(long)]
+        json: bool,
         /// A python with torch, timm and pytorch_optimizer (default: the
         /// venv's whose libtorch bocb was built against).
         #[arg(long, default_value = bench::BUILD_PYTHON)]
@@ -307,9 +310,14 @@ enum BenchCommand {
     /// optimizer step on a random batch), and of its PyTorch reference
     /// definition at the same batch, input size, optimizer and threads.
     Train {
-        /// A registry backbone, e.g. resnet18_cifar or resnet18_cifar@micro.
-        #[arg(long, required_unless_present = "all", conflicts_with = "all")]
-        backbone: Option<String>,
+        /// A registry backbone, e.g. resnet18_cifar or resnet18_cifar@micro
+        /// (repeatable: one reference python times them all).
+        #[arg(
+            long = "backbone",
+            required_unless_present = "all",
+            conflicts_with = "all"
+        )]
+        backbones: Vec<String>,
         /// Every registered backbone, in the presets of --preset.
         #[arg(long)]
         all: bool,
@@ -339,12 +347,47 @@ enum BenchCommand {
         /// Both sides train on channels-last batches (experiment `channels_last`).
         #[arg(long)]
         channels_last: bool,
+        /// fp32, or bf16 autocast on both sides (experiment `precision`).
+        #[arg(long, default_value = "fp32", value_parser = bench::parse_bench_precision)]
+        precision: Precision,
         #[arg(long)]
         json: bool,
         /// A python with torch, torchvision, timm and pytorch_optimizer
         /// (default: the venv's whose libtorch bocb was built against).
         #[arg(long, default_value = bench::BUILD_PYTHON)]
         python: PathBuf,
+    },
+    /// Aggregate training images per second and peak memory of several
+    /// trials training at once on one device (each in its own thread and
+    /// CUDA stream, as `trials_per_device` runs them), against one trial.
+    Pack {
+        /// A registry backbone, e.g. resnet18_cifar or resnet18_cifar@micro.
+        #[arg(long, default_value = "resnet18_cifar")]
+        backbone: String,
+        /// Numbers of trials at once, each measured on its own.
+        #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,16")]
+        trials: Vec<usize>,
+        #[arg(long, default_value_t = 128)]
+        batch: usize,
+        #[arg(long, default_value_t = 100)]
+        classes: i64,
+        /// auto (CUDA if present), cpu, cuda or cuda:N.
+        #[arg(long, default_value = "auto")]
+        device: DeviceChoice,
+        /// Timed steps of every trial.
+        #[arg(long, default_value_t = 20)]
+        steps: usize,
+        /// Untimed steps of every trial first.
+        #[arg(long, default_value_t = 3)]
+        warmup: usize,
+        /// Every trial's optimizer, at its search space's grid centre.
+        #[arg(long, default_value = "sgd_m")]
+        optimizer: String,
+        /// fp32, or bf16 autocast.
+        #[arg(long, default_value = "fp32", value_parser = bench::parse_bench_precision)]
+        precision: Precision,
+        #[arg(long)]
+        json: bool,
     },
     /// Images per second of the input pipeline alone (loading and a
     /// recipe's augmentation on worker threads) and of a training step of a
@@ -730,6 +773,7 @@ fn run(cli: Cli) -> Result<()> {
                     steps,
                     warmup,
                     optimizers,
+                    json,
                     python,
                 },
         } => {
@@ -748,14 +792,18 @@ fn run(cli: Cli) -> Result<()> {
                 &registries.catalog,
                 std::io::stderr().is_terminal(),
             )?;
-            print!("{}", bench::render_bench(&report));
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", bench::render_bench(&report));
+            }
             Ok(())
         }
         Command::Bench {
             command:
                 BenchCommand::Train {
-                    backbone,
-                    all: _,
+                    backbones,
+                    all,
                     preset,
                     batch,
                     classes,
@@ -765,15 +813,17 @@ fn run(cli: Cli) -> Result<()> {
                     optimizer,
                     threads,
                     channels_last,
+                    precision,
                     json,
                     python,
                 },
         } => {
             let registries = Registries::builtin();
-            let backbones = match backbone {
-                Some(name) => vec![name],
-                // clap requires --all without --backbone.
-                None => bench::select_backbones(&registries.backbones, preset),
+            let backbones = if all {
+                bench::select_backbones(&registries.backbones, preset)
+            } else {
+                // clap requires --backbone without --all.
+                backbones
             };
             let config = bench::TrainBenchConfig {
                 backbones,
@@ -785,6 +835,7 @@ fn run(cli: Cli) -> Result<()> {
                 optimizer,
                 threads,
                 channels_last,
+                precision,
                 python,
             };
             let report = bench::bench_training(
@@ -797,6 +848,46 @@ fn run(cli: Cli) -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
                 print!("{}", bench::render_train(&report));
+            }
+            Ok(())
+        }
+        Command::Bench {
+            command:
+                BenchCommand::Pack {
+                    backbone,
+                    trials,
+                    batch,
+                    classes,
+                    device,
+                    steps,
+                    warmup,
+                    optimizer,
+                    precision,
+                    json,
+                },
+        } => {
+            let registries = Registries::builtin();
+            let config = bench::PackBenchConfig {
+                backbone,
+                batch,
+                classes,
+                device: device.resolve().map_err(anyhow::Error::msg)?,
+                levels: trials,
+                warmup,
+                steps,
+                optimizer,
+                precision,
+            };
+            let report = bench::bench_packing(
+                &config,
+                &registries.backbones,
+                &registries.optimizers,
+                &registries.catalog,
+            )?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", bench::render_pack(&report));
             }
             Ok(())
         }

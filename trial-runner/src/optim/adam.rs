@@ -5,6 +5,7 @@
 
 use tch::{Kind, Tensor};
 
+use super::fused::FusedAdam;
 use super::slices::in_slices;
 use super::{
     tensor_bytes, HparamReader, Hparams, OptimError, Optimizer, ParamSet, FLAG, NON_NEGATIVE,
@@ -190,6 +191,14 @@ impl Adam {
         let eps = h.get("eps", Some(1e-8), POSITIVE)?;
         let amsgrad = h.get("amsgrad", Some(0.0), FLAG)? == 1.0;
         let decoupled = adamw || decoupled_flag(&h)?;
+        if super::fused::wanted(&params) {
+            return Ok(Box::new(FusedAdam::new(
+                params.into_groups(weight_decay),
+                (beta1, beta2, eps),
+                amsgrad,
+                decoupled,
+            )));
+        }
         Ok(Box::new(Adam {
             params: PerParam::new(params, weight_decay),
             beta1,

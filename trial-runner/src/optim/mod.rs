@@ -12,6 +12,7 @@ mod adam;
 mod adan;
 mod adaptive;
 mod caution;
+mod fused;
 mod lion;
 mod novograd;
 mod projection;

@@ -15,6 +15,8 @@ pub struct SgdMomentum {
     nesterov: bool,
     /// One buffer per parameter, created at its first step from the gradient.
     buffers: Vec<Vec<Option<Tensor>>>,
+    /// libtorch's fused kernel instead of the per-tensor ops (on CUDA).
+    fused: bool,
 }
 
 impl SgdMomentum {
@@ -37,6 +39,7 @@ impl SgdMomentum {
                 expected: "0 unless momentum > 0 and dampening = 0 (as torch.optim.SGD)",
             });
         }
+        let fused = super::fused::wanted(&params);
         let groups = params.into_groups(weight_decay);
         let buffers = groups
             .iter()
@@ -48,12 +51,27 @@ impl SgdMomentum {
             dampening,
             nesterov,
             buffers,
+            fused,
         }))
     }
 }
 
 impl Optimizer for SgdMomentum {
     fn step(&mut self, lr: f64) {
+        if self.fused {
+            for ((params, weight_decay), buffers) in self.groups.iter().zip(&mut self.buffers) {
+                super::fused::sgd_step(
+                    params,
+                    buffers,
+                    *weight_decay,
+                    self.momentum,
+                    self.dampening,
+                    self.nesterov,
+                    lr,
+                );
+            }
+            return;
+        }
         tch::no_grad(|| {
             for ((params, weight_decay), buffers) in self.groups.iter_mut().zip(&mut self.buffers) {
                 let mut factors: Option<Factors> = None;

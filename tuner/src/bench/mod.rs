@@ -8,6 +8,7 @@
 
 mod data;
 mod optim;
+mod pack;
 mod train;
 
 use std::collections::BTreeMap;
@@ -29,9 +30,10 @@ pub use optim::{
     resnet50_shapes, resnet50_shapes_for, BenchConfig, BenchReport, BenchRow, OptimizerInfo,
     ParamShape, RESNET50_PARAMS,
 };
+pub use pack::{bench_packing, render_pack, PackBenchConfig, PackReport, PackRow, PACK_GOAL};
 pub use train::{
-    bench_training, render_train, select_backbones, PresetChoice, TrainBenchConfig, TrainReport,
-    TrainRow,
+    bench_training, parse_bench_precision, render_train, select_backbones, PresetChoice,
+    TrainBenchConfig, TrainReport, TrainRow,
 };
 
 /// What a CPU bench's ratio includes on bocb's side: its caching CPU
@@ -66,6 +68,8 @@ pub enum BenchError {
     NoSteps,
     #[error("the batch size must be at least 1")]
     NoBatch,
+    #[error("every number of trials at once must be at least 1, e.g. --trials 1,2,4,8,16")]
+    NoTrials,
     #[error("unknown optimizer `{name}`; valid: {valid}")]
     UnknownOptimizer { name: String, valid: String },
     #[error(

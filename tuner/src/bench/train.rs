@@ -18,6 +18,7 @@ use bocb_trial_runner::device::device_name;
 use bocb_trial_runner::models::{parameter_count, torchscript, BackboneRegistry, Preset};
 use bocb_trial_runner::optim::replay::hparams_from_json;
 use bocb_trial_runner::optim::{Hparams, OptimError, OptimizerRegistry};
+use bocb_trial_runner::precision::Precision;
 use bocb_trial_runner::seeding::with_torch_seed;
 use bocb_trial_runner::Learner;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -68,6 +69,16 @@ impl FromStr for PresetChoice {
     }
 }
 
+/// `--precision` of `bocb bench train`: `fp32` or `bf16` (both sides the
+/// same, so no `auto`).
+pub fn parse_bench_precision(text: &str) -> Result<Precision, String> {
+    match text {
+        "fp32" => Ok(Precision::Fp32),
+        "bf16" => Ok(Precision::Bf16),
+        other => Err(format!("unknown precision `{other}`; valid: fp32, bf16")),
+    }
+}
+
 /// Every registered backbone in `presets`, each `@micro` before its full
 /// size (the quick result first).
 pub fn select_backbones(registry: &BackboneRegistry, presets: PresetChoice) -> Vec<String> {
@@ -100,6 +111,8 @@ pub struct TrainBenchConfig {
     pub threads: Option<usize>,
     /// Both sides train on channels-last batches.
     pub channels_last: bool,
+    /// The forward pass's arithmetic on both sides (bf16: autocast).
+    pub precision: Precision,
     /// A python with torch, torchvision, timm and pytorch_optimizer.
     pub python: PathBuf,
 }
@@ -197,6 +210,8 @@ pub struct TrainReport {
     pub optimizer: String,
     /// The reference optimizer class, e.g. `torch.optim.SGD`.
     pub reference_optimizer: String,
+    /// `fp32` or `bf16` (autocast), the same on both sides.
+    pub precision: String,
     pub warmup: usize,
     pub steps: usize,
     pub rows: Vec<TrainRow>,
@@ -267,6 +282,7 @@ pub fn bench_training(
                 "device": device_name(config.device),
                 "threads": threads,
                 "channels_last": config.channels_last,
+                "precision": config.precision.name(),
             }))
             .map_err(reference_err)?;
         let reference_params = setup["params"].as_i64().unwrap_or(-1);
@@ -312,6 +328,7 @@ pub fn bench_training(
         classes: config.classes,
         optimizer: config.optimizer.clone(),
         reference_optimizer: case.class.clone(),
+        precision: config.precision.name().into(),
         warmup: config.warmup,
         steps: config.steps,
         rows,
@@ -335,7 +352,7 @@ impl BocbSide {
         hparams: &Hparams,
         side: i64,
     ) -> Result<Self, BenchError> {
-        let learner = Learner::new(
+        let mut learner = Learner::new(
             backbones,
             name,
             optimizers,
@@ -350,6 +367,7 @@ impl BocbSide {
             backbone: name.to_string(),
             source,
         })?;
+        learner.precision = config.precision;
         let batch = config.batch as i64;
         let (images, labels) = with_torch_seed(1, || {
             (
@@ -384,11 +402,12 @@ impl BocbSide {
 /// `bocb bench train`'s table and goal line.
 pub fn render_train(report: &TrainReport) -> String {
     let mut out = format!(
-        "training steps (forward, cross-entropy, backward, {} step as {}) at batch {}, \
+        "training steps (forward, cross-entropy, backward, {} step as {}) at batch {} in {}, \
          {} classes, on {} with {} threads on both sides; median of {} steps after {} warm-up\n",
         report.optimizer,
         report.reference_optimizer,
         report.batch,
+        report.precision,
         report.classes,
         report.device,
         report.threads,
@@ -462,6 +481,7 @@ mod tests {
             optimizer: "sgd_m".into(),
             threads: None,
             channels_last: false,
+            precision: Precision::Fp32,
             python: PathBuf::from("/nonexistent/python"),
         }
     }
@@ -575,6 +595,7 @@ mod tests {
             classes: 100,
             optimizer: "sgd_m".into(),
             reference_optimizer: "torch.optim.SGD".into(),
+            precision: "bf16".into(),
             warmup: 1,
             steps: 3,
             rows: vec![row, slow],
@@ -592,6 +613,7 @@ mod tests {
             "{table}"
         );
         assert!(table.contains("2 threads on both sides"), "{table}");
+        assert!(table.contains("at batch 64 in bf16"), "{table}");
         let without = render_train(&TrainReport {
             cpu_cache: false,
             ..report.clone()
