@@ -14,7 +14,9 @@ use tch::{Device, Kind, Tensor};
 use thiserror::Error;
 
 use crate::augment::{AugmentError, RepeatAugSampler};
-use crate::batches::on_device::{upload_bytes, DataOnDevice, DeviceSplit, DeviceTransform, NoDeviceVersion};
+use crate::batches::on_device::{
+    upload_bytes, DataOnDevice, DeviceSplit, DeviceTransform, NoDeviceVersion,
+};
 use crate::batches::{
     default_workers, for_each_batch, EpochPlan, ImageTransform, Normalizer, RawBatch,
 };
@@ -1073,7 +1075,14 @@ mod tests {
             let numbers = |reports: &[EpochReport]| {
                 reports
                     .iter()
-                    .map(|r| (r.train_loss, r.test_loss, r.test_accuracy, r.ema_test_accuracy))
+                    .map(|r| {
+                        (
+                            r.train_loss,
+                            r.test_loss,
+                            r.test_accuracy,
+                            r.ema_test_accuracy,
+                        )
+                    })
                     .collect::<Vec<_>>()
             };
             assert_eq!(host_reports.len(), 2);

@@ -15,7 +15,9 @@ use serde::{Deserialize, Serialize, Serializer};
 use tch::{Device, Kind, Tensor};
 use thiserror::Error;
 
-use super::{batch_rng, draw_crop_offset, draw_flip, EpochPlan, ImageTransform, RawBatch, TrainCrop};
+use super::{
+    batch_rng, draw_crop_offset, draw_flip, EpochPlan, ImageTransform, RawBatch, TrainCrop,
+};
 use crate::data::{Dataset, Splits, CHANNELS, SIDE};
 
 /// `auto` puts the data on the device only while the uploaded splits take
@@ -45,6 +47,11 @@ impl DataOnDevice {
             DataOnDevice::On => "true",
             DataOnDevice::Off => "false",
         }
+    }
+
+    /// Whether this is the default, `auto`.
+    pub fn is_auto(&self) -> bool {
+        *self == DataOnDevice::Auto
     }
 
     /// The device version of `transform` when a trial on `device` makes its
@@ -101,7 +108,11 @@ impl<'de> Deserialize<'de> for DataOnDevice {
                 f.write_str("`auto`, `true` or `false`")
             }
             fn visit_bool<E: de::Error>(self, v: bool) -> Result<DataOnDevice, E> {
-                Ok(if v { DataOnDevice::On } else { DataOnDevice::Off })
+                Ok(if v {
+                    DataOnDevice::On
+                } else {
+                    DataOnDevice::Off
+                })
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<DataOnDevice, E> {
                 match v {
@@ -109,7 +120,7 @@ impl<'de> Deserialize<'de> for DataOnDevice {
                     "true" => Ok(DataOnDevice::On),
                     "false" => Ok(DataOnDevice::Off),
                     other => Err(E::custom(format!(
-                        "unknown data_on_device `{other}`; valid: auto (on a GPU when the recipe allows), true, false"
+                        "unknown value `{other}`; valid: auto (on a GPU when the recipe allows), true, false"
                     ))),
                 }
             }
@@ -184,7 +195,9 @@ impl DeviceTransform {
     /// One image's draws, as [`ImageTransform::apply`] makes them:
     /// `(dy, dx, flipped)`.
     fn draw(&self, rng: &mut impl Rng) -> [i64; 3] {
-        let (dy, dx) = self.padding.map_or((0, 0), |pad| draw_crop_offset(pad, rng));
+        let (dy, dx) = self
+            .padding
+            .map_or((0, 0), |pad| draw_crop_offset(pad, rng));
         [dy as i64, dx as i64, i64::from(draw_flip(self.hflip, rng))]
     }
 
@@ -384,7 +397,9 @@ mod tests {
                     seed,
                     transform: &device_transform,
                 };
-                train.for_each_batch(batch_size, Some(plan), consume).unwrap()
+                train
+                    .for_each_batch(batch_size, Some(plan), consume)
+                    .unwrap()
             });
             assert_eq!(host.len(), order.len() / batch_size);
             assert_same(&host, &device);
@@ -411,12 +426,24 @@ mod tests {
         // Flip only, crop only, and always flipped.
         let mut flip_only = recipe("pytorch");
         flip_only.crop = Crop::None;
-        compare(&ImageTransform::from_recipe(&flip_only, 32, [0.5; 3]), &splits, 16);
+        compare(
+            &ImageTransform::from_recipe(&flip_only, 32, [0.5; 3]),
+            &splits,
+            16,
+        );
         let mut crop_only = recipe("pytorch");
         crop_only.hflip = Fraction(0.0);
-        compare(&ImageTransform::from_recipe(&crop_only, 32, [0.5; 3]), &splits, 16);
+        compare(
+            &ImageTransform::from_recipe(&crop_only, 32, [0.5; 3]),
+            &splits,
+            16,
+        );
         crop_only.hflip = Fraction(1.0);
-        compare(&ImageTransform::from_recipe(&crop_only, 32, [0.5; 3]), &splits, 16);
+        compare(
+            &ImageTransform::from_recipe(&crop_only, 32, [0.5; 3]),
+            &splits,
+            16,
+        );
     }
 
     #[test]
@@ -430,7 +457,10 @@ mod tests {
             hflip: 0.5,
         };
         let first_row = |draws: [i64; 3]| {
-            let out = transform.apply(images.shallow_clone(), &Tensor::from_slice(&draws).view([1, 3]));
+            let out = transform.apply(
+                images.shallow_clone(),
+                &Tensor::from_slice(&draws).view([1, 3]),
+            );
             Vec::<u8>::try_from(out.get(0).get(1).get(0)).unwrap()
         };
         // dx = 3: columns 3.. of the source, then 3 zero columns.
@@ -448,20 +478,27 @@ mod tests {
     fn transforms_without_a_device_version_are_named_with_the_override_that_drops_them() {
         let deit = ImageTransform::from_recipe(&recipe("deit"), 32, [0.5; 3]);
         let err = deit.on_device().unwrap_err();
-        assert_eq!(err.to_string(), "RandAugment (`rand_augment`) has no on-device version");
+        assert_eq!(
+            err.to_string(),
+            "RandAugment (`rand_augment`) has no on-device version"
+        );
         assert_eq!(err.fix(), "{ rand_augment: null }");
         // At 224 px, `crop: auto` is the random-resized crop.
         let up = ImageTransform::from_recipe(&recipe("deit"), 224, [0.5; 3]);
         let err = up.on_device().unwrap_err();
         assert!(
             err.to_string().starts_with("the random-resized crop")
-                && err.to_string().ends_with("and RandAugment (`rand_augment`) have no on-device version"),
+                && err
+                    .to_string()
+                    .ends_with("and RandAugment (`rand_augment`) have no on-device version"),
             "{err}"
         );
         assert_eq!(err.fix(), "{ crop: random_padded, rand_augment: null }");
         let mut plain = recipe("deit");
         plain.rand_augment = None;
-        assert!(ImageTransform::from_recipe(&plain, 32, [0.5; 3]).on_device().is_ok());
+        assert!(ImageTransform::from_recipe(&plain, 32, [0.5; 3])
+            .on_device()
+            .is_ok());
     }
 
     #[test]
@@ -506,6 +543,9 @@ mod tests {
         let err = serde_yaml::from_str::<DataOnDevice>("gpu").unwrap_err();
         assert!(err.to_string().contains("valid: auto"), "{err}");
         let err = serde_yaml::from_str::<DataOnDevice>("1").unwrap_err();
-        assert!(err.to_string().contains("`auto`, `true` or `false`"), "{err}");
+        assert!(
+            err.to_string().contains("`auto`, `true` or `false`"),
+            "{err}"
+        );
     }
 }
