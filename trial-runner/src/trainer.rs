@@ -585,11 +585,18 @@ impl<'a> Batches<'a> {
     ) -> Result<Self, NoDeviceVersion> {
         Ok(
             match setting.choose(device, &transform, upload_bytes(data))? {
-                Some(transform) => Batches::Device {
-                    train: DeviceSplit::upload(&data.train, device),
-                    test: DeviceSplit::upload(&data.test, device),
-                    transform,
-                },
+                Some(transform) => {
+                    tracing::debug!(
+                        device = %device_name(device),
+                        setting = setting.name(),
+                        "batches made on the device"
+                    );
+                    Batches::Device {
+                        train: DeviceSplit::upload(&data.train, device),
+                        test: DeviceSplit::upload(&data.test, device),
+                        transform,
+                    }
+                }
                 None => Batches::Host {
                     data,
                     transform,
