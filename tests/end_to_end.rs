@@ -651,4 +651,33 @@ fn a_recipe_is_stored_with_each_trial_and_bench_data_reads_an_image_folder() {
     assert!(report["pipeline_images_per_sec"].as_f64().unwrap() > 0.0);
     assert!(report["step_images_per_sec"].as_f64().unwrap() > 0.0);
     assert_eq!(report["recipe"], "deit");
+    // DeiT's RandAugment has no device version; `pytorch`'s crop and flip
+    // do, and the batches made on the device are the pipeline's.
+    assert!(report["device_pipeline_images_per_sec"].is_null());
+    assert!(report["device_pipeline_unavailable"]
+        .as_str()
+        .unwrap()
+        .contains("RandAugment"));
+    let out = bocb(&[
+        "bench",
+        "data",
+        "--dataset",
+        folder.to_str().unwrap(),
+        "--recipe",
+        "pytorch",
+        "--backbone",
+        "resnet18_cifar@micro",
+        "--batch",
+        "16",
+        "--steps",
+        "1",
+        "--device",
+        "cpu",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert!(report["device_pipeline_images_per_sec"].as_f64().unwrap() > 0.0);
+    assert!(report["device_ratio"].as_f64().unwrap() > 0.0);
+    assert_eq!(report["device_batch_matches_pipeline"], true);
 }

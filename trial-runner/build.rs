@@ -9,6 +9,7 @@ fn main() {
     let sources = [
         "csrc/aten_settings.cpp",
         "csrc/cpu_cache.cpp",
+        "csrc/device_memory.cpp",
         "csrc/fused_optim.cpp",
     ];
     for source in sources {

@@ -5,6 +5,11 @@
 //! epoch's seed and the batch's position, so a batch's content depends on
 //! neither the number of workers nor the order they finish in: the same
 //! seed always gives the same batches.
+//!
+//! [`on_device`] makes the same batches from a split held on the trial's
+//! device, for recipes whose per-image transforms all have tensor versions.
+
+pub mod on_device;
 
 use bocb_search_spaces::{Crop, Recipe};
 use crossbeam::channel;
@@ -169,13 +174,13 @@ impl ImageTransform {
     pub fn apply(&self, src: &[u8], dst: &mut [u8], scratch: &mut Vec<u8>, rng: &mut impl Rng) {
         let size = ImageSize::new(SIDE, SIDE);
         match &self.crop {
-            TrainCrop::Padded(pad) => padded_crop(src, dst, SIDE, *pad, rng),
+            TrainCrop::Padded(pad) => padded_crop(src, dst, SIDE, draw_crop_offset(*pad, rng)),
             TrainCrop::Resized(crop) => {
                 crop.apply(src, size, dst, size, rng);
             }
             TrainCrop::None => dst.copy_from_slice(src),
         }
-        if self.hflip > 0.0 && rng.random::<f64>() < self.hflip {
+        if draw_flip(self.hflip, rng) {
             horizontal_flip(dst, size);
         }
         if let Some(augment) = &self.rand_augment {
@@ -184,12 +189,25 @@ impl ImageTransform {
     }
 }
 
-/// torchvision's `RandomCrop(side, padding=pad)`: a `side`x`side` window at
-/// a uniformly random offset of the zero-padded image.
-fn padded_crop(src: &[u8], dst: &mut [u8], side: usize, pad: usize, rng: &mut impl Rng) {
-    let plane = side * side;
+/// The window offset of torchvision's `RandomCrop(side, padding=pad)`:
+/// rows, then columns, each uniform in `-pad..=pad`. The on-device crop
+/// draws through here too, so both make the same crops.
+fn draw_crop_offset(pad: usize, rng: &mut impl Rng) -> (isize, isize) {
     let dy = rng.random_range(0..=2 * pad) as isize - pad as isize;
     let dx = rng.random_range(0..=2 * pad) as isize - pad as isize;
+    (dy, dx)
+}
+
+/// Whether to flip an image horizontally with probability `p` (no draw at
+/// all when `p` is 0); shared with the on-device flip like the crop offset.
+fn draw_flip(p: f64, rng: &mut impl Rng) -> bool {
+    p > 0.0 && rng.random::<f64>() < p
+}
+
+/// torchvision's `RandomCrop(side, padding)`: the `side`x`side` window
+/// shifted by `(dy, dx)` (from [`draw_crop_offset`]) of the zero-padded image.
+fn padded_crop(src: &[u8], dst: &mut [u8], side: usize, (dy, dx): (isize, isize)) {
+    let plane = side * side;
     for (src, dst) in src.chunks_exact(plane).zip(dst.chunks_exact_mut(plane)) {
         for (y, row) in dst.chunks_exact_mut(side).enumerate() {
             let sy = y as isize + dy;
@@ -210,18 +228,20 @@ fn padded_crop(src: &[u8], dst: &mut [u8], side: usize, pad: usize, rng: &mut im
     }
 }
 
-/// One batch as it leaves the pipeline: raw images and labels on the CPU.
+/// One batch as it leaves the pipeline: raw `u8` images and `i64` labels,
+/// on the CPU (worker threads) or on the device ([`on_device`]).
 pub struct RawBatch {
     pub images: Tensor,
     pub labels: Tensor,
 }
 
 /// What one training epoch reads: the image order (shuffled, maybe with
-/// repeats) and how to augment.
-pub struct EpochPlan<'a> {
+/// repeats) and how to augment: an [`ImageTransform`] on the CPU, an
+/// [`on_device::DeviceTransform`] on the device.
+pub struct EpochPlan<'a, T = ImageTransform> {
     pub order: Vec<usize>,
     pub seed: u64,
-    pub transform: &'a ImageTransform,
+    pub transform: &'a T,
 }
 
 /// The RNG of batch `index` of an epoch seeded `seed` (SplitMix64 of the
@@ -475,7 +495,7 @@ mod tests {
         let mut dst = vec![0u8; 3 * 16];
         let mut rng = StdRng::seed_from_u64(1);
         for _ in 0..20 {
-            padded_crop(&src, &mut dst, 4, 1, &mut rng);
+            padded_crop(&src, &mut dst, 4, draw_crop_offset(1, &mut rng));
             // Every kept pixel is a source pixel; at most one row and one
             // column (of each 4x4 plane) are padding.
             let zeros = dst.iter().filter(|&&p| p == 0).count();

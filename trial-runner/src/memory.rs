@@ -1,7 +1,8 @@
 //! Peak memory of a trial: on the CPU the process's resident-set high-water
 //! mark (`VmHWM` of `/proc/self/status`), on CUDA the caching allocator's
 //! peak of allocated bytes (`torch.cuda.max_memory_allocated`), read through
-//! the shim in `csrc/aten_settings.cpp`.
+//! the shim in `csrc/aten_settings.cpp`; and a CUDA device's free memory
+//! (`csrc/device_memory.cpp`).
 
 use std::fs;
 
@@ -10,6 +11,7 @@ use tch::{Cuda, Device};
 extern "C" {
     fn bocb_cuda_reset_peak(index: i8) -> i32;
     fn bocb_cuda_peak_allocated(index: i8) -> i64;
+    fn bocb_cuda_free_bytes(index: i8) -> i64;
 }
 
 /// Measures the peak memory of a device from the moment it is started.
@@ -44,6 +46,15 @@ impl PeakMemory {
             _ => None,
         }
     }
+}
+
+/// Bytes free on a CUDA device as its driver reports them
+/// (`torch.cuda.mem_get_info()[0]`); `None` on other devices, a CUDA device
+/// this machine lacks, or a failed reading.
+pub fn free_bytes(device: Device) -> Option<u64> {
+    let index = cuda_index(device)?;
+    // SAFETY: a plain C function of the shim, for a device that exists.
+    u64::try_from(unsafe { bocb_cuda_free_bytes(index) }).ok()
 }
 
 /// The index of a CUDA device this machine has.
@@ -97,5 +108,17 @@ mod tests {
         assert!(after >= before + (64 << 20), "{before} {after}");
         drop(block);
         assert_eq!(peak.read(cuda), Some(after));
+    }
+
+    /// Free memory is a CUDA reading: `None` on the CPU and without a GPU,
+    /// at most the card's size with one.
+    #[test]
+    fn free_memory_is_read_on_cuda_only() {
+        assert_eq!(free_bytes(Device::Cpu), None);
+        let cuda = Device::Cuda(0);
+        match free_bytes(cuda) {
+            None => assert!(!Cuda::is_available()),
+            Some(free) => assert!(free > 0 && free < 1 << 50, "{free}"),
+        }
     }
 }

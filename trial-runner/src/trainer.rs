@@ -14,7 +14,12 @@ use tch::{Device, Kind, Tensor};
 use thiserror::Error;
 
 use crate::augment::{AugmentError, RepeatAugSampler};
-use crate::batches::{default_workers, for_each_batch, EpochPlan, ImageTransform, Normalizer};
+use crate::batches::on_device::{
+    upload_bytes, DataOnDevice, DeviceSplit, DeviceTransform, NoDeviceVersion,
+};
+use crate::batches::{
+    default_workers, for_each_batch, EpochPlan, ImageTransform, Normalizer, RawBatch,
+};
 use crate::data::{Dataset, Splits};
 use crate::device::{device_name, DeviceChoice};
 use crate::memory::PeakMemory;
@@ -69,6 +74,11 @@ pub struct TrialSpec {
     /// convolutions on CUDA; `bocb bench train --channels-last` measures it).
     #[serde(default)]
     pub channels_last: bool,
+    /// Make the batches on the trial's device from splits uploaded there
+    /// (`auto`: on CUDA when the recipe's transforms allow it and the data
+    /// fits). Batches do not depend on it.
+    #[serde(default)]
+    pub data_on_device: DataOnDevice,
 }
 
 /// What one epoch measured.
@@ -158,6 +168,8 @@ pub enum TrialError {
     SaveWeights(String),
     #[error("recipe: {0}")]
     Augment(#[from] AugmentError),
+    #[error("data_on_device is true, but {0}; set data_on_device to auto or false, or drop it with the recipe overrides {fix}", fix = .0.fix())]
+    NoDeviceVersion(#[from] NoDeviceVersion),
 }
 
 /// Trains `spec` on `data`, reporting each epoch to `observer`.
@@ -244,6 +256,7 @@ pub fn run_trial(
         0 => default_workers(),
         n => n,
     };
+    let batches = Batches::choose(spec.data_on_device, device, data, transform, workers)?;
     let schedule = WarmupCosine {
         base_lr: spec.hparams["lr"],
         warmup_steps: spec.warmup_epochs as usize * steps_per_epoch,
@@ -277,15 +290,10 @@ pub fn run_trial(
         };
         // Erasing and mixing draw from their own stream, after the order's.
         let mut batch_rng = StdRng::seed_from_u64(epoch_seed.rotate_left(17) ^ 0x5EED);
-        let plan = EpochPlan {
-            order,
-            seed: epoch_seed,
-            transform: &transform,
-        };
         let mut loss_sum = Tensor::zeros([], (Kind::Float, device));
         let mut batch_index = 0;
         let mut lr = schedule.lr(step);
-        let diverged = for_each_batch(train, spec.batch_size, Some(plan), workers, |batch| {
+        let diverged = batches.train_epoch(spec.batch_size, order, epoch_seed, |batch| {
             let images = normalizer.apply(&batch.images);
             let labels = batch.labels.to_device(device);
             let (images, targets) = regime.prepare(images, labels, &mut batch_rng)?;
@@ -321,7 +329,8 @@ pub fn run_trial(
         let eval = |model: &Model| {
             evaluate(
                 model,
-                &data.test,
+                &batches,
+                data.test.len(),
                 &normalizer,
                 spec.batch_size,
                 test_crop_ratio,
@@ -552,6 +561,100 @@ fn backward_with_hessian(
     Ok(estimate)
 }
 
+/// Where a trial's batches are made (`data_on_device`): on CPU worker
+/// threads from the splits in memory, or by tensor ops on the trial's
+/// device from splits uploaded there. Both give the same batches.
+enum Batches<'a> {
+    Host {
+        data: &'a Splits,
+        transform: ImageTransform,
+        workers: usize,
+    },
+    Device {
+        train: DeviceSplit,
+        test: DeviceSplit,
+        transform: DeviceTransform,
+    },
+}
+
+impl<'a> Batches<'a> {
+    fn choose(
+        setting: DataOnDevice,
+        device: Device,
+        data: &'a Splits,
+        transform: ImageTransform,
+        workers: usize,
+    ) -> Result<Self, NoDeviceVersion> {
+        Ok(
+            match setting.choose(device, &transform, upload_bytes(data))? {
+                Some(transform) => {
+                    tracing::debug!(
+                        device = %device_name(device),
+                        setting = setting.name(),
+                        "batches made on the device"
+                    );
+                    Batches::Device {
+                        train: DeviceSplit::upload(&data.train, device),
+                        test: DeviceSplit::upload(&data.test, device),
+                        transform,
+                    }
+                }
+                None => Batches::Host {
+                    data,
+                    transform,
+                    workers,
+                },
+            },
+        )
+    }
+
+    /// One training epoch over `order`, augmented with `seed`'s draws.
+    fn train_epoch<E>(
+        &self,
+        batch_size: usize,
+        order: Vec<usize>,
+        seed: u64,
+        consume: impl FnMut(RawBatch) -> Result<(), E>,
+    ) -> Result<(), E> {
+        match self {
+            Batches::Host {
+                data,
+                transform,
+                workers,
+            } => {
+                let plan = EpochPlan {
+                    order,
+                    seed,
+                    transform,
+                };
+                for_each_batch(&data.train, batch_size, Some(plan), *workers, consume)
+            }
+            Batches::Device {
+                train, transform, ..
+            } => {
+                let plan = EpochPlan {
+                    order,
+                    seed,
+                    transform,
+                };
+                train.for_each_batch(batch_size, Some(plan), consume)
+            }
+        }
+    }
+
+    /// The test split in order, unchanged.
+    fn test<E>(
+        &self,
+        batch_size: usize,
+        consume: impl FnMut(RawBatch) -> Result<(), E>,
+    ) -> Result<(), E> {
+        match self {
+            Batches::Host { data, .. } => for_each_batch(&data.test, batch_size, None, 1, consume),
+            Batches::Device { test, .. } => test.for_each_batch(batch_size, None, consume),
+        }
+    }
+}
+
 /// Why an epoch's batch loop stopped early.
 enum EpochStop {
     Diverged,
@@ -605,11 +708,12 @@ fn param_set(vs: &nn::VarStore, model: &Model, decay_all: bool) -> ParamSet {
     params
 }
 
-/// Mean cross-entropy and top-1 accuracy (percent) over a whole split, on
-/// the centred `crop_ratio` of each image.
+/// Mean cross-entropy and top-1 accuracy (percent) over the test split
+/// (`images` of them), on the centred `crop_ratio` of each image.
 fn evaluate(
     model: &Model,
-    split: &Dataset,
+    batches: &Batches,
+    images: usize,
     normalizer: &Normalizer,
     batch_size: usize,
     crop_ratio: f64,
@@ -619,7 +723,7 @@ fn evaluate(
     let mut loss_sum = Tensor::zeros([], (Kind::Double, device));
     let mut correct = Tensor::zeros([], (Kind::Int64, device));
     tch::no_grad(|| {
-        for_each_batch(split, batch_size * 2, None, 1, |batch| {
+        batches.test(batch_size * 2, |batch| {
             let labels = batch.labels.to_device(device);
             let images = normalizer.apply_test(&batch.images, crop_ratio);
             let logits = precision
@@ -632,7 +736,7 @@ fn evaluate(
             Ok::<(), TrialError>(())
         })
     })?;
-    let n = split.len().max(1) as f64;
+    let n = images.max(1) as f64;
     Ok((
         f64::try_from(&loss_sum)? / n,
         100.0 * i64::try_from(&correct)? as f64 / n,
@@ -681,6 +785,7 @@ mod tests {
             precision: Default::default(),
             deterministic: false,
             channels_last: false,
+            data_on_device: DataOnDevice::Off,
         }
     }
 
@@ -946,6 +1051,61 @@ mod tests {
         assert_eq!(one.unwrap().final_accuracy, three.unwrap().final_accuracy);
         assert_eq!(reports[0].train_loss, again[0].train_loss);
         assert_eq!(reports[0].ema_test_accuracy, again[0].ema_test_accuracy);
+    }
+
+    /// Batches made on the device (the CPU here) are the pipeline's, so a
+    /// trial trains to the same numbers either way: without a recipe, with
+    /// `pytorch` (crop and flip), and with DeiT's batch-level Mixup/CutMix,
+    /// erasing and EMA once its RandAugment is dropped. RandAugment itself
+    /// has no device version: `true` refuses it, naming the override.
+    #[test]
+    fn batches_made_on_the_device_train_to_the_same_numbers() {
+        let data = data(96);
+        let book = bocb_search_spaces::RecipeBook::builtin();
+        let mut pytorch = book.recipe("pytorch").unwrap().clone();
+        pytorch.epochs = bocb_search_spaces::Count(2);
+        let mut deit = book.recipe("deit").unwrap().clone();
+        deit.epochs = bocb_search_spaces::Count(2);
+        deit.warmup_epochs = 1;
+        deit.ema_decay = Some(bocb_search_spaces::Fraction(0.5));
+        let mut mixing = deit.clone();
+        mixing.rand_augment = None;
+        for recipe in [None, Some(pytorch), Some(mixing)] {
+            let mut spec = spec("sgd_m", 0.05, 2);
+            spec.hparams.insert("momentum".into(), 0.9);
+            spec.recipe = recipe;
+            let (host, host_reports) = run(&spec, &data);
+            spec.data_on_device = DataOnDevice::On;
+            let (device, device_reports) = run(&spec, &data);
+            let (host, device) = (host.unwrap(), device.unwrap());
+            assert_eq!(host.status, TrialStatus::Done);
+            assert_eq!(device.final_accuracy, host.final_accuracy);
+            assert_eq!(device.ema_accuracy, host.ema_accuracy);
+            let numbers = |reports: &[EpochReport]| {
+                reports
+                    .iter()
+                    .map(|r| {
+                        (
+                            r.train_loss,
+                            r.test_loss,
+                            r.test_accuracy,
+                            r.ema_test_accuracy,
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(host_reports.len(), 2);
+            assert_eq!(numbers(&device_reports), numbers(&host_reports));
+        }
+        let mut spec = spec("sgd_m", 0.05, 1);
+        spec.recipe = Some(deit);
+        spec.data_on_device = DataOnDevice::On;
+        let err = run(&spec, &data).0.unwrap_err().to_string();
+        assert!(
+            err.contains("RandAugment (`rand_augment`) has no on-device version")
+                && err.contains("{ rand_augment: null }"),
+            "{err}"
+        );
     }
 
     /// SophiaH, counting the Hessian estimates it is handed.

@@ -54,6 +54,7 @@ fn every_optimizer_lowers_the_loss_or_is_recorded_as_diverged() {
             precision: Default::default(),
             deterministic: false,
             channels_last: false,
+            data_on_device: Default::default(),
         };
         let mut losses = Losses(Vec::new());
         match run_trial(&spec, &data, &backbones, &optimizers, &mut losses) {

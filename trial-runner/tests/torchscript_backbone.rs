@@ -53,6 +53,7 @@ fn spec(optimizer: &str) -> TrialSpec {
         precision: Default::default(),
         deterministic: false,
         channels_last: false,
+        data_on_device: Default::default(),
     }
 }
 

@@ -6,6 +6,8 @@ use bocb_search_spaces::{
     Catalog, OptimizerSpace, Recipe, RecipeBook, RecipeOverrides, SpaceError,
 };
 use bocb_store::{TrialRecipe, GRID_POINTS};
+use bocb_trial_runner::batches::on_device::DataOnDevice;
+use bocb_trial_runner::batches::ImageTransform;
 use bocb_trial_runner::data::DatasetFormat;
 use bocb_trial_runner::device::DEVICE_LIST_FORMS;
 use bocb_trial_runner::models::BackboneRegistry;
@@ -69,6 +71,12 @@ pub struct ExperimentSpec {
     /// Batches in channels-last memory order (see `bocb bench train --channels-last`).
     #[serde(default)]
     pub channels_last: bool,
+    /// Make batches on the trial's device from data uploaded there: `auto`
+    /// (on CUDA when the recipe's per-image transforms allow it and the
+    /// data fits), `true` or `false`. Not a training setting: the batches
+    /// are the same either way.
+    #[serde(default, skip_serializing_if = "DataOnDevice::is_auto")]
+    pub data_on_device: DataOnDevice,
     /// The older form of `devices`: one device.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<DeviceChoice>,
@@ -173,6 +181,7 @@ impl ExperimentSpec {
             precision: self.precision,
             deterministic: self.deterministic,
             channels_last: self.channels_last,
+            data_on_device: self.data_on_device,
         }
     }
 
@@ -622,6 +631,10 @@ impl Experiment {
                 )
             })?;
         }
+        if spec.data_on_device == DataOnDevice::On {
+            check_data_on_device(&spec, &backbone_names, backbones, &book)
+                .map_err(|message| located("data_on_device", "true", message))?;
+        }
         spec.grid_centres
             .check(&backbone_names, &optimizer_names, |key| {
                 spec.with_preset(key)
@@ -703,6 +716,31 @@ impl Experiment {
         }
         settings
     }
+}
+
+/// With `data_on_device: true`, every backbone's recipe must have device
+/// versions of its per-image transforms; the error names the backbone, the
+/// transforms and the overrides that drop them.
+fn check_data_on_device(
+    spec: &ExperimentSpec,
+    names: &[String],
+    backbones: &BackboneRegistry,
+    book: &RecipeBook,
+) -> Result<(), String> {
+    for name in names {
+        let recipe = spec.resolved_recipe(name, backbones, book)?;
+        let (entry, preset) = backbones.lookup(name).map_err(|e| e.to_string())?;
+        // The dataset mean only fills RandAugment's borders: any will do here.
+        let transform = ImageTransform::from_recipe(&recipe, entry.input_size(preset), [0.5; 3]);
+        if let Err(missing) = transform.on_device() {
+            return Err(format!(
+                "`data_on_device: true`, but backbone `{name}` trains with recipe `{}`, whose {missing}; set `data_on_device: auto` (the CPU pipeline where needed) or `false`, or drop it with `recipe_overrides: {}`",
+                recipe.name,
+                missing.fix()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// 1-based line and column of `value` after `key:` in a YAML source (on the
@@ -966,6 +1004,63 @@ epochs: 3
         assert_eq!(
             Experiment::training_settings(&e.spec),
             Experiment::training_settings(&parse(GOOD).unwrap().spec)
+        );
+    }
+
+    #[test]
+    fn data_on_device_is_checked_against_each_recipe_and_is_no_training_setting() {
+        let params: Hparams = [("lr".to_string(), 0.01), ("weight_decay".to_string(), 0.0)].into();
+        let trial = |e: &Experiment| {
+            e.spec
+                .trial_spec("vit_tiny_cifar", "adamw", &params, 0, None)
+                .data_on_device
+        };
+        assert_eq!(trial(&parse(GOOD).unwrap()), DataOnDevice::Auto);
+        let off = parse(&format!(
+            "{GOOD}data_on_device: false
+"
+        ))
+        .unwrap();
+        assert_eq!(trial(&off), DataOnDevice::Off);
+        // The same batches either way: a stored experiment may change it.
+        assert_eq!(
+            Experiment::training_settings(&off.spec),
+            Experiment::training_settings(&parse(GOOD).unwrap().spec)
+        );
+        // `pytorch` crops and flips, which the device does.
+        let on = parse(&format!(
+            "{GOOD}recipe: pytorch
+data_on_device: true
+"
+        ))
+        .unwrap();
+        assert_eq!(trial(&on), DataOnDevice::On);
+        // vit_tiny_cifar trains with DeiT's RandAugment by default.
+        let err = error(&format!(
+            "{GOOD}data_on_device: true
+"
+        ));
+        assert!(
+            err.starts_with("exp.yaml:8:17: `data_on_device: true`, but backbone `vit_tiny_cifar` trains with recipe `deit`, whose RandAugment (`rand_augment`) has no on-device version; set `data_on_device: auto`"),
+            "{err}"
+        );
+        assert!(
+            err.ends_with("`recipe_overrides: { rand_augment: null }`"),
+            "{err}"
+        );
+        let dropped = format!(
+            "{GOOD}data_on_device: true
+recipe_overrides: {{ rand_augment: null }}
+"
+        );
+        assert_eq!(trial(&parse(&dropped).unwrap()), DataOnDevice::On);
+        let err = error(&format!(
+            "{GOOD}data_on_device: gpu
+"
+        ));
+        assert!(
+            err.starts_with("exp.yaml:8:17: data_on_device: unknown value `gpu`; valid: auto"),
+            "{err}"
         );
     }
 

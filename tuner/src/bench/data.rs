@@ -3,12 +3,16 @@
 //! the worker threads, as a recipe trains) and a training step of a
 //! backbone on the pipeline's batches (normalisation, random erasing,
 //! Mixup/CutMix, forward, backward, SGD-M update), and reports the ratio.
+//! Where the recipe's per-image transforms have device versions it also
+//! times the same batches made on the device (`data_on_device`) and checks
+//! that they equal the pipeline's.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use bocb_search_spaces::{Recipe, RecipeBook, SpaceError};
 use bocb_trial_runner::augment::{AugmentError, RepeatAugSampler};
+use bocb_trial_runner::batches::on_device::{DeviceSplit, DeviceTransform};
 use bocb_trial_runner::batches::{for_each_batch, EpochPlan, ImageTransform, Normalizer, RawBatch};
 use bocb_trial_runner::data::{self, DataError};
 use bocb_trial_runner::models::{BackboneRegistry, ModelError};
@@ -18,7 +22,7 @@ use bocb_trial_runner::{with_recipe_rates, Learner, TrialError};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde::Serialize;
-use tch::Device;
+use tch::{Cuda, Device, Tensor};
 use thiserror::Error;
 
 /// What `bocb bench data` measures.
@@ -68,12 +72,29 @@ pub struct DataBenchReport {
     pub batch: usize,
     pub workers: usize,
     pub device: String,
-    /// Images per second out of the pipeline alone.
+    /// Images per second out of the CPU pipeline alone (raw batches in
+    /// host memory).
     pub pipeline_images_per_sec: f64,
+    /// Images per second of the same batches made on the device (raw
+    /// batches in device memory, the split uploaded beforehand); `None`
+    /// where a per-image transform of the recipe has no device version.
+    pub device_pipeline_images_per_sec: Option<f64>,
+    /// Why there is no device rate.
+    pub device_pipeline_unavailable: Option<String>,
+    /// Whether the device's first batch equals the pipeline's, images and labels.
+    pub device_batch_matches_pipeline: Option<bool>,
     /// Images per second through a training step.
     pub step_images_per_sec: f64,
     /// Pipeline rate over step rate: above 1 the pipeline keeps up.
     pub ratio: f64,
+    /// Device rate over step rate.
+    pub device_ratio: Option<f64>,
+}
+
+/// The device side's rate and whether its first batch is `first`.
+struct DeviceSide {
+    images_per_sec: f64,
+    matches: bool,
 }
 
 /// Times the pipeline and the training step of `config`.
@@ -122,6 +143,19 @@ pub fn bench_data(
     })?;
     let pipeline_images_per_sec = (batches * config.batch) as f64 / started.elapsed().as_secs_f64();
     let batch = first.expect("at least one batch");
+    let (device_side, device_pipeline_unavailable) = match transform.on_device() {
+        Ok(on_device) => {
+            let order = &order[..batches * config.batch];
+            let side = time_on_device(train, config, order, &on_device, &batch);
+            (Some(side), None)
+        }
+        Err(missing) => (
+            None,
+            Some(format!(
+                "{missing}; `--recipe pytorch` crops and flips, which the device does"
+            )),
+        ),
+    };
 
     // A training step on the pipeline's batch, with the recipe's batch
     // transforms and loss; SGD-M, whose update costs little beside the model's.
@@ -173,9 +207,57 @@ pub fn bench_data(
         workers,
         device: bocb_trial_runner::device::device_name(config.device),
         pipeline_images_per_sec,
+        device_pipeline_images_per_sec: device_side.as_ref().map(|d| d.images_per_sec),
+        device_pipeline_unavailable,
+        device_batch_matches_pipeline: device_side.as_ref().map(|d| d.matches),
         step_images_per_sec,
         ratio: pipeline_images_per_sec / step_images_per_sec,
+        device_ratio: device_side.map(|d| d.images_per_sec / step_images_per_sec),
     })
+}
+
+/// Times the batches of `order` made on `config.device` from the uploaded
+/// split (after one untimed batch, which loads the kernels), waiting for
+/// the device at the end; and compares the first with the pipeline's.
+fn time_on_device(
+    train: &data::Dataset,
+    config: &DataBenchConfig,
+    order: &[usize],
+    transform: &DeviceTransform,
+    pipeline_first: &RawBatch,
+) -> DeviceSide {
+    let split = DeviceSplit::upload(train, config.device);
+    let plan = |order: &[usize]| EpochPlan {
+        order: order.to_vec(),
+        seed: 0,
+        transform,
+    };
+    let mut first: Option<RawBatch> = None;
+    let _ = split.for_each_batch(config.batch, Some(plan(&order[..config.batch])), |batch| {
+        first = Some(batch);
+        Ok::<(), ()>(())
+    });
+    let wait = || {
+        if let Device::Cuda(index) = config.device {
+            Cuda::synchronize(index as i64);
+        }
+    };
+    wait();
+    let started = Instant::now();
+    let _ = split.for_each_batch(config.batch, Some(plan(order)), |batch| {
+        drop(batch);
+        Ok::<(), ()>(())
+    });
+    wait();
+    let images_per_sec = order.len() as f64 / started.elapsed().as_secs_f64();
+    let first = first.expect("one batch");
+    let on_host = |t: &Tensor| t.to_device(Device::Cpu);
+    let matches = on_host(&first.images).equal(&pipeline_first.images)
+        && on_host(&first.labels).equal(&pipeline_first.labels);
+    DeviceSide {
+        images_per_sec,
+        matches,
+    }
 }
 
 /// The report as text.
@@ -187,10 +269,30 @@ pub fn render_data(report: &DataBenchReport) -> String {
     } else {
         "the pipeline is the bottleneck; add --workers or lighten the recipe"
     };
+    let device = match (
+        report.device_pipeline_images_per_sec,
+        report.device_ratio,
+        report.device_batch_matches_pipeline,
+        &report.device_pipeline_unavailable,
+    ) {
+        (Some(rate), Some(ratio), Some(matches), _) => format!(
+            "batches made on {}: {rate:.0} images/s, {ratio:.1}x the step; {}\n",
+            report.device,
+            if matches {
+                "the same batches as the pipeline"
+            } else {
+                "NOT the pipeline's batches"
+            }
+        ),
+        (_, _, _, Some(why)) => {
+            format!("batches made on {}: not available: {why}\n", report.device)
+        }
+        _ => String::new(),
+    };
     format!(
         "data pipeline, recipe {} on {} ({} workers): {:.0} images/s\n\
          training step, {} at batch {} on {}: {:.1} images/s\n\
-         pipeline / step: {:.1}x: {verdict}\n",
+         pipeline / step: {:.1}x: {verdict}\n{device}",
         report.recipe,
         report.dataset,
         report.workers,
@@ -237,6 +339,39 @@ mod tests {
         let text = render_data(&report);
         assert!(
             text.contains("recipe deit") && text.contains("pipeline / step"),
+            "{text}"
+        );
+        // DeiT's RandAugment has no device version: no device rate, and why.
+        assert_eq!(report.device_pipeline_images_per_sec, None);
+        assert_eq!(report.device_ratio, None);
+        assert!(
+            text.contains("batches made on cpu: not available: RandAugment"),
+            "{text}"
+        );
+        // `pytorch` crops and flips: both sides, the same batches.
+        config.recipe = "pytorch".into();
+        let report = bench_data(&config, &backbones, &optimizers).unwrap();
+        let rate = report.device_pipeline_images_per_sec.unwrap();
+        assert!(rate > 0.0);
+        assert_eq!(report.device_batch_matches_pipeline, Some(true));
+        assert_eq!(report.device_pipeline_unavailable, None);
+        let ratio = rate / report.step_images_per_sec;
+        assert!((report.device_ratio.unwrap() - ratio).abs() < 1e-9 * ratio);
+        let json = serde_json::to_value(&report).unwrap();
+        for key in [
+            "pipeline_images_per_sec",
+            "device_pipeline_images_per_sec",
+            "step_images_per_sec",
+            "ratio",
+            "device_ratio",
+        ] {
+            assert!(json[key].as_f64().is_some_and(|v| v > 0.0), "{key}: {json}");
+        }
+        assert_eq!(json["device_batch_matches_pipeline"], true);
+        let text = render_data(&report);
+        assert!(
+            text.contains("batches made on cpu: ")
+                && text.contains("the same batches as the pipeline"),
             "{text}"
         );
 
