@@ -6,7 +6,11 @@ fn main() {
     // csrc/ against the same libtorch's headers (torch/include beside
     // torch/lib), with the C++11 ABI every torch >= 2.7 wheel uses.
     let include = lib_dir.with_file_name("include");
-    let sources = ["csrc/aten_settings.cpp", "csrc/cpu_cache.cpp"];
+    let sources = [
+        "csrc/aten_settings.cpp",
+        "csrc/cpu_cache.cpp",
+        "csrc/packing.cpp",
+    ];
     for source in sources {
         println!("cargo:rerun-if-changed={source}");
     }

@@ -47,7 +47,7 @@ impl PeakMemory {
 }
 
 /// The index of a CUDA device this machine has.
-fn cuda_index(device: Device) -> Option<i8> {
+pub(crate) fn cuda_index(device: Device) -> Option<i8> {
     match device {
         Device::Cuda(index) if Cuda::is_available() && index < Cuda::device_count() as usize => {
             i8::try_from(index).ok()
