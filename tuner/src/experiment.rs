@@ -589,6 +589,13 @@ impl Experiment {
                 return Err(located(key, "0", format!("`{key}` must be at least 1")));
             }
         }
+        if spec.trials_per_device == TrialsPerDevice::Auto && spec.trial.is_some() {
+            return Err(located(
+                "trials_per_device",
+                "auto",
+                "`trials_per_device: auto` measures bocb's own training step, which external trials (`trial:`) do not run; give a number of trials per device".into(),
+            ));
+        }
         if let Some(rule) = &spec.packing {
             let at_key = |key: &str, message: String| {
                 let (line, column) = locate_key(source, key);

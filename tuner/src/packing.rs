@@ -300,6 +300,11 @@ impl DeviceLoad {
         shared
     }
 
+    /// Whether another trial ran beside trial `id` at some point so far.
+    pub fn shared(&self, id: u64) -> bool {
+        self.running.get(&id).is_some_and(|r| r.shared)
+    }
+
     /// Trials running now.
     pub fn running(&self) -> usize {
         self.running.len()

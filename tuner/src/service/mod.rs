@@ -422,6 +422,7 @@ impl Service {
                 slots: Vec::new(),
                 show_progress: false,
                 cancel: Some(&cancel),
+                packing: None,
             };
             let result = search_experiment(
                 &experiment,
