@@ -21,9 +21,9 @@ use crate::trainer::{trial_learner, TrialError, TrialSpec};
 
 /// Untimed steps first: the optimizer's state, cuDNN's choices and the
 /// allocator's caches fill up, as in a trial's first step.
-const WARMUP_STEPS: usize = 1;
+const WARMUP_STEPS: usize = 2;
 /// Timed steps after the warm-up.
-const TIMED_STEPS: usize = 2;
+const TIMED_STEPS: usize = 3;
 
 extern "C" {
     fn bocb_cuda_free_memory(index: i8) -> i64;
