@@ -195,7 +195,10 @@ fn trials_on_several_device_slots_at_once_match_one_at_a_time() {
         log.contains("probe of vit_tiny_cifar@micro × adamw at batch 32 on cpu: peak "),
         "{log}"
     );
-    assert!(log.contains("cpu: ") && log.contains(" free; trials packed while"), "{log}");
+    assert!(
+        log.contains("cpu: ") && log.contains(" free; trials packed while"),
+        "{log}"
+    );
     let packed_db = Store::open(&packed_store).unwrap();
     let probes = packed_db.probes().unwrap();
     assert_eq!(probes.len(), 4, "{probes:?}");

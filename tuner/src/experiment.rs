@@ -1131,6 +1131,15 @@ epochs: 3
             "{err}"
         );
         let err = error(&format!(
+            "{GOOD}trials_per_device: auto\ntrial: {{ command: ./train.sh }}\n"
+        ));
+        assert!(
+            err.starts_with(
+                "exp.yaml:8:20: `trials_per_device: auto` measures bocb's own training step"
+            ),
+            "{err}"
+        );
+        let err = error(&format!(
             "{GOOD}trials_per_device: auto\npacking: {{ gain: 0.1 }}\n"
         ));
         assert!(
