@@ -183,6 +183,38 @@ fn trials_on_several_device_slots_at_once_match_one_at_a_time() {
     };
     assert_eq!(outcome(&in_slots), outcome(&alone));
 
+    // Packed: each config is probed once, alone, and kept in the store;
+    // levels are measured over two batches, so trials do run together.
+    let (log, packed_store) = run(
+        "devices: cpu\ntrials_per_device: auto\npacking: { measure_seconds: 0, measure_batches: 2 }\n",
+        "packed",
+    );
+    assert!(log.contains("trained 8 trial(s)"), "{log}");
+    assert_eq!(log.matches("probe of ").count(), 4, "{log}");
+    assert!(
+        log.contains("probe of vit_tiny_cifar@micro × adamw at batch 32 on cpu: peak "),
+        "{log}"
+    );
+    assert!(
+        log.contains("cpu: ") && log.contains(" free; trials packed while"),
+        "{log}"
+    );
+    let packed_db = Store::open(&packed_store).unwrap();
+    let probes = packed_db.probes().unwrap();
+    assert_eq!(probes.len(), 4, "{probes:?}");
+    for probe in &probes {
+        assert_eq!(probe.device, "cpu");
+        assert!(probe.images_per_sec > 0.0, "{probe:?}");
+    }
+    let packed = packed_db.trials("tiny").unwrap();
+    drop(packed_db);
+    assert_eq!(outcome(&packed), outcome(&alone));
+    assert!(packed.iter().all(|t| t.peak_memory_bytes.is_some()));
+    // A resumed run probes nothing again.
+    let (log, _) = run("devices: cpu\ntrials_per_device: auto\n", "packed");
+    assert!(log.contains("trained 0 trial(s)"), "{log}");
+    assert!(!log.contains("probe of "), "{log}");
+
     // Devices are no training setting: the stored experiment resumes with
     // the older single `device` and finds everything done.
     let (log, _) = run("device: cpu\n", "slots");

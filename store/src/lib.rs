@@ -6,7 +6,7 @@
 //!
 //! # On-disk layout
 //!
-//! One sled database per directory, holding three trees. Tree names carry a
+//! One sled database per directory, holding four trees. Tree names carry a
 //! version so that a later incompatible layout can live beside the old one
 //! and migrate it.
 //!
@@ -15,6 +15,11 @@
 //! | `experiments.v1` | experiment name (UTF-8)          | [`ExperimentRecord`] as JSON   |
 //! | `trials.v1`      | experiment name, `\0`, trial id  | [`TrialRecord`] as JSON        |
 //! | `imported.v1`    | experiment name (UTF-8)          | [`ImportedTable`] as JSON      |
+//! | `probes.v1`      | probe key (UTF-8)                | [`ProbeRecord`] as JSON        |
+//!
+//! Probes belong to no experiment: a config measured once serves every
+//! experiment that trains it. Stores written before `probes.v1` open with
+//! the tree empty.
 //!
 //! An imported experiment (`bocb import`) has an experiment record and an
 //! `imported.v1` entry but no trials; the store refuses to mix the two kinds
@@ -45,8 +50,8 @@ pub use error::{ImportError, StoreError};
 pub use imported::{ImportedResult, ImportedTable};
 pub use query::{GridCell, PairBest};
 pub use record::{
-    unix_now_s, EpochMetrics, ExperimentRecord, GridPos, TrialEnd, TrialRecipe, TrialRecord,
-    TrialStatus, GRID_POINTS,
+    unix_now_s, EpochMetrics, ExperimentRecord, GridPos, ProbeRecord, TrialEnd, TrialRecipe,
+    TrialRecord, TrialStatus, GRID_POINTS,
 };
 pub use store::Store;
 

@@ -170,7 +170,10 @@ pub struct TrialRecord {
     /// not train the trial (external trials) or in older records.
     #[serde(default)]
     pub precision: Option<String>,
-    /// Peak memory of the trial in bytes, where it was measured.
+    /// Peak memory of the trial in bytes, where it was measured. A trial
+    /// of `trials_per_device: auto` that shared its device with another at
+    /// some point has its config's probe peak instead ([`ProbeRecord`]):
+    /// the device-wide CUDA peak mixes the trials running together.
     #[serde(default)]
     pub peak_memory_bytes: Option<u64>,
     /// Why the trial failed or diverged.
@@ -273,4 +276,26 @@ impl<'de> Deserialize<'de> for TrialRecipe {
             Stored::Resolved { name, settings } => TrialRecipe { name, settings },
         })
     }
+}
+
+/// What a probe of one trial config measured (`trials_per_device: auto`):
+/// a few training steps on a synthetic batch of its shape, the device to
+/// itself.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProbeRecord {
+    /// Identifies the config (backbone, optimizer, batch, precision,
+    /// recipe, ...) and the kind of device; the record's key.
+    pub key: String,
+    /// The config in words, for people reading the store.
+    pub config: String,
+    /// The device it ran on, e.g. "cuda:0".
+    pub device: String,
+    /// Peak memory of the steps in bytes above what the device held
+    /// before; `None` where it could not be read.
+    #[serde(default)]
+    pub peak_memory_bytes: Option<u64>,
+    /// Training images per second.
+    pub images_per_sec: f64,
+    /// When it was measured.
+    pub measured_unix_s: u64,
 }

@@ -8,13 +8,15 @@ use crate::error::{ImportError, StoreError};
 use crate::imported::ImportedTable;
 use crate::query::{self, GridCell, PairBest};
 use crate::record::{
-    unix_now_s, EpochMetrics, ExperimentRecord, TrialEnd, TrialRecord, TrialStatus, GRID_POINTS,
+    unix_now_s, EpochMetrics, ExperimentRecord, ProbeRecord, TrialEnd, TrialRecord, TrialStatus,
+    GRID_POINTS,
 };
 use crate::Result;
 
 const EXPERIMENTS_TREE: &str = "experiments.v1";
 const TRIALS_TREE: &str = "trials.v1";
 const IMPORTED_TREE: &str = "imported.v1";
+const PROBES_TREE: &str = "probes.v1";
 
 /// Handle on a store directory. Cheap to clone; clones share the database,
 /// so several threads can record at once.
@@ -25,6 +27,7 @@ pub struct Store {
     // Visible to the crate's tests, which plant old and corrupt records.
     pub(crate) trials: sled::Tree,
     imported: sled::Tree,
+    probes: sled::Tree,
     dir: PathBuf,
 }
 
@@ -55,11 +58,13 @@ impl Store {
         let experiments = db.open_tree(EXPERIMENTS_TREE)?;
         let trials = db.open_tree(TRIALS_TREE)?;
         let imported = db.open_tree(IMPORTED_TREE)?;
+        let probes = db.open_tree(PROBES_TREE)?;
         Ok(Store {
             db,
             experiments,
             trials,
             imported,
+            probes,
             dir: dir.to_path_buf(),
         })
     }
@@ -318,6 +323,32 @@ impl Store {
             .get(experiment)?
             .map(|value| decode(IMPORTED_TREE, experiment.as_bytes(), &value))
             .transpose()
+    }
+
+    /// Inserts or replaces the probe `record.key`.
+    pub fn put_probe(&self, record: &ProbeRecord) -> Result<()> {
+        check_name("probe key", &record.key)?;
+        self.probes.insert(&record.key, encode(record))?;
+        self.flush()
+    }
+
+    /// The probe stored under `key`, if any.
+    pub fn probe(&self, key: &str) -> Result<Option<ProbeRecord>> {
+        self.probes
+            .get(key)?
+            .map(|value| decode(PROBES_TREE, key.as_bytes(), &value))
+            .transpose()
+    }
+
+    /// Every stored probe, by key.
+    pub fn probes(&self) -> Result<Vec<ProbeRecord>> {
+        self.probes
+            .iter()
+            .map(|entry| {
+                let (key, value) = entry?;
+                decode(PROBES_TREE, &key, &value)
+            })
+            .collect()
     }
 
     fn check_not_imported(&self, experiment: &str) -> Result<()> {

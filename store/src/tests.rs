@@ -4,8 +4,8 @@ use std::thread;
 use tempfile::TempDir;
 
 use crate::{
-    EpochMetrics, ExperimentRecord, GridCell, GridPos, Store, StoreError, TrialEnd, TrialRecipe,
-    TrialRecord, TrialStatus,
+    EpochMetrics, ExperimentRecord, GridCell, GridPos, ProbeRecord, Store, StoreError, TrialEnd,
+    TrialRecipe, TrialRecord, TrialStatus,
 };
 
 const EXP: &str = "cifar-sweep";
@@ -760,4 +760,59 @@ fn a_recipe_stored_as_its_name_alone_still_reads() {
     store.put_trial(&old).unwrap();
     let back = store.trial(&t.experiment, "t1").unwrap().unwrap();
     assert_eq!(back.recipe.unwrap().to_string(), "pytorch");
+}
+
+fn probe(key: &str, peak: Option<u64>) -> ProbeRecord {
+    ProbeRecord {
+        key: key.to_owned(),
+        config: "resnet18 × sgd at batch 128, fp32".to_owned(),
+        device: "cuda:0".to_owned(),
+        peak_memory_bytes: peak,
+        images_per_sec: 9000.5,
+        measured_unix_s: 1_700_000_000,
+    }
+}
+
+#[test]
+fn probes_are_kept_by_key_across_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    {
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.probe("a").unwrap(), None);
+        store.put_probe(&probe("a", Some(3 << 30))).unwrap();
+        store.put_probe(&probe("b", None)).unwrap();
+        // The same key again replaces it.
+        store.put_probe(&probe("a", Some(2 << 30))).unwrap();
+        assert!(matches!(
+            store.put_probe(&probe("", None)),
+            Err(StoreError::InvalidName { .. })
+        ));
+    }
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.probe("a").unwrap(), Some(probe("a", Some(2 << 30))));
+    assert_eq!(
+        store.probes().unwrap(),
+        [probe("a", Some(2 << 30)), probe("b", None)]
+    );
+}
+
+#[test]
+fn a_store_written_before_probes_opens_without_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    {
+        // The trees of a store from before `probes.v1`, written by sled itself.
+        let db = sled::open(&path).unwrap();
+        let record = experiment(EXP);
+        db.open_tree("experiments.v1")
+            .unwrap()
+            .insert(EXP, serde_json::to_vec(&record).unwrap())
+            .unwrap();
+        db.open_tree("trials.v1").unwrap();
+        db.flush().unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.experiment(EXP).unwrap(), Some(experiment(EXP)));
+    assert_eq!(store.probes().unwrap(), []);
 }

@@ -8,12 +8,16 @@
 
 extern "C" {
 
-// Bytes free on CUDA device `index`, or -1.
-int64_t bocb_cuda_free_bytes(int8_t index) {
+// Bytes free on CUDA device `index`, after the caching allocator has
+// returned its idle blocks when `release_idle` (torch.cuda.empty_cache()
+// first), or -1.
+int64_t bocb_cuda_free_bytes(int8_t index, bool release_idle) {
   try {
-    const auto info =
-        c10::getDeviceAllocator(c10::DeviceType::CUDA)->getMemoryInfo(index);
-    return static_cast<int64_t>(info.first);
+    auto* allocator = c10::getDeviceAllocator(c10::DeviceType::CUDA);
+    if (release_idle) {
+      allocator->emptyCache();
+    }
+    return static_cast<int64_t>(allocator->getMemoryInfo(index).first);
   } catch (...) {
     return -1;
   }

@@ -14,6 +14,7 @@ pub mod models;
 pub mod optim;
 pub mod patterns;
 pub mod precision;
+pub mod probe;
 pub mod regime;
 pub mod schedule;
 pub mod seeding;

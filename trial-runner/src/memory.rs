@@ -11,7 +11,7 @@ use tch::{Cuda, Device};
 extern "C" {
     fn bocb_cuda_reset_peak(index: i8) -> i32;
     fn bocb_cuda_peak_allocated(index: i8) -> i64;
-    fn bocb_cuda_free_bytes(index: i8) -> i64;
+    fn bocb_cuda_free_bytes(index: i8, release_idle: bool) -> i64;
 }
 
 /// Measures the peak memory of a device from the moment it is started.
@@ -49,16 +49,17 @@ impl PeakMemory {
 }
 
 /// Bytes free on a CUDA device as its driver reports them
-/// (`torch.cuda.mem_get_info()[0]`); `None` on other devices, a CUDA device
-/// this machine lacks, or a failed reading.
-pub fn free_bytes(device: Device) -> Option<u64> {
+/// (`torch.cuda.mem_get_info()[0]`), once the caching allocator has returned
+/// its idle blocks when `release_idle`; `None` on other devices, a CUDA
+/// device this machine lacks, or a failed reading.
+pub fn free_bytes(device: Device, release_idle: bool) -> Option<u64> {
     let index = cuda_index(device)?;
     // SAFETY: a plain C function of the shim, for a device that exists.
-    u64::try_from(unsafe { bocb_cuda_free_bytes(index) }).ok()
+    u64::try_from(unsafe { bocb_cuda_free_bytes(index, release_idle) }).ok()
 }
 
 /// The index of a CUDA device this machine has.
-fn cuda_index(device: Device) -> Option<i8> {
+pub(crate) fn cuda_index(device: Device) -> Option<i8> {
     match device {
         Device::Cuda(index) if Cuda::is_available() && index < Cuda::device_count() as usize => {
             i8::try_from(index).ok()
@@ -114,9 +115,9 @@ mod tests {
     /// at most the card's size with one.
     #[test]
     fn free_memory_is_read_on_cuda_only() {
-        assert_eq!(free_bytes(Device::Cpu), None);
+        assert_eq!(free_bytes(Device::Cpu, false), None);
         let cuda = Device::Cuda(0);
-        match free_bytes(cuda) {
+        match free_bytes(cuda, false) {
             None => assert!(!Cuda::is_available()),
             Some(free) => assert!(free > 0 && free < 1 << 50, "{free}"),
         }

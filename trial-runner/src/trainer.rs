@@ -203,32 +203,7 @@ pub fn run_trial(
     }
     let classes = train.classes as i64;
     let recipe = spec.recipe.as_ref();
-    let build = || {
-        Learner::new(
-            backbones,
-            &spec.backbone,
-            optimizers,
-            &spec.optimizer,
-            &spec.hparams,
-            classes,
-            device,
-            spec.decay_norm_and_bias,
-            spec.seed,
-        )
-    };
-    let mut learner = match recipe {
-        Some(r) => with_recipe_rates(r, build)?,
-        None => build()?,
-    };
-    learner.precision = spec
-        .precision
-        .resolve(device, recipe.is_none_or(|r| r.bf16));
-    if let Some(recipe) = recipe {
-        learner.clip_grad_norm = Some(recipe.grad_clip_norm.0).filter(|&n| n > 0.0);
-        if let Some(decay) = recipe.ema_decay {
-            learner.keep_average(backbones, &spec.backbone, classes, decay.0)?;
-        }
-    }
+    let mut learner = trial_learner(spec, classes, device, backbones, optimizers)?;
 
     let (mean, std) = train.mean_std();
     let (entry, preset) = backbones.lookup(&spec.backbone)?;
@@ -379,6 +354,46 @@ pub fn run_trial(
         &learner,
         None,
     ))
+}
+
+/// The learner `spec` trains on `device`: its backbone and optimizer with
+/// the recipe's regularisation rates, precision, gradient clipping and
+/// moving average.
+pub(crate) fn trial_learner(
+    spec: &TrialSpec,
+    classes: i64,
+    device: Device,
+    backbones: &BackboneRegistry,
+    optimizers: &OptimizerRegistry,
+) -> Result<Learner, TrialError> {
+    let recipe = spec.recipe.as_ref();
+    let build = || {
+        Learner::new(
+            backbones,
+            &spec.backbone,
+            optimizers,
+            &spec.optimizer,
+            &spec.hparams,
+            classes,
+            device,
+            spec.decay_norm_and_bias,
+            spec.seed,
+        )
+    };
+    let mut learner = match recipe {
+        Some(r) => with_recipe_rates(r, build)?,
+        None => build()?,
+    };
+    learner.precision = spec
+        .precision
+        .resolve(device, recipe.is_none_or(|r| r.bf16));
+    if let Some(recipe) = recipe {
+        learner.clip_grad_norm = Some(recipe.grad_clip_norm.0).filter(|&n| n > 0.0);
+        if let Some(decay) = recipe.ema_decay {
+            learner.keep_average(backbones, &spec.backbone, classes, decay.0)?;
+        }
+    }
+    Ok(learner)
 }
 
 /// Runs `build` (which builds models) with `recipe`'s regularisation

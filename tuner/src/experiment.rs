@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::grid_centres::{Centre, GridCentres};
+use crate::packing::PackingRule;
 use crate::search::{StopKind, StrategyKind};
 
 /// Prefix of a user's TorchScript backbone (`torchscript:PATH`).
@@ -85,9 +86,13 @@ pub struct ExperimentSpec {
     /// experiment may resume on other devices.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub devices: Option<DeviceList>,
-    /// Trials each device trains at once.
-    #[serde(default = "one")]
-    pub trials_per_device: u32,
+    /// Trials each device trains at once: a number, or `auto` (packed by
+    /// measured memory and throughput, see [`crate::packing`]).
+    #[serde(default)]
+    pub trials_per_device: TrialsPerDevice,
+    /// The knobs of `trials_per_device: auto`'s rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub packing: Option<PackingRule>,
     /// γ of Eq. (1), the failure threshold of the report: 3 for CIFAR (the
     /// default), 1 for ImageNet (App. A.1). Analysis only: not a training
     /// setting, so it may change between runs.
@@ -285,8 +290,9 @@ impl ExperimentSpec {
 
     /// The device of each slot that trains one trial at a time, as this
     /// machine resolves them (`auto` becomes `cuda:0` or `cpu`): every
-    /// device `trials_per_device` times, interleaved so that fewer busy
-    /// slots still spread over the devices. An error names the field, the
+    /// device `trials_per_device` times (once for `auto`, whose slots
+    /// `bocb run` adds as the packing rule admits trials), interleaved so
+    /// that fewer busy slots still spread over the devices. An error names the field, the
     /// device this machine lacks, and the valid forms.
     pub fn device_slots(&self) -> Result<Vec<DeviceChoice>, String> {
         let field = if self.devices.is_some() {
@@ -306,9 +312,14 @@ impl ExperimentSpec {
             }
             resolved.push(here);
         }
-        Ok((0..self.trials_per_device)
+        Ok((0..self.trials_per_device.fixed_slots())
             .flat_map(|_| resolved.iter().copied())
             .collect())
+    }
+
+    /// The rule `trials_per_device: auto` packs by: `packing`, or the defaults.
+    pub fn packing_rule(&self) -> PackingRule {
+        self.packing.unwrap_or_default()
     }
 
     /// `name` with the experiment's `preset`, unless it names its own (or is
@@ -379,6 +390,81 @@ impl Names {
             Names::All => None,
             Names::List(names) => Some(names),
         }
+    }
+}
+
+/// How many trials a device trains at once: a fixed number, or `auto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrialsPerDevice {
+    Fixed(u32),
+    /// As many as the packing rule admits ([`crate::packing`]).
+    Auto,
+}
+
+impl Default for TrialsPerDevice {
+    fn default() -> Self {
+        TrialsPerDevice::Fixed(1)
+    }
+}
+
+impl TrialsPerDevice {
+    /// Slots per device that train one trial at a time: the number, or one
+    /// for `auto` (what the service starts local workers for).
+    pub fn fixed_slots(self) -> u32 {
+        match self {
+            TrialsPerDevice::Fixed(n) => n,
+            TrialsPerDevice::Auto => 1,
+        }
+    }
+}
+
+impl std::fmt::Display for TrialsPerDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self {
+            TrialsPerDevice::Fixed(n) => write!(f, "{n}"),
+            TrialsPerDevice::Auto => f.write_str("auto"),
+        }
+    }
+}
+
+impl Serialize for TrialsPerDevice {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            TrialsPerDevice::Fixed(n) => serializer.serialize_u32(*n),
+            TrialsPerDevice::Auto => serializer.serialize_str("auto"),
+        }
+    }
+}
+
+// Hand-written so a wrong value keeps serde_yaml's location and names both forms.
+impl<'de> Deserialize<'de> for TrialsPerDevice {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = TrialsPerDevice;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a number of trials (1, 2, ...) or `auto`")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<TrialsPerDevice, E> {
+                u32::try_from(v).map(TrialsPerDevice::Fixed).map_err(|_| {
+                    E::custom(format!("`trials_per_device`: {v} trials is too many; give a number of trials (1, 2, ...) or `auto`"))
+                })
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<TrialsPerDevice, E> {
+                u64::try_from(v).map_err(|_| {
+                    E::custom(format!("`trials_per_device` must be a number of trials (1, 2, ...) or `auto`, got {v}"))
+                }).and_then(|v| self.visit_u64(v))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<TrialsPerDevice, E> {
+                match v {
+                    "auto" => Ok(TrialsPerDevice::Auto),
+                    other => Err(E::custom(format!(
+                        "`trials_per_device` must be a number of trials (1, 2, ...) or `auto`, got `{other}`"
+                    ))),
+                }
+            }
+        }
+        deserializer.deserialize_any(Visitor)
     }
 }
 
@@ -506,11 +592,37 @@ impl Experiment {
         for (key, value) in [
             ("epochs", spec.epochs),
             ("seeds", spec.seeds),
-            ("trials_per_device", spec.trials_per_device),
+            ("trials_per_device", spec.trials_per_device.fixed_slots()),
         ] {
             if value == 0 {
                 return Err(located(key, "0", format!("`{key}` must be at least 1")));
             }
+        }
+        if spec.trials_per_device == TrialsPerDevice::Auto && spec.trial.is_some() {
+            return Err(located(
+                "trials_per_device",
+                "auto",
+                "`trials_per_device: auto` measures bocb's own training step, which external trials (`trial:`) do not run; give a number of trials per device".into(),
+            ));
+        }
+        if let Some(rule) = &spec.packing {
+            let at_key = |key: &str, message: String| {
+                let (line, column) = locate_key(source, key);
+                ExperimentError::Invalid {
+                    origin: origin.to_string(),
+                    line,
+                    column,
+                    message,
+                }
+            };
+            if spec.trials_per_device != TrialsPerDevice::Auto {
+                return Err(at_key(
+                    "packing",
+                    format!("`packing` tunes `trials_per_device: auto` only, but `trials_per_device` is {}; set it to `auto` or remove `packing`", spec.trials_per_device),
+                ));
+            }
+            rule.check()
+                .map_err(|(key, message)| at_key(key, message))?;
         }
         if let (Some(devices), Some(device)) = (&spec.devices, spec.device) {
             return Err(located(
@@ -828,7 +940,8 @@ epochs: 3
         assert_eq!(e.spec.batch_size, None);
         assert_eq!(e.spec.recipe, None);
         assert_eq!(e.spec.device_list().devices(), [DeviceChoice::Auto]);
-        assert_eq!(e.spec.trials_per_device, 1);
+        assert_eq!(e.spec.trials_per_device, TrialsPerDevice::Fixed(1));
+        assert_eq!(e.spec.packing, None);
         assert_eq!(e.optimizers, ["sgd_m", "adamw"]);
         assert_eq!(e.backbones, ["resnet18_cifar@micro", "vit_tiny_cifar"]);
         assert_eq!(e.dataset_dir, Path::new("./."));
@@ -1060,6 +1173,72 @@ recipe_overrides: {{ rand_augment: null }}
         ));
         assert!(
             err.starts_with("exp.yaml:8:17: data_on_device: unknown value `gpu`; valid: auto"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn trials_per_device_is_a_number_or_auto_with_packing_knobs() {
+        let e = parse(&format!("{GOOD}devices: cpu\ntrials_per_device: auto\n")).unwrap();
+        assert_eq!(e.spec.trials_per_device, TrialsPerDevice::Auto);
+        // One slot per device: `bocb run` adds the packed ones.
+        assert_eq!(e.spec.device_slots(), Ok(vec![DeviceChoice::Cpu]));
+        assert_eq!(e.spec.packing_rule(), PackingRule::default());
+        let e = parse(&format!(
+            "{GOOD}trials_per_device: auto\npacking: {{ memory_fraction: 0.5, max_trials: 4 }}\n"
+        ))
+        .unwrap();
+        let rule = e.spec.packing_rule();
+        assert_eq!((rule.memory_fraction, rule.max_trials), (0.5, 4));
+        assert_eq!(rule.min_gain, PackingRule::default().min_gain);
+        // It round-trips as the store keeps it, and is no training setting.
+        let yaml = serde_yaml::to_string(&e.spec).unwrap();
+        let back: ExperimentSpec = serde_yaml::from_str(&yaml).unwrap();
+        assert_eq!(back, e.spec);
+        assert_eq!(
+            Experiment::training_settings(&e.spec),
+            Experiment::training_settings(&parse(GOOD).unwrap().spec)
+        );
+        let e = parse(&format!("{GOOD}trials_per_device: 3\n")).unwrap();
+        assert_eq!(e.spec.trials_per_device, TrialsPerDevice::Fixed(3));
+
+        let err = error(&format!("{GOOD}trials_per_device: many\n"));
+        assert!(
+            err.starts_with("exp.yaml:8:20: trials_per_device: `trials_per_device` must be a number of trials (1, 2, ...) or `auto`, got `many`"),
+            "{err}"
+        );
+        let err = error(&format!("{GOOD}trials_per_device: -1\n"));
+        assert!(err.contains("or `auto`, got -1"), "{err}");
+        let err = error(&format!(
+            "{GOOD}trials_per_device: 2\npacking: {{ max_trials: 4 }}\n"
+        ));
+        assert!(
+            err.starts_with("exp.yaml:9:1: `packing` tunes `trials_per_device: auto` only, but `trials_per_device` is 2"),
+            "{err}"
+        );
+        let err = error(&format!(
+            "{GOOD}trials_per_device: auto\npacking:\n  memory_fraction: 1.5\n"
+        ));
+        assert!(
+            err.starts_with(
+                "exp.yaml:10:3: `packing.memory_fraction` must be above 0 and at most 1"
+            ),
+            "{err}"
+        );
+        let err = error(&format!(
+            "{GOOD}trials_per_device: auto\ntrial: {{ command: ./train.sh }}\n"
+        ));
+        assert!(
+            err.starts_with(
+                "exp.yaml:8:20: `trials_per_device: auto` measures bocb's own training step"
+            ),
+            "{err}"
+        );
+        let err = error(&format!(
+            "{GOOD}trials_per_device: auto\npacking: {{ gain: 0.1 }}\n"
+        ));
+        assert!(
+            err.contains("unknown field `gain`") && err.contains("min_gain"),
             "{err}"
         );
     }

@@ -8,6 +8,8 @@ pub mod experiment;
 pub mod export;
 pub mod external;
 pub mod grid_centres;
+pub mod packer;
+pub mod packing;
 pub mod report;
 pub mod run;
 pub mod search;

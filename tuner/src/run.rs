@@ -19,8 +19,9 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-use crate::experiment::{Experiment, ExperimentSpec};
+use crate::experiment::{Experiment, ExperimentSpec, TrialsPerDevice};
 use crate::external::{run_external, ExternalTrial};
+use crate::packer::{Packing, Ticket};
 use crate::search::{Curve, EarlyStop, Observation};
 
 /// What a run needs besides the experiment: the registries and spaces.
@@ -208,14 +209,19 @@ pub struct SearchOptions<'a> {
     /// Set to end the search: no trial starts after it, and the executor
     /// answers `Cancelled` for those waiting.
     pub cancel: Option<&'a AtomicBool>,
+    /// With `trials_per_device: auto`: the packers each slot's trials ask
+    /// before they start.
+    pub packing: Option<&'a Packing>,
 }
 
 /// Trains every trial of `experiment` that the store does not hold finished
 /// (done or diverged), in the experiment's device slots (`devices` x
 /// `trials_per_device`): each slot searches one pair at a time, so a pair's
 /// trials follow one another and its results do not depend on the number of
-/// slots. Progress bars go to stderr when it is a terminal and
-/// `show_progress` is set.
+/// slots. With `trials_per_device: auto` the configs are probed first and
+/// each device gets a slot per pair up to `packing.max_trials`, whose
+/// trials start as the device's packer admits them. Progress bars go to
+/// stderr when it is a terminal and `show_progress` is set.
 pub fn run_experiment(
     experiment: &Experiment,
     store: &Store,
@@ -234,11 +240,33 @@ pub fn run_experiment(
         splits: &splits,
         registries,
     };
+    let packing = match spec.trials_per_device {
+        TrialsPerDevice::Fixed(_) => None,
+        TrialsPerDevice::Auto => {
+            // A changed experiment is refused before anything is probed.
+            register_experiment(experiment, store)?;
+            let log = |line: &str| eprintln!("{line}");
+            Some(Packing::prepare(
+                experiment, store, registries, &splits, &slots, &log,
+            )?)
+        }
+    };
+    let slots = match packing {
+        None => slots,
+        Some(_) => {
+            let pairs = experiment.backbones.len() * experiment.optimizers.len();
+            let per_device = spec.packing_rule().max_trials.min(pairs);
+            (0..per_device)
+                .flat_map(|_| slots.iter().copied())
+                .collect()
+        }
+    };
     let options = SearchOptions {
         concurrent_pairs: slots.len(),
         slots,
         show_progress,
         cancel: None,
+        packing: packing.as_ref(),
     };
     search_experiment(experiment, store, &registries.catalog, &executor, &options)
 }
@@ -277,6 +305,7 @@ pub fn search_experiment(
         catalog,
         executor,
         cancel: options.cancel.unwrap_or(&not_cancelled),
+        packing: options.packing,
         progress: Progress::new(total as u64, options.show_progress),
         deadline: spec
             .budget
@@ -450,6 +479,7 @@ struct RunContext<'a> {
     catalog: &'a Catalog,
     executor: &'a dyn TrialExecutor,
     cancel: &'a AtomicBool,
+    packing: Option<&'a Packing>,
     progress: Progress,
     /// When `budget.hours` runs out.
     deadline: Option<Instant>,
@@ -679,7 +709,21 @@ impl Pair<'_> {
             {
                 continue;
             }
-            let status = self.train(ctx, &id, params, grid, stage, seed)?;
+            let ticket = match self.packer(ctx) {
+                None => None,
+                Some((packing, packer, device)) => {
+                    let demand = packing.demand(self.backbone, self.optimizer, device);
+                    let stop = || ctx.cancel.load(Ordering::SeqCst) || ctx.out_of_time();
+                    let ticket = packer.admit(demand, &stop, &|line| ctx.progress.note(line));
+                    if ticket.is_none() {
+                        // Stopped or out of time while it waited.
+                        ctx.must_end()?;
+                        return Ok(all_ok);
+                    }
+                    ticket
+                }
+            };
+            let status = self.train(ctx, &id, params, grid, stage, seed, ticket.as_ref())?;
             summary.trained += 1;
             match status {
                 TrialStatus::Diverged => summary.diverged += 1,
@@ -692,6 +736,16 @@ impl Pair<'_> {
             }
         }
         Ok(all_ok)
+    }
+
+    /// The packer this pair's trials ask before they start, with
+    /// `trials_per_device: auto`.
+    fn packer<'c>(
+        &self,
+        ctx: &RunContext<'c>,
+    ) -> Option<(&'c Packing, &'c crate::packer::DevicePacker, DeviceChoice)> {
+        let (packing, device) = (ctx.packing?, self.device?);
+        Some((packing, packing.packer(device)?, device))
     }
 
     /// This pair's trials of one stage.
@@ -713,7 +767,8 @@ impl Pair<'_> {
     }
 
     /// Trains one trial, recording it before the first step, after every
-    /// epoch, and at the end.
+    /// epoch, and at the end; `ticket` is its place on a packed device.
+    #[allow(clippy::too_many_arguments)]
     fn train(
         &self,
         ctx: &RunContext,
@@ -722,6 +777,7 @@ impl Pair<'_> {
         grid: GridPos,
         stage: u8,
         seed: u64,
+        ticket: Option<&Ticket>,
     ) -> Result<TrialStatus, RunError> {
         let (store, progress) = (ctx.store, &ctx.progress);
         let spec = &self.experiment.spec;
@@ -780,6 +836,8 @@ impl Pair<'_> {
             others: &others,
             curve: Vec::new(),
             max_epochs: spec.epochs as usize,
+            ticket,
+            batch_images: trial_spec.batch_size as u64,
         };
         let job = TrialJob {
             experiment: &spec.name,
@@ -793,7 +851,10 @@ impl Pair<'_> {
         if let Some(e) = recorder.store_error {
             return Err(e.into());
         }
-        let result = result?;
+        let mut result = result?;
+        if let Some(ticket) = ticket {
+            result.peak_memory_bytes = ticket.own_peak(result.peak_memory_bytes);
+        }
         store.finish_trial(&spec.name, id, result.status, &result.end())?;
         let TrialResult {
             status,
@@ -840,6 +901,10 @@ struct Recorder<'a> {
     /// This trial's accuracies so far.
     curve: Vec<f64>,
     max_epochs: usize,
+    /// Its place on a packed device, told of every batch of
+    /// `batch_images` images.
+    ticket: Option<&'a Ticket<'a>>,
+    batch_images: u64,
 }
 
 impl TrialObserver for Recorder<'_> {
@@ -858,6 +923,9 @@ impl TrialObserver for Recorder<'_> {
     fn on_batch(&mut self, epoch: u32, batch: usize, batches: usize) {
         let fraction = (epoch - 1) as f64 + batch as f64 / batches as f64;
         self.bar.set_position((fraction * 100.0) as u64);
+        if let Some(ticket) = self.ticket {
+            ticket.batch(self.batch_images);
+        }
     }
 
     fn on_epoch(&mut self, r: &EpochReport) {
@@ -955,6 +1023,11 @@ impl Progress {
 
     fn trial_finished(&self, line: &str) {
         self.experiment.inc(1);
+        self.note(line);
+    }
+
+    /// A line above the bars, or on stderr without them.
+    fn note(&self, line: &str) {
         if self.bars.is_hidden() {
             eprintln!("{line}");
         } else {

@@ -68,7 +68,7 @@ impl DataOnDevice {
             DataOnDevice::On => transform.on_device().map(Some),
             DataOnDevice::Auto => {
                 let on_device = transform.on_device().ok();
-                let free = crate::memory::free_bytes(device);
+                let free = crate::memory::free_bytes(device, false);
                 let on = auto_on_device(device.is_cuda(), on_device.is_some(), bytes, free);
                 Ok(on_device.filter(|_| on))
             }

@@ -414,12 +414,15 @@ impl Service {
                 cancel: Arc::clone(&cancel),
             };
             let spec = &experiment.spec;
-            let slots = spec.device_list().devices().len() * spec.trials_per_device as usize;
+            // `auto` packs trials in `bocb run` only: here one slot per device.
+            let slots =
+                spec.device_list().devices().len() * spec.trials_per_device.fixed_slots() as usize;
             let options = SearchOptions {
                 concurrent_pairs: service.concurrent_pairs.max(slots),
                 slots: Vec::new(),
                 show_progress: false,
                 cancel: Some(&cancel),
+                packing: None,
             };
             let result = search_experiment(
                 &experiment,
