@@ -217,16 +217,26 @@ fn under_the_service_programs_write_megabytes_time_out_and_end_on_stop() {
 #[test]
 fn serve_refuses_plain_http_beyond_loopback_and_creates_nothing_before_binding() {
     let tmp = tempfile::tempdir().unwrap();
+    // `bocb serve` that exits (refusing), else is killed and fails the test.
     let serve = |store: &str, listen: &str| {
-        bocb(&[
-            "serve",
-            "--store",
-            tmp.path().join(store).to_str().unwrap(),
-            "--listen",
-            listen,
-            "--workers",
-            "none",
-        ])
+        let mut child = Command::new(bocb_binary())
+            .args(["serve", "--store", tmp.path().join(store).to_str().unwrap()])
+            .args(["--listen", listen, "--workers", "none"])
+            .env_remove("LD_LIBRARY_PATH")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + PATIENCE;
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("bocb serve --listen {listen} started instead of refusing");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        child.wait_with_output().unwrap()
     };
     let out = serve("exposed", "0.0.0.0:0");
     assert!(!out.status.success());

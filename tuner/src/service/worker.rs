@@ -223,7 +223,12 @@ fn spawn_heartbeats(client: Client, beat: Arc<Mutex<Beat>>) {
     std::thread::spawn(move || loop {
         let (attempt, log, interval) = {
             let mut beat = beat.lock().expect("beat lock");
-            let log = beat.take_log_chunk();
+            // Between attempts the trial's last lines go with its end.
+            let log = if beat.attempt.is_some() {
+                beat.take_log_chunk()
+            } else {
+                String::new()
+            };
             // More to send goes at once.
             let interval = if beat.log.is_empty() {
                 beat.interval
