@@ -91,6 +91,49 @@ fn bocb_run_takes_a_bare_file_name_and_loads_no_dataset_for_programs() {
     assert_eq!(trials[0].final_accuracy, Some(60.5));
 }
 
+#[test]
+fn interrupting_bocb_run_ends_the_programs_group_and_records_no_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    setup(tmp.path());
+    std::fs::write(
+        tmp.path().join("exp.yaml"),
+        experiment("cut", r#"{ command: "sh silent.sh cut" }"#),
+    )
+    .unwrap();
+    let mut run = Command::new(bocb_binary())
+        .args(["run", "exp.yaml", "--store", "store", "--quiet"])
+        .current_dir(tmp.path())
+        .env_remove("LD_LIBRARY_PATH")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid_file = |which: &str| tmp.path().join(format!("cut-{which}.pid"));
+    wait_for("the program's pids", || {
+        pid_file("helper").exists() && pid_file("main").exists()
+    });
+    // As Ctrl-C would, which the program in its own group does not hear.
+    let kill = Command::new("kill")
+        .args(["-INT", &run.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    wait_for("bocb run to end", || run.try_wait().unwrap().is_some());
+    let status = run.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(2),
+        "bocb dies of the signal"
+    );
+    for which in ["helper", "main"] {
+        let pid = std::fs::read_to_string(pid_file(which)).unwrap();
+        assert!(gone(&pid), "{which} {pid} outlived bocb");
+    }
+    // Left running in the store: the next run trains it again.
+    let store = bocb_store::Store::open(tmp.path().join("store")).unwrap();
+    let trials = store.trials("cut").unwrap();
+    assert_eq!(trials[0].status, TrialStatus::Running, "{:?}", trials[0]);
+}
+
 /// A running `bocb serve` with local workers on 127.0.0.1, killed when dropped.
 struct Service {
     child: Child,

@@ -319,6 +319,14 @@ pub fn run_external(
         )),
     };
     let _ = std::fs::remove_file(&params_file);
+    if RECEIVED_SIGNAL.load(Ordering::SeqCst) != 0 {
+        // bocb is ending on a signal, which ended the program: the trial
+        // is not recorded as ended by it (it runs again next time); the
+        // signal ends this process.
+        loop {
+            std::thread::park();
+        }
+    }
     result
 }
 
@@ -493,7 +501,7 @@ impl Trial<'_> {
         let deadline = self.trial.timeout.map(|limit| (started + limit.0, limit));
         let mut exited_at: Option<Instant> = None;
         let verdict = loop {
-            if dropped() {
+            if dropped() || RECEIVED_SIGNAL.load(Ordering::SeqCst) != 0 {
                 break Some(Verdict::Dropped);
             }
             if let Some((_, limit)) = deadline.filter(|(at, _)| Instant::now() >= *at) {
