@@ -530,7 +530,11 @@ impl Experiment {
             path: path.display().to_string(),
             source,
         })?;
-        let base = path.parent().unwrap_or(Path::new("."));
+        // A bare file name's parent is empty: the current directory.
+        let base = path
+            .parent()
+            .filter(|dir| !dir.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         Experiment::parse(
             &source,
             &path.display().to_string(),
@@ -574,21 +578,7 @@ impl Experiment {
                 message,
             }
         };
-        if spec.name.is_empty()
-            || !spec
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        {
-            return Err(located(
-                "name",
-                &spec.name,
-                format!(
-                    "experiment name `{}` must be non-empty and use only letters, digits, `-`, `_` and `.`",
-                    spec.name
-                ),
-            ));
-        }
+        check_experiment_name(&spec.name).map_err(|e| located("name", &spec.name, e))?;
         for (key, value) in [
             ("epochs", spec.epochs),
             ("seeds", spec.seeds),
@@ -855,6 +845,22 @@ fn check_data_on_device(
     Ok(())
 }
 
+/// Refuses an experiment name that is not safe as a URL path segment, a
+/// store key and a directory name (`.`, `..`, or one read as an option).
+pub fn check_experiment_name(name: &str) -> Result<(), String> {
+    let safe = name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if safe {
+        Ok(())
+    } else {
+        Err(format!(
+            "experiment name `{name}` must start with a letter or digit and use only letters, digits, `-`, `_` and `.`"
+        ))
+    }
+}
+
 /// 1-based line and column of `value` after `key:` in a YAML source (on the
 /// key's line, flow style, or in the block list below it); the key itself
 /// when the value is not found; (1, 1) when the key is absent. Used for
@@ -945,6 +951,39 @@ epochs: 3
         assert_eq!(e.optimizers, ["sgd_m", "adamw"]);
         assert_eq!(e.backbones, ["resnet18_cifar@micro", "vit_tiny_cifar"]);
         assert_eq!(e.dataset_dir, Path::new("./."));
+    }
+
+    #[test]
+    fn names_that_are_no_safe_path_segment_are_refused() {
+        for bad in [".", "..", ".hidden", "-x", "a/b", "a b", ""] {
+            let err = error(&GOOD.replace("name: cnn-vs-vit", &format!("name: \"{bad}\"")));
+            assert!(
+                err.starts_with("exp.yaml:1:") && err.contains("must start with a letter or digit"),
+                "{bad}: {err}"
+            );
+        }
+        assert!(parse(&GOOD.replace("cnn-vs-vit", "v1.2_b-c")).is_ok());
+    }
+
+    #[test]
+    fn trial_timeouts_are_durations_refused_where_written() {
+        let timed = |timeout: &str| {
+            format!("{GOOD}trial:\n  command: python train.py\n  timeout: {timeout}\n")
+        };
+        let e = parse(&timed("2h")).unwrap();
+        let timeout = e.spec.trial.unwrap().timeout.unwrap();
+        assert_eq!(timeout.0, std::time::Duration::from_secs(7200));
+        let e = parse(&timed("90")).unwrap();
+        assert_eq!(e.spec.trial.unwrap().timeout.unwrap().to_string(), "90s");
+        for bad in ["soon", "0", "-5m"] {
+            let err = error(&timed(bad));
+            assert!(
+                err.starts_with(
+                    "exp.yaml:10:12: trial.timeout: must be a positive duration such as `2h`"
+                ),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -165,6 +165,10 @@ enum Command {
         /// Times a trial is re-queued after a lost worker before it fails.
         #[arg(long, default_value_t = 2)]
         retries: u32,
+        /// Listen on an address beyond loopback although the service speaks
+        /// plain HTTP (its token then crosses the network readable).
+        #[arg(long)]
+        insecure_listen: bool,
     },
     /// Train trials for a service: claim, train, report, repeat.
     Worker {
@@ -731,7 +735,16 @@ fn run(cli: Cli) -> Result<()> {
             workers,
             heartbeat_timeout,
             retries,
-        } => serve(store, listen, token, &workers, heartbeat_timeout, retries),
+            insecure_listen,
+        } => serve(
+            store,
+            listen,
+            token,
+            &workers,
+            heartbeat_timeout,
+            retries,
+            insecure_listen,
+        ),
         Command::Worker {
             server,
             token,
@@ -1245,13 +1258,7 @@ fn import_table(
     gamma: Option<f64>,
     store: &Path,
 ) -> Result<()> {
-    if experiment.is_empty()
-        || !experiment
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-    {
-        bail!("experiment name `{experiment}` must be non-empty and use only letters, digits, `-`, `_` and `.`");
-    }
+    bocb_tuner::experiment::check_experiment_name(experiment).map_err(anyhow::Error::msg)?;
     if let Some(g) = gamma.filter(|g| !(g.is_finite() && *g > 0.0)) {
         bail!("--gamma must be a positive number (3 for CIFAR, 1 for ImageNet), got {g}");
     }
@@ -1311,6 +1318,7 @@ fn serve(
     workers: &[String],
     heartbeat_timeout: f64,
     retries: u32,
+    insecure_listen: bool,
 ) -> Result<()> {
     let workers = if workers == ["none"] {
         Vec::new()
@@ -1331,6 +1339,7 @@ fn serve(
         workers,
         heartbeat_timeout: std::time::Duration::from_secs_f64(heartbeat_timeout),
         retries,
+        insecure_listen,
     })?;
     Ok(())
 }
@@ -1354,6 +1363,7 @@ fn worker(
         std::thread::spawn(|| {
             // Standard input closes when the service that started us dies.
             let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+            bocb_tuner::external::end_running_programs();
             std::process::exit(0);
         });
     }

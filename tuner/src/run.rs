@@ -158,9 +158,10 @@ pub trait TrialExecutor: Sync {
 }
 
 /// Trains trials in this process (`bocb run`), on the device their spec
-/// names, as many at once as the search asks, all from one loaded dataset.
+/// names, as many at once as the search asks, all from one loaded dataset
+/// (none when every trial is an external program).
 pub struct InProcess<'a> {
-    pub splits: &'a Splits,
+    pub splits: Option<&'a Splits>,
     pub registries: &'a Registries,
 }
 
@@ -179,11 +180,13 @@ impl TrialExecutor for InProcess<'_> {
                 job.work_dir,
                 observer,
                 &log,
+                &|| false,
             ));
         }
         let result = run_trial(
             job.spec,
-            self.splits,
+            self.splits
+                .expect("the dataset is loaded unless every trial is external"),
             &self.registries.backbones,
             &self.registries.optimizers,
             observer,
@@ -231,25 +234,29 @@ pub fn run_experiment(
     let spec = &experiment.spec;
     // Everything that can be refused is checked before the store is touched.
     let slots = spec.device_slots().map_err(RunError::Device)?;
-    let splits = data::load(
-        &experiment.dataset_dir,
-        spec.dataset.format,
-        bocb_trial_runner::batches::default_workers(),
-    )?;
+    let splits = match spec.trial {
+        Some(_) => None,
+        None => Some(data::load(
+            &experiment.dataset_dir,
+            spec.dataset.format,
+            bocb_trial_runner::batches::default_workers(),
+        )?),
+    };
     let executor = InProcess {
-        splits: &splits,
+        splits: splits.as_ref(),
         registries,
     };
-    let packing = match spec.trials_per_device {
-        TrialsPerDevice::Fixed(_) => None,
-        TrialsPerDevice::Auto => {
+    // `auto` is refused for external trials, so its data is loaded.
+    let packing = match (spec.trials_per_device, &splits) {
+        (TrialsPerDevice::Auto, Some(splits)) => {
             // A changed experiment is refused before anything is probed.
             register_experiment(experiment, store)?;
             let log = |line: &str| eprintln!("{line}");
             Some(Packing::prepare(
-                experiment, store, registries, &splits, &slots, &log,
+                experiment, store, registries, splits, &slots, &log,
             )?)
         }
+        _ => None,
     };
     let slots = match packing {
         None => slots,
@@ -748,6 +755,13 @@ impl Pair<'_> {
         Some((packing, packing.packer(device)?, device))
     }
 
+    /// This pair's trials of every stage.
+    fn pair_trials(&self, store: &Store) -> Result<Vec<TrialRecord>, RunError> {
+        let mut trials = store.trials(&self.experiment.spec.name)?;
+        trials.retain(|t| t.backbone == self.backbone && t.optimizer == self.optimizer);
+        Ok(trials)
+    }
+
     /// This pair's trials of one stage.
     fn stage_trials(&self, store: &Store, stage: u8) -> Result<Vec<TrialRecord>, RunError> {
         let mut trials = store.trials(&self.experiment.spec.name)?;
@@ -839,11 +853,15 @@ impl Pair<'_> {
             ticket,
             batch_images: trial_spec.batch_size as u64,
         };
+        let external = match &spec.trial {
+            Some(trial) => Some(trial.with_derived_limit(&self.pair_trials(store)?)),
+            None => None,
+        };
         let job = TrialJob {
             experiment: &spec.name,
             id,
             spec: &trial_spec,
-            external: spec.trial.as_ref(),
+            external: external.as_ref(),
             work_dir: &self.experiment.base_dir,
         };
         let result = ctx.executor.execute(&job, &mut recorder);

@@ -55,6 +55,8 @@ pub enum ServiceError {
     },
     #[error("cannot listen on {listen}: {reason}; pick another address with --listen HOST:PORT")]
     Listen { listen: String, reason: String },
+    #[error("--listen {0} reaches beyond this machine, and the service speaks plain HTTP: its token, which lets its holder run any command on every worker (an experiment's `trial: {{ command }}`), would cross the network readable. Listen on 127.0.0.1 and reach it through an SSH tunnel or a TLS proxy, or pass --insecure-listen on a network you trust (bocb has no TLS of its own)")]
+    Exposed(String),
     #[error("no experiment `{0}` in the service; `bocb status` lists them")]
     UnknownExperiment(String),
     #[error("{0}")]
@@ -99,6 +101,8 @@ pub struct ServeConfig {
     pub workers: Vec<WorkerGroup>,
     pub heartbeat_timeout: Duration,
     pub retries: u32,
+    /// Listen beyond loopback on plain HTTP (after a warning).
+    pub insecure_listen: bool,
 }
 
 /// Where an experiment is in the service.
@@ -532,32 +536,60 @@ pub fn service_token(store_dir: &Path, given: Option<&str>) -> Result<String, Se
     let path = store_dir.join(TOKEN_FILE);
     if path.exists() {
         let token = std::fs::read_to_string(&path).map_err(io_error("cannot read", &path))?;
-        return Ok(token.trim().to_string());
+        if !token.trim().is_empty() {
+            return Ok(token.trim().to_string());
+        }
+        // No client could send an empty token; a new one is made.
+        tracing::warn!("{} is empty; writing a new token", path.display());
     }
     let token: String = (0..4)
         .map(|_| format!("{:016x}", rand::random::<u64>()))
         .collect();
+    // Written whole under another name first, so the file is never empty.
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut file = options
-        .open(&path)
-        .map_err(io_error("cannot create", &path))?;
+        .open(&tmp)
+        .map_err(io_error("cannot create", &tmp))?;
     file.write_all(token.as_bytes())
         .and_then(|_| file.sync_all())
-        .map_err(io_error("cannot write", &path))?;
+        .map_err(io_error("cannot write", &tmp))?;
+    std::fs::rename(&tmp, &path).map_err(io_error("cannot replace", &path))?;
     Ok(token)
+}
+
+/// Whether every address `listen` names is this machine's loopback.
+fn loopback_only(listen: &str) -> bool {
+    use std::net::ToSocketAddrs;
+    listen
+        .to_socket_addrs()
+        .map(|mut addresses| addresses.all(|a| a.ip().is_loopback()))
+        .unwrap_or(false)
 }
 
 /// Runs the service until the process is killed.
 pub fn serve(config: &ServeConfig) -> Result<(), ServiceError> {
-    let store = Store::open(&config.store_dir)?;
-    let token = service_token(&config.store_dir, config.token.as_deref())?;
+    let exposed = !loopback_only(&config.listen);
+    if exposed && !config.insecure_listen {
+        return Err(ServiceError::Exposed(config.listen.clone()));
+    }
+    // Bound before anything is created: a busy port leaves no store behind.
     let server = tiny_http::Server::http(&config.listen).map_err(|e| ServiceError::Listen {
         listen: config.listen.clone(),
         reason: e.to_string(),
     })?;
+    if exposed {
+        eprintln!(
+            "WARNING: --insecure-listen: serving {} on plain HTTP beyond this machine; anyone who can read the traffic gets the token, and with it a shell on every worker",
+            config.listen
+        );
+    }
+    let store = Store::open(&config.store_dir)?;
+    let token = service_token(&config.store_dir, config.token.as_deref())?;
     let address = server
         .server_addr()
         .to_ip()
@@ -807,5 +839,23 @@ mod tests {
         assert_eq!(service_token(dir.path(), None).unwrap(), token);
         assert_eq!(service_token(dir.path(), Some("mine")).unwrap(), "mine");
         assert!(service_token(dir.path(), Some(" ")).is_err());
+
+        // An empty token file (a crash mid-write by an older bocb) is replaced.
+        std::fs::write(dir.path().join(TOKEN_FILE), "\n").unwrap();
+        let renewed = service_token(dir.path(), None).unwrap();
+        assert_eq!(renewed.len(), 64);
+        assert_ne!(renewed, token);
+        let stored = std::fs::read_to_string(dir.path().join(TOKEN_FILE)).unwrap();
+        assert_eq!(stored, renewed);
+    }
+
+    #[test]
+    fn only_loopback_addresses_count_as_private() {
+        for private in ["127.0.0.1:0", "localhost:7878", "[::1]:80"] {
+            assert!(loopback_only(private), "{private}");
+        }
+        for exposed in ["0.0.0.0:7878", "[::]:7878", "8.8.8.8:80", "nonsense"] {
+            assert!(!loopback_only(exposed), "{exposed}");
+        }
     }
 }

@@ -37,15 +37,42 @@ pub struct WorkerConfig {
     pub patience: Duration,
 }
 
+/// Bytes of log one request carries at most: JSON escaping may grow them
+/// up to six times, and the service takes bodies of up to 4 MiB.
+const LOG_CHUNK_BYTES: usize = 512 << 10;
+/// Log not yet sent beyond this is left out (the worker's own log keeps it).
+const MAX_PENDING_LOG_BYTES: usize = 32 << 20;
+
 /// What the heartbeat thread sends: the attempt in hand and the log lines
 /// written since the last beat.
 #[derive(Default)]
 struct Beat {
     attempt: Option<u64>,
     log: String,
+    /// Lines left out since the log last fit.
+    left_out: usize,
     /// The service dropped the attempt: stop training it.
     gone: bool,
     interval: Duration,
+}
+
+impl Beat {
+    /// The next piece of log for a request: at most [`LOG_CHUNK_BYTES`],
+    /// cut after a line where one ends in it.
+    fn take_log_chunk(&mut self) -> String {
+        if self.log.len() <= LOG_CHUNK_BYTES {
+            return std::mem::take(&mut self.log);
+        }
+        let mut cut = LOG_CHUNK_BYTES;
+        while !self.log.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        if let Some(line_end) = self.log[..cut].rfind('\n') {
+            cut = line_end + 1;
+        }
+        let rest = self.log.split_off(cut);
+        std::mem::replace(&mut self.log, rest)
+    }
 }
 
 /// Claims and trains trials until the service stays unreachable for
@@ -103,9 +130,8 @@ pub fn run_worker(client: &Client, config: &WorkerConfig) -> Result<(), WorkerEr
             let mut beat = beat.lock().expect("beat lock");
             *beat = Beat {
                 attempt: Some(assignment.attempt),
-                log: String::new(),
-                gone: false,
                 interval: Duration::from_secs_f64(assignment.heartbeat_s),
+                ..Beat::default()
             };
         }
         let result = match &assignment.external {
@@ -117,6 +143,9 @@ pub fn run_worker(client: &Client, config: &WorkerConfig) -> Result<(), WorkerEr
                     stop: false,
                 };
                 let log = |line: &str| append_log(&beat, line);
+                // Heard by the heartbeats: the program ends without waiting
+                // for its next report.
+                let dropped = || beat.lock().expect("beat lock").gone;
                 run_external(
                     external,
                     &assignment.trial,
@@ -124,6 +153,7 @@ pub fn run_worker(client: &Client, config: &WorkerConfig) -> Result<(), WorkerEr
                     &assignment.work_dir,
                     &mut observer,
                     &log,
+                    &dropped,
                 )
             }
             None => {
@@ -146,10 +176,27 @@ pub fn run_worker(client: &Client, config: &WorkerConfig) -> Result<(), WorkerEr
                 }
             }
         };
-        let (gone, log) = {
-            let mut beat = beat.lock().expect("beat lock");
-            beat.attempt = None;
-            (beat.gone, std::mem::take(&mut beat.log))
+        // The heartbeats stop; the log's rest goes in pieces, the last
+        // with the end.
+        beat.lock().expect("beat lock").attempt = None;
+        let (gone, log) = loop {
+            let (gone, chunk, last) = {
+                let mut beat = beat.lock().expect("beat lock");
+                let chunk = beat.take_log_chunk();
+                (beat.gone, chunk, beat.gone || beat.log.is_empty())
+            };
+            if last {
+                break (gone, chunk);
+            }
+            let request = HeartbeatRequest {
+                attempt: assignment.attempt,
+                log: chunk,
+            };
+            if let Err(ClientError::Gone) =
+                client.post::<_, serde_json::Value>("/api/worker/heartbeat", &request)
+            {
+                beat.lock().expect("beat lock").gone = true;
+            }
         };
         if gone {
             eprintln!(
@@ -176,8 +223,19 @@ fn spawn_heartbeats(client: Client, beat: Arc<Mutex<Beat>>) {
     std::thread::spawn(move || loop {
         let (attempt, log, interval) = {
             let mut beat = beat.lock().expect("beat lock");
-            let log = std::mem::take(&mut beat.log);
-            (beat.attempt, log, beat.interval)
+            // Between attempts the trial's last lines go with its end.
+            let log = if beat.attempt.is_some() {
+                beat.take_log_chunk()
+            } else {
+                String::new()
+            };
+            // More to send goes at once.
+            let interval = if beat.log.is_empty() {
+                beat.interval
+            } else {
+                Duration::ZERO
+            };
+            (beat.attempt, log, interval)
         };
         if let Some(attempt) = attempt {
             let request = HeartbeatRequest { attempt, log };
@@ -252,6 +310,18 @@ fn append_log(beat: &Mutex<Beat>, line: &str) {
     // worker could not send.
     eprintln!("{line}");
     let mut beat = beat.lock().expect("beat lock");
+    if beat.log.len() + line.len() > MAX_PENDING_LOG_BYTES {
+        beat.left_out += 1;
+        return;
+    }
+    if beat.left_out > 0 {
+        let note = format!(
+            "[worker] {} line(s) left out here: the trial wrote faster than the service took its log (the worker's own log has them)\n",
+            beat.left_out
+        );
+        beat.log.push_str(&note);
+        beat.left_out = 0;
+    }
     beat.log.push_str(line);
     beat.log.push('\n');
 }
