@@ -25,7 +25,6 @@ const WARMUP_STEPS: usize = 2;
 /// Timed steps after the warm-up.
 const TIMED_STEPS: usize = 3;
 
-
 /// What a probe measured.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ProbeReading {
@@ -145,6 +144,7 @@ mod tests {
             precision: Default::default(),
             deterministic: false,
             channels_last: false,
+            data_on_device: Default::default(),
         }
     }
 

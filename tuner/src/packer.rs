@@ -525,6 +525,7 @@ mod tests {
             precision: Default::default(),
             deterministic: false,
             channels_last: false,
+            data_on_device: Default::default(),
         };
         let key = probe_key(&trial, 100);
         assert!(key.starts_with("cuda/resnet18_cifar/sgd_m/"), "{key}");
