@@ -53,18 +53,18 @@ fn gpu_check_runs_every_step_on_the_cpu() {
     let optim = steps["optim"]["result"]["rows"].as_array().unwrap();
     assert_eq!(optim.len(), 3);
     assert!(optim.iter().all(|r| r["reference_path"] == "default"));
-    let pack = steps["pack"]["result"]["rows"].as_array().unwrap();
-    assert_eq!(
-        pack.iter()
-            .map(|r| r["trials"].as_u64().unwrap())
-            .collect::<Vec<_>>(),
-        [1, 2]
-    );
+    for precision in ["fp32", "bf16"] {
+        let pack = steps["pack"]["result"][precision]["rows"]
+            .as_array()
+            .unwrap();
+        let trials: Vec<u64> = pack.iter().map(|r| r["trials"].as_u64().unwrap()).collect();
+        assert_eq!(trials, [1, 2], "{precision}");
+    }
     let checks = &steps["run"]["result"]["checks"];
     for check in [
         "trained",
-        "loss_falls",
         "bit_equal_reruns",
+        "bf16_trains_like_fp32",
         "peak_memory_plausible",
     ] {
         assert_eq!(checks[check], true, "{check}: {checks}");
