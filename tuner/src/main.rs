@@ -533,6 +533,20 @@ impl Default for ReportOptions {
     }
 }
 
+/// Prints `report` as pretty JSON with `--json`, else as `render` lays it out.
+fn print_json_or<T: serde::Serialize + ?Sized>(
+    report: &T,
+    json: bool,
+    render: impl Fn(&T) -> String,
+) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else {
+        print!("{}", render(report));
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     // Deterministic trials (`deterministic: true`) need cuBLAS's fixed
     // workspace, which CUDA reads once, before any thread of ours exists.
@@ -604,11 +618,7 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let store = open_existing_store(&store)?;
             let pairs = analysis::patterns::best_pair_patterns(&store, &experiment)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&pairs)?);
-            } else {
-                print!("{}", analysis::patterns::render_patterns(&pairs));
-            }
+            print_json_or(&pairs[..], json, analysis::patterns::render_patterns)?;
             Ok(())
         }
         Command::Import {
@@ -718,11 +728,7 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let registries = Registries::builtin();
             let infos = bench::optimizer_info(&registries.optimizers, &registries.catalog)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&infos)?);
-            } else {
-                print!("{}", bench::render_info(&infos));
-            }
+            print_json_or(&infos[..], json, bench::render_info)?;
             Ok(())
         }
         Command::Backbones {
@@ -805,11 +811,7 @@ fn run(cli: Cli) -> Result<()> {
                 &registries.catalog,
                 std::io::stderr().is_terminal(),
             )?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                print!("{}", bench::render_bench(&report));
-            }
+            print_json_or(&report, json, bench::render_bench)?;
             Ok(())
         }
         Command::Bench {
@@ -857,11 +859,7 @@ fn run(cli: Cli) -> Result<()> {
                 &registries.optimizers,
                 std::io::stderr().is_terminal(),
             )?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                print!("{}", bench::render_train(&report));
-            }
+            print_json_or(&report, json, bench::render_train)?;
             Ok(())
         }
         Command::Bench {
@@ -897,11 +895,7 @@ fn run(cli: Cli) -> Result<()> {
                 &registries.optimizers,
                 &registries.catalog,
             )?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                print!("{}", bench::render_pack(&report));
-            }
+            print_json_or(&report, json, bench::render_pack)?;
             Ok(())
         }
         Command::Bench {
@@ -930,11 +924,7 @@ fn run(cli: Cli) -> Result<()> {
                 device: device.resolve().map_err(anyhow::Error::msg)?,
             };
             let report = bench::bench_data(&config, &registries.backbones, &registries.optimizers)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                print!("{}", bench::render_data(&report));
-            }
+            print_json_or(&report, json, bench::render_data)?;
             Ok(())
         }
         Command::Bench {

@@ -13,12 +13,11 @@ use bocb_trial_runner::memory::PeakMemory;
 use bocb_trial_runner::models::BackboneRegistry;
 use bocb_trial_runner::optim::{Hparams, OptimizerRegistry};
 use bocb_trial_runner::precision::Precision;
-use bocb_trial_runner::seeding::with_torch_seed;
 use bocb_trial_runner::{Learner, TrialError};
 use serde::Serialize;
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
-use super::BenchError;
+use super::{random_batch, BenchError};
 
 /// What `bocb bench pack` runs.
 #[derive(Debug, Clone)]
@@ -239,13 +238,7 @@ fn prepare(
     learner.precision = config.precision;
     let (entry, preset) = backbones.lookup(&config.backbone)?;
     let side = entry.input_size(preset);
-    let batch = config.batch as i64;
-    let (images, labels) = with_torch_seed(seed, || {
-        (
-            Tensor::randn([batch, 3, side, side], (Kind::Float, config.device)),
-            Tensor::randint(config.classes, [batch], (Kind::Int64, config.device)),
-        )
-    });
+    let (images, labels) = random_batch(config.batch, side, config.classes, config.device, seed);
     Ok((learner, images, labels))
 }
 

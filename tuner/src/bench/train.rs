@@ -19,14 +19,13 @@ use bocb_trial_runner::models::{parameter_count, torchscript, BackboneRegistry, 
 use bocb_trial_runner::optim::replay::hparams_from_json;
 use bocb_trial_runner::optim::{Hparams, OptimError, OptimizerRegistry};
 use bocb_trial_runner::precision::Precision;
-use bocb_trial_runner::seeding::with_torch_seed;
 use bocb_trial_runner::Learner;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use serde_json::json;
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
-use super::{median, synchronize, BenchError, ReferencePython};
+use super::{median, random_batch, synchronize, BenchError, ReferencePython};
 
 const TRAIN_SCRIPT: &str = include_str!("../../../scripts/bench_train.py");
 
@@ -368,13 +367,7 @@ impl BocbSide {
             source,
         })?;
         learner.precision = config.precision;
-        let batch = config.batch as i64;
-        let (images, labels) = with_torch_seed(1, || {
-            (
-                Tensor::randn([batch, 3, side, side], (Kind::Float, config.device)),
-                Tensor::randint(config.classes, [batch], (Kind::Int64, config.device)),
-            )
-        });
+        let (images, labels) = random_batch(config.batch, side, config.classes, config.device, 1);
         let images = if config.channels_last {
             channels_last(&images)
         } else {
