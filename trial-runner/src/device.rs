@@ -198,6 +198,14 @@ pub fn use_own_stream(device: Device) -> Result<WorkStream, String> {
     })
 }
 
+/// Waits until all work queued on `device` is done, every stream's
+/// (`torch.cuda.synchronize`); nothing to wait for on the CPU.
+pub fn synchronize(device: Device) {
+    if let Device::Cuda(index) = device {
+        tch::Cuda::synchronize(index as i64);
+    }
+}
+
 /// Waits until the work this thread queued on `device` is done: its current
 /// stream on CUDA (other threads' streams run on), nothing on the CPU.
 pub fn synchronize_own_stream(device: Device) {

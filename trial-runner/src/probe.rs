@@ -11,6 +11,7 @@ use rand::SeedableRng;
 use tch::{Device, Kind, Tensor};
 
 use crate::batches::channels_last;
+use crate::device::synchronize;
 use crate::memory::{cuda_index, PeakMemory};
 use crate::models::BackboneRegistry;
 use crate::optim::OptimizerRegistry;
@@ -63,13 +64,7 @@ pub fn probe_trial(
     };
     let (entry, preset) = backbones.lookup(&spec.backbone)?;
     let side = entry.input_size(preset);
-    let batch = spec.batch_size as i64;
-    let (images, labels) = with_torch_seed(spec.seed, || {
-        (
-            Tensor::randn([batch, 3, side, side], (Kind::Float, device)),
-            Tensor::randint(classes, [batch], (Kind::Int64, device)),
-        )
-    });
+    let (images, labels) = random_batch(spec.batch_size, side, classes, device, spec.seed);
     let images = if spec.channels_last {
         channels_last(&images)
     } else {
@@ -116,10 +111,22 @@ pub fn free_memory_bytes(device: Device) -> Option<u64> {
     }
 }
 
-fn synchronize(device: Device) {
-    if let Device::Cuda(index) = device {
-        tch::Cuda::synchronize(index as i64);
-    }
+/// A fixed batch of `batch` random images of `side` pixels and labels below
+/// `classes`, drawn from `seed`: what probes and benches train on.
+pub fn random_batch(
+    batch: usize,
+    side: i64,
+    classes: i64,
+    device: Device,
+    seed: u64,
+) -> (Tensor, Tensor) {
+    let batch = batch as i64;
+    with_torch_seed(seed, || {
+        (
+            Tensor::randn([batch, 3, side, side], (Kind::Float, device)),
+            Tensor::randint(classes, [batch], (Kind::Int64, device)),
+        )
+    })
 }
 
 #[cfg(test)]

@@ -764,10 +764,8 @@ impl Pair<'_> {
 
     /// This pair's trials of one stage.
     fn stage_trials(&self, store: &Store, stage: u8) -> Result<Vec<TrialRecord>, RunError> {
-        let mut trials = store.trials(&self.experiment.spec.name)?;
-        trials.retain(|t| {
-            t.backbone == self.backbone && t.optimizer == self.optimizer && t.stage == stage
-        });
+        let mut trials = self.pair_trials(store)?;
+        trials.retain(|t| t.stage == stage);
         Ok(trials)
     }
 

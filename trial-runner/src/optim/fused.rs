@@ -82,20 +82,21 @@ pub(super) fn sgd_step(
     // torch's kernel takes a first step for all of a call's buffers or none.
     let (mut fresh, mut later) = (Vec::new(), Vec::new());
     for (i, param) in params.iter().enumerate() {
-        if param.grad().defined() {
+        let grad = param.grad();
+        if grad.defined() {
             if buffers[i].is_some() || momentum == 0.0 {
-                later.push(i);
+                later.push((i, grad));
             } else {
-                fresh.push(i);
+                fresh.push((i, grad));
             }
         }
     }
-    for (indices, first_step) in [(fresh, true), (later, false)] {
-        if indices.is_empty() {
+    for (with_grads, first_step) in [(fresh, true), (later, false)] {
+        if with_grads.is_empty() {
             continue;
         }
+        let (indices, grads): (Vec<usize>, Vec<Tensor>) = with_grads.into_iter().unzip();
         let group: Vec<Tensor> = indices.iter().map(|&i| params[i].shallow_clone()).collect();
-        let grads: Vec<Tensor> = group.iter().map(Tensor::grad).collect();
         let bufs: Vec<Tensor> = if momentum == 0.0 {
             Vec::new()
         } else {

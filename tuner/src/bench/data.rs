@@ -22,7 +22,7 @@ use bocb_trial_runner::{with_recipe_rates, Learner, TrialError};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde::Serialize;
-use tch::{Cuda, Device, Tensor};
+use tch::{Device, Tensor};
 use thiserror::Error;
 
 /// What `bocb bench data` measures.
@@ -237,11 +237,7 @@ fn time_on_device(
         first = Some(batch);
         Ok::<(), ()>(())
     });
-    let wait = || {
-        if let Device::Cuda(index) = config.device {
-            Cuda::synchronize(index as i64);
-        }
-    };
+    let wait = || bocb_trial_runner::device::synchronize(config.device);
     wait();
     let started = Instant::now();
     let _ = split.for_each_batch(config.batch, Some(plan(order)), |batch| {

@@ -18,11 +18,9 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
 use bocb_trial_runner::models::ModelError;
 use bocb_trial_runner::optim::OptimError;
-use bocb_trial_runner::seeding::with_torch_seed;
 use bocb_trial_runner::TrialError;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tch::{Device, Kind, Tensor};
 use thiserror::Error;
 
 pub use data::{bench_data, render_data, DataBenchConfig, DataBenchError, DataBenchReport};
@@ -203,30 +201,6 @@ impl Drop for ReferencePython {
         self.stdin.take();
         let _ = self.child.wait();
     }
-}
-
-fn synchronize(device: Device) {
-    if let Device::Cuda(index) = device {
-        tch::Cuda::synchronize(index as i64);
-    }
-}
-
-/// A fixed batch of `batch` random images of `side` pixels and labels below
-/// `classes`, drawn from `seed`.
-fn random_batch(
-    batch: usize,
-    side: i64,
-    classes: i64,
-    device: Device,
-    seed: u64,
-) -> (Tensor, Tensor) {
-    let batch = batch as i64;
-    with_torch_seed(seed, || {
-        (
-            Tensor::randn([batch, 3, side, side], (Kind::Float, device)),
-            Tensor::randint(classes, [batch], (Kind::Int64, device)),
-        )
-    })
 }
 
 fn median(mut times: Vec<f64>) -> f64 {

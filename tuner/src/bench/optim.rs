@@ -22,7 +22,8 @@ use serde::Serialize;
 use serde_json::json;
 use tch::{Device, Kind, Tensor};
 
-use super::{median, synchronize, BenchError, ReferencePython};
+use super::{median, BenchError, ReferencePython};
+use bocb_trial_runner::device::synchronize;
 
 /// Parameters of torchvision's ResNet-50 at 1000 classes.
 pub const RESNET50_PARAMS: usize = 25_557_032;

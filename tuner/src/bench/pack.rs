@@ -17,7 +17,8 @@ use bocb_trial_runner::{Learner, TrialError};
 use serde::Serialize;
 use tch::{Device, Tensor};
 
-use super::{random_batch, BenchError};
+use super::BenchError;
+use bocb_trial_runner::probe::random_batch;
 
 /// What `bocb bench pack` runs.
 #[derive(Debug, Clone)]

@@ -25,7 +25,9 @@ use serde::Serialize;
 use serde_json::json;
 use tch::{Device, Tensor};
 
-use super::{median, random_batch, synchronize, BenchError, ReferencePython};
+use super::{median, BenchError, ReferencePython};
+use bocb_trial_runner::device::synchronize;
+use bocb_trial_runner::probe::random_batch;
 
 const TRAIN_SCRIPT: &str = include_str!("../../../scripts/bench_train.py");
 
