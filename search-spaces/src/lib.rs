@@ -27,91 +27,28 @@ pub use recipe::{
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
-/// The built-in spaces, embedded so the binary works from any directory.
-/// The first element is the origin shown in messages (and whose stem must
-/// match `name`).
-const BUILTIN: &[(&str, &str)] = &[
-    (
-        "search-spaces/optimizers/adabelief.yaml",
-        include_str!("../optimizers/adabelief.yaml"),
-    ),
-    (
-        "search-spaces/optimizers/adabound.yaml",
-        include_str!("../optimizers/adabound.yaml"),
-    ),
-    (
-        "search-spaces/optimizers/adadelta.yaml",
-        include_str!("../optimizers/adadelta.yaml"),
-    ),
-    (
-        "search-spaces/optimizers/adafactor.yaml",
-        include_str!("../optimizers/adafactor.yaml"),
-    ),
-    (
-        "search-spaces/optimizers/adagrad.yaml",
-        include_str!("../optimizers/adagrad.yaml"),
-    ),
-    (
-        "search-spaces/optimizers/adam.yaml",
-        include_str!("../optimizers/adam.yaml"),
-    ),
-    (
-        "search-spaces/optimizers/adamax.yaml",
-        include_str!("../optimizers/adamax.yaml"),
-    ),
-    (
-        "search-spaces/optimizers/adamp.yaml",
-        include_str!("../optimizers/adamp.yaml"),
-    ),
-    (
-        "search-spaces/optimizers/adamw.yaml",
-        include_str!("../optimizers/adamw.yaml"),
-    ),
-    (
-        "search-spaces/optimizers/adan.yaml",
-        include_str!("../optimizers/adan.yaml"),
-    ),
-    (
-        "search-spaces/optimizers/lamb.yaml",
-        include_str!("../optimizers/lamb.yaml"),
-    ),
-    (
-        "search-spaces/optimizers/lars.yaml",
-        include_str!("../optimizers/lars.yaml"),
-    ),
-    (
-        "search-spaces/optimizers/lion.yaml",
-        include_str!("../optimizers/lion.yaml"),
-    ),
-    (
-        "search-spaces/optimizers/nadam.yaml",
-        include_str!("../optimizers/nadam.yaml"),
-    ),
-    (
-        "search-spaces/optimizers/novograd.yaml",
-        include_str!("../optimizers/novograd.yaml"),
-    ),
-    (
-        "search-spaces/optimizers/radam.yaml",
-        include_str!("../optimizers/radam.yaml"),
-    ),
-    (
-        "search-spaces/optimizers/rmsprop.yaml",
-        include_str!("../optimizers/rmsprop.yaml"),
-    ),
-    (
-        "search-spaces/optimizers/sgd_m.yaml",
-        include_str!("../optimizers/sgd_m.yaml"),
-    ),
-    (
-        "search-spaces/optimizers/sgdp.yaml",
-        include_str!("../optimizers/sgdp.yaml"),
-    ),
-    (
-        "search-spaces/optimizers/sophia.yaml",
-        include_str!("../optimizers/sophia.yaml"),
-    ),
-];
+/// The built-in spaces, embedded so the binary works from any directory:
+/// every `optimizers/*.yaml`, so a new optimizer needs no line here.
+static BUILTIN_DIR: include_dir::Dir<'_> =
+    include_dir::include_dir!("$CARGO_MANIFEST_DIR/optimizers");
+
+/// Every built-in file as (origin shown in messages, whose stem must match
+/// `name`; its text), in name order.
+fn builtin_files() -> Vec<(String, &'static str)> {
+    let mut files: Vec<(String, &'static str)> = BUILTIN_DIR
+        .files()
+        .filter(|file| file.path().extension().is_some_and(|e| e == "yaml"))
+        .map(|file| {
+            let origin = format!("search-spaces/optimizers/{}", file.path().display());
+            let text = file
+                .contents_utf8()
+                .expect("the built-in search spaces are UTF-8");
+            (origin, text)
+        })
+        .collect();
+    files.sort();
+    files
+}
 
 /// Everything that can go wrong while loading or looking up search spaces.
 #[derive(Debug, thiserror::Error)]
@@ -490,6 +427,16 @@ pub struct OptimizerSpace {
     pub weight_decay: Grid5,
     /// Stage-2 hyperparameters by name; empty when the optimizer has none.
     pub extras: BTreeMap<String, Extra>,
+    /// The implementation bocb's follows and is checked against
+    /// (`torch.optim.AdamW`, `timm.optim.Lamb`, ...), where one is named.
+    pub reference: Option<String>,
+    /// timm's `--opt` name for it, where timm's optimizer factory has it.
+    pub timm: Option<String>,
+    /// Bytes of optimizer state per float32 parameter after one step, as
+    /// the trial runner measures it (`bocb optim info`); the ranking's
+    /// memory component. A test keeps the built-in values equal to the
+    /// measurement.
+    pub state_bytes_per_param: Option<f64>,
 }
 
 impl OptimizerSpace {
@@ -524,6 +471,9 @@ enum Field {
     Lr,
     WeightDecay,
     Extras,
+    Reference,
+    Timm,
+    StateBytesPerParam,
 }
 
 const FIELDS: &[&str] = &[
@@ -533,6 +483,9 @@ const FIELDS: &[&str] = &[
     "lr",
     "weight_decay",
     "extras",
+    "reference",
+    "timm",
+    "state_bytes_per_param",
 ];
 
 /// Reads a top-level key, rejecting unknown and repeated keys while the key
@@ -559,6 +512,9 @@ impl Visitor<'_> for FieldSeed<'_> {
             "lr" => Field::Lr,
             "weight_decay" => Field::WeightDecay,
             "extras" => Field::Extras,
+            "reference" => Field::Reference,
+            "timm" => Field::Timm,
+            "state_bytes_per_param" => Field::StateBytesPerParam,
             _ => return Err(E::unknown_field(v, FIELDS)),
         };
         if self.0.contains(&field) {
@@ -619,6 +575,7 @@ impl<'de> Visitor<'de> for SpaceSeed<'_> {
         let mut seen = Vec::with_capacity(FIELDS.len());
         let (mut name, mut category, mut style) = (None, None, None);
         let (mut lr, mut weight_decay, mut extras) = (None, None, None);
+        let (mut reference, mut timm, mut state_bytes) = (None, None, None);
         while let Some(field) = map.next_key_seed(FieldSeed(&seen))? {
             seen.push(field);
             match field {
@@ -628,6 +585,17 @@ impl<'de> Visitor<'de> for SpaceSeed<'_> {
                 Field::Lr => lr = Some(map.next_value()?),
                 Field::WeightDecay => weight_decay = Some(map.next_value()?),
                 Field::Extras => extras = Some(map.next_value::<Extras>()?.0),
+                Field::Reference => reference = Some(map.next_value()?),
+                Field::Timm => timm = Some(map.next_value()?),
+                Field::StateBytesPerParam => {
+                    let bytes: f64 = map.next_value()?;
+                    if !(bytes.is_finite() && bytes >= 0.0) {
+                        return Err(de::Error::custom(format_args!(
+                            "state_bytes_per_param must be a finite number >= 0 (bytes of state per parameter, see `bocb optim info`), got {bytes}"
+                        )));
+                    }
+                    state_bytes = Some(bytes);
+                }
             }
         }
         let missing = |key| de::Error::missing_field(key);
@@ -638,6 +606,9 @@ impl<'de> Visitor<'de> for SpaceSeed<'_> {
             lr: lr.ok_or_else(|| missing("lr"))?,
             weight_decay: weight_decay.ok_or_else(|| missing("weight_decay"))?,
             extras: extras.unwrap_or_default(),
+            reference,
+            timm,
+            state_bytes_per_param: state_bytes,
         })
     }
 }
@@ -694,9 +665,9 @@ impl Catalog {
     /// embedded at compile time).
     pub fn builtin() -> Catalog {
         let mut catalog = Catalog::default();
-        for (origin, src) in BUILTIN {
+        for (origin, src) in builtin_files() {
             // The unit tests parse every embedded file, so this cannot fire.
-            let space = parse_optimizer(src, origin)
+            let space = parse_optimizer(src, &origin)
                 .unwrap_or_else(|err| panic!("built-in search space is invalid: {err}"));
             catalog.insert(space);
         }

@@ -64,7 +64,8 @@ fn good_file_parses() {
 fn builtin_catalog_has_sgd_m_and_adamw() {
     let catalog = Catalog::builtin();
     // Every embedded file, under its stem.
-    let stems: Vec<&str> = BUILTIN
+    let files = builtin_files();
+    let stems: Vec<&str> = files
         .iter()
         .map(|(origin, _)| {
             let file = origin.rsplit('/').next().unwrap();
@@ -75,6 +76,20 @@ fn builtin_catalog_has_sgd_m_and_adamw() {
     assert!(stems.contains(&"adamw") && stems.contains(&"sgd_m"));
 
     let sgd = catalog.optimizer("sgd_m").unwrap();
+    assert_eq!(sgd.reference.as_deref(), Some("torch.optim.SGD"));
+    // timm's `sgd` is Nesterov; its classical momentum is `momentum`.
+    assert_eq!(sgd.timm.as_deref(), Some("momentum"));
+    assert_eq!(sgd.state_bytes_per_param, Some(4.0));
+    let adabound = catalog.optimizer("adabound").unwrap();
+    assert_eq!(adabound.timm, None);
+    for name in catalog.optimizer_names() {
+        let space = catalog.optimizer(name).unwrap();
+        assert!(space.reference.is_some(), "{name} names no reference");
+        assert!(
+            space.state_bytes_per_param.is_some(),
+            "{name} has no state size"
+        );
+    }
     assert_eq!(sgd.category, Category::A);
     assert_eq!(sgd.weight_decay_style, WeightDecayStyle::Coupled);
     assert_eq!(sgd.lr.centre(), 0.1);
@@ -475,4 +490,20 @@ fn load_optimizer_file_checks_the_stem() {
     );
     let path = dir.write("my_opt.yaml", GOOD);
     assert_eq!(load_optimizer_file(&path).unwrap().name, "my_opt");
+}
+
+#[test]
+fn state_bytes_must_be_a_finite_non_negative_number() {
+    let src = builtin_files()
+        .into_iter()
+        .find(|(origin, _)| origin.ends_with("/adamw.yaml"))
+        .unwrap()
+        .1
+        .replace("state_bytes_per_param: 8", "state_bytes_per_param: -8");
+    let err = parse_optimizer(&src, "adamw.yaml").unwrap_err().to_string();
+    assert!(
+        err.contains("state_bytes_per_param must be a finite number >= 0")
+            && err.contains("adamw.yaml:"),
+        "{err}"
+    );
 }

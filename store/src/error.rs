@@ -1,6 +1,7 @@
 use std::path::PathBuf;
 
-use crate::record::{GridPos, TrialStatus};
+use crate::record::GridPos;
+use crate::TrialStatus;
 
 /// Everything that can go wrong in the store.
 #[derive(Debug, thiserror::Error)]

@@ -49,9 +49,12 @@ mod store;
 pub use error::{ImportError, StoreError};
 pub use imported::{ImportedResult, ImportedTable};
 pub use query::{GridCell, PairBest};
+// The trial types every crate shares; re-exported so store users need no
+// second import.
+pub use bocb_spec::{EpochMetrics, TrialStatus};
 pub use record::{
-    unix_now_s, EpochMetrics, ExperimentRecord, GridPos, ProbeRecord, TrialEnd, TrialRecipe,
-    TrialRecord, TrialStatus, GRID_POINTS,
+    unix_now_s, ExperimentRecord, GridPos, ProbeRecord, TrialEnd, TrialRecipe, TrialRecord,
+    GRID_POINTS,
 };
 pub use store::Store;
 

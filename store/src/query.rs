@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::record::{GridPos, TrialRecord, TrialStatus, GRID_POINTS};
+use crate::record::{GridPos, TrialRecord, GRID_POINTS};
+use crate::TrialStatus;
 
 /// The best hyperparameters found for one (backbone, optimizer) pair.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -2,6 +2,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use bocb_spec::{EpochMetrics, TrialStatus};
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// Number of points on each of an optimizer's lr and weight-decay grids.
@@ -34,47 +35,6 @@ pub struct ExperimentRecord {
     pub base_dir: Option<std::path::PathBuf>,
 }
 
-/// Where a trial is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TrialStatus {
-    /// Waiting for a worker.
-    Queued,
-    /// At least started; epochs may be arriving.
-    Running,
-    /// Trained to the end.
-    Done,
-    /// Stopped because the loss blew up.
-    Diverged,
-    /// Stopped by an early-stopping rule: a partial result, never a pair's best.
-    Stopped,
-    /// Stopped by an error.
-    Failed,
-}
-
-impl TrialStatus {
-    /// Whether the trial has ended (done, diverged, stopped or failed).
-    pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            Self::Done | Self::Diverged | Self::Stopped | Self::Failed
-        )
-    }
-}
-
-impl fmt::Display for TrialStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Queued => "queued",
-            Self::Running => "running",
-            Self::Done => "done",
-            Self::Diverged => "diverged",
-            Self::Stopped => "stopped",
-            Self::Failed => "failed",
-        })
-    }
-}
-
 /// A trial's position on its optimizer's lr and weight-decay grids, each
 /// index in `0..GRID_POINTS`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -83,44 +43,6 @@ pub struct GridPos {
     pub lr: u8,
     /// Index on the weight-decay grid.
     pub weight_decay: u8,
-}
-
-/// What one epoch of a trial measured.
-///
-/// Non-finite values (a diverged loss) are stored as JSON `null` and read
-/// back as NaN.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct EpochMetrics {
-    /// 1-based epoch number.
-    pub epoch: u32,
-    /// Mean training loss over the epoch.
-    #[serde(deserialize_with = "f64_or_nan")]
-    pub train_loss: f64,
-    /// Loss on the test set after the epoch.
-    #[serde(deserialize_with = "f64_or_nan")]
-    pub test_loss: f64,
-    /// Test accuracy after the epoch, in percent.
-    #[serde(deserialize_with = "f64_or_nan")]
-    pub test_accuracy: f64,
-    /// Learning rate at the end of the epoch.
-    #[serde(deserialize_with = "f64_or_nan")]
-    pub lr: f64,
-    /// Training throughput.
-    #[serde(deserialize_with = "f64_or_nan")]
-    pub images_per_sec: f64,
-    /// Wall-clock seconds the epoch took.
-    #[serde(deserialize_with = "f64_or_nan")]
-    pub wall_s: f64,
-    /// Test accuracy of the weights' moving average after the epoch, where
-    /// the recipe keeps one (older records: none).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ema_test_accuracy: Option<f64>,
-}
-
-/// serde_json writes NaN and infinities as `null`; read that back as NaN so
-/// an epoch with a blown-up loss stays readable.
-fn f64_or_nan<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
-    Ok(Option::<f64>::deserialize(deserializer)?.unwrap_or(f64::NAN))
 }
 
 /// One training run: a (backbone, optimizer) pair at one set of

@@ -8,10 +8,10 @@ use crate::error::{ImportError, StoreError};
 use crate::imported::ImportedTable;
 use crate::query::{self, GridCell, PairBest};
 use crate::record::{
-    unix_now_s, EpochMetrics, ExperimentRecord, ProbeRecord, TrialEnd, TrialRecord, TrialStatus,
-    GRID_POINTS,
+    unix_now_s, ExperimentRecord, ProbeRecord, TrialEnd, TrialRecord, GRID_POINTS,
 };
 use crate::Result;
+use crate::{EpochMetrics, TrialStatus};
 
 const EXPERIMENTS_TREE: &str = "experiments.v1";
 const TRIALS_TREE: &str = "trials.v1";

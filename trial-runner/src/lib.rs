@@ -20,8 +20,6 @@ pub mod schedule;
 pub mod seeding;
 mod trainer;
 
-pub use device::{DeviceChoice, DeviceList};
-pub use trainer::{
-    run_trial, with_recipe_rates, EpochReport, Learner, TrialError, TrialObserver, TrialOutcome,
-    TrialSpec, TrialStatus,
-};
+pub use bocb_spec::{EpochMetrics, PrecisionChoice, TrialOutcome, TrialSpec, TrialStatus};
+pub use device::{DeviceChoice, DeviceList, ResolveDevice};
+pub use trainer::{run_trial, with_recipe_rates, Learner, TrialError, TrialObserver};

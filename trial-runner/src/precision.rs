@@ -3,9 +3,8 @@
 //! the small C shim in `csrc/aten_settings.cpp`.
 
 use std::fmt;
-use std::str::FromStr;
 
-use serde::{Deserialize, Serialize};
+pub use bocb_spec::PrecisionChoice;
 use tch::Device;
 
 extern "C" {
@@ -15,18 +14,6 @@ extern "C" {
     fn bocb_deterministic() -> bool;
 }
 
-/// What an experiment asks for.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PrecisionChoice {
-    /// bf16 autocast on CUDA where the recipe allows it (its `bf16`), else fp32.
-    #[default]
-    Auto,
-    Fp32,
-    /// bf16 autocast on any device (on a CPU it is slower, but runs).
-    Bf16,
-}
-
 /// What a trial trains in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Precision {
@@ -34,40 +21,6 @@ pub enum Precision {
     /// Forward passes under autocast to bfloat16; weights, gradients and
     /// optimizer state stay float32 (no loss scaling needed, unlike fp16).
     Bf16,
-}
-
-impl PrecisionChoice {
-    /// The name experiment YAML uses.
-    pub fn name(self) -> &'static str {
-        match self {
-            PrecisionChoice::Auto => "auto",
-            PrecisionChoice::Fp32 => "fp32",
-            PrecisionChoice::Bf16 => "bf16",
-        }
-    }
-
-    pub fn resolve(self, device: Device, recipe_allows_bf16: bool) -> Precision {
-        match self {
-            PrecisionChoice::Fp32 => Precision::Fp32,
-            PrecisionChoice::Bf16 => Precision::Bf16,
-            PrecisionChoice::Auto if device.is_cuda() && recipe_allows_bf16 => Precision::Bf16,
-            PrecisionChoice::Auto => Precision::Fp32,
-        }
-    }
-}
-
-impl FromStr for PrecisionChoice {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "auto" => Ok(PrecisionChoice::Auto),
-            "fp32" => Ok(PrecisionChoice::Fp32),
-            "bf16" => Ok(PrecisionChoice::Bf16),
-            other => Err(format!(
-                "unknown precision `{other}`; valid: auto, fp32, bf16"
-            )),
-        }
-    }
 }
 
 impl Precision {
@@ -98,6 +51,21 @@ impl Precision {
 impl fmt::Display for Precision {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+/// What `choice` trains in on `device`: `auto` is bf16 on CUDA where the
+/// recipe allows it.
+pub fn resolve_precision(
+    choice: PrecisionChoice,
+    device: Device,
+    recipe_allows_bf16: bool,
+) -> Precision {
+    match choice {
+        PrecisionChoice::Fp32 => Precision::Fp32,
+        PrecisionChoice::Bf16 => Precision::Bf16,
+        PrecisionChoice::Auto if device.is_cuda() && recipe_allows_bf16 => Precision::Bf16,
+        PrecisionChoice::Auto => Precision::Fp32,
     }
 }
 
@@ -146,18 +114,21 @@ mod tests {
     #[test]
     fn auto_means_bf16_on_cuda_when_the_recipe_allows_it() {
         let cuda = Device::Cuda(0);
-        assert_eq!(PrecisionChoice::Auto.resolve(cuda, true), Precision::Bf16);
-        assert_eq!(PrecisionChoice::Auto.resolve(cuda, false), Precision::Fp32);
         assert_eq!(
-            PrecisionChoice::Auto.resolve(Device::Cpu, true),
+            resolve_precision(PrecisionChoice::Auto, cuda, true),
+            Precision::Bf16
+        );
+        assert_eq!(
+            resolve_precision(PrecisionChoice::Auto, cuda, false),
             Precision::Fp32
         );
         assert_eq!(
-            PrecisionChoice::Bf16.resolve(Device::Cpu, false),
+            resolve_precision(PrecisionChoice::Auto, Device::Cpu, true),
+            Precision::Fp32
+        );
+        assert_eq!(
+            resolve_precision(PrecisionChoice::Bf16, Device::Cpu, false),
             Precision::Bf16
         );
-        assert_eq!("bf16".parse(), Ok(PrecisionChoice::Bf16));
-        let err = "fp16".parse::<PrecisionChoice>().unwrap_err();
-        assert!(err.contains("auto, fp32, bf16"), "{err}");
     }
 }

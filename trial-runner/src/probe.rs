@@ -11,14 +11,15 @@ use rand::SeedableRng;
 use tch::{Device, Kind, Tensor};
 
 use crate::batches::channels_last;
-use crate::device::synchronize;
+use crate::device::{synchronize, ResolveDevice};
 use crate::memory::{cuda_index, PeakMemory};
 use crate::models::BackboneRegistry;
 use crate::optim::OptimizerRegistry;
 use crate::precision::set_deterministic;
 use crate::regime::Regime;
 use crate::seeding::with_torch_seed;
-use crate::trainer::{trial_learner, TrialError, TrialSpec};
+use crate::trainer::{trial_learner, TrialError};
+use crate::TrialSpec;
 
 /// Untimed steps first: the optimizer's state, cuDNN's choices and the
 /// allocator's caches fill up, as in a trial's first step.

@@ -1,151 +1,44 @@
 //! The training loop of one trial.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::Instant;
 
 use bocb_search_spaces::Recipe;
+use bocb_spec::{EpochMetrics, TrialOutcome, TrialSpec, TrialStatus};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
-use serde::{Deserialize, Serialize};
 use tch::nn;
 use tch::{Device, Kind, Tensor};
 use thiserror::Error;
 
 use crate::augment::{AugmentError, RepeatAugSampler};
 use crate::batches::on_device::{
-    upload_bytes, DataOnDevice, DeviceSplit, DeviceTransform, NoDeviceVersion,
+    choose_batch_source, upload_bytes, DataOnDevice, DeviceSplit, DeviceTransform, NoDeviceVersion,
 };
 use crate::batches::{
     default_workers, for_each_batch, EpochPlan, ImageTransform, Normalizer, RawBatch,
 };
 use crate::data::{Dataset, Splits};
-use crate::device::{device_name, DeviceChoice};
+use crate::device::{device_name, ResolveDevice};
 use crate::memory::PeakMemory;
 use crate::models::{
     with_drop_path_rate, with_head_drop_rate, BackboneRegistry, Model, ModelError,
 };
 use crate::optim::{HessianNoise, Hparams, OptimError, Optimizer, OptimizerRegistry, ParamSet};
-use crate::precision::{set_deterministic, Precision, PrecisionChoice};
+use crate::precision::{resolve_precision, set_deterministic, Precision};
 use crate::regime::{clip_grad_norm, Regime, WeightAverage};
 use crate::schedule::WarmupCosine;
-
-/// Everything that determines one trial. `epochs`, `batch_size` and
-/// `warmup_epochs` are the ones trained with; a recipe built by the tuner
-/// holds the same values.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TrialSpec {
-    pub backbone: String,
-    pub optimizer: String,
-    /// Optimizer hyperparameters by reference name; `lr` is the schedule's base.
-    pub hparams: Hparams,
-    pub seed: u64,
-    pub epochs: u32,
-    pub batch_size: usize,
-    pub warmup_epochs: u32,
-    /// Apply weight decay to biases and norm parameters too (timm's
-    /// `filter_bias_and_bn=False`); by default they are exempt.
-    #[serde(default)]
-    pub decay_norm_and_bias: bool,
-    pub device: DeviceChoice,
-    /// Where to write the trained weights (safetensors) when the trial ends
-    /// done, for the parameter-pattern analysis.
-    #[serde(default)]
-    pub save_weights: Option<PathBuf>,
-    /// The resolved training recipe (augmentation, regularisation, loss,
-    /// EMA); `None` trains the CIFAR baseline: random crop with padding,
-    /// horizontal flip, cross-entropy. The optimizer, lr and weight decay
-    /// are the trial's own, never the recipe's.
-    #[serde(default)]
-    pub recipe: Option<Recipe>,
-    /// Threads that load and augment batches; 0 uses all cores but one.
-    /// Batches do not depend on it.
-    #[serde(default)]
-    pub data_workers: usize,
-    /// fp32, or bf16 autocast (`auto`: on CUDA where the recipe allows it).
-    #[serde(default)]
-    pub precision: PrecisionChoice,
-    /// Deterministic kernels only (`torch.use_deterministic_algorithms`),
-    /// for bit-equal reruns on CUDA; slower. Process-wide while it trains.
-    #[serde(default)]
-    pub deterministic: bool,
-    /// Batches in channels-last memory order (often faster for
-    /// convolutions on CUDA; `bocb bench train --channels-last` measures it).
-    #[serde(default)]
-    pub channels_last: bool,
-    /// Make the batches on the trial's device from splits uploaded there
-    /// (`auto`: on CUDA when the recipe's transforms allow it and the data
-    /// fits). Batches do not depend on it.
-    #[serde(default)]
-    pub data_on_device: DataOnDevice,
-}
-
-/// What one epoch measured.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EpochReport {
-    /// 1-based.
-    pub epoch: u32,
-    pub train_loss: f64,
-    pub test_loss: f64,
-    /// Top-1, in percent.
-    pub test_accuracy: f64,
-    /// Learning rate at the last step of the epoch.
-    pub lr: f64,
-    /// Training images per second (forward, backward, optimizer step).
-    pub images_per_sec: f64,
-    pub wall_s: f64,
-    /// Top-1 of the weights' moving average, when the recipe keeps one.
-    #[serde(default)]
-    pub ema_test_accuracy: Option<f64>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TrialStatus {
-    Done,
-    /// The loss became NaN or infinite: a result of the config, not a crash.
-    Diverged,
-    /// The observer's early-stopping rule ended it after an epoch: a partial
-    /// result that is never a pair's best.
-    Stopped,
-}
-
-/// How a trial ended.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TrialOutcome {
-    pub status: TrialStatus,
-    /// Test accuracy after the last epoch (None when diverged).
-    pub final_accuracy: Option<f64>,
-    pub wall_s: f64,
-    pub device: String,
-    /// Optimizer state at the end, in bytes.
-    pub optimizer_state_bytes: usize,
-    /// Why the trial diverged, when it did.
-    pub note: Option<String>,
-    /// Test accuracy of the weights' moving average after the last epoch,
-    /// when the recipe keeps one. `final_accuracy` stays the raw weights'.
-    #[serde(default)]
-    pub ema_accuracy: Option<f64>,
-    /// The arithmetic of the training step (`fp32`, `bf16`).
-    #[serde(default)]
-    pub precision: String,
-    /// Peak memory of the trial in bytes: the resident set on the CPU
-    /// (where the kernel can measure it), the allocator's peak of allocated
-    /// bytes on CUDA (`torch.cuda.max_memory_allocated`).
-    #[serde(default)]
-    pub peak_memory_bytes: Option<u64>,
-}
 
 /// Receives a trial's progress.
 pub trait TrialObserver {
     /// After each training batch.
     fn on_batch(&mut self, _epoch: u32, _batch: usize, _batches: usize) {}
     /// After each epoch's evaluation.
-    fn on_epoch(&mut self, report: &EpochReport);
+    fn on_epoch(&mut self, report: &EpochMetrics);
     /// After `on_epoch` of every epoch but the last: whether to stop the
     /// trial now (early stopping).
-    fn stop_after_epoch(&mut self, _report: &EpochReport) -> bool {
+    fn stop_after_epoch(&mut self, _report: &EpochMetrics) -> bool {
         false
     }
 }
@@ -317,7 +210,7 @@ pub fn run_trial(
         if let Some((_, model, _)) = &learner.average {
             ema_accuracy = Some(eval(model)?.1);
         }
-        let report = EpochReport {
+        let report = EpochMetrics {
             epoch,
             train_loss,
             test_loss,
@@ -384,9 +277,7 @@ pub(crate) fn trial_learner(
         Some(r) => with_recipe_rates(r, build)?,
         None => build()?,
     };
-    learner.precision = spec
-        .precision
-        .resolve(device, recipe.is_none_or(|r| r.bf16));
+    learner.precision = resolve_precision(spec.precision, device, recipe.is_none_or(|r| r.bf16));
     if let Some(recipe) = recipe {
         learner.clip_grad_norm = Some(recipe.grad_clip_norm.0).filter(|&n| n > 0.0);
         if let Some(decay) = recipe.ema_decay {
@@ -601,7 +492,7 @@ impl<'a> Batches<'a> {
         workers: usize,
     ) -> Result<Self, NoDeviceVersion> {
         Ok(
-            match setting.choose(device, &transform, upload_bytes(data))? {
+            match choose_batch_source(setting, device, &transform, upload_bytes(data))? {
                 Some(transform) => {
                     tracing::debug!(
                         device = %device_name(device),
@@ -763,13 +654,14 @@ mod tests {
     use super::*;
     use crate::data::{generate, SynthConfig};
     use crate::optim::{Optimizer, SophiaH};
+    use crate::{DeviceChoice, PrecisionChoice};
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    struct Collect(Vec<EpochReport>);
+    struct Collect(Vec<EpochMetrics>);
 
     impl TrialObserver for Collect {
-        fn on_epoch(&mut self, report: &EpochReport) {
-            self.0.push(report.clone());
+        fn on_epoch(&mut self, report: &EpochMetrics) {
+            self.0.push(*report);
         }
     }
 
@@ -807,7 +699,7 @@ mod tests {
     fn run(
         spec: &TrialSpec,
         data: &Splits,
-    ) -> (Result<TrialOutcome, TrialError>, Vec<EpochReport>) {
+    ) -> (Result<TrialOutcome, TrialError>, Vec<EpochMetrics>) {
         let mut observer = Collect(Vec::new());
         let outcome = run_trial(
             spec,
@@ -820,13 +712,13 @@ mod tests {
     }
 
     /// Stops every trial after its first epoch.
-    struct StopAfterOne(Vec<EpochReport>);
+    struct StopAfterOne(Vec<EpochMetrics>);
 
     impl TrialObserver for StopAfterOne {
-        fn on_epoch(&mut self, report: &EpochReport) {
-            self.0.push(report.clone());
+        fn on_epoch(&mut self, report: &EpochMetrics) {
+            self.0.push(*report);
         }
-        fn stop_after_epoch(&mut self, report: &EpochReport) -> bool {
+        fn stop_after_epoch(&mut self, report: &EpochMetrics) -> bool {
             report.epoch == 1
         }
     }
@@ -903,7 +795,7 @@ mod tests {
         assert_eq!(outcome.optimizer_state_bytes, 4 * params);
         let (again, again_reports) = run(&spec, &data);
         assert_eq!(again.unwrap().final_accuracy, outcome.final_accuracy);
-        let losses = |r: &[EpochReport]| r.iter().map(|r| r.train_loss).collect::<Vec<_>>();
+        let losses = |r: &[EpochMetrics]| r.iter().map(|r| r.train_loss).collect::<Vec<_>>();
         assert_eq!(losses(&again_reports), losses(&reports));
     }
 
@@ -1096,7 +988,7 @@ mod tests {
             assert_eq!(host.status, TrialStatus::Done);
             assert_eq!(device.final_accuracy, host.final_accuracy);
             assert_eq!(device.ema_accuracy, host.ema_accuracy);
-            let numbers = |reports: &[EpochReport]| {
+            let numbers = |reports: &[EpochMetrics]| {
                 reports
                     .iter()
                     .map(|r| {

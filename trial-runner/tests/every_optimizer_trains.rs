@@ -7,13 +7,13 @@ use bocb_trial_runner::data::{generate, SynthConfig};
 use bocb_trial_runner::models::BackboneRegistry;
 use bocb_trial_runner::optim::OptimizerRegistry;
 use bocb_trial_runner::{
-    run_trial, DeviceChoice, EpochReport, TrialObserver, TrialSpec, TrialStatus,
+    run_trial, DeviceChoice, EpochMetrics, TrialObserver, TrialSpec, TrialStatus,
 };
 
 struct Losses(Vec<f64>);
 
 impl TrialObserver for Losses {
-    fn on_epoch(&mut self, report: &EpochReport) {
+    fn on_epoch(&mut self, report: &EpochMetrics) {
         self.0.push(report.train_loss);
     }
 }

@@ -12,7 +12,7 @@ use bocb_trial_runner::data::{generate, SynthConfig};
 use bocb_trial_runner::models::BackboneRegistry;
 use bocb_trial_runner::optim::{OptimizerRegistry, ParamSet};
 use bocb_trial_runner::{
-    run_trial, DeviceChoice, EpochReport, TrialObserver, TrialSpec, TrialStatus,
+    run_trial, DeviceChoice, EpochMetrics, TrialObserver, TrialSpec, TrialStatus,
 };
 use tch::nn;
 use tch::{Device, Kind, Tensor};
@@ -26,7 +26,7 @@ fn module_name() -> String {
 struct Losses(Vec<f64>);
 
 impl TrialObserver for Losses {
-    fn on_epoch(&mut self, report: &EpochReport) {
+    fn on_epoch(&mut self, report: &EpochMetrics) {
         self.0.push(report.train_loss);
     }
 }

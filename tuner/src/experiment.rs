@@ -9,6 +9,7 @@ use bocb_store::{TrialRecipe, GRID_POINTS};
 use bocb_trial_runner::batches::on_device::DataOnDevice;
 use bocb_trial_runner::batches::ImageTransform;
 use bocb_trial_runner::data::DatasetFormat;
+use bocb_trial_runner::device::ResolveDevice;
 use bocb_trial_runner::device::DEVICE_LIST_FORMS;
 use bocb_trial_runner::models::BackboneRegistry;
 use bocb_trial_runner::optim::{Hparams, OptimizerRegistry};

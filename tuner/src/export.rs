@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use bocb_search_spaces::Catalog;
 use bocb_store::{GridPos, Store, StoreError, TrialRecord};
 use bocb_trial_runner::models::BackboneRegistry;
 use serde::Serialize;
@@ -196,33 +197,6 @@ pub fn render_csv(configs: &[BestConfig]) -> String {
     out
 }
 
-/// timm's `--opt` name of a bocb optimizer, or `None` where timm has none.
-pub fn timm_optimizer(optimizer: &str) -> Option<&'static str> {
-    Some(match optimizer {
-        // timm's `sgd` is Nesterov; `momentum` is classical momentum as sgd_m.
-        "sgd_m" => "momentum",
-        "sgdp" => "sgdp",
-        "lion" => "lion",
-        "adam" => "adam",
-        "adamax" => "adamax",
-        "nadam" => "nadam",
-        "adamw" => "adamw",
-        "lamb" => "lamb",
-        "radam" => "radam",
-        "adamp" => "adamp",
-        "adan" => "adan",
-        "lars" => "lars",
-        "adafactor" => "adafactor",
-        "adabelief" => "adabelief",
-        "novograd" => "novograd",
-        "adagrad" => "adagrad",
-        "adadelta" => "adadelta",
-        "rmsprop" => "rmsprop",
-        // adabound, sophia: not in timm 1.0.31's optimizer factory.
-        _ => return None,
-    })
-}
-
 /// timm's model name for a bocb backbone: `None` where timm has none.
 /// bocb's `_cifar` variants use a CIFAR stem; timm's models are the
 /// ImageNet layout of the same network.
@@ -252,7 +226,8 @@ pub fn timm_model(backbone: &str) -> Option<&'static str> {
 /// A command line for timm's `train.py` per config. Pairs timm cannot run
 /// as they are get a `#` line saying why, and settings timm has no flag for
 /// are listed in a trailing comment.
-pub fn render_timm_args(configs: &[BestConfig]) -> String {
+/// timm's `--opt` names come from each optimizer's search space (`timm:`).
+pub fn render_timm_args(configs: &[BestConfig], catalog: &Catalog) -> String {
     let mut out = String::new();
     for c in configs {
         let _ = writeln!(
@@ -260,7 +235,8 @@ pub fn render_timm_args(configs: &[BestConfig]) -> String {
             "# {} x {}: {:.2}% over {} seed(s)",
             c.backbone, c.optimizer, c.accuracy_mean, c.seeds
         );
-        let Some(opt) = timm_optimizer(&c.optimizer) else {
+        let space = catalog.optimizer(&c.optimizer).ok();
+        let Some(opt) = space.and_then(|s| s.timm.as_deref()) else {
             let _ = writeln!(
                 out,
                 "# timm has no `{}` optimizer; run it with bocb (`bocb run`)",
@@ -465,11 +441,14 @@ mod tests {
 
     #[test]
     fn timm_command_lines() {
-        let text = render_timm_args(&[
-            config("adamw", &[("beta1", 0.9), ("beta2", 0.999), ("eps", 1e-8)]),
-            config("lars", &[("momentum", 0.9), ("trust_coeff", 0.001)]),
-            config("sophia", &[]),
-        ]);
+        let text = render_timm_args(
+            &[
+                config("adamw", &[("beta1", 0.9), ("beta2", 0.999), ("eps", 1e-8)]),
+                config("lars", &[("momentum", 0.9), ("trust_coeff", 0.001)]),
+                config("sophia", &[]),
+            ],
+            &Catalog::builtin(),
+        );
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
             lines[0],
@@ -508,7 +487,11 @@ mod tests {
             let mut c = config("adamw", &[]);
             c.backbone = backbone.into();
             c.recipe_settings = Some(resolve_crop(settings, &registry, backbone));
-            render_timm_args(&[c]).lines().nth(1).unwrap().to_string()
+            render_timm_args(&[c], &Catalog::builtin())
+                .lines()
+                .nth(1)
+                .unwrap()
+                .to_string()
         };
         let deit = line("deit", "deit_s");
         for flag in [
@@ -568,8 +551,9 @@ mod tests {
             "rmsprop",
         ];
         let mut missing = Vec::new();
-        for name in bocb_search_spaces::Catalog::builtin().optimizer_names() {
-            match timm_optimizer(name) {
+        let catalog = Catalog::builtin();
+        for name in catalog.optimizer_names() {
+            match catalog.optimizer(name).unwrap().timm.as_deref() {
                 Some(opt) => assert!(timm.contains(&opt), "{name} -> {opt}"),
                 None => missing.push(name.to_string()),
             }

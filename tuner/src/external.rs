@@ -17,7 +17,7 @@ use std::sync::{Mutex, Once};
 use std::time::{Duration, Instant};
 
 use bocb_store::{TrialRecord, TrialStatus};
-use bocb_trial_runner::{EpochReport, TrialObserver, TrialSpec};
+use bocb_trial_runner::{EpochMetrics, TrialObserver, TrialSpec};
 use crossbeam::channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use serde::{Deserialize, Serialize};
 
@@ -633,7 +633,7 @@ impl Trial<'_> {
                 report.epoch
             )));
         }
-        let epoch = EpochReport {
+        let epoch = EpochMetrics {
             epoch: report.epoch,
             train_loss: report.loss.unwrap_or(f64::NAN),
             test_loss: f64::NAN,
@@ -775,10 +775,10 @@ mod tests {
     }
 
     impl TrialObserver for Listener {
-        fn on_epoch(&mut self, report: &EpochReport) {
+        fn on_epoch(&mut self, report: &EpochMetrics) {
             self.epochs.push((report.epoch, report.test_accuracy));
         }
-        fn stop_after_epoch(&mut self, report: &EpochReport) -> bool {
+        fn stop_after_epoch(&mut self, report: &EpochMetrics) -> bool {
             self.stop_after == Some(report.epoch)
         }
     }

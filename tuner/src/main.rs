@@ -11,7 +11,7 @@ use bocb_trial_runner::data::{write_synthetic, DatasetFormat, SynthConfig};
 use bocb_trial_runner::optim::replay::{replay, ReplayCase};
 use bocb_trial_runner::optim::OptimizerRegistry;
 use bocb_trial_runner::precision::Precision;
-use bocb_trial_runner::DeviceChoice;
+use bocb_trial_runner::{DeviceChoice, ResolveDevice};
 use bocb_tuner::analysis::{self, import, render, FailureRuleChoice};
 use bocb_tuner::bench::{self, BenchConfig};
 use bocb_tuner::experiment::Experiment;
@@ -645,15 +645,18 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 serde_json::to_string_pretty(&export::trials(&store, &experiment)?)? + "\n"
             } else {
+                let registries = Registries::builtin();
                 let configs = export::best_configs(
                     &store,
-                    &Registries::builtin().backbones,
+                    &registries.backbones,
                     &experiment,
                     backbone.as_deref(),
                     optimizer.as_deref(),
                 )?;
                 match (as_, format.unwrap_or(ExportFormat::Yaml)) {
-                    (Some(ExportAs::TimmArgs), _) => export::render_timm_args(&configs),
+                    (Some(ExportAs::TimmArgs), _) => {
+                        export::render_timm_args(&configs, &registries.catalog)
+                    }
                     (None, ExportFormat::Yaml) => serde_yaml::to_string(&configs)?,
                     (None, ExportFormat::Json) => serde_json::to_string_pretty(&configs)? + "\n",
                     (None, ExportFormat::Csv) => export::render_csv(&configs),
@@ -1127,18 +1130,16 @@ fn print_report(
             }
         }
     }
-    // The ranking's memory component: measured state bytes per parameter.
-    let memory: BTreeMap<String, f64> =
-        match bench::optimizer_info(&registries.optimizers, &registries.catalog) {
-            Ok(infos) => infos
-                .into_iter()
-                .map(|i| (i.name, i.state_bytes_per_param))
-                .collect(),
-            Err(e) => {
-                tracing::warn!("optimizer memory not measured, ranking without it: {e}");
-                BTreeMap::new()
-            }
-        };
+    // The ranking's memory component: state bytes per parameter, as each
+    // search space records the runner's measurement.
+    let memory: BTreeMap<String, f64> = registries
+        .catalog
+        .optimizer_names()
+        .filter_map(|name| {
+            let space = registries.catalog.optimizer(name).ok()?;
+            Some((name.to_string(), space.state_bytes_per_param?))
+        })
+        .collect();
     let mut analyses = Vec::new();
     for name in &names {
         let analysis =

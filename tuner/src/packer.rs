@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use bocb_store::{unix_now_s, ProbeRecord, Store};
 use bocb_trial_runner::data::Splits;
+use bocb_trial_runner::device::ResolveDevice;
 use bocb_trial_runner::probe::{free_memory_bytes, probe_trial};
 use bocb_trial_runner::{DeviceChoice, TrialSpec};
 use sha2::{Digest, Sha256};

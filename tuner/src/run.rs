@@ -14,8 +14,9 @@ use bocb_store::{
 use bocb_trial_runner::data::{self, Splits};
 use bocb_trial_runner::models::BackboneRegistry;
 use bocb_trial_runner::optim::{Hparams, OptimizerRegistry};
-use bocb_trial_runner::{run_trial, DeviceChoice, EpochReport, TrialObserver, TrialSpec};
+use bocb_trial_runner::{run_trial, DeviceChoice, TrialObserver, TrialSpec};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
@@ -85,18 +86,22 @@ pub struct TrialJob<'a> {
     pub work_dir: &'a Path,
 }
 
-/// How a trial ended, as an executor reports it.
-#[derive(Debug, Clone, PartialEq)]
+/// How a trial ended, as an executor reports it (and a worker sends it;
+/// what the trial ran with is absent from older workers' messages).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrialResult {
     pub status: TrialStatus,
     pub final_accuracy: Option<f64>,
     /// Accuracy of the weights' moving average, when the recipe keeps one.
+    #[serde(default)]
     pub ema_accuracy: Option<f64>,
     pub wall_s: Option<f64>,
     /// The arithmetic of the training step; `None` where bocb did not
     /// train (an external trial).
+    #[serde(default)]
     pub precision: Option<String>,
     /// Peak memory in bytes, where it was measured.
+    #[serde(default)]
     pub peak_memory_bytes: Option<u64>,
     /// Why the trial failed, diverged or stopped.
     pub note: Option<String>,
@@ -131,11 +136,7 @@ impl TrialResult {
     /// The store's view of the trial runner's outcome.
     pub fn from_outcome(outcome: bocb_trial_runner::TrialOutcome) -> Self {
         TrialResult {
-            status: match outcome.status {
-                bocb_trial_runner::TrialStatus::Done => TrialStatus::Done,
-                bocb_trial_runner::TrialStatus::Diverged => TrialStatus::Diverged,
-                bocb_trial_runner::TrialStatus::Stopped => TrialStatus::Stopped,
-            },
+            status: outcome.status,
             final_accuracy: outcome.final_accuracy,
             ema_accuracy: outcome.ema_accuracy,
             wall_s: Some(outcome.wall_s),
@@ -924,7 +925,7 @@ struct Recorder<'a> {
 }
 
 impl TrialObserver for Recorder<'_> {
-    fn stop_after_epoch(&mut self, _: &EpochReport) -> bool {
+    fn stop_after_epoch(&mut self, _: &EpochMetrics) -> bool {
         let others: Vec<Curve> = self
             .others
             .iter()
@@ -944,7 +945,7 @@ impl TrialObserver for Recorder<'_> {
         }
     }
 
-    fn on_epoch(&mut self, r: &EpochReport) {
+    fn on_epoch(&mut self, r: &EpochMetrics) {
         self.bar.set_message(format!(
             "{}: epoch {} top-1 {:.2}%",
             self.label, r.epoch, r.test_accuracy
@@ -978,7 +979,7 @@ fn measured(value: f64) -> Option<f64> {
 }
 
 /// An epoch's numbers for a log line, leaving out those not measured.
-pub fn epoch_summary(r: &EpochReport) -> String {
+pub fn epoch_summary(r: &EpochMetrics) -> String {
     let mut parts = vec![format!("epoch {}:", r.epoch)];
     if let Some(loss) = measured(r.train_loss) {
         parts.push(format!("train loss {loss:.4},"));
@@ -1075,7 +1076,7 @@ mod tests {
         ) -> Result<TrialResult, RunError> {
             self.jobs.lock().unwrap().push(job.spec.hparams.clone());
             let accuracy = 10.0 * job.spec.hparams["lr"];
-            observer.on_epoch(&EpochReport {
+            observer.on_epoch(&EpochMetrics {
                 epoch: 1,
                 train_loss: 1.0,
                 test_loss: 1.0,
@@ -1225,7 +1226,7 @@ grid_centres: { resnet18_cifar: { sgd_m: { lr: 0.4, weight_decay: 1.0e-4 } } }
 
     #[test]
     fn epoch_lines_leave_out_what_was_not_measured() {
-        let trained = EpochReport {
+        let trained = EpochMetrics {
             epoch: 2,
             train_loss: 1.5,
             test_loss: 1.25,
@@ -1240,7 +1241,7 @@ grid_centres: { resnet18_cifar: { sgd_m: { lr: 0.4, weight_decay: 1.0e-4 } } }
             "epoch 2: train loss 1.5000, test loss 1.2500, top-1 61.23% at 1234 train images/s"
         );
         // An external trial reports its accuracy and perhaps its loss only.
-        let external = EpochReport {
+        let external = EpochMetrics {
             test_loss: f64::NAN,
             images_per_sec: f64::NAN,
             ..trained

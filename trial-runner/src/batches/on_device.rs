@@ -7,11 +7,7 @@
 //! same draws in the same order ([`draw_crop_offset`], [`draw_flip`]), so
 //! both sources give the same batches for the same seed.
 
-use std::fmt;
-
 use rand::Rng;
-use serde::de::{self, Deserializer, Visitor};
-use serde::{Deserialize, Serialize, Serializer};
 use tch::{Device, Kind, Tensor};
 use thiserror::Error;
 
@@ -19,59 +15,30 @@ use super::{
     batch_rng, draw_crop_offset, draw_flip, EpochPlan, ImageTransform, RawBatch, TrainCrop,
 };
 use crate::data::{Dataset, Splits, CHANNELS, SIDE};
+pub use bocb_spec::DataOnDevice;
 
 /// `auto` puts the data on the device only while the uploaded splits take
 /// at most this share (1/4) of the device's free memory: the rest is the
 /// trials'.
 const FREE_MEMORY_SHARE: u64 = 4;
 
-/// Where a trial makes its training batches (experiment `data_on_device`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum DataOnDevice {
-    /// On a CUDA device, when the recipe's per-image transforms all have
-    /// device versions and the splits fit (see [`auto_on_device`]).
-    #[default]
-    Auto,
-    /// On the trial's device, whatever it is (the CPU too); a recipe with a
-    /// transform that has no device version is refused.
-    On,
-    /// The CPU pipeline.
-    Off,
-}
-
-impl DataOnDevice {
-    /// The name experiment YAML uses.
-    pub fn name(self) -> &'static str {
-        match self {
-            DataOnDevice::Auto => "auto",
-            DataOnDevice::On => "true",
-            DataOnDevice::Off => "false",
-        }
-    }
-
-    /// Whether this is the default, `auto`.
-    pub fn is_auto(&self) -> bool {
-        *self == DataOnDevice::Auto
-    }
-
-    /// The device version of `transform` when a trial on `device` makes its
-    /// batches there, `None` for the CPU pipeline. `bytes` is what the
-    /// upload takes ([`upload_bytes`]).
-    pub fn choose(
-        self,
-        device: Device,
-        transform: &ImageTransform,
-        bytes: u64,
-    ) -> Result<Option<DeviceTransform>, NoDeviceVersion> {
-        match self {
-            DataOnDevice::Off => Ok(None),
-            DataOnDevice::On => transform.on_device().map(Some),
-            DataOnDevice::Auto => {
-                let on_device = transform.on_device().ok();
-                let free = crate::memory::free_bytes(device, false);
-                let on = auto_on_device(device.is_cuda(), on_device.is_some(), bytes, free);
-                Ok(on_device.filter(|_| on))
-            }
+/// The device version of `transform` when a trial on `device` makes its
+/// batches there, `None` for the CPU pipeline. `bytes` is what the
+/// upload takes ([`upload_bytes`]).
+pub fn choose_batch_source(
+    setting: DataOnDevice,
+    device: Device,
+    transform: &ImageTransform,
+    bytes: u64,
+) -> Result<Option<DeviceTransform>, NoDeviceVersion> {
+    match setting {
+        DataOnDevice::Off => Ok(None),
+        DataOnDevice::On => transform.on_device().map(Some),
+        DataOnDevice::Auto => {
+            let on_device = transform.on_device().ok();
+            let free = crate::memory::free_bytes(device, false);
+            let on = auto_on_device(device.is_cuda(), on_device.is_some(), bytes, free);
+            Ok(on_device.filter(|_| on))
         }
     }
 }
@@ -86,47 +53,6 @@ pub fn auto_on_device(
     free_bytes: Option<u64>,
 ) -> bool {
     cuda && transforms_on_device && free_bytes.is_some_and(|free| bytes <= free / FREE_MEMORY_SHARE)
-}
-
-impl Serialize for DataOnDevice {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match self {
-            DataOnDevice::Auto => serializer.serialize_str("auto"),
-            DataOnDevice::On => serializer.serialize_bool(true),
-            DataOnDevice::Off => serializer.serialize_bool(false),
-        }
-    }
-}
-
-// Hand-written: YAML gives `true`/`false` as booleans and `auto` as a string.
-impl<'de> Deserialize<'de> for DataOnDevice {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Choice;
-        impl Visitor<'_> for Choice {
-            type Value = DataOnDevice;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("`auto`, `true` or `false`")
-            }
-            fn visit_bool<E: de::Error>(self, v: bool) -> Result<DataOnDevice, E> {
-                Ok(if v {
-                    DataOnDevice::On
-                } else {
-                    DataOnDevice::Off
-                })
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<DataOnDevice, E> {
-                match v {
-                    "auto" => Ok(DataOnDevice::Auto),
-                    "true" => Ok(DataOnDevice::On),
-                    "false" => Ok(DataOnDevice::Off),
-                    other => Err(E::custom(format!(
-                        "unknown value `{other}`; valid: auto (on a GPU when the recipe allows), true, false"
-                    ))),
-                }
-            }
-        }
-        deserializer.deserialize_any(Choice)
-    }
 }
 
 /// Per-image transforms of a recipe that have no device version.
@@ -515,7 +441,7 @@ mod tests {
         assert_eq!(bytes, (12 * 3072 + 12 * 8) as u64);
         let basic = ImageTransform::basic();
         let choose = |choice: DataOnDevice, transform: &ImageTransform| {
-            choice.choose(Device::Cpu, transform, bytes)
+            choose_batch_source(choice, Device::Cpu, transform, bytes)
         };
         assert_eq!(choose(DataOnDevice::Auto, &basic), Ok(None));
         assert_eq!(choose(DataOnDevice::Off, &basic), Ok(None));
@@ -526,26 +452,5 @@ mod tests {
         let deit = ImageTransform::from_recipe(&recipe("deit"), 32, [0.5; 3]);
         assert!(choose(DataOnDevice::On, &deit).is_err());
         assert_eq!(choose(DataOnDevice::Auto, &deit), Ok(None));
-    }
-
-    #[test]
-    fn the_setting_reads_and_writes_auto_true_and_false() {
-        for (yaml, choice) in [
-            ("auto", DataOnDevice::Auto),
-            ("true", DataOnDevice::On),
-            ("false", DataOnDevice::Off),
-        ] {
-            let read: DataOnDevice = serde_yaml::from_str(yaml).unwrap();
-            assert_eq!(read, choice);
-            assert_eq!(serde_yaml::to_string(&choice).unwrap().trim(), yaml);
-            assert_eq!(choice.name(), yaml);
-        }
-        let err = serde_yaml::from_str::<DataOnDevice>("gpu").unwrap_err();
-        assert!(err.to_string().contains("valid: auto"), "{err}");
-        let err = serde_yaml::from_str::<DataOnDevice>("1").unwrap_err();
-        assert!(
-            err.to_string().contains("`auto`, `true` or `false`"),
-            "{err}"
-        );
     }
 }

@@ -40,8 +40,7 @@ pub use sgd::SgdMomentum;
 pub use sophia::{HessianNoise, SophiaH};
 pub use trust_ratio::{Lamb, Lars};
 
-/// Hyperparameters by reference name.
-pub type Hparams = BTreeMap<String, f64>;
+pub use bocb_spec::Hparams;
 
 /// One optimizer update rule with its state.
 pub trait Optimizer: Send {

@@ -631,4 +631,24 @@ mod tests {
             assert!(parse_param_count(bad).is_err(), "{bad}");
         }
     }
+
+    #[test]
+    fn search_spaces_record_the_measured_state_size() {
+        // The ranking reads state bytes from the search spaces (no libtorch
+        // there); they must stay what the runner measures.
+        let catalog = Catalog::builtin();
+        let infos = optimizer_info(&OptimizerRegistry::builtin(), &catalog).unwrap();
+        assert_eq!(infos.len(), catalog.optimizer_names().count());
+        for info in infos {
+            let recorded = catalog.optimizer(&info.name).unwrap().state_bytes_per_param;
+            let recorded =
+                recorded.unwrap_or_else(|| panic!("{} records no state size", info.name));
+            let measured = info.state_bytes_per_param;
+            assert!(
+                (recorded - measured).abs() <= 1e-3 * measured.max(1.0),
+                "{}: state_bytes_per_param is {recorded} in its YAML, measured {measured}",
+                info.name
+            );
+        }
+    }
 }

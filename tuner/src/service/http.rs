@@ -20,14 +20,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bocb_trial_runner::EpochReport;
+use bocb_trial_runner::EpochMetrics;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tiny_http::{Header, Method, Request, Response, Server};
 
-use super::queue::{Gone, WireResult};
+use super::queue::Gone;
 use super::{Service, ServiceError};
+use crate::run::TrialResult;
 
 /// Threads answering requests; claims wait up to `CLAIM_WAIT` each.
 const HANDLER_THREADS: usize = 16;
@@ -64,54 +65,9 @@ pub struct HeartbeatRequest {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct EpochRequest {
     pub attempt: u64,
-    pub report: WireEpoch,
-}
-
-/// An epoch report as JSON carries it: a non-finite number (a diverged
-/// loss, a metric an external trial does not report) travels as `null`.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct WireEpoch {
-    pub epoch: u32,
-    pub train_loss: Option<f64>,
-    pub test_loss: Option<f64>,
-    pub test_accuracy: Option<f64>,
-    pub lr: Option<f64>,
-    pub images_per_sec: Option<f64>,
-    pub wall_s: Option<f64>,
-    #[serde(default)]
-    pub ema_test_accuracy: Option<f64>,
-}
-
-impl From<&EpochReport> for WireEpoch {
-    fn from(r: &EpochReport) -> Self {
-        let finite = |v: f64| v.is_finite().then_some(v);
-        WireEpoch {
-            epoch: r.epoch,
-            train_loss: finite(r.train_loss),
-            test_loss: finite(r.test_loss),
-            test_accuracy: finite(r.test_accuracy),
-            lr: finite(r.lr),
-            images_per_sec: finite(r.images_per_sec),
-            wall_s: finite(r.wall_s),
-            ema_test_accuracy: r.ema_test_accuracy.filter(|v| v.is_finite()),
-        }
-    }
-}
-
-impl From<WireEpoch> for EpochReport {
-    fn from(w: WireEpoch) -> Self {
-        let nan = |v: Option<f64>| v.unwrap_or(f64::NAN);
-        EpochReport {
-            epoch: w.epoch,
-            train_loss: nan(w.train_loss),
-            test_loss: nan(w.test_loss),
-            test_accuracy: nan(w.test_accuracy),
-            lr: nan(w.lr),
-            images_per_sec: nan(w.images_per_sec),
-            wall_s: nan(w.wall_s),
-            ema_test_accuracy: w.ema_test_accuracy,
-        }
-    }
+    /// Non-finite numbers (a diverged loss, a metric an external trial
+    /// does not report) travel as `null`.
+    pub report: EpochMetrics,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -122,7 +78,7 @@ pub struct EpochAnswer {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct FinishRequest {
     pub attempt: u64,
-    pub result: WireResult,
+    pub result: TrialResult,
     #[serde(default)]
     pub log: String,
 }
@@ -295,7 +251,7 @@ fn worker_route(service: &Service, action: &str, body: &[u8]) -> Reply {
         }
         "epoch" => {
             let epoch: EpochRequest = parse(body)?;
-            let stop = queue.report_epoch(epoch.attempt, epoch.report.into())?;
+            let stop = queue.report_epoch(epoch.attempt, epoch.report)?;
             Ok(ok(&EpochAnswer { stop }))
         }
         "finish" => {

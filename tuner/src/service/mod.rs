@@ -23,6 +23,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use bocb_store::{Store, StoreError};
+use bocb_trial_runner::device::ResolveDevice;
 use bocb_trial_runner::DeviceChoice;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;

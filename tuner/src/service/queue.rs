@@ -14,9 +14,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use bocb_store::{Store, TrialStatus};
+use bocb_store::Store;
 use bocb_trial_runner::data::DatasetFormat;
-use bocb_trial_runner::{EpochReport, TrialObserver, TrialSpec};
+use bocb_trial_runner::{EpochMetrics, TrialObserver, TrialSpec};
 use crossbeam::channel::{bounded, unbounded, Receiver, Sender};
 use serde::{Deserialize, Serialize};
 
@@ -53,50 +53,6 @@ pub struct Assignment {
     pub heartbeat_s: f64,
 }
 
-/// How a worker says a trial ended. What the trial ran with is absent
-/// from older workers' messages.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct WireResult {
-    pub status: TrialStatus,
-    pub final_accuracy: Option<f64>,
-    #[serde(default)]
-    pub ema_accuracy: Option<f64>,
-    pub wall_s: Option<f64>,
-    #[serde(default)]
-    pub precision: Option<String>,
-    #[serde(default)]
-    pub peak_memory_bytes: Option<u64>,
-    pub note: Option<String>,
-}
-
-impl From<WireResult> for TrialResult {
-    fn from(r: WireResult) -> Self {
-        TrialResult {
-            status: r.status,
-            final_accuracy: r.final_accuracy,
-            ema_accuracy: r.ema_accuracy,
-            wall_s: r.wall_s,
-            precision: r.precision,
-            peak_memory_bytes: r.peak_memory_bytes,
-            note: r.note,
-        }
-    }
-}
-
-impl From<TrialResult> for WireResult {
-    fn from(r: TrialResult) -> Self {
-        WireResult {
-            status: r.status,
-            final_accuracy: r.final_accuracy,
-            ema_accuracy: r.ema_accuracy,
-            wall_s: r.wall_s,
-            precision: r.precision,
-            peak_memory_bytes: r.peak_memory_bytes,
-            note: r.note,
-        }
-    }
-}
-
 /// The attempt is unknown to the service: the worker drops the trial.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Gone;
@@ -104,7 +60,7 @@ pub struct Gone;
 /// What a waiting search thread hears about its trial.
 enum Event {
     /// An epoch to record; the answer is whether to stop the trial.
-    Epoch(EpochReport, Sender<bool>),
+    Epoch(EpochMetrics, Sender<bool>),
     Finished(TrialResult),
     Cancelled,
 }
@@ -297,7 +253,7 @@ impl Queue {
 
     /// Hands an epoch to the trial's search thread, which records it, and
     /// returns its answer: whether to stop the trial.
-    pub fn report_epoch(&self, attempt: u64, report: EpochReport) -> Result<bool, Gone> {
+    pub fn report_epoch(&self, attempt: u64, report: EpochMetrics) -> Result<bool, Gone> {
         let events = {
             let mut state = self.lock();
             let running = state.running.get_mut(&attempt).ok_or(Gone)?;
@@ -311,7 +267,7 @@ impl Queue {
 
     /// Ends `attempt` with `result`: recorded in the store before this
     /// returns, then handed to the trial's search thread.
-    pub fn finish(&self, attempt: u64, result: WireResult, log: &str) -> Result<(), Gone> {
+    pub fn finish(&self, attempt: u64, result: TrialResult, log: &str) -> Result<(), Gone> {
         let running = self.lock().running.remove(&attempt).ok_or(Gone)?;
         let work = running.work;
         if !log.is_empty() {
@@ -321,7 +277,6 @@ impl Queue {
             &work.trial,
             &format!("[service] attempt {attempt} ended {}", result.status),
         );
-        let result = TrialResult::from(result);
         let recorded =
             self.store
                 .finish_trial(&work.experiment, &work.trial, result.status, &result.end());
@@ -484,6 +439,7 @@ mod tests {
     use super::*;
     use crate::experiment::Experiment;
     use crate::run::Registries;
+    use bocb_store::TrialStatus;
     use bocb_trial_runner::data::CifarFormat;
 
     /// A trial spec from a parsed experiment, as the search makes them.
@@ -523,16 +479,16 @@ mod tests {
     }
 
     impl TrialObserver for Listener {
-        fn on_epoch(&mut self, report: &EpochReport) {
+        fn on_epoch(&mut self, report: &EpochMetrics) {
             self.heard.push(report.test_accuracy);
         }
-        fn stop_after_epoch(&mut self, report: &EpochReport) -> bool {
+        fn stop_after_epoch(&mut self, report: &EpochMetrics) -> bool {
             report.test_accuracy < 50.0
         }
     }
 
-    fn report(epoch: u32, accuracy: f64) -> EpochReport {
-        EpochReport {
+    fn report(epoch: u32, accuracy: f64) -> EpochMetrics {
+        EpochMetrics {
             epoch,
             train_loss: 1.0,
             test_loss: 1.0,
@@ -615,7 +571,7 @@ mod tests {
             queue.report_epoch(assignment.attempt, report(2, 40.0)),
             Ok(true)
         );
-        let stopped = WireResult {
+        let stopped = TrialResult {
             status: TrialStatus::Stopped,
             final_accuracy: Some(40.0),
             ema_accuracy: Some(41.0),
@@ -628,7 +584,7 @@ mod tests {
             .finish(assignment.attempt, stopped.clone(), "bye")
             .unwrap();
         let (result, heard) = running.join().unwrap();
-        assert_eq!(result.unwrap(), TrialResult::from(stopped.clone()));
+        assert_eq!(result.unwrap(), stopped.clone());
         assert_eq!(heard, [60.0, 40.0]);
         // The attempt is over: anything more about it is refused.
         assert_eq!(queue.heartbeat(assignment.attempt, ""), Err(Gone));
@@ -671,7 +627,7 @@ mod tests {
     #[test]
     fn an_older_workers_finish_message_still_reads() {
         let old = r#"{"status": "done", "final_accuracy": 50.0, "wall_s": 1.5, "note": null}"#;
-        let result = TrialResult::from(serde_json::from_str::<WireResult>(old).unwrap());
+        let result = serde_json::from_str::<TrialResult>(old).unwrap();
         assert_eq!(
             (result.status, result.final_accuracy, result.wall_s),
             (TrialStatus::Done, Some(50.0), Some(1.5))

@@ -9,12 +9,13 @@ use std::time::{Duration, Instant};
 
 use bocb_trial_runner::data::{self, DatasetFormat, Splits};
 use bocb_trial_runner::device::device_name;
-use bocb_trial_runner::{run_trial, DeviceChoice, EpochReport, TrialObserver};
+use bocb_trial_runner::device::ResolveDevice;
+use bocb_trial_runner::{run_trial, DeviceChoice, EpochMetrics, TrialObserver};
 use thiserror::Error;
 
 use super::client::{Client, ClientError};
 use super::http::{ClaimRequest, EpochAnswer, EpochRequest, FinishRequest, HeartbeatRequest};
-use super::queue::{Assignment, WireResult};
+use super::queue::Assignment;
 use crate::external::run_external;
 use crate::run::{Registries, TrialResult};
 
@@ -207,7 +208,7 @@ pub fn run_worker(client: &Client, config: &WorkerConfig) -> Result<(), WorkerEr
         }
         let finish = FinishRequest {
             attempt: assignment.attempt,
-            result: WireResult::from(result),
+            result,
             log,
         };
         match client.post::<_, serde_json::Value>("/api/worker/finish", &finish) {
@@ -337,11 +338,11 @@ impl Reporter<'_> {
 }
 
 impl TrialObserver for Reporter<'_> {
-    fn on_epoch(&mut self, report: &EpochReport) {
+    fn on_epoch(&mut self, report: &EpochMetrics) {
         self.log(&crate::run::epoch_summary(report));
         let request = EpochRequest {
             attempt: self.attempt,
-            report: report.into(),
+            report: *report,
         };
         match self
             .client
@@ -358,7 +359,7 @@ impl TrialObserver for Reporter<'_> {
         }
     }
 
-    fn stop_after_epoch(&mut self, _: &EpochReport) -> bool {
+    fn stop_after_epoch(&mut self, _: &EpochMetrics) -> bool {
         self.stop || self.gone()
     }
 }

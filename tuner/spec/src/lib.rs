@@ -1,0 +1,14 @@
+//! The plain types every part of bocb shares, with serde only: what a trial
+//! is (its spec and hyperparameters), what each epoch measured, where a
+//! trial is in its life, and the device, precision and batch-source choices
+//! an experiment makes. Nothing here trains, stores or links libtorch.
+
+mod data_on_device;
+pub mod device;
+mod precision;
+mod trial;
+
+pub use data_on_device::DataOnDevice;
+pub use device::{DeviceChoice, DeviceList};
+pub use precision::PrecisionChoice;
+pub use trial::{EpochMetrics, Hparams, TrialOutcome, TrialSpec, TrialStatus};

@@ -1,0 +1,171 @@
+//! One trial: what determines it, what each epoch measured, how it ended.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use bocb_search_spaces::Recipe;
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::{DataOnDevice, DeviceChoice, PrecisionChoice};
+
+/// Optimizer hyperparameters by reference name (`lr`, `weight_decay`,
+/// `momentum`, ...).
+pub type Hparams = BTreeMap<String, f64>;
+
+/// Everything that determines one trial. `epochs`, `batch_size` and
+/// `warmup_epochs` are the ones trained with; a recipe built by the tuner
+/// holds the same values.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrialSpec {
+    pub backbone: String,
+    pub optimizer: String,
+    /// Optimizer hyperparameters by reference name; `lr` is the schedule's base.
+    pub hparams: Hparams,
+    pub seed: u64,
+    pub epochs: u32,
+    pub batch_size: usize,
+    pub warmup_epochs: u32,
+    /// Apply weight decay to biases and norm parameters too (timm's
+    /// `filter_bias_and_bn=False`); by default they are exempt.
+    #[serde(default)]
+    pub decay_norm_and_bias: bool,
+    pub device: DeviceChoice,
+    /// Where to write the trained weights (safetensors) when the trial ends
+    /// done, for the parameter-pattern analysis.
+    #[serde(default)]
+    pub save_weights: Option<PathBuf>,
+    /// The resolved training recipe (augmentation, regularisation, loss,
+    /// EMA); `None` trains the CIFAR baseline: random crop with padding,
+    /// horizontal flip, cross-entropy. The optimizer, lr and weight decay
+    /// are the trial's own, never the recipe's.
+    #[serde(default)]
+    pub recipe: Option<Recipe>,
+    /// Threads that load and augment batches; 0 uses all cores but one.
+    /// Batches do not depend on it.
+    #[serde(default)]
+    pub data_workers: usize,
+    /// fp32, or bf16 autocast (`auto`: on CUDA where the recipe allows it).
+    #[serde(default)]
+    pub precision: PrecisionChoice,
+    /// Deterministic kernels only (`torch.use_deterministic_algorithms`),
+    /// for bit-equal reruns on CUDA; slower. Process-wide while it trains.
+    #[serde(default)]
+    pub deterministic: bool,
+    /// Batches in channels-last memory order (often faster for
+    /// convolutions on CUDA; `bocb bench train --channels-last` measures it).
+    #[serde(default)]
+    pub channels_last: bool,
+    /// Make the batches on the trial's device from splits uploaded there
+    /// (`auto`: on CUDA when the recipe's transforms allow it and the data
+    /// fits). Batches do not depend on it.
+    #[serde(default)]
+    pub data_on_device: DataOnDevice,
+}
+
+/// Where a trial is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrialStatus {
+    /// Waiting for a worker.
+    Queued,
+    /// At least started; epochs may be arriving.
+    Running,
+    /// Trained to the end.
+    Done,
+    /// Stopped because the loss blew up.
+    Diverged,
+    /// Stopped by an early-stopping rule: a partial result, never a pair's best.
+    Stopped,
+    /// Stopped by an error.
+    Failed,
+}
+
+impl TrialStatus {
+    /// Whether the trial has ended (done, diverged, stopped or failed).
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            Self::Done | Self::Diverged | Self::Stopped | Self::Failed
+        )
+    }
+}
+
+impl fmt::Display for TrialStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Done => "done",
+            Self::Diverged => "diverged",
+            Self::Stopped => "stopped",
+            Self::Failed => "failed",
+        })
+    }
+}
+
+/// What one epoch of a trial measured.
+///
+/// Non-finite values (a diverged loss) are stored as JSON `null` and read
+/// back as NaN.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    /// 1-based epoch number.
+    pub epoch: u32,
+    /// Mean training loss over the epoch.
+    #[serde(deserialize_with = "f64_or_nan")]
+    pub train_loss: f64,
+    /// Loss on the test set after the epoch.
+    #[serde(deserialize_with = "f64_or_nan")]
+    pub test_loss: f64,
+    /// Test accuracy after the epoch, in percent.
+    #[serde(deserialize_with = "f64_or_nan")]
+    pub test_accuracy: f64,
+    /// Learning rate at the end of the epoch.
+    #[serde(deserialize_with = "f64_or_nan")]
+    pub lr: f64,
+    /// Training throughput.
+    #[serde(deserialize_with = "f64_or_nan")]
+    pub images_per_sec: f64,
+    /// Wall-clock seconds the epoch took.
+    #[serde(deserialize_with = "f64_or_nan")]
+    pub wall_s: f64,
+    /// Test accuracy of the weights' moving average after the epoch, where
+    /// the recipe keeps one (older records: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ema_test_accuracy: Option<f64>,
+}
+
+/// serde_json writes NaN and infinities as `null`; read that back as NaN so
+/// an epoch with a blown-up loss stays readable.
+fn f64_or_nan<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(deserializer)?.unwrap_or(f64::NAN))
+}
+
+/// How a trial ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrialOutcome {
+    /// `done`, `diverged` or `stopped`: a trial that ends in an error
+    /// returns the error instead.
+    pub status: TrialStatus,
+    /// Test accuracy after the last epoch (None when diverged).
+    pub final_accuracy: Option<f64>,
+    pub wall_s: f64,
+    pub device: String,
+    /// Optimizer state at the end, in bytes.
+    pub optimizer_state_bytes: usize,
+    /// Why the trial diverged, when it did.
+    pub note: Option<String>,
+    /// Test accuracy of the weights' moving average after the last epoch,
+    /// when the recipe keeps one. `final_accuracy` stays the raw weights'.
+    #[serde(default)]
+    pub ema_accuracy: Option<f64>,
+    /// The arithmetic of the training step (`fp32`, `bf16`).
+    #[serde(default)]
+    pub precision: String,
+    /// Peak memory of the trial in bytes: the resident set on the CPU
+    /// (where the kernel can measure it), the allocator's peak of allocated
+    /// bytes on CUDA (`torch.cuda.max_memory_allocated`).
+    #[serde(default)]
+    pub peak_memory_bytes: Option<u64>,
+}
