@@ -7,10 +7,9 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::Duration;
 
 use bocb_store::{Store, TrialRecord, TrialStatus};
-use common::{bocb, bocb_binary, synth};
+use common::{bocb, bocb_binary, synth, wait_for, PATIENCE};
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -67,14 +66,14 @@ fn start_service(store: &Path, extra: &[&str]) -> Service {
         .stderr(log)
         .spawn()
         .expect("bocb serve starts");
-    while !url_file.exists() {
+    wait_for("the service's URL file", || {
         assert!(
             child.try_wait().unwrap().is_none(),
             "bocb serve exited: {}",
             std::fs::read_to_string(store.join("serve-test.log")).unwrap_or_default()
         );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        url_file.exists()
+    });
     Service(child)
 }
 
@@ -99,10 +98,10 @@ fn experiment_state(store: &Path, name: &str) -> String {
 
 /// Polls until `done` holds, failing if the service exits meanwhile.
 fn wait_until(service: &mut Service, mut done: impl FnMut() -> bool) {
-    while !done() {
+    wait_for("the service's trials", || {
         assert!(service.0.try_wait().unwrap().is_none(), "bocb serve exited");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+        done()
+    });
 }
 
 /// The process ids the local workers logged at start.
@@ -158,13 +157,12 @@ fn service_survives_sigkill_and_grows_without_repeating_trials() {
     let pids = worker_pids(&store);
     assert_eq!(pids.len(), 2, "two local workers were started");
     for pid in &pids {
-        while Path::new(&format!("/proc/{pid}")).exists()
-            && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .unwrap_or_default()
-                .contains(") Z ")
-        {
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_for("a worker of the killed service to exit", || {
+            !Path::new(&format!("/proc/{pid}")).exists()
+                || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .unwrap_or_default()
+                    .contains(") Z ")
+        });
     }
 
     let mut service = start_service(&store, &["--workers", "cpu=2", "--heartbeat-timeout", "20"]);
@@ -282,6 +280,7 @@ fn requests_need_the_token_and_bad_experiments_create_nothing() {
     let body = r#"{"yaml": "name: x", "base": "/", "origin": "x"}"#;
     for auth in ["", "Authorization: Bearer wrong\r\n"] {
         let mut stream = TcpStream::connect(&address).unwrap();
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
         write!(
             stream,
             "POST /api/experiments HTTP/1.1\r\nHost: {address}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
