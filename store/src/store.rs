@@ -74,6 +74,15 @@ impl Store {
         &self.dir
     }
 
+    /// Where a trial's trained weights are kept (safetensors): below the
+    /// store, by experiment and trial id.
+    pub fn weights_path(&self, experiment: &str, trial_id: &str) -> PathBuf {
+        self.dir
+            .join("weights")
+            .join(experiment)
+            .join(format!("{trial_id}.safetensors"))
+    }
+
     /// Inserts or replaces the experiment named `record.name`.
     ///
     /// Fails with [`StoreError::ExperimentIsImported`] when the name holds

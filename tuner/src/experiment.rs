@@ -121,7 +121,7 @@ pub struct ExperimentSpec {
     pub save_weights: bool,
     /// Run this program per trial instead of bocb's trainer (external trials).
     #[serde(default)]
-    pub trial: Option<crate::external::ExternalTrial>,
+    pub trial: Option<crate::trial_command::ExternalTrial>,
     /// Per backbone (and per backbone x optimizer): where the stage-1 lr
     /// and weight-decay grids are centred instead of the optimizer's own
     /// centre, spacing kept (see [`crate::grid_centres`]).

@@ -4,16 +4,19 @@
 
 pub mod analysis;
 pub mod bench;
+pub mod executor;
 pub mod experiment;
 pub mod export;
 pub mod external;
 pub mod grid_centres;
 pub mod packer;
 pub mod packing;
+pub mod registries;
 pub mod report;
 pub mod run;
 pub mod search;
 pub mod service;
+pub mod trial_command;
 pub mod trial_table;
 
 /// What the unit tests share.

@@ -14,9 +14,10 @@ use bocb_trial_runner::probe::{free_memory_bytes, probe_trial};
 use bocb_trial_runner::{DeviceChoice, TrialSpec};
 use sha2::{Digest, Sha256};
 
+use crate::executor::RunError;
 use crate::experiment::Experiment;
 use crate::packing::{Demand, DeviceLoad, Hold, PackingRule};
-use crate::run::{Registries, RunError};
+use crate::registries::Registries;
 
 /// How often a waiting trial looks whether the run was stopped.
 const STOP_POLL: Duration = Duration::from_millis(250);

@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 
 use bocb_search_spaces::Catalog;
+use bocb_spec::fmt_value;
 use bocb_store::{GridCell, PairBest, Store, TrialRecord, TrialStatus, GRID_POINTS};
 use serde::Serialize;
 
@@ -138,15 +139,6 @@ fn pair_order(spec: Option<&ExperimentSpec>, trials: &[TrialRecord]) -> Vec<(Str
     pairs
 }
 
-/// Compact number for grids and tables: `0.1`, `5e-4`.
-pub fn fmt_value(v: f64) -> String {
-    if v != 0.0 && v.abs() < 1e-2 {
-        format!("{v:e}")
-    } else {
-        format!("{v}")
-    }
-}
-
 fn fmt_cell(cell: &CellReport) -> String {
     match (cell.mean_accuracy, cell.diverged, cell.failed) {
         (Some(acc), _, _) => format!("{acc:.2}"),
@@ -264,14 +256,6 @@ pub fn render_table(report: &ExperimentReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn formats_small_values_in_scientific_notation() {
-        assert_eq!(fmt_value(0.1), "0.1");
-        assert_eq!(fmt_value(5e-4), "5e-4");
-        assert_eq!(fmt_value(1.25e-4), "1.25e-4");
-        assert_eq!(fmt_value(0.05), "0.05");
-    }
 
     #[test]
     fn cells_show_accuracy_or_why_there_is_none() {

@@ -1,48 +1,27 @@
 //! Runs an experiment's search for every pair, recording into the store.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bocb_search_spaces::{Catalog, OptimizerSpace};
 use bocb_store::{
-    unix_now_s, EpochMetrics, ExperimentRecord, GridPos, Store, StoreError, TrialEnd, TrialRecord,
+    unix_now_s, EpochMetrics, ExperimentRecord, GridPos, Store, StoreError, TrialRecord,
     TrialStatus, GRID_POINTS,
 };
 use bocb_trial_runner::data::{self, Splits};
-use bocb_trial_runner::models::BackboneRegistry;
-use bocb_trial_runner::optim::{Hparams, OptimizerRegistry};
-use bocb_trial_runner::{run_trial, DeviceChoice, TrialObserver, TrialSpec};
+use bocb_trial_runner::optim::Hparams;
+use bocb_trial_runner::{run_trial, DeviceChoice, TrialObserver};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use thiserror::Error;
 
-use crate::experiment::{
-    stored_spec, Experiment, ExperimentSpec, StoredSpecError, TrialsPerDevice,
-};
-use crate::external::{run_external, ExternalTrial};
+use crate::executor::{RunError, TrialExecutor, TrialJob, TrialResult};
+use crate::experiment::{stored_spec, Experiment, ExperimentSpec, TrialsPerDevice};
+use crate::external::run_external;
 use crate::packer::{Packing, Ticket};
+use crate::registries::Registries;
 use crate::search::{Curve, EarlyStop, Observation};
-
-/// What a run needs besides the experiment: the registries and spaces.
-pub struct Registries {
-    pub backbones: BackboneRegistry,
-    pub optimizers: OptimizerRegistry,
-    pub catalog: Catalog,
-}
-
-impl Registries {
-    pub fn builtin() -> Self {
-        Registries {
-            backbones: BackboneRegistry::builtin(),
-            optimizers: OptimizerRegistry::builtin(),
-            catalog: Catalog::builtin(),
-        }
-    }
-}
 
 /// Counts of one run.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -57,115 +36,6 @@ pub struct RunSummary {
     pub failed: usize,
     /// Whether `budget.hours` ran out before the search ended.
     pub out_of_time: bool,
-}
-
-#[derive(Debug, Error)]
-pub enum RunError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    StoredSpec(#[from] StoredSpecError),
-    #[error(transparent)]
-    Data(#[from] data::DataError),
-    #[error("{0}")]
-    Device(String),
-    /// The experiment was stopped (`bocb stop`) while the trial waited or ran.
-    #[error("the experiment was stopped")]
-    Cancelled,
-    #[error("experiment `{name}` is already in the store with other training settings:\n  stored: {stored}\n  now:    {now}\nrename the experiment, or restore the stored settings to grow it")]
-    SettingsChanged {
-        name: String,
-        stored: String,
-        now: String,
-    },
-}
-
-/// One trial to train, as an executor gets it.
-pub struct TrialJob<'a> {
-    pub experiment: &'a str,
-    pub id: &'a str,
-    pub spec: &'a TrialSpec,
-    /// The program to run instead of bocb's trainer, and where.
-    pub external: Option<&'a ExternalTrial>,
-    pub work_dir: &'a Path,
-}
-
-/// How a trial ended, as an executor reports it (and a worker sends it;
-/// what the trial ran with is absent from older workers' messages).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TrialResult {
-    pub status: TrialStatus,
-    pub final_accuracy: Option<f64>,
-    /// Accuracy of the weights' moving average, when the recipe keeps one.
-    #[serde(default)]
-    pub ema_accuracy: Option<f64>,
-    pub wall_s: Option<f64>,
-    /// The arithmetic of the training step; `None` where bocb did not
-    /// train (an external trial).
-    #[serde(default)]
-    pub precision: Option<String>,
-    /// Peak memory in bytes, where it was measured.
-    #[serde(default)]
-    pub peak_memory_bytes: Option<u64>,
-    /// Classes of the data bocb trained on; `None` for an external trial.
-    #[serde(default)]
-    pub classes: Option<u32>,
-    /// Why the trial failed, diverged or stopped.
-    pub note: Option<String>,
-}
-
-impl TrialResult {
-    /// The result of a trial that ran to an error.
-    pub fn failed(error: String) -> Self {
-        TrialResult {
-            status: TrialStatus::Failed,
-            final_accuracy: None,
-            ema_accuracy: None,
-            wall_s: None,
-            precision: None,
-            peak_memory_bytes: None,
-            classes: None,
-            note: Some(error),
-        }
-    }
-
-    /// What the store records beside the status.
-    pub fn end(&self) -> TrialEnd {
-        TrialEnd {
-            final_accuracy: self.final_accuracy,
-            ema_accuracy: self.ema_accuracy,
-            wall_time_s: self.wall_s,
-            precision: self.precision.clone(),
-            peak_memory_bytes: self.peak_memory_bytes,
-            classes: self.classes,
-            error: self.note.clone(),
-        }
-    }
-
-    /// The store's view of the trial runner's outcome.
-    pub fn from_outcome(outcome: bocb_trial_runner::TrialOutcome) -> Self {
-        TrialResult {
-            status: outcome.status,
-            final_accuracy: outcome.final_accuracy,
-            ema_accuracy: outcome.ema_accuracy,
-            wall_s: Some(outcome.wall_s),
-            precision: Some(outcome.precision).filter(|p| !p.is_empty()),
-            peak_memory_bytes: outcome.peak_memory_bytes,
-            classes: outcome.classes,
-            note: outcome.note,
-        }
-    }
-}
-
-/// Where trials are trained: in this process, or by workers of the service.
-/// The search blocks in `execute` until the trial has ended, forwarding each
-/// epoch report to `observer` and its early-stop answer back to the trainer.
-pub trait TrialExecutor: Sync {
-    fn execute(
-        &self,
-        job: &TrialJob,
-        observer: &mut dyn TrialObserver,
-    ) -> Result<TrialResult, RunError>;
 }
 
 /// Trains trials in this process (`bocb run`), on the device their spec
@@ -516,16 +386,6 @@ impl RunContext<'_> {
     }
 }
 
-/// Where a trial's trained weights are kept: below the store, by
-/// experiment and trial id.
-pub fn weights_path(store: &Store, experiment: &str, trial_id: &str) -> std::path::PathBuf {
-    store
-        .dir()
-        .join("weights")
-        .join(experiment)
-        .join(format!("{trial_id}.safetensors"))
-}
-
 /// Whether a trial has its result: ended for a reason other than an error
 /// (failed trials are retried by the next run).
 fn finished(status: TrialStatus) -> bool {
@@ -833,7 +693,7 @@ impl Pair<'_> {
             params,
             seed,
             spec.save_weights
-                .then(|| weights_path(store, &spec.name, id)),
+                .then(|| store.weights_path(&spec.name, id)),
         );
         if let Some(device) = self.device {
             trial_spec.device = device;
@@ -842,8 +702,8 @@ impl Pair<'_> {
             "{} × {} lr={} wd={} seed={seed}{}",
             self.backbone,
             self.optimizer,
-            crate::report::fmt_value(params["lr"]),
-            crate::report::fmt_value(params["weight_decay"]),
+            bocb_spec::fmt_value(params["lr"]),
+            bocb_spec::fmt_value(params["weight_decay"]),
             self.device.map(|d| format!(" on {d}")).unwrap_or_default(),
         );
         let mut recorder = Recorder {
@@ -1069,6 +929,7 @@ impl Progress {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     /// Trains nothing: every trial reaches the accuracy its lr gives, and
     /// the parameters each job carried are kept.

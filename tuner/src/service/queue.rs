@@ -20,8 +20,8 @@ use bocb_trial_runner::{EpochMetrics, TrialObserver, TrialSpec};
 use crossbeam::channel::{bounded, unbounded, Receiver, Sender};
 use serde::{Deserialize, Serialize};
 
-use crate::external::ExternalTrial;
-use crate::run::{RunError, TrialExecutor, TrialJob, TrialResult};
+use crate::executor::{RunError, TrialExecutor, TrialJob, TrialResult};
+use crate::trial_command::ExternalTrial;
 
 /// Lines of a trial's log kept in the error of a trial that failed because
 /// its workers kept getting lost.
@@ -438,7 +438,7 @@ impl TrialExecutor for QueueExecutor {
 mod tests {
     use super::*;
     use crate::experiment::Experiment;
-    use crate::run::Registries;
+    use crate::registries::Registries;
     use crate::test_support::wait_for;
     use bocb_store::TrialStatus;
     use bocb_trial_runner::data::CifarFormat;
