@@ -1312,15 +1312,18 @@ fn serve(
     if !(heartbeat_timeout.is_finite() && heartbeat_timeout > 0.0) {
         bail!("--heartbeat-timeout must be a positive number of seconds, got {heartbeat_timeout}");
     }
-    service::serve(&service::ServeConfig {
-        store_dir: store,
-        listen,
-        token,
-        workers,
-        heartbeat_timeout: std::time::Duration::from_secs_f64(heartbeat_timeout),
-        retries,
-        insecure_listen,
-    })?;
+    service::serve(
+        &service::ServeConfig {
+            store_dir: store,
+            listen,
+            token,
+            workers,
+            heartbeat_timeout: std::time::Duration::from_secs_f64(heartbeat_timeout),
+            retries,
+            insecure_listen,
+        },
+        Registries::builtin(),
+    )?;
     Ok(())
 }
 
@@ -1353,7 +1356,11 @@ fn worker(
         name: name.unwrap_or_else(|| format!("{host}-{}", std::process::id())),
         patience: std::time::Duration::from_secs_f64(patience),
     };
-    service::worker::run_worker(&Client::new(server, &token), &config)?;
+    service::worker::run_worker(
+        &Client::new(server, &token),
+        &config,
+        &Registries::builtin(),
+    )?;
     Ok(())
 }
 

@@ -678,7 +678,7 @@ impl Pair<'_> {
         };
         let rule = spec.early_stop.build();
         store.put_trial(&TrialRecord {
-            recipe: Some(spec.stored_recipe(self.backbone)),
+            recipe: Some(self.experiment.stored_recipe(self.backbone)),
             params: params.clone(),
             grid: Some(grid),
             stage,
@@ -687,7 +687,7 @@ impl Pair<'_> {
             device: self.device.map(|d| d.to_string()),
             ..TrialRecord::new(&spec.name, id, self.backbone, self.optimizer)
         })?;
-        let mut trial_spec = spec.trial_spec(
+        let mut trial_spec = self.experiment.trial_spec(
             self.backbone,
             self.optimizer,
             params,

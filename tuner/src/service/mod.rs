@@ -574,8 +574,9 @@ fn loopback_only(listen: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// Runs the service until the process is killed.
-pub fn serve(config: &ServeConfig) -> Result<(), ServiceError> {
+/// Runs the service until the process is killed, validating submitted
+/// experiments against `registries`.
+pub fn serve(config: &ServeConfig, registries: Registries) -> Result<(), ServiceError> {
     let exposed = !loopback_only(&config.listen);
     if exposed && !config.insecure_listen {
         return Err(ServiceError::Exposed(config.listen.clone()));
@@ -645,7 +646,7 @@ pub fn serve(config: &ServeConfig) -> Result<(), ServiceError> {
     };
     let service = Arc::new(Service {
         store,
-        registries: Registries::builtin(),
+        registries,
         queue: Arc::clone(&queue),
         experiments: Mutex::new(experiments),
         // Remote workers may join a service with no local ones.
