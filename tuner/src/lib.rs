@@ -10,6 +10,7 @@ pub mod external;
 pub mod grid_centres;
 pub mod packer;
 pub mod packing;
+pub mod reads;
 pub mod report;
 pub mod run;
 pub mod search;
