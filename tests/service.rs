@@ -766,6 +766,12 @@ fn an_https_service_serves_workers_and_reads_and_refuses_plain_http() {
         "clients on this machine trust the service's copy"
     );
 
+    // A client that connects and says nothing holds up no other (the
+    // handshake of each connection is bounded).
+    let _silent = TcpStream::connect(url.trim_start_matches("https://")).unwrap();
+    let out = cli(&store, &["status"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
     // The local worker trains through HTTPS; the CLI submits and reads.
     let out = cli(&store, &["submit", experiment.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));

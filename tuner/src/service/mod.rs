@@ -652,6 +652,37 @@ fn loopback_only(listen: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// How long a TLS handshake (and then a silence within a connection) may last.
+const TLS_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Bounds how long a connection may stay silent on `listener`'s accepted
+/// sockets (Linux copies the listening socket's receive timeout to them).
+/// tiny_http makes the TLS handshake of each connection on its one accepting
+/// thread: without the bound, one client that connects and sends nothing
+/// would stall every other for good.
+fn bound_handshakes(listener: &std::net::TcpListener) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let timeout = libc::timeval {
+        tv_sec: TLS_READ_TIMEOUT.as_secs() as libc::time_t,
+        tv_usec: 0,
+    };
+    // SAFETY: a valid socket and a timeval of the size passed.
+    let status = unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&timeout as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if status == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// Runs the service until the process is killed.
 pub fn serve(config: &ServeConfig) -> Result<(), ServiceError> {
     let exposed = !loopback_only(&config.listen);
@@ -660,14 +691,20 @@ pub fn serve(config: &ServeConfig) -> Result<(), ServiceError> {
     }
     let ssl = config.tls.as_ref().map(TlsFiles::load).transpose()?;
     // Bound before anything is created: a busy port leaves no store behind.
-    let bound = match ssl.clone() {
-        Some(ssl) => tiny_http::Server::https(&config.listen, ssl),
-        None => tiny_http::Server::http(&config.listen),
-    };
-    let server = bound.map_err(|e| ServiceError::Listen {
+    let listen_error = |reason: String| ServiceError::Listen {
         listen: config.listen.clone(),
-        reason: e.to_string(),
-    })?;
+        reason,
+    };
+    let server = match ssl.clone() {
+        Some(ssl) => {
+            let listener = std::net::TcpListener::bind(&config.listen)
+                .map_err(|e| listen_error(e.to_string()))?;
+            bound_handshakes(&listener).map_err(|e| listen_error(e.to_string()))?;
+            tiny_http::Server::from_listener(listener, Some(ssl))
+        }
+        None => tiny_http::Server::http(&config.listen),
+    }
+    .map_err(|e| listen_error(e.to_string()))?;
     if exposed && ssl.is_none() {
         eprintln!(
             "WARNING: --insecure-listen: serving {} on plain HTTP beyond this machine; anyone who can read the traffic gets the token, and with it a shell on every worker",
