@@ -635,10 +635,19 @@ fn read_commands_work_while_serving_and_print_what_they_print_locally() {
     let url = std::fs::read(store.join("service-url")).unwrap();
     std::fs::remove_file(store.join("service-url")).unwrap();
     let locked = cli(&store, &["report"]);
+    // A URL where no service answers: the lock, and the silence.
+    std::fs::write(store.join("service-url"), "http://127.0.0.1:1\n").unwrap();
+    let silent = cli(&store, &["export", "--experiment", "ran"]);
     std::fs::write(store.join("service-url"), url).unwrap();
     kill(service);
     assert!(!locked.status.success());
     assert!(stderr(&locked).contains("is locked"), "{}", stderr(&locked));
+    assert!(!silent.status.success());
+    assert!(
+        stderr(&silent).contains("is locked") && stderr(&silent).contains("did not answer"),
+        "{}",
+        stderr(&silent)
+    );
 
     for ((args, succeeds), served) in READS.iter().zip(&served) {
         let local = cli(&store, args);

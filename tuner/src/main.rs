@@ -1226,7 +1226,7 @@ fn print_statuses(statuses: &[ExperimentStatus]) {
 /// (or the one `--server` names).
 fn trials(name: &str, json: bool, args: &ServiceArgs) -> Result<()> {
     let reader = if args.server.is_some() || !args.store.exists() {
-        Reader::Service(args.client()?)
+        Reader::Service(reads::Served::new(args.client()?))
     } else {
         Reader::open(&args.store, || args.client())?
     };

@@ -493,7 +493,41 @@ pub fn trials_text(trials: &[TrialRecord], json: bool) -> Result<String, ReadErr
 /// Where the read commands read: the store, or the service that holds it.
 pub enum Reader {
     Local(Store),
-    Service(Client),
+    Service(Served),
+}
+
+/// A service the read commands read through.
+pub struct Served {
+    client: Client,
+    /// Why the store was not read itself, when it was tried: its lock
+    /// error and the file the service's URL came from.
+    held: Option<(String, String)>,
+}
+
+impl Served {
+    /// Reads through `client`'s service.
+    pub fn new(client: Client) -> Self {
+        Served { client, held: None }
+    }
+
+    fn get_text(&self, path: &str) -> Result<String, ReadError> {
+        self.client.get_text(path).map_err(|e| self.explain(e))
+    }
+
+    /// A service that does not answer, after the store was found locked,
+    /// is reported with the lock: something else may hold it.
+    fn explain(&self, error: ClientError) -> ReadError {
+        match (&self.held, error) {
+            (Some((locked, url_file)), reason @ ClientError::Unreachable { .. }) => {
+                ReadError::LockedNoService {
+                    locked: locked.clone(),
+                    url_file: url_file.clone(),
+                    reason: reason.to_string(),
+                }
+            }
+            (_, error) => error.into(),
+        }
+    }
 }
 
 impl Reader {
@@ -518,24 +552,15 @@ impl Reader {
             return Err(locked.into());
         }
         let client = client()?;
-        // The cheapest request that proves the service answers with this token.
-        match client.get::<serde_json::Value>("/api/experiments") {
-            Ok(_) => {}
-            Err(reason @ ClientError::Unreachable { .. }) => {
-                return Err(ReadError::LockedNoService {
-                    locked: locked.to_string(),
-                    url_file: url_file.display().to_string(),
-                    reason: reason.to_string(),
-                })
-            }
-            Err(e) => return Err(e.into()),
-        }
         eprintln!(
             "the store at {} is held by the service at {}: reading through its API",
             dir.display(),
             client.base()
         );
-        Ok(Reader::Service(client))
+        Ok(Reader::Service(Served {
+            client,
+            held: Some((locked.to_string(), url_file.display().to_string())),
+        }))
     }
 
     pub fn report(
@@ -545,8 +570,8 @@ impl Reader {
     ) -> Result<String, ReadError> {
         match self {
             Reader::Local(store) => report_text(store, registries, query),
-            Reader::Service(client) => {
-                Ok(client.get_text(&format!("/api/report?{}", query.to_query()))?)
+            Reader::Service(served) => {
+                served.get_text(&format!("/api/report?{}", query.to_query()))
             }
         }
     }
@@ -558,8 +583,8 @@ impl Reader {
     ) -> Result<String, ReadError> {
         match self {
             Reader::Local(store) => export_text(store, registries, query),
-            Reader::Service(client) => {
-                Ok(client.get_text(&format!("/api/export?{}", query.to_query()))?)
+            Reader::Service(served) => {
+                served.get_text(&format!("/api/export?{}", query.to_query()))
             }
         }
     }
@@ -567,8 +592,8 @@ impl Reader {
     pub fn patterns(&self, query: &PatternsQuery) -> Result<String, ReadError> {
         match self {
             Reader::Local(store) => patterns_text(store, query),
-            Reader::Service(client) => {
-                Ok(client.get_text(&format!("/api/patterns?{}", query.to_query()))?)
+            Reader::Service(served) => {
+                served.get_text(&format!("/api/patterns?{}", query.to_query()))
             }
         }
     }
@@ -576,7 +601,10 @@ impl Reader {
     pub fn trials(&self, name: &str) -> Result<Vec<TrialRecord>, ReadError> {
         match self {
             Reader::Local(store) => trial_records(store, name),
-            Reader::Service(client) => Ok(client.get(&format!("/api/experiments/{name}/trials"))?),
+            Reader::Service(served) => served
+                .client
+                .get(&format!("/api/experiments/{name}/trials"))
+                .map_err(|e| served.explain(e)),
         }
     }
 }
