@@ -120,7 +120,12 @@ impl Client {
             .timeout_connect(Duration::from_secs(5))
             .timeout(Duration::from_secs(120));
         if base.starts_with("https://") {
-            agent = agent.tls_connector(Arc::new(tls_connector(&base, ca)?));
+            // No connection is kept for later: the service closes one that
+            // stays silent for seconds, and a request sent as it closes
+            // would be lost (a worker's finish, for one).
+            agent = agent
+                .tls_connector(Arc::new(tls_connector(&base, ca)?))
+                .max_idle_connections(0);
         }
         Ok(Client {
             base,

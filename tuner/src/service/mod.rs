@@ -61,10 +61,6 @@ pub enum ServiceError {
     Listen { listen: String, reason: String },
     #[error("--listen {0} reaches beyond this machine, and the service speaks plain HTTP: its token, which lets its holder run any command on every worker (an experiment's `trial: {{ command }}`), would cross the network readable. Serve HTTPS with --tls-cert PEM --tls-key PEM, or listen on 127.0.0.1 and reach it through an SSH tunnel, or pass --insecure-listen on a network you trust")]
     Exposed(String),
-    #[error(
-        "--tls-cert and --tls-key go together: give both PEM files, or neither for plain HTTP"
-    )]
-    HalfTls,
     #[error("{what} {}: {reason}", path.display())]
     Tls {
         what: &'static str,
