@@ -1,5 +1,6 @@
 //! End-to-end: `bocb serve` with local worker processes, killed with
-//! SIGKILL mid-experiment and restarted; growing an experiment; the token.
+//! SIGKILL mid-experiment and restarted; growing an experiment; the token;
+//! reading results while it serves; HTTPS.
 
 mod common;
 
