@@ -8,10 +8,9 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::Duration;
 
 use bocb_store::{Store, TrialRecord, TrialStatus};
-use common::{bocb, bocb_binary, synth};
+use common::{bocb, bocb_binary, synth, wait_for, PATIENCE};
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -68,14 +67,14 @@ fn start_service(store: &Path, extra: &[&str]) -> Service {
         .stderr(log)
         .spawn()
         .expect("bocb serve starts");
-    while !url_file.exists() {
+    wait_for("the service's URL file", || {
         assert!(
             child.try_wait().unwrap().is_none(),
             "bocb serve exited: {}",
             std::fs::read_to_string(store.join("serve-test.log")).unwrap_or_default()
         );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        url_file.exists()
+    });
     Service(child)
 }
 
@@ -100,10 +99,10 @@ fn experiment_state(store: &Path, name: &str) -> String {
 
 /// Polls until `done` holds, failing if the service exits meanwhile.
 fn wait_until(service: &mut Service, mut done: impl FnMut() -> bool) {
-    while !done() {
+    wait_for("the service's trials", || {
         assert!(service.0.try_wait().unwrap().is_none(), "bocb serve exited");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+        done()
+    });
 }
 
 /// The process ids the local workers logged at start.
@@ -159,13 +158,12 @@ fn service_survives_sigkill_and_grows_without_repeating_trials() {
     let pids = worker_pids(&store);
     assert_eq!(pids.len(), 2, "two local workers were started");
     for pid in &pids {
-        while Path::new(&format!("/proc/{pid}")).exists()
-            && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .unwrap_or_default()
-                .contains(") Z ")
-        {
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_for("a worker of the killed service to exit", || {
+            !Path::new(&format!("/proc/{pid}")).exists()
+                || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .unwrap_or_default()
+                    .contains(") Z ")
+        });
     }
 
     let mut service = start_service(&store, &["--workers", "cpu=2", "--heartbeat-timeout", "20"]);
@@ -283,6 +281,7 @@ fn requests_need_the_token_and_bad_experiments_create_nothing() {
     let body = r#"{"yaml": "name: x", "base": "/", "origin": "x"}"#;
     for auth in ["", "Authorization: Bearer wrong\r\n"] {
         let mut stream = TcpStream::connect(&address).unwrap();
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
         write!(
             stream,
             "POST /api/experiments HTTP/1.1\r\nHost: {address}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -570,23 +569,6 @@ fn experiments_made_by_bocb_run_are_listed_and_resumed_by_the_service() {
     kill(service);
 }
 
-/// How long a test waits for the service before it fails.
-const PATIENCE: Duration = Duration::from_secs(300);
-
-/// Polls until `done` holds, failing if the service exits meanwhile or
-/// `PATIENCE` passes.
-fn wait_within(service: &mut Service, what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + PATIENCE;
-    while !done() {
-        assert!(service.0.try_wait().unwrap().is_none(), "bocb serve exited");
-        assert!(
-            std::time::Instant::now() < deadline,
-            "gave up waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 /// Every read command, each as (arguments, whether it succeeds).
 const READS: &[(&[&str], bool)] = &[
     (&["report"], true),
@@ -785,9 +767,7 @@ fn an_https_service_serves_workers_and_reads_and_refuses_plain_http() {
     // The local worker trains through HTTPS; the CLI submits and reads.
     let out = cli(&store, &["submit", experiment.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
-    wait_within(&mut service, "the experiment over HTTPS", || {
-        experiment_state(&store, "ran") == "done"
-    });
+    wait_until(&mut service, || experiment_state(&store, "ran") == "done");
     let trials = service_trials(&store, "ran");
     assert_eq!(trials.len(), 2);
     assert!(
@@ -844,26 +824,22 @@ fn with_tls_the_service_may_listen_beyond_loopback() {
     let (cert, key) = self_signed(tmp.path());
     let store = tmp.path().join("store");
     let url_file = store.join("service-url");
-    let mut child = Command::new(bocb_binary())
+    let child = Command::new(bocb_binary())
         .args(["serve", "--store", store.to_str().unwrap()])
         .args(["--listen", "0.0.0.0:0", "--workers", "none"])
         .args(["--tls-cert", cert.to_str().unwrap()])
         .args(["--tls-key", key.to_str().unwrap()])
         .env_remove("LD_LIBRARY_PATH")
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + PATIENCE;
-    while !url_file.exists() {
-        if child.try_wait().unwrap().is_some() || std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!("bocb serve did not start: {}", stderr(&out));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let service = Service(child);
+    // Killed when dropped, should the test fail.
+    let mut service = Service(child);
+    wait_for("bocb serve --listen 0.0.0.0:0 to start", || {
+        assert!(service.0.try_wait().unwrap().is_none(), "bocb serve exited");
+        url_file.exists()
+    });
     let url = std::fs::read_to_string(&url_file).unwrap();
     assert!(url.starts_with("https://0.0.0.0:"), "{url}");
     // The URL names no host the certificate lists; the store's copy of the

@@ -245,6 +245,7 @@ impl Store {
             trial.wall_time_s = end.wall_time_s;
             trial.precision.clone_from(&end.precision);
             trial.peak_memory_bytes = end.peak_memory_bytes;
+            trial.classes = end.classes;
             trial.error.clone_from(&end.error);
         })
     }

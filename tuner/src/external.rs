@@ -552,6 +552,7 @@ impl Trial<'_> {
             wall_s,
             precision: None,
             peak_memory_bytes: None,
+            classes: None,
             note,
         };
         match verdict {

@@ -16,3 +16,19 @@ pub mod run;
 pub mod search;
 pub mod service;
 pub mod trial_table;
+
+/// What the unit tests share.
+#[cfg(test)]
+mod test_support {
+    use std::time::{Duration, Instant};
+
+    /// Polls `done` until it holds; panics after a minute, so a hang fails
+    /// the test instead of stalling CI.
+    pub fn wait_for(mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !done() {
+            assert!(Instant::now() < deadline, "gave up waiting");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}

@@ -12,6 +12,7 @@ use clap::ValueEnum;
 use thiserror::Error;
 
 use crate::analysis::{self, html::HtmlError, patterns::PatternsError, render, FailureRuleChoice};
+use crate::experiment::StoredSpecError;
 use crate::export::{self, ExportError};
 use crate::report;
 use crate::run::Registries;
@@ -22,6 +23,8 @@ use crate::service::URL_FILE;
 pub enum ReadError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Spec(#[from] StoredSpecError),
     #[error(transparent)]
     Export(#[from] ExportError),
     #[error(transparent)]
@@ -403,19 +406,7 @@ pub fn report_text(
             to_json(&full)?
         }
         ReportFormat::Html => analysis::html::render_report(store, &analyses)?,
-        ReportFormat::Csv => {
-            let mut csv = String::new();
-            for (i, analysis) in analyses.iter().enumerate() {
-                let rows = render::render_csv(analysis);
-                // One header for all experiments.
-                let skip = if i == 0 { 0 } else { 1 };
-                for line in rows.lines().skip(skip) {
-                    csv.push_str(line);
-                    csv.push('\n');
-                }
-            }
-            csv
-        }
+        ReportFormat::Csv => render::render_csv(&analyses),
     })
 }
 

@@ -3,10 +3,10 @@
 use std::fmt::Write as _;
 
 use bocb_search_spaces::Catalog;
-use bocb_store::{GridCell, PairBest, Store, StoreError, TrialRecord, TrialStatus, GRID_POINTS};
+use bocb_store::{GridCell, PairBest, Store, TrialRecord, TrialStatus, GRID_POINTS};
 use serde::Serialize;
 
-use crate::experiment::{Experiment, ExperimentSpec};
+use crate::experiment::{stored_spec, Experiment, ExperimentSpec, StoredSpecError};
 
 /// One pair: its grids' values, its best config and every cell.
 #[derive(Debug, Clone, Serialize)]
@@ -63,13 +63,13 @@ pub fn build(
     store: &Store,
     catalog: &Catalog,
     name: &str,
-) -> Result<Option<ExperimentReport>, StoreError> {
+) -> Result<Option<ExperimentReport>, StoredSpecError> {
     let Some(record) = store.experiment(name)? else {
         return Ok(None);
     };
     let trials = store.trials(name)?;
     let best = store.best_per_pair(name)?;
-    let spec: Option<ExperimentSpec> = serde_yaml::from_str(&record.spec_yaml).ok();
+    let spec = stored_spec(store, &record)?;
     let mut pairs = Vec::new();
     for (backbone, optimizer) in pair_order(spec.as_ref(), &trials) {
         let Ok(space) = catalog.optimizer(&optimizer) else {

@@ -20,7 +20,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-use crate::experiment::{Experiment, ExperimentSpec, TrialsPerDevice};
+use crate::experiment::{
+    stored_spec, Experiment, ExperimentSpec, StoredSpecError, TrialsPerDevice,
+};
 use crate::external::{run_external, ExternalTrial};
 use crate::packer::{Packing, Ticket};
 use crate::search::{Curve, EarlyStop, Observation};
@@ -61,6 +63,8 @@ pub struct RunSummary {
 pub enum RunError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    StoredSpec(#[from] StoredSpecError),
     #[error(transparent)]
     Data(#[from] data::DataError),
     #[error("{0}")]
@@ -103,6 +107,9 @@ pub struct TrialResult {
     /// Peak memory in bytes, where it was measured.
     #[serde(default)]
     pub peak_memory_bytes: Option<u64>,
+    /// Classes of the data bocb trained on; `None` for an external trial.
+    #[serde(default)]
+    pub classes: Option<u32>,
     /// Why the trial failed, diverged or stopped.
     pub note: Option<String>,
 }
@@ -117,6 +124,7 @@ impl TrialResult {
             wall_s: None,
             precision: None,
             peak_memory_bytes: None,
+            classes: None,
             note: Some(error),
         }
     }
@@ -129,6 +137,7 @@ impl TrialResult {
             wall_time_s: self.wall_s,
             precision: self.precision.clone(),
             peak_memory_bytes: self.peak_memory_bytes,
+            classes: self.classes,
             error: self.note.clone(),
         }
     }
@@ -142,6 +151,7 @@ impl TrialResult {
             wall_s: Some(outcome.wall_s),
             precision: Some(outcome.precision).filter(|p| !p.is_empty()),
             peak_memory_bytes: outcome.peak_memory_bytes,
+            classes: outcome.classes,
             note: outcome.note,
         }
     }
@@ -396,18 +406,17 @@ pub fn register_experiment(experiment: &Experiment, store: &Store) -> Result<(),
     let spec = &experiment.spec;
     let created_unix_s = match store.experiment(&spec.name)? {
         Some(stored) => {
-            let stored_spec: Option<ExperimentSpec> = serde_yaml::from_str(&stored.spec_yaml).ok();
-            let stored_settings = stored_spec.as_ref().map(Experiment::training_settings);
-            let settings = Experiment::training_settings(spec);
-            if let Some(stored_settings) = stored_settings.filter(|s| *s != settings) {
-                return Err(RunError::SettingsChanged {
-                    name: spec.name.clone(),
-                    stored: stored_settings,
-                    now: settings,
-                });
-            }
-            if let Some(stored_spec) = &stored_spec {
-                check_grid_centres(experiment, stored_spec, store)?;
+            if let Some(stored_spec) = stored_spec(store, &stored)? {
+                let stored_settings = Experiment::training_settings(&stored_spec);
+                let settings = Experiment::training_settings(spec);
+                if stored_settings != settings {
+                    return Err(RunError::SettingsChanged {
+                        name: spec.name.clone(),
+                        stored: stored_settings,
+                        now: settings,
+                    });
+                }
+                check_grid_centres(experiment, &stored_spec, store)?;
             }
             stored.created_unix_s
         }
@@ -1093,6 +1102,7 @@ mod tests {
                 wall_s: Some(0.1),
                 precision: None,
                 peak_memory_bytes: None,
+                classes: Some(100),
                 note: None,
             })
         }

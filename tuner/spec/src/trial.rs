@@ -168,4 +168,8 @@ pub struct TrialOutcome {
     /// bytes on CUDA (`torch.cuda.max_memory_allocated`).
     #[serde(default)]
     pub peak_memory_bytes: Option<u64>,
+    /// Classes of the data it trained on (the head's width): a synthetic
+    /// CIFAR-100-format set may hold fewer than 100.
+    #[serde(default)]
+    pub classes: Option<u32>,
 }
