@@ -693,6 +693,8 @@ mod tests {
             deterministic: false,
             channels_last: false,
             data_on_device: DataOnDevice::Off,
+            checkpoint_dir: None,
+            checkpoint_every: None,
         }
     }
 

@@ -188,6 +188,8 @@ impl ExperimentSpec {
             deterministic: self.deterministic,
             channels_last: self.channels_last,
             data_on_device: self.data_on_device,
+            checkpoint_dir: None,
+            checkpoint_every: None,
         }
     }
 
