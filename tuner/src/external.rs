@@ -12,7 +12,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Mutex, Once};
 use std::time::{Duration, Instant};
 
@@ -247,12 +247,17 @@ struct Params<'a> {
 /// to `observer` and ending it when the observer says stop, when its time
 /// limit passes, or when `dropped` turns true (checked while the program is
 /// silent too). Its output goes to `log` in pieces of at most
-/// [`MAX_PIECE_BYTES`].
+/// [`MAX_PIECE_BYTES`]. A program that keeps a checkpoint in
+/// `BOCB_CHECKPOINT_DIR` may continue from it: the store holds its epochs
+/// up to `resume_epoch` (`BOCB_RESUME_EPOCH`), and its reports may start
+/// after it or from epoch 1.
+#[allow(clippy::too_many_arguments)]
 pub fn run_external(
     trial: &ExternalTrial,
     trial_id: &str,
     spec: &TrialSpec,
     work_dir: &Path,
+    resume_epoch: u32,
     observer: &mut dyn TrialObserver,
     log: &dyn Fn(&str),
     dropped: &dyn Fn() -> bool,
@@ -283,11 +288,16 @@ pub fn run_external(
     } else {
         work_dir
     };
-    let spawned = Command::new("sh")
+    let mut command = Command::new("sh");
+    if let Some(dir) = &spec.checkpoint_dir {
+        command.env("BOCB_CHECKPOINT_DIR", dir);
+    }
+    let spawned = command
         .args(["-c", &trial.command])
         .current_dir(work_dir)
         .env("BOCB_PARAMS", &params)
         .env("BOCB_PARAMS_FILE", &params_file)
+        .env("BOCB_RESUME_EPOCH", resume_epoch.to_string())
         // The service's token lets its holder run commands on every worker.
         .env_remove("BOCB_TOKEN")
         .process_group(0)
@@ -304,6 +314,7 @@ pub fn run_external(
                 observer,
                 log,
                 tail: Vec::new(),
+                resume_epoch,
                 last_epoch: 0,
                 last_accuracy: None,
                 last_epoch_at: Instant::now(),
@@ -319,13 +330,10 @@ pub fn run_external(
         )),
     };
     let _ = std::fs::remove_file(&params_file);
-    if RECEIVED_SIGNAL.load(Ordering::SeqCst) != 0 {
+    if signalled() {
         // bocb is ending on a signal, which ended the program: the trial
-        // is not recorded as ended by it (it runs again next time); the
-        // signal ends this process.
-        loop {
-            std::thread::park();
-        }
+        // is not recorded as ended by it (it runs again next time).
+        stay_until_the_signal_ends_bocb();
     }
     result
 }
@@ -487,6 +495,8 @@ struct Trial<'a> {
     observer: &'a mut dyn TrialObserver,
     log: &'a dyn Fn(&str),
     tail: Vec<String>,
+    /// The last epoch the store holds: a resumed program reports from the next.
+    resume_epoch: u32,
     last_epoch: u32,
     last_accuracy: Option<f64>,
     /// When the last epoch was reported (or the program started).
@@ -611,7 +621,8 @@ impl Trial<'_> {
             }
         };
         let expected = self.last_epoch + 1;
-        if report.epoch != expected || report.epoch > self.spec.epochs {
+        let resumed = self.last_epoch == 0 && report.epoch == self.resume_epoch + 1;
+        if (report.epoch != expected && !resumed) || report.epoch > self.spec.epochs {
             let reported = if self.last_epoch == 0 {
                 "no epoch yet".to_string()
             } else {
@@ -686,11 +697,53 @@ fn end_group(program: &mut Program, group: i32, wait: &mut dyn FnMut(&mut Progra
 static RUNNING_GROUPS: Mutex<Vec<i32>> = Mutex::new(Vec::new());
 /// The signal received, 0 before one.
 static RECEIVED_SIGNAL: AtomicI32 = AtomicI32::new(0);
+/// bocb's own trials training in this process, each saving its checkpoint
+/// and stopping at its next batch once a signal came.
+static SAVING_TRIALS: AtomicUsize = AtomicUsize::new(0);
+/// How long a signal waits for those trials before it ends bocb anyway.
+const SAVE_GRACE: Duration = Duration::from_secs(300);
 
-fn register_group(group: i32) {
+fn install_signal_handlers() {
     static HANDLERS: Once = Once::new();
     HANDLERS.call_once(end_programs_on_signals);
+}
+
+fn register_group(group: i32) {
+    install_signal_handlers();
     RUNNING_GROUPS.lock().expect("groups lock").push(group);
+}
+
+/// Whether bocb is ending on a signal: running trials save and stop.
+pub fn signalled() -> bool {
+    RECEIVED_SIGNAL.load(Ordering::SeqCst) != 0
+}
+
+/// Held while one of bocb's own trials trains in this process: a signal
+/// then waits (up to [`SAVE_GRACE`]) for the trial to see [`signalled`],
+/// save its checkpoint and drop this, before it ends bocb.
+pub struct SaveOnSignal(());
+
+impl SaveOnSignal {
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        install_signal_handlers();
+        SAVING_TRIALS.fetch_add(1, Ordering::SeqCst);
+        SaveOnSignal(())
+    }
+}
+
+impl Drop for SaveOnSignal {
+    fn drop(&mut self) {
+        SAVING_TRIALS.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// For a trial stopped by the signal that ends bocb: nothing is recorded
+/// (it runs again next time, from its checkpoint); the signal ends the process.
+pub fn stay_until_the_signal_ends_bocb() -> ! {
+    loop {
+        std::thread::park();
+    }
 }
 
 fn unregister_group(group: i32) {
@@ -720,10 +773,11 @@ extern "C" fn note_signal(signal: libc::c_int) {
 }
 
 /// A program in its own group no longer hears the terminal's Ctrl-C, nor
-/// dies with bocb: on SIGINT, SIGTERM or SIGHUP bocb ends the running
-/// programs' groups, then dies of the signal as it would have.
+/// dies with bocb: on SIGINT, SIGTERM, SIGHUP or SIGUSR1 bocb ends the
+/// running programs' groups, lets its own trials save their checkpoints,
+/// then dies of the signal as it would have.
 fn end_programs_on_signals() {
-    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGUSR1] {
         // SAFETY: the handler only stores to an atomic (async-signal-safe).
         unsafe {
             libc::signal(signal, note_signal as *const () as libc::sighandler_t);
@@ -733,6 +787,10 @@ fn end_programs_on_signals() {
         let signal = RECEIVED_SIGNAL.load(Ordering::SeqCst);
         if signal != 0 {
             end_running_programs();
+            let until = Instant::now() + SAVE_GRACE;
+            while SAVING_TRIALS.load(Ordering::SeqCst) > 0 && Instant::now() < until {
+                std::thread::sleep(POLL);
+            }
             // SAFETY: restores the default action and raises the signal again.
             unsafe {
                 libc::signal(signal, libc::SIG_DFL);
@@ -816,7 +874,16 @@ mod tests {
             let lines = Mutex::new(Vec::new());
             let log = |line: &str| lines.lock().unwrap().push(line.to_string());
             let is_dropped = || dropped.as_ref().is_some_and(|d| d.load(Ordering::SeqCst));
-            let result = run_external(&trial, "t", &spec, &dir, &mut listener, &log, &is_dropped);
+            let result = run_external(
+                &trial,
+                "t",
+                &spec,
+                &dir,
+                0,
+                &mut listener,
+                &log,
+                &is_dropped,
+            );
             let _ = done.send(Ran {
                 result,
                 epochs: listener.epochs,

@@ -14,14 +14,14 @@ use bocb_store::{
 use bocb_trial_runner::data::{self, Splits};
 use bocb_trial_runner::models::BackboneRegistry;
 use bocb_trial_runner::optim::{Hparams, OptimizerRegistry};
-use bocb_trial_runner::{run_trial, DeviceChoice, TrialObserver, TrialSpec};
+use bocb_trial_runner::{run_trial, DeviceChoice, TrialError, TrialObserver, TrialSpec};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use crate::experiment::{Experiment, ExperimentSpec, TrialsPerDevice};
-use crate::external::{run_external, ExternalTrial};
+use crate::external::{run_external, stay_until_the_signal_ends_bocb, ExternalTrial, SaveOnSignal};
 use crate::packer::{Packing, Ticket};
 use crate::search::{Curve, EarlyStop, Observation};
 
@@ -84,6 +84,8 @@ pub struct TrialJob<'a> {
     /// The program to run instead of bocb's trainer, and where.
     pub external: Option<&'a ExternalTrial>,
     pub work_dir: &'a Path,
+    /// The last epoch the store holds (0: none), where a program resumes.
+    pub resume_epoch: u32,
 }
 
 /// How a trial ended, as an executor reports it (and a worker sends it;
@@ -179,11 +181,13 @@ impl TrialExecutor for InProcess<'_> {
                 job.id,
                 job.spec,
                 job.work_dir,
+                job.resume_epoch,
                 observer,
                 &log,
                 &|| false,
             ));
         }
+        let saving = SaveOnSignal::new();
         let result = run_trial(
             job.spec,
             self.splits
@@ -192,8 +196,11 @@ impl TrialExecutor for InProcess<'_> {
             &self.registries.optimizers,
             observer,
         );
+        drop(saving);
         Ok(match result {
             Ok(outcome) => TrialResult::from_outcome(outcome),
+            // Stopped by a signal, its checkpoint saved: it stays unended.
+            Err(TrialError::Interrupted { .. }) => stay_until_the_signal_ends_bocb(),
             Err(e) => TrialResult::failed(e.to_string()),
         })
     }
@@ -517,6 +524,16 @@ pub fn weights_path(store: &Store, experiment: &str, trial_id: &str) -> std::pat
         .join(format!("{trial_id}.safetensors"))
 }
 
+/// Where a trial's checkpoint is kept while it has not ended: below the
+/// store, by experiment and trial id, so any worker can continue it.
+pub fn checkpoint_dir(store: &Store, experiment: &str, trial_id: &str) -> std::path::PathBuf {
+    store
+        .dir()
+        .join("checkpoints")
+        .join(experiment)
+        .join(trial_id)
+}
+
 /// Whether a trial has its result: ended for a reason other than an error
 /// (failed trials are retried by the next run).
 fn finished(status: TrialStatus) -> bool {
@@ -808,7 +825,15 @@ impl Pair<'_> {
             Vec::new()
         };
         let rule = spec.early_stop.build();
+        // An interrupted trial continues from its checkpoint: its recorded
+        // epochs stay (epochs trained again replace theirs).
+        let recorded = store
+            .trial(&spec.name, id)?
+            .map(|t| t.epochs)
+            .unwrap_or_default();
+        let resume_epoch = recorded.last().map_or(0, |e| e.epoch);
         store.put_trial(&TrialRecord {
+            epochs: recorded.clone(),
             recipe: Some(spec.stored_recipe(self.backbone)),
             params: params.clone(),
             grid: Some(grid),
@@ -829,6 +854,8 @@ impl Pair<'_> {
         if let Some(device) = self.device {
             trial_spec.device = device;
         }
+        let checkpoints = checkpoint_dir(store, &spec.name, id);
+        trial_spec.checkpoint_dir = Some(checkpoints.clone());
         let label = format!(
             "{} × {} lr={} wd={} seed={seed}{}",
             self.backbone,
@@ -847,7 +874,7 @@ impl Pair<'_> {
             store_error: None,
             rule: rule.as_ref(),
             others: &others,
-            curve: Vec::new(),
+            curve: recorded.iter().map(|e| e.test_accuracy).collect(),
             max_epochs: spec.epochs as usize,
             ticket,
             batch_images: trial_spec.batch_size as u64,
@@ -862,6 +889,7 @@ impl Pair<'_> {
             spec: &trial_spec,
             external: external.as_ref(),
             work_dir: &self.experiment.base_dir,
+            resume_epoch,
         };
         let result = ctx.executor.execute(&job, &mut recorder);
         recorder.bar.finish_and_clear();
@@ -873,6 +901,8 @@ impl Pair<'_> {
             result.peak_memory_bytes = ticket.own_peak(result.peak_memory_bytes);
         }
         store.finish_trial(&spec.name, id, result.status, &result.end())?;
+        // Ended: a failed trial runs again from its start.
+        remove_checkpoint(&checkpoints);
         let TrialResult {
             status,
             final_accuracy: accuracy,
@@ -937,6 +967,10 @@ impl TrialObserver for Recorder<'_> {
         self.rule.should_stop(&self.curve, &others, self.max_epochs)
     }
 
+    fn checkpoint_requested(&mut self) -> bool {
+        crate::external::signalled()
+    }
+
     fn on_batch(&mut self, epoch: u32, batch: usize, batches: usize) {
         let fraction = (epoch - 1) as f64 + batch as f64 / batches as f64;
         self.bar.set_position((fraction * 100.0) as u64);
@@ -969,6 +1003,19 @@ impl TrialObserver for Recorder<'_> {
                 self.store_error = Some(e);
             }
         }
+    }
+}
+
+/// Removes an ended trial's checkpoint directory (and its experiment's,
+/// once empty).
+fn remove_checkpoint(dir: &Path) {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!("cannot remove the checkpoint {}: {e}", dir.display()),
+    }
+    if let Some(experiment_dir) = dir.parent() {
+        let _ = std::fs::remove_dir(experiment_dir);
     }
 }
 
