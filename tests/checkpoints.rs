@@ -93,7 +93,11 @@ fn a_run_stopped_by_sigterm_continues_its_trial_from_the_checkpoint() {
     assert!(!status.success(), "bocb run ends on the signal: {status}");
 
     let trial = Store::open(&store).unwrap().trials("resumable").unwrap()[0].clone();
-    assert_eq!(trial.status, TrialStatus::Running, "the trial stays unended");
+    assert_eq!(
+        trial.status,
+        TrialStatus::Running,
+        "the trial stays unended"
+    );
     let checkpoint: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(checkpoint_file(&store).unwrap()).unwrap())
             .unwrap();

@@ -825,10 +825,12 @@ impl Pair<'_> {
             Vec::new()
         };
         let rule = spec.early_stop.build();
-        // An interrupted trial continues from its checkpoint: its recorded
-        // epochs stay (epochs trained again replace theirs).
+        // An interrupted trial (still running) continues from its
+        // checkpoint: its recorded epochs stay (epochs trained again replace
+        // theirs). A failed one starts over.
         let recorded = store
             .trial(&spec.name, id)?
+            .filter(|t| t.status == TrialStatus::Running)
             .map(|t| t.epochs)
             .unwrap_or_default();
         let resume_epoch = recorded.last().map_or(0, |e| e.epoch);
