@@ -995,7 +995,7 @@ epochs: 3
             "{GOOD}checkpoint_every: 2\ntrial:\n  command: python train.py\n"
         ));
         assert!(
-            err.starts_with("exp.yaml:9:19: `checkpoint_every` paces bocb's own trainer")
+            err.starts_with("exp.yaml:8:19: `checkpoint_every` paces bocb's own trainer")
                 && err.contains("BOCB_CHECKPOINT_DIR"),
             "{err}"
         );

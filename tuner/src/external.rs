@@ -909,6 +909,51 @@ mod tests {
         stat.map_or(true, |s| s.contains(") Z "))
     }
 
+    /// A program run again after an interruption finds its checkpoint
+    /// directory and the last stored epoch, and reports from the next one.
+    #[test]
+    fn a_resumed_program_gets_its_checkpoint_dir_and_reports_after_the_stored_epochs() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = r#"echo "dir=$BOCB_CHECKPOINT_DIR resume=$BOCB_RESUME_EPOCH"
+echo 'BOCB_REPORT {"epoch": 3, "accuracy": 30}'
+echo 'BOCB_REPORT {"epoch": 4, "accuracy": 40}'
+"#;
+        std::fs::write(dir.path().join("trial.sh"), script).unwrap();
+        let trial = ExternalTrial {
+            command: "sh trial.sh".into(),
+            // Also the test's deadline.
+            timeout: Some(TimeLimit::parse("60s").unwrap()),
+        };
+        let mut spec = spec(dir.path(), 4);
+        let checkpoints = dir.path().join("ckpt");
+        spec.checkpoint_dir = Some(checkpoints.clone());
+        let run = |resume_epoch| {
+            let mut listener = Listener::default();
+            let lines = Mutex::new(Vec::new());
+            let log = |line: &str| lines.lock().unwrap().push(line.to_string());
+            let result = run_external(
+                &trial,
+                "t",
+                &spec,
+                dir.path(),
+                resume_epoch,
+                &mut listener,
+                &log,
+                &|| false,
+            );
+            (result, listener.epochs, lines.into_inner().unwrap())
+        };
+        let (result, epochs, log) = run(2);
+        assert_eq!(result.status, TrialStatus::Done, "{:?}", result.note);
+        assert_eq!(epochs, [(3, 30.0), (4, 40.0)]);
+        let expected = format!("dir={} resume=2", checkpoints.display());
+        assert!(log.iter().any(|l| l.contains(&expected)), "{log:?}");
+        // Without stored epochs, epoch 3 first is out of order.
+        let (result, _, _) = run(0);
+        assert_eq!(result.status, TrialStatus::Failed);
+        assert!(result.note.unwrap().contains("out of order"));
+    }
+
     #[test]
     fn a_non_utf8_line_is_logged_lossily_and_reading_goes_on() {
         let script = format!(
