@@ -6,13 +6,9 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use bocb_store::{EpochMetrics, Store, TrialStatus};
-use common::{bocb, bocb_binary, synth};
-
-/// How long any wait below may take before the test fails instead of hanging.
-const PATIENCE: Duration = Duration::from_secs(300);
+use common::{bocb, bocb_binary, synth, wait_for};
 
 const EXPERIMENT: &str = "\
 name: resumable
@@ -78,12 +74,10 @@ fn a_run_stopped_by_sigterm_continues_its_trial_from_the_checkpoint() {
         .spawn()
         .unwrap();
     // Epoch 1's checkpoint is there: the trial is training epoch 2.
-    let deadline = Instant::now() + PATIENCE;
-    while checkpoint_file(&store).is_none() {
-        assert!(Instant::now() < deadline, "no checkpoint appeared");
+    wait_for("a checkpoint", || {
         assert!(first.try_wait().unwrap().is_none(), "bocb run ended early");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+        checkpoint_file(&store).is_some()
+    });
     let killed = Command::new("kill")
         .args(["-TERM", &first.id().to_string()])
         .status()

@@ -75,6 +75,8 @@ fn tunes_grid_records_history_reports_and_resumes() {
         );
         assert_eq!(t.device.as_deref(), Some("cpu"));
         if t.status == TrialStatus::Done {
+            // The 4-class synthetic set, though its format is CIFAR-100's.
+            assert_eq!(t.classes, Some(4), "{t:?}");
             assert_eq!(t.epochs.iter().map(|e| e.epoch).collect::<Vec<_>>(), [1, 2]);
             assert_eq!(t.final_accuracy, Some(t.epochs[1].test_accuracy));
             assert!(t.epochs.iter().all(|e| e.images_per_sec > 0.0));
@@ -131,6 +133,46 @@ fn tunes_grid_records_history_reports_and_resumes() {
             .filter_map(|t| t.final_accuracy)
             .fold(f64::MIN, f64::max);
         assert_eq!(best, max);
+    }
+
+    // timm's command line gets the head the trials trained, not the format's 100.
+    let timm = bocb(&[
+        "export",
+        "--experiment",
+        "tiny",
+        "--as",
+        "timm-args",
+        "--store",
+        store_arg,
+    ]);
+    assert!(timm.status.success(), "{}", stderr(&timm));
+    let lines = stdout(&timm);
+    assert!(
+        lines.contains("--dataset torch/cifar100 --num-classes 4 "),
+        "{lines}"
+    );
+
+    // A stored experiment file that no longer parses is an error naming the
+    // experiment, for every reader; never a silent skip.
+    {
+        let store = Store::open(&store_dir).unwrap();
+        let mut record = store.experiment("tiny").unwrap().unwrap();
+        record.spec_yaml = "name: tiny\nbackbones: [".into();
+        store.put_experiment(&record).unwrap();
+    }
+    for args in [
+        vec!["report", "--experiment", "tiny"],
+        vec!["export", "--experiment", "tiny"],
+        vec!["run", experiment.to_str().unwrap()],
+    ] {
+        let out = bocb(&[args.as_slice(), &["--store", store_arg]].concat());
+        assert!(!out.status.success(), "{args:?}: {}", stdout(&out));
+        assert!(
+            stderr(&out)
+                .contains("experiment `tiny`: the experiment file stored with it does not parse"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
     }
 }
 

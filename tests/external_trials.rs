@@ -12,22 +12,10 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use bocb_store::{TrialRecord, TrialStatus};
-use common::{bocb, bocb_binary};
+use common::{bocb, bocb_binary, wait_for, PATIENCE};
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// How long any wait below may take before the test fails instead of hanging.
-const PATIENCE: Duration = Duration::from_secs(180);
-
-/// Polls `done` until it holds; panics after [`PATIENCE`], naming `what`.
-fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !done() {
-        assert!(Instant::now() < deadline, "gave up waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// Whether process `pid` (as a pid file holds it) is gone or a zombie.

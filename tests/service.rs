@@ -7,10 +7,9 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::Duration;
 
 use bocb_store::{Store, TrialRecord, TrialStatus};
-use common::{bocb, bocb_binary, synth};
+use common::{bocb, bocb_binary, synth, wait_for, PATIENCE};
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -67,14 +66,14 @@ fn start_service(store: &Path, extra: &[&str]) -> Service {
         .stderr(log)
         .spawn()
         .expect("bocb serve starts");
-    while !url_file.exists() {
+    wait_for("the service's URL file", || {
         assert!(
             child.try_wait().unwrap().is_none(),
             "bocb serve exited: {}",
             std::fs::read_to_string(store.join("serve-test.log")).unwrap_or_default()
         );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        url_file.exists()
+    });
     Service(child)
 }
 
@@ -99,10 +98,10 @@ fn experiment_state(store: &Path, name: &str) -> String {
 
 /// Polls until `done` holds, failing if the service exits meanwhile.
 fn wait_until(service: &mut Service, mut done: impl FnMut() -> bool) {
-    while !done() {
+    wait_for("the service's trials", || {
         assert!(service.0.try_wait().unwrap().is_none(), "bocb serve exited");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+        done()
+    });
 }
 
 /// The process ids the local workers logged at start.
@@ -158,13 +157,12 @@ fn service_survives_sigkill_and_grows_without_repeating_trials() {
     let pids = worker_pids(&store);
     assert_eq!(pids.len(), 2, "two local workers were started");
     for pid in &pids {
-        while Path::new(&format!("/proc/{pid}")).exists()
-            && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .unwrap_or_default()
-                .contains(") Z ")
-        {
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_for("a worker of the killed service to exit", || {
+            !Path::new(&format!("/proc/{pid}")).exists()
+                || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .unwrap_or_default()
+                    .contains(") Z ")
+        });
     }
 
     let mut service = start_service(&store, &["--workers", "cpu=2", "--heartbeat-timeout", "20"]);
@@ -282,6 +280,7 @@ fn requests_need_the_token_and_bad_experiments_create_nothing() {
     let body = r#"{"yaml": "name: x", "base": "/", "origin": "x"}"#;
     for auth in ["", "Authorization: Bearer wrong\r\n"] {
         let mut stream = TcpStream::connect(&address).unwrap();
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
         write!(
             stream,
             "POST /api/experiments HTTP/1.1\r\nHost: {address}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -582,20 +581,6 @@ deterministic: true
 checkpoint_every: 1
 ";
 
-/// Polls `done` until it holds, failing after five minutes, or when the
-/// service exits, naming `what`.
-fn within(service: &mut Service, what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(300);
-    while !done() {
-        assert!(service.0.try_wait().unwrap().is_none(), "bocb serve exited");
-        assert!(
-            std::time::Instant::now() < deadline,
-            "gave up waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// The one trial's checkpoint position, once there is one.
 fn checkpoint_position(store: &Path) -> Option<serde_json::Value> {
     let dir = store.join("checkpoints").join("resumable");
@@ -629,16 +614,14 @@ fn a_worker_stopped_by_sigterm_hands_its_trial_on_from_the_checkpoint() {
     let mut service = start_service(&store, &["--workers", "cpu=1", "--heartbeat-timeout", "3"]);
     let out = cli(&store, &["submit", experiment.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
-    within(&mut service, "a checkpoint", || {
-        checkpoint_position(&store).is_some()
-    });
+    wait_until(&mut service, || checkpoint_position(&store).is_some());
     let pid = worker_pids(&store)[0];
     let killed = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status()
         .unwrap();
     assert!(killed.success());
-    within(&mut service, "the worker to exit", || {
+    wait_until(&mut service, || {
         std::fs::read_to_string(format!("/proc/{pid}/stat"))
             .map_or(true, |stat| stat.contains(") Z "))
     });
@@ -648,7 +631,7 @@ fn a_worker_stopped_by_sigterm_hands_its_trial_on_from_the_checkpoint() {
     let before = service_trials(&store, "resumable")[0].epochs.clone();
     assert!((1..5).contains(&saved_epochs) && before.len() >= saved_epochs);
 
-    within(&mut service, "the experiment to end", || {
+    wait_until(&mut service, || {
         experiment_state(&store, "resumable") == "done"
     });
     let trial = service_trials(&store, "resumable")[0].clone();

@@ -98,6 +98,10 @@ pub struct TrialRecord {
     /// the device-wide CUDA peak mixes the trials running together.
     #[serde(default)]
     pub peak_memory_bytes: Option<u64>,
+    /// Classes of the data it trained on (the head's width), where bocb
+    /// trained it; absent in older records and external trials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classes: Option<u32>,
     /// Why the trial failed or diverged.
     #[serde(default)]
     pub error: Option<String>,
@@ -130,6 +134,7 @@ impl TrialRecord {
             device: None,
             precision: None,
             peak_memory_bytes: None,
+            classes: None,
             error: None,
             created_unix_s: now,
             updated_unix_s: now,
@@ -146,6 +151,8 @@ pub struct TrialEnd {
     pub wall_time_s: Option<f64>,
     pub precision: Option<String>,
     pub peak_memory_bytes: Option<u64>,
+    /// Classes of the data it trained on, where bocb trained it.
+    pub classes: Option<u32>,
     /// Why the trial failed or diverged.
     pub error: Option<String>,
 }

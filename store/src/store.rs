@@ -74,6 +74,15 @@ impl Store {
         &self.dir
     }
 
+    /// Where a trial's trained weights are kept (safetensors): below the
+    /// store, by experiment and trial id.
+    pub fn weights_path(&self, experiment: &str, trial_id: &str) -> PathBuf {
+        self.dir
+            .join("weights")
+            .join(experiment)
+            .join(format!("{trial_id}.safetensors"))
+    }
+
     /// Inserts or replaces the experiment named `record.name`.
     ///
     /// Fails with [`StoreError::ExperimentIsImported`] when the name holds
@@ -245,6 +254,7 @@ impl Store {
             trial.wall_time_s = end.wall_time_s;
             trial.precision.clone_from(&end.precision);
             trial.peak_memory_bytes = end.peak_memory_bytes;
+            trial.classes = end.classes;
             trial.error.clone_from(&end.error);
         })
     }

@@ -175,6 +175,7 @@ fn what_a_trial_ran_with_survives_finishing_and_reopening() {
         wall_time_s: Some(7.5),
         precision: Some("fp32".to_owned()),
         peak_memory_bytes: Some(734_003_200),
+        classes: Some(10),
         error: None,
     };
     // An external trial: bocb knows neither its precision nor its memory.
@@ -202,22 +203,29 @@ fn what_a_trial_ran_with_survives_finishing_and_reopening() {
             read.ema_accuracy,
             read.wall_time_s,
             read.precision.as_deref(),
-            read.peak_memory_bytes
+            read.peak_memory_bytes,
+            read.classes
         ),
         (
             Some(61.5),
             Some(63.25),
             Some(7.5),
             Some("fp32"),
-            Some(734_003_200)
+            Some(734_003_200),
+            Some(10)
         )
     );
     let read = store.trial(EXP, "external").unwrap().unwrap();
     assert_eq!(read, written[1]);
     assert_eq!(read.final_accuracy, Some(40.0));
     assert_eq!(
-        (read.ema_accuracy, read.precision, read.peak_memory_bytes),
-        (None, None, None)
+        (
+            read.ema_accuracy,
+            read.precision,
+            read.peak_memory_bytes,
+            read.classes
+        ),
+        (None, None, None, None)
     );
 
     // A record written before these fields existed reads with none of them,
@@ -240,6 +248,7 @@ fn what_a_trial_ran_with_survives_finishing_and_reopening() {
     assert_eq!(finished.precision.as_deref(), Some("fp32"));
     assert_eq!(finished.peak_memory_bytes, Some(734_003_200));
     assert_eq!(finished.ema_accuracy, Some(63.25));
+    assert_eq!(finished.classes, Some(10));
 }
 
 #[test]

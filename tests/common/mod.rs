@@ -4,6 +4,23 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+/// How long any wait in these tests may take before the test fails
+/// instead of hanging CI.
+#[allow(dead_code)] // not every test file waits
+pub const PATIENCE: Duration = Duration::from_secs(180);
+
+/// Polls `done` every 100 ms until it holds; panics after [`PATIENCE`],
+/// naming `what`.
+#[allow(dead_code)] // not every test file waits
+pub fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !done() {
+        assert!(Instant::now() < deadline, "gave up waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
 
 /// The release `bocb` binary next to the test executable.
 pub fn bocb_binary() -> PathBuf {

@@ -194,6 +194,7 @@ pub fn run_trial(
             ema_accuracy,
             precision: learner.precision.name().into(),
             peak_memory_bytes: peak_memory.read(device),
+            classes: Some(train.classes as u32),
         }
     };
 

@@ -58,7 +58,12 @@ fn installing_while_convolutions_run_frees_every_buffer_through_its_own_allocato
         .collect();
 
     // Install while both workers are inside their convolutions.
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
     while steps.load(Ordering::SeqCst) < 2 * WORKERS {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the workers never reached their convolutions"
+        );
         std::thread::sleep(Duration::from_millis(1));
     }
     assert!(cpu_cache::install());

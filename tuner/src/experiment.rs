@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use bocb_search_spaces::{
     Catalog, OptimizerSpace, Recipe, RecipeBook, RecipeOverrides, SpaceError,
 };
-use bocb_store::{TrialRecipe, GRID_POINTS};
+use bocb_store::{ExperimentRecord, Store, StoreError, TrialRecipe, GRID_POINTS};
 use bocb_trial_runner::batches::on_device::DataOnDevice;
 use bocb_trial_runner::batches::ImageTransform;
 use bocb_trial_runner::data::DatasetFormat;
@@ -121,7 +121,7 @@ pub struct ExperimentSpec {
     pub save_weights: bool,
     /// Run this program per trial instead of bocb's trainer (external trials).
     #[serde(default)]
-    pub trial: Option<crate::external::ExternalTrial>,
+    pub trial: Option<crate::trial_command::ExternalTrial>,
     /// Save each trial's checkpoint (below the store) after every this many
     /// epochs, 0 only when bocb is stopped by a signal; by default after
     /// every epoch once an epoch takes over a minute. Not a training
@@ -526,6 +526,40 @@ pub enum ExperimentError {
     },
     #[error("{origin}: {message}")]
     Unlocated { origin: String, message: String },
+}
+
+/// An experiment file kept in the store that no longer reads: an error that
+/// names the experiment, never a silent skip.
+#[derive(Debug, Error)]
+pub enum StoredSpecError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(
+        "experiment `{name}`: the experiment file stored with it does not parse ({source}); it was \
+         written by another bocb version or edited in the store: run its YAML again under a new \
+         name, or restore the file it was run from"
+    )]
+    Unparsable {
+        name: String,
+        source: serde_yaml::Error,
+    },
+}
+
+/// The experiment file stored with `record`, or `None` for a results table
+/// imported without one.
+pub fn stored_spec(
+    store: &Store,
+    record: &ExperimentRecord,
+) -> Result<Option<ExperimentSpec>, StoredSpecError> {
+    if store.imported(&record.name)?.is_some() {
+        return Ok(None);
+    }
+    serde_yaml::from_str(&record.spec_yaml)
+        .map(Some)
+        .map_err(|source| StoredSpecError::Unparsable {
+            name: record.name.clone(),
+            source,
+        })
 }
 
 impl Experiment {

@@ -11,12 +11,15 @@ use bocb_trial_runner::models::BackboneRegistry;
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::experiment::ExperimentSpec;
+use crate::analysis::render::csv_table;
+use crate::experiment::{stored_spec, ExperimentSpec, StoredSpecError};
 
 #[derive(Debug, Error)]
 pub enum ExportError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Spec(#[from] StoredSpecError),
     #[error("no experiment `{name}` in the store; it holds: {known}")]
     UnknownExperiment { name: String, known: String },
     #[error(
@@ -73,7 +76,7 @@ fn check_trained(store: &Store, name: &str) -> Result<Option<ExperimentSpec>, Ex
     if store.imported(name)?.is_some() {
         return Err(ExportError::Imported(name.to_string()));
     }
-    Ok(serde_yaml::from_str(&record.spec_yaml).ok())
+    Ok(stored_spec(store, &record)?)
 }
 
 /// The best config of every pair of `name`, optionally only of one backbone
@@ -126,9 +129,14 @@ pub fn best_configs(
                 warmup_epochs: recipe_field(first, "warmup_epochs")
                     .map(|w| w as u32)
                     .or_else(|| spec.as_ref().and_then(|s| s.warmup_epochs)),
+                // The head's width is the data's: a synthetic set may hold
+                // fewer classes than its format's name says.
                 timm_dataset: spec
                     .as_ref()
-                    .and_then(|s| timm_dataset(&s.dataset.format.to_string())),
+                    .and_then(|s| timm_dataset(&s.dataset.format.to_string()))
+                    .map(|(dataset, classes)| {
+                        (dataset, first.and_then(|t| t.classes).unwrap_or(classes))
+                    }),
                 recipe_settings: first
                     .and_then(|t| t.recipe.as_ref())
                     .and_then(|r| r.settings.clone())
@@ -172,29 +180,38 @@ fn timm_dataset(format: &str) -> Option<(&'static str, u32)> {
     }
 }
 
-/// One row per config.
+/// One row per config (extras as `name=value` joined by `;`).
 pub fn render_csv(configs: &[BestConfig]) -> String {
-    let mut out = String::from(
-        "backbone,optimizer,lr,weight_decay,extras,accuracy_mean,accuracy_std,seeds,recipe,epochs\n",
-    );
-    for c in configs {
-        let extras: Vec<String> = c.extras.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let _ = writeln!(
-            out,
-            "{},{},{},{},{},{},{},{},{},{}",
-            c.backbone,
-            c.optimizer,
-            c.lr,
-            c.weight_decay,
-            extras.join(";"),
-            c.accuracy_mean,
-            c.accuracy_std,
-            c.seeds,
-            c.recipe.as_deref().unwrap_or_default(),
-            c.epochs.map(|e| e.to_string()).unwrap_or_default()
-        );
-    }
-    out
+    let header = [
+        "backbone",
+        "optimizer",
+        "lr",
+        "weight_decay",
+        "extras",
+        "accuracy_mean",
+        "accuracy_std",
+        "seeds",
+        "recipe",
+        "epochs",
+    ];
+    csv_table(
+        &header,
+        configs.iter().map(|c| {
+            let extras: Vec<String> = c.extras.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            [
+                c.backbone.clone(),
+                c.optimizer.clone(),
+                c.lr.to_string(),
+                c.weight_decay.to_string(),
+                extras.join(";"),
+                c.accuracy_mean.to_string(),
+                c.accuracy_std.to_string(),
+                c.seeds.to_string(),
+                c.recipe.clone().unwrap_or_default(),
+                c.epochs.map(|e| e.to_string()).unwrap_or_default(),
+            ]
+        }),
+    )
 }
 
 /// timm's model name for a bocb backbone: `None` where timm has none.

@@ -16,12 +16,13 @@ use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Mutex, Once};
 use std::time::{Duration, Instant};
 
-use bocb_store::{TrialRecord, TrialStatus};
+use bocb_store::TrialStatus;
 use bocb_trial_runner::{EpochMetrics, TrialObserver, TrialSpec};
 use crossbeam::channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use serde::{Deserialize, Serialize};
 
-use crate::run::TrialResult;
+use crate::executor::TrialResult;
+use crate::trial_command::{ExternalTrial, TimeLimit, DERIVED_LIMIT_FACTOR, MIN_DERIVED_LIMIT};
 
 /// The prefix of a report line on the program's standard output.
 pub const REPORT_PREFIX: &str = "BOCB_REPORT ";
@@ -39,125 +40,6 @@ const POLL: Duration = Duration::from_millis(50);
 /// After the program exits, how long processes it left behind may hold
 /// its output open before they are killed.
 const LINGER: Duration = Duration::from_secs(1);
-/// Without `timeout`, a trial may run this many times as long as the
-/// longest done trial of its pair...
-pub const DERIVED_LIMIT_FACTOR: u32 = 3;
-/// ...but never less than this.
-pub const MIN_DERIVED_LIMIT: Duration = Duration::from_secs(10 * 60);
-
-/// The experiment's `trial:` section.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ExternalTrial {
-    /// Run with `sh -c` in the experiment file's directory.
-    pub command: String,
-    /// The trial's time limit; when absent, one is derived from the pair's
-    /// earlier trials (see [`ExternalTrial::with_derived_limit`]).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout: Option<TimeLimit>,
-}
-
-impl ExternalTrial {
-    /// The trial as one of a pair runs it: with its own `timeout`, else
-    /// [`DERIVED_LIMIT_FACTOR`] times the longest done trial among
-    /// `pair_trials`, at least [`MIN_DERIVED_LIMIT`]; no limit before the
-    /// pair has a done trial with a measured time.
-    pub fn with_derived_limit(&self, pair_trials: &[TrialRecord]) -> ExternalTrial {
-        let longest = pair_trials
-            .iter()
-            .filter(|t| t.status == TrialStatus::Done)
-            .filter_map(|t| t.wall_time_s)
-            .filter(|s| s.is_finite() && *s >= 0.0)
-            .reduce(f64::max);
-        let derived = longest.map(|s| {
-            TimeLimit(
-                Duration::from_secs_f64(s * f64::from(DERIVED_LIMIT_FACTOR)).max(MIN_DERIVED_LIMIT),
-            )
-        });
-        ExternalTrial {
-            command: self.command.clone(),
-            timeout: self.timeout.or(derived),
-        }
-    }
-}
-
-/// A trial's time limit: `2h`, `90m`, `45s` (a number and `h`, `m` or `s`)
-/// or a plain number of seconds.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct TimeLimit(pub Duration);
-
-impl TimeLimit {
-    pub const FORMS: &'static str =
-        "a positive duration such as `2h`, `90m`, `45s` or a number of seconds";
-
-    fn parse(text: &str) -> Result<TimeLimit, String> {
-        let text = text.trim();
-        let (number, unit) = match text.char_indices().last() {
-            Some((i, 'h')) => (&text[..i], 3600.0),
-            Some((i, 'm')) => (&text[..i], 60.0),
-            Some((i, 's')) => (&text[..i], 1.0),
-            _ => (text, 1.0),
-        };
-        match number.trim().parse::<f64>() {
-            Ok(n) => TimeLimit::from_seconds(n * unit),
-            Err(_) => Err(format!("must be {}, got `{text}`", TimeLimit::FORMS)),
-        }
-    }
-
-    fn from_seconds(seconds: f64) -> Result<TimeLimit, String> {
-        if seconds.is_finite() && seconds > 0.0 && seconds < 1e9 {
-            Ok(TimeLimit(Duration::from_secs_f64(seconds)))
-        } else {
-            Err(format!(
-                "must be {}, got {seconds} seconds",
-                TimeLimit::FORMS
-            ))
-        }
-    }
-}
-
-impl std::fmt::Display for TimeLimit {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let seconds = self.0.as_secs_f64();
-        match seconds {
-            s if s >= 3600.0 && s % 3600.0 == 0.0 => write!(f, "{}h", s / 3600.0),
-            s if s >= 60.0 && s % 60.0 == 0.0 => write!(f, "{}m", s / 60.0),
-            s => write!(f, "{s}s"),
-        }
-    }
-}
-
-impl Serialize for TimeLimit {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_f64(self.0.as_secs_f64())
-    }
-}
-
-impl<'de> Deserialize<'de> for TimeLimit {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl serde::de::Visitor<'_> for Visitor {
-            type Value = TimeLimit;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str(TimeLimit::FORMS)
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<TimeLimit, E> {
-                TimeLimit::parse(v).map_err(E::custom)
-            }
-            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<TimeLimit, E> {
-                TimeLimit::from_seconds(v).map_err(E::custom)
-            }
-            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<TimeLimit, E> {
-                self.visit_f64(v as f64)
-            }
-            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<TimeLimit, E> {
-                self.visit_f64(v as f64)
-            }
-        }
-        deserializer.deserialize_any(Visitor)
-    }
-}
-
 /// One report line as the program prints it. Non-finite numbers arrive as
 /// the names Python's `json.dumps` writes for them.
 #[derive(Debug, Deserialize)]
@@ -562,6 +444,7 @@ impl Trial<'_> {
             wall_s,
             precision: None,
             peak_memory_bytes: None,
+            classes: None,
             note,
         };
         match verdict {
@@ -805,7 +688,7 @@ fn end_programs_on_signals() {
 mod tests {
     use super::*;
     use crate::experiment::Experiment;
-    use crate::run::Registries;
+    use crate::registries::Registries;
 
     fn spec(dir: &Path, epochs: u32) -> TrialSpec {
         let registries = Registries::builtin();
@@ -854,14 +737,14 @@ mod tests {
         dir: &Path,
         script: &str,
         epochs: u32,
-        timeout: Option<&str>,
+        timeout: Option<Duration>,
         stop_after: Option<u32>,
         dropped: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
     ) -> Ran {
         std::fs::write(dir.join("trial.sh"), script).unwrap();
         let trial = ExternalTrial {
             command: "sh trial.sh".into(),
-            timeout: timeout.map(|t| TimeLimit::parse(t).unwrap()),
+            timeout: timeout.map(TimeLimit),
         };
         let spec = spec(dir, epochs);
         let dir = dir.to_path_buf();
@@ -922,7 +805,7 @@ echo 'BOCB_REPORT {"epoch": 4, "accuracy": 40}'
         let trial = ExternalTrial {
             command: "sh trial.sh".into(),
             // Also the test's deadline.
-            timeout: Some(TimeLimit::parse("60s").unwrap()),
+            timeout: Some(TimeLimit(Duration::from_secs(60))),
         };
         let mut spec = spec(dir.path(), 4);
         let checkpoints = dir.path().join("ckpt");
@@ -1054,7 +937,14 @@ echo 'BOCB_REPORT {"epoch": 4, "accuracy": 40}'
     fn a_hanging_program_times_out_and_its_group_is_ended() {
         let dir = tempfile::tempdir().unwrap();
         let script = HANGING.replace("wait", "echo ready\nwait");
-        let ran = run_in(dir.path(), &script, 3, Some("1s"), None, None);
+        let ran = run_in(
+            dir.path(),
+            &script,
+            3,
+            Some(Duration::from_secs(1)),
+            None,
+            None,
+        );
         assert_eq!(ran.result.status, TrialStatus::Failed);
         let note = ran.result.note.unwrap();
         assert!(
@@ -1106,59 +996,5 @@ echo 'BOCB_REPORT {"epoch": 4, "accuracy": 40}'
         assert!(xs >= 1 << 20, "{xs}");
         assert!(ran.log.iter().any(|l| l.starts_with("BOCB_PARAMS=")));
         assert!(!ran.log.iter().any(|l| l.contains("secret-token-value")));
-    }
-
-    #[test]
-    fn time_limits_parse_and_derive_from_the_pairs_done_trials() {
-        for (text, seconds) in [
-            ("2h", 7200.0),
-            ("90m", 5400.0),
-            ("45s", 45.0),
-            ("1.5h", 5400.0),
-            ("30", 30.0),
-        ] {
-            assert_eq!(
-                TimeLimit::parse(text).unwrap().0.as_secs_f64(),
-                seconds,
-                "{text}"
-            );
-        }
-        for bad in ["0", "-1h", "soon", "2d", ""] {
-            let err = TimeLimit::parse(bad).unwrap_err();
-            assert!(err.contains("such as `2h`"), "{err}");
-        }
-        assert_eq!(TimeLimit(Duration::from_secs(7200)).to_string(), "2h");
-        assert_eq!(TimeLimit(Duration::from_secs(90)).to_string(), "90s");
-
-        let trial = ExternalTrial {
-            command: "x".into(),
-            timeout: None,
-        };
-        let record = |status, wall: f64| TrialRecord {
-            status,
-            wall_time_s: Some(wall),
-            ..TrialRecord::new("e", "t", "b", "o")
-        };
-        assert_eq!(trial.with_derived_limit(&[]).timeout, None);
-        let pair = [
-            record(TrialStatus::Done, 600.0),
-            record(TrialStatus::Done, 1200.0),
-            // Not done: says nothing of how long a whole trial takes.
-            record(TrialStatus::Failed, 99_999.0),
-        ];
-        assert_eq!(
-            trial.with_derived_limit(&pair).timeout,
-            Some(TimeLimit(Duration::from_secs(3600)))
-        );
-        let quick = [record(TrialStatus::Done, 1.0)];
-        assert_eq!(
-            trial.with_derived_limit(&quick).timeout,
-            Some(TimeLimit(MIN_DERIVED_LIMIT))
-        );
-        let own = ExternalTrial {
-            timeout: Some(TimeLimit(Duration::from_secs(5))),
-            ..trial
-        };
-        assert_eq!(own.with_derived_limit(&pair).timeout, own.timeout);
     }
 }

@@ -4,14 +4,33 @@
 
 pub mod analysis;
 pub mod bench;
+pub mod executor;
 pub mod experiment;
 pub mod export;
 pub mod external;
 pub mod grid_centres;
 pub mod packer;
 pub mod packing;
+pub mod registries;
 pub mod report;
 pub mod run;
 pub mod search;
 pub mod service;
+pub mod trial_command;
 pub mod trial_table;
+
+/// What the unit tests share.
+#[cfg(test)]
+mod test_support {
+    use std::time::{Duration, Instant};
+
+    /// Polls `done` until it holds; panics after a minute, so a hang fails
+    /// the test instead of stalling CI.
+    pub fn wait_for(mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !done() {
+            assert!(Instant::now() < deadline, "gave up waiting");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}

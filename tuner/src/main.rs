@@ -16,8 +16,9 @@ use bocb_tuner::analysis::{self, import, render, FailureRuleChoice};
 use bocb_tuner::bench::{self, BenchConfig};
 use bocb_tuner::experiment::Experiment;
 use bocb_tuner::export;
+use bocb_tuner::registries::Registries;
 use bocb_tuner::report;
-use bocb_tuner::run::{run_experiment, Registries};
+use bocb_tuner::run::run_experiment;
 use bocb_tuner::service::client::Client;
 use bocb_tuner::service::{self, ExperimentStatus};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -1202,19 +1203,7 @@ fn print_report(
             serde_json::to_string_pretty(&full)? + "\n"
         }
         Format::Html => analysis::html::render_report(store, &analyses)?,
-        Format::Csv => {
-            let mut csv = String::new();
-            for (i, analysis) in analyses.iter().enumerate() {
-                let rows = render::render_csv(analysis);
-                // One header for all experiments.
-                let skip = if i == 0 { 0 } else { 1 };
-                for line in rows.lines().skip(skip) {
-                    csv.push_str(line);
-                    csv.push('\n');
-                }
-            }
-            csv
-        }
+        Format::Csv => render::render_csv(&analyses),
     };
     write_output(options.out.as_deref(), &text)
 }

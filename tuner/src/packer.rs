@@ -14,9 +14,10 @@ use bocb_trial_runner::probe::{free_memory_bytes, probe_trial};
 use bocb_trial_runner::{DeviceChoice, TrialSpec};
 use sha2::{Digest, Sha256};
 
+use crate::executor::RunError;
 use crate::experiment::Experiment;
 use crate::packing::{Demand, DeviceLoad, Hold, PackingRule};
-use crate::run::{Registries, RunError};
+use crate::registries::Registries;
 
 /// How often a waiting trial looks whether the run was stopped.
 const STOP_POLL: Duration = Duration::from_millis(250);
@@ -406,6 +407,7 @@ impl Drop for Ticket<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::wait_for;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
     const GB: u64 = 1 << 30;
@@ -414,15 +416,6 @@ mod tests {
         Demand {
             peak_bytes: Some(peak),
             solo_images_per_sec: Some(100.0),
-        }
-    }
-
-    /// Waits for `done` with a deadline, so a hang fails instead of stalling.
-    fn wait_for(done: impl Fn() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !done() {
-            assert!(Instant::now() < deadline, "timed out");
-            std::thread::sleep(Duration::from_millis(5));
         }
     }
 
@@ -479,10 +472,10 @@ mod tests {
         let never = || false;
         let first = packer.admit(demand(40 * GB), &never, &|_| {}).unwrap();
         // Past its first batch, then measured over the next ones.
-        while packer.lock().load.throughput().is_empty() {
+        wait_for(|| {
             first.batch(100);
-            std::thread::sleep(Duration::from_millis(2));
-        }
+            !packer.lock().load.throughput().is_empty()
+        });
         let second = packer.admit(demand(40 * GB), &never, &|_| {}).unwrap();
         assert_eq!(first.own_peak(Some(99 * GB)), Some(40 * GB));
         assert_eq!(second.own_peak(Some(99 * GB)), Some(40 * GB));

@@ -3,10 +3,11 @@
 use std::fmt::Write as _;
 
 use bocb_search_spaces::Catalog;
-use bocb_store::{GridCell, PairBest, Store, StoreError, TrialRecord, TrialStatus, GRID_POINTS};
+use bocb_spec::fmt_value;
+use bocb_store::{GridCell, PairBest, Store, TrialRecord, TrialStatus, GRID_POINTS};
 use serde::Serialize;
 
-use crate::experiment::{Experiment, ExperimentSpec};
+use crate::experiment::{stored_spec, Experiment, ExperimentSpec, StoredSpecError};
 
 /// One pair: its grids' values, its best config and every cell.
 #[derive(Debug, Clone, Serialize)]
@@ -63,13 +64,13 @@ pub fn build(
     store: &Store,
     catalog: &Catalog,
     name: &str,
-) -> Result<Option<ExperimentReport>, StoreError> {
+) -> Result<Option<ExperimentReport>, StoredSpecError> {
     let Some(record) = store.experiment(name)? else {
         return Ok(None);
     };
     let trials = store.trials(name)?;
     let best = store.best_per_pair(name)?;
-    let spec: Option<ExperimentSpec> = serde_yaml::from_str(&record.spec_yaml).ok();
+    let spec = stored_spec(store, &record)?;
     let mut pairs = Vec::new();
     for (backbone, optimizer) in pair_order(spec.as_ref(), &trials) {
         let Ok(space) = catalog.optimizer(&optimizer) else {
@@ -136,15 +137,6 @@ fn pair_order(spec: Option<&ExperimentSpec>, trials: &[TrialRecord]) -> Vec<(Str
         }
     }
     pairs
-}
-
-/// Compact number for grids and tables: `0.1`, `5e-4`.
-pub fn fmt_value(v: f64) -> String {
-    if v != 0.0 && v.abs() < 1e-2 {
-        format!("{v:e}")
-    } else {
-        format!("{v}")
-    }
 }
 
 fn fmt_cell(cell: &CellReport) -> String {
@@ -264,14 +256,6 @@ pub fn render_table(report: &ExperimentReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn formats_small_values_in_scientific_notation() {
-        assert_eq!(fmt_value(0.1), "0.1");
-        assert_eq!(fmt_value(5e-4), "5e-4");
-        assert_eq!(fmt_value(1.25e-4), "1.25e-4");
-        assert_eq!(fmt_value(0.05), "0.05");
-    }
 
     #[test]
     fn cells_show_accuracy_or_why_there_is_none() {

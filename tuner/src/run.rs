@@ -1,46 +1,27 @@
 //! Runs an experiment's search for every pair, recording into the store.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bocb_search_spaces::{Catalog, OptimizerSpace};
 use bocb_store::{
-    unix_now_s, EpochMetrics, ExperimentRecord, GridPos, Store, StoreError, TrialEnd, TrialRecord,
+    unix_now_s, EpochMetrics, ExperimentRecord, GridPos, Store, StoreError, TrialRecord,
     TrialStatus, GRID_POINTS,
 };
 use bocb_trial_runner::data::{self, Splits};
-use bocb_trial_runner::models::BackboneRegistry;
-use bocb_trial_runner::optim::{Hparams, OptimizerRegistry};
-use bocb_trial_runner::{run_trial, DeviceChoice, TrialError, TrialObserver, TrialSpec};
+use bocb_trial_runner::optim::Hparams;
+use bocb_trial_runner::{run_trial, DeviceChoice, TrialError, TrialObserver};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use thiserror::Error;
 
-use crate::experiment::{Experiment, ExperimentSpec, TrialsPerDevice};
-use crate::external::{run_external, stay_until_the_signal_ends_bocb, ExternalTrial, SaveOnSignal};
+use crate::executor::{RunError, TrialExecutor, TrialJob, TrialResult};
+use crate::experiment::{stored_spec, Experiment, ExperimentSpec, TrialsPerDevice};
+use crate::external::{run_external, stay_until_the_signal_ends_bocb, SaveOnSignal};
 use crate::packer::{Packing, Ticket};
+use crate::registries::Registries;
 use crate::search::{Curve, EarlyStop, Observation};
-
-/// What a run needs besides the experiment: the registries and spaces.
-pub struct Registries {
-    pub backbones: BackboneRegistry,
-    pub optimizers: OptimizerRegistry,
-    pub catalog: Catalog,
-}
-
-impl Registries {
-    pub fn builtin() -> Self {
-        Registries {
-            backbones: BackboneRegistry::builtin(),
-            optimizers: OptimizerRegistry::builtin(),
-            catalog: Catalog::builtin(),
-        }
-    }
-}
 
 /// Counts of one run.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -55,109 +36,6 @@ pub struct RunSummary {
     pub failed: usize,
     /// Whether `budget.hours` ran out before the search ended.
     pub out_of_time: bool,
-}
-
-#[derive(Debug, Error)]
-pub enum RunError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Data(#[from] data::DataError),
-    #[error("{0}")]
-    Device(String),
-    /// The experiment was stopped (`bocb stop`) while the trial waited or ran.
-    #[error("the experiment was stopped")]
-    Cancelled,
-    #[error("experiment `{name}` is already in the store with other training settings:\n  stored: {stored}\n  now:    {now}\nrename the experiment, or restore the stored settings to grow it")]
-    SettingsChanged {
-        name: String,
-        stored: String,
-        now: String,
-    },
-}
-
-/// One trial to train, as an executor gets it.
-pub struct TrialJob<'a> {
-    pub experiment: &'a str,
-    pub id: &'a str,
-    pub spec: &'a TrialSpec,
-    /// The program to run instead of bocb's trainer, and where.
-    pub external: Option<&'a ExternalTrial>,
-    pub work_dir: &'a Path,
-    /// The last epoch the store holds (0: none), where a program resumes.
-    pub resume_epoch: u32,
-}
-
-/// How a trial ended, as an executor reports it (and a worker sends it;
-/// what the trial ran with is absent from older workers' messages).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TrialResult {
-    pub status: TrialStatus,
-    pub final_accuracy: Option<f64>,
-    /// Accuracy of the weights' moving average, when the recipe keeps one.
-    #[serde(default)]
-    pub ema_accuracy: Option<f64>,
-    pub wall_s: Option<f64>,
-    /// The arithmetic of the training step; `None` where bocb did not
-    /// train (an external trial).
-    #[serde(default)]
-    pub precision: Option<String>,
-    /// Peak memory in bytes, where it was measured.
-    #[serde(default)]
-    pub peak_memory_bytes: Option<u64>,
-    /// Why the trial failed, diverged or stopped.
-    pub note: Option<String>,
-}
-
-impl TrialResult {
-    /// The result of a trial that ran to an error.
-    pub fn failed(error: String) -> Self {
-        TrialResult {
-            status: TrialStatus::Failed,
-            final_accuracy: None,
-            ema_accuracy: None,
-            wall_s: None,
-            precision: None,
-            peak_memory_bytes: None,
-            note: Some(error),
-        }
-    }
-
-    /// What the store records beside the status.
-    pub fn end(&self) -> TrialEnd {
-        TrialEnd {
-            final_accuracy: self.final_accuracy,
-            ema_accuracy: self.ema_accuracy,
-            wall_time_s: self.wall_s,
-            precision: self.precision.clone(),
-            peak_memory_bytes: self.peak_memory_bytes,
-            error: self.note.clone(),
-        }
-    }
-
-    /// The store's view of the trial runner's outcome.
-    pub fn from_outcome(outcome: bocb_trial_runner::TrialOutcome) -> Self {
-        TrialResult {
-            status: outcome.status,
-            final_accuracy: outcome.final_accuracy,
-            ema_accuracy: outcome.ema_accuracy,
-            wall_s: Some(outcome.wall_s),
-            precision: Some(outcome.precision).filter(|p| !p.is_empty()),
-            peak_memory_bytes: outcome.peak_memory_bytes,
-            note: outcome.note,
-        }
-    }
-}
-
-/// Where trials are trained: in this process, or by workers of the service.
-/// The search blocks in `execute` until the trial has ended, forwarding each
-/// epoch report to `observer` and its early-stop answer back to the trainer.
-pub trait TrialExecutor: Sync {
-    fn execute(
-        &self,
-        job: &TrialJob,
-        observer: &mut dyn TrialObserver,
-    ) -> Result<TrialResult, RunError>;
 }
 
 /// Trains trials in this process (`bocb run`), on the device their spec
@@ -403,18 +281,17 @@ pub fn register_experiment(experiment: &Experiment, store: &Store) -> Result<(),
     let spec = &experiment.spec;
     let created_unix_s = match store.experiment(&spec.name)? {
         Some(stored) => {
-            let stored_spec: Option<ExperimentSpec> = serde_yaml::from_str(&stored.spec_yaml).ok();
-            let stored_settings = stored_spec.as_ref().map(Experiment::training_settings);
-            let settings = Experiment::training_settings(spec);
-            if let Some(stored_settings) = stored_settings.filter(|s| *s != settings) {
-                return Err(RunError::SettingsChanged {
-                    name: spec.name.clone(),
-                    stored: stored_settings,
-                    now: settings,
-                });
-            }
-            if let Some(stored_spec) = &stored_spec {
-                check_grid_centres(experiment, stored_spec, store)?;
+            if let Some(stored_spec) = stored_spec(store, &stored)? {
+                let stored_settings = Experiment::training_settings(&stored_spec);
+                let settings = Experiment::training_settings(spec);
+                if stored_settings != settings {
+                    return Err(RunError::SettingsChanged {
+                        name: spec.name.clone(),
+                        stored: stored_settings,
+                        now: settings,
+                    });
+                }
+                check_grid_centres(experiment, &stored_spec, store)?;
             }
             stored.created_unix_s
         }
@@ -512,16 +389,6 @@ impl RunContext<'_> {
         }
         Ok(self.out_of_time())
     }
-}
-
-/// Where a trial's trained weights are kept: below the store, by
-/// experiment and trial id.
-pub fn weights_path(store: &Store, experiment: &str, trial_id: &str) -> std::path::PathBuf {
-    store
-        .dir()
-        .join("weights")
-        .join(experiment)
-        .join(format!("{trial_id}.safetensors"))
 }
 
 /// Where a trial's checkpoint is kept while it has not ended: below the
@@ -851,7 +718,7 @@ impl Pair<'_> {
             params,
             seed,
             spec.save_weights
-                .then(|| weights_path(store, &spec.name, id)),
+                .then(|| store.weights_path(&spec.name, id)),
         );
         if let Some(device) = self.device {
             trial_spec.device = device;
@@ -862,8 +729,8 @@ impl Pair<'_> {
             "{} × {} lr={} wd={} seed={seed}{}",
             self.backbone,
             self.optimizer,
-            crate::report::fmt_value(params["lr"]),
-            crate::report::fmt_value(params["weight_decay"]),
+            bocb_spec::fmt_value(params["lr"]),
+            bocb_spec::fmt_value(params["weight_decay"]),
             self.device.map(|d| format!(" on {d}")).unwrap_or_default(),
         );
         let mut recorder = Recorder {
@@ -1010,7 +877,7 @@ impl TrialObserver for Recorder<'_> {
 
 /// Removes an ended trial's checkpoint directory (and its experiment's,
 /// once empty).
-fn remove_checkpoint(dir: &Path) {
+fn remove_checkpoint(dir: &std::path::Path) {
     match std::fs::remove_dir_all(dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -1109,6 +976,7 @@ impl Progress {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     /// Trains nothing: every trial reaches the accuracy its lr gives, and
     /// the parameters each job carried are kept.
@@ -1142,6 +1010,7 @@ mod tests {
                 wall_s: Some(0.1),
                 precision: None,
                 peak_memory_bytes: None,
+                classes: Some(100),
                 note: None,
             })
         }

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use bocb_store::TrialRecord;
 
-use crate::report::fmt_value;
+use bocb_spec::fmt_value;
 
 const MIB: f64 = (1u64 << 20) as f64;
 

@@ -17,8 +17,9 @@ use bocb_search_spaces::Catalog;
 use bocb_store::Store;
 use bocb_trial_runner::data::{write_synthetic, CifarFormat, SynthConfig};
 use bocb_tuner::experiment::Experiment;
+use bocb_tuner::registries::Registries;
 use bocb_tuner::report;
-use bocb_tuner::run::{run_experiment, Registries};
+use bocb_tuner::run::run_experiment;
 
 fn main() -> Result<()> {
     let here = Path::new(env!("CARGO_MANIFEST_DIR"));

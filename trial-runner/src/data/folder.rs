@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use image::imageops::FilterType;
 use image::{ImageFormat, RgbImage};
 
-use super::{synth, DataError, Dataset, Splits, SynthConfig, IMAGE_BYTES, SIDE};
+use super::{DataError, Dataset, Splits, IMAGE_BYTES, SIDE};
 
 /// File extensions read as images (lower case).
 const EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
@@ -160,11 +160,10 @@ fn decode_into(path: &Path, slot: &mut [u8]) -> Result<(), DataError> {
     Ok(())
 }
 
-/// Writes the synthetic dataset of `cfg` as an image folder in `out`:
-/// `train/class_000/00000.png`, ..., `val/...`; every third image a JPEG
-/// (quality 95), so both decoders are exercised.
-pub fn write_image_folder(out: &Path, cfg: &SynthConfig) -> Result<(), DataError> {
-    let splits = synth::generate(cfg)?;
+/// Writes `splits` as an image folder in `out`: `train/CLASS/00000.png`,
+/// ..., `val/...`; every third image a JPEG (quality 95), so both decoders
+/// are exercised.
+pub fn save(out: &Path, splits: &Splits) -> Result<(), DataError> {
     for (name, split) in [("train", &splits.train), ("val", &splits.test)] {
         for class in &split.class_names {
             let dir = out.join(name).join(class);
@@ -204,68 +203,6 @@ fn chw_to_rgb(chw: &[u8]) -> RgbImage {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn config() -> SynthConfig {
-        SynthConfig {
-            classes: 3,
-            train: 12,
-            test: 6,
-            seed: 4,
-        }
-    }
-
-    #[test]
-    fn a_written_folder_reads_back_with_its_labels_and_pixels() {
-        let dir = tempfile::tempdir().unwrap();
-        write_image_folder(dir.path(), &config()).unwrap();
-        assert!(is_image_folder(dir.path()));
-        let jpegs = fs::read_dir(dir.path().join("train/class_000"))
-            .unwrap()
-            .filter(|e| e.as_ref().unwrap().path().extension().unwrap() == "jpg")
-            .count();
-        assert!(jpegs > 0);
-        let expected = synth::generate(&config()).unwrap();
-        for workers in [1, 4] {
-            let loaded = load_image_folder(dir.path(), workers).unwrap();
-            assert_eq!(loaded.train.classes, 3);
-            assert_eq!(loaded.train.class_names, expected.train.class_names);
-            assert_eq!(loaded.train.len(), 12);
-            assert_eq!(loaded.test.len(), 6);
-            // Images come grouped by class; each matches its source image,
-            // exactly for PNG (two of every three), within JPEG's loss (on
-            // noisy synthetic images) otherwise.
-            let mut labels = loaded.train.labels.clone();
-            labels.sort();
-            assert_eq!(loaded.train.labels, labels);
-            for (split, source) in [
-                (&loaded.train, &expected.train),
-                (&loaded.test, &expected.test),
-            ] {
-                let mut exact = 0;
-                for i in 0..split.len() {
-                    let (best, distance) = (0..source.len())
-                        .map(|j| {
-                            let d: u64 = split
-                                .image(i)
-                                .iter()
-                                .zip(source.image(j))
-                                .map(|(&a, &b)| u64::from(a.abs_diff(b)))
-                                .sum();
-                            (j, d)
-                        })
-                        .min_by_key(|&(_, d)| d)
-                        .unwrap();
-                    assert_eq!(split.labels[i], source.labels[best]);
-                    assert!(
-                        distance < (IMAGE_BYTES as u64) * 32,
-                        "image {i}: {distance}"
-                    );
-                    exact += usize::from(distance == 0);
-                }
-                assert_eq!(exact, (0..source.len()).filter(|i| i % 3 != 2).count());
-            }
-        }
-    }
 
     #[test]
     fn other_sizes_are_resized_and_bad_folders_are_explained() {

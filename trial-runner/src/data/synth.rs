@@ -267,7 +267,7 @@ pub fn write_synthetic(
 ) -> Result<(), DataError> {
     let format = match format {
         DatasetFormat::Cifar(format) => format,
-        DatasetFormat::ImageFolder => return folder::write_image_folder(out, cfg),
+        DatasetFormat::ImageFolder => return folder::save(out, &generate(cfg)?),
     };
     if cfg.classes > format.classes() {
         return Err(DataError::InvalidSynthConfig(format!(
@@ -282,6 +282,67 @@ pub fn write_synthetic(
 #[cfg(test)]
 mod tests {
     use super::*;
+    fn folder_config() -> SynthConfig {
+        SynthConfig {
+            classes: 3,
+            train: 12,
+            test: 6,
+            seed: 4,
+        }
+    }
+
+    #[test]
+    fn a_written_image_folder_reads_back_with_its_labels_and_pixels() {
+        let dir = tempfile::tempdir().unwrap();
+        write_synthetic(dir.path(), &folder_config(), DatasetFormat::ImageFolder).unwrap();
+        assert!(folder::is_image_folder(dir.path()));
+        let jpegs = std::fs::read_dir(dir.path().join("train/class_000"))
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().extension().unwrap() == "jpg")
+            .count();
+        assert!(jpegs > 0);
+        let expected = generate(&folder_config()).unwrap();
+        for workers in [1, 4] {
+            let loaded = folder::load_image_folder(dir.path(), workers).unwrap();
+            assert_eq!(loaded.train.classes, 3);
+            assert_eq!(loaded.train.class_names, expected.train.class_names);
+            assert_eq!(loaded.train.len(), 12);
+            assert_eq!(loaded.test.len(), 6);
+            // Images come grouped by class; each matches its source image,
+            // exactly for PNG (two of every three), within JPEG's loss (on
+            // noisy synthetic images) otherwise.
+            let mut labels = loaded.train.labels.clone();
+            labels.sort();
+            assert_eq!(loaded.train.labels, labels);
+            for (split, source) in [
+                (&loaded.train, &expected.train),
+                (&loaded.test, &expected.test),
+            ] {
+                let mut exact = 0;
+                for i in 0..split.len() {
+                    let (best, distance) = (0..source.len())
+                        .map(|j| {
+                            let d: u64 = split
+                                .image(i)
+                                .iter()
+                                .zip(source.image(j))
+                                .map(|(&a, &b)| u64::from(a.abs_diff(b)))
+                                .sum();
+                            (j, d)
+                        })
+                        .min_by_key(|&(_, d)| d)
+                        .unwrap();
+                    assert_eq!(split.labels[i], source.labels[best]);
+                    assert!(
+                        distance < (IMAGE_BYTES as u64) * 32,
+                        "image {i}: {distance}"
+                    );
+                    exact += usize::from(distance == 0);
+                }
+                assert_eq!(exact, (0..source.len()).filter(|i| i % 3 != 2).count());
+            }
+        }
+    }
 
     fn config(classes: usize, train: usize, test: usize, seed: u64) -> SynthConfig {
         SynthConfig {

@@ -11,4 +11,4 @@ mod trial;
 pub use data_on_device::DataOnDevice;
 pub use device::{DeviceChoice, DeviceList};
 pub use precision::PrecisionChoice;
-pub use trial::{EpochMetrics, Hparams, TrialOutcome, TrialSpec, TrialStatus};
+pub use trial::{fmt_value, EpochMetrics, Hparams, TrialOutcome, TrialSpec, TrialStatus};

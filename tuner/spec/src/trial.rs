@@ -13,6 +13,15 @@ use crate::{DataOnDevice, DeviceChoice, PrecisionChoice};
 /// `momentum`, ...).
 pub type Hparams = BTreeMap<String, f64>;
 
+/// A hyperparameter value as grids and tables show it: `0.1`, `5e-4`.
+pub fn fmt_value(v: f64) -> String {
+    if v != 0.0 && v.abs() < 1e-2 {
+        format!("{v:e}")
+    } else {
+        format!("{v}")
+    }
+}
+
 /// Everything that determines one trial. `epochs`, `batch_size` and
 /// `warmup_epochs` are the ones trained with; a recipe built by the tuner
 /// holds the same values.
@@ -176,4 +185,21 @@ pub struct TrialOutcome {
     /// bytes on CUDA (`torch.cuda.max_memory_allocated`).
     #[serde(default)]
     pub peak_memory_bytes: Option<u64>,
+    /// Classes of the data it trained on (the head's width): a synthetic
+    /// CIFAR-100-format set may hold fewer than 100.
+    #[serde(default)]
+    pub classes: Option<u32>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_small_values_in_scientific_notation() {
+        assert_eq!(fmt_value(0.1), "0.1");
+        assert_eq!(fmt_value(5e-4), "5e-4");
+        assert_eq!(fmt_value(1.25e-4), "1.25e-4");
+        assert_eq!(fmt_value(0.05), "0.05");
+    }
 }

@@ -14,7 +14,7 @@ use super::plots::{self, hex, text_colour_on, ColourScale, PlotError};
 use super::results::Origin;
 use super::robustness::GroupRobustness;
 use super::{render, Analysis};
-use crate::report::fmt_value;
+use bocb_spec::fmt_value;
 
 /// The section headings of every experiment's part, in order.
 pub const SECTIONS: [&str; 6] = [

@@ -21,10 +21,10 @@ pub mod table1;
 
 use std::collections::BTreeMap;
 
-use bocb_store::{Store, StoreError};
+use bocb_store::Store;
 use serde::Serialize;
 
-use crate::experiment::ExperimentSpec;
+use crate::experiment::{stored_spec, StoredSpecError};
 use ranking::{rank_optimizers, OptimizerRank};
 use results::{Origin, ResultSet};
 use robustness::{GroupRobustness, Robustness};
@@ -171,14 +171,14 @@ pub fn analyse(
     rule: FailureRuleChoice,
     gamma: Option<f64>,
     memory: &BTreeMap<String, f64>,
-) -> Result<Option<Analysis>, StoreError> {
+) -> Result<Option<Analysis>, StoredSpecError> {
     let Some(record) = store.experiment(name)? else {
         return Ok(None);
     };
     let (results, own_gamma) = match store.imported(name)? {
         Some(table) => (ResultSet::from_imported(&table), table.gamma),
         None => {
-            let spec: Option<ExperimentSpec> = serde_yaml::from_str(&record.spec_yaml).ok();
+            let spec = stored_spec(store, &record)?;
             let order = spec.as_ref().map_or_else(Default::default, |s| {
                 let backbones = s
                     .backbones

@@ -8,8 +8,6 @@ use bocb_store::{Store, StoreError};
 use bocb_trial_runner::patterns::{file_patterns, LayerPattern, TOP_K};
 use serde::Serialize;
 
-use crate::run::weights_path;
-
 /// The patterns of one pair's best config.
 #[derive(Debug, Clone, Serialize)]
 pub struct PairPatterns {
@@ -41,7 +39,7 @@ pub fn best_pair_patterns(
         let Some(id) = best.trial_ids.first() else {
             continue;
         };
-        let path = weights_path(store, experiment, id);
+        let path = store.weights_path(experiment, id);
         if !path.exists() {
             continue;
         }

@@ -341,22 +341,57 @@ pub fn render(analysis: &Analysis, style: Style) -> String {
     out
 }
 
-/// One CSV field, quoted when it needs to be.
-fn csv_field(field: &str) -> String {
-    if field.contains([',', '"', '\n']) {
-        format!("\"{}\"", field.replace('"', "\"\""))
-    } else {
-        field.to_string()
+/// A CSV table (RFC 4180: fields quoted where they need it): the header,
+/// then one record per row. Every row has the header's length.
+pub fn csv_table<R>(header: &[&str], rows: impl IntoIterator<Item = R>) -> String
+where
+    R: IntoIterator,
+    R::Item: AsRef<[u8]>,
+{
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    // Writing to memory cannot fail, and fixed-width rows cannot be ragged.
+    writer.write_record(header).expect("CSV header into memory");
+    for row in rows {
+        writer.write_record(row).expect("CSV row into memory");
     }
+    let bytes = writer.into_inner().expect("CSV flush into memory");
+    String::from_utf8(bytes).expect("CSV of UTF-8 fields")
 }
 
-/// One row per pair with its result, marks and variations.
-pub fn render_csv(analysis: &Analysis) -> String {
-    let mut out = String::from(
-        "experiment,backbone,optimizer,accuracy,seeds,seed_std,ci95_low,ci95_high,p_below_best,\
-         within_noise_of_best,top4,failure,failure_rule,lr_index,weight_decay_index,lr,weight_decay,\
-         backbone_manhattan,backbone_grid_steps,optimizer_manhattan,optimizer_grid_steps\n",
-    );
+const ANALYSIS_CSV_HEADER: [&str; 21] = [
+    "experiment",
+    "backbone",
+    "optimizer",
+    "accuracy",
+    "seeds",
+    "seed_std",
+    "ci95_low",
+    "ci95_high",
+    "p_below_best",
+    "within_noise_of_best",
+    "top4",
+    "failure",
+    "failure_rule",
+    "lr_index",
+    "weight_decay_index",
+    "lr",
+    "weight_decay",
+    "backbone_manhattan",
+    "backbone_grid_steps",
+    "optimizer_manhattan",
+    "optimizer_grid_steps",
+];
+
+/// One row per pair of every analysis, with its result, marks and
+/// variations, under one header.
+pub fn render_csv(analyses: &[Analysis]) -> String {
+    csv_table(
+        &ANALYSIS_CSV_HEADER,
+        analyses.iter().flat_map(analysis_csv_rows),
+    )
+}
+
+fn analysis_csv_rows(analysis: &Analysis) -> Vec<[String; 21]> {
     let opt = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
     let variation = |groups: &[GroupRobustness], group: &str, member: &str| {
         groups
@@ -370,11 +405,12 @@ pub fn render_csv(analysis: &Analysis) -> String {
         super::table1::FailureRule::Eq1 { gamma } => format!("eq1 gamma={gamma}"),
         super::table1::FailureRule::Tukey => "tukey".into(),
     };
+    let mut rows = Vec::new();
     for r in &analysis.results.results {
         let seeds = r.seeds.as_ref();
         let (bm, bs) = variation(&analysis.robustness.backbones, &r.backbone, &r.optimizer);
         let (om, os) = variation(&analysis.robustness.optimizers, &r.optimizer, &r.backbone);
-        let fields = [
+        rows.push([
             analysis.experiment.clone(),
             r.backbone.clone(),
             r.optimizer.clone(),
@@ -405,12 +441,9 @@ pub fn render_csv(analysis: &Analysis) -> String {
             bs,
             om,
             os,
-        ];
-        let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
-        out.push_str(&line.join(","));
-        out.push('\n');
+        ]);
     }
-    out
+    rows
 }
 
 #[cfg(test)]
@@ -491,15 +524,23 @@ mod tests {
 
     #[test]
     fn csv_has_one_row_per_pair_and_quotes_when_needed() {
-        let csv = render_csv(&analysis());
+        let csv = render_csv(&[analysis(), analysis()]);
         let lines: Vec<&str> = csv.lines().collect();
-        assert_eq!(lines.len(), 7);
+        // One header for both analyses, then their 6 + 6 rows.
+        assert_eq!(lines.len(), 13);
+        assert_eq!(
+            lines
+                .iter()
+                .filter(|l| l.starts_with("experiment,"))
+                .count(),
+            1
+        );
         assert!(
             lines[3].starts_with("t,bb,o3,50,,,,,,,false,true,eq1 gamma=3,"),
             "{}",
             lines[3]
         );
-        assert_eq!(csv_field("a,b"), "\"a,b\"");
-        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        let quoted = csv_table(&["a", "b"], [["x,y", "say \"hi\""]]);
+        assert_eq!(quoted, "a,b\n\"x,y\",\"say \"\"hi\"\"\"\n");
     }
 }

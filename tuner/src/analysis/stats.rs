@@ -1,6 +1,8 @@
 //! The few statistics the analyses share: means, spreads, quantiles and
 //! Student's t distribution (for seed confidence intervals and Welch's test).
 
+use statrs::distribution::{ContinuousCDF, StudentsT};
+
 /// Arithmetic mean; NaN for no values.
 pub fn mean(values: &[f64]) -> f64 {
     values.iter().sum::<f64>() / values.len() as f64
@@ -36,99 +38,20 @@ pub fn quantile_linear(values: &[f64], q: f64) -> f64 {
     sorted[below] + (position - below as f64) * (sorted[above] - sorted[below])
 }
 
-/// ln Γ(x) for x > 0 (Lanczos approximation, g = 7, nine coefficients;
-/// about 15 significant digits).
-fn ln_gamma(x: f64) -> f64 {
-    const COEFFICIENTS: [f64; 9] = [
-        0.999_999_999_999_809_9,
-        676.520_368_121_885_1,
-        -1_259.139_216_722_402_8,
-        771.323_428_777_653_1,
-        -176.615_029_162_140_6,
-        12.507_343_278_686_905,
-        -0.138_571_095_265_720_12,
-        9.984_369_578_019_572e-6,
-        1.505_632_735_149_311_6e-7,
-    ];
-    if x < 0.5 {
-        // Reflection keeps the series in its accurate range.
-        let pi = std::f64::consts::PI;
-        return (pi / (pi * x).sin()).ln() - ln_gamma(1.0 - x);
-    }
-    let x = x - 1.0;
-    let t = x + 7.5;
-    let series = COEFFICIENTS[1..]
-        .iter()
-        .enumerate()
-        .fold(COEFFICIENTS[0], |sum, (i, c)| {
-            sum + c / (x + i as f64 + 1.0)
-        });
-    0.5 * (2.0 * std::f64::consts::PI).ln() + (x + 0.5) * t.ln() - t + series.ln()
-}
-
-/// The regularized incomplete beta function I_x(a, b), by its continued
-/// fraction (modified Lentz), on the side where it converges fast.
-fn incomplete_beta(x: f64, a: f64, b: f64) -> f64 {
-    if x <= 0.0 {
-        return 0.0;
-    }
-    if x >= 1.0 {
-        return 1.0;
-    }
-    let ln_front = ln_gamma(a + b) - ln_gamma(a) - ln_gamma(b) + a * x.ln() + b * (1.0 - x).ln();
-    if x > (a + 1.0) / (a + b + 2.0) {
-        return 1.0 - incomplete_beta(1.0 - x, b, a);
-    }
-    const TINY: f64 = 1e-300;
-    let mut c = 1.0;
-    let mut d = 1.0 - (a + b) * x / (a + 1.0);
-    d = 1.0 / if d.abs() < TINY { TINY } else { d };
-    let mut fraction = d;
-    for m in 1..300 {
-        let m = f64::from(m);
-        for numerator in [
-            m * (b - m) * x / ((a + 2.0 * m - 1.0) * (a + 2.0 * m)),
-            -(a + m) * (a + b + m) * x / ((a + 2.0 * m) * (a + 2.0 * m + 1.0)),
-        ] {
-            d = 1.0 + numerator * d;
-            d = 1.0 / if d.abs() < TINY { TINY } else { d };
-            c = 1.0 + numerator / c;
-            if c.abs() < TINY {
-                c = TINY;
-            }
-            fraction *= c * d;
-        }
-        if (c * d - 1.0).abs() < 1e-15 {
-            break;
-        }
-    }
-    ln_front.exp() * fraction / a
-}
-
 /// P(T <= t) for Student's t with `df` degrees of freedom (df > 0, not
 /// necessarily whole: Welch's test gives fractional ones).
 pub fn student_t_cdf(t: f64, df: f64) -> f64 {
-    let tail = 0.5 * incomplete_beta(df / (df + t * t), df / 2.0, 0.5);
-    if t > 0.0 {
-        1.0 - tail
-    } else {
-        tail
-    }
+    students_t(df).cdf(t)
 }
 
-/// The `p` quantile of Student's t with `df` degrees of freedom, by
-/// bisection on the CDF (monotone, so this cannot miss).
+/// The `p` quantile of Student's t with `df` degrees of freedom.
 pub fn student_t_quantile(p: f64, df: f64) -> f64 {
-    let (mut lo, mut hi) = (-1e7_f64, 1e7_f64);
-    for _ in 0..200 {
-        let mid = 0.5 * (lo + hi);
-        if student_t_cdf(mid, df) < p {
-            lo = mid;
-        } else {
-            hi = mid;
-        }
-    }
-    0.5 * (lo + hi)
+    students_t(df).inverse_cdf(p)
+}
+
+fn students_t(df: f64) -> StudentsT {
+    // Callers pass df > 0 (n - 1 for n >= 2, or Welch's positive estimate).
+    StudentsT::new(0.0, 1.0, df).expect("Student's t needs degrees of freedom > 0")
 }
 
 #[cfg(test)]

@@ -28,7 +28,7 @@ use tiny_http::{Header, Method, Request, Response, Server};
 
 use super::queue::Gone;
 use super::{Service, ServiceError};
-use crate::run::TrialResult;
+use crate::executor::TrialResult;
 
 /// Threads answering requests; claims wait up to `CLAIM_WAIT` each.
 const HANDLER_THREADS: usize = 16;
@@ -99,7 +99,7 @@ impl From<ServiceError> for Reply {
         let status = match e {
             ServiceError::UnknownExperiment(_) => 404,
             ServiceError::Experiment(_) | ServiceError::BadRequest(_) => 400,
-            ServiceError::Run(crate::run::RunError::SettingsChanged { .. }) => 409,
+            ServiceError::Run(crate::executor::RunError::SettingsChanged { .. }) => 409,
             _ => 500,
         };
         error(status, e)

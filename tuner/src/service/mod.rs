@@ -28,8 +28,10 @@ use bocb_trial_runner::DeviceChoice;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::executor::RunError;
 use crate::experiment::{Experiment, ExperimentError};
-use crate::run::{register_experiment, search_experiment, Registries, RunError, SearchOptions};
+use crate::registries::Registries;
+use crate::run::{register_experiment, search_experiment, SearchOptions};
 use queue::{DatasetLocation, Queue, QueueConfig, QueueExecutor};
 
 /// Port of `bocb serve` when `--listen` names none.

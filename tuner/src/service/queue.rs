@@ -20,8 +20,8 @@ use bocb_trial_runner::{EpochMetrics, TrialObserver, TrialSpec};
 use crossbeam::channel::{bounded, unbounded, Receiver, Sender};
 use serde::{Deserialize, Serialize};
 
-use crate::external::ExternalTrial;
-use crate::run::{RunError, TrialExecutor, TrialJob, TrialResult};
+use crate::executor::{RunError, TrialExecutor, TrialJob, TrialResult};
+use crate::trial_command::ExternalTrial;
 
 /// Lines of a trial's log kept in the error of a trial that failed because
 /// its workers kept getting lost.
@@ -453,7 +453,8 @@ impl TrialExecutor for QueueExecutor {
 mod tests {
     use super::*;
     use crate::experiment::Experiment;
-    use crate::run::Registries;
+    use crate::registries::Registries;
+    use crate::test_support::wait_for;
     use bocb_store::TrialStatus;
     use bocb_trial_runner::data::CifarFormat;
 
@@ -594,6 +595,7 @@ mod tests {
             wall_s: Some(2.0),
             precision: Some("fp32".into()),
             peak_memory_bytes: Some(1 << 20),
+            classes: Some(10),
             note: None,
         };
         queue
@@ -625,9 +627,7 @@ mod tests {
             Some(&["cuda:1"]),
         );
         // Queued first, so a worker that takes it out of order proves routing.
-        while queue.counts().0 < 1 {
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_for(|| queue.counts().0 >= 1);
         let anywhere = execute_on(&queue, spec(dir.path()), cancel.clone(), "any", None);
         let wait = Duration::from_secs(3600);
         assert_eq!(queue.claim("c", Some("cpu"), wait).unwrap().trial, "any");
@@ -687,9 +687,7 @@ mod tests {
         let queue = queue(dir.path(), Duration::from_secs(3600));
         let cancel = Arc::new(AtomicBool::new(false));
         let waiting = execute(&queue, spec(dir.path()), Arc::clone(&cancel));
-        while queue.counts() != (1, 0) {
-            std::thread::yield_now();
-        }
+        wait_for(|| queue.counts() == (1, 0));
         cancel.store(true, Ordering::SeqCst);
         queue.cancel_experiment("q");
         assert!(matches!(

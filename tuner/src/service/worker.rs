@@ -16,8 +16,9 @@ use thiserror::Error;
 use super::client::{Client, ClientError};
 use super::http::{ClaimRequest, EpochAnswer, EpochRequest, FinishRequest, HeartbeatRequest};
 use super::queue::Assignment;
+use crate::executor::TrialResult;
 use crate::external::{run_external, stay_until_the_signal_ends_bocb, SaveOnSignal};
-use crate::run::{Registries, TrialResult};
+use crate::registries::Registries;
 
 #[derive(Debug, Error)]
 pub enum WorkerError {
