@@ -852,3 +852,89 @@ fn with_tls_the_service_may_listen_beyond_loopback() {
     );
     kill(service);
 }
+
+const RESUMABLE: &str = "\
+name: resumable
+dataset: { format: cifar100-bin, path: data }
+backbones: [resnet18_cifar@micro]
+optimizers: [sgd_m]
+epochs: 5
+budget: { trials: 1 }
+batch_size: 32
+device: cpu
+deterministic: true
+checkpoint_every: 1
+";
+
+/// The one trial's checkpoint position, once there is one.
+fn checkpoint_position(store: &Path) -> Option<serde_json::Value> {
+    let dir = store.join("checkpoints").join("resumable");
+    let trial = std::fs::read_dir(dir).ok()?.next()?.ok()?.path();
+    let text = std::fs::read_to_string(trial.join("checkpoint.json")).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// A worker stopped by SIGTERM saves its trial's checkpoint and exits; the
+/// service gives the trial to the worker started in its place, which
+/// continues it: the epochs equal those of an unbroken `bocb run`, and
+/// those before the checkpoint are not trained again.
+#[test]
+fn a_worker_stopped_by_sigterm_hands_its_trial_on_from_the_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    synth(&tmp.path().join("data"), 512, 64, 5);
+    let experiment = tmp.path().join("exp.yaml");
+    std::fs::write(&experiment, RESUMABLE).unwrap();
+    let unbroken = tmp.path().join("unbroken");
+    let out = bocb(&[
+        "run",
+        experiment.to_str().unwrap(),
+        "--store",
+        unbroken.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let whole = Store::open(&unbroken).unwrap().trials("resumable").unwrap()[0].clone();
+
+    let store = tmp.path().join("store");
+    let mut service = start_service(&store, &["--workers", "cpu=1", "--heartbeat-timeout", "3"]);
+    let out = cli(&store, &["submit", experiment.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_until(&mut service, || checkpoint_position(&store).is_some());
+    let pid = worker_pids(&store)[0];
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    wait_until(&mut service, || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map_or(true, |stat| stat.contains(") Z "))
+    });
+    let saved_epochs = checkpoint_position(&store).unwrap()["epochs_done"]
+        .as_u64()
+        .unwrap() as usize;
+    let before = service_trials(&store, "resumable")[0].epochs.clone();
+    assert!((1..5).contains(&saved_epochs) && before.len() >= saved_epochs);
+
+    wait_until(&mut service, || {
+        experiment_state(&store, "resumable") == "done"
+    });
+    let trial = service_trials(&store, "resumable")[0].clone();
+    let log = cli(&store, &["logs", &trial.id]);
+    kill(service);
+    assert!(done_with_all_epochs_of(&trial, 5), "{trial:?}");
+    assert_eq!(trial.epochs[..saved_epochs], before[..saved_epochs]);
+    let numbers = |t: &TrialRecord| {
+        t.epochs
+            .iter()
+            .map(|e| (e.epoch, e.train_loss, e.test_loss, e.test_accuracy))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(numbers(&trial), numbers(&whole));
+    let log = String::from_utf8_lossy(&log.stdout).into_owned();
+    assert!(log.contains("trial re-queued"), "{log}");
+    assert!(
+        !store.join("checkpoints").join("resumable").exists(),
+        "an ended trial's checkpoint is removed"
+    );
+}

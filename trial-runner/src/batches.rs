@@ -244,13 +244,18 @@ pub struct EpochPlan<'a, T = ImageTransform> {
     pub transform: &'a T,
 }
 
-/// The RNG of batch `index` of an epoch seeded `seed` (SplitMix64 of the
+/// The seed of batch `index` of an epoch seeded `seed` (SplitMix64 of the
 /// pair, so neighbouring batches get unrelated streams).
-fn batch_rng(seed: u64, index: usize) -> StdRng {
+pub(crate) fn batch_seed(seed: u64, index: usize) -> u64 {
     let mut z = seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    StdRng::seed_from_u64(z ^ (z >> 31))
+    z ^ (z >> 31)
+}
+
+/// The RNG of batch `index` of an epoch seeded `seed`.
+pub(crate) fn batch_rng(seed: u64, index: usize) -> StdRng {
+    StdRng::seed_from_u64(batch_seed(seed, index))
 }
 
 /// Assembles one batch of `indices`, augmenting each image when `plan` is set.
@@ -304,6 +309,19 @@ pub fn for_each_batch<E>(
     batch_size: usize,
     plan: Option<EpochPlan<'_>>,
     workers: usize,
+    consume: impl FnMut(RawBatch) -> Result<(), E>,
+) -> Result<(), E> {
+    for_each_batch_from(data, batch_size, plan, 0, workers, consume)
+}
+
+/// [`for_each_batch`] from batch `first` on: the rest of an epoch a trial
+/// resumes in, the same batches as in an unbroken pass.
+pub fn for_each_batch_from<E>(
+    data: &Dataset,
+    batch_size: usize,
+    plan: Option<EpochPlan<'_>>,
+    first: usize,
+    workers: usize,
     mut consume: impl FnMut(RawBatch) -> Result<(), E>,
 ) -> Result<(), E> {
     let chunks: Vec<&[usize]>;
@@ -318,14 +336,15 @@ pub fn for_each_batch<E>(
             (in_order.chunks(batch_size).collect(), None)
         }
     };
-    let workers = workers.clamp(1, chunks.len().max(1));
+    let first = first.min(chunks.len());
+    let workers = workers.clamp(1, (chunks.len() - first).max(1));
     let chunks = &chunks;
     std::thread::scope(|scope| {
         let receivers: Vec<_> = (0..workers)
             .map(|worker| {
                 let (sender, receiver) = channel::bounded(PREFETCH);
                 scope.spawn(move || {
-                    for index in (worker..chunks.len()).step_by(workers) {
+                    for index in (first + worker..chunks.len()).step_by(workers) {
                         let augment = augment.map(|(t, seed)| (t, batch_rng(seed, index)));
                         // The consumer hung up (it hit an error): stop producing.
                         if sender.send(assemble(data, chunks[index], augment)).is_err() {
@@ -337,8 +356,8 @@ pub fn for_each_batch<E>(
             })
             .collect();
         let mut result = Ok(());
-        for index in 0..chunks.len() {
-            let batch = receivers[index % workers]
+        for index in first..chunks.len() {
+            let batch = receivers[(index - first) % workers]
                 .recv()
                 .expect("a worker sends every batch of its share");
             result = consume(batch);

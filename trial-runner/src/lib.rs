@@ -22,4 +22,6 @@ mod trainer;
 
 pub use bocb_spec::{EpochMetrics, PrecisionChoice, TrialOutcome, TrialSpec, TrialStatus};
 pub use device::{DeviceChoice, DeviceList, ResolveDevice};
-pub use trainer::{run_trial, with_recipe_rates, Learner, TrialError, TrialObserver};
+pub use trainer::{
+    run_trial, with_recipe_rates, CheckpointError, Learner, TrialError, TrialObserver,
+};

@@ -153,6 +153,8 @@ mod tests {
             deterministic: false,
             channels_last: false,
             data_on_device: Default::default(),
+            checkpoint_dir: None,
+            checkpoint_every: None,
         }
     }
 

@@ -1,6 +1,9 @@
 //! The training loop of one trial.
 
+mod checkpoint;
+
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Instant;
 
 use bocb_search_spaces::Recipe;
@@ -8,6 +11,9 @@ use bocb_spec::{EpochMetrics, TrialOutcome, TrialSpec, TrialStatus};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
+
+pub use checkpoint::CheckpointError;
+use checkpoint::Position;
 use tch::nn;
 use tch::{Device, Kind, Tensor};
 use thiserror::Error;
@@ -17,7 +23,8 @@ use crate::batches::on_device::{
     choose_batch_source, upload_bytes, DataOnDevice, DeviceSplit, DeviceTransform, NoDeviceVersion,
 };
 use crate::batches::{
-    default_workers, for_each_batch, EpochPlan, ImageTransform, Normalizer, RawBatch,
+    batch_rng, batch_seed, default_workers, for_each_batch, for_each_batch_from, EpochPlan,
+    ImageTransform, Normalizer, RawBatch,
 };
 use crate::data::{Dataset, Splits};
 use crate::device::{device_name, ResolveDevice};
@@ -25,7 +32,9 @@ use crate::memory::PeakMemory;
 use crate::models::{
     with_drop_path_rate, with_head_drop_rate, BackboneRegistry, Model, ModelError,
 };
-use crate::optim::{HessianNoise, Hparams, OptimError, Optimizer, OptimizerRegistry, ParamSet};
+use crate::optim::{
+    HessianNoise, Hparams, OptimError, Optimizer, OptimizerRegistry, ParamSet, StateReader,
+};
 use crate::precision::{resolve_precision, set_deterministic, Precision};
 use crate::regime::{clip_grad_norm, Regime, WeightAverage};
 use crate::schedule::WarmupCosine;
@@ -41,7 +50,18 @@ pub trait TrialObserver {
     fn stop_after_epoch(&mut self, _report: &EpochMetrics) -> bool {
         false
     }
+    /// Asked after every batch and every epoch: whether to stop now (the
+    /// worker is shutting down), saving a checkpoint first when the trial
+    /// has a `checkpoint_dir`; the trial then ends in
+    /// [`TrialError::Interrupted`].
+    fn checkpoint_requested(&mut self) -> bool {
+        false
+    }
 }
+
+/// An epoch that takes longer than this makes checkpoints automatic (when
+/// `checkpoint_every` is not set): losing one costs more than saving.
+const LONG_EPOCH_S: f64 = 60.0;
 
 #[derive(Debug, Error)]
 pub enum TrialError {
@@ -63,6 +83,16 @@ pub enum TrialError {
     Augment(#[from] AugmentError),
     #[error("data_on_device is true, but {0}; set data_on_device to auto or false, or drop it with the recipe overrides {fix}", fix = .0.fix())]
     NoDeviceVersion(#[from] NoDeviceVersion),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// Stopped when asked ([`TrialObserver::checkpoint_requested`]) after
+    /// `epochs_done` epochs and `batches_done` batches of the next.
+    #[error("interrupted after {epochs_done} epoch(s) and {batches_done} batch(es) of the next ({})", if *.saved { "checkpoint saved" } else { "no checkpoint" })]
+    Interrupted {
+        epochs_done: u32,
+        batches_done: usize,
+        saved: bool,
+    },
 }
 
 /// Trains `spec` on `data`, reporting each epoch to `observer`.
@@ -90,7 +120,6 @@ pub fn run_trial(
     check_labels(train)?;
     check_labels(&data.test)?;
 
-    crate::seeding::start_stream(spec.seed);
     if spec.deterministic {
         set_deterministic(true);
     }
@@ -130,23 +159,49 @@ pub fn run_trial(
         warmup_steps: spec.warmup_epochs as usize * steps_per_epoch,
         total_steps: spec.epochs as usize * steps_per_epoch,
     };
-    let finish = |status, final_accuracy, ema_accuracy, learner: &Learner, note| TrialOutcome {
-        status,
-        final_accuracy,
-        wall_s: started.elapsed().as_secs_f64(),
-        device: device_name(device),
-        optimizer_state_bytes: learner.optimizer.state_bytes(),
-        note,
-        ema_accuracy,
-        precision: learner.precision.name().into(),
-        peak_memory_bytes: peak_memory.read(device),
-        classes: Some(train.classes as u32),
+    let mut saver = Saver::new(spec);
+    let mut resumed_loss = None;
+    if let Some(dir) = &spec.checkpoint_dir {
+        match checkpoint::load(dir, spec)? {
+            Some(mut saved) => {
+                learner
+                    .restore(&saved.tensors, saved.position.step)
+                    .map_err(|message| checkpoint::unusable(dir, message))?;
+                tracing::info!(
+                    dir = %dir.display(),
+                    epochs_done = saved.position.epochs_done,
+                    batches_done = saved.position.batches_done,
+                    "resuming the trial from its checkpoint"
+                );
+                resumed_loss = saved.tensors.remove(LOSS_SUM);
+                saver.position = saved.position;
+            }
+            None => tracing::debug!(dir = %dir.display(), "no checkpoint: the trial starts"),
+        }
+    }
+    let wall_before = saver.position.wall_s;
+    let finish = |status, final_accuracy, ema_accuracy, learner: &Learner, note| {
+        if let Some(dir) = &spec.checkpoint_dir {
+            checkpoint::remove(dir);
+        }
+        TrialOutcome {
+            status,
+            final_accuracy,
+            wall_s: wall_before + started.elapsed().as_secs_f64(),
+            device: device_name(device),
+            optimizer_state_bytes: learner.optimizer.state_bytes(),
+            note,
+            ema_accuracy,
+            precision: learner.precision.name().into(),
+            peak_memory_bytes: peak_memory.read(device),
+            classes: Some(train.classes as u32),
+        }
     };
 
-    let mut step = 0usize;
+    let mut step = saver.position.step;
     let mut final_accuracy = None;
     let mut ema_accuracy = None;
-    for epoch in 1..=spec.epochs {
+    for epoch in saver.position.epochs_done + 1..=spec.epochs {
         let epoch_start = Instant::now();
         let epoch_seed = spec.seed ^ (u64::from(epoch) << 32);
         let mut order_rng = StdRng::seed_from_u64(epoch_seed);
@@ -157,12 +212,20 @@ pub fn run_trial(
             order.shuffle(&mut order_rng);
             order
         };
-        // Erasing and mixing draw from their own stream, after the order's.
-        let mut batch_rng = StdRng::seed_from_u64(epoch_seed.rotate_left(17) ^ 0x5EED);
-        let mut loss_sum = Tensor::zeros([], (Kind::Float, device));
-        let mut batch_index = 0;
+        // A resumed epoch continues where its checkpoint stands.
+        let first = std::mem::take(&mut saver.position.batches_done);
+        let mut loss_sum = match resumed_loss.take() {
+            Some(sum) if first > 0 => sum.to_device(device),
+            _ => Tensor::zeros([], (Kind::Float, device)),
+        };
+        let mut batch_index = first;
         let mut lr = schedule.lr(step);
-        let diverged = batches.train_epoch(spec.batch_size, order, epoch_seed, |batch| {
+        let stopped = batches.train_epoch(spec.batch_size, order, epoch_seed, first, |batch| {
+            // Erasing and mixing, then dropout, stochastic depth and Hessian
+            // noise draw from streams of this batch's own, so a resumed
+            // epoch draws what an unbroken one does.
+            let mut batch_rng = batch_rng(epoch_seed.rotate_left(17) ^ 0x5EED, batch_index);
+            crate::seeding::start_stream(batch_seed(epoch_seed ^ 0xD2A3, batch_index));
             let images = normalizer.apply(&batch.images);
             let labels = batch.labels.to_device(device);
             let (images, targets) = regime.prepare(images, labels, &mut batch_rng)?;
@@ -176,15 +239,23 @@ pub fn run_trial(
             if batch_index.is_multiple_of(16) && !f64::try_from(&loss_sum)?.is_finite() {
                 return Err(EpochStop::Diverged);
             }
+            // After the last batch the epoch ends first, then stops.
+            if batch_index < steps_per_epoch && observer.checkpoint_requested() {
+                return Err(EpochStop::Requested);
+            }
             Ok(())
         });
-        match diverged {
+        match stopped {
             Err(EpochStop::Torch(e)) => return Err(e.into()),
             Err(EpochStop::Augment(e)) => return Err(e.into()),
+            Err(EpochStop::Requested) => {
+                let at = saver.at(epoch - 1, batch_index, step, wall_before, started);
+                return Err(saver.interrupt(at, &learner, Some(&loss_sum)));
+            }
             _ => {}
         }
         let train_loss = f64::try_from(&loss_sum)? / batch_index.max(1) as f64;
-        if diverged.is_err() || !train_loss.is_finite() {
+        if stopped.is_err() || !train_loss.is_finite() {
             let note = format!("training loss became {train_loss} in epoch {epoch}");
             return Ok(finish(
                 TrialStatus::Diverged,
@@ -217,7 +288,7 @@ pub fn run_trial(
             test_loss,
             test_accuracy,
             lr,
-            images_per_sec: (batch_index * spec.batch_size) as f64 / train_s,
+            images_per_sec: ((batch_index - first) * spec.batch_size) as f64 / train_s,
             wall_s: epoch_start.elapsed().as_secs_f64(),
             ema_test_accuracy: ema_accuracy,
         };
@@ -231,6 +302,16 @@ pub fn run_trial(
                 &learner,
                 Some(note),
             ));
+        }
+        if epoch < spec.epochs {
+            saver.position.long_epochs |= report.wall_s > LONG_EPOCH_S;
+            let at = saver.at(epoch, 0, step, wall_before, started);
+            if observer.checkpoint_requested() {
+                return Err(saver.interrupt(at, &learner, None));
+            }
+            if saver.due(epoch) {
+                saver.save(&at, &learner, None);
+            }
         }
     }
     if let Some(path) = &spec.save_weights {
@@ -248,6 +329,95 @@ pub fn run_trial(
         &learner,
         None,
     ))
+}
+
+/// The tensor of a checkpoint taken within an epoch: the epoch's loss so far.
+const LOSS_SUM: &str = "epoch/loss_sum";
+
+/// When and where a trial saves its checkpoint, and where it stands.
+struct Saver<'a> {
+    /// `None`: no checkpoints (none asked for, or the optimizer cannot).
+    dir: Option<&'a Path>,
+    every: Option<u32>,
+    position: Position,
+}
+
+impl<'a> Saver<'a> {
+    fn new(spec: &'a TrialSpec) -> Self {
+        Saver {
+            dir: spec.checkpoint_dir.as_deref(),
+            every: spec.checkpoint_every,
+            position: Position::new(spec, 0, 0),
+        }
+    }
+
+    /// The position after `epochs_done` epochs and `batches_done` batches of the next.
+    fn at(
+        &self,
+        epochs_done: u32,
+        batches_done: usize,
+        step: usize,
+        wall_before: f64,
+        started: Instant,
+    ) -> Position {
+        let wall_s = wall_before + started.elapsed().as_secs_f64();
+        self.position
+            .moved_to(epochs_done, batches_done, step, wall_s)
+    }
+
+    /// Whether a checkpoint is due after `epoch` (`checkpoint_every`).
+    fn due(&self, epoch: u32) -> bool {
+        self.dir.is_some()
+            && match self.every {
+                Some(0) => false,
+                Some(n) => epoch.is_multiple_of(n),
+                None => self.position.long_epochs,
+            }
+    }
+
+    /// Saves `learner` at `at`; whether it did. A checkpoint that cannot be
+    /// written costs only the work since the last one, so training goes on.
+    fn save(&mut self, at: &Position, learner: &Learner, loss_sum: Option<&Tensor>) -> bool {
+        let Some(dir) = self.dir else {
+            return false;
+        };
+        let mut tensors = match learner.checkpoint_tensors() {
+            Ok(tensors) => tensors,
+            Err(e) => {
+                tracing::warn!("no checkpoints for this trial: {e}");
+                self.dir = None;
+                return false;
+            }
+        };
+        if let Some(sum) = loss_sum {
+            tensors.push((LOSS_SUM.into(), sum.detach()));
+        }
+        match checkpoint::save(dir, at, &tensors) {
+            Ok(()) => {
+                self.position = at.clone();
+                true
+            }
+            Err(e) => {
+                tracing::warn!("{e}");
+                false
+            }
+        }
+    }
+
+    /// Saves at `at` and says the trial stopped there.
+    fn interrupt(
+        &mut self,
+        at: Position,
+        learner: &Learner,
+        loss_sum: Option<&Tensor>,
+    ) -> TrialError {
+        let saved = self.save(&at, learner, loss_sum);
+        TrialError::Interrupted {
+            epochs_done: at.epochs_done,
+            batches_done: at.batches_done,
+            saved,
+        }
+    }
 }
 
 /// The learner `spec` trains on `device`: its backbone and optimizer with
@@ -373,6 +543,66 @@ impl Learner {
         vs.freeze();
         let average = WeightAverage::track(&self.vs, &mut vs, decay);
         self.average = Some((vs, model, average));
+        Ok(())
+    }
+
+    /// Its weights, moving average and optimizer state, by name, for a
+    /// checkpoint.
+    fn checkpoint_tensors(&self) -> Result<Vec<(String, Tensor)>, OptimError> {
+        let variables = |vs: &nn::VarStore, prefix: &str| {
+            vs.variables()
+                .into_iter()
+                .map(|(name, t)| (format!("{prefix}/{name}"), t.detach()))
+                .collect::<Vec<_>>()
+        };
+        let mut tensors = variables(&self.vs, "model");
+        if let Some((vs, _, _)) = &self.average {
+            tensors.extend(variables(vs, "ema"));
+        }
+        let optimizer = self.optimizer.export_state()?;
+        tensors.extend(
+            optimizer
+                .into_iter()
+                .map(|(name, t)| (format!("optimizer/{name}"), t)),
+        );
+        Ok(tensors)
+    }
+
+    /// Restores what [`checkpoint_tensors`](Self::checkpoint_tensors) saved,
+    /// `steps` steps into training; the error says what does not fit.
+    fn restore(&mut self, tensors: &BTreeMap<String, Tensor>, steps: usize) -> Result<(), String> {
+        let restore = |vs: &nn::VarStore, prefix: &str| -> Result<(), String> {
+            for (name, mut variable) in vs.variables() {
+                let key = format!("{prefix}/{name}");
+                let saved = tensors
+                    .get(&key)
+                    .ok_or_else(|| format!("`{key}` is missing"))?;
+                if saved.size() != variable.size() {
+                    return Err(format!(
+                        "`{key}` has shape {:?}, the model's {:?}",
+                        saved.size(),
+                        variable.size()
+                    ));
+                }
+                tch::no_grad(|| variable.f_copy_(saved)).map_err(|e| format!("`{key}`: {e}"))?;
+            }
+            Ok(())
+        };
+        restore(&self.vs, "model")?;
+        if let Some((vs, _, _)) = &self.average {
+            restore(vs, "ema")?;
+        }
+        let optimizer: BTreeMap<String, Tensor> = tensors
+            .iter()
+            .filter_map(|(name, t)| {
+                let name = name.strip_prefix("optimizer/")?;
+                Some((name.to_string(), t.shallow_clone()))
+            })
+            .collect();
+        self.optimizer
+            .import_state(&StateReader::new(&optimizer, self.vs.device()))
+            .map_err(|e| e.to_string())?;
+        self.steps = steps;
         Ok(())
     }
 
@@ -515,12 +745,14 @@ impl<'a> Batches<'a> {
         )
     }
 
-    /// One training epoch over `order`, augmented with `seed`'s draws.
+    /// One training epoch over `order` from batch `first` on, augmented
+    /// with `seed`'s draws.
     fn train_epoch<E>(
         &self,
         batch_size: usize,
         order: Vec<usize>,
         seed: u64,
+        first: usize,
         consume: impl FnMut(RawBatch) -> Result<(), E>,
     ) -> Result<(), E> {
         match self {
@@ -534,7 +766,14 @@ impl<'a> Batches<'a> {
                     seed,
                     transform,
                 };
-                for_each_batch(&data.train, batch_size, Some(plan), *workers, consume)
+                for_each_batch_from(
+                    &data.train,
+                    batch_size,
+                    Some(plan),
+                    first,
+                    *workers,
+                    consume,
+                )
             }
             Batches::Device {
                 train, transform, ..
@@ -544,7 +783,7 @@ impl<'a> Batches<'a> {
                     seed,
                     transform,
                 };
-                train.for_each_batch(batch_size, Some(plan), consume)
+                train.for_each_batch_from(batch_size, Some(plan), first, consume)
             }
         }
     }
@@ -565,6 +804,8 @@ impl<'a> Batches<'a> {
 /// Why an epoch's batch loop stopped early.
 enum EpochStop {
     Diverged,
+    /// The observer asked for a checkpoint.
+    Requested,
     Torch(tch::TchError),
     Augment(AugmentError),
 }
@@ -656,6 +897,7 @@ mod tests {
     use crate::data::{generate, SynthConfig};
     use crate::optim::{Optimizer, SophiaH};
     use crate::{DeviceChoice, PrecisionChoice};
+    use std::path::PathBuf;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     struct Collect(Vec<EpochMetrics>);
@@ -694,6 +936,8 @@ mod tests {
             deterministic: false,
             channels_last: false,
             data_on_device: DataOnDevice::Off,
+            checkpoint_dir: None,
+            checkpoint_every: None,
         }
     }
 
@@ -1012,6 +1256,214 @@ mod tests {
         assert!(
             err.contains("RandAugment (`rand_augment`) has no on-device version")
                 && err.contains("{ rand_augment: null }"),
+            "{err}"
+        );
+    }
+
+    /// Collects reports and asks for a checkpoint after batch `at.1` of
+    /// epoch `at.0` (its last: after the epoch); copies the checkpoint
+    /// directory, as a kill would leave it, when `copy_at` epoch is reported.
+    struct Interrupter {
+        reports: Vec<EpochMetrics>,
+        at: Option<(u32, usize)>,
+        last: (u32, usize),
+        copy_at: Option<(u32, PathBuf, PathBuf)>,
+    }
+
+    impl Interrupter {
+        fn new(at: Option<(u32, usize)>) -> Self {
+            Interrupter {
+                reports: Vec::new(),
+                at,
+                last: (0, 0),
+                copy_at: None,
+            }
+        }
+    }
+
+    impl TrialObserver for Interrupter {
+        fn on_batch(&mut self, epoch: u32, batch: usize, _batches: usize) {
+            self.last = (epoch, batch);
+        }
+        fn on_epoch(&mut self, report: &EpochMetrics) {
+            self.reports.push(*report);
+            if let Some((epoch, from, to)) = &self.copy_at {
+                if *epoch == report.epoch {
+                    std::fs::create_dir_all(to).unwrap();
+                    for entry in std::fs::read_dir(from).unwrap() {
+                        let entry = entry.unwrap();
+                        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+                    }
+                }
+            }
+        }
+        fn checkpoint_requested(&mut self) -> bool {
+            self.at == Some(self.last)
+        }
+    }
+
+    fn run_observed(
+        spec: &TrialSpec,
+        data: &Splits,
+        observer: &mut Interrupter,
+    ) -> Result<TrialOutcome, TrialError> {
+        run_trial(
+            spec,
+            data,
+            &BackboneRegistry::builtin(),
+            &OptimizerRegistry::builtin(),
+            observer,
+        )
+    }
+
+    /// What an epoch measured, less its timings.
+    fn numbers(reports: &[EpochMetrics]) -> Vec<(u32, f64, f64, f64, f64, Option<f64>)> {
+        reports
+            .iter()
+            .map(|r| {
+                (
+                    r.epoch,
+                    r.train_loss,
+                    r.test_loss,
+                    r.test_accuracy,
+                    r.lr,
+                    r.ema_test_accuracy,
+                )
+            })
+            .collect()
+    }
+
+    /// DeiT (Mixup/CutMix, erasing, label smoothing, stochastic depth,
+    /// repeated augmentation, RandAugment) with an EMA that moves, 4 epochs.
+    fn resumable_spec(backbone: &str, dir: &Path) -> TrialSpec {
+        let mut recipe = bocb_search_spaces::RecipeBook::builtin()
+            .recipe("deit")
+            .unwrap()
+            .clone();
+        recipe.epochs = bocb_search_spaces::Count(4);
+        recipe.warmup_epochs = 1;
+        recipe.ema_decay = Some(bocb_search_spaces::Fraction(0.5));
+        let mut spec = spec("adamw", 1e-3, 4);
+        spec.backbone = backbone.into();
+        spec.recipe = Some(recipe);
+        spec.deterministic = true;
+        spec.checkpoint_dir = Some(dir.to_path_buf());
+        spec
+    }
+
+    /// Stopped within epoch 2, resumed, stopped after epoch 3, resumed: the
+    /// epochs measure exactly what an unbroken run measures. So does a run
+    /// resumed from a periodic checkpoint, as a killed worker leaves it.
+    #[test]
+    fn a_resumed_trial_measures_exactly_what_an_unbroken_one_does() {
+        let data = data(96);
+        for backbone in ["resnet18_cifar@micro", "vit_tiny_cifar@micro"] {
+            let root = tempfile::tempdir().unwrap();
+            let dir = root.path().join("trial");
+            let spec = resumable_spec(backbone, &dir);
+            let mut unbroken = Interrupter::new(None);
+            let whole = run_observed(&spec, &data, &mut unbroken).unwrap();
+            assert_eq!(whole.status, TrialStatus::Done);
+            assert_eq!(unbroken.reports.len(), 4);
+            assert!(!dir.exists(), "a finished trial leaves no checkpoint");
+            let steps = unbroken.last.1;
+
+            let mut first = Interrupter::new(Some((2, 1)));
+            let err = run_observed(&spec, &data, &mut first).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    TrialError::Interrupted {
+                        epochs_done: 1,
+                        batches_done: 1,
+                        saved: true
+                    }
+                ),
+                "{backbone}: {err}"
+            );
+            let mut second = Interrupter::new(Some((3, steps)));
+            let err = run_observed(&spec, &data, &mut second).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    TrialError::Interrupted {
+                        epochs_done: 3,
+                        batches_done: 0,
+                        saved: true
+                    }
+                ),
+                "{backbone}: {err}"
+            );
+            let mut third = Interrupter::new(None);
+            let resumed = run_observed(&spec, &data, &mut third).unwrap();
+            let pieces: Vec<EpochMetrics> = [first.reports, second.reports, third.reports].concat();
+            assert_eq!(numbers(&pieces), numbers(&unbroken.reports), "{backbone}");
+            assert_eq!(resumed.final_accuracy, whole.final_accuracy);
+            assert_eq!(resumed.ema_accuracy, whole.ema_accuracy);
+            assert!(resumed.ema_accuracy.is_some());
+            assert!(!dir.exists());
+
+            // Every other epoch; the copy after epoch 3 holds epoch 2's.
+            let mut periodic = resumable_spec(backbone, &dir);
+            periodic.checkpoint_every = Some(2);
+            let mut killed = Interrupter::new(None);
+            let kept = root.path().join("kept");
+            killed.copy_at = Some((3, dir.clone(), kept.clone()));
+            run_observed(&periodic, &data, &mut killed).unwrap();
+            periodic.checkpoint_dir = Some(kept);
+            // Another worker: other data threads, same numbers.
+            periodic.data_workers = 1;
+            let mut after_kill = Interrupter::new(None);
+            run_observed(&periodic, &data, &mut after_kill).unwrap();
+            assert_eq!(
+                numbers(&after_kill.reports),
+                numbers(&unbroken.reports[2..]),
+                "{backbone}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_of_another_trial_or_a_damaged_one_is_refused_naming_the_fix() {
+        let data = data(64);
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("trial");
+        let mut spec = spec("sgd_m", 0.05, 2);
+        spec.checkpoint_dir = Some(dir.clone());
+        let mut observer = Interrupter::new(Some((1, 1)));
+        let err = run_observed(&spec, &data, &mut observer).unwrap_err();
+        assert!(
+            matches!(err, TrialError::Interrupted { saved: true, .. }),
+            "{err}"
+        );
+        spec.seed += 1;
+        let err = run_observed(&spec, &data, &mut Interrupter::new(None))
+            .unwrap_err()
+            .to_string();
+        let json = dir.join("checkpoint.json");
+        assert!(
+            err.contains(&json.display().to_string())
+                && err.contains("belongs to another trial")
+                && err.contains(&format!("delete {} to start the trial over", dir.display())),
+            "{err}"
+        );
+        std::fs::write(&json, "{ not json").unwrap();
+        let err = run_observed(&spec, &data, &mut Interrupter::new(None))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&json.display().to_string()), "{err}");
+        // Without a checkpoint directory a request stops the trial all the same.
+        spec.checkpoint_dir = None;
+        let err = run_observed(&spec, &data, &mut Interrupter::new(Some((1, 1)))).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                TrialError::Interrupted {
+                    epochs_done: 0,
+                    batches_done: 1,
+                    saved: false
+                }
+            ),
             "{err}"
         );
     }

@@ -55,6 +55,8 @@ fn every_optimizer_lowers_the_loss_or_is_recorded_as_diverged() {
             deterministic: false,
             channels_last: false,
             data_on_device: Default::default(),
+            checkpoint_dir: None,
+            checkpoint_every: None,
         };
         let mut losses = Losses(Vec::new());
         match run_trial(&spec, &data, &backbones, &optimizers, &mut losses) {

@@ -54,6 +54,8 @@ fn spec(optimizer: &str) -> TrialSpec {
         deterministic: false,
         channels_last: false,
         data_on_device: Default::default(),
+        checkpoint_dir: None,
+        checkpoint_every: None,
     }
 }
 

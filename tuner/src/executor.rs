@@ -42,6 +42,8 @@ pub struct TrialJob<'a> {
     /// The program to run instead of bocb's trainer, and where.
     pub external: Option<&'a ExternalTrial>,
     pub work_dir: &'a Path,
+    /// The last epoch the store holds (0: none), where a program resumes.
+    pub resume_epoch: u32,
 }
 
 /// How a trial ended, as an executor reports it (and a worker sends it;

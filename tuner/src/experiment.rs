@@ -123,6 +123,12 @@ pub struct ExperimentSpec {
     /// Run this program per trial instead of bocb's trainer (external trials).
     #[serde(default)]
     pub trial: Option<crate::trial_command::ExternalTrial>,
+    /// Save each trial's checkpoint (below the store) after every this many
+    /// epochs, 0 only when bocb is stopped by a signal; by default after
+    /// every epoch once an epoch takes over a minute. Not a training
+    /// setting: checkpoints change no result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_every: Option<u32>,
     /// Per backbone (and per backbone x optimizer): where the stage-1 lr
     /// and weight-decay grids are centred instead of the optimizer's own
     /// centre, spacing kept (see [`crate::grid_centres`]).
@@ -532,6 +538,9 @@ impl Experiment {
             deterministic: spec.deterministic,
             channels_last: spec.channels_last,
             data_on_device: spec.data_on_device,
+            // Where the trial's checkpoint goes is the search's to decide.
+            checkpoint_dir: None,
+            checkpoint_every: spec.checkpoint_every,
         }
     }
 
@@ -629,6 +638,13 @@ impl Experiment {
                 "trials_per_device",
                 "auto",
                 "`trials_per_device: auto` measures bocb's own training step, which external trials (`trial:`) do not run; give a number of trials per device".into(),
+            ));
+        }
+        if let (Some(every), Some(_)) = (spec.checkpoint_every, &spec.trial) {
+            return Err(located(
+                "checkpoint_every",
+                &every.to_string(),
+                "`checkpoint_every` paces bocb's own trainer; an external trial (`trial:`) saves its checkpoints itself, in `BOCB_CHECKPOINT_DIR`: drop `checkpoint_every`".into(),
             ));
         }
         if let Some(rule) = &spec.packing {
@@ -1031,6 +1047,25 @@ epochs: 3
             );
         }
         assert!(parse(&GOOD.replace("cnn-vs-vit", "v1.2_b-c")).is_ok());
+    }
+
+    #[test]
+    fn checkpoint_every_reaches_the_trials_and_is_refused_for_external_ones() {
+        let e = parse(&format!("{GOOD}checkpoint_every: 2\n")).unwrap();
+        let params = [("lr".to_string(), 0.1), ("weight_decay".to_string(), 0.0)].into();
+        let trial = e.trial_spec("vit_tiny_cifar", "sgd_m", &params, 0, None);
+        assert_eq!(trial.checkpoint_every, Some(2));
+        assert_eq!(parse(GOOD).unwrap().spec.checkpoint_every, None);
+        let err = error(&format!(
+            "{GOOD}checkpoint_every: 2\ntrial:\n  command: python train.py\n"
+        ));
+        assert!(
+            err.starts_with("exp.yaml:8:19: `checkpoint_every` paces bocb's own trainer")
+                && err.contains("BOCB_CHECKPOINT_DIR"),
+            "{err}"
+        );
+        let err = error(&format!("{GOOD}checkpoint_every: -1\n"));
+        assert!(err.contains("checkpoint_every"), "{err}");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Mutex, Once};
 use std::time::{Duration, Instant};
 
@@ -129,12 +129,17 @@ struct Params<'a> {
 /// to `observer` and ending it when the observer says stop, when its time
 /// limit passes, or when `dropped` turns true (checked while the program is
 /// silent too). Its output goes to `log` in pieces of at most
-/// [`MAX_PIECE_BYTES`].
+/// [`MAX_PIECE_BYTES`]. A program that keeps a checkpoint in
+/// `BOCB_CHECKPOINT_DIR` may continue from it: the store holds its epochs
+/// up to `resume_epoch` (`BOCB_RESUME_EPOCH`), and its reports may start
+/// after it or from epoch 1.
+#[allow(clippy::too_many_arguments)]
 pub fn run_external(
     trial: &ExternalTrial,
     trial_id: &str,
     spec: &TrialSpec,
     work_dir: &Path,
+    resume_epoch: u32,
     observer: &mut dyn TrialObserver,
     log: &dyn Fn(&str),
     dropped: &dyn Fn() -> bool,
@@ -165,11 +170,16 @@ pub fn run_external(
     } else {
         work_dir
     };
-    let spawned = Command::new("sh")
+    let mut command = Command::new("sh");
+    if let Some(dir) = &spec.checkpoint_dir {
+        command.env("BOCB_CHECKPOINT_DIR", dir);
+    }
+    let spawned = command
         .args(["-c", &trial.command])
         .current_dir(work_dir)
         .env("BOCB_PARAMS", &params)
         .env("BOCB_PARAMS_FILE", &params_file)
+        .env("BOCB_RESUME_EPOCH", resume_epoch.to_string())
         // The service's token lets its holder run commands on every worker.
         .env_remove("BOCB_TOKEN")
         .process_group(0)
@@ -186,6 +196,7 @@ pub fn run_external(
                 observer,
                 log,
                 tail: Vec::new(),
+                resume_epoch,
                 last_epoch: 0,
                 last_accuracy: None,
                 last_epoch_at: Instant::now(),
@@ -201,13 +212,10 @@ pub fn run_external(
         )),
     };
     let _ = std::fs::remove_file(&params_file);
-    if RECEIVED_SIGNAL.load(Ordering::SeqCst) != 0 {
+    if signalled() {
         // bocb is ending on a signal, which ended the program: the trial
-        // is not recorded as ended by it (it runs again next time); the
-        // signal ends this process.
-        loop {
-            std::thread::park();
-        }
+        // is not recorded as ended by it (it runs again next time).
+        stay_until_the_signal_ends_bocb();
     }
     result
 }
@@ -369,6 +377,8 @@ struct Trial<'a> {
     observer: &'a mut dyn TrialObserver,
     log: &'a dyn Fn(&str),
     tail: Vec<String>,
+    /// The last epoch the store holds: a resumed program reports from the next.
+    resume_epoch: u32,
     last_epoch: u32,
     last_accuracy: Option<f64>,
     /// When the last epoch was reported (or the program started).
@@ -494,7 +504,8 @@ impl Trial<'_> {
             }
         };
         let expected = self.last_epoch + 1;
-        if report.epoch != expected || report.epoch > self.spec.epochs {
+        let resumed = self.last_epoch == 0 && report.epoch == self.resume_epoch + 1;
+        if (report.epoch != expected && !resumed) || report.epoch > self.spec.epochs {
             let reported = if self.last_epoch == 0 {
                 "no epoch yet".to_string()
             } else {
@@ -569,11 +580,53 @@ fn end_group(program: &mut Program, group: i32, wait: &mut dyn FnMut(&mut Progra
 static RUNNING_GROUPS: Mutex<Vec<i32>> = Mutex::new(Vec::new());
 /// The signal received, 0 before one.
 static RECEIVED_SIGNAL: AtomicI32 = AtomicI32::new(0);
+/// bocb's own trials training in this process, each saving its checkpoint
+/// and stopping at its next batch once a signal came.
+static SAVING_TRIALS: AtomicUsize = AtomicUsize::new(0);
+/// How long a signal waits for those trials before it ends bocb anyway.
+const SAVE_GRACE: Duration = Duration::from_secs(300);
 
-fn register_group(group: i32) {
+fn install_signal_handlers() {
     static HANDLERS: Once = Once::new();
     HANDLERS.call_once(end_programs_on_signals);
+}
+
+fn register_group(group: i32) {
+    install_signal_handlers();
     RUNNING_GROUPS.lock().expect("groups lock").push(group);
+}
+
+/// Whether bocb is ending on a signal: running trials save and stop.
+pub fn signalled() -> bool {
+    RECEIVED_SIGNAL.load(Ordering::SeqCst) != 0
+}
+
+/// Held while one of bocb's own trials trains in this process: a signal
+/// then waits (up to [`SAVE_GRACE`]) for the trial to see [`signalled`],
+/// save its checkpoint and drop this, before it ends bocb.
+pub struct SaveOnSignal(());
+
+impl SaveOnSignal {
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        install_signal_handlers();
+        SAVING_TRIALS.fetch_add(1, Ordering::SeqCst);
+        SaveOnSignal(())
+    }
+}
+
+impl Drop for SaveOnSignal {
+    fn drop(&mut self) {
+        SAVING_TRIALS.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// For a trial stopped by the signal that ends bocb: nothing is recorded
+/// (it runs again next time, from its checkpoint); the signal ends the process.
+pub fn stay_until_the_signal_ends_bocb() -> ! {
+    loop {
+        std::thread::park();
+    }
 }
 
 fn unregister_group(group: i32) {
@@ -603,10 +656,11 @@ extern "C" fn note_signal(signal: libc::c_int) {
 }
 
 /// A program in its own group no longer hears the terminal's Ctrl-C, nor
-/// dies with bocb: on SIGINT, SIGTERM or SIGHUP bocb ends the running
-/// programs' groups, then dies of the signal as it would have.
+/// dies with bocb: on SIGINT, SIGTERM, SIGHUP or SIGUSR1 bocb ends the
+/// running programs' groups, lets its own trials save their checkpoints,
+/// then dies of the signal as it would have.
 fn end_programs_on_signals() {
-    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGUSR1] {
         // SAFETY: the handler only stores to an atomic (async-signal-safe).
         unsafe {
             libc::signal(signal, note_signal as *const () as libc::sighandler_t);
@@ -616,6 +670,10 @@ fn end_programs_on_signals() {
         let signal = RECEIVED_SIGNAL.load(Ordering::SeqCst);
         if signal != 0 {
             end_running_programs();
+            let until = Instant::now() + SAVE_GRACE;
+            while SAVING_TRIALS.load(Ordering::SeqCst) > 0 && Instant::now() < until {
+                std::thread::sleep(POLL);
+            }
             // SAFETY: restores the default action and raises the signal again.
             unsafe {
                 libc::signal(signal, libc::SIG_DFL);
@@ -697,7 +755,16 @@ mod tests {
             let lines = Mutex::new(Vec::new());
             let log = |line: &str| lines.lock().unwrap().push(line.to_string());
             let is_dropped = || dropped.as_ref().is_some_and(|d| d.load(Ordering::SeqCst));
-            let result = run_external(&trial, "t", &spec, &dir, &mut listener, &log, &is_dropped);
+            let result = run_external(
+                &trial,
+                "t",
+                &spec,
+                &dir,
+                0,
+                &mut listener,
+                &log,
+                &is_dropped,
+            );
             let _ = done.send(Ran {
                 result,
                 epochs: listener.epochs,
@@ -721,6 +788,51 @@ mod tests {
     fn gone(pid: &str) -> bool {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim()));
         stat.map_or(true, |s| s.contains(") Z "))
+    }
+
+    /// A program run again after an interruption finds its checkpoint
+    /// directory and the last stored epoch, and reports from the next one.
+    #[test]
+    fn a_resumed_program_gets_its_checkpoint_dir_and_reports_after_the_stored_epochs() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = r#"echo "dir=$BOCB_CHECKPOINT_DIR resume=$BOCB_RESUME_EPOCH"
+echo 'BOCB_REPORT {"epoch": 3, "accuracy": 30}'
+echo 'BOCB_REPORT {"epoch": 4, "accuracy": 40}'
+"#;
+        std::fs::write(dir.path().join("trial.sh"), script).unwrap();
+        let trial = ExternalTrial {
+            command: "sh trial.sh".into(),
+            // Also the test's deadline.
+            timeout: Some(TimeLimit(Duration::from_secs(60))),
+        };
+        let mut spec = spec(dir.path(), 4);
+        let checkpoints = dir.path().join("ckpt");
+        spec.checkpoint_dir = Some(checkpoints.clone());
+        let run = |resume_epoch| {
+            let mut listener = Listener::default();
+            let lines = Mutex::new(Vec::new());
+            let log = |line: &str| lines.lock().unwrap().push(line.to_string());
+            let result = run_external(
+                &trial,
+                "t",
+                &spec,
+                dir.path(),
+                resume_epoch,
+                &mut listener,
+                &log,
+                &|| false,
+            );
+            (result, listener.epochs, lines.into_inner().unwrap())
+        };
+        let (result, epochs, log) = run(2);
+        assert_eq!(result.status, TrialStatus::Done, "{:?}", result.note);
+        assert_eq!(epochs, [(3, 30.0), (4, 40.0)]);
+        let expected = format!("dir={} resume=2", checkpoints.display());
+        assert!(log.iter().any(|l| l.contains(&expected)), "{log:?}");
+        // Without stored epochs, epoch 3 first is out of order.
+        let (result, _, _) = run(0);
+        assert_eq!(result.status, TrialStatus::Failed);
+        assert!(result.note.unwrap().contains("out of order"));
     }
 
     #[test]

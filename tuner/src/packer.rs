@@ -520,6 +520,8 @@ mod tests {
             deterministic: false,
             channels_last: false,
             data_on_device: Default::default(),
+            checkpoint_dir: None,
+            checkpoint_every: None,
         };
         let key = probe_key(&trial, 100);
         assert!(key.starts_with("cuda/resnet18_cifar/sgd_m/"), "{key}");

@@ -12,13 +12,13 @@ use bocb_store::{
 };
 use bocb_trial_runner::data::{self, Splits};
 use bocb_trial_runner::optim::Hparams;
-use bocb_trial_runner::{run_trial, DeviceChoice, TrialObserver};
+use bocb_trial_runner::{run_trial, DeviceChoice, TrialError, TrialObserver};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sha2::{Digest, Sha256};
 
 use crate::executor::{RunError, TrialExecutor, TrialJob, TrialResult};
 use crate::experiment::{stored_spec, Experiment, ExperimentSpec, TrialsPerDevice};
-use crate::external::run_external;
+use crate::external::{run_external, stay_until_the_signal_ends_bocb, SaveOnSignal};
 use crate::packer::{Packing, Ticket};
 use crate::registries::Registries;
 use crate::search::{Curve, EarlyStop, Observation};
@@ -59,11 +59,13 @@ impl TrialExecutor for InProcess<'_> {
                 job.id,
                 job.spec,
                 job.work_dir,
+                job.resume_epoch,
                 observer,
                 &log,
                 &|| false,
             ));
         }
+        let saving = SaveOnSignal::new();
         let result = run_trial(
             job.spec,
             self.splits
@@ -72,8 +74,11 @@ impl TrialExecutor for InProcess<'_> {
             &self.registries.optimizers,
             observer,
         );
+        drop(saving);
         Ok(match result {
             Ok(outcome) => TrialResult::from_outcome(outcome),
+            // Stopped by a signal, its checkpoint saved: it stays unended.
+            Err(TrialError::Interrupted { .. }) => stay_until_the_signal_ends_bocb(),
             Err(e) => TrialResult::failed(e.to_string()),
         })
     }
@@ -386,6 +391,16 @@ impl RunContext<'_> {
     }
 }
 
+/// Where a trial's checkpoint is kept while it has not ended: below the
+/// store, by experiment and trial id, so any worker can continue it.
+pub fn checkpoint_dir(store: &Store, experiment: &str, trial_id: &str) -> std::path::PathBuf {
+    store
+        .dir()
+        .join("checkpoints")
+        .join(experiment)
+        .join(trial_id)
+}
+
 /// Whether a trial has its result: ended for a reason other than an error
 /// (failed trials are retried by the next run).
 fn finished(status: TrialStatus) -> bool {
@@ -677,7 +692,17 @@ impl Pair<'_> {
             Vec::new()
         };
         let rule = spec.early_stop.build();
+        // An interrupted trial (still running) continues from its
+        // checkpoint: its recorded epochs stay (epochs trained again replace
+        // theirs). A failed one starts over.
+        let recorded = store
+            .trial(&spec.name, id)?
+            .filter(|t| t.status == TrialStatus::Running)
+            .map(|t| t.epochs)
+            .unwrap_or_default();
+        let resume_epoch = recorded.last().map_or(0, |e| e.epoch);
         store.put_trial(&TrialRecord {
+            epochs: recorded.clone(),
             recipe: Some(self.experiment.stored_recipe(self.backbone)),
             params: params.clone(),
             grid: Some(grid),
@@ -698,6 +723,8 @@ impl Pair<'_> {
         if let Some(device) = self.device {
             trial_spec.device = device;
         }
+        let checkpoints = checkpoint_dir(store, &spec.name, id);
+        trial_spec.checkpoint_dir = Some(checkpoints.clone());
         let label = format!(
             "{} × {} lr={} wd={} seed={seed}{}",
             self.backbone,
@@ -716,7 +743,7 @@ impl Pair<'_> {
             store_error: None,
             rule: rule.as_ref(),
             others: &others,
-            curve: Vec::new(),
+            curve: recorded.iter().map(|e| e.test_accuracy).collect(),
             max_epochs: spec.epochs as usize,
             ticket,
             batch_images: trial_spec.batch_size as u64,
@@ -731,6 +758,7 @@ impl Pair<'_> {
             spec: &trial_spec,
             external: external.as_ref(),
             work_dir: &self.experiment.base_dir,
+            resume_epoch,
         };
         let result = ctx.executor.execute(&job, &mut recorder);
         recorder.bar.finish_and_clear();
@@ -742,6 +770,8 @@ impl Pair<'_> {
             result.peak_memory_bytes = ticket.own_peak(result.peak_memory_bytes);
         }
         store.finish_trial(&spec.name, id, result.status, &result.end())?;
+        // Ended: a failed trial runs again from its start.
+        remove_checkpoint(&checkpoints);
         let TrialResult {
             status,
             final_accuracy: accuracy,
@@ -806,6 +836,10 @@ impl TrialObserver for Recorder<'_> {
         self.rule.should_stop(&self.curve, &others, self.max_epochs)
     }
 
+    fn checkpoint_requested(&mut self) -> bool {
+        crate::external::signalled()
+    }
+
     fn on_batch(&mut self, epoch: u32, batch: usize, batches: usize) {
         let fraction = (epoch - 1) as f64 + batch as f64 / batches as f64;
         self.bar.set_position((fraction * 100.0) as u64);
@@ -838,6 +872,19 @@ impl TrialObserver for Recorder<'_> {
                 self.store_error = Some(e);
             }
         }
+    }
+}
+
+/// Removes an ended trial's checkpoint directory (and its experiment's,
+/// once empty).
+fn remove_checkpoint(dir: &std::path::Path) {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!("cannot remove the checkpoint {}: {e}", dir.display()),
+    }
+    if let Some(experiment_dir) = dir.parent() {
+        let _ = std::fs::remove_dir(experiment_dir);
     }
 }
 

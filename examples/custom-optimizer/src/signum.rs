@@ -37,6 +37,9 @@ impl Signum {
 }
 
 impl Optimizer for Signum {
+    // The state a trial checkpoint saves, so interrupted trials continue.
+    bocb_trial_runner::optimizer_state!(averages);
+
     fn step(&mut self, lr: f64) {
         tch::no_grad(|| {
             for ((params, wd), averages) in self.groups.iter_mut().zip(&mut self.averages) {

@@ -211,6 +211,18 @@ impl DeviceSplit {
         &self,
         batch_size: usize,
         plan: Option<EpochPlan<'_, DeviceTransform>>,
+        consume: impl FnMut(RawBatch) -> Result<(), E>,
+    ) -> Result<(), E> {
+        self.for_each_batch_from(batch_size, plan, 0, consume)
+    }
+
+    /// [`for_each_batch`](Self::for_each_batch) from training batch `first`
+    /// on, as [`crate::batches::for_each_batch_from`].
+    pub fn for_each_batch_from<E>(
+        &self,
+        batch_size: usize,
+        plan: Option<EpochPlan<'_, DeviceTransform>>,
+        first: usize,
         mut consume: impl FnMut(RawBatch) -> Result<(), E>,
     ) -> Result<(), E> {
         let Some(plan) = plan else {
@@ -238,7 +250,7 @@ impl DeviceSplit {
         let draws = Tensor::from_slice(&draws)
             .view([used.len() as i64, 3])
             .to_device(self.images.device());
-        for index in 0..batches {
+        for index in first..batches {
             let start = (index * batch_size) as i64;
             let picked = order.narrow(0, start, batch_size as i64);
             let images = self.images.index_select(0, &picked);

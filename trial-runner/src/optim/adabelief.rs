@@ -35,6 +35,12 @@ struct BeliefState {
     max_exp_avg_var: Option<Tensor>,
 }
 
+crate::saved_struct!(BeliefState {
+    exp_avg,
+    exp_avg_var,
+    max_exp_avg_var
+});
+
 /// The rectified update of one step: the adaptive one (`num_sma >= 5`), the
 /// momentum-only one (`step_size > 0`), or none at all.
 enum Rectified {
@@ -113,6 +119,8 @@ impl AdaBelief {
 }
 
 impl Optimizer for AdaBelief {
+    crate::optimizer_state!(step, state);
+
     fn step(&mut self, lr: f64) {
         self.step += 1;
         let t = f64::from(self.step);

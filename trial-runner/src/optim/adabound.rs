@@ -35,6 +35,12 @@ struct BoundState {
     max_exp_avg_sq: Option<Tensor>,
 }
 
+crate::saved_struct!(BoundState {
+    exp_avg,
+    exp_avg_sq,
+    max_exp_avg_sq
+});
+
 impl AdaBound {
     const HPARAMS: [&'static str; 13] = [
         "lr",
@@ -95,6 +101,8 @@ impl AdaBound {
 }
 
 impl Optimizer for AdaBound {
+    crate::optimizer_state!(step, state);
+
     fn step(&mut self, lr: f64) {
         self.step += 1;
         let t = f64::from(self.step);

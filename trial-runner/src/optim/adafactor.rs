@@ -5,8 +5,8 @@
 use tch::Tensor;
 
 use super::{
-    tensor_bytes, HparamReader, Hparams, OptimError, Optimizer, ParamSet, FLAG, NON_NEGATIVE,
-    POSITIVE, UNIT_INTERVAL,
+    tensor_bytes, HparamReader, Hparams, OptimError, Optimizer, ParamSet, Saved, StateReader,
+    StateTensors, FLAG, NON_NEGATIVE, POSITIVE, UNIT_INTERVAL,
 };
 
 /// timm's `Adafactor` with an external learning rate. timm switches to its
@@ -34,6 +34,8 @@ struct FactorState {
     second: SecondMoment,
 }
 
+crate::saved_struct!(FactorState { exp_avg, second });
+
 enum SecondMoment {
     /// Means over `dim_row` (`row`) and over `dim_col` (`col`).
     Factored {
@@ -43,6 +45,37 @@ enum SecondMoment {
         col: Tensor,
     },
     Full(Tensor),
+}
+
+/// Factored moments as `key.factored` (the two dims) with `key.row` and
+/// `key.col`; a full one as `key.full`.
+impl Saved for SecondMoment {
+    fn write_state(&self, key: &str, out: &mut StateTensors) {
+        match self {
+            SecondMoment::Factored {
+                dim_col,
+                dim_row,
+                row,
+                col,
+            } => {
+                (*dim_col, *dim_row).write_state(&format!("{key}.factored"), out);
+                row.write_state(&format!("{key}.row"), out);
+                col.write_state(&format!("{key}.col"), out);
+            }
+            SecondMoment::Full(full) => full.write_state(&format!("{key}.full"), out),
+        }
+    }
+    fn read_state(key: &str, from: &StateReader) -> Result<Self, OptimError> {
+        match Option::<(i64, i64)>::read_state(&format!("{key}.factored"), from)? {
+            Some((dim_col, dim_row)) => Ok(SecondMoment::Factored {
+                dim_col,
+                dim_row,
+                row: Tensor::read_state(&format!("{key}.row"), from)?,
+                col: Tensor::read_state(&format!("{key}.col"), from)?,
+            }),
+            None => Tensor::read_state(&format!("{key}.full"), from).map(SecondMoment::Full),
+        }
+    }
 }
 
 /// A whole number >= 0.
@@ -149,6 +182,8 @@ fn rms(t: &Tensor) -> Tensor {
 }
 
 impl Optimizer for Adafactor {
+    crate::optimizer_state!(step, state);
+
     fn step(&mut self, lr: f64) {
         self.step += 1;
         let beta2t = 1.0 - f64::from(self.step).powf(self.decay_rate);

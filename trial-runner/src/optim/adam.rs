@@ -8,8 +8,8 @@ use tch::{Kind, Tensor};
 use super::fused::FusedAdam;
 use super::slices::in_slices;
 use super::{
-    tensor_bytes, HparamReader, Hparams, OptimError, Optimizer, ParamSet, FLAG, NON_NEGATIVE,
-    POSITIVE, TORCH_SWITCHES, UNIT_INTERVAL,
+    tensor_bytes, HparamReader, Hparams, OptimError, Optimizer, ParamSet, Saved, StateReader,
+    StateTensors, FLAG, NON_NEGATIVE, POSITIVE, TORCH_SWITCHES, UNIT_INTERVAL,
 };
 
 /// Parameter groups with one state per parameter, created at its first step
@@ -60,6 +60,21 @@ impl<S> PerParam<S> {
     /// The states created so far.
     pub(super) fn states(&self) -> impl Iterator<Item = &S> {
         self.states.iter().flatten().flatten()
+    }
+}
+
+/// The states only: the parameters are the model's, saved with it.
+impl<S: Saved> Saved for PerParam<S> {
+    fn write_state(&self, key: &str, out: &mut StateTensors) {
+        self.states.write_state(key, out);
+    }
+    fn read_state(key: &str, _from: &StateReader) -> Result<Self, OptimError> {
+        Err(OptimError::State(format!(
+            "`{key}` is restored into an optimizer built over the parameters, never on its own"
+        )))
+    }
+    fn read_state_into(&mut self, key: &str, from: &StateReader) -> Result<(), OptimError> {
+        self.states.read_state_into(key, from)
     }
 }
 
@@ -142,6 +157,13 @@ struct AdamState {
     max_exp_avg_sq: Option<Tensor>,
 }
 
+crate::saved_struct!(AdamState {
+    step,
+    exp_avg,
+    exp_avg_sq,
+    max_exp_avg_sq
+});
+
 /// AdamW, as `torch.optim.AdamW`: [`Adam`] with decoupled weight decay
 /// (default 0.01) and no `decoupled_weight_decay` argument, which is how
 /// torch's AdamW subclasses its Adam.
@@ -211,6 +233,8 @@ impl Adam {
 }
 
 impl Optimizer for Adam {
+    crate::optimizer_state!(params);
+
     fn step(&mut self, lr: f64) {
         let Adam {
             beta1,
@@ -289,6 +313,12 @@ struct AdamaxState {
     exp_inf: Tensor,
 }
 
+crate::saved_struct!(AdamaxState {
+    step,
+    exp_avg,
+    exp_inf
+});
+
 impl Adamax {
     const HPARAMS: [&'static str; 5] = ["lr", "weight_decay", "beta1", "beta2", "eps"];
 
@@ -311,6 +341,8 @@ impl Adamax {
 }
 
 impl Optimizer for Adamax {
+    crate::optimizer_state!(params);
+
     fn step(&mut self, lr: f64) {
         let Adamax {
             beta1, beta2, eps, ..
@@ -367,6 +399,13 @@ struct NAdamState {
     exp_avg_sq: Tensor,
 }
 
+crate::saved_struct!(NAdamState {
+    step,
+    mu_product,
+    exp_avg,
+    exp_avg_sq
+});
+
 impl NAdam {
     const HPARAMS: [&'static str; 7] = [
         "lr",
@@ -401,6 +440,8 @@ impl NAdam {
 }
 
 impl Optimizer for NAdam {
+    crate::optimizer_state!(params);
+
     fn step(&mut self, lr: f64) {
         let NAdam {
             beta1,
@@ -479,6 +520,12 @@ struct RAdamState {
     exp_avg_sq: Tensor,
 }
 
+crate::saved_struct!(RAdamState {
+    step,
+    exp_avg,
+    exp_avg_sq
+});
+
 impl RAdam {
     const HPARAMS: [&'static str; 6] = ["lr", "weight_decay", "beta1", "beta2", "eps", DECOUPLED];
 
@@ -503,6 +550,8 @@ impl RAdam {
 }
 
 impl Optimizer for RAdam {
+    crate::optimizer_state!(params);
+
     fn step(&mut self, lr: f64) {
         let RAdam {
             beta1,

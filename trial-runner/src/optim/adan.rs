@@ -21,6 +21,13 @@ struct AdanState {
     neg_pre_grad: Tensor,
 }
 
+crate::saved_struct!(AdanState {
+    exp_avg,
+    exp_avg_sq,
+    exp_avg_diff,
+    neg_pre_grad
+});
+
 /// Adan, as `timm.optim.Adan` (timm 1.0.31; its single-tensor path).
 /// `betas: [b1, b2, b3]` arrives as `beta1` (gradient), `beta2` (gradient
 /// difference) and `beta3` (second moment), each the weight of the old value.
@@ -80,6 +87,8 @@ impl Adan {
 }
 
 impl Optimizer for Adan {
+    crate::optimizer_state!(step, state);
+
     fn step(&mut self, lr: f64) {
         self.step += 1;
         let (beta1, beta2, beta3) = (self.beta1, self.beta2, self.beta3);

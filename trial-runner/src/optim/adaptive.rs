@@ -37,6 +37,8 @@ struct AdagradState {
     sum: Tensor,
 }
 
+crate::saved_struct!(AdagradState { step, sum });
+
 impl Adagrad {
     const HPARAMS: [&'static str; 5] = [
         "lr",
@@ -70,6 +72,8 @@ impl Adagrad {
 }
 
 impl Optimizer for Adagrad {
+    crate::optimizer_state!(params);
+
     fn step(&mut self, lr: f64) {
         let Adagrad { lr_decay, eps, .. } = *self;
         self.params.update(|param, grad, weight_decay, state| {
@@ -105,6 +109,11 @@ struct AdadeltaState {
     acc_delta: Tensor,
 }
 
+crate::saved_struct!(AdadeltaState {
+    square_avg,
+    acc_delta
+});
+
 impl Adadelta {
     const HPARAMS: [&'static str; 4] = ["lr", "weight_decay", "rho", "eps"];
 
@@ -125,6 +134,8 @@ impl Adadelta {
 }
 
 impl Optimizer for Adadelta {
+    crate::optimizer_state!(params);
+
     fn step(&mut self, lr: f64) {
         let Adadelta { rho, eps, .. } = *self;
         self.params.update(|param, grad, weight_decay, state| {
@@ -181,6 +192,12 @@ struct RmsPropState {
     grad_avg: Option<Tensor>,
 }
 
+crate::saved_struct!(RmsPropState {
+    square_avg,
+    momentum_buffer,
+    grad_avg
+});
+
 impl RmsProp {
     const HPARAMS: [&'static str; 6] =
         ["lr", "weight_decay", "alpha", "eps", "momentum", "centered"];
@@ -206,6 +223,8 @@ impl RmsProp {
 }
 
 impl Optimizer for RmsProp {
+    crate::optimizer_state!(params);
+
     fn step(&mut self, lr: f64) {
         let RmsProp {
             alpha,

@@ -149,6 +149,13 @@ struct FusedAdamState {
     max_exp_avg_sq: Tensor,
 }
 
+crate::saved_struct!(FusedAdamState {
+    step,
+    exp_avg,
+    exp_avg_sq,
+    max_exp_avg_sq
+});
+
 impl FusedAdam {
     pub(super) fn new(
         groups: Vec<(Vec<Tensor>, f64)>,
@@ -173,6 +180,8 @@ impl FusedAdam {
 }
 
 impl Optimizer for FusedAdam {
+    crate::optimizer_state!(states);
+
     fn step(&mut self, lr: f64) {
         for ((params, weight_decay), states) in self.groups.iter().zip(&mut self.states) {
             let mut lists: [Vec<Tensor>; 6] = Default::default();

@@ -63,6 +63,8 @@ impl Lion {
 }
 
 impl Optimizer for Lion {
+    crate::optimizer_state!(exp_avgs);
+
     fn step(&mut self, lr: f64) {
         let wd_scale = self.max_lr.map_or(lr, |max_lr| lr * lr / max_lr);
         tch::no_grad(|| {

@@ -20,6 +20,7 @@ pub mod replay;
 mod sgd;
 mod slices;
 mod sophia;
+mod state;
 mod trust_ratio;
 
 use std::collections::BTreeMap;
@@ -38,6 +39,7 @@ pub use novograd::NovoGrad;
 pub use projection::{AdamP, Sgdp};
 pub use sgd::SgdMomentum;
 pub use sophia::{HessianNoise, SophiaH};
+pub use state::{Saved, StateReader, StateTensors};
 pub use trust_ratio::{Lamb, Lars};
 
 pub use bocb_spec::Hparams;
@@ -67,6 +69,20 @@ pub trait Optimizer: Send {
     /// A fresh diagonal Hessian estimate, one tensor per parameter in
     /// [`ParamSet`] order (`decay` then `no_decay`).
     fn set_hessian(&mut self, _estimate: &[Tensor]) {}
+
+    /// The state kept between steps (moments, step counts), by name, for a
+    /// trial checkpoint; [`optimizer_state!`](crate::optimizer_state)
+    /// writes this and [`import_state`](Self::import_state) from a list of
+    /// fields. Without them, trials with this optimizer are not checkpointed.
+    fn export_state(&self) -> Result<StateTensors, OptimError> {
+        Err(OptimError::NoCheckpoint)
+    }
+
+    /// Restores what [`export_state`](Self::export_state) saved, into an
+    /// optimizer built over the same parameters.
+    fn import_state(&mut self, _from: &StateReader) -> Result<(), OptimError> {
+        Err(OptimError::NoCheckpoint)
+    }
 }
 
 /// The trainable tensors of a model, split as timm does: weight decay applies
@@ -106,6 +122,10 @@ pub enum OptimError {
         value: f64,
         default: f64,
     },
+    #[error("the optimizer cannot save its state (it implements no `export_state`/`import_state`; see `optimizer_state!`)")]
+    NoCheckpoint,
+    #[error("optimizer state in the checkpoint: {0}")]
+    State(String),
     #[error("replay case: {0}")]
     Replay(String),
     #[error("optimizer `{optimizer}`: `{name}` = {value} is out of range: {expected}")]

@@ -22,6 +22,12 @@ struct NovoGradState {
     max_exp_avg_sq: Option<Tensor>,
 }
 
+crate::saved_struct!(NovoGradState {
+    exp_avg,
+    exp_avg_sq,
+    max_exp_avg_sq
+});
+
 /// NovoGrad, as `timm.optim.NvNovoGrad` (timm 1.0.31), `amsgrad`,
 /// `grad_averaging`, `decoupled_decay` and `corrected_weight_decay`
 /// included.
@@ -83,6 +89,8 @@ impl NovoGrad {
 }
 
 impl Optimizer for NovoGrad {
+    crate::optimizer_state!(state);
+
     fn step(&mut self, lr: f64) {
         let (beta1, beta2) = (self.beta1, self.beta2);
         let wd_scale = self.max_lr.map_or(lr, |max_lr| lr * lr / max_lr);

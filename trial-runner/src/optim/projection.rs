@@ -212,6 +212,8 @@ impl Sgdp {
 }
 
 impl Optimizer for Sgdp {
+    crate::optimizer_state!(buffers);
+
     fn step(&mut self, lr: f64) {
         tch::no_grad(|| {
             for ((params, weight_decay), buffers) in self.groups.iter_mut().zip(&mut self.buffers) {
@@ -309,6 +311,8 @@ impl AdamP {
 }
 
 impl Optimizer for AdamP {
+    crate::optimizer_state!(state);
+
     fn step(&mut self, lr: f64) {
         let (beta1, beta2) = (self.beta1, self.beta2);
         tch::no_grad(|| {

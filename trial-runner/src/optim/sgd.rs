@@ -57,6 +57,8 @@ impl SgdMomentum {
 }
 
 impl Optimizer for SgdMomentum {
+    crate::optimizer_state!(buffers);
+
     fn step(&mut self, lr: f64) {
         if self.fused {
             for ((params, weight_decay), buffers) in self.groups.iter().zip(&mut self.buffers) {

@@ -51,6 +51,11 @@ struct SophiaState {
     hessian_moment: Tensor,
 }
 
+crate::saved_struct!(SophiaState {
+    momentum,
+    hessian_moment
+});
+
 /// A whole number >= 1.
 const COUNT: (fn(f64) -> bool, &str) = (
     |v| v >= 1.0 && v.fract() == 0.0 && v.is_finite(),
@@ -114,6 +119,8 @@ impl SophiaH {
 }
 
 impl Optimizer for SophiaH {
+    crate::optimizer_state!(pending, state);
+
     fn step(&mut self, lr: f64) {
         let mut hessians = self.pending.take().map(Vec::into_iter);
         let (beta1, beta2, clip, eps) = (self.beta1, self.beta2, self.p, self.eps);

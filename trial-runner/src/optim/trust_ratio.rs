@@ -130,6 +130,8 @@ impl Lamb {
 }
 
 impl Optimizer for Lamb {
+    crate::optimizer_state!(step, moments);
+
     fn step(&mut self, lr: f64) {
         self.step += 1;
         let (beta1, beta2) = (self.beta1, self.beta2);
@@ -303,6 +305,8 @@ impl Lars {
 }
 
 impl Optimizer for Lars {
+    crate::optimizer_state!(buffers);
+
     fn step(&mut self, lr: f64) {
         tch::no_grad(|| {
             for ((params, weight_decay), buffers) in self.groups.iter_mut().zip(&mut self.buffers) {

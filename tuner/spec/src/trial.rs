@@ -70,6 +70,14 @@ pub struct TrialSpec {
     /// fits). Batches do not depend on it.
     #[serde(default)]
     pub data_on_device: DataOnDevice,
+    /// Where the trial keeps its checkpoint (one per trial): a trial that
+    /// finds one there continues from it. `None`: no checkpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Save a checkpoint after every this many epochs (0: only when asked);
+    /// `None` saves after every epoch once an epoch has taken over a minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_every: Option<u32>,
 }
 
 /// Where a trial is in its life.

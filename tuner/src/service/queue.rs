@@ -49,6 +49,10 @@ pub struct Assignment {
     #[serde(default)]
     pub external: Option<ExternalTrial>,
     pub work_dir: PathBuf,
+    /// The last epoch the store holds (0: none): an external program
+    /// continues after it from its checkpoint (older services send none).
+    #[serde(default)]
+    pub resume_epoch: u32,
     /// Seconds between the heartbeats the service expects.
     pub heartbeat_s: f64,
 }
@@ -189,8 +193,19 @@ impl Queue {
             if let Some(work) = next.and_then(|i| state.waiting.remove(i)) {
                 let attempt = state.next_attempt;
                 state.next_attempt += 1;
+                // A worker lost mid-trial left epochs (and maybe a checkpoint).
+                let resume_epoch = match self.store.trial(&work.experiment, &work.trial) {
+                    Ok(record) => record
+                        .and_then(|t| t.epochs.last().map(|e| e.epoch))
+                        .unwrap_or(0),
+                    Err(e) => {
+                        tracing::warn!("cannot read trial {}: {e}", work.trial);
+                        0
+                    }
+                };
                 let assignment = Assignment {
                     attempt,
+                    resume_epoch,
                     experiment: work.experiment.clone(),
                     trial: work.trial.clone(),
                     spec: work.spec.clone(),
@@ -533,6 +548,7 @@ mod tests {
                 spec: &spec,
                 external: None,
                 work_dir: Path::new("."),
+                resume_epoch: 0,
             };
             let mut listener = Listener::default();
             let result = executor.execute(&job, &mut listener);

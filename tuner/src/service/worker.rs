@@ -10,14 +10,14 @@ use std::time::{Duration, Instant};
 use bocb_trial_runner::data::{self, DatasetFormat, Splits};
 use bocb_trial_runner::device::device_name;
 use bocb_trial_runner::device::ResolveDevice;
-use bocb_trial_runner::{run_trial, DeviceChoice, EpochMetrics, TrialObserver};
+use bocb_trial_runner::{run_trial, DeviceChoice, EpochMetrics, TrialError, TrialObserver};
 use thiserror::Error;
 
 use super::client::{Client, ClientError};
 use super::http::{ClaimRequest, EpochAnswer, EpochRequest, FinishRequest, HeartbeatRequest};
 use super::queue::Assignment;
 use crate::executor::TrialResult;
-use crate::external::run_external;
+use crate::external::{run_external, stay_until_the_signal_ends_bocb, SaveOnSignal};
 use crate::registries::Registries;
 
 #[derive(Debug, Error)]
@@ -157,6 +157,7 @@ pub fn run_worker(
                     &assignment.trial,
                     &assignment.spec,
                     &assignment.work_dir,
+                    assignment.resume_epoch,
                     &mut observer,
                     &log,
                     &dropped,
@@ -278,6 +279,7 @@ fn train(
         beat,
         stop: false,
     };
+    let saving = SaveOnSignal::new();
     let result = run_trial(
         &spec,
         splits,
@@ -285,8 +287,12 @@ fn train(
         &registries.optimizers,
         &mut observer,
     );
+    drop(saving);
     let result = match result {
         Ok(outcome) => TrialResult::from_outcome(outcome),
+        // Stopped by a signal, its checkpoint saved: the service gives the
+        // trial to another worker once this one's heartbeats stop.
+        Err(TrialError::Interrupted { .. }) => stay_until_the_signal_ends_bocb(),
         Err(e) => TrialResult::failed(e.to_string()),
     };
     observer.log(&format!(
@@ -366,5 +372,9 @@ impl TrialObserver for Reporter<'_> {
 
     fn stop_after_epoch(&mut self, _: &EpochMetrics) -> bool {
         self.stop || self.gone()
+    }
+
+    fn checkpoint_requested(&mut self) -> bool {
+        crate::external::signalled()
     }
 }
