@@ -895,7 +895,7 @@ fn evaluate(
 mod tests {
     use super::*;
     use crate::data::{generate, SynthConfig};
-    use crate::optim::{Optimizer, SophiaH};
+    use crate::optim::Optimizer;
     use crate::{DeviceChoice, PrecisionChoice};
     use std::path::PathBuf;
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -1501,7 +1501,8 @@ mod tests {
     fn sophia_gets_a_hutchinson_estimate_every_update_period() {
         let mut optimizers = OptimizerRegistry::builtin();
         optimizers.register("sophia_probe", |h, p| {
-            Ok(Box::new(HessianProbe(SophiaH::build(h, p)?)))
+            let sophia = OptimizerRegistry::builtin().build("sophia", h, p)?;
+            Ok(Box::new(HessianProbe(sophia)))
         });
         let mut spec = spec("sophia_probe", 6e-2, 2);
         for (name, value) in [
