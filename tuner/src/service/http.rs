@@ -258,7 +258,7 @@ fn route(service: &Arc<Service>, method: &Method, url: &str, body: &[u8]) -> Rep
         _ => {
             return error(
                 404,
-                format!("no endpoint {method} {path}; see the README's Service section"),
+                format!("no endpoint {method} {path}; the API is listed in docs/service.md"),
             )
         }
     };
