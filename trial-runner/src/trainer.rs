@@ -347,7 +347,7 @@ impl<'a> Saver<'a> {
         Saver {
             dir: spec.checkpoint_dir.as_deref(),
             every: spec.checkpoint_every,
-            position: Position::new(spec, 0, 0),
+            position: Position::start(spec),
         }
     }
 
