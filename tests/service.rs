@@ -1,5 +1,6 @@
 //! End-to-end: `bocb serve` with local worker processes, killed with
-//! SIGKILL mid-experiment and restarted; growing an experiment; the token.
+//! SIGKILL mid-experiment and restarted; growing an experiment; the token;
+//! reading results while it serves; HTTPS.
 
 mod common;
 
@@ -565,6 +566,290 @@ fn experiments_made_by_bocb_run_are_listed_and_resumed_by_the_service() {
         "{trials:?}"
     );
     assert_eq!(experiment_state(&store, "ok"), "idle");
+    kill(service);
+}
+
+/// Every read command, each as (arguments, whether it succeeds).
+const READS: &[(&[&str], bool)] = &[
+    (&["report"], true),
+    (&["report", "--format", "md"], true),
+    (&["report", "--format", "json"], true),
+    (&["report", "--format", "csv"], true),
+    (&["report", "--format", "html"], true),
+    (
+        &["report", "--experiment", "ran", "--failure-rule", "tukey"],
+        true,
+    ),
+    (&["report", "--experiment", "ran", "--gamma", "1"], true),
+    (&["report", "--experiment", "nope"], false),
+    (&["export", "--experiment", "ran"], true),
+    (&["export", "--experiment", "ran", "--format", "json"], true),
+    (&["export", "--experiment", "ran", "--format", "csv"], true),
+    (
+        &["export", "--experiment", "ran", "--as", "timm-args"],
+        true,
+    ),
+    (
+        &["export", "--experiment", "ran", "--optimizer", "adamw"],
+        true,
+    ),
+    (&["export", "--experiment", "ran", "--trials"], true),
+    (&["export", "--experiment", "nope"], false),
+    (&["patterns", "--experiment", "ran"], false),
+    (&["trials", "ran"], true),
+    (&["trials", "ran", "--json"], true),
+];
+
+#[test]
+fn read_commands_work_while_serving_and_print_what_they_print_locally() {
+    let tmp = tempfile::tempdir().unwrap();
+    let experiment = setup(
+        tmp.path(),
+        &RUN_EXPERIMENT.replace("[sgd_m]", "[sgd_m, adamw]"),
+    );
+    std::fs::write(tmp.path().join("report.sh"), REPORTING_SCRIPT).unwrap();
+    let store = tmp.path().join("store");
+    let out = cli(&store, &["run", experiment.to_str().unwrap(), "--quiet"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let service = start_service(&store, &["--workers", "none"]);
+    let served: Vec<Output> = READS.iter().map(|(args, _)| cli(&store, args)).collect();
+    // A store locked by something that wrote no URL: the lock is the error.
+    let url = std::fs::read(store.join("service-url")).unwrap();
+    std::fs::remove_file(store.join("service-url")).unwrap();
+    let locked = cli(&store, &["report"]);
+    // A URL where no service answers: the lock, and the silence.
+    std::fs::write(store.join("service-url"), "http://127.0.0.1:1\n").unwrap();
+    let silent = cli(&store, &["export", "--experiment", "ran"]);
+    std::fs::write(store.join("service-url"), url).unwrap();
+    kill(service);
+    assert!(!locked.status.success());
+    assert!(stderr(&locked).contains("is locked"), "{}", stderr(&locked));
+    assert!(!silent.status.success());
+    assert!(
+        stderr(&silent).contains("is locked") && stderr(&silent).contains("did not answer"),
+        "{}",
+        stderr(&silent)
+    );
+
+    for ((args, succeeds), served) in READS.iter().zip(&served) {
+        let local = cli(&store, args);
+        assert_eq!(
+            served.status.success(),
+            *succeeds,
+            "{args:?}: {}",
+            stderr(served)
+        );
+        assert_eq!(
+            local.status.success(),
+            *succeeds,
+            "{args:?}: {}",
+            stderr(&local)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&served.stdout),
+            String::from_utf8_lossy(&local.stdout),
+            "{args:?}: the same bytes through the service and from the store"
+        );
+        assert!(
+            stderr(served).contains("reading through its API"),
+            "{args:?}: {}",
+            stderr(served)
+        );
+        assert!(!stderr(&local).contains("through its API"), "{args:?}");
+        // Errors read the same both ways, after the one line about the API.
+        let served_error = stderr(served);
+        let served_error = served_error.lines().skip(1).collect::<Vec<_>>().join("\n");
+        assert_eq!(served_error, stderr(&local).trim_end(), "{args:?}");
+    }
+    let table = String::from_utf8_lossy(&served[0].stdout).into_owned();
+    assert!(
+        table.contains("resnet18_cifar") && table.contains("adamw"),
+        "{table}"
+    );
+    let html = String::from_utf8_lossy(&served[4].stdout).into_owned();
+    assert!(
+        html.starts_with("<!DOCTYPE html>"),
+        "{}",
+        &html[..80.min(html.len())]
+    );
+}
+
+/// A self-signed certificate for 127.0.0.1 and localhost, written as
+/// `cert.pem` and `key.pem` in `dir`.
+fn self_signed(dir: &Path) -> (PathBuf, PathBuf) {
+    let made =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+            .unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, made.cert.pem()).unwrap();
+    std::fs::write(&key, made.key_pair.serialize_pem()).unwrap();
+    (cert, key)
+}
+
+#[test]
+fn an_https_service_serves_workers_and_reads_and_refuses_plain_http() {
+    let tmp = tempfile::tempdir().unwrap();
+    let experiment = setup(tmp.path(), RUN_EXPERIMENT);
+    std::fs::write(tmp.path().join("report.sh"), REPORTING_SCRIPT).unwrap();
+    let (cert, key) = self_signed(tmp.path());
+    let (cert_arg, key_arg) = (cert.to_str().unwrap(), key.to_str().unwrap());
+
+    // A certificate that is not there is named, before anything is made.
+    let missing = tmp.path().join("missing.pem");
+    let refused = tmp.path().join("refused");
+    let out = bocb(&[
+        "serve",
+        "--store",
+        refused.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--workers",
+        "none",
+        "--tls-cert",
+        missing.to_str().unwrap(),
+        "--tls-key",
+        key_arg,
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("missing.pem") && stderr(&out).contains("--tls-cert"),
+        "{}",
+        stderr(&out)
+    );
+    // A key in place of the certificate, likewise.
+    let out = bocb(&[
+        "serve",
+        "--store",
+        refused.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        key_arg,
+        "--tls-key",
+        key_arg,
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("no PEM certificate in"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!refused.exists(), "nothing is created before the bind");
+
+    let store = tmp.path().join("store");
+    let mut service = start_service(
+        &store,
+        &[
+            "--workers",
+            "cpu=1",
+            "--tls-cert",
+            cert_arg,
+            "--tls-key",
+            key_arg,
+        ],
+    );
+    let url = std::fs::read_to_string(store.join("service-url")).unwrap();
+    let url = url.trim();
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    assert_eq!(
+        std::fs::read(store.join("service-cert.pem")).unwrap(),
+        std::fs::read(&cert).unwrap(),
+        "clients on this machine trust the service's copy"
+    );
+
+    // A client that connects and says nothing holds up no other (the
+    // handshake of each connection is bounded).
+    let _silent = TcpStream::connect(url.trim_start_matches("https://")).unwrap();
+    let out = cli(&store, &["status"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // The local worker trains through HTTPS; the CLI submits and reads.
+    let out = cli(&store, &["submit", experiment.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_until(&mut service, || experiment_state(&store, "ran") == "done");
+    let trials = service_trials(&store, "ran");
+    assert_eq!(trials.len(), 2);
+    assert!(
+        trials.iter().all(|t| done_with_all_epochs_of(t, 2)),
+        "{trials:?}"
+    );
+    let report = cli(&store, &["report", "--format", "csv"]);
+    assert!(report.status.success(), "{}", stderr(&report));
+    assert!(
+        stderr(&report).contains(&format!("service at {url}")),
+        "{}",
+        stderr(&report)
+    );
+
+    // Elsewhere (no store at hand), the certificate is given with --ca.
+    let elsewhere = tmp.path().join("elsewhere");
+    let token = std::fs::read_to_string(store.join("service-token")).unwrap();
+    let remote = |extra: &[&str]| {
+        let mut args = vec!["status", "--server", url, "--token", token.trim()];
+        args.extend(extra);
+        args.extend(["--store", elsewhere.to_str().unwrap()]);
+        bocb(&args)
+    };
+    let out = remote(&["--ca", cert_arg]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = remote(&[]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--ca PEM"), "{}", stderr(&out));
+
+    // A plain-HTTP client is refused, and told why.
+    let plain = url.replace("https://", "http://");
+    let out = cli(&store, &["status", "--server", &plain]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("speaks HTTPS only"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        service.0.try_wait().unwrap().is_none(),
+        "the service lives on"
+    );
+    kill(service);
+
+    // Locally, after the service: the same report.
+    let local = cli(&store, &["report", "--format", "csv"]);
+    assert!(local.status.success(), "{}", stderr(&local));
+    assert_eq!(local.stdout, report.stdout);
+}
+
+#[test]
+fn with_tls_the_service_may_listen_beyond_loopback() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(tmp.path());
+    let store = tmp.path().join("store");
+    let url_file = store.join("service-url");
+    let child = Command::new(bocb_binary())
+        .args(["serve", "--store", store.to_str().unwrap()])
+        .args(["--listen", "0.0.0.0:0", "--workers", "none"])
+        .args(["--tls-cert", cert.to_str().unwrap()])
+        .args(["--tls-key", key.to_str().unwrap()])
+        .env_remove("LD_LIBRARY_PATH")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed when dropped, should the test fail.
+    let mut service = Service(child);
+    wait_for("bocb serve --listen 0.0.0.0:0 to start", || {
+        assert!(service.0.try_wait().unwrap().is_none(), "bocb serve exited");
+        url_file.exists()
+    });
+    let url = std::fs::read_to_string(&url_file).unwrap();
+    assert!(url.starts_with("https://0.0.0.0:"), "{url}");
+    // The URL names no host the certificate lists; the store's copy of the
+    // certificate is what a client on this machine trusts.
+    let out = cli(&store, &["status", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap(),
+        serde_json::json!([])
+    );
     kill(service);
 }
 

@@ -1,5 +1,6 @@
 //! The experiment file: which backbones meet which optimizers, on what data.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use bocb_search_spaces::{
@@ -157,66 +158,6 @@ pub struct DatasetRef {
 }
 
 impl ExperimentSpec {
-    /// What the trial runner needs to train one config of a pair: the
-    /// experiment's training settings with the trial's own, and the
-    /// backbone's resolved recipe. The spec must have passed
-    /// [`Experiment::parse`], which resolves every backbone's recipe once.
-    pub fn trial_spec(
-        &self,
-        backbone: &str,
-        optimizer: &str,
-        params: &Hparams,
-        seed: u64,
-        save_weights: Option<PathBuf>,
-    ) -> TrialSpec {
-        let recipe = self
-            .resolved_recipe(
-                backbone,
-                &BackboneRegistry::builtin(),
-                &RecipeBook::builtin(),
-            )
-            .unwrap_or_else(|e| panic!("the experiment was validated, yet {e}"));
-        TrialSpec {
-            backbone: backbone.to_string(),
-            optimizer: optimizer.to_string(),
-            hparams: params.clone(),
-            seed,
-            epochs: recipe.epochs.0,
-            batch_size: recipe.batch_size.0 as usize,
-            warmup_epochs: recipe.warmup_epochs,
-            decay_norm_and_bias: self.decay_norm_and_bias,
-            // Where it runs is the executor's to decide; this is the first choice.
-            device: self.device_list().devices()[0],
-            save_weights,
-            recipe: Some(recipe),
-            data_workers: 0,
-            precision: self.precision,
-            deterministic: self.deterministic,
-            channels_last: self.channels_last,
-            data_on_device: self.data_on_device,
-            // Where the trial's checkpoint goes is the search's to decide.
-            checkpoint_dir: None,
-            checkpoint_every: self.checkpoint_every,
-        }
-    }
-
-    /// The recipe of a trial of `backbone` as the store keeps it: its name
-    /// and every resolved field. Like [`ExperimentSpec::trial_spec`], only
-    /// for a validated experiment.
-    pub fn stored_recipe(&self, backbone: &str) -> TrialRecipe {
-        let recipe = self
-            .resolved_recipe(
-                backbone,
-                &BackboneRegistry::builtin(),
-                &RecipeBook::builtin(),
-            )
-            .unwrap_or_else(|e| panic!("the experiment was validated, yet {e}"));
-        TrialRecipe {
-            name: recipe.name.clone(),
-            settings: Some(serde_json::to_value(&recipe).expect("a recipe serializes")),
-        }
-    }
-
     /// The name of the recipe `backbone` trains with: the experiment's, or
     /// the backbone's own.
     pub fn recipe_name(
@@ -507,6 +448,9 @@ pub struct Experiment {
     pub dataset_dir: PathBuf,
     /// The experiment file's directory, where external trials run.
     pub base_dir: PathBuf,
+    /// Each backbone's recipe, resolved once from the registries it was
+    /// parsed with (a user's own backbones included).
+    pub recipes: BTreeMap<String, Recipe>,
 }
 
 /// A problem with an experiment file, located where possible.
@@ -563,6 +507,63 @@ pub fn stored_spec(
 }
 
 impl Experiment {
+    /// What the trial runner needs to train one config of a pair: the
+    /// experiment's training settings with the trial's own, and the
+    /// backbone's recipe as [`Experiment::parse`] resolved it.
+    pub fn trial_spec(
+        &self,
+        backbone: &str,
+        optimizer: &str,
+        params: &Hparams,
+        seed: u64,
+        save_weights: Option<PathBuf>,
+    ) -> TrialSpec {
+        let recipe = self.recipe(backbone).clone();
+        let spec = &self.spec;
+        TrialSpec {
+            backbone: backbone.to_string(),
+            optimizer: optimizer.to_string(),
+            hparams: params.clone(),
+            seed,
+            epochs: recipe.epochs.0,
+            batch_size: recipe.batch_size.0 as usize,
+            warmup_epochs: recipe.warmup_epochs,
+            decay_norm_and_bias: spec.decay_norm_and_bias,
+            // Where it runs is the executor's to decide; this is the first choice.
+            device: spec.device_list().devices()[0],
+            save_weights,
+            recipe: Some(recipe),
+            data_workers: 0,
+            precision: spec.precision,
+            deterministic: spec.deterministic,
+            channels_last: spec.channels_last,
+            data_on_device: spec.data_on_device,
+            // Where the trial's checkpoint goes is the search's to decide.
+            checkpoint_dir: None,
+            checkpoint_every: spec.checkpoint_every,
+        }
+    }
+
+    /// The recipe of a trial of `backbone` as the store keeps it: its name
+    /// and every resolved field.
+    pub fn stored_recipe(&self, backbone: &str) -> TrialRecipe {
+        let recipe = self.recipe(backbone);
+        TrialRecipe {
+            name: recipe.name.clone(),
+            settings: Some(serde_json::to_value(recipe).expect("a recipe serializes")),
+        }
+    }
+
+    /// The resolved recipe of `backbone`, one of the experiment's.
+    pub fn recipe(&self, backbone: &str) -> &Recipe {
+        self.recipes.get(backbone).unwrap_or_else(|| {
+            panic!(
+                "`{backbone}` is not a backbone of experiment `{}`",
+                self.spec.name
+            )
+        })
+    }
+
     /// Reads and validates `path` against the registries.
     pub fn load(
         path: &Path,
@@ -758,12 +759,15 @@ impl Experiment {
                 ));
             }
         }
+        let mut recipes = BTreeMap::new();
         for name in &backbone_names {
             backbones
                 .lookup(name)
                 .map_err(|e| located("backbones", name, e.to_string()))?;
-            spec.resolved_recipe(name, backbones, &book)
+            let recipe = spec
+                .resolved_recipe(name, backbones, &book)
                 .map_err(|e| located("backbones", name, format!("backbone `{name}`: {e}")))?;
+            recipes.insert(name.clone(), recipe);
         }
         for name in &optimizer_names {
             if !optimizers.contains(name) {
@@ -837,6 +841,7 @@ impl Experiment {
             source: source.to_string(),
             dataset_dir,
             base_dir: base.to_path_buf(),
+            recipes,
         })
     }
 
@@ -964,6 +969,7 @@ fn find_token(line: &str, token: &str) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bocb_trial_runner::models::BackboneEntry;
 
     const GOOD: &str = "\
 name: cnn-vs-vit
@@ -988,6 +994,33 @@ epochs: 3
 
     fn error(src: &str) -> String {
         parse(src).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_users_own_backbone_trains_with_its_own_default_recipe() {
+        // A backbone registered by the user's program, not built in: its
+        // recipe comes from the registry the experiment was parsed with.
+        let mut backbones = BackboneRegistry::builtin();
+        let resnet = backbones.lookup("resnet18_cifar").unwrap().0;
+        let mine = BackboneEntry {
+            default_recipe: "deit",
+            timm: None,
+            ..*resnet
+        };
+        backbones.register("my_net", mine);
+        let e = Experiment::parse(
+            &GOOD.replace("[resnet18_cifar@micro, vit_tiny_cifar]", "[my_net]"),
+            "exp.yaml",
+            Path::new("."),
+            &backbones,
+            &OptimizerRegistry::builtin(),
+            &Catalog::builtin(),
+        )
+        .unwrap();
+        let params = Hparams::from([("lr".into(), 0.1), ("weight_decay".into(), 0.0)]);
+        let trial = e.trial_spec("my_net", "sgd_m", &params, 0, None);
+        assert_eq!(trial.recipe.as_ref().unwrap().name, "deit");
+        assert_eq!(e.stored_recipe("my_net").name, "deit");
     }
 
     #[test]
@@ -1020,9 +1053,7 @@ epochs: 3
     fn checkpoint_every_reaches_the_trials_and_is_refused_for_external_ones() {
         let e = parse(&format!("{GOOD}checkpoint_every: 2\n")).unwrap();
         let params = [("lr".to_string(), 0.1), ("weight_decay".to_string(), 0.0)].into();
-        let trial = e
-            .spec
-            .trial_spec("vit_tiny_cifar", "sgd_m", &params, 0, None);
+        let trial = e.trial_spec("vit_tiny_cifar", "sgd_m", &params, 0, None);
         assert_eq!(trial.checkpoint_every, Some(2));
         assert_eq!(parse(GOOD).unwrap().spec.checkpoint_every, None);
         let err = error(&format!(
@@ -1213,7 +1244,7 @@ epochs: 3
 
         let e = parse(&format!("{GOOD}devices: cpu\ntrials_per_device: 3\n")).unwrap();
         assert_eq!(e.spec.device_slots(), Ok(vec![DeviceChoice::Cpu; 3]));
-        let trial = e.spec.trial_spec(
+        let trial = e.trial_spec(
             "vit_tiny_cifar",
             "adamw",
             &[("lr".to_string(), 0.01), ("weight_decay".to_string(), 0.0)].into(),
@@ -1235,8 +1266,7 @@ epochs: 3
     fn data_on_device_is_checked_against_each_recipe_and_is_no_training_setting() {
         let params: Hparams = [("lr".to_string(), 0.01), ("weight_decay".to_string(), 0.0)].into();
         let trial = |e: &Experiment| {
-            e.spec
-                .trial_spec("vit_tiny_cifar", "adamw", &params, 0, None)
+            e.trial_spec("vit_tiny_cifar", "adamw", &params, 0, None)
                 .data_on_device
         };
         assert_eq!(trial(&parse(GOOD).unwrap()), DataOnDevice::Auto);
@@ -1409,12 +1439,8 @@ recipe_overrides: {{ rand_augment: null }}
         let e = parse(GOOD).unwrap();
         let backbones = BackboneRegistry::builtin();
         let params: Hparams = [("lr".to_string(), 0.01), ("weight_decay".to_string(), 0.0)].into();
-        let cnn = e
-            .spec
-            .trial_spec("resnet18_cifar@micro", "adamw", &params, 0, None);
-        let vit = e
-            .spec
-            .trial_spec("vit_tiny_cifar", "adamw", &params, 0, None);
+        let cnn = e.trial_spec("resnet18_cifar@micro", "adamw", &params, 0, None);
+        let vit = e.trial_spec("vit_tiny_cifar", "adamw", &params, 0, None);
         let (cnn_recipe, vit_recipe) = (cnn.recipe.unwrap(), vit.recipe.unwrap());
         assert_eq!(cnn_recipe.name, "pytorch");
         assert_eq!(vit_recipe.name, "deit");
@@ -1426,7 +1452,7 @@ recipe_overrides: {{ rand_augment: null }}
         // The optimizer is the trial's, whatever the recipe's default.
         assert_eq!(vit.optimizer, "adamw");
         assert_eq!(vit.hparams, params);
-        let stored = e.spec.stored_recipe("vit_tiny_cifar");
+        let stored = e.stored_recipe("vit_tiny_cifar");
         assert_eq!(stored.name, "deit");
         assert_eq!(stored.settings.unwrap()["epochs"], 3);
         assert_eq!(
@@ -1440,9 +1466,7 @@ recipe_overrides: {{ rand_augment: null }}
             "{GOOD}recipe: rsb_a3\nbatch_size: 64\nwarmup_epochs: 1\nrecipe_overrides: {{ mixup_alpha: 0, rand_augment: null, ema_decay: 0.99, dropout: 0.1 }}\n"
         );
         let e = parse(&src).unwrap();
-        let spec = e
-            .spec
-            .trial_spec("vit_tiny_cifar", "sgd_m", &params, 1, None);
+        let spec = e.trial_spec("vit_tiny_cifar", "sgd_m", &params, 1, None);
         let recipe = spec.recipe.unwrap();
         assert_eq!(recipe.name, "rsb_a3");
         assert_eq!((spec.batch_size, spec.warmup_epochs), (64, 1));

@@ -50,6 +50,9 @@ pub struct BestConfig {
     pub epochs: Option<u32>,
     pub batch_size: Option<usize>,
     pub warmup_epochs: Option<u32>,
+    /// timm's model of the backbone's architecture, where timm has one.
+    #[serde(skip)]
+    pub timm_model: Option<&'static str>,
     /// `torch/cifar100` or `torch/cifar10`, timm's name of the dataset.
     #[serde(skip)]
     pub timm_dataset: Option<(&'static str, u32)>,
@@ -129,6 +132,10 @@ pub fn best_configs(
                 warmup_epochs: recipe_field(first, "warmup_epochs")
                     .map(|w| w as u32)
                     .or_else(|| spec.as_ref().and_then(|s| s.warmup_epochs)),
+                timm_model: backbones
+                    .lookup(&best.backbone)
+                    .ok()
+                    .and_then(|(entry, _)| entry.timm),
                 // The head's width is the data's: a synthetic set may hold
                 // fewer classes than its format's name says.
                 timm_dataset: spec
@@ -214,32 +221,6 @@ pub fn render_csv(configs: &[BestConfig]) -> String {
     )
 }
 
-/// timm's model name for a bocb backbone: `None` where timm has none.
-/// bocb's `_cifar` variants use a CIFAR stem; timm's models are the
-/// ImageNet layout of the same network.
-pub fn timm_model(backbone: &str) -> Option<&'static str> {
-    let base = backbone.split('@').next().unwrap_or(backbone);
-    Some(match base.trim_end_matches("_cifar") {
-        "resnet18" => "resnet18",
-        "resnet50" => "resnet50",
-        "densenet121" => "densenet121",
-        "vgg13_bn" => "vgg13_bn",
-        "mobilenet_v2" => "mobilenetv2_100",
-        "efficientnet_b0" => "efficientnet_b0",
-        "repvgg_a1" => "repvgg_a1",
-        "vit_tiny" => "vit_tiny_patch16_224",
-        "deit_s" | "deit_small" => "deit_small_patch16_224",
-        "convnext_t" | "convnext_tiny" => "convnext_tiny",
-        "convnextv2_t" | "convnextv2_tiny" => "convnextv2_tiny",
-        "identityformer_s12" => "identityformer_s12",
-        "poolformerv2_s12" => "poolformerv2_s12",
-        "convformer_s12" => "convformer_s12",
-        "caformer_s12" => "caformer_s12",
-        "mixer_s" | "mlp_mixer_s" => "mixer_s16_224",
-        _ => return None,
-    })
-}
-
 /// A command line for timm's `train.py` per config. Pairs timm cannot run
 /// as they are get a `#` line saying why, and settings timm has no flag for
 /// are listed in a trailing comment.
@@ -261,7 +242,7 @@ pub fn render_timm_args(configs: &[BestConfig], catalog: &Catalog) -> String {
             );
             continue;
         };
-        let model = match timm_model(&c.backbone) {
+        let model = match c.timm_model {
             Some(model) => model.to_string(),
             None => {
                 let _ = writeln!(
@@ -449,6 +430,7 @@ mod tests {
             epochs: Some(200),
             batch_size: Some(128),
             warmup_epochs: Some(5),
+            timm_model: Some("resnet50"),
             timm_dataset: Some(("torch/cifar100", 100)),
             recipe_settings: None,
             grid: None,
@@ -577,6 +559,8 @@ mod tests {
         }
         missing.sort();
         assert_eq!(missing, ["adabound", "sophia"]);
+        let backbones = BackboneRegistry::builtin();
+        let timm_model = |name| backbones.lookup(name).unwrap().0.timm;
         assert_eq!(timm_model("alexnet@micro"), None);
         assert_eq!(timm_model("mobilenet_v2@micro"), Some("mobilenetv2_100"));
     }

@@ -703,9 +703,7 @@ mod tests {
         )
         .unwrap();
         let params = [("lr".to_string(), 0.1), ("weight_decay".to_string(), 0.0)].into();
-        experiment
-            .spec
-            .trial_spec("resnet18_cifar", "sgd_m", &params, 0, None)
+        experiment.trial_spec("resnet18_cifar", "sgd_m", &params, 0, None)
     }
 
     /// Hears every epoch; asks to stop after `stop_after` when given.

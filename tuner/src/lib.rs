@@ -11,6 +11,7 @@ pub mod external;
 pub mod grid_centres;
 pub mod packer;
 pub mod packing;
+pub mod reads;
 pub mod registries;
 pub mod report;
 pub mod run;

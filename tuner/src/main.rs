@@ -1,6 +1,5 @@
 //! `bocb`: tune optimizers against vision backbones.
 
-use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -12,16 +11,17 @@ use bocb_trial_runner::optim::replay::{replay, ReplayCase};
 use bocb_trial_runner::optim::OptimizerRegistry;
 use bocb_trial_runner::precision::Precision;
 use bocb_trial_runner::{DeviceChoice, ResolveDevice};
-use bocb_tuner::analysis::{self, import, render, FailureRuleChoice};
+use bocb_tuner::analysis::{import, FailureRuleChoice};
 use bocb_tuner::bench::{self, BenchConfig};
 use bocb_tuner::experiment::Experiment;
-use bocb_tuner::export;
+use bocb_tuner::reads::{
+    self, ExportAs, ExportFormat, ExportQuery, PatternsQuery, Reader, ReportFormat, ReportQuery,
+};
 use bocb_tuner::registries::Registries;
-use bocb_tuner::report;
 use bocb_tuner::run::run_experiment;
-use bocb_tuner::service::client::Client;
+use bocb_tuner::service::client::{Client, ClientError};
 use bocb_tuner::service::{self, ExperimentStatus};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -54,14 +54,14 @@ enum Command {
         /// Only this experiment (default: all in the store).
         #[arg(long)]
         experiment: Option<String>,
-        #[arg(long, value_enum, default_value_t = Format::Table)]
-        format: Format,
+        #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+        format: ReportFormat,
         /// Write the report to this file instead of standard output.
         #[arg(long)]
         out: Option<PathBuf>,
         /// eq1: the paper's Eq. (1); tukey: r < Q25 - 1.5 IQR.
-        #[arg(long, value_enum, default_value_t = FailureRuleArg::Eq1)]
-        failure_rule: FailureRuleArg,
+        #[arg(long, value_enum, default_value_t = FailureRuleChoice::Eq1)]
+        failure_rule: FailureRuleChoice,
         /// γ of Eq. (1) (default: the experiment's, else 3 as for CIFAR).
         #[arg(long)]
         gamma: Option<f64>,
@@ -170,12 +170,23 @@ enum Command {
         /// plain HTTP (its token then crosses the network readable).
         #[arg(long)]
         insecure_listen: bool,
+        /// Serve HTTPS with this certificate (PEM, leaf first); clients on
+        /// this machine trust the copy in STORE/service-cert.pem.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The certificate's private key (PEM).
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
     /// Train trials for a service: claim, train, report, repeat.
     Worker {
-        /// The service's URL (http://HOST:PORT).
+        /// The service's URL (http://HOST:PORT, or https://).
         #[arg(long)]
         server: String,
+        /// The HTTPS service's certificate or its CA (PEM; default: the
+        /// BOCB_CA environment variable, else the system's roots).
+        #[arg(long)]
+        ca: Option<PathBuf>,
         /// The service's token (default: the BOCB_TOKEN environment variable).
         #[arg(long)]
         token: Option<String>,
@@ -243,6 +254,10 @@ struct ServiceArgs {
     /// The service's token (default: BOCB_TOKEN, else STORE/service-token).
     #[arg(long)]
     token: Option<String>,
+    /// The HTTPS service's certificate or its CA (PEM; default: BOCB_CA,
+    /// else STORE/service-cert.pem).
+    #[arg(long)]
+    ca: Option<PathBuf>,
     /// The service's store directory, where its URL and token are found.
     #[arg(long, default_value = "./bocb-data")]
     store: PathBuf,
@@ -490,50 +505,6 @@ fn parse_synth_format(name: &str) -> Result<DatasetFormat, String> {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, ValueEnum)]
-enum Format {
-    Table,
-    Md,
-    Json,
-    Csv,
-    Html,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum FailureRuleArg {
-    Eq1,
-    Tukey,
-}
-
-#[derive(Clone, Copy, PartialEq, ValueEnum)]
-enum ExportFormat {
-    Yaml,
-    Json,
-    Csv,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum ExportAs {
-    TimmArgs,
-}
-
-/// How `bocb report` analyses and where it writes.
-struct ReportOptions {
-    failure_rule: FailureRuleChoice,
-    gamma: Option<f64>,
-    out: Option<PathBuf>,
-}
-
-impl Default for ReportOptions {
-    fn default() -> Self {
-        ReportOptions {
-            failure_rule: FailureRuleChoice::Eq1,
-            gamma: None,
-            out: None,
-        }
-    }
-}
-
 /// Prints `report` as pretty JSON with `--json`, else as `render` lays it out.
 fn print_json_or<T: serde::Serialize + ?Sized>(
     report: &T,
@@ -604,22 +575,20 @@ fn run(cli: Cli) -> Result<()> {
                     "budget.hours ran out: the search stopped early; run the same file again to continue"
                 );
             }
-            print_report(
-                &store,
-                &registries,
-                Some(&experiment.spec.name),
-                Format::Table,
-                &ReportOptions::default(),
-            )
+            let query = ReportQuery {
+                experiment: Some(experiment.spec.name.clone()),
+                ..ReportQuery::default()
+            };
+            print!("{}", reads::report_text(&store, &registries, &query)?);
+            Ok(())
         }
         Command::Patterns {
             experiment,
             json,
             store,
         } => {
-            let store = open_existing_store(&store)?;
-            let pairs = analysis::patterns::best_pair_patterns(&store, &experiment)?;
-            print_json_or(&pairs[..], json, analysis::patterns::render_patterns)?;
+            let query = PatternsQuery { experiment, json };
+            print!("{}", reader(&store)?.patterns(&query)?);
             Ok(())
         }
         Command::Import {
@@ -639,30 +608,15 @@ fn run(cli: Cli) -> Result<()> {
             out,
             store,
         } => {
-            let store = open_existing_store(&store)?;
-            let text = if trials {
-                if format.is_some_and(|f| f != ExportFormat::Json) {
-                    bail!("--trials writes JSON only; drop --format or use --format json");
-                }
-                serde_json::to_string_pretty(&export::trials(&store, &experiment)?)? + "\n"
-            } else {
-                let registries = Registries::builtin();
-                let configs = export::best_configs(
-                    &store,
-                    &registries.backbones,
-                    &experiment,
-                    backbone.as_deref(),
-                    optimizer.as_deref(),
-                )?;
-                match (as_, format.unwrap_or(ExportFormat::Yaml)) {
-                    (Some(ExportAs::TimmArgs), _) => {
-                        export::render_timm_args(&configs, &registries.catalog)
-                    }
-                    (None, ExportFormat::Yaml) => serde_yaml::to_string(&configs)?,
-                    (None, ExportFormat::Json) => serde_json::to_string_pretty(&configs)? + "\n",
-                    (None, ExportFormat::Csv) => export::render_csv(&configs),
-                }
+            let query = ExportQuery {
+                experiment,
+                format,
+                as_,
+                backbone,
+                optimizer,
+                trials,
             };
+            let text = reader(&store)?.export(&Registries::builtin(), &query)?;
             write_output(out.as_deref(), &text)
         }
         Command::Report {
@@ -673,32 +627,15 @@ fn run(cli: Cli) -> Result<()> {
             gamma,
             store,
         } => {
-            if let Some(g) = gamma.filter(|g| !(g.is_finite() && *g > 0.0)) {
-                bail!("--gamma must be a positive number (3 for CIFAR, 1 for ImageNet), got {g}");
-            }
-            if !store.exists() {
-                bail!(
-                    "no store at {}; run an experiment first (`bocb run FILE --store {}`)",
-                    store.display(),
-                    store.display()
-                );
-            }
-            let store = open_store(&store)?;
-            let options = ReportOptions {
-                failure_rule: match failure_rule {
-                    FailureRuleArg::Eq1 => FailureRuleChoice::Eq1,
-                    FailureRuleArg::Tukey => FailureRuleChoice::Tukey,
-                },
-                gamma,
-                out,
-            };
-            print_report(
-                &store,
-                &Registries::builtin(),
-                experiment.as_deref(),
+            let query = ReportQuery {
+                experiment,
                 format,
-                &options,
-            )
+                failure_rule,
+                gamma,
+            };
+            reads::check_gamma(gamma)?;
+            let text = reader(&store)?.report(&Registries::builtin(), &query)?;
+            write_output(out.as_deref(), &text)
         }
         Command::Data {
             command:
@@ -746,23 +683,41 @@ fn run(cli: Cli) -> Result<()> {
             heartbeat_timeout,
             retries,
             insecure_listen,
-        } => serve(
-            store,
-            listen,
-            token,
-            &workers,
-            heartbeat_timeout,
-            retries,
-            insecure_listen,
-        ),
+            tls_cert,
+            tls_key,
+        } => {
+            if !(heartbeat_timeout.is_finite() && heartbeat_timeout > 0.0) {
+                bail!("--heartbeat-timeout must be a positive number of seconds, got {heartbeat_timeout}");
+            }
+            service::serve(
+                &service::ServeConfig {
+                    store_dir: store,
+                    listen,
+                    token,
+                    workers: service::parse_workers(&workers)
+                        .map_err(anyhow::Error::msg)
+                        .context("--workers takes DEVICE[=COUNT],... (cpu=2,cuda:0) or `none`")?,
+                    heartbeat_timeout: std::time::Duration::from_secs_f64(heartbeat_timeout),
+                    retries,
+                    insecure_listen,
+                    // clap requires both or neither.
+                    tls: tls_cert
+                        .zip(tls_key)
+                        .map(|(cert, key)| service::TlsFiles { cert, key }),
+                },
+                Registries::builtin(),
+            )?;
+            Ok(())
+        }
         Command::Worker {
             server,
+            ca,
             token,
             device,
             name,
             patience,
             exit_with_parent,
-        } => worker(&server, token, device, name, patience, exit_with_parent),
+        } => worker(&server, ca, token, device, name, patience, exit_with_parent),
         Command::Submit {
             experiment,
             service,
@@ -1104,110 +1059,6 @@ fn open_store(dir: &Path) -> Result<Store> {
     Store::open(dir).with_context(|| format!("opening the store at {}", dir.display()))
 }
 
-fn print_report(
-    store: &Store,
-    registries: &Registries,
-    name: Option<&str>,
-    format: Format,
-    options: &ReportOptions,
-) -> Result<()> {
-    let names: Vec<String> = match name {
-        Some(name) => vec![name.to_string()],
-        None => store.experiments()?.into_iter().map(|e| e.name).collect(),
-    };
-    if names.is_empty() {
-        bail!("the store holds no experiment yet; run one with `bocb run FILE`");
-    }
-    let mut reports = Vec::new();
-    for name in &names {
-        match report::build(store, &registries.catalog, name)? {
-            Some(r) => reports.push(r),
-            None => {
-                let known: Vec<String> = store.experiments()?.into_iter().map(|e| e.name).collect();
-                bail!(
-                    "no experiment `{name}` in the store; it holds: {}",
-                    known.join(", ")
-                );
-            }
-        }
-    }
-    // The ranking's memory component: state bytes per parameter, as each
-    // search space records the runner's measurement.
-    let memory: BTreeMap<String, f64> = registries
-        .catalog
-        .optimizer_names()
-        .filter_map(|name| {
-            let space = registries.catalog.optimizer(name).ok()?;
-            Some((name.to_string(), space.state_bytes_per_param?))
-        })
-        .collect();
-    let mut analyses = Vec::new();
-    for name in &names {
-        let analysis =
-            analysis::analyse(store, name, options.failure_rule, options.gamma, &memory)?
-                .with_context(|| format!("experiment `{name}` vanished from the store"))?;
-        analyses.push(analysis);
-    }
-    let text = match format {
-        Format::Table | Format::Md => {
-            let style = if format == Format::Table {
-                render::Style::Text
-            } else {
-                render::Style::Markdown
-            };
-            let parts: Vec<String> = reports
-                .iter()
-                .zip(&analyses)
-                .map(|(report, analysis)| {
-                    let trained = matches!(analysis.origin, analysis::results::Origin::Trained);
-                    match (style, trained) {
-                        (render::Style::Text, true) => {
-                            format!(
-                                "{}{}",
-                                report::render_table(report),
-                                render::render(analysis, style)
-                            )
-                        }
-                        (render::Style::Markdown, _) => format!(
-                            "## Experiment {}\n{}",
-                            analysis.experiment,
-                            render::render(analysis, style)
-                        ),
-                        (render::Style::Text, false) => render::render(analysis, style),
-                    }
-                })
-                .collect();
-            parts.join("\n")
-        }
-        Format::Json => {
-            #[derive(serde::Serialize)]
-            struct Full<'a> {
-                #[serde(flatten)]
-                report: &'a report::ExperimentReport,
-                analysis: analysis::AnalysisJson<'a>,
-                /// Layer-wise patterns of the best pairs' saved weights.
-                #[serde(skip_serializing_if = "Option::is_none")]
-                patterns: Option<Vec<analysis::patterns::PairPatterns>>,
-            }
-            let full = reports
-                .iter()
-                .zip(&analyses)
-                .map(|(report, analysis)| {
-                    Ok(Full {
-                        report,
-                        analysis: analysis.json(),
-                        patterns: analysis::patterns::saved_patterns(store, &analysis.experiment)?,
-                    })
-                })
-                .collect::<Result<Vec<Full>>>()?;
-            serde_json::to_string_pretty(&full)? + "\n"
-        }
-        Format::Html => analysis::html::render_report(store, &analyses)?,
-        Format::Csv => render::render_csv(&analyses),
-    };
-    write_output(options.out.as_deref(), &text)
-}
-
 /// Writes `text` to `out`, or to standard output.
 fn write_output(out: Option<&Path>, text: &str) -> Result<()> {
     match out {
@@ -1218,17 +1069,6 @@ fn write_output(out: Option<&Path>, text: &str) -> Result<()> {
         None => print!("{text}"),
     }
     Ok(())
-}
-
-fn open_existing_store(dir: &Path) -> Result<Store> {
-    if !dir.exists() {
-        bail!(
-            "no store at {}; run an experiment first (`bocb run FILE --store {}`) or import a table (`bocb import`)",
-            dir.display(),
-            dir.display()
-        );
-    }
-    open_store(dir)
 }
 
 fn import_table(
@@ -1262,71 +1102,30 @@ fn import_table(
     Ok(())
 }
 
-impl ServiceArgs {
-    /// A client of the service these arguments point at.
-    fn client(&self) -> Result<Client> {
-        let from_store = |file: &str| {
-            std::fs::read_to_string(self.store.join(file))
-                .ok()
-                .map(|text| text.trim().to_string())
-        };
-        let server = self
-            .server
-            .clone()
-            .or_else(|| from_store(service::URL_FILE))
-            .unwrap_or_else(|| format!("http://127.0.0.1:{}", service::DEFAULT_PORT));
-        let token = self
-            .token
-            .clone()
-            .or_else(|| std::env::var("BOCB_TOKEN").ok())
-            .or_else(|| from_store(service::TOKEN_FILE))
-            .with_context(|| {
-                format!(
-                    "no service token: pass --token, set BOCB_TOKEN, or point --store at the service's store (no {} there)",
-                    self.store.join(service::TOKEN_FILE).display()
-                )
-            })?;
-        Ok(Client::new(&server, &token))
-    }
+/// Where `bocb report|export|patterns|trials` read the store at `dir`:
+/// itself, or the API of the service that holds it.
+fn reader(dir: &Path) -> Result<Reader> {
+    Ok(Reader::open(dir, || {
+        Client::for_store(dir, None, None, None)
+    })?)
 }
 
-/// `bocb serve`.
-fn serve(
-    store: PathBuf,
-    listen: String,
-    token: Option<String>,
-    workers: &[String],
-    heartbeat_timeout: f64,
-    retries: u32,
-    insecure_listen: bool,
-) -> Result<()> {
-    let workers = if workers == ["none"] {
-        Vec::new()
-    } else {
-        workers
-            .iter()
-            .map(|w| service::parse_worker_group(w).map_err(anyhow::Error::msg))
-            .collect::<Result<Vec<_>>>()
-            .context("--workers takes DEVICE[=COUNT],... (cpu=2,cuda:0) or `none`")?
-    };
-    if !(heartbeat_timeout.is_finite() && heartbeat_timeout > 0.0) {
-        bail!("--heartbeat-timeout must be a positive number of seconds, got {heartbeat_timeout}");
+impl ServiceArgs {
+    /// A client of the service these arguments point at.
+    fn client(&self) -> Result<Client, ClientError> {
+        Client::for_store(
+            &self.store,
+            self.server.clone(),
+            self.token.clone(),
+            self.ca.clone(),
+        )
     }
-    service::serve(&service::ServeConfig {
-        store_dir: store,
-        listen,
-        token,
-        workers,
-        heartbeat_timeout: std::time::Duration::from_secs_f64(heartbeat_timeout),
-        retries,
-        insecure_listen,
-    })?;
-    Ok(())
 }
 
 /// `bocb worker`.
 fn worker(
     server: &str,
+    ca: Option<PathBuf>,
     token: Option<String>,
     device: DeviceChoice,
     name: Option<String>,
@@ -1353,7 +1152,12 @@ fn worker(
         name: name.unwrap_or_else(|| format!("{host}-{}", std::process::id())),
         patience: std::time::Duration::from_secs_f64(patience),
     };
-    service::worker::run_worker(&Client::new(server, &token), &config)?;
+    let ca = ca.or_else(|| std::env::var_os("BOCB_CA").map(PathBuf::from));
+    service::worker::run_worker(
+        &Client::new(server, &token, ca.as_deref())?,
+        &config,
+        &Registries::builtin(),
+    )?;
     Ok(())
 }
 
@@ -1426,14 +1230,14 @@ fn print_statuses(statuses: &[ExperimentStatus]) {
 }
 
 /// `bocb trials`.
+/// `bocb trials`: from the store, or through the service that holds it
+/// (or the one `--server` names).
 fn trials(name: &str, json: bool, args: &ServiceArgs) -> Result<()> {
-    let trials: Vec<bocb_store::TrialRecord> = args
-        .client()?
-        .get(&format!("/api/experiments/{name}/trials"))?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&trials)?);
-        return Ok(());
-    }
-    print!("{}", bocb_tuner::trial_table::render_trial_table(&trials));
+    let reader = if args.server.is_some() || !args.store.exists() {
+        Reader::Service(reads::Served::new(args.client()?))
+    } else {
+        Reader::open(&args.store, || args.client())?
+    };
+    print!("{}", reads::trials_text(&reader.trials(name)?, json)?);
     Ok(())
 }

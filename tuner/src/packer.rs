@@ -53,7 +53,7 @@ impl Packing {
             }
             for backbone in &experiment.backbones {
                 for optimizer in &experiment.optimizers {
-                    let mut trial = spec.trial_spec(
+                    let mut trial = experiment.trial_spec(
                         backbone,
                         optimizer,
                         &probe_params(registries, spec, backbone, optimizer),

@@ -703,7 +703,7 @@ impl Pair<'_> {
         let resume_epoch = recorded.last().map_or(0, |e| e.epoch);
         store.put_trial(&TrialRecord {
             epochs: recorded.clone(),
-            recipe: Some(spec.stored_recipe(self.backbone)),
+            recipe: Some(self.experiment.stored_recipe(self.backbone)),
             params: params.clone(),
             grid: Some(grid),
             stage,
@@ -712,7 +712,7 @@ impl Pair<'_> {
             device: self.device.map(|d| d.to_string()),
             ..TrialRecord::new(&spec.name, id, self.backbone, self.optimizer)
         })?;
-        let mut trial_spec = spec.trial_spec(
+        let mut trial_spec = self.experiment.trial_spec(
             self.backbone,
             self.optimizer,
             params,

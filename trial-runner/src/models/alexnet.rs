@@ -21,6 +21,7 @@ pub(super) fn register(registry: &mut BackboneRegistry) {
             input_size: 224,
             micro_input_size: 64,
             default_recipe: "pytorch",
+            timm: None,
             ctor: alexnet,
         },
     );

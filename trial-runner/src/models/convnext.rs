@@ -33,9 +33,13 @@ const PATCH: i64 = 2;
 const INIT_STD: f64 = 0.02;
 
 pub(super) fn register(registry: &mut BackboneRegistry) {
-    for (name, ctor) in [
-        ("convnext_t", convnext_t as super::BackboneCtor),
-        ("convnextv2_t", convnextv2_t),
+    for (name, timm, ctor) in [
+        (
+            "convnext_t",
+            "convnext_tiny",
+            convnext_t as super::BackboneCtor,
+        ),
+        ("convnextv2_t", "convnextv2_tiny", convnextv2_t),
     ] {
         registry.register(
             name,
@@ -44,6 +48,7 @@ pub(super) fn register(registry: &mut BackboneRegistry) {
                 input_size: 32,
                 micro_input_size: 32,
                 default_recipe: "convnext",
+                timm: Some(timm),
                 ctor,
             },
         );

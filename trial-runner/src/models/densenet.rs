@@ -25,6 +25,7 @@ pub(super) fn register(registry: &mut BackboneRegistry) {
             input_size: 32,
             micro_input_size: 32,
             default_recipe: "pytorch",
+            timm: Some("densenet121"),
             ctor: densenet121_cifar,
         },
     );

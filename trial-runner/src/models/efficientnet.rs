@@ -21,6 +21,7 @@ pub(super) fn register(registry: &mut BackboneRegistry) {
             input_size: 224,
             micro_input_size: 64,
             default_recipe: "rsb_a2",
+            timm: Some("efficientnet_b0"),
             ctor: efficientnet_b0,
         },
     );

@@ -44,14 +44,23 @@ const DROP_PATH_RATE: f64 = 0.1;
 const RES_SCALE: [Option<f64>; 4] = [None, None, Some(1.0), Some(1.0)];
 
 pub(super) fn register(registry: &mut BackboneRegistry) {
-    let entries: [(&str, super::BackboneCtor); 5] = [
-        ("identityformer_s12", identityformer_s12),
-        ("poolformerv2_s12", poolformerv2_s12),
-        ("convformer_s12", convformer_s12),
-        ("attenformer_s12", attenformer_s12),
-        ("caformer_s12", caformer_s12),
+    // timm has every S12 but the attention-only one.
+    let entries: [(&str, Option<&'static str>, super::BackboneCtor); 5] = [
+        (
+            "identityformer_s12",
+            Some("identityformer_s12"),
+            identityformer_s12,
+        ),
+        (
+            "poolformerv2_s12",
+            Some("poolformerv2_s12"),
+            poolformerv2_s12,
+        ),
+        ("convformer_s12", Some("convformer_s12"), convformer_s12),
+        ("attenformer_s12", None, attenformer_s12),
+        ("caformer_s12", Some("caformer_s12"), caformer_s12),
     ];
-    for (name, ctor) in entries {
+    for (name, timm, ctor) in entries {
         registry.register(
             name,
             BackboneEntry {
@@ -59,6 +68,7 @@ pub(super) fn register(registry: &mut BackboneRegistry) {
                 input_size: 224,
                 micro_input_size: 64,
                 default_recipe: "rsb_a2",
+                timm,
                 ctor,
             },
         );

@@ -30,6 +30,7 @@ pub(super) fn register(registry: &mut BackboneRegistry) {
             input_size: 224,
             micro_input_size: 64,
             default_recipe: "deit",
+            timm: Some("mixer_s16_224"),
             ctor: mlp_mixer_s,
         },
     );

@@ -20,6 +20,7 @@ pub(super) fn register(registry: &mut BackboneRegistry) {
             input_size: 224,
             micro_input_size: 64,
             default_recipe: "pytorch",
+            timm: Some("mobilenetv2_100"),
             ctor: mobilenet_v2,
         },
     );

@@ -94,6 +94,10 @@ pub struct BackboneEntry {
     pub micro_input_size: i64,
     /// The training recipe the paper used for it (Table A1).
     pub default_recipe: &'static str,
+    /// timm's model of the same architecture (its ImageNet layout; bocb's
+    /// `_cifar` variants differ in the stem), for `bocb export --as
+    /// timm-args`; `None` where timm has none.
+    pub timm: Option<&'static str>,
     pub ctor: BackboneCtor,
 }
 

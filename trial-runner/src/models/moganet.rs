@@ -29,6 +29,7 @@ pub(super) fn register(registry: &mut BackboneRegistry) {
             input_size: 32,
             micro_input_size: 32,
             default_recipe: "convnext",
+            timm: None,
             ctor: moganet_s,
         },
     );

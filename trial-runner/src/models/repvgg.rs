@@ -25,6 +25,7 @@ pub(super) fn register(registry: &mut BackboneRegistry) {
             input_size: 224,
             micro_input_size: 64,
             default_recipe: "pytorch",
+            timm: Some("repvgg_a1"),
             ctor: repvgg_a1_model,
         },
     );

@@ -20,6 +20,7 @@ pub(super) fn register(registry: &mut BackboneRegistry) {
             input_size: 32,
             micro_input_size: 32,
             default_recipe: "pytorch",
+            timm: Some("resnet18"),
             ctor: resnet18_cifar,
         },
     );
@@ -30,6 +31,7 @@ pub(super) fn register(registry: &mut BackboneRegistry) {
             input_size: 32,
             micro_input_size: 32,
             default_recipe: "pytorch",
+            timm: Some("resnet50"),
             ctor: resnet50_cifar,
         },
     );

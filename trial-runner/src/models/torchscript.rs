@@ -23,6 +23,7 @@ pub(super) static ENTRY: BackboneEntry = BackboneEntry {
     input_size: INPUT_SIZE,
     micro_input_size: INPUT_SIZE,
     default_recipe: "pytorch",
+    timm: None,
     ctor: unreachable_ctor,
 };
 

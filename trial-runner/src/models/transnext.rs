@@ -39,6 +39,7 @@ pub(super) fn register(registry: &mut BackboneRegistry) {
             input_size: 224,
             micro_input_size: MICRO_INPUT,
             default_recipe: "deit",
+            timm: None,
             ctor: transnext_t,
         },
     );

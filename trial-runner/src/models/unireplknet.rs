@@ -29,6 +29,7 @@ pub(super) fn register(registry: &mut BackboneRegistry) {
             input_size: 224,
             micro_input_size: 64,
             default_recipe: "convnext",
+            timm: None,
             ctor: unireplknet_t_model,
         },
     );

@@ -22,6 +22,7 @@ pub(super) fn register(registry: &mut BackboneRegistry) {
             input_size: 224,
             micro_input_size: 64,
             default_recipe: "pytorch",
+            timm: Some("vgg13_bn"),
             ctor: vgg13_bn,
         },
     );

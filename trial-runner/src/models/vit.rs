@@ -20,6 +20,7 @@ pub(super) fn register(registry: &mut BackboneRegistry) {
             input_size: 32,
             micro_input_size: 32,
             default_recipe: "deit",
+            timm: Some("vit_tiny_patch16_224"),
             ctor: vit_tiny_cifar,
         },
     );
@@ -30,6 +31,7 @@ pub(super) fn register(registry: &mut BackboneRegistry) {
             input_size: 224,
             micro_input_size: 64,
             default_recipe: "deit",
+            timm: Some("deit_small_patch16_224"),
             ctor: deit_s,
         },
     );

@@ -31,9 +31,11 @@ use robustness::{GroupRobustness, Robustness};
 use table1::{FailureRule, GroupStats, Table1Stats, CIFAR_GAMMA};
 
 /// Which rule marks failures; γ is resolved per experiment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum FailureRuleChoice {
+    /// The paper's Eq. (1).
     Eq1,
+    /// r < Q25 - 1.5 IQR.
     Tukey,
 }
 

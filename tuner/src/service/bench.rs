@@ -119,7 +119,8 @@ pub fn bench_service(config: &ServiceBenchConfig) -> Result<ServiceBenchReport, 
     }
     let read =
         |path: PathBuf| std::fs::read_to_string(&path).map_err(io_error("cannot read", &path));
-    let client = Client::new(&read(url_path)?, &read(store.join(TOKEN_FILE))?);
+    let client = Client::new(&read(url_path)?, &read(store.join(TOKEN_FILE))?, None)
+        .map_err(|e| ServiceError::BadRequest(e.to_string()))?;
     let submission = Submission {
         yaml,
         base: dir.clone(),

@@ -1,14 +1,20 @@
 //! HTTP client of the service's API, for the CLI and the workers.
 
+use std::io::Read;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use thiserror::Error;
 
+use super::{CERT_FILE, DEFAULT_PORT, TOKEN_FILE, URL_FILE};
+
 #[derive(Debug, Error)]
 pub enum ClientError {
-    #[error("cannot reach the bocb service at {url}: {reason}; is `bocb serve` running there (see --server)?")]
+    #[error("cannot reach the bocb service at {url}: {reason}; is `bocb serve` running there (see --server)?{}", tls_hint(url, reason))]
     Unreachable { url: String, reason: String },
     #[error(
         "the service refused the token (401); pass the one in STORE/service-token with --token"
@@ -20,6 +26,75 @@ pub enum ClientError {
     Refused { status: u16, message: String },
     #[error("unexpected answer from the service at {url}: {reason}")]
     BadAnswer { url: String, reason: String },
+    #[error("no service token: pass --token, set BOCB_TOKEN, or point --store at the service's store (no {} there)", .0.display())]
+    NoToken(PathBuf),
+    #[error("cannot use {} as the service's certificate (--ca, BOCB_CA or STORE/service-cert.pem): {reason}", path.display())]
+    Certificate { path: PathBuf, reason: String },
+}
+
+/// What to try when a request failed the way a TLS mismatch fails.
+fn tls_hint(url: &str, reason: &str) -> &'static str {
+    if url.starts_with("http://") {
+        " (a service started with --tls-cert speaks HTTPS only: use its https:// URL, as STORE/service-url has it)"
+    } else if reason.contains("certificate") {
+        " (a service with its own certificate needs it trusted: pass --ca PEM or set BOCB_CA)"
+    } else {
+        ""
+    }
+}
+
+/// Whether `base` (`SCHEME://HOST:PORT`) names this machine: a loopback
+/// or unspecified address, or `localhost`.
+fn names_this_machine(base: &str) -> bool {
+    let authority = base
+        .split_once("://")
+        .map_or(base, |(_, rest)| rest)
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority
+            .rsplit_once(':')
+            .map_or(authority, |(host, _)| host),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified())
+}
+
+/// The TLS connector of an `https://` client: the system's roots plus the
+/// certificates in `ca`. Reaching this machine with a `ca`, only `ca` is
+/// trusted and the host name is not checked: the URL a service writes may
+/// name `0.0.0.0` or an address its certificate does not list, and only
+/// the holder of the certificate's key can answer.
+fn tls_connector(base: &str, ca: Option<&Path>) -> Result<native_tls::TlsConnector, ClientError> {
+    let mut builder = native_tls::TlsConnector::builder();
+    if let Some(path) = ca {
+        let bad = |reason: String| ClientError::Certificate {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+        let certificates = native_tls::Certificate::stack_from_pem(&pem)
+            .map_err(|e| bad(format!("not PEM certificates ({e})")))?;
+        if certificates.is_empty() {
+            return Err(bad("it holds no PEM certificate".to_string()));
+        }
+        for certificate in certificates {
+            builder.add_root_certificate(certificate);
+        }
+        if names_this_machine(base) {
+            builder
+                .disable_built_in_roots(true)
+                .danger_accept_invalid_hostnames(true);
+        }
+    }
+    builder.build().map_err(|e| ClientError::Certificate {
+        path: ca.map_or_else(|| PathBuf::from("(system roots)"), Path::to_path_buf),
+        reason: e.to_string(),
+    })
 }
 
 /// A connection to one service with its token.
@@ -31,22 +106,63 @@ pub struct Client {
 }
 
 impl Client {
-    /// `server` is `http://HOST:PORT` (or `HOST:PORT`).
-    pub fn new(server: &str, token: &str) -> Self {
+    /// `server` is `http://HOST:PORT`, `https://HOST:PORT` or `HOST:PORT`
+    /// (HTTP); an HTTPS service's certificate is trusted through the
+    /// system's roots, or `ca` (a PEM file of the certificate or its CA).
+    pub fn new(server: &str, token: &str, ca: Option<&Path>) -> Result<Self, ClientError> {
         let server = server.trim().trim_end_matches('/');
         let base = if server.contains("://") {
             server.to_string()
         } else {
             format!("http://{server}")
         };
-        Client {
+        let mut agent = ureq::AgentBuilder::new()
+            .timeout_connect(Duration::from_secs(5))
+            .timeout(Duration::from_secs(120));
+        if base.starts_with("https://") {
+            // No connection is kept for later: the service closes one that
+            // stays silent for seconds, and a request sent as it closes
+            // would be lost (a worker's finish, for one).
+            agent = agent
+                .tls_connector(Arc::new(tls_connector(&base, ca)?))
+                .max_idle_connections(0);
+        }
+        Ok(Client {
             base,
             token: token.trim().to_string(),
-            agent: ureq::AgentBuilder::new()
-                .timeout_connect(Duration::from_secs(5))
-                .timeout(Duration::from_secs(120))
-                .build(),
-        }
+            agent: agent.build(),
+        })
+    }
+
+    /// The client of the service that holds (or held) the store at
+    /// `store_dir`: `server`, else the URL in STORE/service-url, else
+    /// this machine's default port; `token`, else BOCB_TOKEN, else
+    /// STORE/service-token; `ca`, else BOCB_CA, else the certificate the
+    /// service copied to STORE/service-cert.pem.
+    pub fn for_store(
+        store_dir: &Path,
+        server: Option<String>,
+        token: Option<String>,
+        ca: Option<PathBuf>,
+    ) -> Result<Self, ClientError> {
+        let from_store = |file: &str| {
+            std::fs::read_to_string(store_dir.join(file))
+                .ok()
+                .map(|text| text.trim().to_string())
+                .filter(|text| !text.is_empty())
+        };
+        let server = server
+            .or_else(|| from_store(URL_FILE))
+            .unwrap_or_else(|| format!("http://127.0.0.1:{DEFAULT_PORT}"));
+        let token = token
+            .or_else(|| std::env::var("BOCB_TOKEN").ok())
+            .or_else(|| from_store(TOKEN_FILE))
+            .ok_or_else(|| ClientError::NoToken(store_dir.join(TOKEN_FILE)))?;
+        let stored_cert = store_dir.join(CERT_FILE);
+        let ca = ca
+            .or_else(|| std::env::var_os("BOCB_CA").map(PathBuf::from))
+            .or_else(|| stored_cert.exists().then_some(stored_cert));
+        Client::new(&server, &token, ca.as_deref())
     }
 
     pub fn base(&self) -> &str {
@@ -64,10 +180,16 @@ impl Client {
     pub fn get_text(&self, path: &str) -> Result<String, ClientError> {
         let url = format!("{}{path}", self.base);
         let response = self.call(&url, self.agent.get(&url).set_auth(&self.token).call())?;
-        response.into_string().map_err(|e| ClientError::BadAnswer {
-            url,
-            reason: e.to_string(),
-        })
+        // Read whole: `into_string` stops at 10 MB, and an HTML report may be larger.
+        let mut text = String::new();
+        response
+            .into_reader()
+            .read_to_string(&mut text)
+            .map_err(|e| ClientError::BadAnswer {
+                url,
+                reason: e.to_string(),
+            })?;
+        Ok(text)
     }
 
     /// POST `body` as JSON to `path`; `None` when the service answers 204.
@@ -125,4 +247,49 @@ fn decode<T: DeserializeOwned>(url: &str, response: ureq::Response) -> Result<T,
         url: url.to_string(),
         reason: e.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_machine_is_loopback_unspecified_or_localhost() {
+        for local in [
+            "https://127.0.0.1:7878",
+            "https://0.0.0.0:1",
+            "https://[::1]:80/x",
+            "https://localhost:7878",
+            "https://[::]:9",
+        ] {
+            assert!(names_this_machine(local), "{local}");
+        }
+        for remote in [
+            "https://gpu-box:7878",
+            "https://10.0.0.2:7878",
+            "https://[2001:db8::1]:1",
+        ] {
+            assert!(!names_this_machine(remote), "{remote}");
+        }
+    }
+
+    #[test]
+    fn a_bad_certificate_file_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.pem");
+        let error = Client::new("https://127.0.0.1:1", "t", Some(&missing))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(error.contains("missing.pem"), "{error}");
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let error = Client::new("https://127.0.0.1:1", "t", Some(&empty))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(error.contains("empty.pem"), "{error}");
+        // Plain HTTP has no use for a certificate.
+        assert!(Client::new("http://127.0.0.1:1", "t", Some(&missing)).is_ok());
+    }
 }

@@ -1,5 +1,9 @@
 //! The service's HTTP API: JSON under `/api/`, every request with
 //! `Authorization: Bearer TOKEN` (else 401, and nothing changes).
+//! The read endpoints take the CLI's options as query parameters
+//! ([`crate::reads`]: `experiment`, `format`, `failure_rule`, `gamma`;
+//! `as`, `backbone`, `optimizer`, `trials`; `json`) and answer the bytes
+//! the CLI prints.
 //!
 //! | method | path                              | body → answer                                  |
 //! |--------|-----------------------------------|------------------------------------------------|
@@ -10,6 +14,9 @@
 //! | POST   | /api/experiments/NAME/resume      | → ExperimentStatus                             |
 //! | GET    | /api/experiments/NAME/trials      | → [TrialRecord]                                |
 //! | GET    | /api/trials/ID/log                | → text                                         |
+//! | GET    | /api/report?QUERY                 | → `bocb report`'s output (text)                |
+//! | GET    | /api/export?QUERY                 | → `bocb export`'s output (text)                |
+//! | GET    | /api/patterns?QUERY               | → `bocb patterns`' output (text)               |
 //! | POST   | /api/worker/claim                 | {worker, device} → Assignment, or 204 if none  |
 //! | POST   | /api/worker/heartbeat             | {attempt, log} → {} (410: drop the trial)      |
 //! | POST   | /api/worker/epoch                 | {attempt, report} → {stop} (410: drop it)      |
@@ -29,6 +36,8 @@ use tiny_http::{Header, Method, Request, Response, Server};
 use super::queue::Gone;
 use super::{Service, ServiceError};
 use crate::executor::TrialResult;
+use crate::export::ExportError;
+use crate::reads::{self, ExportQuery, PatternsQuery, ReadError, ReportFormat, ReportQuery};
 
 /// Threads answering requests; claims wait up to `CLAIM_WAIT` each.
 const HANDLER_THREADS: usize = 16;
@@ -87,6 +96,7 @@ pub struct FinishRequest {
 enum Reply {
     Json(u16, serde_json::Value),
     Text(String),
+    Html(String),
     NoContent,
 }
 
@@ -100,6 +110,23 @@ impl From<ServiceError> for Reply {
             ServiceError::UnknownExperiment(_) => 404,
             ServiceError::Experiment(_) | ServiceError::BadRequest(_) => 400,
             ServiceError::Run(crate::executor::RunError::SettingsChanged { .. }) => 409,
+            _ => 500,
+        };
+        error(status, e)
+    }
+}
+
+impl From<ReadError> for Reply {
+    fn from(e: ReadError) -> Self {
+        let status = match e {
+            ReadError::NotFound(_) | ReadError::Export(ExportError::UnknownExperiment { .. }) => {
+                404
+            }
+            ReadError::BadQuery(_)
+            | ReadError::Export(ExportError::Imported(_) | ExportError::Nothing { .. })
+            | ReadError::Patterns(crate::analysis::patterns::PatternsError::NoWeights { .. }) => {
+                400
+            }
             _ => 500,
         };
         error(status, e)
@@ -158,6 +185,8 @@ fn respond(service: &Arc<Service>, mut request: Request) {
     let json_type = Header::from_bytes("Content-Type", "application/json").expect("valid header");
     let text_type =
         Header::from_bytes("Content-Type", "text/plain; charset=utf-8").expect("valid header");
+    let html_type =
+        Header::from_bytes("Content-Type", "text/html; charset=utf-8").expect("valid header");
     let sent = match reply {
         Reply::Json(status, value) => request.respond(
             Response::from_string(value.to_string())
@@ -165,6 +194,7 @@ fn respond(service: &Arc<Service>, mut request: Request) {
                 .with_header(json_type),
         ),
         Reply::Text(text) => request.respond(Response::from_string(text).with_header(text_type)),
+        Reply::Html(text) => request.respond(Response::from_string(text).with_header(html_type)),
         Reply::NoContent => request.respond(Response::empty(204)),
     };
     if let Err(e) = sent {
@@ -192,7 +222,7 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, Reply> {
 }
 
 fn route(service: &Arc<Service>, method: &Method, url: &str, body: &[u8]) -> Reply {
-    let path = url.split('?').next().unwrap_or_default();
+    let (path, query) = url.split_once('?').unwrap_or((url, ""));
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     let result = match (method, parts.as_slice()) {
         (Method::Get, ["api", "experiments"]) => service.statuses().map(|s| ok(&s)),
@@ -222,6 +252,9 @@ fn route(service: &Arc<Service>, method: &Method, url: &str, body: &[u8]) -> Rep
             };
         }
         (Method::Post, ["api", "worker", action]) => return worker_route(service, action, body),
+        (Method::Get, ["api", read @ ("report" | "export" | "patterns")]) => {
+            return read_route(service, read, query)
+        }
         _ => {
             return error(
                 404,
@@ -230,6 +263,28 @@ fn route(service: &Arc<Service>, method: &Method, url: &str, body: &[u8]) -> Rep
         }
     };
     result.unwrap_or_else(Reply::from)
+}
+
+/// `GET /api/report|export|patterns?QUERY`: what the CLI would print.
+fn read_route(service: &Service, read: &str, query: &str) -> Reply {
+    let (store, registries) = (&service.store, &service.registries);
+    let answer = match read {
+        "report" => ReportQuery::from_query(query).and_then(|q| {
+            let text = reads::report_text(store, registries, &q)?;
+            Ok(if q.format == ReportFormat::Html {
+                Reply::Html(text)
+            } else {
+                Reply::Text(text)
+            })
+        }),
+        "export" => ExportQuery::from_query(query)
+            .and_then(|q| reads::export_text(store, registries, &q))
+            .map(Reply::Text),
+        _ => PatternsQuery::from_query(query)
+            .and_then(|q| reads::patterns_text(store, &q))
+            .map(Reply::Text),
+    };
+    answer.unwrap_or_else(Reply::from)
 }
 
 fn worker_route(service: &Service, action: &str, body: &[u8]) -> Reply {

@@ -40,6 +40,9 @@ pub const DEFAULT_PORT: u16 = 7878;
 pub const TOKEN_FILE: &str = "service-token";
 /// The file below the store directory where the service writes its URL.
 pub const URL_FILE: &str = "service-url";
+/// The copy of an HTTPS service's certificate below the store directory,
+/// which clients on this machine trust.
+pub const CERT_FILE: &str = "service-cert.pem";
 const EXPERIMENTS_FILE: &str = "service-experiments.json";
 
 #[derive(Debug, Error)]
@@ -58,8 +61,14 @@ pub enum ServiceError {
     },
     #[error("cannot listen on {listen}: {reason}; pick another address with --listen HOST:PORT")]
     Listen { listen: String, reason: String },
-    #[error("--listen {0} reaches beyond this machine, and the service speaks plain HTTP: its token, which lets its holder run any command on every worker (an experiment's `trial: {{ command }}`), would cross the network readable. Listen on 127.0.0.1 and reach it through an SSH tunnel or a TLS proxy, or pass --insecure-listen on a network you trust (bocb has no TLS of its own)")]
+    #[error("--listen {0} reaches beyond this machine, and the service speaks plain HTTP: its token, which lets its holder run any command on every worker (an experiment's `trial: {{ command }}`), would cross the network readable. Serve HTTPS with --tls-cert PEM --tls-key PEM, or listen on 127.0.0.1 and reach it through an SSH tunnel, or pass --insecure-listen on a network you trust")]
     Exposed(String),
+    #[error("{what} {}: {reason}", path.display())]
+    Tls {
+        what: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
     #[error("no experiment `{0}` in the service; `bocb status` lists them")]
     UnknownExperiment(String),
     #[error("{0}")]
@@ -95,6 +104,15 @@ pub fn parse_worker_group(text: &str) -> Result<WorkerGroup, String> {
     })
 }
 
+/// Parses `--workers`: `DEVICE[=COUNT]` groups, or `none` for remote
+/// workers only.
+pub fn parse_workers(list: &[String]) -> Result<Vec<WorkerGroup>, String> {
+    if list == ["none"] {
+        return Ok(Vec::new());
+    }
+    list.iter().map(|w| parse_worker_group(w)).collect()
+}
+
 /// How `bocb serve` runs.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -106,6 +124,64 @@ pub struct ServeConfig {
     pub retries: u32,
     /// Listen beyond loopback on plain HTTP (after a warning).
     pub insecure_listen: bool,
+    /// Serve HTTPS with this certificate and key.
+    pub tls: Option<TlsFiles>,
+}
+
+/// The PEM files of an HTTPS service.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The certificate (chain), leaf first.
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
+}
+
+impl TlsFiles {
+    /// Both files, read and checked to be a certificate and its key, so
+    /// that a wrong file is named before anything is bound or created.
+    fn load(&self) -> Result<tiny_http::SslConfig, ServiceError> {
+        let read = |what: &'static str, path: &Path| {
+            std::fs::read(path).map_err(|e| ServiceError::Tls {
+                what,
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })
+        };
+        let certificate = read("cannot read the TLS certificate (--tls-cert)", &self.cert)?;
+        let private_key = read("cannot read the TLS key (--tls-key)", &self.key)?;
+        let chain = openssl::x509::X509::stack_from_pem(&certificate)
+            .ok()
+            .filter(|chain| !chain.is_empty())
+            .ok_or_else(|| ServiceError::Tls {
+                what: "no PEM certificate in",
+                path: self.cert.clone(),
+                reason: "--tls-cert takes a file of `-----BEGIN CERTIFICATE-----` blocks"
+                    .to_string(),
+            })?;
+        let key = openssl::pkey::PKey::private_key_from_pem(&private_key).map_err(|_| {
+            ServiceError::Tls {
+                what: "no PEM private key in",
+                path: self.key.clone(),
+                reason: "--tls-key takes an unencrypted `-----BEGIN PRIVATE KEY-----` file"
+                    .to_string(),
+            }
+        })?;
+        let matches = chain[0]
+            .public_key()
+            .is_ok_and(|public| public.public_eq(&key));
+        if !matches {
+            return Err(ServiceError::Tls {
+                what: "the TLS key does not belong to the certificate",
+                path: self.key.clone(),
+                reason: format!("give the key of {}", self.cert.display()),
+            });
+        }
+        Ok(tiny_http::SslConfig {
+            certificate,
+            private_key,
+        })
+    }
 }
 
 /// Where an experiment is in the service.
@@ -574,18 +650,61 @@ fn loopback_only(listen: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// Runs the service until the process is killed.
-pub fn serve(config: &ServeConfig) -> Result<(), ServiceError> {
+/// How long a TLS handshake (and then a silence within a connection) may last.
+const TLS_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Bounds how long a connection may stay silent on `listener`'s accepted
+/// sockets (Linux copies the listening socket's receive timeout to them).
+/// tiny_http makes the TLS handshake of each connection on its one accepting
+/// thread: without the bound, one client that connects and sends nothing
+/// would stall every other for good.
+fn bound_handshakes(listener: &std::net::TcpListener) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let timeout = libc::timeval {
+        tv_sec: TLS_READ_TIMEOUT.as_secs() as libc::time_t,
+        tv_usec: 0,
+    };
+    // SAFETY: a valid socket and a timeval of the size passed.
+    let status = unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&timeout as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if status == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Runs the service until the process is killed, validating submitted
+/// experiments against `registries`.
+pub fn serve(config: &ServeConfig, registries: Registries) -> Result<(), ServiceError> {
     let exposed = !loopback_only(&config.listen);
-    if exposed && !config.insecure_listen {
+    if exposed && !config.insecure_listen && config.tls.is_none() {
         return Err(ServiceError::Exposed(config.listen.clone()));
     }
+    let ssl = config.tls.as_ref().map(TlsFiles::load).transpose()?;
     // Bound before anything is created: a busy port leaves no store behind.
-    let server = tiny_http::Server::http(&config.listen).map_err(|e| ServiceError::Listen {
+    let listen_error = |reason: String| ServiceError::Listen {
         listen: config.listen.clone(),
-        reason: e.to_string(),
-    })?;
-    if exposed {
+        reason,
+    };
+    let server = match ssl.clone() {
+        Some(ssl) => {
+            let listener = std::net::TcpListener::bind(&config.listen)
+                .map_err(|e| listen_error(e.to_string()))?;
+            bound_handshakes(&listener).map_err(|e| listen_error(e.to_string()))?;
+            tiny_http::Server::from_listener(listener, Some(ssl))
+        }
+        None => tiny_http::Server::http(&config.listen),
+    }
+    .map_err(|e| listen_error(e.to_string()))?;
+    if exposed && ssl.is_none() {
         eprintln!(
             "WARNING: --insecure-listen: serving {} on plain HTTP beyond this machine; anyone who can read the traffic gets the token, and with it a shell on every worker",
             config.listen
@@ -597,7 +716,15 @@ pub fn serve(config: &ServeConfig) -> Result<(), ServiceError> {
         .server_addr()
         .to_ip()
         .expect("an HTTP server listens on an IP address");
-    let url = format!("http://{address}");
+    let url = match &ssl {
+        Some(ssl) => {
+            let cert_path = config.store_dir.join(CERT_FILE);
+            std::fs::write(&cert_path, &ssl.certificate)
+                .map_err(io_error("cannot write", &cert_path))?;
+            format!("https://{address}")
+        }
+        None => format!("http://{address}"),
+    };
     let url_path = config.store_dir.join(URL_FILE);
     std::fs::write(&url_path, format!("{url}\n")).map_err(io_error("cannot write", &url_path))?;
 
@@ -637,7 +764,13 @@ pub fn serve(config: &ServeConfig) -> Result<(), ServiceError> {
     let local_workers = if config.workers.is_empty() {
         None
     } else {
-        let workers = LocalWorkers::start(&config.workers, &url, &token, &config.store_dir)?;
+        let workers = LocalWorkers::start(
+            &config.workers,
+            &url,
+            &token,
+            &config.store_dir,
+            ssl.is_some(),
+        )?;
         let workers = Arc::new(Mutex::new(workers));
         let supervised = Arc::clone(&workers);
         std::thread::spawn(move || LocalWorkers::supervise(&supervised));
@@ -645,7 +778,7 @@ pub fn serve(config: &ServeConfig) -> Result<(), ServiceError> {
     };
     let service = Arc::new(Service {
         store,
-        registries: Registries::builtin(),
+        registries,
         queue: Arc::clone(&queue),
         experiments: Mutex::new(experiments),
         // Remote workers may join a service with no local ones.
@@ -678,6 +811,8 @@ struct LocalWorkers {
     url: String,
     token: String,
     logs_dir: PathBuf,
+    /// The service's certificate, for HTTPS.
+    ca: Option<PathBuf>,
 }
 
 struct LocalWorker {
@@ -697,12 +832,14 @@ impl LocalWorkers {
         url: &str,
         token: &str,
         store_dir: &Path,
+        tls: bool,
     ) -> Result<Self, ServiceError> {
         let mut workers = LocalWorkers {
             children: Vec::new(),
             url: url.to_string(),
             token: token.to_string(),
             logs_dir: store_dir.join("logs").join("workers"),
+            ca: tls.then(|| store_dir.join(CERT_FILE)),
         };
         std::fs::create_dir_all(&workers.logs_dir)
             .map_err(io_error("cannot create", &workers.logs_dir))?;
@@ -764,9 +901,14 @@ impl LocalWorkers {
             .try_clone()
             .map_err(io_error("cannot open", &log_path))?;
         let exe = std::env::current_exe().map_err(io_error("cannot find", Path::new("bocb")))?;
-        Command::new(exe)
+        let mut command = Command::new(exe);
+        command
             .args(["worker", "--server", &self.url, "--device", &device])
-            .args(["--name", &name, "--exit-with-parent"])
+            .args(["--name", &name, "--exit-with-parent"]);
+        if let Some(ca) = &self.ca {
+            command.arg("--ca").arg(ca);
+        }
+        command
             // Not on the command line, where other users could read it.
             .env("BOCB_TOKEN", &self.token)
             // The worker exits when this pipe closes: when the service dies.

@@ -472,9 +472,7 @@ mod tests {
         )
         .unwrap();
         let params = [("lr".to_string(), 0.1), ("weight_decay".to_string(), 0.0)].into();
-        experiment
-            .spec
-            .trial_spec("resnet18_cifar", "sgd_m", &params, 0, None)
+        experiment.trial_spec("resnet18_cifar", "sgd_m", &params, 0, None)
     }
 
     fn queue(dir: &Path, heartbeat_timeout: Duration) -> Arc<Queue> {

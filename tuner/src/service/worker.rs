@@ -79,9 +79,13 @@ impl Beat {
 
 /// Claims and trains trials until the service stays unreachable for
 /// `config.patience` (or refuses the token).
-pub fn run_worker(client: &Client, config: &WorkerConfig) -> Result<(), WorkerError> {
+/// Trains with `registries`.
+pub fn run_worker(
+    client: &Client,
+    config: &WorkerConfig,
+    registries: &Registries,
+) -> Result<(), WorkerError> {
     let device = config.device.resolve().map_err(WorkerError::Device)?;
-    let registries = Registries::builtin();
     let beat = Arc::new(Mutex::new(Beat {
         interval: Duration::from_secs(1),
         ..Beat::default()
@@ -170,7 +174,7 @@ pub fn run_worker(client: &Client, config: &WorkerConfig) -> Result<(), WorkerEr
                     }
                 }
                 match datasets.get(&key) {
-                    Some(splits) => train(client, config, &registries, &assignment, splits, &beat),
+                    Some(splits) => train(client, config, registries, &assignment, splits, &beat),
                     None => TrialResult::failed(format!(
                         "worker {} cannot load the dataset {}",
                         config.name,
