@@ -14,7 +14,9 @@ use bocb_trial_runner::{run_trial, DeviceChoice, EpochMetrics, TrialError, Trial
 use thiserror::Error;
 
 use super::client::{Client, ClientError};
-use super::http::{ClaimRequest, EpochAnswer, EpochRequest, FinishRequest, HeartbeatRequest};
+use super::http::{
+    ClaimRequest, EpochAnswer, EpochRequest, FinishRequest, HeartbeatRequest, StartRequest,
+};
 use super::queue::Assignment;
 use crate::executor::TrialResult;
 use crate::external::{run_external, stay_until_the_signal_ends_bocb, SaveOnSignal};
@@ -349,6 +351,21 @@ impl Reporter<'_> {
 }
 
 impl TrialObserver for Reporter<'_> {
+    fn on_start(&mut self, epochs_done: u32) {
+        let request = StartRequest {
+            attempt: self.attempt,
+            epochs_done,
+        };
+        if let Err(e) = self
+            .client
+            .post::<_, serde_json::Value>("/api/worker/start", &request)
+        {
+            // As for an epoch: the trial is trained again elsewhere.
+            eprintln!("start report of attempt {} failed: {e}", self.attempt);
+            self.beat.lock().expect("beat lock").gone = true;
+        }
+    }
+
     fn on_epoch(&mut self, report: &EpochMetrics) {
         self.log(&crate::run::epoch_summary(report));
         let request = EpochRequest {
