@@ -193,8 +193,8 @@ impl Rng {
 #[derive(Debug, Clone, Copy)]
 enum Kill {
     Service,
-    WorkerKill,
-    WorkerTerm,
+    WorkerSigkill,
+    WorkerSigterm,
 }
 
 /// The finished trials of both experiments, by id.
@@ -240,10 +240,10 @@ fn killed_services_and_workers_lose_nothing_and_train_at_most_an_epoch_again_per
         Kill::Service,
         Kill::Service,
         Kill::Service,
-        Kill::WorkerKill,
-        Kill::WorkerKill,
-        Kill::WorkerTerm,
-        Kill::WorkerTerm,
+        Kill::WorkerSigkill,
+        Kill::WorkerSigkill,
+        Kill::WorkerSigterm,
+        Kill::WorkerSigterm,
     ];
     for i in (1..plan.len()).rev() {
         plan.swap(i, rng.below(i as u64 + 1) as usize);
@@ -274,14 +274,14 @@ fn killed_services_and_workers_lose_nothing_and_train_at_most_an_epoch_again_per
                 }
                 service = start_service(&store);
             }
-            Kill::WorkerKill | Kill::WorkerTerm => {
+            Kill::WorkerSigkill | Kill::WorkerSigterm => {
                 let mut workers = Vec::new();
                 wait_for("a live worker", || {
                     workers = live_workers(&store);
                     !workers.is_empty()
                 });
                 let pid = workers[rng.below(workers.len() as u64) as usize];
-                let signal = if matches!(kill, Kill::WorkerKill) {
+                let signal = if matches!(kill, Kill::WorkerSigkill) {
                     "-KILL"
                 } else {
                     "-TERM"

@@ -272,9 +272,7 @@ impl Queue {
     /// once the store dropped the epochs recorded after that.
     pub fn report_start(&self, attempt: u64, epochs_done: u32) -> Result<(), Gone> {
         let (reply, answer) = bounded(1);
-        self.send(attempt, |events| {
-            events.send(Event::Start(epochs_done, reply))
-        })?;
+        self.send(attempt, Event::Start(epochs_done, reply))?;
         answer.recv().map_err(|_| Gone)
     }
 
@@ -282,24 +280,20 @@ impl Queue {
     /// returns its answer: whether to stop the trial.
     pub fn report_epoch(&self, attempt: u64, report: EpochMetrics) -> Result<bool, Gone> {
         let (reply, answer) = bounded(1);
-        self.send(attempt, |events| events.send(Event::Epoch(report, reply)))?;
+        self.send(attempt, Event::Epoch(report, reply))?;
         answer.recv().map_err(|_| Gone)
     }
 
-    /// Sends to `attempt`'s search thread (outside the lock, which its
-    /// answer may need), noting that the worker is alive.
-    fn send<E>(
-        &self,
-        attempt: u64,
-        send: impl FnOnce(&Sender<Event>) -> Result<(), E>,
-    ) -> Result<(), Gone> {
+    /// Sends `event` to `attempt`'s search thread (outside the lock, which
+    /// its answer may need), noting that the worker is alive.
+    fn send(&self, attempt: u64, event: Event) -> Result<(), Gone> {
         let events = {
             let mut state = self.lock();
             let running = state.running.get_mut(&attempt).ok_or(Gone)?;
             running.last_contact = Instant::now();
             running.work.events.clone()
         };
-        send(&events).map_err(|_| Gone)
+        events.send(event).map_err(|_| Gone)
     }
 
     /// Ends `attempt` with `result`: recorded in the store before this
