@@ -4,9 +4,11 @@
 //! measures the epochs spent and whether the grid's best config was found.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use bocb_store::{GridPos, TrialRecord, TrialStatus, GRID_POINTS};
 use serde::Serialize;
+use thiserror::Error;
 
 use super::{best_complete, Curve, EarlyStop, Observation, StopKind, StrategyKind};
 
@@ -258,6 +260,69 @@ pub fn bench(pairs: &[RecordedPair], budgets: &[usize], seeds: u64) -> Vec<Bench
         }
     }
     rows
+}
+
+/// Why a recorded file cannot be benched.
+#[derive(Debug, Error)]
+pub enum RecordedError {
+    #[error("cannot read {path}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a trial list; write one with `bocb export --experiment NAME --trials`")]
+    NotTrials {
+        path: String,
+        source: serde_json::Error,
+    },
+    #[error("{path} holds no pair with all 25 stage-1 grid points finished; run a `strategy: grid` experiment to the end first")]
+    NoPairs { path: String },
+    #[error("--budgets: {0} is not between 1 and 25 configs")]
+    Budget(usize),
+}
+
+/// [`bench`] over the trials of a file written by `bocb export --trials`.
+#[derive(Debug, Clone)]
+pub struct RecordedBench {
+    pub rows: Vec<BenchRow>,
+    /// Pairs replayed.
+    pub pairs: usize,
+    /// Pairs left out for an incomplete grid.
+    pub skipped: Vec<String>,
+}
+
+/// Reads the trial list at `recorded` and benches its complete pairs
+/// (at least one seed).
+pub fn bench_recorded(
+    recorded: &Path,
+    budgets: &[usize],
+    seeds: u64,
+) -> Result<RecordedBench, RecordedError> {
+    let path = recorded.display().to_string();
+    let text = std::fs::read_to_string(recorded).map_err(|source| RecordedError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    let trials: Vec<TrialRecord> =
+        serde_json::from_str(&text).map_err(|source| RecordedError::NotTrials {
+            path: path.clone(),
+            source,
+        })?;
+    let (pairs, skipped) = recorded_pairs(&trials);
+    if pairs.is_empty() {
+        return Err(RecordedError::NoPairs { path });
+    }
+    if let Some(&bad) = budgets
+        .iter()
+        .find(|&&b| b == 0 || b > GRID_POINTS * GRID_POINTS)
+    {
+        return Err(RecordedError::Budget(bad));
+    }
+    Ok(RecordedBench {
+        rows: bench(&pairs, budgets, seeds.max(1)),
+        pairs: pairs.len(),
+        skipped,
+    })
 }
 
 /// The bench table, one row per strategy x rule x budget; rows meeting the
