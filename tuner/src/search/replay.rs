@@ -428,9 +428,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn trials_become_pairs_with_seeds_averaged() {
-        let trial = |grid: GridPos, seed: u64, accs: &[f64]| TrialRecord {
+    /// A finished stage-1 trial of `e: r x sgd_m` with these accuracies.
+    fn trial(grid: GridPos, seed: u64, accs: &[f64]) -> TrialRecord {
+        TrialRecord {
             grid: Some(grid),
             seed,
             status: TrialStatus::Done,
@@ -450,7 +450,11 @@ mod tests {
                 .collect(),
             final_accuracy: accs.last().copied(),
             ..TrialRecord::new("e", &format!("{grid:?}{seed}"), "r", "sgd_m")
-        };
+        }
+    }
+
+    #[test]
+    fn trials_become_pairs_with_seeds_averaged() {
         let mut trials: Vec<TrialRecord> = all_points()
             .flat_map(|p| [trial(p, 0, &[10.0, 20.0]), trial(p, 1, &[30.0, 40.0])])
             .collect();
@@ -470,5 +474,48 @@ mod tests {
             [20.0, 30.0]
         );
         assert_eq!(incomplete, ["e: r x adamw (24 of 25 grid points)"]);
+    }
+
+    #[test]
+    fn a_recorded_file_is_checked_before_it_is_benched() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        let missing = dir.path().join("missing.json");
+        assert!(matches!(
+            bench_recorded(&missing, &[6], 1),
+            Err(RecordedError::Read { .. })
+        ));
+        let err = bench_recorded(&file("map.json", "{}"), &[6], 1).unwrap_err();
+        assert!(matches!(err, RecordedError::NotTrials { .. }), "{err}");
+        assert!(err
+            .to_string()
+            .contains("bocb export --experiment NAME --trials"));
+        let empty = file("empty.json", "[]");
+        assert!(matches!(
+            bench_recorded(&empty, &[0], 1),
+            Err(RecordedError::NoPairs { .. })
+        ));
+        let trials: Vec<TrialRecord> = all_points().map(|p| trial(p, 0, &[10.0, 20.0])).collect();
+        let full = file("full.json", &serde_json::to_string(&trials).unwrap());
+        for bad in [0, 26] {
+            let err = bench_recorded(&full, &[6, bad], 1).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!("--budgets: {bad} is not between 1 and 25 configs")
+            );
+        }
+        let replayed = bench_recorded(&full, &[25], 0).unwrap();
+        assert_eq!((replayed.pairs, replayed.skipped.len()), (1, 0));
+        let grid = replayed
+            .rows
+            .iter()
+            .find(|r| r.strategy == StrategyKind::Grid && r.early_stop == StopKind::None)
+            .unwrap();
+        // A seed count of 0 runs one seed; the full grid spends every epoch.
+        assert_eq!((grid.searches, grid.epochs_fraction), (1, 1.0));
     }
 }
