@@ -3,6 +3,7 @@
 //! drives, so tests and embedding programs can drive it too.
 
 pub mod analysis;
+pub mod backbones;
 pub mod bench;
 pub mod executor;
 pub mod experiment;

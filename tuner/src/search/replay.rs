@@ -4,9 +4,11 @@
 //! measures the epochs spent and whether the grid's best config was found.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use bocb_store::{GridPos, TrialRecord, TrialStatus, GRID_POINTS};
 use serde::Serialize;
+use thiserror::Error;
 
 use super::{best_complete, Curve, EarlyStop, Observation, StopKind, StrategyKind};
 
@@ -260,6 +262,69 @@ pub fn bench(pairs: &[RecordedPair], budgets: &[usize], seeds: u64) -> Vec<Bench
     rows
 }
 
+/// Why a recorded file cannot be benched.
+#[derive(Debug, Error)]
+pub enum RecordedError {
+    #[error("cannot read {path}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a trial list; write one with `bocb export --experiment NAME --trials`")]
+    NotTrials {
+        path: String,
+        source: serde_json::Error,
+    },
+    #[error("{path} holds no pair with all 25 stage-1 grid points finished; run a `strategy: grid` experiment to the end first")]
+    NoPairs { path: String },
+    #[error("--budgets: {0} is not between 1 and 25 configs")]
+    Budget(usize),
+}
+
+/// [`bench`] over the trials of a file written by `bocb export --trials`.
+#[derive(Debug, Clone)]
+pub struct RecordedBench {
+    pub rows: Vec<BenchRow>,
+    /// Pairs replayed.
+    pub pairs: usize,
+    /// Pairs left out for an incomplete grid.
+    pub skipped: Vec<String>,
+}
+
+/// Reads the trial list at `recorded` and benches its complete pairs
+/// (at least one seed).
+pub fn bench_recorded(
+    recorded: &Path,
+    budgets: &[usize],
+    seeds: u64,
+) -> Result<RecordedBench, RecordedError> {
+    let path = recorded.display().to_string();
+    let text = std::fs::read_to_string(recorded).map_err(|source| RecordedError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    let trials: Vec<TrialRecord> =
+        serde_json::from_str(&text).map_err(|source| RecordedError::NotTrials {
+            path: path.clone(),
+            source,
+        })?;
+    let (pairs, skipped) = recorded_pairs(&trials);
+    if pairs.is_empty() {
+        return Err(RecordedError::NoPairs { path });
+    }
+    if let Some(&bad) = budgets
+        .iter()
+        .find(|&&b| b == 0 || b > GRID_POINTS * GRID_POINTS)
+    {
+        return Err(RecordedError::Budget(bad));
+    }
+    Ok(RecordedBench {
+        rows: bench(&pairs, budgets, seeds.max(1)),
+        pairs: pairs.len(),
+        skipped,
+    })
+}
+
 /// The bench table, one row per strategy x rule x budget; rows meeting the
 /// goal are marked.
 pub fn render_bench(rows: &[BenchRow], pairs: usize, skipped: &[String]) -> String {
@@ -363,9 +428,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn trials_become_pairs_with_seeds_averaged() {
-        let trial = |grid: GridPos, seed: u64, accs: &[f64]| TrialRecord {
+    /// A finished stage-1 trial of `e: r x sgd_m` with these accuracies.
+    fn trial(grid: GridPos, seed: u64, accs: &[f64]) -> TrialRecord {
+        TrialRecord {
             grid: Some(grid),
             seed,
             status: TrialStatus::Done,
@@ -385,7 +450,11 @@ mod tests {
                 .collect(),
             final_accuracy: accs.last().copied(),
             ..TrialRecord::new("e", &format!("{grid:?}{seed}"), "r", "sgd_m")
-        };
+        }
+    }
+
+    #[test]
+    fn trials_become_pairs_with_seeds_averaged() {
         let mut trials: Vec<TrialRecord> = all_points()
             .flat_map(|p| [trial(p, 0, &[10.0, 20.0]), trial(p, 1, &[30.0, 40.0])])
             .collect();
@@ -405,5 +474,48 @@ mod tests {
             [20.0, 30.0]
         );
         assert_eq!(incomplete, ["e: r x adamw (24 of 25 grid points)"]);
+    }
+
+    #[test]
+    fn a_recorded_file_is_checked_before_it_is_benched() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        let missing = dir.path().join("missing.json");
+        assert!(matches!(
+            bench_recorded(&missing, &[6], 1),
+            Err(RecordedError::Read { .. })
+        ));
+        let err = bench_recorded(&file("map.json", "{}"), &[6], 1).unwrap_err();
+        assert!(matches!(err, RecordedError::NotTrials { .. }), "{err}");
+        assert!(err
+            .to_string()
+            .contains("bocb export --experiment NAME --trials"));
+        let empty = file("empty.json", "[]");
+        assert!(matches!(
+            bench_recorded(&empty, &[0], 1),
+            Err(RecordedError::NoPairs { .. })
+        ));
+        let trials: Vec<TrialRecord> = all_points().map(|p| trial(p, 0, &[10.0, 20.0])).collect();
+        let full = file("full.json", &serde_json::to_string(&trials).unwrap());
+        for bad in [0, 26] {
+            let err = bench_recorded(&full, &[6, bad], 1).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!("--budgets: {bad} is not between 1 and 25 configs")
+            );
+        }
+        let replayed = bench_recorded(&full, &[25], 0).unwrap();
+        assert_eq!((replayed.pairs, replayed.skipped.len()), (1, 0));
+        let grid = replayed
+            .rows
+            .iter()
+            .find(|r| r.strategy == StrategyKind::Grid && r.early_stop == StopKind::None)
+            .unwrap();
+        // A seed count of 0 runs one seed; the full grid spends every epoch.
+        assert_eq!((grid.searches, grid.epochs_fraction), (1, 1.0));
     }
 }
