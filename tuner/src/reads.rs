@@ -5,7 +5,6 @@
 //! itself, or the service's API when a service holds the store's lock.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use bocb_store::{Store, StoreError, TrialRecord};
 use clap::ValueEnum;
@@ -16,8 +15,6 @@ use crate::experiment::StoredSpecError;
 use crate::export::{self, ExportError};
 use crate::registries::Registries;
 use crate::report;
-use crate::service::client::{Client, ClientError};
-use crate::service::URL_FILE;
 
 #[derive(Debug, Error)]
 pub enum ReadError {
@@ -31,8 +28,6 @@ pub enum ReadError {
     Patterns(#[from] PatternsError),
     #[error(transparent)]
     Html(#[from] HtmlError),
-    #[error(transparent)]
-    Client(#[from] ClientError),
     /// An experiment the store lacks, or a store without any.
     #[error("{0}")]
     NotFound(String),
@@ -41,16 +36,6 @@ pub enum ReadError {
     BadQuery(String),
     #[error("cannot write the output: {0}")]
     Encode(String),
-    #[error(
-        "no store at {0}; run an experiment first (`bocb run FILE --store {0}`) or import a table (`bocb import`)"
-    )]
-    NoStore(String),
-    #[error("{locked}; and the service named in {url_file} did not answer ({reason}); if no service runs, another bocb process holds the store: wait for it to end")]
-    LockedNoService {
-        locked: String,
-        url_file: String,
-        reason: String,
-    },
 }
 
 /// `bocb report --format`.
@@ -478,125 +463,6 @@ pub fn trials_text(trials: &[TrialRecord], json: bool) -> Result<String, ReadErr
         to_json(trials)
     } else {
         Ok(crate::trial_table::render_trial_table(trials))
-    }
-}
-
-/// Where the read commands read: the store, or the service that holds it.
-pub enum Reader {
-    Local(Store),
-    Service(Served),
-}
-
-/// A service the read commands read through.
-pub struct Served {
-    client: Client,
-    /// Why the store was not read itself, when it was tried: its lock
-    /// error and the file the service's URL came from.
-    held: Option<(String, String)>,
-}
-
-impl Served {
-    /// Reads through `client`'s service.
-    pub fn new(client: Client) -> Self {
-        Served { client, held: None }
-    }
-
-    fn get_text(&self, path: &str) -> Result<String, ReadError> {
-        self.client.get_text(path).map_err(|e| self.explain(e))
-    }
-
-    /// A service that does not answer, after the store was found locked,
-    /// is reported with the lock: something else may hold it.
-    fn explain(&self, error: ClientError) -> ReadError {
-        match (&self.held, error) {
-            (Some((locked, url_file)), reason @ ClientError::Unreachable { .. }) => {
-                ReadError::LockedNoService {
-                    locked: locked.clone(),
-                    url_file: url_file.clone(),
-                    reason: reason.to_string(),
-                }
-            }
-            (_, error) => error.into(),
-        }
-    }
-}
-
-impl Reader {
-    /// Opens the existing store at `dir`; when it is locked and a service
-    /// wrote its URL there, reads through that service's API instead (and
-    /// says so on standard error). `client` makes the service's client
-    /// (URL, token and certificate as the CLI resolves them).
-    pub fn open(
-        dir: &Path,
-        client: impl FnOnce() -> Result<Client, ClientError>,
-    ) -> Result<Reader, ReadError> {
-        if !dir.exists() {
-            return Err(ReadError::NoStore(dir.display().to_string()));
-        }
-        let locked = match Store::open(dir) {
-            Ok(store) => return Ok(Reader::Local(store)),
-            Err(locked @ StoreError::Locked { .. }) => locked,
-            Err(e) => return Err(e.into()),
-        };
-        let url_file = dir.join(URL_FILE);
-        if !url_file.exists() {
-            return Err(locked.into());
-        }
-        let client = client()?;
-        eprintln!(
-            "the store at {} is held by the service at {}: reading through its API",
-            dir.display(),
-            client.base()
-        );
-        Ok(Reader::Service(Served {
-            client,
-            held: Some((locked.to_string(), url_file.display().to_string())),
-        }))
-    }
-
-    pub fn report(
-        &self,
-        registries: &Registries,
-        query: &ReportQuery,
-    ) -> Result<String, ReadError> {
-        match self {
-            Reader::Local(store) => report_text(store, registries, query),
-            Reader::Service(served) => {
-                served.get_text(&format!("/api/report?{}", query.to_query()))
-            }
-        }
-    }
-
-    pub fn export(
-        &self,
-        registries: &Registries,
-        query: &ExportQuery,
-    ) -> Result<String, ReadError> {
-        match self {
-            Reader::Local(store) => export_text(store, registries, query),
-            Reader::Service(served) => {
-                served.get_text(&format!("/api/export?{}", query.to_query()))
-            }
-        }
-    }
-
-    pub fn patterns(&self, query: &PatternsQuery) -> Result<String, ReadError> {
-        match self {
-            Reader::Local(store) => patterns_text(store, query),
-            Reader::Service(served) => {
-                served.get_text(&format!("/api/patterns?{}", query.to_query()))
-            }
-        }
-    }
-
-    pub fn trials(&self, name: &str) -> Result<Vec<TrialRecord>, ReadError> {
-        match self {
-            Reader::Local(store) => trial_records(store, name),
-            Reader::Service(served) => served
-                .client
-                .get(&format!("/api/experiments/{name}/trials"))
-                .map_err(|e| served.explain(e)),
-        }
     }
 }
 

@@ -11,6 +11,7 @@ pub mod bench;
 pub mod client;
 pub mod http;
 pub mod queue;
+pub mod reader;
 pub mod worker;
 
 use std::collections::BTreeMap;

@@ -8,10 +8,11 @@ use bocb_store::unix_now_s;
 use bocb_tuner::analysis::{import, FailureRuleChoice};
 use bocb_tuner::experiment::check_experiment_name;
 use bocb_tuner::reads::{
-    self, ExportAs, ExportFormat, ExportQuery, PatternsQuery, Reader, ReportFormat, ReportQuery,
+    self, ExportAs, ExportFormat, ExportQuery, PatternsQuery, ReportFormat, ReportQuery,
 };
 use bocb_tuner::registries::Registries;
 use bocb_tuner::service::client::Client;
+use bocb_tuner::service::reader::Reader;
 
 use crate::output::{open_store, write_output};
 

@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use bocb_trial_runner::DeviceChoice;
-use bocb_tuner::reads::{self, Reader};
+use bocb_tuner::reads;
 use bocb_tuner::registries::Registries;
 use bocb_tuner::service::client::{Client, ClientError};
 use bocb_tuner::service::http::Submission;
+use bocb_tuner::service::reader::{Reader, Served};
 use bocb_tuner::service::{self, ExperimentStatus};
 
 #[derive(clap::Args)]
@@ -261,7 +262,7 @@ pub fn experiment_action(args: NameArgs, action: &str) -> Result<()> {
 pub fn trials(args: TrialsArgs) -> Result<()> {
     let service = &args.service;
     let reader = if service.server.is_some() || !service.store.exists() {
-        Reader::Service(reads::Served::new(service.client()?))
+        Reader::Service(Served::new(service.client()?))
     } else {
         Reader::open(&service.store, || service.client())?
     };
