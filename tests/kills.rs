@@ -9,11 +9,11 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use bocb_store::{Store, TrialRecord, TrialStatus};
-use common::{bocb, bocb_binary, synth, wait_for};
+use common::{bocb, start_service, synth, wait_for};
 
 const TRAINED: &str = "\
 name: trained
@@ -65,41 +65,6 @@ for epoch in range(start + 1, params["epochs"] + 1):
     os.replace(checkpoint + ".tmp", checkpoint)
     print("BOCB_REPORT " + json.dumps({"epoch": epoch, "accuracy": 50 + 100 * lr * epoch}), flush=True)
 "#;
-
-/// A running `bocb serve`, killed with SIGKILL when dropped.
-struct Service(Child);
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_service(store: &Path) -> Service {
-    let url_file = store.join("service-url");
-    let _ = std::fs::remove_file(&url_file);
-    std::fs::create_dir_all(store).unwrap();
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(store.join("serve-test.log"))
-        .unwrap();
-    let mut child = Command::new(bocb_binary())
-        .args(["serve", "--store", store.to_str().unwrap()])
-        .args(["--listen", "127.0.0.1:0", "--workers", "cpu=2"])
-        .args(["--heartbeat-timeout", "3", "--retries", "20"])
-        .env_remove("LD_LIBRARY_PATH")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("bocb serve starts");
-    wait_for("the service's URL file", || {
-        assert!(child.try_wait().unwrap().is_none(), "bocb serve exited");
-        url_file.exists()
-    });
-    Service(child)
-}
 
 fn cli(store: &Path, args: &[&str]) -> std::process::Output {
     let mut all = args.to_vec();
@@ -229,7 +194,17 @@ fn killed_services_and_workers_lose_nothing_and_train_at_most_an_epoch_again_per
     assert_eq!(whole.len(), 2);
 
     let store = dir.join("store");
-    let mut service = start_service(&store);
+    let mut service = start_service(
+        &store,
+        &[
+            "--workers",
+            "cpu=2",
+            "--heartbeat-timeout",
+            "3",
+            "--retries",
+            "20",
+        ],
+    );
     for experiment in [&trained, &programs] {
         cli(&store, &["submit", experiment.to_str().unwrap()]);
     }
@@ -272,7 +247,17 @@ fn killed_services_and_workers_lose_nothing_and_train_at_most_an_epoch_again_per
                 for pid in workers {
                     wait_for("a worker of the killed service to exit", || gone(pid));
                 }
-                service = start_service(&store);
+                service = start_service(
+                    &store,
+                    &[
+                        "--workers",
+                        "cpu=2",
+                        "--heartbeat-timeout",
+                        "3",
+                        "--retries",
+                        "20",
+                    ],
+                );
             }
             Kill::WorkerSigkill | Kill::WorkerSigterm => {
                 let mut workers = Vec::new();

@@ -7,10 +7,10 @@ mod common;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 
 use bocb_store::{Store, TrialRecord, TrialStatus};
-use common::{bocb, bocb_binary, synth, wait_for, PATIENCE};
+use common::{bocb, bocb_binary, start_service, synth, wait_for, Service, PATIENCE};
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -35,47 +35,6 @@ fn setup(dir: &Path, experiment: &str) -> PathBuf {
     let path = dir.join("exp.yaml");
     std::fs::write(&path, experiment).unwrap();
     path
-}
-
-/// A running `bocb serve`, killed with SIGKILL when dropped (a failing
-/// test leaves no service behind).
-struct Service(Child);
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// `bocb serve` on a free port; returns once it has written its URL.
-fn start_service(store: &Path, extra: &[&str]) -> Service {
-    let url_file = store.join("service-url");
-    let _ = std::fs::remove_file(&url_file);
-    std::fs::create_dir_all(store).unwrap();
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(store.join("serve-test.log"))
-        .unwrap();
-    let mut child = Command::new(bocb_binary())
-        .args(["serve", "--store", store.to_str().unwrap()])
-        .args(["--listen", "127.0.0.1:0"])
-        .args(extra)
-        .env_remove("LD_LIBRARY_PATH")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("bocb serve starts");
-    wait_for("the service's URL file", || {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "bocb serve exited: {}",
-            std::fs::read_to_string(store.join("serve-test.log")).unwrap_or_default()
-        );
-        url_file.exists()
-    });
-    Service(child)
 }
 
 fn cli(store: &Path, args: &[&str]) -> Output {

@@ -3,7 +3,7 @@
 //! libtorch is exercised too.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// How long any wait in these tests may take before the test fails
@@ -81,4 +81,48 @@ pub fn synth_as(dir: &Path, format: &str, train: usize, test: usize, seed: u64) 
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[allow(dead_code)] // not every test file serves
+/// A running `bocb serve`, killed with SIGKILL when dropped (a failing
+/// test leaves no service behind).
+pub struct Service(pub Child);
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `bocb serve` on a free port with `extra` arguments, logging to
+/// STORE/serve-test.log; returns once it has written its URL.
+#[allow(dead_code)] // not every test file serves
+pub fn start_service(store: &Path, extra: &[&str]) -> Service {
+    let url_file = store.join("service-url");
+    let _ = std::fs::remove_file(&url_file);
+    std::fs::create_dir_all(store).unwrap();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(store.join("serve-test.log"))
+        .unwrap();
+    let mut child = Command::new(bocb_binary())
+        .args(["serve", "--store", store.to_str().unwrap()])
+        .args(["--listen", "127.0.0.1:0"])
+        .args(extra)
+        .env_remove("LD_LIBRARY_PATH")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("bocb serve starts");
+    wait_for("the service's URL file", || {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "bocb serve exited: {}",
+            std::fs::read_to_string(store.join("serve-test.log")).unwrap_or_default()
+        );
+        url_file.exists()
+    });
+    Service(child)
 }
