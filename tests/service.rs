@@ -938,3 +938,80 @@ fn a_worker_stopped_by_sigterm_hands_its_trial_on_from_the_checkpoint() {
         "an ended trial's checkpoint is removed"
     );
 }
+
+/// Epochs the local workers trained with bocb's trainer, from the line
+/// each logs per epoch in its own log (kept across restarts).
+fn trainer_epochs(store: &Path) -> usize {
+    std::fs::read_dir(store.join("logs/workers"))
+        .unwrap()
+        .map(|entry| {
+            let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+            text.lines()
+                .filter(|l| l.starts_with("epoch ") && l.contains(": train loss "))
+                .count()
+        })
+        .sum()
+}
+
+/// `bocb stop` drops the running trial, which saves its checkpoint first;
+/// `bocb resume` continues it from there: the epochs equal those of an
+/// unbroken run, and at most the epoch in flight is trained again.
+#[test]
+fn a_stopped_experiment_resumes_its_trials_from_their_checkpoints() {
+    let tmp = tempfile::tempdir().unwrap();
+    synth(&tmp.path().join("data"), 512, 64, 5);
+    let experiment = tmp.path().join("exp.yaml");
+    std::fs::write(&experiment, RESUMABLE).unwrap();
+    let unbroken = tmp.path().join("unbroken");
+    let out = cli(&unbroken, &["run", experiment.to_str().unwrap(), "--quiet"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let whole = Store::open(&unbroken).unwrap().trials("resumable").unwrap()[0].clone();
+
+    let store = tmp.path().join("store");
+    let mut service = start_service(&store, &["--workers", "cpu=1", "--heartbeat-timeout", "3"]);
+    let out = cli(&store, &["submit", experiment.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_until(&mut service, || {
+        service_trials(&store, "resumable")
+            .first()
+            .is_some_and(|t| t.epochs.len() >= 2)
+    });
+    let out = cli(&store, &["stop", "resumable"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_until(&mut service, || {
+        experiment_state(&store, "resumable") == "stopped"
+    });
+    // The dropped trial saves its checkpoint when it hears of the stop.
+    wait_until(&mut service, || {
+        std::fs::read_to_string(store.join("logs/workers/local-cpu-0.log"))
+            .is_ok_and(|log| log.contains("checkpoint saved"))
+    });
+    let saved = checkpoint_position(&store).expect("the stopped trial's checkpoint stays");
+    let saved_epochs = saved["epochs_done"].as_u64().unwrap() as usize;
+    assert!(saved_epochs >= 2, "{saved}");
+    let stopped = service_trials(&store, "resumable")[0].clone();
+    assert_eq!(
+        stopped.status,
+        TrialStatus::Running,
+        "not ended: {stopped:?}"
+    );
+
+    let out = cli(&store, &["resume", "resumable"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_until(&mut service, || {
+        experiment_state(&store, "resumable") == "done"
+    });
+    let trial = service_trials(&store, "resumable")[0].clone();
+    kill(service);
+    assert!(done_with_all_epochs_of(&trial, 5), "{trial:?}");
+    assert_eq!(trial.epochs[..saved_epochs], stopped.epochs[..saved_epochs]);
+    let numbers = |t: &TrialRecord| {
+        t.epochs
+            .iter()
+            .map(|e| (e.epoch, e.train_loss, e.test_loss, e.test_accuracy))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(numbers(&trial), numbers(&whole));
+    let trained = trainer_epochs(&store);
+    assert!((5..=6).contains(&trained), "{trained} epochs trained for 5");
+}

@@ -199,9 +199,11 @@ impl Store {
 
     /// Records one epoch of a trial and marks it running.
     ///
-    /// An entry with the same epoch number is replaced, so an epoch re-run
-    /// after a crash is not counted twice; epochs stay ordered by number.
-    /// Atomic per trial: concurrent calls, even on the same trial, all land.
+    /// A run reports its epochs in order, so recorded epochs from this one
+    /// on came from an earlier run (a trial trained again after a crash):
+    /// they are dropped, and the epochs stay exactly those of the runs that
+    /// led to this one. Atomic per trial: concurrent calls, even on the same
+    /// trial, all land.
     pub fn record_epoch(
         &self,
         experiment: &str,
@@ -209,10 +211,18 @@ impl Store {
         metrics: EpochMetrics,
     ) -> Result<TrialRecord> {
         self.update_trial(experiment, id, |trial| {
-            trial.epochs.retain(|e| e.epoch != metrics.epoch);
-            let at = trial.epochs.partition_point(|e| e.epoch < metrics.epoch);
-            trial.epochs.insert(at, metrics);
+            trial.epochs.retain(|e| e.epoch < metrics.epoch);
+            trial.epochs.push(metrics);
             trial.status = TrialStatus::Running;
+        })
+    }
+
+    /// Drops a trial's recorded epochs after `epochs_done`: a run that
+    /// continues from a checkpoint there (or starts over, at 0) trains
+    /// them again, and may end before it reaches them.
+    pub fn keep_epochs(&self, experiment: &str, id: &str, epochs_done: u32) -> Result<TrialRecord> {
+        self.update_trial(experiment, id, |trial| {
+            trial.epochs.retain(|e| e.epoch <= epochs_done)
         })
     }
 

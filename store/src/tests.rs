@@ -312,25 +312,45 @@ fn put_trial_rejects_records_it_cannot_store_faithfully() {
 }
 
 #[test]
-fn record_epoch_appends_in_order_and_replaces_same_epoch() {
+fn record_epoch_appends_and_drops_the_epochs_of_an_earlier_run() {
     let (_dir, store) = temp_store();
     store.put_trial(&trial("t", 0.1, 0.0, (0, 0), 0)).unwrap();
+    let numbers = |rec: &TrialRecord| -> Vec<(u32, f64)> {
+        rec.epochs
+            .iter()
+            .map(|e| (e.epoch, e.test_accuracy))
+            .collect()
+    };
 
-    let rec = store.record_epoch(EXP, "t", epoch(2, 40.0)).unwrap();
+    let rec = store.record_epoch(EXP, "t", epoch(1, 20.0)).unwrap();
     assert_eq!(rec.status, TrialStatus::Running);
     assert!(rec.updated_unix_s > 100);
-    store.record_epoch(EXP, "t", epoch(1, 20.0)).unwrap();
-    store.record_epoch(EXP, "t", epoch(3, 50.0)).unwrap();
-    // Epoch 2 re-run after a crash: replaced, not duplicated.
+    for (n, acc) in [(2, 40.0), (3, 50.0), (4, 55.0)] {
+        store.record_epoch(EXP, "t", epoch(n, acc)).unwrap();
+    }
+    // Trained again from epoch 2 after a crash: epoch 2 is replaced, and
+    // 3 and 4 of the earlier run no longer hold.
     let rec = store.record_epoch(EXP, "t", epoch(2, 42.0)).unwrap();
-
-    let summary: Vec<(u32, f64)> = rec
-        .epochs
-        .iter()
-        .map(|e| (e.epoch, e.test_accuracy))
-        .collect();
-    assert_eq!(summary, [(1, 20.0), (2, 42.0), (3, 50.0)]);
+    assert_eq!(numbers(&rec), [(1, 20.0), (2, 42.0)]);
     assert_eq!(store.trial(EXP, "t").unwrap(), Some(rec));
+}
+
+#[test]
+fn keep_epochs_drops_those_after_a_runs_start() {
+    let (_dir, store) = temp_store();
+    store.put_trial(&trial("t", 0.1, 0.0, (0, 0), 0)).unwrap();
+    for n in 1..=4 {
+        store
+            .record_epoch(EXP, "t", epoch(n, f64::from(n)))
+            .unwrap();
+    }
+    // Resumed from a checkpoint after epoch 2.
+    let rec = store.keep_epochs(EXP, "t", 2).unwrap();
+    assert_eq!(rec.epochs, [epoch(1, 1.0), epoch(2, 2.0)]);
+    assert_eq!(store.trial(EXP, "t").unwrap(), Some(rec));
+    // Started over: nothing of the earlier runs stays.
+    assert!(store.keep_epochs(EXP, "t", 0).unwrap().epochs.is_empty());
+    assert!(store.keep_epochs(EXP, "nope", 0).is_err());
 }
 
 #[test]
@@ -688,27 +708,36 @@ fn reopening_keeps_everything() {
 }
 
 #[test]
-fn concurrent_epochs_all_land() {
+fn concurrent_writes_all_land() {
     const EPOCHS: u32 = 25;
     let (_dir, store) = temp_store();
     for id in ["a", "b", "shared"] {
         store.put_trial(&trial(id, 0.1, 0.0, (0, 0), 0)).unwrap();
     }
-    // Two writers on their own trials, and two writers interleaving odd and
-    // even epochs of one shared trial: a lost update would drop epochs.
-    let writers: Vec<_> = [("a", 1), ("b", 1), ("shared", 1), ("shared", 2)]
+    // Two writers on their own trials, and two interleaving on one shared
+    // trial (its epochs and its device): a lost update would drop epochs.
+    let writers: Vec<_> = ["a", "b", "shared"]
         .into_iter()
-        .map(|(id, first)| {
+        .map(|id| {
             let store = store.clone();
             thread::spawn(move || {
-                let step = if id == "shared" { 2 } else { 1 };
-                for n in (first..=EPOCHS).step_by(step) {
+                for n in 1..=EPOCHS {
                     store.record_epoch(EXP, id, epoch(n, f64::from(n))).unwrap();
                 }
             })
         })
         .collect();
-    for writer in writers {
+    let devices = {
+        let store = store.clone();
+        thread::spawn(move || {
+            for n in 1..=EPOCHS {
+                store
+                    .set_trial_device(EXP, "shared", &format!("cuda:{n}"))
+                    .unwrap();
+            }
+        })
+    };
+    for writer in writers.into_iter().chain([devices]) {
         writer.join().unwrap();
     }
     for id in ["a", "b", "shared"] {
@@ -722,6 +751,8 @@ fn concurrent_epochs_all_land() {
             .collect();
         assert_eq!(numbers, (1..=EPOCHS).collect::<Vec<_>>(), "trial {id}");
     }
+    let shared = store.trial(EXP, "shared").unwrap().unwrap();
+    assert_eq!(shared.device.as_deref(), Some("cuda:25"));
 }
 
 #[test]

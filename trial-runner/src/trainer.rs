@@ -41,6 +41,10 @@ use crate::schedule::WarmupCosine;
 
 /// Receives a trial's progress.
 pub trait TrialObserver {
+    /// Before training starts: the epochs already done (from a checkpoint;
+    /// 0 when the trial starts over). Epochs recorded beyond them came from
+    /// an earlier run and no longer hold.
+    fn on_start(&mut self, _epochs_done: u32) {}
     /// After each training batch.
     fn on_batch(&mut self, _epoch: u32, _batch: usize, _batches: usize) {}
     /// After each epoch's evaluation.
@@ -179,6 +183,7 @@ pub fn run_trial(
             None => tracing::debug!(dir = %dir.display(), "no checkpoint: the trial starts"),
         }
     }
+    observer.on_start(saver.position.epochs_done);
     let wall_before = saver.position.wall_s;
     let finish = |status, final_accuracy, ema_accuracy, learner: &Learner, note| {
         if let Some(dir) = &spec.checkpoint_dir {
@@ -347,7 +352,7 @@ impl<'a> Saver<'a> {
         Saver {
             dir: spec.checkpoint_dir.as_deref(),
             every: spec.checkpoint_every,
-            position: Position::new(spec, 0, 0),
+            position: Position::start(spec),
         }
     }
 
@@ -895,7 +900,7 @@ fn evaluate(
 mod tests {
     use super::*;
     use crate::data::{generate, SynthConfig};
-    use crate::optim::{Optimizer, SophiaH};
+    use crate::optim::Optimizer;
     use crate::{DeviceChoice, PrecisionChoice};
     use std::path::PathBuf;
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -1501,7 +1506,8 @@ mod tests {
     fn sophia_gets_a_hutchinson_estimate_every_update_period() {
         let mut optimizers = OptimizerRegistry::builtin();
         optimizers.register("sophia_probe", |h, p| {
-            Ok(Box::new(HessianProbe(SophiaH::build(h, p)?)))
+            let sophia = OptimizerRegistry::builtin().build("sophia", h, p)?;
+            Ok(Box::new(HessianProbe(sophia)))
         });
         let mut spec = spec("sophia_probe", 6e-2, 2);
         for (name, value) in [

@@ -516,6 +516,11 @@ impl Trial<'_> {
                 report.epoch, self.spec.epochs
             )));
         }
+        if self.last_epoch == 0 {
+            // The first report tells where the program started: from
+            // its checkpoint, or over from epoch 1.
+            self.observer.on_start(report.epoch - 1);
+        }
         self.last_epoch = report.epoch;
         if let Some(value) = [Some(report.accuracy), report.loss]
             .into_iter()
@@ -706,14 +711,18 @@ mod tests {
         experiment.trial_spec("resnet18_cifar", "sgd_m", &params, 0, None)
     }
 
-    /// Hears every epoch; asks to stop after `stop_after` when given.
+    /// Hears every start and epoch; asks to stop after `stop_after` when given.
     #[derive(Default)]
     struct Listener {
+        started: Vec<u32>,
         epochs: Vec<(u32, f64)>,
         stop_after: Option<u32>,
     }
 
     impl TrialObserver for Listener {
+        fn on_start(&mut self, epochs_done: u32) {
+            self.started.push(epochs_done);
+        }
         fn on_epoch(&mut self, report: &EpochMetrics) {
             self.epochs.push((report.epoch, report.test_accuracy));
         }
@@ -822,17 +831,25 @@ echo 'BOCB_REPORT {"epoch": 4, "accuracy": 40}'
                 &log,
                 &|| false,
             );
-            (result, listener.epochs, lines.into_inner().unwrap())
+            let log = lines.into_inner().unwrap();
+            (result, listener.epochs, log, listener.started)
         };
-        let (result, epochs, log) = run(2);
+        let (result, epochs, log, started) = run(2);
         assert_eq!(result.status, TrialStatus::Done, "{:?}", result.note);
         assert_eq!(epochs, [(3, 30.0), (4, 40.0)]);
+        assert_eq!(started, [2], "its run starts after the stored epochs");
         let expected = format!("dir={} resume=2", checkpoints.display());
         assert!(log.iter().any(|l| l.contains(&expected)), "{log:?}");
         // Without stored epochs, epoch 3 first is out of order.
-        let (result, _, _) = run(0);
+        let (result, _, _, _) = run(0);
         assert_eq!(result.status, TrialStatus::Failed);
         assert!(result.note.unwrap().contains("out of order"));
+        // A program that starts over instead reports epoch 1 first: its run
+        // starts after no epoch, even when it diverges at once.
+        std::fs::write(dir.path().join("trial.sh"), report(1, "NaN")).unwrap();
+        let (result, epochs, _, started) = run(2);
+        assert_eq!(result.status, TrialStatus::Diverged, "{:?}", result.note);
+        assert_eq!((epochs, started), (vec![], vec![0]));
     }
 
     #[test]

@@ -693,8 +693,8 @@ impl Pair<'_> {
         };
         let rule = spec.early_stop.build();
         // An interrupted trial (still running) continues from its
-        // checkpoint: its recorded epochs stay (epochs trained again replace
-        // theirs). A failed one starts over.
+        // checkpoint: its recorded epochs stay until its run starts, which
+        // drops those after the checkpoint. A failed one starts over.
         let recorded = store
             .trial(&spec.name, id)?
             .filter(|t| t.status == TrialStatus::Running)
@@ -824,6 +824,18 @@ struct Recorder<'a> {
 }
 
 impl TrialObserver for Recorder<'_> {
+    fn on_start(&mut self, epochs_done: u32) {
+        self.curve.truncate(epochs_done as usize);
+        if self.store_error.is_none() {
+            if let Err(e) = self
+                .store
+                .keep_epochs(self.experiment, self.id, epochs_done)
+            {
+                self.store_error = Some(e);
+            }
+        }
+    }
+
     fn stop_after_epoch(&mut self, _: &EpochMetrics) -> bool {
         let others: Vec<Curve> = self
             .others
@@ -1014,6 +1026,103 @@ mod tests {
                 note: None,
             })
         }
+    }
+
+    /// Run `.0` of a trial: where it says it starts (`None`: it does not
+    /// say, as an older worker), the epochs it reports (accuracy `10 run +
+    /// epoch`), and how it ends (`None`: cut short, the trial left running
+    /// as a crash leaves it).
+    struct Rerun(u32, Option<u32>, Vec<u32>, Option<TrialStatus>);
+
+    impl TrialExecutor for Rerun {
+        fn execute(
+            &self,
+            _: &TrialJob,
+            observer: &mut dyn TrialObserver,
+        ) -> Result<TrialResult, RunError> {
+            if let Some(start) = self.1 {
+                observer.on_start(start);
+            }
+            for &epoch in &self.2 {
+                observer.on_epoch(&EpochMetrics {
+                    epoch,
+                    train_loss: 1.0,
+                    test_loss: 1.0,
+                    test_accuracy: f64::from(10 * self.0 + epoch),
+                    lr: 0.1,
+                    images_per_sec: f64::NAN,
+                    wall_s: 0.1,
+                    ema_test_accuracy: None,
+                });
+            }
+            let status = self.3.ok_or(RunError::Cancelled)?;
+            Ok(TrialResult {
+                status,
+                ..TrialResult::failed("diverged".into())
+            })
+        }
+    }
+
+    const ONE_TRIAL: &str = "\
+name: one
+dataset: { format: cifar100-bin, path: . }
+backbones: [resnet18_cifar]
+optimizers: [sgd_m]
+epochs: 5
+budget: { trials: 1 }
+";
+
+    /// A trial trained again ends with exactly the epochs of the run that
+    /// ended it: none of an earlier run that went further survive.
+    #[test]
+    fn the_stored_epochs_are_those_of_the_run_that_ended_the_trial() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("store")).unwrap();
+        let one = experiment(dir.path(), ONE_TRIAL);
+        let options = SearchOptions {
+            concurrent_pairs: 1,
+            ..SearchOptions::default()
+        };
+        let search = |store: &Store, run: Rerun| {
+            search_experiment(&one, store, &Catalog::builtin(), &run, &options)
+        };
+        let epochs = |store: &Store| -> Vec<(u32, f64)> {
+            let trial = store.trials("one").unwrap().remove(0);
+            trial
+                .epochs
+                .iter()
+                .map(|e| (e.epoch, e.test_accuracy))
+                .collect()
+        };
+        let cut = |run| assert!(matches!(search(&store, run), Err(RunError::Cancelled)));
+
+        // Run 1 reaches epoch 4 and is cut; run 2 continues from a
+        // checkpoint after epoch 2 and is cut before its first epoch ends.
+        cut(Rerun(1, Some(0), vec![1, 2, 3, 4], None));
+        cut(Rerun(2, Some(2), vec![], None));
+        assert_eq!(epochs(&store), [(1, 11.0), (2, 12.0)]);
+        // Run 3 starts over (no checkpoint) and diverges in epoch 2.
+        search(
+            &store,
+            Rerun(3, Some(0), vec![1], Some(TrialStatus::Diverged)),
+        )
+        .unwrap();
+        assert_eq!(epochs(&store), [(1, 31.0)]);
+        assert_eq!(
+            store.trials("one").unwrap()[0].status,
+            TrialStatus::Diverged
+        );
+
+        // A run that does not say where it starts (an older worker):
+        // reporting epoch 1 again drops the rest of the earlier run.
+        let store = Store::open(dir.path().join("older")).unwrap();
+        assert!(search(&store, Rerun(1, None, vec![1, 2, 3, 4], None)).is_err());
+        search(
+            &store,
+            Rerun(2, None, vec![1, 2], Some(TrialStatus::Diverged)),
+        )
+        .unwrap();
+        assert_eq!(epochs(&store), [(1, 21.0), (2, 22.0)]);
     }
 
     fn experiment(dir: &Path, yaml: &str) -> Experiment {

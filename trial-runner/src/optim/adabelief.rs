@@ -5,9 +5,14 @@
 use tch::Tensor;
 
 use super::{
-    tensor_bytes, HparamReader, Hparams, OptimError, Optimizer, ParamSet, FLAG, NON_NEGATIVE,
-    POSITIVE, UNIT_INTERVAL,
+    tensor_bytes, HparamReader, Hparams, OptimError, Optimizer, OptimizerRegistry, ParamSet, FLAG,
+    NON_NEGATIVE, POSITIVE, UNIT_INTERVAL,
 };
+
+/// Registers this file's optimizers under their registry names.
+pub(super) fn register(registry: &mut OptimizerRegistry) {
+    registry.register("adabelief", AdaBelief::build);
+}
 
 /// timm's `AdaBelief` (single-tensor path; the foreach path computes the same
 /// values). Weight decay is decoupled (`decoupled_decay`, the default) or an

@@ -6,8 +6,13 @@ use tch::Tensor;
 
 use super::{
     pytorch_optimizer_weight_decay, tensor_bytes, HparamReader, Hparams, OptimError, Optimizer,
-    ParamSet, FLAG, NON_NEGATIVE, POSITIVE, UNIT_INTERVAL,
+    OptimizerRegistry, ParamSet, FLAG, NON_NEGATIVE, POSITIVE, UNIT_INTERVAL,
 };
+
+/// Registers this file's optimizers under their registry names.
+pub(super) fn register(registry: &mut OptimizerRegistry) {
+    registry.register("adabound", AdaBound::build);
+}
 
 /// pytorch_optimizer's `AdaBound`. `final_lr` follows the schedule: at
 /// learning rate `lr` the bounds converge to `final_lr * lr / base_lr`, where

@@ -5,9 +5,14 @@
 use tch::Tensor;
 
 use super::{
-    tensor_bytes, HparamReader, Hparams, OptimError, Optimizer, ParamSet, Saved, StateReader,
-    StateTensors, FLAG, NON_NEGATIVE, POSITIVE, UNIT_INTERVAL,
+    tensor_bytes, HparamReader, Hparams, OptimError, Optimizer, OptimizerRegistry, ParamSet, Saved,
+    StateReader, StateTensors, FLAG, NON_NEGATIVE, POSITIVE, UNIT_INTERVAL,
 };
+
+/// Registers this file's optimizers under their registry names.
+pub(super) fn register(registry: &mut OptimizerRegistry) {
+    registry.register("adafactor", Adafactor::build);
+}
 
 /// timm's `Adafactor` with an external learning rate. timm switches to its
 /// relative-step schedule when `lr` is None; bocb always schedules `lr`, so

@@ -8,8 +8,8 @@ use tch::{Kind, Tensor};
 use super::fused::FusedAdam;
 use super::slices::in_slices;
 use super::{
-    tensor_bytes, HparamReader, Hparams, OptimError, Optimizer, ParamSet, Saved, StateReader,
-    StateTensors, FLAG, NON_NEGATIVE, POSITIVE, TORCH_SWITCHES, UNIT_INTERVAL,
+    tensor_bytes, HparamReader, Hparams, OptimError, Optimizer, OptimizerRegistry, ParamSet, Saved,
+    StateReader, StateTensors, FLAG, NON_NEGATIVE, POSITIVE, TORCH_SWITCHES, UNIT_INTERVAL,
 };
 
 /// Parameter groups with one state per parameter, created at its first step
@@ -135,6 +135,15 @@ fn apply_weight_decay(
     } else {
         l2_grad(grad, param, weight_decay)
     }
+}
+
+/// Registers this file's optimizers under their registry names.
+pub(super) fn register(registry: &mut OptimizerRegistry) {
+    registry.register("adamw", AdamW::build);
+    registry.register("adam", Adam::build);
+    registry.register("adamax", Adamax::build);
+    registry.register("nadam", NAdam::build);
+    registry.register("radam", RAdam::build);
 }
 
 /// Adam, as `torch.optim.Adam`: coupled (L2) weight decay, or decoupled with

@@ -8,8 +8,8 @@ use tch::Tensor;
 use super::caution::apply_caution;
 use super::slices::in_slices;
 use super::{
-    tensor_bytes, HparamReader, Hparams, OptimError, Optimizer, ParamSet, FLAG, NON_NEGATIVE,
-    POSITIVE, UNIT_INTERVAL,
+    tensor_bytes, HparamReader, Hparams, OptimError, Optimizer, OptimizerRegistry, ParamSet, FLAG,
+    NON_NEGATIVE, POSITIVE, UNIT_INTERVAL,
 };
 
 /// Per-parameter state, created at the parameter's first step.
@@ -27,6 +27,11 @@ crate::saved_struct!(AdanState {
     exp_avg_diff,
     neg_pre_grad
 });
+
+/// Registers this file's optimizers under their registry names.
+pub(super) fn register(registry: &mut OptimizerRegistry) {
+    registry.register("adan", Adan::build);
+}
 
 /// Adan, as `timm.optim.Adan` (timm 1.0.31; its single-tensor path).
 /// `betas: [b1, b2, b3]` arrives as `beta1` (gradient), `beta2` (gradient

@@ -7,8 +7,8 @@ use tch::Tensor;
 use super::adam::{l2_grad, scalar_like, update_square_avg_in, PerParam};
 use super::slices::in_slices;
 use super::{
-    tensor_bytes, HparamReader, Hparams, OptimError, Optimizer, ParamSet, FLAG, NON_NEGATIVE,
-    POSITIVE, TORCH_SWITCHES, UNIT_INTERVAL,
+    tensor_bytes, HparamReader, Hparams, OptimError, Optimizer, OptimizerRegistry, ParamSet, FLAG,
+    NON_NEGATIVE, POSITIVE, TORCH_SWITCHES, UNIT_INTERVAL,
 };
 
 /// torch's range for Adadelta's `rho` and (with its `alpha >= 0`, capped at
@@ -21,6 +21,13 @@ const CLOSED_UNIT_INTERVAL: (fn(f64) -> bool, &str) = (|v| (0.0..=1.0).contains(
 fn addcdiv_value(param: &mut Tensor, grad: &Tensor, denom: &Tensor, value: f64) {
     let _ = grad.div_out(denom, denom);
     let _ = param.addcmul_(denom, &scalar_like(value, param));
+}
+
+/// Registers this file's optimizers under their registry names.
+pub(super) fn register(registry: &mut OptimizerRegistry) {
+    registry.register("adagrad", Adagrad::build);
+    registry.register("adadelta", Adadelta::build);
+    registry.register("rmsprop", RmsProp::build);
 }
 
 /// Adagrad, as `torch.optim.Adagrad`: the step is divided by the root of the

@@ -6,9 +6,14 @@ use tch::Tensor;
 
 use super::caution::apply_caution;
 use super::{
-    tensor_bytes, HparamReader, Hparams, OptimError, Optimizer, ParamSet, FLAG, NON_NEGATIVE,
-    POSITIVE, UNIT_INTERVAL,
+    tensor_bytes, HparamReader, Hparams, OptimError, Optimizer, OptimizerRegistry, ParamSet, FLAG,
+    NON_NEGATIVE, POSITIVE, UNIT_INTERVAL,
 };
+
+/// Registers this file's optimizers under their registry names.
+pub(super) fn register(registry: &mut OptimizerRegistry) {
+    registry.register("lion", Lion::build);
+}
 
 /// Lion, as `timm.optim.Lion` (timm 1.0.31), `caution` and
 /// `corrected_weight_decay` included.

@@ -28,19 +28,8 @@ use std::collections::BTreeMap;
 use tch::Tensor;
 use thiserror::Error;
 
-pub use adabelief::AdaBelief;
-pub use adabound::AdaBound;
-pub use adafactor::Adafactor;
-pub use adam::{Adam, AdamW, Adamax, NAdam, RAdam};
-pub use adan::Adan;
-pub use adaptive::{Adadelta, Adagrad, RmsProp};
-pub use lion::Lion;
-pub use novograd::NovoGrad;
-pub use projection::{AdamP, Sgdp};
-pub use sgd::SgdMomentum;
-pub use sophia::{HessianNoise, SophiaH};
+pub use sophia::HessianNoise;
 pub use state::{Saved, StateReader, StateTensors};
-pub use trust_ratio::{Lamb, Lars};
 
 pub use bocb_spec::Hparams;
 
@@ -154,26 +143,18 @@ impl OptimizerRegistry {
             entries: BTreeMap::new(),
             aliases: BTreeMap::new(),
         };
-        registry.register("sgd_m", SgdMomentum::build);
-        registry.register("adamw", AdamW::build);
-        registry.register("adam", Adam::build);
-        registry.register("adamax", Adamax::build);
-        registry.register("nadam", NAdam::build);
-        registry.register("radam", RAdam::build);
-        registry.register("adagrad", Adagrad::build);
-        registry.register("adadelta", Adadelta::build);
-        registry.register("rmsprop", RmsProp::build);
-        registry.register("adabelief", AdaBelief::build);
-        registry.register("adafactor", Adafactor::build);
-        registry.register("adabound", AdaBound::build);
-        registry.register("sophia", SophiaH::build);
-        registry.register("sgdp", Sgdp::build);
-        registry.register("adamp", AdamP::build);
-        registry.register("lion", Lion::build);
-        registry.register("lamb", Lamb::build);
-        registry.register("lars", Lars::build);
-        registry.register("adan", Adan::build);
-        registry.register("novograd", NovoGrad::build);
+        adabelief::register(&mut registry);
+        adabound::register(&mut registry);
+        adafactor::register(&mut registry);
+        adam::register(&mut registry);
+        adan::register(&mut registry);
+        adaptive::register(&mut registry);
+        lion::register(&mut registry);
+        novograd::register(&mut registry);
+        projection::register(&mut registry);
+        sgd::register(&mut registry);
+        sophia::register(&mut registry);
+        trust_ratio::register(&mut registry);
         registry.alias("sgd", "sgd_m");
         registry
     }

@@ -8,8 +8,8 @@ use tch::Tensor;
 
 use super::adam::scalar_like;
 use super::{
-    tensor_bytes, HparamReader, Hparams, OptimError, Optimizer, ParamSet, FLAG, NON_NEGATIVE,
-    POSITIVE, UNIT_INTERVAL,
+    tensor_bytes, HparamReader, Hparams, OptimError, Optimizer, OptimizerRegistry, ParamSet, FLAG,
+    NON_NEGATIVE, POSITIVE, UNIT_INTERVAL,
 };
 
 /// Per-parameter state, created at the parameter's first step.
@@ -27,6 +27,11 @@ crate::saved_struct!(NovoGradState {
     exp_avg_sq,
     max_exp_avg_sq
 });
+
+/// Registers this file's optimizers under their registry names.
+pub(super) fn register(registry: &mut OptimizerRegistry) {
+    registry.register("novograd", NovoGrad::build);
+}
 
 /// NovoGrad, as `timm.optim.NvNovoGrad` (timm 1.0.31), `amsgrad`,
 /// `grad_averaging`, `decoupled_decay` and `corrected_weight_decay`

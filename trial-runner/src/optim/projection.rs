@@ -12,8 +12,8 @@ use super::adam::{scalar_like, update_square_avg_in};
 use super::caution::apply_caution;
 use super::slices::in_slices;
 use super::{
-    tensor_bytes, HparamReader, Hparams, OptimError, Optimizer, ParamSet, FLAG, NON_NEGATIVE,
-    POSITIVE, UNIT_INTERVAL,
+    tensor_bytes, HparamReader, Hparams, OptimError, Optimizer, OptimizerRegistry, ParamSet, FLAG,
+    NON_NEGATIVE, POSITIVE, UNIT_INTERVAL,
 };
 
 /// How a parameter is split into vectors whose directions are compared
@@ -158,6 +158,12 @@ impl Projection {
             }
         }
     }
+}
+
+/// Registers this file's optimizers under their registry names.
+pub(super) fn register(registry: &mut OptimizerRegistry) {
+    registry.register("sgdp", Sgdp::build);
+    registry.register("adamp", AdamP::build);
 }
 
 /// SGDP, as `timm.optim.SGDP` (timm 1.0.31): SGD with momentum (zero-

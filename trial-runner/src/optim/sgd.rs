@@ -4,9 +4,14 @@
 use tch::{Device, Kind, Tensor};
 
 use super::{
-    tensor_bytes, HparamReader, Hparams, OptimError, Optimizer, ParamSet, FLAG, NON_NEGATIVE,
-    POSITIVE, TORCH_SWITCHES, UNIT_INTERVAL,
+    tensor_bytes, HparamReader, Hparams, OptimError, Optimizer, OptimizerRegistry, ParamSet, FLAG,
+    NON_NEGATIVE, POSITIVE, TORCH_SWITCHES, UNIT_INTERVAL,
 };
+
+/// Registers this file's optimizers under their registry names.
+pub(super) fn register(registry: &mut OptimizerRegistry) {
+    registry.register("sgd_m", SgdMomentum::build);
+}
 
 pub struct SgdMomentum {
     groups: Vec<(Vec<Tensor>, f64)>,

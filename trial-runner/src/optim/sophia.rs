@@ -6,7 +6,7 @@ use tch::Tensor;
 
 use super::{
     pytorch_optimizer_weight_decay, tensor_bytes, HparamReader, Hparams, OptimError, Optimizer,
-    ParamSet, FLAG, NON_NEGATIVE, POSITIVE, UNIT_INTERVAL,
+    OptimizerRegistry, ParamSet, FLAG, NON_NEGATIVE, POSITIVE, UNIT_INTERVAL,
 };
 
 /// The noise of a Hutchinson estimate (`hessian_distribution`).
@@ -20,6 +20,11 @@ impl HessianNoise {
     /// pytorch_optimizer's names, in the order of their numeric codes:
     /// `hessian_distribution` is 0 (`gaussian`) or 1 (`rademacher`).
     pub const NAMES: [&'static str; 2] = ["gaussian", "rademacher"];
+}
+
+/// Registers this file's optimizers under their registry names.
+pub(super) fn register(registry: &mut OptimizerRegistry) {
+    registry.register("sophia", SophiaH::build);
 }
 
 /// pytorch_optimizer's `SophiaH`. The reference estimates the Hessian itself

@@ -10,8 +10,8 @@ use super::adam::{scalar_like, update_square_avg_in};
 use super::caution::apply_caution;
 use super::slices::in_slices;
 use super::{
-    tensor_bytes, HparamReader, Hparams, OptimError, Optimizer, ParamSet, FLAG, NON_NEGATIVE,
-    POSITIVE, UNIT_INTERVAL,
+    tensor_bytes, HparamReader, Hparams, OptimError, Optimizer, OptimizerRegistry, ParamSet, FLAG,
+    NON_NEGATIVE, POSITIVE, UNIT_INTERVAL,
 };
 
 /// `max_grad_norm`: timm's `None` (no clipping) is written as infinity.
@@ -23,6 +23,12 @@ fn guarded(ratio: Tensor, w_norm: &Tensor, g_norm: &Tensor) -> Tensor {
     ratio
         .where_scalarother(&g_norm.gt(0.0), 1.0)
         .where_scalarother(&w_norm.gt(0.0), 1.0)
+}
+
+/// Registers this file's optimizers under their registry names.
+pub(super) fn register(registry: &mut OptimizerRegistry) {
+    registry.register("lamb", Lamb::build);
+    registry.register("lars", Lars::build);
 }
 
 /// LAMB, as `timm.optim.Lamb` (timm 1.0.31; its single-tensor path): Adam

@@ -58,21 +58,20 @@ pub(crate) struct Position {
 }
 
 impl Position {
-    pub fn new(spec: &TrialSpec, epochs_done: u32, batches_done: usize) -> Self {
+    /// The start of `spec`'s training.
+    pub fn start(spec: &TrialSpec) -> Self {
         Position {
             format: FORMAT,
             trial: identity(spec),
-            epochs_done,
-            batches_done,
+            epochs_done: 0,
+            batches_done: 0,
             step: 0,
             long_epochs: false,
             wall_s: 0.0,
-            tensors: format!("state-{epochs_done}-{batches_done}.safetensors"),
+            tensors: String::new(),
         }
     }
-}
 
-impl Position {
     /// This position moved on to `epochs_done` epochs and `batches_done`
     /// batches of the next, after `step` steps and `wall_s` seconds.
     pub fn moved_to(

@@ -19,6 +19,7 @@
 //! | GET    | /api/patterns?QUERY               | → `bocb patterns`' output (text)               |
 //! | POST   | /api/worker/claim                 | {worker, device} → Assignment, or 204 if none  |
 //! | POST   | /api/worker/heartbeat             | {attempt, log} → {} (410: drop the trial)      |
+//! | POST   | /api/worker/start                 | {attempt, epochs_done} → {} (410: drop it)     |
 //! | POST   | /api/worker/epoch                 | {attempt, report} → {stop} (410: drop it)      |
 //! | POST   | /api/worker/finish                | {attempt, result, log} → {} (410: drop it)     |
 
@@ -106,6 +107,14 @@ pub struct HeartbeatRequest {
     pub attempt: u64,
     #[serde(default)]
     pub log: String,
+}
+
+/// A trial's run starts after `epochs_done` epochs (its checkpoint's; 0
+/// when it starts over): the store drops the epochs recorded after them.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StartRequest {
+    pub attempt: u64,
+    pub epochs_done: u32,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -295,7 +304,7 @@ fn route(service: &Arc<Service>, method: &Method, url: &str, body: &[u8]) -> Rep
         _ => {
             return error(
                 404,
-                format!("no endpoint {method} {path}; see the README's Service section"),
+                format!("no endpoint {method} {path}; the API is listed in docs/service.md"),
             )
         }
     };
@@ -341,6 +350,11 @@ fn worker_route(service: &Service, action: &str, body: &[u8]) -> Reply {
             queue.heartbeat(beat.attempt, &beat.log)?;
             Ok(ok(&json!({})))
         }
+        "start" => {
+            let start: StartRequest = parse(body)?;
+            queue.report_start(start.attempt, start.epochs_done)?;
+            Ok(ok(&json!({})))
+        }
         "epoch" => {
             let epoch: EpochRequest = parse(body)?;
             let stop = queue.report_epoch(epoch.attempt, epoch.report)?;
@@ -353,7 +367,7 @@ fn worker_route(service: &Service, action: &str, body: &[u8]) -> Reply {
         }
         other => Err(error(
             404,
-            format!("no worker action `{other}`; valid: claim, heartbeat, epoch, finish"),
+            format!("no worker action `{other}`; valid: claim, heartbeat, start, epoch, finish"),
         )),
     })();
     result.unwrap_or_else(|reply| reply)

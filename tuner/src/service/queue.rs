@@ -63,6 +63,8 @@ pub struct Gone;
 
 /// What a waiting search thread hears about its trial.
 enum Event {
+    /// The run starts after this many epochs; answered once recorded.
+    Start(u32, Sender<()>),
     /// An epoch to record; the answer is whether to stop the trial.
     Epoch(EpochMetrics, Sender<bool>),
     Finished(TrialResult),
@@ -266,18 +268,32 @@ impl Queue {
         Ok(())
     }
 
+    /// Tells the trial's search thread where its run starts, and returns
+    /// once the store dropped the epochs recorded after that.
+    pub fn report_start(&self, attempt: u64, epochs_done: u32) -> Result<(), Gone> {
+        let (reply, answer) = bounded(1);
+        self.send(attempt, Event::Start(epochs_done, reply))?;
+        answer.recv().map_err(|_| Gone)
+    }
+
     /// Hands an epoch to the trial's search thread, which records it, and
     /// returns its answer: whether to stop the trial.
     pub fn report_epoch(&self, attempt: u64, report: EpochMetrics) -> Result<bool, Gone> {
+        let (reply, answer) = bounded(1);
+        self.send(attempt, Event::Epoch(report, reply))?;
+        answer.recv().map_err(|_| Gone)
+    }
+
+    /// Sends `event` to `attempt`'s search thread (outside the lock, which
+    /// its answer may need), noting that the worker is alive.
+    fn send(&self, attempt: u64, event: Event) -> Result<(), Gone> {
         let events = {
             let mut state = self.lock();
             let running = state.running.get_mut(&attempt).ok_or(Gone)?;
             running.last_contact = Instant::now();
             running.work.events.clone()
         };
-        let (reply, answer) = bounded(1);
-        events.send(Event::Epoch(report, reply)).map_err(|_| Gone)?;
-        answer.recv().map_err(|_| Gone)
+        events.send(event).map_err(|_| Gone)
     }
 
     /// Ends `attempt` with `result`: recorded in the store before this
@@ -436,6 +452,10 @@ impl TrialExecutor for QueueExecutor {
         }
         loop {
             match heard.recv() {
+                Ok(Event::Start(epochs_done, reply)) => {
+                    observer.on_start(epochs_done);
+                    let _ = reply.send(());
+                }
                 Ok(Event::Epoch(report, reply)) => {
                     observer.on_epoch(&report);
                     let _ = reply.send(observer.stop_after_epoch(&report));
@@ -486,15 +506,18 @@ mod tests {
         ))
     }
 
-    /// Records the accuracies it hears; asks to stop below 50%.
+    /// Records the starts and accuracies it hears; asks to stop below 50%.
     #[derive(Default)]
     struct Listener {
-        heard: Vec<f64>,
+        heard: Vec<String>,
     }
 
     impl TrialObserver for Listener {
+        fn on_start(&mut self, epochs_done: u32) {
+            self.heard.push(format!("start after {epochs_done}"));
+        }
         fn on_epoch(&mut self, report: &EpochMetrics) {
-            self.heard.push(report.test_accuracy);
+            self.heard.push(format!("{}%", report.test_accuracy));
         }
         fn stop_after_epoch(&mut self, report: &EpochMetrics) -> bool {
             report.test_accuracy < 50.0
@@ -519,7 +542,7 @@ mod tests {
         queue: &Arc<Queue>,
         spec: TrialSpec,
         cancel: Arc<AtomicBool>,
-    ) -> std::thread::JoinHandle<(Result<TrialResult, RunError>, Vec<f64>)> {
+    ) -> std::thread::JoinHandle<(Result<TrialResult, RunError>, Vec<String>)> {
         execute_on(queue, spec, cancel, "t1", None)
     }
 
@@ -531,7 +554,7 @@ mod tests {
         cancel: Arc<AtomicBool>,
         id: &'static str,
         devices: Option<&[&str]>,
-    ) -> std::thread::JoinHandle<(Result<TrialResult, RunError>, Vec<f64>)> {
+    ) -> std::thread::JoinHandle<(Result<TrialResult, RunError>, Vec<String>)> {
         let executor = QueueExecutor {
             queue: Arc::clone(queue),
             dataset: DatasetLocation {
@@ -578,6 +601,7 @@ mod tests {
         );
         let stored = queue.store.trial("q", "t1").unwrap().unwrap();
         assert_eq!(stored.device.as_deref(), Some("cuda:1"));
+        assert_eq!(queue.report_start(assignment.attempt, 0), Ok(()));
         assert_eq!(
             queue.report_epoch(assignment.attempt, report(1, 60.0)),
             Ok(false)
@@ -601,9 +625,10 @@ mod tests {
             .unwrap();
         let (result, heard) = running.join().unwrap();
         assert_eq!(result.unwrap(), stopped.clone());
-        assert_eq!(heard, [60.0, 40.0]);
+        assert_eq!(heard, ["start after 0", "60%", "40%"]);
         // The attempt is over: anything more about it is refused.
         assert_eq!(queue.heartbeat(assignment.attempt, ""), Err(Gone));
+        assert_eq!(queue.report_start(assignment.attempt, 0), Err(Gone));
         assert_eq!(queue.finish(assignment.attempt, stopped, ""), Err(Gone));
         let log = std::fs::read_to_string(queue.log_path("t1")).unwrap();
         assert!(

@@ -14,7 +14,9 @@ use bocb_trial_runner::{run_trial, DeviceChoice, EpochMetrics, TrialError, Trial
 use thiserror::Error;
 
 use super::client::{Client, ClientError};
-use super::http::{ClaimRequest, EpochAnswer, EpochRequest, FinishRequest, HeartbeatRequest};
+use super::http::{
+    ClaimRequest, EpochAnswer, EpochRequest, FinishRequest, HeartbeatRequest, StartRequest,
+};
 use super::queue::Assignment;
 use crate::executor::TrialResult;
 use crate::external::{run_external, stay_until_the_signal_ends_bocb, SaveOnSignal};
@@ -292,7 +294,13 @@ fn train(
         Ok(outcome) => TrialResult::from_outcome(outcome),
         // Stopped by a signal, its checkpoint saved: the service gives the
         // trial to another worker once this one's heartbeats stop.
-        Err(TrialError::Interrupted { .. }) => stay_until_the_signal_ends_bocb(),
+        Err(TrialError::Interrupted { .. }) if crate::external::signalled() => {
+            stay_until_the_signal_ends_bocb()
+        }
+        // Dropped by the service (its experiment stopped, or re-queued),
+        // its checkpoint saved for whoever continues it; the service hears
+        // no more of this attempt.
+        Err(e @ TrialError::Interrupted { .. }) => TrialResult::failed(e.to_string()),
         Err(e) => TrialResult::failed(e.to_string()),
     };
     observer.log(&format!(
@@ -349,6 +357,21 @@ impl Reporter<'_> {
 }
 
 impl TrialObserver for Reporter<'_> {
+    fn on_start(&mut self, epochs_done: u32) {
+        let request = StartRequest {
+            attempt: self.attempt,
+            epochs_done,
+        };
+        if let Err(e) = self
+            .client
+            .post::<_, serde_json::Value>("/api/worker/start", &request)
+        {
+            // As for an epoch: the trial is trained again elsewhere.
+            eprintln!("start report of attempt {} failed: {e}", self.attempt);
+            self.beat.lock().expect("beat lock").gone = true;
+        }
+    }
+
     fn on_epoch(&mut self, report: &EpochMetrics) {
         self.log(&crate::run::epoch_summary(report));
         let request = EpochRequest {
@@ -363,7 +386,7 @@ impl TrialObserver for Reporter<'_> {
             Ok(None) => {}
             Err(e) => {
                 // The service restarted or dropped the trial: it will be
-                // trained again from its start, so stop this one.
+                // trained again from its checkpoint, so stop this one.
                 eprintln!("epoch report of attempt {} failed: {e}", self.attempt);
                 self.beat.lock().expect("beat lock").gone = true;
             }
@@ -371,10 +394,12 @@ impl TrialObserver for Reporter<'_> {
     }
 
     fn stop_after_epoch(&mut self, _: &EpochMetrics) -> bool {
-        self.stop || self.gone()
+        self.stop
     }
 
+    /// A dropped trial saves its checkpoint and stops, as on a signal:
+    /// `bocb resume` (or the worker it was re-queued to) continues it.
     fn checkpoint_requested(&mut self) -> bool {
-        crate::external::signalled()
+        crate::external::signalled() || self.gone()
     }
 }
