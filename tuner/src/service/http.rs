@@ -24,7 +24,7 @@
 //! | POST   | /api/worker/finish                | {attempt, result, log} → {} (410: drop it)     |
 
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,6 +32,7 @@ use bocb_trial_runner::EpochMetrics;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use thiserror::Error;
 use tiny_http::{Header, Method, Request, Response, Server};
 
 use super::queue::Gone;
@@ -55,6 +56,42 @@ pub struct Submission {
     pub base: PathBuf,
     /// The file's name, for error messages.
     pub origin: String,
+}
+
+/// Why an experiment file cannot be submitted.
+#[derive(Debug, Error)]
+pub enum SubmissionError {
+    #[error("cannot read experiment file {path}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot resolve the directory of {path}")]
+    Base {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+impl Submission {
+    /// The experiment file at `path`, with its directory made absolute so
+    /// the service finds relative dataset paths wherever it runs.
+    pub fn from_file(path: &Path) -> Result<Self, SubmissionError> {
+        let origin = path.display().to_string();
+        let yaml = std::fs::read_to_string(path).map_err(|source| SubmissionError::Read {
+            path: origin.clone(),
+            source,
+        })?;
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        let base = std::path::absolute(dir).map_err(|source| SubmissionError::Base {
+            path: origin.clone(),
+            source,
+        })?;
+        Ok(Submission { yaml, base, origin })
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -334,4 +371,26 @@ fn worker_route(service: &Service, action: &str, body: &[u8]) -> Reply {
         )),
     })();
     result.unwrap_or_else(|reply| reply)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_submission_carries_its_file_and_absolute_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("exp.yaml");
+        std::fs::write(&path, "name: e\n").unwrap();
+        let submission = Submission::from_file(&path).unwrap();
+        assert_eq!(submission.yaml, "name: e\n");
+        assert_eq!(submission.base, dir.path());
+        assert_eq!(submission.origin, path.display().to_string());
+        // A missing file is named in the error.
+        let missing = Submission::from_file(Path::new("missing.yaml")).unwrap_err();
+        assert_eq!(
+            missing.to_string(),
+            "cannot read experiment file missing.yaml"
+        );
+    }
 }

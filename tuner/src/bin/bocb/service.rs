@@ -1,7 +1,7 @@
 //! `bocb serve`, `worker`, and the service's clients: `submit`, `status`,
 //! `stop`, `resume`, `trials`, `logs`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -205,20 +205,7 @@ pub fn worker(args: WorkerArgs, registries: &Registries) -> Result<()> {
 }
 
 pub fn submit(args: SubmitArgs) -> Result<()> {
-    let path = &args.experiment;
-    let yaml = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read experiment file {}", path.display()))?;
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    let base = std::path::absolute(dir)
-        .with_context(|| format!("cannot resolve the directory of {}", path.display()))?;
-    let submission = Submission {
-        yaml,
-        base,
-        origin: path.display().to_string(),
-    };
+    let submission = Submission::from_file(&args.experiment)?;
     let status: ExperimentStatus = args
         .service
         .client()?
