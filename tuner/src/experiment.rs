@@ -107,6 +107,10 @@ pub struct ExperimentSpec {
     /// Seed of the strategy's random choices.
     #[serde(default)]
     pub strategy_seed: u64,
+    /// Let each pair's model-based search (`tpe`, `bayes`) start from what
+    /// the experiment's other pairs found (see [`crate::search::Prior`]).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub transfer: bool,
     /// The early-stopping rule: `none`, `median`, `asha` or `curve`.
     #[serde(default)]
     pub early_stop: StopKind,
@@ -426,6 +430,10 @@ pub enum Preset {
     Micro,
 }
 
+fn is_false(value: &bool) -> bool {
+    !value
+}
+
 fn is_auto(precision: &PrecisionChoice) -> bool {
     *precision == PrecisionChoice::Auto
 }
@@ -696,6 +704,13 @@ impl Experiment {
                 "trials",
                 &trials.to_string(),
                 format!("`budget.trials` must be between 1 and 25 configs per pair (the 5 x 5 grid), got {trials}"),
+            ));
+        }
+        if spec.transfer && matches!(spec.strategy, StrategyKind::Grid | StrategyKind::Random) {
+            return Err(located(
+                "transfer",
+                "true",
+                format!("`transfer` guides the model-based strategies only, but `strategy` is {}; use `strategy: tpe` or `strategy: bayes`, or remove `transfer`", spec.strategy),
             ));
         }
         if let Some(hours) = spec.budget.hours.filter(|h| !(h.is_finite() && *h > 0.0)) {
@@ -1206,6 +1221,17 @@ epochs: 3
         );
         let err = error(&format!("{GOOD}budget: {{ hours: 0 }}\n"));
         assert!(err.contains("`budget.hours` must be a positive"), "{err}");
+
+        assert!(!e.spec.transfer);
+        let shared = parse(&format!("{GOOD}strategy: bayes\ntransfer: true\n")).unwrap();
+        assert!(shared.spec.transfer);
+        let err = error(&format!("{GOOD}transfer: true\n"));
+        assert!(
+            err.contains(
+                "`transfer` guides the model-based strategies only, but `strategy` is grid"
+            ) && err.contains("strategy: tpe"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -21,7 +21,7 @@ use crate::experiment::{stored_spec, Experiment, ExperimentSpec, TrialsPerDevice
 use crate::external::{run_external, stay_until_the_signal_ends_bocb, SaveOnSignal};
 use crate::packer::{Packing, Ticket};
 use crate::registries::Registries;
-use crate::search::{Curve, EarlyStop, Observation};
+use crate::search::{Curve, EarlyStop, Observation, Prior, Relative};
 
 /// Counts of one run.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -509,6 +509,11 @@ impl Pair<'_> {
         loop {
             let trials = self.stage_trials(ctx.store, 1)?;
             let (mut history, unfinished) = observations(&trials, spec.seeds);
+            let prior = if spec.transfer {
+                self.prior(ctx.store)?
+            } else {
+                Prior::default()
+            };
             history.extend(failed_now.iter().map(|&point| Observation {
                 point,
                 accuracy: 0.0,
@@ -520,7 +525,7 @@ impl Pair<'_> {
                 .find(|p| !failed_now.contains(p))
                 .or_else(|| {
                     (history.len() < budget)
-                        .then(|| strategy.next(&history))
+                        .then(|| strategy.propose(&history, &prior))
                         .flatten()
                 });
             let Some(point) = next else { break };
@@ -541,6 +546,37 @@ impl Pair<'_> {
             self.search_extras(ctx, space, summary)?;
         }
         Ok(())
+    }
+
+    /// What the experiment's other pairs have found in stage 1 so far.
+    fn prior(&self, store: &Store) -> Result<Prior, RunError> {
+        let spec = &self.experiment.spec;
+        let mut by_pair: BTreeMap<(String, String), Vec<TrialRecord>> = BTreeMap::new();
+        for trial in store.trials(&spec.name)? {
+            if trial.stage == 1 {
+                by_pair
+                    .entry((trial.backbone.clone(), trial.optimizer.clone()))
+                    .or_default()
+                    .push(trial);
+            }
+        }
+        let histories: Vec<(&(String, String), Vec<Observation>)> = by_pair
+            .iter()
+            .map(|(pair, trials)| (pair, observations(trials, spec.seeds).0))
+            .collect();
+        let relatives: Vec<Relative> = histories
+            .iter()
+            .map(|((backbone, optimizer), history)| Relative {
+                backbone,
+                optimizer,
+                history,
+            })
+            .collect();
+        Ok(Prior::from_relatives(
+            self.backbone,
+            self.optimizer,
+            &relatives,
+        ))
     }
 
     /// Stage 2: each extra in name order over its candidates, with lr,
@@ -1197,6 +1233,44 @@ grid_centres: { resnet18_cifar: { sgd_m: { lr: 0.4, weight_decay: 1.0e-4 } } }
             .unwrap();
         assert_eq!(report.pairs[0].lr_values, lr_grid);
         assert_eq!(report.pairs[0].weight_decay_values, wd_grid);
+    }
+
+    /// With `transfer`, a pair's search starts where its relative (same
+    /// optimizer, searched first) found its best; without, at the centre.
+    #[test]
+    fn a_pair_starts_where_its_relatives_did_best_with_transfer() {
+        for transfer in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(dir.path().join("store")).unwrap();
+            let trainer = FakeTrainer::default();
+            let options = SearchOptions {
+                concurrent_pairs: 1,
+                ..SearchOptions::default()
+            };
+            let yaml = format!(
+                "name: shared\ndataset: {{ format: cifar100-bin, path: . }}\n\
+                 backbones: [resnet18_cifar, vit_tiny_cifar]\noptimizers: [sgd_m]\nepochs: 1\n\
+                 strategy: bayes\nbudget: {{ trials: 6 }}\ntransfer: {transfer}\n"
+            );
+            let shared = experiment(dir.path(), &yaml);
+            let catalog = Catalog::builtin();
+            search_experiment(&shared, &store, &catalog, &trainer, &options).unwrap();
+            let jobs = trainer.jobs.lock().unwrap();
+            assert_eq!(jobs.len(), 12);
+            let point = |p: &Hparams| (p["lr"], p["weight_decay"]);
+            let (first_pair, second_pair) = jobs.split_at(6);
+            // The relative's best: the highest lr (the fake's accuracy), the
+            // earliest of ties.
+            let best = first_pair
+                .iter()
+                .rev()
+                .max_by(|a, b| a["lr"].total_cmp(&b["lr"]))
+                .unwrap();
+            let centre = point(&first_pair[0]);
+            let expected = if transfer { point(best) } else { centre };
+            assert_eq!(point(&second_pair[0]), expected, "transfer: {transfer}");
+            assert_ne!(point(best), centre);
+        }
     }
 
     #[test]

@@ -4,14 +4,14 @@
 use bocb_store::GridPos;
 use rand::seq::IndexedRandom;
 
-use super::{step_rng, untried, Observation, Strategy};
+use super::{step_rng, untried, Observation, Prior, Strategy};
 
 /// Every grid point, lr-major: the paper's search.
 #[derive(Debug, Default)]
 pub struct GridSearch;
 
 impl Strategy for GridSearch {
-    fn next(&mut self, history: &[Observation]) -> Option<GridPos> {
+    fn propose(&mut self, history: &[Observation], _prior: &Prior) -> Option<GridPos> {
         untried(history).first().copied()
     }
 }
@@ -29,7 +29,7 @@ impl RandomSearch {
 }
 
 impl Strategy for RandomSearch {
-    fn next(&mut self, history: &[Observation]) -> Option<GridPos> {
+    fn propose(&mut self, history: &[Observation], _prior: &Prior) -> Option<GridPos> {
         untried(history)
             .choose(&mut step_rng(self.seed, history))
             .copied()

@@ -2,14 +2,18 @@
 //! (Matérn-5/2 kernel with one length scale per axis) of accuracy over the
 //! grid coordinates, its kernel hyperparameters fitted to the history by
 //! maximising the log marginal likelihood with argmin's Nelder-Mead, and
-//! the untried point of highest expected improvement trained next.
+//! the untried point of highest expected improvement trained next. With a
+//! [`Prior`] from the pair's relatives, the search starts at the point they
+//! favour and the surrogate's mean follows their map, scaled to the pair's
+//! own results (a fitted, non-negative slope), so the process models only
+//! where the pair departs from its relatives.
 
 use argmin::core::{CostFunction, Error as ArgminError, Executor, State};
 use argmin::solver::neldermead::NelderMead;
 use bocb_store::{GridPos, GRID_POINTS};
 use rand::seq::IndexedRandom;
 
-use super::{step_rng, untried, warm_up, Observation, Strategy};
+use super::{all_points, step_rng, untried, warm_up, Observation, Prior, Strategy};
 
 /// Observations before the surrogate is used: the centre, then random.
 const STARTUP: usize = 3;
@@ -18,6 +22,12 @@ const STARTUP: usize = 3;
 const XI: f64 = 0.01;
 /// Nelder-Mead iterations for the kernel fit; the problem has 4 unknowns.
 const FIT_ITERATIONS: u64 = 300;
+/// Observations before the slope of the prior mean is fitted; until then
+/// the relatives' map is taken at face value.
+const SLOPE_AFTER: usize = 3;
+/// The largest slope of the prior mean, in standardised accuracy per
+/// standard deviation of the prior's scores.
+const MAX_SLOPE: f64 = 1.5;
 
 #[derive(Debug)]
 pub struct BayesSearch {
@@ -31,16 +41,20 @@ impl BayesSearch {
 }
 
 impl Strategy for BayesSearch {
-    fn next(&mut self, history: &[Observation]) -> Option<GridPos> {
+    fn propose(&mut self, history: &[Observation], prior: &Prior) -> Option<GridPos> {
         let mut rng = step_rng(self.seed, history);
         let open = untried(history);
         if open.is_empty() {
             return None;
         }
-        if let Some(point) = warm_up(history, &open, STARTUP, &mut rng) {
-            return Some(point);
+        if prior.is_empty() {
+            if let Some(point) = warm_up(history, &open, STARTUP, &mut rng) {
+                return Some(point);
+            }
+        } else if history.is_empty() {
+            return prior.best_of(&open);
         }
-        let Some(gp) = Surrogate::fit(history) else {
+        let Some(gp) = Surrogate::fit(history, prior) else {
             // A singular kernel matrix even with the largest noise: fall
             // back to exploring.
             return open.choose(&mut rng).copied();
@@ -48,7 +62,7 @@ impl Strategy for BayesSearch {
         let best = gp.targets.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         let scores: Vec<f64> = open
             .iter()
-            .map(|&p| gp.expected_improvement(coords(p), best))
+            .map(|&p| gp.expected_improvement(p, best))
             .collect();
         let top = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         let ties: Vec<GridPos> = open
@@ -96,55 +110,131 @@ impl Kernel {
     }
 }
 
-/// A fitted Gaussian process over standardised accuracies.
+/// The surrogate's mean before the process: `offset + slope * feature`,
+/// where the feature is the prior's score standardised over the grid (0
+/// everywhere without a prior).
+#[derive(Debug, Clone)]
+struct PriorMean {
+    feature: Vec<(GridPos, f64)>,
+    offset: f64,
+    slope: f64,
+}
+
+impl PriorMean {
+    fn feature(&self, p: GridPos) -> f64 {
+        self.feature
+            .iter()
+            .find(|(q, _)| *q == p)
+            .map_or(0.0, |(_, f)| *f)
+    }
+
+    fn at(&self, p: GridPos) -> f64 {
+        self.offset + self.slope * self.feature(p)
+    }
+
+    /// Fitted to the standardised `targets` of `points`.
+    fn fit(prior: &Prior, points: &[GridPos], targets: &[f64]) -> PriorMean {
+        let scores: Vec<(GridPos, f64)> = all_points().map(|p| (p, prior.score(p))).collect();
+        let n = scores.len() as f64;
+        let mean = scores.iter().map(|(_, s)| s).sum::<f64>() / n;
+        let std = (scores.iter().map(|(_, s)| (s - mean).powi(2)).sum::<f64>() / n).sqrt();
+        if prior.is_empty() || std < 1e-9 {
+            return PriorMean {
+                feature: Vec::new(),
+                offset: 0.0,
+                slope: 0.0,
+            };
+        }
+        let feature: Vec<(GridPos, f64)> = scores
+            .into_iter()
+            .map(|(p, s)| (p, (s - mean) / std))
+            .collect();
+        let mut fitted = PriorMean {
+            feature,
+            offset: 0.0,
+            slope: 1.0,
+        };
+        let xs: Vec<f64> = points.iter().map(|&p| fitted.feature(p)).collect();
+        let m = xs.len() as f64;
+        let (x_mean, y_mean) = (xs.iter().sum::<f64>() / m, targets.iter().sum::<f64>() / m);
+        if xs.len() >= SLOPE_AFTER {
+            let sxx: f64 = xs.iter().map(|x| (x - x_mean).powi(2)).sum();
+            let sxy: f64 = xs
+                .iter()
+                .zip(targets)
+                .map(|(x, y)| (x - x_mean) * (y - y_mean))
+                .sum();
+            fitted.slope = if sxx > 1e-9 {
+                (sxy / sxx).clamp(0.0, MAX_SLOPE)
+            } else {
+                0.0
+            };
+        }
+        fitted.offset = y_mean - fitted.slope * x_mean;
+        fitted
+    }
+}
+
+/// A fitted Gaussian process over standardised accuracies, around a mean
+/// that follows the prior.
 struct Surrogate {
     kernel: Kernel,
     inputs: Vec<[f64; 2]>,
     /// Standardised accuracies of `inputs`.
     targets: Vec<f64>,
+    mean: PriorMean,
     /// Cholesky factor of the kernel matrix (with noise).
     chol: Vec<Vec<f64>>,
-    /// K⁻¹ y.
+    /// K⁻¹ (y - mean).
     alpha: Vec<f64>,
 }
 
 impl Surrogate {
-    fn fit(history: &[Observation]) -> Option<Surrogate> {
-        let inputs: Vec<[f64; 2]> = history.iter().map(|o| coords(o.point)).collect();
+    fn fit(history: &[Observation], prior: &Prior) -> Option<Surrogate> {
+        let points: Vec<GridPos> = history.iter().map(|o| o.point).collect();
+        let inputs: Vec<[f64; 2]> = points.iter().map(|&p| coords(p)).collect();
         let raw: Vec<f64> = history.iter().map(|o| o.accuracy).collect();
         let n = raw.len() as f64;
         let mean = raw.iter().sum::<f64>() / n;
         let std = (raw.iter().map(|a| (a - mean).powi(2)).sum::<f64>() / n).sqrt();
         let std = if std > 1e-9 { std } else { 1.0 };
         let targets: Vec<f64> = raw.iter().map(|a| (a - mean) / std).collect();
+        let prior_mean = PriorMean::fit(prior, &points, &targets);
+        let residuals: Vec<f64> = points
+            .iter()
+            .zip(&targets)
+            .map(|(&p, y)| y - prior_mean.at(p))
+            .collect();
 
         let start = vec![(0.5f64).ln(), (0.5f64).ln(), 0.0, (0.1f64).ln()];
-        let kernel = fit_kernel(&inputs, &targets, &start).unwrap_or(Kernel::from_log(&start));
-        let (chol, alpha) = factor(&kernel, &inputs, &targets)?;
+        let kernel = fit_kernel(&inputs, &residuals, &start).unwrap_or(Kernel::from_log(&start));
+        let (chol, alpha) = factor(&kernel, &inputs, &residuals)?;
         Some(Surrogate {
             kernel,
             inputs,
             targets,
+            mean: prior_mean,
             chol,
             alpha,
         })
     }
 
-    /// Posterior mean and standard deviation of the latent function at `x`.
-    fn predict(&self, x: [f64; 2]) -> (f64, f64) {
+    /// Posterior mean and standard deviation of the latent function at `p`.
+    fn predict(&self, p: GridPos) -> (f64, f64) {
+        let x = coords(p);
         let k: Vec<f64> = self
             .inputs
             .iter()
             .map(|&xi| self.kernel.cov(x, xi))
             .collect();
-        let mean = k.iter().zip(&self.alpha).map(|(a, b)| a * b).sum();
+        let mean = self.mean.at(p) + k.iter().zip(&self.alpha).map(|(a, b)| a * b).sum::<f64>();
         let v = forward_substitute(&self.chol, &k);
         let var = self.kernel.cov(x, x) - v.iter().map(|v| v * v).sum::<f64>();
         (mean, var.max(1e-12).sqrt())
     }
 
-    fn expected_improvement(&self, x: [f64; 2], best: f64) -> f64 {
-        let (mean, sd) = self.predict(x);
+    fn expected_improvement(&self, p: GridPos, best: f64) -> f64 {
+        let (mean, sd) = self.predict(p);
         let gain = mean - best - XI;
         let z = gain / sd;
         let pdf = (-0.5 * z * z).exp() / (2.0 * std::f64::consts::PI).sqrt();
@@ -283,30 +373,30 @@ mod tests {
             at(2, 0, 60.0),
             at(0, 4, 50.0),
         ];
-        let gp = Surrogate::fit(&history).unwrap();
-        let (m_hi, sd_seen) = gp.predict(coords(history[1].point));
-        let (m_lo, _) = gp.predict(coords(history[0].point));
+        let gp = Surrogate::fit(&history, &Prior::default()).unwrap();
+        let (m_hi, sd_seen) = gp.predict(history[1].point);
+        let (m_lo, _) = gp.predict(history[0].point);
         assert!(m_hi > m_lo, "the fit keeps the observed order");
-        let (_, sd_far) = gp.predict(coords(GridPos {
+        let (_, sd_far) = gp.predict(GridPos {
             lr: 4,
             weight_decay: 0,
-        }));
+        });
         assert!(sd_far > sd_seen, "{sd_far} vs {sd_seen}");
         // Expected improvement is never negative and is highest away from
         // the worst observations.
         let best = gp.targets.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         let ei_near_best = gp.expected_improvement(
-            coords(GridPos {
+            GridPos {
                 lr: 2,
                 weight_decay: 1,
-            }),
+            },
             best,
         );
         let ei_near_worst = gp.expected_improvement(
-            coords(GridPos {
+            GridPos {
                 lr: 0,
                 weight_decay: 1,
-            }),
+            },
             best,
         );
         assert!(ei_near_worst >= 0.0);

@@ -7,6 +7,7 @@
 
 mod basic;
 mod bayes;
+mod prior;
 pub mod replay;
 mod stopping;
 mod tpe;
@@ -21,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 pub use basic::{GridSearch, RandomSearch};
 pub use bayes::BayesSearch;
+pub use prior::{Prior, Relative};
 pub use stopping::{AshaStop, CurveStop, MedianStop, NeverStop};
 pub use tpe::TpeSearch;
 
@@ -39,8 +41,14 @@ pub struct Observation {
 /// Picks the next grid point of one pair to train.
 pub trait Strategy: Send {
     /// The next point, never one already in `history`; `None` when the
-    /// strategy has nothing left to try.
-    fn next(&mut self, history: &[Observation]) -> Option<GridPos>;
+    /// strategy has nothing left to try. Model-based strategies also use
+    /// what `prior` says of the pair's relatives; the others ignore it.
+    fn propose(&mut self, history: &[Observation], prior: &Prior) -> Option<GridPos>;
+
+    /// [`Strategy::propose`] from the pair's own history alone.
+    fn next(&mut self, history: &[Observation]) -> Option<GridPos> {
+        self.propose(history, &Prior::default())
+    }
 }
 
 /// The accuracies of one trial so far, as early-stopping rules see them.

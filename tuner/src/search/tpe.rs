@@ -4,13 +4,15 @@
 //! Gaussian kernels (one per observation, over both grid axes jointly, so
 //! the lr x weight-decay coupling is kept) plus a uniform prior, and the
 //! next point is the candidate with the highest good/bad density ratio
-//! among candidates drawn from the good density.
+//! among candidates drawn from the good density. With a [`Prior`] from the
+//! pair's relatives, the search starts at the point they favour and the
+//! good density's prior follows their map instead of being uniform.
 
 use bocb_store::{GridPos, GRID_POINTS};
 use rand::distr::weighted::WeightedIndex;
 use rand::distr::Distribution;
 
-use super::{step_rng, untried, warm_up, Observation, Strategy};
+use super::{step_rng, untried, warm_up, Observation, Prior, Strategy};
 
 /// Observations before the model is used: the centre, then random points.
 const STARTUP: usize = 4;
@@ -22,6 +24,11 @@ const BANDWIDTH: f64 = 1.0;
 const PRIOR_WEIGHT: f64 = 1.0;
 /// Candidates drawn from the good density per step (Optuna's default).
 const CANDIDATES: usize = 24;
+/// Weight, in observations, of the relatives' map in the good density.
+const RELATIVES_WEIGHT: f64 = 2.0;
+/// Sharpness of the relatives' map as a distribution: its best point is
+/// e^SHARPNESS times as likely as its worst.
+const SHARPNESS: f64 = 3.0;
 
 #[derive(Debug)]
 pub struct TpeSearch {
@@ -35,20 +42,37 @@ impl TpeSearch {
 }
 
 impl Strategy for TpeSearch {
-    fn next(&mut self, history: &[Observation]) -> Option<GridPos> {
+    fn propose(&mut self, history: &[Observation], prior: &Prior) -> Option<GridPos> {
         let mut rng = step_rng(self.seed, history);
         let open = untried(history);
         if open.is_empty() {
             return None;
         }
-        if let Some(point) = warm_up(history, &open, STARTUP, &mut rng) {
-            return Some(point);
+        if prior.is_empty() {
+            if let Some(point) = warm_up(history, &open, STARTUP, &mut rng) {
+                return Some(point);
+            }
+        } else if history.is_empty() {
+            return prior.best_of(&open);
         }
         let mut ranked: Vec<&Observation> = history.iter().collect();
         ranked.sort_by(|a, b| b.accuracy.total_cmp(&a.accuracy));
         let good_count = ((GAMMA * ranked.len() as f64).ceil() as usize).max(1);
         let (good, bad) = ranked.split_at(good_count);
-        let good_density: Vec<f64> = open.iter().map(|&p| density(p, good)).collect();
+        let relatives = relatives_distribution(prior);
+        let good_density: Vec<f64> = open
+            .iter()
+            .map(|&p| {
+                let own = density(p, good) * (PRIOR_WEIGHT + good.len() as f64);
+                match &relatives {
+                    Some(map) => {
+                        (own + RELATIVES_WEIGHT * map(p))
+                            / (PRIOR_WEIGHT + RELATIVES_WEIGHT + good.len() as f64)
+                    }
+                    None => own / (PRIOR_WEIGHT + good.len() as f64),
+                }
+            })
+            .collect();
         let pick = WeightedIndex::new(&good_density).expect("densities are positive");
         (0..CANDIDATES)
             .map(|_| pick.sample(&mut rng))
@@ -69,6 +93,17 @@ fn kernel(centre: u8, at: u8) -> f64 {
     };
     let total: f64 = (0..GRID_POINTS as u8).map(weight).sum();
     weight(at) / total
+}
+
+/// The relatives' map as a distribution over the grid (`None` without one).
+fn relatives_distribution(prior: &Prior) -> Option<impl Fn(GridPos) -> f64 + '_> {
+    if prior.is_empty() {
+        return None;
+    }
+    let total: f64 = super::all_points()
+        .map(|p| (SHARPNESS * prior.score(p)).exp())
+        .sum();
+    Some(move |p: GridPos| (SHARPNESS * prior.score(p)).exp() / total)
 }
 
 /// The Parzen density of `point` under `group` plus the uniform prior.
