@@ -46,7 +46,6 @@ fn torch_message(e: &tch::TchError) -> String {
         .map(str::trim_end)
         .take_while(|l| !l.starts_with("Exception raised from") && !l.starts_with("frame #"))
         .filter(|l| !l.is_empty())
-        .take(6)
         .collect();
     lines.join("\n")
 }
