@@ -258,4 +258,20 @@ fn a_trial_trains_with_a_torchscript_optimizer() {
     assert_eq!(outcome.status, TrialStatus::Done);
     assert!(losses.0[1] < losses.0[0], "{:?}", losses.0);
     assert!(outcome.optimizer_state_bytes > 0, "{outcome:?}");
+
+    // A module failing at a step fails its trial (with its error), not bocb.
+    let failing = TrialSpec {
+        optimizer: format!("torchscript:{}", module("fails_first_step")),
+        ..spec
+    };
+    let err = run_trial(
+        &failing,
+        &data,
+        &BackboneRegistry::builtin(),
+        &OptimizerRegistry::builtin(),
+        &mut Losses(Vec::new()),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("step 1 failed") && err.contains("momentun"), "{err}");
 }

@@ -40,6 +40,13 @@ pub trait Optimizer: Send {
     /// (the schedule's value for this step; the configured `lr` is its base).
     fn step(&mut self, lr: f64);
 
+    /// [`step`](Self::step) for optimizers that can fail at a step (a
+    /// user's TorchScript module); bocb's own cannot.
+    fn try_step(&mut self, lr: f64) -> Result<(), OptimError> {
+        self.step(lr);
+        Ok(())
+    }
+
     /// Bytes of optimizer state currently held (measured from the tensors).
     fn state_bytes(&self) -> usize;
 

@@ -103,7 +103,7 @@ pub fn check(path: &str, hparams: &Hparams) -> Result<Capabilities, OptimError> 
         },
     )?;
     let lr = optimizer.lr;
-    optimizer.try_step(lr).map_err(|e| {
+    optimizer.call_step(lr).map_err(|e| {
         error(
             path,
             format!("its first step on two small float32 parameters failed; it must export `{STEP}`: {e}"),
@@ -261,7 +261,7 @@ impl TorchScriptOptimizer {
     }
 
     /// One call of the module's `step` at learning rate `lr`.
-    fn try_step(&mut self, lr: f64) -> Result<(), String> {
+    fn call_step(&mut self, lr: f64) -> Result<(), String> {
         let grads: Vec<Tensor> = self
             .params
             .iter()
@@ -327,13 +327,18 @@ fn describe(value: &IValue) -> String {
 
 impl Optimizer for TorchScriptOptimizer {
     fn step(&mut self, lr: f64) {
-        if let Err(e) = self.try_step(lr) {
-            panic!(
-                "TorchScript optimizer `{}`: step {} failed: {e}",
-                self.path,
-                self.iteration + 1
-            );
+        if let Err(e) = Optimizer::try_step(self, lr) {
+            panic!("{e}");
         }
+    }
+
+    fn try_step(&mut self, lr: f64) -> Result<(), OptimError> {
+        self.call_step(lr).map_err(|e| {
+            error(
+                &self.path,
+                format!("step {} failed: {e}", self.iteration + 1),
+            )
+        })
     }
 
     fn state_bytes(&self) -> usize {

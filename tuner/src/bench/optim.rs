@@ -220,7 +220,10 @@ pub fn optimizers_info(
             if optimizer.hessian_interval().is_some() {
                 optimizer.set_hessian(&params.hessian());
             }
-            optimizer.step(lr);
+            optimizer.try_step(lr).map_err(|source| BenchError::Optim {
+                name: name.to_string(),
+                source,
+            })?;
             Ok(OptimizerInfo {
                 name: name.to_string(),
                 category: space.category,
