@@ -273,5 +273,8 @@ fn a_trial_trains_with_a_torchscript_optimizer() {
     )
     .unwrap_err()
     .to_string();
-    assert!(err.contains("step 1 failed") && err.contains("momentun"), "{err}");
+    assert!(
+        err.contains("step 1 failed") && err.contains("momentun"),
+        "{err}"
+    );
 }
