@@ -7,7 +7,8 @@ bocb's interface (docs/extending.md, "An optimizer in PyTorch"):
 `sgd_m.pt` and `adamw.pt` are torch.optim.SGD and torch.optim.AdamW written
 against it (the tests replay them equal to bocb's own); the others are
 refused before any trial: `no_step.pt` has no `step`, `wrong_signature.pt`
-takes `lr` as a list, `fails_first_step.pt` raises on its first call.
+takes `lr` as a list, `fails_first_step.pt` raises on its first call. `no_load_state.pt` (plain
+SGD) exports no `load_state`, so its trials are not checkpointed.
 """
 
 import os
@@ -103,6 +104,18 @@ class AdamW(nn.Module):
         self.exp_avg_sq = state[half:]
 
 
+class NoLoadState(nn.Module):
+    @torch.jit.export
+    def step(self, params: List[Tensor], grads: List[Tensor], weight_decays: List[float], lr: float,
+             iteration: int, hparams: Dict[str, Tensor]) -> None:
+        for i in range(len(params)):
+            params[i].add_(grads[i] + weight_decays[i] * params[i], alpha=-lr)
+
+    @torch.jit.export
+    def state(self) -> List[Tensor]:
+        return []
+
+
 class NoStep(nn.Module):
     @torch.jit.export
     def update(self, params: List[Tensor], grads: List[Tensor]) -> None:
@@ -145,7 +158,8 @@ def main():
         os.path.dirname(__file__), "..", "trial-runner", "tests", "torchscript")
     os.makedirs(out, exist_ok=True)
     for name, module in [("sgd_m", SgdM()), ("adamw", AdamW()), ("no_step", NoStep()),
-                         ("wrong_signature", WrongSignature()), ("fails_first_step", FailsFirstStep())]:
+                         ("wrong_signature", WrongSignature()), ("fails_first_step", FailsFirstStep()),
+                         ("no_load_state", NoLoadState())]:
         path = os.path.join(out, f"{name}.pt")
         torch.jit.script(module).save(path)
         print(f"wrote {path}")

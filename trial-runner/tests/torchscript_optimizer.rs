@@ -180,6 +180,17 @@ fn modules_that_do_not_fit_the_interface_are_refused_with_what_was_expected() {
         check(&module("sgd_m"), &hparams).unwrap(),
         Capabilities { checkpoints: true }
     );
+    assert_eq!(
+        check(&module("no_load_state"), &hparams).unwrap(),
+        Capabilities { checkpoints: false }
+    );
+    let params = params();
+    let no_checkpoints = build(&format!("torchscript:{}", module("no_load_state")), &params);
+    let err = no_checkpoints.export_state().unwrap_err().to_string();
+    assert!(
+        err.contains("load_state(self, state: List[Tensor])"),
+        "{err}"
+    );
     let refused = |name: &str| check(&module(name), &hparams).unwrap_err().to_string();
 
     let err = refused("no_step");

@@ -1682,7 +1682,7 @@ recipe_overrides: {{ rand_augment: null }}
         let fixtures =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../trial-runner/tests/torchscript");
         std::fs::create_dir(dir.path().join("opt")).unwrap();
-        for name in ["sgd_m", "no_step", "wrong_signature"] {
+        for name in ["sgd_m", "no_step", "wrong_signature", "no_load_state"] {
             std::fs::copy(
                 fixtures.join(format!("{name}.pt")),
                 dir.path().join(format!("opt/{name}.pt")),
@@ -1781,6 +1781,24 @@ recipe_overrides: {{ rand_augment: null }}
             err.contains("wrong_signature.pt") && err.contains("lr: float"),
             "{err}"
         );
+        // Without `load_state` there are no checkpoints to ask for.
+        std::fs::write(
+            dir.path().join("opt/no_load_state.pt.yaml"),
+            space("no_load_state.pt"),
+        )
+        .unwrap();
+        parse_in("[\"torchscript:opt/no_load_state.pt\"]", "").unwrap();
+        let err = parse_in(
+            "[\"torchscript:opt/no_load_state.pt\"]",
+            "checkpoint_every: 1\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("`checkpoint_every` is set") && err.contains("load_state(self"),
+            "{err}"
+        );
+        parse_in("[\"torchscript:opt/sgd_m.pt\"]", "checkpoint_every: 1\n").unwrap();
         let err = parse_in("[\"torchscript:opt/none.pt\"]", "")
             .unwrap_err()
             .to_string();
