@@ -13,6 +13,9 @@ with them and both sides see the same machine load. `bocb` starts it as
   -> {"ok": true, "path": PATH}   random parameters and gradients, a new
      optimizer; on CUDA the fastest of the class's execution paths (`fused`,
      `foreach`, or its `default`) after a short trial of each, named in PATH
+     With "torchscript": PATH and "hparams": {...} in the request: a user's
+     TorchScript optimizer (bocb's `torchscript:PATH`), called from python
+     as bocb calls it
   <- {"step": true}
   -> {"ms": STEP_TIME}     any reply may instead be {"error": MESSAGE}
 """
@@ -139,6 +142,43 @@ class Run:
         return ms
 
 
+class ScriptRun:
+    """A `torchscript:PATH` optimizer called from python as bocb calls it:
+    parameters in bocb's order (the weight-decay group first), one step
+    under no_grad with the hyperparameters as 0-dim float64 tensors."""
+
+    def __init__(self, req):
+        import torch
+        self.torch = torch
+        self.device = torch.device(req["device"])
+        self.path = "default"
+        gen = torch.Generator().manual_seed(0)
+        params = [torch.randn(shape, generator=gen).to(self.device) for shape in req["shapes"]]
+        grads = [torch.randn(p.shape, generator=gen).to(self.device) for p in params]
+        decay = req["decay"]
+        order = [i for i, d in enumerate(decay) if d] + [i for i, d in enumerate(decay) if not d]
+        hparams = req["hparams"]
+        self.params = [params[i] for i in order]
+        self.grads = [grads[i] for i in order]
+        self.weight_decays = [hparams.get("weight_decay", 0.0) if decay[i] else 0.0 for i in order]
+        self.lr = hparams["lr"]
+        self.hparams = {k: torch.tensor(v, dtype=torch.float64) for k, v in hparams.items()}
+        self.module = torch.jit.load(req["torchscript"], map_location=self.device)
+        self.steps = 0
+
+    def step(self):
+        torch = self.torch
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        start = time.perf_counter()
+        with torch.no_grad():
+            self.module.step(self.params, self.grads, self.weight_decays, self.lr, self.steps + 1, self.hparams)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.steps += 1
+        return (time.perf_counter() - start) * 1e3
+
+
 def main():
     missing = []
     for module in REFERENCE_MODULES:
@@ -161,7 +201,7 @@ def main():
                 reply({"cases": {n: {"class": c[0], "kwargs": c[1]} for n, c in cases.items()}})
             elif "setup" in req:
                 run = None  # frees the previous optimizer's memory first
-                run = Run(cases[req["setup"]], req)
+                run = ScriptRun(req) if "torchscript" in req else Run(cases[req["setup"]], req)
                 reply({"ok": True, "path": run.path})
             else:
                 reply({"ms": run.step()})

@@ -726,7 +726,9 @@ impl Catalog {
         self.spaces.keys().map(String::as_str)
     }
 
-    fn insert(&mut self, space: OptimizerSpace) {
+    /// Adds (or replaces) `space` under its `name`: how a user's own
+    /// optimizer (a `torchscript:PATH` module) gets its space.
+    pub fn insert(&mut self, space: OptimizerSpace) {
         self.spaces.insert(space.name.clone(), space);
     }
 }

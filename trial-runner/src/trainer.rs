@@ -647,7 +647,10 @@ impl Learner {
         if let Some(max_norm) = self.clip_grad_norm {
             let _ = clip_grad_norm(&self.trainable, max_norm);
         }
-        self.optimizer.step(lr);
+        // A user's module may fail where bocb's own cannot: the trial fails.
+        self.optimizer
+            .try_step(lr)
+            .map_err(|e| tch::TchError::Torch(e.to_string()))?;
         self.steps += 1;
         if let Some((_, _, average)) = &mut self.average {
             average.update();

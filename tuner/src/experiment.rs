@@ -25,6 +25,8 @@ use crate::search::{StopKind, StrategyKind};
 
 /// Prefix of a user's TorchScript backbone (`torchscript:PATH`).
 const TORCHSCRIPT: &str = bocb_trial_runner::models::torchscript::PREFIX;
+/// Prefix of a user's TorchScript optimizer (`torchscript:PATH`).
+const TORCHSCRIPT_OPTIMIZER: &str = bocb_trial_runner::optim::torchscript::PREFIX;
 
 /// An experiment as the user writes it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -34,8 +36,13 @@ pub struct ExperimentSpec {
     pub dataset: DatasetRef,
     /// Registry names, or `all`.
     pub backbones: Names,
-    /// Registry names, or `all`.
+    /// Registry names (or `torchscript:PATH` for a user's TorchScript
+    /// module, relative to the experiment file), or `all`.
     pub optimizers: Names,
+    /// The search space of a `torchscript:PATH` optimizer, by its name,
+    /// where it is not `PATH.yaml` (relative to the experiment file).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub optimizer_spaces: BTreeMap<String, PathBuf>,
     /// Applied to every backbone named without one (`micro` for the reduced presets).
     #[serde(default)]
     pub preset: Option<Preset>,
@@ -459,6 +466,8 @@ pub struct Experiment {
     /// Each backbone's recipe, resolved once from the registries it was
     /// parsed with (a user's own backbones included).
     pub recipes: BTreeMap<String, Recipe>,
+    /// The search spaces of its `torchscript:PATH` optimizers, by name.
+    pub user_spaces: BTreeMap<String, OptimizerSpace>,
 }
 
 /// A problem with an experiment file, located where possible.
@@ -530,7 +539,7 @@ impl Experiment {
         let spec = &self.spec;
         TrialSpec {
             backbone: backbone.to_string(),
-            optimizer: optimizer.to_string(),
+            optimizer: self.optimizer_to_build(optimizer),
             hparams: params.clone(),
             seed,
             epochs: recipe.epochs.0,
@@ -550,6 +559,42 @@ impl Experiment {
             checkpoint_dir: None,
             checkpoint_every: spec.checkpoint_every,
         }
+    }
+
+    /// The name the trial runner builds `optimizer` by: a `torchscript:PATH`
+    /// module's path made absolute from the experiment file's directory (the
+    /// name as written stays the optimizer's name in the store).
+    pub fn optimizer_to_build(&self, optimizer: &str) -> String {
+        match optimizer.strip_prefix(TORCHSCRIPT_OPTIMIZER) {
+            Some(path) => {
+                let path = self.base_dir.join(path);
+                let path = std::path::absolute(&path).unwrap_or(path);
+                format!("{TORCHSCRIPT_OPTIMIZER}{}", path.display())
+            }
+            None => optimizer.to_string(),
+        }
+    }
+
+    /// The search space of `optimizer`: a user's module's own, or the
+    /// catalog's.
+    pub fn space<'a>(
+        &'a self,
+        optimizer: &str,
+        catalog: &'a Catalog,
+    ) -> Result<&'a OptimizerSpace, SpaceError> {
+        match self.user_spaces.get(optimizer) {
+            Some(space) => Ok(space),
+            None => catalog.optimizer(optimizer),
+        }
+    }
+
+    /// `catalog` with the spaces of the experiment's own optimizers.
+    pub fn catalog(&self, catalog: &Catalog) -> Catalog {
+        let mut all = catalog.clone();
+        for space in self.user_spaces.values() {
+            all.insert(space.clone());
+        }
+        all
     }
 
     /// The recipe of a trial of `backbone` as the store keeps it: its name
@@ -784,7 +829,23 @@ impl Experiment {
                 .map_err(|e| located("backbones", name, format!("backbone `{name}`: {e}")))?;
             recipes.insert(name.clone(), recipe);
         }
+        let mut user_spaces = BTreeMap::new();
+        for name in spec.optimizer_spaces.keys() {
+            if !name.starts_with(TORCHSCRIPT_OPTIMIZER) || !optimizer_names.contains(name) {
+                return Err(located(
+                    "optimizer_spaces",
+                    name,
+                    format!("`optimizer_spaces` names `{name}`, which is not a `torchscript:PATH` optimizer of `optimizers`; list it there or remove its space"),
+                ));
+            }
+        }
         for name in &optimizer_names {
+            if let Some(path) = name.strip_prefix(TORCHSCRIPT_OPTIMIZER) {
+                let space = torchscript_optimizer(&spec, name, path, base)
+                    .map_err(|message| located("optimizers", name, message))?;
+                user_spaces.insert(name.clone(), space);
+                continue;
+            }
             if !optimizers.contains(name) {
                 return Err(located(
                     "optimizers",
@@ -857,6 +918,7 @@ impl Experiment {
             dataset_dir,
             base_dir: base.to_path_buf(),
             recipes,
+            user_spaces,
         })
     }
 
@@ -889,6 +951,84 @@ impl Experiment {
         }
         settings
     }
+}
+
+/// The search space of the experiment's `torchscript:PATH` optimizer
+/// `name`, after one step of its module on throw-away parameters with the
+/// space's centre and defaults: a module that does not fit bocb's interface
+/// is refused before any trial, naming the file and what was expected.
+fn torchscript_optimizer(
+    spec: &ExperimentSpec,
+    name: &str,
+    path: &str,
+    base: &Path,
+) -> Result<OptimizerSpace, String> {
+    use bocb_trial_runner::optim::torchscript;
+    let module = base.join(path);
+    if !module.is_file() {
+        return Err(format!(
+            "TorchScript optimizer {} does not exist (relative paths are taken from the experiment file's directory); save your module there with torch.jit.script(module).save(PATH) (see docs/extending.md)",
+            module.display()
+        ));
+    }
+    let space = torchscript_space(spec, name, base)?;
+    let mut hparams = space.default_params();
+    hparams.insert("lr".into(), space.lr.centre());
+    hparams.insert("weight_decay".into(), space.weight_decay.centre());
+    let capabilities =
+        torchscript::check(&module.display().to_string(), &hparams).map_err(|e| e.to_string())?;
+    if spec.checkpoint_every.is_some() && !capabilities.checkpoints {
+        return Err(format!(
+            "`checkpoint_every` is set, but {}; export it, or remove `checkpoint_every`",
+            torchscript::no_load_state(&module.display().to_string())
+        ));
+    }
+    Ok(space)
+}
+
+/// The search space of `torchscript:PATH` optimizer `name`, named `name`:
+/// `optimizer_spaces`' file for it, or `PATH.yaml` (both relative to `base`,
+/// the experiment file's directory).
+pub fn torchscript_space(
+    spec: &ExperimentSpec,
+    name: &str,
+    base: &Path,
+) -> Result<OptimizerSpace, String> {
+    let path = name.strip_prefix(TORCHSCRIPT_OPTIMIZER).unwrap_or(name);
+    let space_file = match spec.optimizer_spaces.get(name) {
+        Some(file) => base.join(file),
+        None => PathBuf::from(format!("{}.yaml", base.join(path).display())),
+    };
+    if !space_file.is_file() {
+        return Err(format!(
+            "TorchScript optimizer `{name}` needs a search space: write {} (the format of search-spaces/optimizers/*.yaml, with `name` equal to its file stem) or name one with `optimizer_spaces: {{ \"{name}\": FILE }}`",
+            space_file.display()
+        ));
+    }
+    let mut space =
+        bocb_search_spaces::load_optimizer_file(&space_file).map_err(|e| e.to_string())?;
+    space.name = name.to_string();
+    Ok(space)
+}
+
+/// `catalog` with the spaces of a stored experiment's `torchscript:PATH`
+/// optimizers, read from its directory `base` (those that no longer read
+/// are left out, as optimizers without a space are).
+pub fn catalog_with_torchscript_spaces(
+    catalog: &Catalog,
+    spec: &ExperimentSpec,
+    base: &Path,
+) -> Catalog {
+    let mut all = catalog.clone();
+    for name in spec.optimizers.listed().unwrap_or_default() {
+        if name.starts_with(TORCHSCRIPT_OPTIMIZER) {
+            match torchscript_space(spec, name, base) {
+                Ok(space) => all.insert(space),
+                Err(e) => tracing::warn!("{e}"),
+            }
+        }
+    }
+    all
 }
 
 /// With `data_on_device: true`, every backbone's recipe must have device
@@ -1558,6 +1698,138 @@ recipe_overrides: {{ rand_augment: null }}
             err.contains(
                 "image-folder, cifar100-bin, cifar10-bin, cifar100-pickle, cifar10-pickle"
             ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn torchscript_optimizers_are_resolved_from_the_file_and_checked_before_any_trial() {
+        let dir = tempfile::tempdir().unwrap();
+        let fixtures =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../trial-runner/tests/torchscript");
+        std::fs::create_dir(dir.path().join("opt")).unwrap();
+        for name in ["sgd_m", "no_step", "wrong_signature", "no_load_state"] {
+            std::fs::copy(
+                fixtures.join(format!("{name}.pt")),
+                dir.path().join(format!("opt/{name}.pt")),
+            )
+            .unwrap();
+        }
+        let space = |stem: &str| {
+            format!("name: {stem}\ncategory: a\nweight_decay_style: coupled\nlr: [0.025, 0.05, 0.1, 0.2, 0.4]\nweight_decay: [1.25e-4, 2.5e-4, 5.0e-4, 1.0e-3, 2.0e-3]\nextras:\n  momentum: {{ default: 0.9, candidates: [0.8, 0.9] }}\n")
+        };
+        std::fs::write(dir.path().join("opt/sgd_m.pt.yaml"), space("sgd_m.pt")).unwrap();
+        let parse_in = |optimizers: &str, extra: &str| {
+            Experiment::parse(
+                &format!("name: ts\ndataset: {{ format: cifar100-bin, path: . }}\nbackbones: [resnet18_cifar@micro]\noptimizers: {optimizers}\nepochs: 1\n{extra}"),
+                "exp.yaml",
+                dir.path(),
+                &BackboneRegistry::builtin(),
+                &OptimizerRegistry::builtin(),
+                &Catalog::builtin(),
+            )
+        };
+        // Beside the module, relative to the experiment file (not the cwd).
+        let e = parse_in("[\"torchscript:opt/sgd_m.pt\", adamw]", "").unwrap();
+        assert_eq!(e.optimizers, ["torchscript:opt/sgd_m.pt", "adamw"]);
+        let catalog = Catalog::builtin();
+        let space_of = e.space("torchscript:opt/sgd_m.pt", &catalog).unwrap();
+        assert_eq!(space_of.name, "torchscript:opt/sgd_m.pt");
+        assert_eq!(space_of.extras["momentum"].default, 0.9);
+        assert!(e
+            .catalog(&catalog)
+            .optimizer("torchscript:opt/sgd_m.pt")
+            .is_ok());
+        let trial = e.trial_spec(
+            "resnet18_cifar@micro",
+            "torchscript:opt/sgd_m.pt",
+            &Hparams::new(),
+            0,
+            None,
+        );
+        let built = trial.optimizer.strip_prefix("torchscript:").unwrap();
+        assert!(
+            Path::new(built).is_absolute() && Path::new(built).is_file(),
+            "{built}"
+        );
+        assert_eq!(
+            e.trial_spec("resnet18_cifar@micro", "adamw", &Hparams::new(), 0, None)
+                .optimizer,
+            "adamw"
+        );
+
+        // A space named in the experiment, validated as the built-in ones.
+        std::fs::write(dir.path().join("opt/mine.yaml"), space("mine")).unwrap();
+        let named = "optimizer_spaces: { \"torchscript:opt/sgd_m.pt\": opt/mine.yaml }\n";
+        let e = parse_in("[\"torchscript:opt/sgd_m.pt\"]", named).unwrap();
+        assert_eq!(e.user_spaces["torchscript:opt/sgd_m.pt"].lr.centre(), 0.1);
+        std::fs::write(dir.path().join("opt/mine.yaml"), space("other")).unwrap();
+        let err = parse_in("[\"torchscript:opt/sgd_m.pt\"]", named)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("mine.yaml") && err.contains("file stem"),
+            "{err}"
+        );
+        let err = parse_in("[adamw]", named).unwrap_err().to_string();
+        assert!(
+            err.contains("not a `torchscript:PATH` optimizer of `optimizers`"),
+            "{err}"
+        );
+
+        // Refused before any trial, naming the file and what was expected.
+        let err = parse_in("[\"torchscript:opt/no_step.pt\"]", "")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("exp.yaml:4:"), "{err}");
+        assert!(
+            err.contains("needs a search space") && err.contains("no_step.pt.yaml"),
+            "{err}"
+        );
+        std::fs::write(dir.path().join("opt/no_step.pt.yaml"), space("no_step.pt")).unwrap();
+        let err = parse_in("[\"torchscript:opt/no_step.pt\"]", "")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("opt/no_step.pt") && err.contains("no method `step`"),
+            "{err}"
+        );
+        assert!(err.contains("step(self, params: List[Tensor]"), "{err}");
+        std::fs::write(
+            dir.path().join("opt/wrong_signature.pt.yaml"),
+            space("wrong_signature.pt"),
+        )
+        .unwrap();
+        let err = parse_in("[\"torchscript:opt/wrong_signature.pt\"]", "")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("wrong_signature.pt") && err.contains("lr: float"),
+            "{err}"
+        );
+        // Without `load_state` there are no checkpoints to ask for.
+        std::fs::write(
+            dir.path().join("opt/no_load_state.pt.yaml"),
+            space("no_load_state.pt"),
+        )
+        .unwrap();
+        parse_in("[\"torchscript:opt/no_load_state.pt\"]", "").unwrap();
+        let err = parse_in(
+            "[\"torchscript:opt/no_load_state.pt\"]",
+            "checkpoint_every: 1\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("`checkpoint_every` is set") && err.contains("load_state(self"),
+            "{err}"
+        );
+        parse_in("[\"torchscript:opt/sgd_m.pt\"]", "checkpoint_every: 1\n").unwrap();
+        let err = parse_in("[\"torchscript:opt/none.pt\"]", "")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("does not exist") && err.contains("experiment file's directory"),
             "{err}"
         );
     }

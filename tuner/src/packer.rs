@@ -56,7 +56,7 @@ impl Packing {
                     let mut trial = experiment.trial_spec(
                         backbone,
                         optimizer,
-                        &probe_params(registries, spec, backbone, optimizer),
+                        &probe_params(registries, experiment, backbone, optimizer),
                         0,
                         None,
                     );
@@ -171,15 +171,14 @@ fn probe(
 /// the centre of the pair's grids.
 fn probe_params(
     registries: &Registries,
-    spec: &crate::experiment::ExperimentSpec,
+    experiment: &Experiment,
     backbone: &str,
     optimizer: &str,
 ) -> bocb_trial_runner::optim::Hparams {
-    let space = registries
-        .catalog
-        .optimizer(optimizer)
+    let space = experiment
+        .space(optimizer, &registries.catalog)
         .expect("experiment validation checked the search space");
-    let space = spec.pair_space(backbone, space);
+    let space = experiment.spec.pair_space(backbone, space);
     let mut params = space.default_params();
     params.insert("lr".into(), space.lr.centre());
     params.insert("weight_decay".into(), space.weight_decay.centre());

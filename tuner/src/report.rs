@@ -71,6 +71,12 @@ pub fn build(
     let trials = store.trials(name)?;
     let best = store.best_per_pair(name)?;
     let spec = stored_spec(store, &record)?;
+    let catalog = &match (&spec, &record.base_dir) {
+        (Some(spec), Some(base)) => {
+            crate::experiment::catalog_with_torchscript_spaces(catalog, spec, base)
+        }
+        _ => catalog.clone(),
+    };
     let mut pairs = Vec::new();
     for (backbone, optimizer) in pair_order(spec.as_ref(), &trials) {
         let Ok(space) = catalog.optimizer(&optimizer) else {

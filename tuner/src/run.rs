@@ -176,6 +176,8 @@ pub fn search_experiment(
 ) -> Result<RunSummary, RunError> {
     let spec = &experiment.spec;
     register_experiment(experiment, store)?;
+    // The spaces of the experiment's own (TorchScript) optimizers too.
+    let catalog = &experiment.catalog(catalog);
 
     let mut configs_per_pair = spec.budget.trials.unwrap_or(GRID_POINTS * GRID_POINTS);
     let mut total = 0;

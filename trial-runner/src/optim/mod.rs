@@ -21,6 +21,7 @@ mod sgd;
 mod slices;
 mod sophia;
 mod state;
+pub mod torchscript;
 mod trust_ratio;
 
 use std::collections::BTreeMap;
@@ -38,6 +39,13 @@ pub trait Optimizer: Send {
     /// Updates every parameter that has a gradient, at learning rate `lr`
     /// (the schedule's value for this step; the configured `lr` is its base).
     fn step(&mut self, lr: f64);
+
+    /// [`step`](Self::step) for optimizers that can fail at a step (a
+    /// user's TorchScript module); bocb's own cannot.
+    fn try_step(&mut self, lr: f64) -> Result<(), OptimError> {
+        self.step(lr);
+        Ok(())
+    }
 
     /// Bytes of optimizer state currently held (measured from the tensors).
     fn state_bytes(&self) -> usize;
@@ -94,7 +102,7 @@ impl ParamSet {
 
 #[derive(Debug, Error, PartialEq)]
 pub enum OptimError {
-    #[error("unknown optimizer `{name}`; valid: {valid}")]
+    #[error("unknown optimizer `{name}`; valid: {valid} (or `torchscript:PATH` for your own TorchScript module)")]
     UnknownOptimizer { name: String, valid: String },
     #[error("optimizer `{optimizer}` has no hyperparameter `{name}`; valid: {valid}")]
     UnknownHparam {
@@ -115,6 +123,8 @@ pub enum OptimError {
     NoCheckpoint,
     #[error("optimizer state in the checkpoint: {0}")]
     State(String),
+    #[error("TorchScript optimizer `{path}`: {message}")]
+    TorchScript { path: String, message: String },
     #[error("replay case: {0}")]
     Replay(String),
     #[error("optimizer `{optimizer}`: `{name}` = {value} is out of range: {expected}")]
@@ -129,7 +139,8 @@ pub enum OptimError {
 /// A constructor: hyperparameters and parameters in, optimizer out.
 pub type OptimizerCtor = fn(&Hparams, ParamSet) -> Result<Box<dyn Optimizer>, OptimError>;
 
-/// Optimizers by registry name. Users add their own with [`register`](Self::register).
+/// Optimizers by registry name. Users add their own with [`register`](Self::register),
+/// or name a TorchScript module with `torchscript:PATH` ([`torchscript`]).
 #[derive(Clone)]
 pub struct OptimizerRegistry {
     entries: BTreeMap<String, OptimizerCtor>,
@@ -173,8 +184,10 @@ impl OptimizerRegistry {
         self.entries.keys().map(String::as_str).collect()
     }
 
+    /// Whether `name` is registered, or is a `torchscript:PATH` name
+    /// (whose file is checked when it is built).
     pub fn contains(&self, name: &str) -> bool {
-        self.resolve(name).is_some()
+        name.starts_with(torchscript::PREFIX) || self.resolve(name).is_some()
     }
 
     fn resolve(&self, name: &str) -> Option<&OptimizerCtor> {
@@ -189,6 +202,9 @@ impl OptimizerRegistry {
         hparams: &Hparams,
         params: ParamSet,
     ) -> Result<Box<dyn Optimizer>, OptimError> {
+        if let Some(path) = name.strip_prefix(torchscript::PREFIX) {
+            return torchscript::build(path, hparams, params);
+        }
         let ctor = self
             .resolve(name)
             .ok_or_else(|| OptimError::UnknownOptimizer {
@@ -374,7 +390,7 @@ mod tests {
         assert_eq!(
             err.to_string(),
             format!(
-                "unknown optimizer `adamx`; valid: {}",
+                "unknown optimizer `adamx`; valid: {} (or `torchscript:PATH` for your own TorchScript module)",
                 registry.names().join(", ")
             )
         );

@@ -139,7 +139,7 @@ pub fn replay(case: &ReplayCase, registry: &OptimizerRegistry) -> Result<ReplayO
                 optimizer.set_hessian(&estimate);
             }
         }
-        optimizer.step(lr);
+        optimizer.try_step(lr)?;
         trajectory.push(params.iter().map(flat_values).collect());
     }
     Ok(ReplayOutput { trajectory })

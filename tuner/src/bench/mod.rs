@@ -25,9 +25,9 @@ use thiserror::Error;
 
 pub use data::{bench_data, render_data, DataBenchConfig, DataBenchError, DataBenchReport};
 pub use optim::{
-    bench_optimizers, optimizer_info, parse_param_count, render_bench, render_info,
-    resnet50_shapes, resnet50_shapes_for, BenchConfig, BenchReport, BenchRow, OptimizerInfo,
-    ParamShape, RESNET50_PARAMS,
+    bench_optimizers, optimizer_info, optimizers_info, parse_param_count, render_bench,
+    render_info, resnet50_shapes, resnet50_shapes_for, BenchConfig, BenchReport, BenchRow,
+    OptimizerInfo, ParamShape, RESNET50_PARAMS,
 };
 pub use pack::{bench_packing, render_pack, PackBenchConfig, PackReport, PackRow, PACK_GOAL};
 pub use train::{
@@ -75,6 +75,12 @@ pub enum BenchError {
         "optimizer `{0}` is registered but has no search space (search-spaces/optimizers/{0}.yaml)"
     )]
     NoSearchSpace(String),
+    #[error("TorchScript optimizer `{name}` needs its search space {file} (the format of search-spaces/optimizers/*.yaml): {message}")]
+    TorchScriptSpace {
+        name: String,
+        file: String,
+        message: String,
+    },
     #[error("optimizer `{name}`: {source}")]
     Optim { name: String, source: OptimError },
     #[error(transparent)]

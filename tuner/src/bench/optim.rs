@@ -6,16 +6,20 @@
 //! `scripts/record_optim_cases.py` (the same reference class and constructor
 //! arguments the conformance cases are recorded with). The reference side is
 //! `scripts/bench_optim.py`, run by a python that has torch, timm and
-//! pytorch_optimizer.
+//! pytorch_optimizer. A user's `torchscript:PATH` optimizer (its space
+//! `PATH.yaml`) is timed against the same module called from python.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use bocb_search_spaces::{Catalog, Category, OptimizerSpace, WeightDecayStyle};
 use bocb_trial_runner::device::device_name;
 use bocb_trial_runner::optim::replay::hparams_from_json;
-use bocb_trial_runner::optim::{Hparams, OptimError, Optimizer, OptimizerRegistry, ParamSet};
+use bocb_trial_runner::optim::{
+    torchscript, Hparams, OptimError, Optimizer, OptimizerRegistry, ParamSet,
+};
 use bocb_trial_runner::seeding::with_torch_seed;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -180,6 +184,18 @@ pub fn optimizer_info(
     registry: &OptimizerRegistry,
     catalog: &Catalog,
 ) -> Result<Vec<OptimizerInfo>, BenchError> {
+    let names: Vec<String> = registry.names().into_iter().map(String::from).collect();
+    optimizers_info(registry, catalog, &names)
+}
+
+/// [`optimizer_info`] of the named optimizers only; a `torchscript:PATH`
+/// module is measured from the tensors its `state` returns, with its
+/// space `PATH.yaml`.
+pub fn optimizers_info(
+    registry: &OptimizerRegistry,
+    catalog: &Catalog,
+    names: &[String],
+) -> Result<Vec<OptimizerInfo>, BenchError> {
     // Channel counts above 16, so that Adafactor factors the kernel and the
     // matrix as it does on a real network.
     let shapes = [
@@ -190,11 +206,11 @@ pub fn optimizer_info(
         (vec![20], false),
     ]
     .map(|(dims, decay)| ParamShape { dims, decay });
-    registry
-        .names()
-        .into_iter()
+    names
+        .iter()
         .map(|name| {
             let space = search_space(catalog, name)?;
+            let space = space.as_ref();
             let mut hparams = space.default_params();
             let lr = space.lr.centre();
             hparams.insert("lr".into(), lr);
@@ -204,7 +220,10 @@ pub fn optimizer_info(
             if optimizer.hessian_interval().is_some() {
                 optimizer.set_hessian(&params.hessian());
             }
-            optimizer.step(lr);
+            optimizer.try_step(lr).map_err(|source| BenchError::Optim {
+                name: name.to_string(),
+                source,
+            })?;
             Ok(OptimizerInfo {
                 name: name.to_string(),
                 category: space.category,
@@ -216,16 +235,50 @@ pub fn optimizer_info(
         .collect()
 }
 
-fn search_space<'a>(catalog: &'a Catalog, name: &str) -> Result<&'a OptimizerSpace, BenchError> {
+/// `name`'s search space: the catalog's, or a `torchscript:PATH` module's
+/// `PATH.yaml`.
+fn search_space<'a>(
+    catalog: &'a Catalog,
+    name: &str,
+) -> Result<Cow<'a, OptimizerSpace>, BenchError> {
+    if let Some(path) = name.strip_prefix(torchscript::PREFIX) {
+        let file = format!("{path}.yaml");
+        let mut space = bocb_search_spaces::load_optimizer_file(&file).map_err(|e| {
+            BenchError::TorchScriptSpace {
+                name: name.to_string(),
+                file,
+                message: e.to_string(),
+            }
+        })?;
+        space.name = name.to_string();
+        return Ok(Cow::Owned(space));
+    }
     catalog
         .optimizer(name)
+        .map(Cow::Borrowed)
         .map_err(|_| BenchError::NoSearchSpace(name.to_string()))
+}
+
+/// A `torchscript:PATH` optimizer's hyperparameters: its space's centre and
+/// default extras (it has no recorded reference case).
+fn centre_hparams(space: &OptimizerSpace) -> Hparams {
+    let mut hparams = space.default_params();
+    hparams.insert("lr".into(), space.lr.centre());
+    hparams.insert("weight_decay".into(), space.weight_decay.centre());
+    hparams
 }
 
 /// `bocb optim info`'s table.
 pub fn render_info(infos: &[OptimizerInfo]) -> String {
+    // `torchscript:PATH` names are longer than the built-in ones.
+    let width = infos
+        .iter()
+        .map(|i| i.name.len())
+        .max()
+        .unwrap_or(0)
+        .max(12);
     let mut out = format!(
-        "{:<12} {:<44} {:<13} {:>17}\n",
+        "{:<width$} {:<44} {:<13} {:>17}\n",
         "optimizer", "category", "weight decay", "state bytes/param"
     );
     for info in infos {
@@ -246,7 +299,7 @@ pub fn render_info(infos: &[OptimizerInfo]) -> String {
         };
         let _ = writeln!(
             out,
-            "{:<12} {category:<44} {style:<13} {bytes:>17}",
+            "{:<width$} {category:<44} {style:<13} {bytes:>17}",
             info.name
         );
     }
@@ -385,7 +438,8 @@ pub fn bench_optimizers(
     let categories = names
         .iter()
         .map(|name| {
-            if !registry.names().contains(&name.as_str()) {
+            if !registry.names().contains(&name.as_str()) && !name.starts_with(torchscript::PREFIX)
+            {
                 return Err(BenchError::UnknownOptimizer {
                     name: name.clone(),
                     valid: registry.names().join(", "),
@@ -412,31 +466,43 @@ pub fn bench_optimizers(
 
     let mut rows = Vec::with_capacity(names.len());
     for (name, category) in names.into_iter().zip(categories) {
-        let case = cases
-            .get(&name)
-            .ok_or_else(|| BenchError::NoCase(name.clone()))?;
         let optim_err = |source| BenchError::Optim {
             name: name.clone(),
             source,
         };
-        let hparams = hparams_from_json(&case.kwargs).map_err(optim_err)?;
+        // A user's module is timed against itself called from python.
+        let (class, hparams, script) = match name.strip_prefix(torchscript::PREFIX) {
+            Some(path) => {
+                let hparams = centre_hparams(search_space(catalog, &name)?.as_ref());
+                let path = std::path::absolute(path).unwrap_or_else(|_| path.into());
+                let class = format!("torch.jit.load({})", path.display());
+                (class, hparams, Some(path))
+            }
+            None => {
+                let case = cases
+                    .get(&name)
+                    .ok_or_else(|| BenchError::NoCase(name.clone()))?;
+                let hparams = hparams_from_json(&case.kwargs).map_err(optim_err)?;
+                (case.class.clone(), hparams, None)
+            }
+        };
         let lr = *hparams.get("lr").ok_or_else(|| {
             optim_err(OptimError::MissingHparam {
                 optimizer: name.clone(),
                 name: "lr".into(),
             })
         })?;
-        progress.set_message(format!("{name} against {}", case.class));
+        progress.set_message(format!("{name} against {class}"));
         let reference_err = |e| match e {
             BenchError::Python { message, .. } => BenchError::Reference {
                 name: name.clone(),
-                class: case.class.clone(),
+                class: class.clone(),
                 message,
             },
             other => other,
         };
         let reference_path = reference
-            .setup(&name, config.device, &shapes)
+            .setup(&name, config.device, &shapes, script.as_deref(), &hparams)
             .map_err(reference_err)?;
         let mut ours = BocbRun::new(registry, &name, &hparams, lr, &shapes, config.device)?;
         // Step by step in turn, so that both sides see the same machine load.
@@ -453,7 +519,7 @@ pub fn bench_optimizers(
         rows.push(BenchRow {
             optimizer: name,
             category,
-            reference: case.class.clone(),
+            reference: class.clone(),
             reference_path,
             bocb_ms: median(bocb_ms),
             reference_ms: median(reference_ms),
@@ -569,18 +635,27 @@ pub fn render_bench(report: &BenchReport) -> String {
 impl ReferencePython {
     /// A new reference optimizer `name` over random parameters of `shapes`;
     /// returns the execution path the reference chose.
+    /// A new reference optimizer: the recorded case of `name`, or the
+    /// TorchScript module `script` with `hparams`.
     fn setup(
         &mut self,
         name: &str,
         device: Device,
         shapes: &[ParamShape],
+        script: Option<&Path>,
+        hparams: &Hparams,
     ) -> Result<String, BenchError> {
-        let reply = self.request(&json!({
+        let mut request = json!({
             "setup": name,
             "shapes": shapes.iter().map(|s| &s.dims).collect::<Vec<_>>(),
             "decay": shapes.iter().map(|s| s.decay).collect::<Vec<_>>(),
             "device": device_name(device),
-        }))?;
+        });
+        if let Some(script) = script {
+            request["torchscript"] = json!(script.display().to_string());
+            request["hparams"] = json!(hparams);
+        }
+        let reply = self.request(&request)?;
         Ok(reply["path"].as_str().unwrap_or("default").to_string())
     }
 }

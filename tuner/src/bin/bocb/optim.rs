@@ -21,7 +21,7 @@ enum OptimCommand {
     /// Replay a recorded case (initial parameters and per-step gradients)
     /// through bocb's optimizer in float64, writing the parameters after
     /// every step: compare your implementation with bocb's, or bocb's with
-    /// a reference.
+    /// a reference. The case's `optimizer` may be `torchscript:PATH`.
     Replay {
         /// Case JSON: optimizer, hparams, shapes, params0, grads[, hessians].
         #[arg(long)]
@@ -33,6 +33,10 @@ enum OptimCommand {
     /// List every optimizer with its category, weight-decay style and state
     /// size in bytes per float32 parameter (measured after one step).
     Info {
+        /// Only this optimizer (repeatable; default: all); `torchscript:PATH`
+        /// measures your module's `state` tensors, with its space PATH.yaml.
+        #[arg(long = "optimizer")]
+        optimizers: Vec<String>,
         #[arg(long)]
         json: bool,
     },
@@ -61,8 +65,12 @@ pub fn run(args: OptimArgs, registries: &Registries) -> Result<()> {
             );
             Ok(())
         }
-        OptimCommand::Info { json } => {
-            let infos = bench::optimizer_info(&registries.optimizers, &registries.catalog)?;
+        OptimCommand::Info { optimizers, json } => {
+            let infos = if optimizers.is_empty() {
+                bench::optimizer_info(&registries.optimizers, &registries.catalog)?
+            } else {
+                bench::optimizers_info(&registries.optimizers, &registries.catalog, &optimizers)?
+            };
             print_json_or(&infos[..], json, bench::render_info)
         }
     }
