@@ -406,6 +406,30 @@ impl Queue {
         }
     }
 
+    /// The experiment and trial that `attempt` trains, while it holds the
+    /// trial (not ended, lost or cancelled).
+    pub fn leased(&self, attempt: u64) -> Result<(String, String), Gone> {
+        let state = self.lock();
+        let running = state.running.get(&attempt).ok_or(Gone)?;
+        Ok((running.work.experiment.clone(), running.work.trial.clone()))
+    }
+
+    /// Runs `f` if `attempt` still holds its trial, under the queue's lock:
+    /// the trial cannot end meanwhile, so nothing `f` puts in its
+    /// checkpoint directory outlives the removal at its end.
+    pub fn while_leased<T>(&self, attempt: u64, f: impl FnOnce() -> T) -> Result<T, Gone> {
+        let state = self.lock();
+        state.running.get(&attempt).ok_or(Gone)?;
+        let answer = f();
+        drop(state);
+        Ok(answer)
+    }
+
+    /// Where `trial`'s checkpoint is kept in the store.
+    pub fn checkpoint_dir(&self, experiment: &str, trial: &str) -> PathBuf {
+        crate::run::checkpoint_dir(&self.store, experiment, trial)
+    }
+
     /// Trials waiting and being trained.
     pub fn counts(&self) -> (usize, usize) {
         let state = self.lock();
