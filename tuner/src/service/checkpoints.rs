@@ -14,14 +14,18 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
+use super::queue::Queue;
+
 /// The largest checkpoint a worker may send: the weights, optimizer state
 /// and moving average of the biggest backbones fit many times over.
 pub const MAX_CHECKPOINT_BYTES: u64 = 16 << 30;
 
 #[derive(Debug, Error)]
 pub enum TransferError {
-    #[error("the checkpoint is {bytes} bytes, more than the {MAX_CHECKPOINT_BYTES} the service takes; lower `checkpoint_every` will not help: train a smaller model or keep the service's store on a shared filesystem (`bocb worker --shared-store`)")]
+    #[error("the checkpoint is {bytes} bytes, more than the {MAX_CHECKPOINT_BYTES} the service takes; put the service's store on a filesystem the workers share and start them with `bocb worker --shared-store`, which sends no checkpoints")]
     TooLarge { bytes: u64 },
+    #[error("the service no longer knows this attempt; drop the trial")]
+    Gone,
     #[error(
         "a checkpoint upload must say its length (Content-Length); send it with `bocb worker`"
     )]
@@ -39,6 +43,52 @@ pub enum TransferError {
 fn io_error(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> TransferError {
     let path = path.to_path_buf();
     move |source| TransferError::Io { what, path, source }
+}
+
+/// Stores the checkpoint archive `body` (of `length` bytes) of `attempt`'s
+/// trial in the store, if whole and if the attempt still holds the trial
+/// once it has arrived; anything else leaves the stored checkpoint as it was.
+pub fn receive(
+    queue: &Queue,
+    attempt: u64,
+    body: impl Read,
+    length: Option<u64>,
+) -> Result<(), TransferError> {
+    let (experiment, trial) = queue.leased(attempt).map_err(|_| TransferError::Gone)?;
+    let length = length.ok_or(TransferError::NoLength)?;
+    if length > MAX_CHECKPOINT_BYTES {
+        return Err(TransferError::TooLarge { bytes: length });
+    }
+    let target = queue.checkpoint_dir(&experiment, &trial);
+    let staging = beside(&target, "upload", attempt);
+    let parent = target.parent().expect("below the store");
+    fs::create_dir_all(parent).map_err(io_error("create", parent))?;
+    // Left by a service that died during an upload of this attempt.
+    let _ = fs::remove_dir_all(&staging);
+    let stored = unpack(body, length, &staging).and_then(|()| {
+        queue
+            .while_leased(attempt, || replace(&staging, &target))
+            .map_err(|_| TransferError::Gone)?
+    });
+    let _ = fs::remove_dir_all(&staging);
+    if stored.is_ok() {
+        queue.log(
+            &trial,
+            &format!("[service] attempt {attempt}: checkpoint stored ({length} bytes)"),
+        );
+    }
+    stored
+}
+
+/// The checkpoint the store holds for `attempt`'s trial, as an archive
+/// and its length; `None` when there is none.
+pub fn send(queue: &Queue, attempt: u64) -> Result<Option<(File, u64)>, TransferError> {
+    let (experiment, trial) = queue.leased(attempt).map_err(|_| TransferError::Gone)?;
+    let target = queue.checkpoint_dir(&experiment, &trial);
+    if !target.is_dir() {
+        return Ok(None);
+    }
+    pack(&target, &beside(&target, "download", attempt)).map(Some)
 }
 
 /// Packs the checkpoint directory `dir` into a tar archive in an unnamed

@@ -37,8 +37,8 @@ use serde_json::json;
 use thiserror::Error;
 use tiny_http::{Header, Method, Request, Response, Server};
 
-use super::checkpoints::{self, TransferError, MAX_CHECKPOINT_BYTES};
-use super::queue::{Gone, Queue};
+use super::checkpoints::{self, TransferError};
+use super::queue::Gone;
 use super::{Service, ServiceError};
 use crate::executor::TrialResult;
 use crate::export::ExportError;
@@ -371,87 +371,33 @@ fn checkpoint_route(service: &Service, request: &mut Request) -> Reply {
         );
     };
     let queue = &service.queue;
-    let (experiment, trial) = match queue.leased(attempt) {
-        Ok(leased) => leased,
-        Err(gone) => return gone.into(),
-    };
-    let target = queue.checkpoint_dir(&experiment, &trial);
-    match request.method() {
+    let answer = match request.method() {
         Method::Put => {
             let length = request.body_length().map(|n| n as u64);
-            receive_checkpoint(queue, attempt, &trial, request.as_reader(), length, &target)
+            checkpoints::receive(queue, attempt, request.as_reader(), length)
+                .map(|()| ok(&json!({})))
         }
-        Method::Get => send_checkpoint(attempt, &target),
-        other => error(
-            405,
-            format!("no endpoint {other} /api/worker/checkpoint; it takes PUT and GET"),
-        ),
-    }
-}
-
-/// Stores the checkpoint archive `body` (of `length` bytes) of `attempt`'s
-/// `trial` at `target`, if whole and if the attempt still holds the trial
-/// once it has arrived; anything else leaves the stored checkpoint as it was.
-fn receive_checkpoint(
-    queue: &Queue,
-    attempt: u64,
-    trial: &str,
-    body: &mut dyn Read,
-    length: Option<u64>,
-    target: &Path,
-) -> Reply {
-    let Some(length) = length else {
-        return error(411, TransferError::NoLength);
+        Method::Get => checkpoints::send(queue, attempt).map(|archive| match archive {
+            Some((file, length)) => Reply::Archive(file, length),
+            None => Reply::NoContent,
+        }),
+        other => {
+            return error(
+                405,
+                format!("no endpoint {other} /api/worker/checkpoint; it takes PUT and GET"),
+            )
+        }
     };
-    if length > MAX_CHECKPOINT_BYTES {
-        return error(413, TransferError::TooLarge { bytes: length });
-    }
-    let staging = checkpoints::beside(target, "upload", attempt);
-    let stored = target
-        .parent()
-        .map_or(Ok(()), std::fs::create_dir_all)
-        .map_err(|source| TransferError::Io {
-            what: "create",
-            path: target.to_path_buf(),
-            source,
-        })
-        .and_then(|()| {
-            // Left by a service that died during an upload of this attempt.
-            let _ = std::fs::remove_dir_all(&staging);
-            checkpoints::unpack(body, length, &staging)
-        })
-        .map_err(|e| match e {
-            TransferError::Damaged(_) => error(400, e),
-            e => error(500, e),
-        })
-        .and_then(|()| {
-            queue
-                .while_leased(attempt, || checkpoints::replace(&staging, target))
-                .map_err(Reply::from)?
-                .map_err(|e| error(500, e))
-        });
-    let _ = std::fs::remove_dir_all(&staging);
-    match stored {
-        Ok(()) => {
-            queue.log(
-                trial,
-                &format!("[service] attempt {attempt}: checkpoint stored ({length} bytes)"),
-            );
-            ok(&json!({}))
-        }
-        Err(reply) => reply,
-    }
-}
-
-/// The checkpoint at `target` as an archive, or 204 when there is none.
-fn send_checkpoint(attempt: u64, target: &Path) -> Reply {
-    if !target.is_dir() {
-        return Reply::NoContent;
-    }
-    match checkpoints::pack(target, &checkpoints::beside(target, "download", attempt)) {
-        Ok((file, length)) => Reply::Archive(file, length),
-        Err(e) => error(500, e),
-    }
+    answer.unwrap_or_else(|e| {
+        let status = match e {
+            TransferError::Gone => return Gone.into(),
+            TransferError::NoLength => 411,
+            TransferError::TooLarge { .. } => 413,
+            TransferError::Damaged(_) => 400,
+            TransferError::Io { .. } => 500,
+        };
+        error(status, e)
+    })
 }
 
 fn worker_route(service: &Service, action: &str, body: &[u8]) -> Reply {
