@@ -257,13 +257,17 @@ fn respond(service: &Arc<Service>, mut request: Request) {
         Reply::Archive(file, length) => {
             let tar_type =
                 Header::from_bytes("Content-Type", "application/x-tar").expect("valid header");
-            request.respond(Response::new(
-                200.into(),
-                vec![tar_type],
-                file,
-                usize::try_from(length).ok(),
-                None,
-            ))
+            request.respond(
+                Response::new(
+                    200.into(),
+                    vec![tar_type],
+                    file,
+                    usize::try_from(length).ok(),
+                    None,
+                )
+                // With its length announced, a worker tells a cut answer from a whole one.
+                .with_chunked_threshold(usize::MAX),
+            )
         }
         Reply::NoContent => request.respond(Response::empty(204)),
     };
