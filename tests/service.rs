@@ -1081,8 +1081,7 @@ fn a_trial_continues_on_another_worker_from_the_checkpoint_sent_to_the_service()
     assert_eq!(
         trial.epochs[..saved_epochs],
         before[..saved_epochs],
-        "{saved} {trial_log} FIRST {} SECOND {}",
-        first.log(),
+        "{trial_log}\nsecond worker:\n{}",
         second.log()
     );
     let numbers = |t: &TrialRecord| {
