@@ -65,6 +65,13 @@ pub trait TrialObserver {
     /// `checkpoint_dir`), before training goes on: a worker sends it to its
     /// service from here, while nothing changes it.
     fn on_checkpoint(&mut self, _dir: &Path) {}
+    /// Asked before each save: whether the trial's state may become its
+    /// checkpoint. Not after an epoch whose report did not reach its
+    /// record: a run resumed from there would skip that epoch, so the
+    /// checkpoint before it stays.
+    fn may_checkpoint(&mut self) -> bool {
+        true
+    }
 }
 
 /// An epoch that takes longer than this makes checkpoints automatic (when
@@ -397,6 +404,9 @@ impl<'a> Saver<'a> {
         let Some(dir) = self.dir else {
             return false;
         };
+        if !observer.may_checkpoint() {
+            return false;
+        }
         let mut tensors = match learner.checkpoint_tensors() {
             Ok(tensors) => tensors,
             Err(e) => {
@@ -1288,6 +1298,8 @@ mod tests {
         copy_at: Option<(u32, PathBuf, PathBuf)>,
         /// The epochs done of each checkpoint it heard was saved, read back.
         saved: Vec<u32>,
+        /// Refuses checkpoints once this epoch is reported.
+        refuse_after: Option<u32>,
     }
 
     impl Interrupter {
@@ -1298,6 +1310,7 @@ mod tests {
                 last: (0, 0),
                 copy_at: None,
                 saved: Vec::new(),
+                refuse_after: None,
             }
         }
     }
@@ -1320,6 +1333,10 @@ mod tests {
         }
         fn checkpoint_requested(&mut self) -> bool {
             self.at == Some(self.last)
+        }
+        fn may_checkpoint(&mut self) -> bool {
+            self.refuse_after
+                .is_none_or(|epoch| self.reports.last().is_none_or(|r| r.epoch < epoch))
         }
         fn on_checkpoint(&mut self, dir: &Path) {
             let position: Position = serde_json::from_str(
@@ -1447,6 +1464,26 @@ mod tests {
             run_observed(&periodic, &data, &mut after_kill).unwrap();
             assert_eq!(
                 numbers(&after_kill.reports),
+                numbers(&unbroken.reports[2..]),
+                "{backbone}"
+            );
+
+            // Stopped after epoch 3, whose record failed: no checkpoint is
+            // saved then, so the run resumes after epoch 2 and measures it again.
+            let mut every = resumable_spec(backbone, &dir);
+            every.checkpoint_every = Some(1);
+            let mut unrecorded = Interrupter::new(Some((3, steps)));
+            unrecorded.refuse_after = Some(3);
+            let err = run_observed(&every, &data, &mut unrecorded).unwrap_err();
+            assert!(
+                matches!(err, TrialError::Interrupted { saved: false, .. }),
+                "{backbone}: {err}"
+            );
+            assert_eq!(unrecorded.saved, [1, 2], "{backbone}");
+            let mut rest = Interrupter::new(None);
+            run_observed(&every, &data, &mut rest).unwrap();
+            assert_eq!(
+                numbers(&rest.reports),
                 numbers(&unbroken.reports[2..]),
                 "{backbone}"
             );

@@ -156,6 +156,7 @@ pub fn run_worker(
                     beat: &beat,
                     stop: false,
                     sends_checkpoints: false,
+                    unrecorded: false,
                 };
                 let log = |line: &str| append_log(&beat, line);
                 // Heard by the heartbeats: the program ends without waiting
@@ -302,6 +303,7 @@ fn train(
         beat,
         stop: false,
         sends_checkpoints: local.is_some(),
+        unrecorded: false,
     };
     let saving = SaveOnSignal::new();
     let result = run_trial(
@@ -398,6 +400,8 @@ struct Reporter<'a> {
     stop: bool,
     /// The trial's checkpoints are this worker's own: each is sent to the service.
     sends_checkpoints: bool,
+    /// An epoch's report failed: the store may lack that epoch.
+    unrecorded: bool,
 }
 
 /// Queues a line for the trial's log, sent with the next heartbeat.
@@ -464,6 +468,7 @@ impl TrialObserver for Reporter<'_> {
                 // The service restarted or dropped the trial: it will be
                 // trained again from its checkpoint, so stop this one.
                 eprintln!("epoch report of attempt {} failed: {e}", self.attempt);
+                self.unrecorded = true;
                 self.beat.lock().expect("beat lock").gone = true;
             }
         }
@@ -479,10 +484,13 @@ impl TrialObserver for Reporter<'_> {
         crate::external::signalled() || self.gone()
     }
 
+    fn may_checkpoint(&mut self) -> bool {
+        !self.unrecorded
+    }
+
     /// Sends the checkpoint just saved to the service, training waiting:
-    /// the directory must not change while it goes. Not after a failed
-    /// report: the service would refuse it, or it would hold an epoch the
-    /// store lacks.
+    /// the directory must not change while it goes. Not once the service
+    /// dropped the attempt: it would refuse it.
     fn on_checkpoint(&mut self, dir: &Path) {
         if !self.sends_checkpoints || self.gone() {
             return;
