@@ -974,3 +974,140 @@ fn a_stopped_experiment_resumes_its_trials_from_their_checkpoints() {
     let trained = trainer_epochs(&store);
     assert!((5..=6).contains(&trained), "{trained} epochs trained for 5");
 }
+
+/// A `bocb worker` started by hand, as on another machine: its own working
+/// and checkpoint directory `home`, logging to `home/worker.log`; killed
+/// when dropped.
+struct RemoteWorker {
+    child: std::process::Child,
+    home: PathBuf,
+}
+
+impl RemoteWorker {
+    fn start(store: &Path, home: &Path, name: &str) -> Self {
+        std::fs::create_dir_all(home).unwrap();
+        let url = std::fs::read_to_string(store.join("service-url")).unwrap();
+        let token = std::fs::read_to_string(store.join("service-token")).unwrap();
+        let log = std::fs::File::create(home.join("worker.log")).unwrap();
+        let child = Command::new(bocb_binary())
+            .args(["worker", "--server", url.trim(), "--device", "cpu"])
+            .args(["--name", name, "--checkpoints", "checkpoints"])
+            .current_dir(home)
+            .env("BOCB_TOKEN", token.trim())
+            .env_remove("LD_LIBRARY_PATH")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        RemoteWorker {
+            child,
+            home: home.to_path_buf(),
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.home.join("worker.log")).unwrap_or_default()
+    }
+
+    /// The epochs it trained, from the line it logs per epoch.
+    fn epochs_trained(&self) -> usize {
+        self.log()
+            .lines()
+            .filter(|l| l.starts_with("epoch ") && l.contains(": train loss "))
+            .count()
+    }
+}
+
+impl Drop for RemoteWorker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Workers that share no directory with the service (nor each other): the
+/// first sends its checkpoints to the service, is stopped by SIGTERM
+/// mid-trial after sending the one it saves then, and the second fetches
+/// that one and continues: the epochs equal those of an unbroken run, and
+/// at most the epoch in flight is trained again.
+#[test]
+fn a_trial_continues_on_another_worker_from_the_checkpoint_sent_to_the_service() {
+    let tmp = tempfile::tempdir().unwrap();
+    synth(&tmp.path().join("data"), 512, 64, 5);
+    let experiment = tmp.path().join("exp.yaml");
+    std::fs::write(&experiment, RESUMABLE).unwrap();
+    let unbroken = tmp.path().join("unbroken");
+    let out = cli(&unbroken, &["run", experiment.to_str().unwrap(), "--quiet"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let whole = Store::open(&unbroken).unwrap().trials("resumable").unwrap()[0].clone();
+
+    let store = tmp.path().join("store");
+    let mut service = start_service(&store, &["--workers", "none", "--heartbeat-timeout", "3"]);
+    let out = cli(&store, &["submit", experiment.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut first = RemoteWorker::start(&store, &tmp.path().join("first"), "first");
+    // Only an upload puts a checkpoint in the service's store.
+    wait_until(&mut service, || checkpoint_position(&store).is_some());
+    let own = first.home.join("checkpoints").join("resumable");
+    assert!(own.exists(), "the first worker trains in its own directory");
+    let killed = Command::new("kill")
+        .args(["-TERM", &first.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    wait_for("the first worker to exit", || {
+        first.child.try_wait().unwrap().is_some()
+    });
+    let log = first.log();
+    assert!(!log.contains("cannot send"), "{log}");
+    assert!(
+        !own.exists(),
+        "the first worker leaves no checkpoint behind"
+    );
+    let saved = checkpoint_position(&store).unwrap();
+    let saved_epochs = saved["epochs_done"].as_u64().unwrap() as usize;
+    let before = service_trials(&store, "resumable")[0].epochs.clone();
+    assert!((1..5).contains(&saved_epochs) && before.len() >= saved_epochs);
+
+    let second = RemoteWorker::start(&store, &tmp.path().join("second"), "second");
+    wait_until(&mut service, || {
+        experiment_state(&store, "resumable") == "done"
+    });
+    let trial = service_trials(&store, "resumable")[0].clone();
+    let trial_log = cli(&store, &["logs", &trial.id]);
+    kill(service);
+    assert!(done_with_all_epochs_of(&trial, 5), "{trial:?}");
+    let trial_log = String::from_utf8_lossy(&trial_log.stdout).into_owned();
+    assert_eq!(
+        trial.epochs[..saved_epochs],
+        before[..saved_epochs],
+        "{trial_log}\nsecond worker:\n{}",
+        second.log()
+    );
+    let numbers = |t: &TrialRecord| {
+        t.epochs
+            .iter()
+            .map(|e| (e.epoch, e.train_loss, e.test_loss, e.test_accuracy))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(numbers(&trial), numbers(&whole));
+    assert!(
+        trial_log.contains("checkpoint stored")
+            && trial_log.contains("fetched the trial's checkpoint from the service"),
+        "{trial_log}"
+    );
+    // The second continued where the checkpoint stands.
+    assert_eq!(
+        second.epochs_trained(),
+        5 - saved_epochs,
+        "{}",
+        second.log()
+    );
+    let trained = first.epochs_trained() + second.epochs_trained();
+    assert!((5..=6).contains(&trained), "{trained} epochs trained for 5");
+    assert!(
+        !store.join("checkpoints").join("resumable").exists()
+            && !second.home.join("checkpoints").join("resumable").exists(),
+        "an ended trial's checkpoints are removed"
+    );
+}

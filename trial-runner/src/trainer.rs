@@ -61,6 +61,17 @@ pub trait TrialObserver {
     fn checkpoint_requested(&mut self) -> bool {
         false
     }
+    /// After a checkpoint was saved whole in `dir` (the trial's
+    /// `checkpoint_dir`), before training goes on: a worker sends it to its
+    /// service from here, while nothing changes it.
+    fn on_checkpoint(&mut self, _dir: &Path) {}
+    /// Asked before each save: whether the trial's state may become its
+    /// checkpoint. Not after an epoch whose report did not reach its
+    /// record: a run resumed from there would skip that epoch, so the
+    /// checkpoint before it stays.
+    fn may_checkpoint(&mut self) -> bool {
+        true
+    }
 }
 
 /// An epoch that takes longer than this makes checkpoints automatic (when
@@ -255,7 +266,7 @@ pub fn run_trial(
             Err(EpochStop::Augment(e)) => return Err(e.into()),
             Err(EpochStop::Requested) => {
                 let at = saver.at(epoch - 1, batch_index, step, wall_before, started);
-                return Err(saver.interrupt(at, &learner, Some(&loss_sum)));
+                return Err(saver.interrupt(at, &learner, Some(&loss_sum), observer));
             }
             _ => {}
         }
@@ -312,10 +323,10 @@ pub fn run_trial(
             saver.position.long_epochs |= report.wall_s > LONG_EPOCH_S;
             let at = saver.at(epoch, 0, step, wall_before, started);
             if observer.checkpoint_requested() {
-                return Err(saver.interrupt(at, &learner, None));
+                return Err(saver.interrupt(at, &learner, None, observer));
             }
             if saver.due(epoch) {
-                saver.save(&at, &learner, None);
+                saver.save(&at, &learner, None, observer);
             }
         }
     }
@@ -380,12 +391,22 @@ impl<'a> Saver<'a> {
             }
     }
 
-    /// Saves `learner` at `at`; whether it did. A checkpoint that cannot be
-    /// written costs only the work since the last one, so training goes on.
-    fn save(&mut self, at: &Position, learner: &Learner, loss_sum: Option<&Tensor>) -> bool {
+    /// Saves `learner` at `at`, telling `observer`; whether it did. A
+    /// checkpoint that cannot be written costs only the work since the last
+    /// one, so training goes on.
+    fn save(
+        &mut self,
+        at: &Position,
+        learner: &Learner,
+        loss_sum: Option<&Tensor>,
+        observer: &mut dyn TrialObserver,
+    ) -> bool {
         let Some(dir) = self.dir else {
             return false;
         };
+        if !observer.may_checkpoint() {
+            return false;
+        }
         let mut tensors = match learner.checkpoint_tensors() {
             Ok(tensors) => tensors,
             Err(e) => {
@@ -400,6 +421,7 @@ impl<'a> Saver<'a> {
         match checkpoint::save(dir, at, &tensors) {
             Ok(()) => {
                 self.position = at.clone();
+                observer.on_checkpoint(dir);
                 true
             }
             Err(e) => {
@@ -415,8 +437,9 @@ impl<'a> Saver<'a> {
         at: Position,
         learner: &Learner,
         loss_sum: Option<&Tensor>,
+        observer: &mut dyn TrialObserver,
     ) -> TrialError {
-        let saved = self.save(&at, learner, loss_sum);
+        let saved = self.save(&at, learner, loss_sum, observer);
         TrialError::Interrupted {
             epochs_done: at.epochs_done,
             batches_done: at.batches_done,
@@ -1276,6 +1299,10 @@ mod tests {
         at: Option<(u32, usize)>,
         last: (u32, usize),
         copy_at: Option<(u32, PathBuf, PathBuf)>,
+        /// The epochs done of each checkpoint it heard was saved, read back.
+        saved: Vec<u32>,
+        /// Refuses checkpoints once this epoch is reported.
+        refuse_after: Option<u32>,
     }
 
     impl Interrupter {
@@ -1285,6 +1312,8 @@ mod tests {
                 at,
                 last: (0, 0),
                 copy_at: None,
+                saved: Vec::new(),
+                refuse_after: None,
             }
         }
     }
@@ -1307,6 +1336,17 @@ mod tests {
         }
         fn checkpoint_requested(&mut self) -> bool {
             self.at == Some(self.last)
+        }
+        fn may_checkpoint(&mut self) -> bool {
+            self.refuse_after
+                .is_none_or(|epoch| self.reports.last().is_none_or(|r| r.epoch < epoch))
+        }
+        fn on_checkpoint(&mut self, dir: &Path) {
+            let position: Position = serde_json::from_str(
+                &std::fs::read_to_string(dir.join("checkpoint.json")).unwrap(),
+            )
+            .unwrap();
+            self.saved.push(position.epochs_done);
         }
     }
 
@@ -1389,6 +1429,7 @@ mod tests {
                 ),
                 "{backbone}: {err}"
             );
+            assert_eq!(first.saved, [1], "{backbone}");
             let mut second = Interrupter::new(Some((3, steps)));
             let err = run_observed(&spec, &data, &mut second).unwrap_err();
             assert!(
@@ -1418,6 +1459,7 @@ mod tests {
             let kept = root.path().join("kept");
             killed.copy_at = Some((3, dir.clone(), kept.clone()));
             run_observed(&periodic, &data, &mut killed).unwrap();
+            assert_eq!(killed.saved, [2], "{backbone}: the last epoch saves none");
             periodic.checkpoint_dir = Some(kept);
             // Another worker: other data threads, same numbers.
             periodic.data_workers = 1;
@@ -1425,6 +1467,26 @@ mod tests {
             run_observed(&periodic, &data, &mut after_kill).unwrap();
             assert_eq!(
                 numbers(&after_kill.reports),
+                numbers(&unbroken.reports[2..]),
+                "{backbone}"
+            );
+
+            // Stopped after epoch 3, whose record failed: no checkpoint is
+            // saved then, so the run resumes after epoch 2 and measures it again.
+            let mut every = resumable_spec(backbone, &dir);
+            every.checkpoint_every = Some(1);
+            let mut unrecorded = Interrupter::new(Some((3, steps)));
+            unrecorded.refuse_after = Some(3);
+            let err = run_observed(&every, &data, &mut unrecorded).unwrap_err();
+            assert!(
+                matches!(err, TrialError::Interrupted { saved: false, .. }),
+                "{backbone}: {err}"
+            );
+            assert_eq!(unrecorded.saved, [1, 2], "{backbone}");
+            let mut rest = Interrupter::new(None);
+            run_observed(&every, &data, &mut rest).unwrap();
+            assert_eq!(
+                numbers(&rest.reports),
                 numbers(&unbroken.reports[2..]),
                 "{backbone}"
             );

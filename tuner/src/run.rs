@@ -925,17 +925,32 @@ impl TrialObserver for Recorder<'_> {
     }
 }
 
-/// Removes an ended trial's checkpoint directory (and its experiment's,
-/// once empty).
+/// Removes an ended trial's checkpoint directory, what a service that died
+/// during an upload left beside it (`.TRIAL.upload-N`), and its
+/// experiment's directory once empty.
 fn remove_checkpoint(dir: &std::path::Path) {
     match std::fs::remove_dir_all(dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => tracing::warn!("cannot remove the checkpoint {}: {e}", dir.display()),
     }
-    if let Some(experiment_dir) = dir.parent() {
-        let _ = std::fs::remove_dir(experiment_dir);
+    let Some(experiment_dir) = dir.parent() else {
+        return;
+    };
+    let mut prefix = std::ffi::OsString::from(".");
+    prefix.push(dir.file_name().unwrap_or_default());
+    prefix.push(".");
+    let prefix = prefix.to_string_lossy().into_owned();
+    for entry in std::fs::read_dir(experiment_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
+    let _ = std::fs::remove_dir(experiment_dir);
 }
 
 /// A metric's value when it was measured: external trials report NaN for
@@ -1027,6 +1042,25 @@ impl Progress {
 mod tests {
     use super::*;
     use std::path::Path;
+
+    #[test]
+    fn an_ended_trials_checkpoint_goes_with_an_unfinished_upload_beside_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let experiment = tmp.path().join("checkpoints").join("e");
+        for dir in ["t1", ".t1.upload-5", "t10", ".t10.upload-1"] {
+            std::fs::create_dir_all(experiment.join(dir)).unwrap();
+            std::fs::write(experiment.join(dir).join("checkpoint.json"), "{}").unwrap();
+        }
+        remove_checkpoint(&experiment.join("t1"));
+        let mut left: Vec<_> = std::fs::read_dir(&experiment)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, [".t10.upload-1", "t10"]);
+        remove_checkpoint(&experiment.join("t10"));
+        assert!(!experiment.exists());
+    }
 
     /// Trains nothing: every trial reaches the accuracy its lr gives, and
     /// the parameters each job carried are kept.

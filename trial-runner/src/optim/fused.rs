@@ -10,7 +10,7 @@ use std::ffi::CStr;
 use tch::{Device, Tensor};
 use torch_sys::C_tensor;
 
-use super::{tensor_bytes, Optimizer, ParamSet};
+use super::{tensor_bytes, OptimError, Optimizer, ParamSet, Saved, StateReader, StateTensors};
 
 extern "C" {
     fn bocb_fused_sgd(
@@ -142,6 +142,10 @@ pub(super) struct FusedAdam {
     states: Vec<Vec<Option<FusedAdamState>>>,
 }
 
+/// The key of [`Adam`](super::adam::Adam)'s state, which the fused state
+/// is saved under as well.
+const PORTABLE_KEY: &str = "params";
+
 struct FusedAdamState {
     step: Tensor,
     exp_avg: Tensor,
@@ -149,12 +153,36 @@ struct FusedAdamState {
     max_exp_avg_sq: Tensor,
 }
 
-crate::saved_struct!(FusedAdamState {
-    step,
-    exp_avg,
-    exp_avg_sq,
-    max_exp_avg_sq
-});
+/// Saved as the per-tensor [`Adam`](super::adam::Adam) saves its state
+/// (a whole step count, the maximum only with amsgrad), so that a
+/// checkpoint taken on CUDA resumes on the CPU and the other way round.
+impl Saved for FusedAdamState {
+    fn write_state(&self, key: &str, out: &mut StateTensors) {
+        // torch counts in float32, exact up to 2^24 steps.
+        let step = f64::try_from(&self.step).expect("a 0-dim step count") as i32;
+        step.write_state(&format!("{key}.step"), out);
+        self.exp_avg.write_state(&format!("{key}.exp_avg"), out);
+        self.exp_avg_sq
+            .write_state(&format!("{key}.exp_avg_sq"), out);
+        if self.max_exp_avg_sq.numel() > 0 {
+            self.max_exp_avg_sq
+                .write_state(&format!("{key}.max_exp_avg_sq"), out);
+        }
+    }
+    fn read_state(key: &str, from: &StateReader) -> Result<Self, OptimError> {
+        let step = i32::read_state(&format!("{key}.step"), from)?;
+        let exp_avg = Tensor::read_state(&format!("{key}.exp_avg"), from)?;
+        let exp_avg_sq = Tensor::read_state(&format!("{key}.exp_avg_sq"), from)?;
+        let max_exp_avg_sq = Option::<Tensor>::read_state(&format!("{key}.max_exp_avg_sq"), from)?
+            .unwrap_or_else(|| Tensor::empty([0], (exp_avg.kind(), exp_avg.device())));
+        Ok(FusedAdamState {
+            step: Tensor::from(step as f32).to_device(exp_avg.device()),
+            exp_avg,
+            exp_avg_sq,
+            max_exp_avg_sq,
+        })
+    }
+}
 
 impl FusedAdam {
     pub(super) fn new(
@@ -180,7 +208,16 @@ impl FusedAdam {
 }
 
 impl Optimizer for FusedAdam {
-    crate::optimizer_state!(states);
+    // Under the per-tensor Adam's key too.
+    fn export_state(&self) -> Result<StateTensors, OptimError> {
+        let mut out = Vec::new();
+        self.states.write_state(PORTABLE_KEY, &mut out);
+        Ok(out)
+    }
+
+    fn import_state(&mut self, from: &StateReader) -> Result<(), OptimError> {
+        self.states.read_state_into(PORTABLE_KEY, from)
+    }
 
     fn step(&mut self, lr: f64) {
         for ((params, weight_decay), states) in self.groups.iter().zip(&mut self.states) {
@@ -378,6 +415,68 @@ mod tests {
                 assert_close(&ours[i], &fused[i], &format!("{name}, amsgrad {amsgrad}"));
             }
             assert_eq!(fused_opt.state_bytes(), per_tensor.state_bytes(), "{name}");
+        }
+    }
+
+    /// A checkpoint's optimizer state moves between the fused path (CUDA)
+    /// and the per-tensor one (CPU) both ways: saved after two steps on one
+    /// and restored into the other, four steps end where four steps on the
+    /// per-tensor path alone do. (libtorch's fused kernel runs on the CPU
+    /// too, which this test uses.)
+    #[test]
+    fn fused_adam_state_resumes_on_the_per_tensor_path_and_back() {
+        for (name, amsgrad, decoupled) in [("adam", 1.0, false), ("adamw", 0.0, true)] {
+            let hparams = hp(&[("lr", 1e-2), ("weight_decay", 0.05), ("amsgrad", amsgrad)]);
+            let set = |p: &[Tensor; 2]| ParamSet {
+                decay: vec![p[0].shallow_clone()],
+                no_decay: vec![p[1].shallow_clone()],
+            };
+            let per_tensor = |p: &[Tensor; 2]| {
+                OptimizerRegistry::builtin()
+                    .build(name, &hparams, set(p))
+                    .unwrap()
+            };
+            let fused = |p: &[Tensor; 2]| -> Box<dyn Optimizer> {
+                Box::new(FusedAdam::new(
+                    set(p).into_groups(0.05),
+                    (0.9, 0.999, 1e-8),
+                    amsgrad == 1.0,
+                    decoupled,
+                ))
+            };
+            let steps = |opt: &mut Box<dyn Optimizer>, p: &[Tensor; 2], range| {
+                for step in range {
+                    set_same_grads(step, &[&p[0], &p[1]]);
+                    opt.step(1e-2);
+                }
+            };
+            let (whole, _) = twin_params(3);
+            let mut alone = per_tensor(&whole);
+            steps(&mut alone, &whole, 0..4);
+            type Build<'a> = &'a dyn Fn(&[Tensor; 2]) -> Box<dyn Optimizer>;
+            let ways: [(Build, Build); 2] = [(&fused, &per_tensor), (&per_tensor, &fused)];
+            for (first, then) in ways {
+                let (p, _) = twin_params(3);
+                let mut before = first(&p);
+                steps(&mut before, &p, 0..2);
+                let saved: std::collections::BTreeMap<String, Tensor> =
+                    before.export_state().unwrap().into_iter().collect();
+                let mut after = then(&p);
+                after
+                    .import_state(&StateReader::new(&saved, Device::Cpu))
+                    .unwrap();
+                let again: std::collections::BTreeSet<String> = after
+                    .export_state()
+                    .unwrap()
+                    .into_iter()
+                    .map(|(key, _)| key)
+                    .collect();
+                assert!(again.iter().eq(saved.keys()), "{name}: {again:?}");
+                steps(&mut after, &p, 2..4);
+                for i in 0..2 {
+                    assert_close(&p[i], &whole[i], &format!("{name}, amsgrad {amsgrad}"));
+                }
+            }
         }
     }
 

@@ -97,6 +97,9 @@ fn tls_connector(base: &str, ca: Option<&Path>) -> Result<native_tls::TlsConnect
     })
 }
 
+/// How long a checkpoint's transfer may take (other requests: two minutes).
+const TRANSFER_TIMEOUT: Duration = Duration::from_secs(3600);
+
 /// A connection to one service with its token.
 #[derive(Clone)]
 pub struct Client {
@@ -205,6 +208,44 @@ impl Client {
             return Ok(None);
         }
         decode(&url, response).map(Some)
+    }
+
+    /// PUT the `length` bytes of `body` (a checkpoint archive) to `path`,
+    /// streamed.
+    pub fn put_stream(&self, path: &str, body: impl Read, length: u64) -> Result<(), ClientError> {
+        let url = format!("{}{path}", self.base);
+        let request = self
+            .agent
+            .put(&url)
+            .set_auth(&self.token)
+            .timeout(TRANSFER_TIMEOUT)
+            .set("Content-Type", "application/x-tar")
+            .set("Content-Length", &length.to_string());
+        self.call(&url, request.send(body))?;
+        Ok(())
+    }
+
+    /// GET `path` as a stream of bytes, with the length the service
+    /// announced; `None` when it answers 204.
+    pub fn get_stream(&self, path: &str) -> Result<Option<(impl Read, u64)>, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let request = self
+            .agent
+            .get(&url)
+            .set_auth(&self.token)
+            .timeout(TRANSFER_TIMEOUT);
+        let response = self.call(&url, request.call())?;
+        if response.status() == 204 {
+            return Ok(None);
+        }
+        let length = response
+            .header("Content-Length")
+            .and_then(|n| n.parse::<u64>().ok())
+            .ok_or_else(|| ClientError::BadAnswer {
+                url: url.clone(),
+                reason: "no Content-Length on a checkpoint".to_string(),
+            })?;
+        Ok(Some((response.into_reader(), length)))
     }
 
     fn call(

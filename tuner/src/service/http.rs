@@ -22,6 +22,8 @@
 //! | POST   | /api/worker/start                 | {attempt, epochs_done} → {} (410: drop it)     |
 //! | POST   | /api/worker/epoch                 | {attempt, report} → {stop} (410: drop it)      |
 //! | POST   | /api/worker/finish                | {attempt, result, log} → {} (410: drop it)     |
+//! | PUT    | /api/worker/checkpoint?attempt=N  | tar of the checkpoint → {} (410: drop it)      |
+//! | GET    | /api/worker/checkpoint?attempt=N  | → tar of the stored checkpoint, 204 if none    |
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -35,6 +37,7 @@ use serde_json::json;
 use thiserror::Error;
 use tiny_http::{Header, Method, Request, Response, Server};
 
+use super::checkpoints::{self, TransferError};
 use super::queue::Gone;
 use super::{Service, ServiceError};
 use crate::executor::TrialResult;
@@ -143,6 +146,8 @@ enum Reply {
     Json(u16, serde_json::Value),
     Text(String),
     Html(String),
+    /// A tar archive of this many bytes.
+    Archive(std::fs::File, u64),
     NoContent,
 }
 
@@ -212,7 +217,20 @@ pub fn handle_requests(service: &Arc<Service>, server: Server) {
 }
 
 fn respond(service: &Arc<Service>, mut request: Request) {
-    let reply = if authorized(&request, &service.token) {
+    let checkpoint = request
+        .url()
+        .split('?')
+        .next()
+        .is_some_and(|path| path.trim_end_matches('/') == "/api/worker/checkpoint");
+    let reply = if !authorized(&request, &service.token) {
+        error(
+            401,
+            "missing or wrong token: send `Authorization: Bearer TOKEN` (the token is in STORE/service-token)",
+        )
+    } else if checkpoint {
+        // Streamed, not read whole under the JSON body cap.
+        checkpoint_route(service, &mut request)
+    } else {
         let mut body = Vec::new();
         match request
             .as_reader()
@@ -222,11 +240,6 @@ fn respond(service: &Arc<Service>, mut request: Request) {
             Ok(_) => route(service, request.method(), request.url(), &body),
             Err(e) => error(400, format!("cannot read the request body: {e}")),
         }
-    } else {
-        error(
-            401,
-            "missing or wrong token: send `Authorization: Bearer TOKEN` (the token is in STORE/service-token)",
-        )
     };
     let json_type = Header::from_bytes("Content-Type", "application/json").expect("valid header");
     let text_type =
@@ -241,6 +254,21 @@ fn respond(service: &Arc<Service>, mut request: Request) {
         ),
         Reply::Text(text) => request.respond(Response::from_string(text).with_header(text_type)),
         Reply::Html(text) => request.respond(Response::from_string(text).with_header(html_type)),
+        Reply::Archive(file, length) => {
+            let tar_type =
+                Header::from_bytes("Content-Type", "application/x-tar").expect("valid header");
+            request.respond(
+                Response::new(
+                    200.into(),
+                    vec![tar_type],
+                    file,
+                    usize::try_from(length).ok(),
+                    None,
+                )
+                // With its length announced, a worker tells a cut answer from a whole one.
+                .with_chunked_threshold(usize::MAX),
+            )
+        }
         Reply::NoContent => request.respond(Response::empty(204)),
     };
     if let Err(e) = sent {
@@ -331,6 +359,49 @@ fn read_route(service: &Service, read: &str, query: &str) -> Reply {
             .map(Reply::Text),
     };
     answer.unwrap_or_else(Reply::from)
+}
+
+/// `PUT|GET /api/worker/checkpoint?attempt=N`: the trial's checkpoint as a
+/// tar archive, taken from and given to only the attempt that holds the trial.
+fn checkpoint_route(service: &Service, request: &mut Request) -> Reply {
+    let query = request.url().split_once('?').map_or("", |(_, q)| q);
+    let attempt = form_urlencoded::parse(query.as_bytes())
+        .find(|(key, _)| key == "attempt")
+        .and_then(|(_, value)| value.parse::<u64>().ok());
+    let Some(attempt) = attempt else {
+        return error(
+            400,
+            "name the attempt: /api/worker/checkpoint?attempt=N (the claim's attempt number)",
+        );
+    };
+    let queue = &service.queue;
+    let answer = match request.method() {
+        Method::Put => {
+            let length = request.body_length().map(|n| n as u64);
+            checkpoints::receive(queue, attempt, request.as_reader(), length)
+                .map(|()| ok(&json!({})))
+        }
+        Method::Get => checkpoints::send(queue, attempt).map(|archive| match archive {
+            Some((file, length)) => Reply::Archive(file, length),
+            None => Reply::NoContent,
+        }),
+        other => {
+            return error(
+                405,
+                format!("no endpoint {other} /api/worker/checkpoint; it takes PUT and GET"),
+            )
+        }
+    };
+    answer.unwrap_or_else(|e| {
+        let status = match e {
+            TransferError::Gone => return Gone.into(),
+            TransferError::NoLength => 411,
+            TransferError::TooLarge { .. } => 413,
+            TransferError::Damaged(_) => 400,
+            TransferError::Io { .. } => 500,
+        };
+        error(status, e)
+    })
 }
 
 fn worker_route(service: &Service, action: &str, body: &[u8]) -> Reply {

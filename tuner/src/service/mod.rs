@@ -8,6 +8,7 @@
 //! and re-queue the ones that were in flight.
 
 pub mod bench;
+pub mod checkpoints;
 pub mod client;
 pub mod http;
 pub mod queue;
@@ -905,7 +906,7 @@ impl LocalWorkers {
         let mut command = Command::new(exe);
         command
             .args(["worker", "--server", &self.url, "--device", &device])
-            .args(["--name", &name, "--exit-with-parent"]);
+            .args(["--name", &name, "--exit-with-parent", "--shared-store"]);
         if let Some(ca) = &self.ca {
             command.arg("--ca").arg(ca);
         }

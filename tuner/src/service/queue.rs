@@ -406,6 +406,30 @@ impl Queue {
         }
     }
 
+    /// The experiment and trial that `attempt` trains, while it holds the
+    /// trial (not ended, lost or cancelled).
+    pub fn leased(&self, attempt: u64) -> Result<(String, String), Gone> {
+        let state = self.lock();
+        let running = state.running.get(&attempt).ok_or(Gone)?;
+        Ok((running.work.experiment.clone(), running.work.trial.clone()))
+    }
+
+    /// Runs `f` if `attempt` still holds its trial, under the queue's lock:
+    /// the trial cannot end meanwhile, so nothing `f` puts in its
+    /// checkpoint directory outlives the removal at its end.
+    pub fn while_leased<T>(&self, attempt: u64, f: impl FnOnce() -> T) -> Result<T, Gone> {
+        let state = self.lock();
+        state.running.get(&attempt).ok_or(Gone)?;
+        let answer = f();
+        drop(state);
+        Ok(answer)
+    }
+
+    /// Where `trial`'s checkpoint is kept in the store.
+    pub fn checkpoint_dir(&self, experiment: &str, trial: &str) -> PathBuf {
+        crate::run::checkpoint_dir(&self.store, experiment, trial)
+    }
+
     /// Trials waiting and being trained.
     pub fn counts(&self) -> (usize, usize) {
         let state = self.lock();
@@ -474,6 +498,7 @@ mod tests {
     use super::*;
     use crate::experiment::Experiment;
     use crate::registries::Registries;
+    use crate::service::checkpoints::{self, TransferError};
     use crate::test_support::wait_for;
     use bocb_store::TrialStatus;
     use bocb_trial_runner::data::CifarFormat;
@@ -702,6 +727,84 @@ mod tests {
         assert!(note.contains("lost 2 worker(s) (retry limit 1)"), "{note}");
         assert!(note.contains("first try says hello"), "{note}");
         assert_eq!(queue.counts(), (0, 0));
+    }
+
+    /// A checkpoint directory holding `epoch`, packed as a worker sends it.
+    fn archive(dir: &Path, epoch: u32) -> Vec<u8> {
+        use std::io::Read;
+        let source = dir.join("source");
+        std::fs::create_dir_all(&source).unwrap();
+        std::fs::write(source.join("checkpoint.json"), epoch.to_string()).unwrap();
+        std::fs::write(source.join("state.safetensors"), vec![7u8; 3000]).unwrap();
+        let (mut file, _) = checkpoints::pack(&source, &dir.join("scratch")).unwrap();
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).unwrap();
+        bytes
+    }
+
+    #[test]
+    fn a_checkpoint_is_stored_only_whole_and_only_from_the_attempt_holding_the_trial() {
+        let dir = tempfile::tempdir().unwrap();
+        // Every attempt is lost at the first reaping.
+        let queue = queue(dir.path(), Duration::ZERO);
+        let running = execute(&queue, spec(dir.path()), Arc::default());
+        let first = queue.claim("w1", None, Duration::from_secs(3600)).unwrap();
+        let stored = queue.checkpoint_dir("q", "t1");
+        let epoch_stored = || std::fs::read_to_string(stored.join("checkpoint.json")).unwrap();
+        let send = |attempt: u64, bytes: &[u8], length: usize| {
+            checkpoints::receive(&queue, attempt, bytes, Some(length as u64))
+        };
+        assert!(checkpoints::send(&queue, first.attempt).unwrap().is_none());
+
+        let one = archive(dir.path(), 1);
+        send(first.attempt, &one, one.len()).unwrap();
+        assert_eq!(epoch_stored(), "1");
+        // Cut short, or without its length: refused, the stored one stays,
+        // and nothing of the upload is left beside it.
+        let two = archive(dir.path(), 2);
+        for cut in [two.len() / 2, two.len() - 1] {
+            let error = send(first.attempt, &two[..cut], two.len()).unwrap_err();
+            assert!(matches!(error, TransferError::Damaged(_)), "{error}");
+        }
+        let error = checkpoints::receive(&queue, first.attempt, &two[..], None).unwrap_err();
+        assert!(matches!(error, TransferError::NoLength), "{error}");
+        assert_eq!(epoch_stored(), "1");
+        let beside: Vec<_> = std::fs::read_dir(stored.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(beside, ["t1"]);
+        // What a resuming worker fetches is what was stored.
+        let (file, length) = checkpoints::send(&queue, first.attempt).unwrap().unwrap();
+        let fetched = dir.path().join("fetched");
+        checkpoints::unpack(file, length, &fetched).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(fetched.join("checkpoint.json")).unwrap(),
+            "1"
+        );
+
+        // Lost and claimed again: the stale attempt's uploads are refused.
+        queue.reap_lost();
+        let second = queue.claim("w2", None, Duration::from_secs(3600)).unwrap();
+        let error = send(first.attempt, &two, two.len()).unwrap_err();
+        assert!(matches!(error, TransferError::Gone), "{error}");
+        assert!(matches!(
+            checkpoints::send(&queue, first.attempt),
+            Err(TransferError::Gone)
+        ));
+        assert_eq!(epoch_stored(), "1");
+        send(second.attempt, &two, two.len()).unwrap();
+        assert_eq!(epoch_stored(), "2");
+        // Ended: none is taken any more.
+        queue
+            .finish(second.attempt, TrialResult::failed("over".into()), "")
+            .unwrap();
+        let error = send(second.attempt, &one, one.len()).unwrap_err();
+        assert!(matches!(error, TransferError::Gone), "{error}");
+        assert_eq!(epoch_stored(), "2");
+        running.join().unwrap().0.unwrap();
+        let log = std::fs::read_to_string(queue.log_path("t1")).unwrap();
+        assert_eq!(log.matches("checkpoint stored").count(), 2, "{log}");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! heartbeats from a thread while an epoch runs.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,6 +13,7 @@ use bocb_trial_runner::device::ResolveDevice;
 use bocb_trial_runner::{run_trial, DeviceChoice, EpochMetrics, TrialError, TrialObserver};
 use thiserror::Error;
 
+use super::checkpoints;
 use super::client::{Client, ClientError};
 use super::http::{
     ClaimRequest, EpochAnswer, EpochRequest, FinishRequest, HeartbeatRequest, StartRequest,
@@ -39,6 +40,11 @@ pub struct WorkerConfig {
     /// How long the service may be unreachable (a restart) before the
     /// worker gives up and exits.
     pub patience: Duration,
+    /// Where its trials keep their checkpoints while they train, each sent
+    /// to the service once saved and fetched from it when a trial resumes;
+    /// `None`: in the service's store directory itself, which this worker
+    /// shares (the service's local workers, or a shared filesystem).
+    pub checkpoints: Option<PathBuf>,
 }
 
 /// Bytes of log one request carries at most: JSON escaping may grow them
@@ -149,6 +155,8 @@ pub fn run_worker(
                     attempt: assignment.attempt,
                     beat: &beat,
                     stop: false,
+                    sends_checkpoints: false,
+                    unrecorded: false,
                 };
                 let log = |line: &str| append_log(&beat, line);
                 // Heard by the heartbeats: the program ends without waiting
@@ -275,11 +283,27 @@ fn train(
     // Trials of other experiments may have left deterministic kernels on;
     // this worker trains one trial at a time.
     bocb_trial_runner::precision::set_deterministic(spec.deterministic);
+    // A directory of this attempt's own: a worker lost but still running
+    // on this machine cannot write into it.
+    let local = config
+        .checkpoints
+        .as_ref()
+        .filter(|_| spec.checkpoint_dir.is_some())
+        .map(|root| {
+            root.join(&assignment.experiment)
+                .join(format!("{}.{}", assignment.trial, assignment.attempt))
+        });
+    if let Some(local) = &local {
+        fetch_checkpoint(client, assignment.attempt, local, beat);
+        spec.checkpoint_dir = Some(local.clone());
+    }
     let mut observer = Reporter {
         client,
         attempt: assignment.attempt,
         beat,
         stop: false,
+        sends_checkpoints: local.is_some(),
+        unrecorded: false,
     };
     let saving = SaveOnSignal::new();
     let result = run_trial(
@@ -289,6 +313,10 @@ fn train(
         &registries.optimizers,
         &mut observer,
     );
+    if let Some(local) = &local {
+        // The service holds what was sent; what could not be sent goes too.
+        remove_local_checkpoint(local);
+    }
     drop(saving);
     let result = match result {
         Ok(outcome) => TrialResult::from_outcome(outcome),
@@ -316,12 +344,64 @@ fn train(
     result
 }
 
+/// Puts the checkpoint the service holds for `attempt`'s trial in `local`
+/// (which must not hold another): the trial then resumes from it. Without
+/// one, or when it cannot be fetched, the trial starts over, which costs
+/// time but no correctness.
+fn fetch_checkpoint(client: &Client, attempt: u64, local: &Path, beat: &Mutex<Beat>) {
+    remove_local_checkpoint(local);
+    let fetched = client
+        .get_stream(&format!("/api/worker/checkpoint?attempt={attempt}"))
+        .map_err(|e| e.to_string())
+        .and_then(|archive| match archive {
+            Some((body, length)) => {
+                let parent = local.parent().expect("below the checkpoints directory");
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+                checkpoints::unpack(body, length, local)
+                    .map(|()| Some(length))
+                    .map_err(|e| e.to_string())
+            }
+            None => Ok(None),
+        });
+    match fetched {
+        Ok(Some(length)) => append_log(
+            beat,
+            &format!("[worker] fetched the trial's checkpoint from the service ({length} bytes)"),
+        ),
+        Ok(None) => {}
+        Err(e) => {
+            remove_local_checkpoint(local);
+            append_log(
+                beat,
+                &format!("[worker] cannot fetch the trial's checkpoint, so it starts over: {e}"),
+            );
+        }
+    }
+}
+
+/// Removes a trial's local checkpoint directory, and its experiment's once empty.
+fn remove_local_checkpoint(local: &Path) {
+    match std::fs::remove_dir_all(local) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => eprintln!("cannot remove the checkpoint {}: {e}", local.display()),
+    }
+    if let Some(experiment) = local.parent() {
+        let _ = std::fs::remove_dir(experiment);
+    }
+}
+
 /// Forwards epochs to the service and takes its early-stop answer.
 struct Reporter<'a> {
     client: &'a Client,
     attempt: u64,
     beat: &'a Arc<Mutex<Beat>>,
     stop: bool,
+    /// The trial's checkpoints are this worker's own: each is sent to the service.
+    sends_checkpoints: bool,
+    /// An epoch's report failed: the store may lack that epoch.
+    unrecorded: bool,
 }
 
 /// Queues a line for the trial's log, sent with the next heartbeat.
@@ -388,6 +468,7 @@ impl TrialObserver for Reporter<'_> {
                 // The service restarted or dropped the trial: it will be
                 // trained again from its checkpoint, so stop this one.
                 eprintln!("epoch report of attempt {} failed: {e}", self.attempt);
+                self.unrecorded = true;
                 self.beat.lock().expect("beat lock").gone = true;
             }
         }
@@ -401,5 +482,36 @@ impl TrialObserver for Reporter<'_> {
     /// `bocb resume` (or the worker it was re-queued to) continues it.
     fn checkpoint_requested(&mut self) -> bool {
         crate::external::signalled() || self.gone()
+    }
+
+    fn may_checkpoint(&mut self) -> bool {
+        !self.unrecorded
+    }
+
+    /// Sends the checkpoint just saved to the service, training waiting:
+    /// the directory must not change while it goes. Not once the service
+    /// dropped the attempt: it would refuse it.
+    fn on_checkpoint(&mut self, dir: &Path) {
+        if !self.sends_checkpoints || self.gone() {
+            return;
+        }
+        let scratch = checkpoints::beside(dir, "upload", self.attempt);
+        let sent = checkpoints::pack(dir, &scratch)
+            .map_err(|e| e.to_string())
+            .and_then(|(file, length)| {
+                let path = format!("/api/worker/checkpoint?attempt={}", self.attempt);
+                match self.client.put_stream(&path, file, length) {
+                    Err(ClientError::Gone) => {
+                        self.beat.lock().expect("beat lock").gone = true;
+                        Err(ClientError::Gone.to_string())
+                    }
+                    sent => sent.map_err(|e| e.to_string()),
+                }
+            });
+        if let Err(e) = sent {
+            self.log(&format!(
+                "[worker] cannot send the checkpoint to the service (a trial resumed elsewhere continues from the one sent before): {e}"
+            ));
+        }
     }
 }

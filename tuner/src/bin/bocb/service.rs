@@ -72,6 +72,16 @@ pub struct WorkerArgs {
     /// Exit when standard input closes (how `bocb serve` ends its workers).
     #[arg(long)]
     exit_with_parent: bool,
+    /// Where trials keep their checkpoints while they train; each is sent
+    /// to the service, and fetched from it by whichever worker continues
+    /// the trial.
+    #[arg(long, default_value = "bocb-worker-checkpoints")]
+    checkpoints: PathBuf,
+    /// The service's store directory is this machine's too (the service's
+    /// own workers, or a shared filesystem): checkpoints are kept in it
+    /// directly and never sent.
+    #[arg(long, conflicts_with = "checkpoints")]
+    shared_store: bool,
 }
 
 #[derive(clap::Args)]
@@ -192,6 +202,7 @@ pub fn worker(args: WorkerArgs, registries: &Registries) -> Result<()> {
             .name
             .unwrap_or_else(|| format!("{host}-{}", std::process::id())),
         patience: Duration::from_secs_f64(patience),
+        checkpoints: (!args.shared_store).then_some(args.checkpoints),
     };
     let ca = args
         .ca
