@@ -67,3 +67,21 @@ fn every_optimizer_has_recorded_cases() {
         );
     }
 }
+
+/// `NAME-defaults.json` constructs the reference with every argument of its
+/// signature written out at its default (timm's Adafactor's `lr=None`
+/// included), so each one is accepted and matched by bocb.
+#[test]
+fn every_optimizer_accepts_its_references_defaults() {
+    let with_defaults: Vec<String> = cases()
+        .into_iter()
+        .filter(|(file, _)| file.ends_with("-defaults.json"))
+        .map(|(_, case)| case.optimizer)
+        .collect();
+    for name in OptimizerRegistry::builtin().names() {
+        assert!(
+            with_defaults.iter().any(|n| n == name),
+            "`{name}` has no recorded NAME-defaults.json case (scripts/record_optim_cases.py --defaults {name})"
+        );
+    }
+}
