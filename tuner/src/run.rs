@@ -21,6 +21,7 @@ use crate::experiment::{stored_spec, Experiment, ExperimentSpec, TrialsPerDevice
 use crate::external::{run_external, stay_until_the_signal_ends_bocb, SaveOnSignal};
 use crate::packer::{Packing, Ticket};
 use crate::registries::Registries;
+use crate::search::extension::next_extension;
 use crate::search::{Curve, EarlyStop, Observation};
 
 /// Counts of one run.
@@ -446,14 +447,18 @@ fn observations(trials: &[TrialRecord], seeds: u32) -> (Vec<Observation>, Vec<Gr
 }
 
 /// The best config among done trials (mean accuracy over its seeds), or
-/// that of `only` when given: its grid point, params and mean accuracy.
-fn best_config(trials: &[TrialRecord], only: Option<&Hparams>) -> Option<(GridPos, Hparams, f64)> {
-    let mut groups: BTreeMap<String, (GridPos, &Hparams, Vec<f64>)> = BTreeMap::new();
+/// that of `only` when given: its grid point (`None` past the grid's ends),
+/// params and mean accuracy.
+fn best_config(
+    trials: &[TrialRecord],
+    only: Option<&Hparams>,
+) -> Option<(Option<GridPos>, Hparams, f64)> {
+    let mut groups: BTreeMap<String, (Option<GridPos>, &Hparams, Vec<f64>)> = BTreeMap::new();
     for t in trials {
         if only.is_some_and(|p| *p != t.params) {
             continue;
         }
-        if let (TrialStatus::Done, Some(acc), Some(grid)) = (t.status, t.final_accuracy, t.grid) {
+        if let (TrialStatus::Done, Some(acc), grid) = (t.status, t.final_accuracy, t.grid) {
             let key = serde_json::to_string(&t.params).unwrap_or_default();
             groups
                 .entry(key)
@@ -533,14 +538,55 @@ impl Pair<'_> {
                 "weight_decay".into(),
                 space.weight_decay.values()[usize::from(point.weight_decay)],
             );
-            if !self.train_seeds(ctx, &params, point, 1, summary)? {
+            if !self.train_seeds(ctx, &params, Some(point), 1, summary)? {
                 failed_now.push(point);
             }
         }
+        self.extend_grid(ctx, space, summary)?;
         if spec.search_extras {
             self.search_extras(ctx, space, summary)?;
         }
         Ok(())
+    }
+
+    /// Stage 1's grid extension (`grid_extension`): while the best config
+    /// lies on an end of its lr or weight-decay axis, the next x2 step past
+    /// it (see [`next_extension`]); trained as stage-1 trials off the grid.
+    fn extend_grid(
+        &self,
+        ctx: &RunContext,
+        space: &OptimizerSpace,
+        summary: &mut RunSummary,
+    ) -> Result<(), RunError> {
+        let spec = &self.experiment.spec;
+        let max_steps = spec.grid_extension_steps();
+        if max_steps == 0 {
+            return Ok(());
+        }
+        loop {
+            let trials = self.stage_trials(ctx.store, 1)?;
+            let Some((_, best, _)) = best_config(&trials, None) else {
+                return Ok(());
+            };
+            // Tried: every seed ended (a failed one too, so a config that
+            // fails is not retried in a loop).
+            let tried = |params: &Hparams| {
+                trials
+                    .iter()
+                    .filter(|t| t.params == *params && finished(t.status))
+                    .count()
+                    >= spec.seeds as usize
+            };
+            let Some(params) = next_extension(space, &best, max_steps, tried) else {
+                return Ok(());
+            };
+            if ctx.must_end()? {
+                return Ok(());
+            }
+            if !self.train_seeds(ctx, &params, None, 1, summary)? {
+                return Ok(());
+            }
+        }
     }
 
     /// Stage 2: each extra in name order over its candidates, with lr,
@@ -586,7 +632,7 @@ impl Pair<'_> {
         &self,
         ctx: &RunContext,
         params: &Hparams,
-        grid: GridPos,
+        grid: Option<GridPos>,
         stage: u8,
         summary: &mut RunSummary,
     ) -> Result<bool, RunError> {
@@ -671,7 +717,7 @@ impl Pair<'_> {
         ctx: &RunContext,
         id: &str,
         params: &Hparams,
-        grid: GridPos,
+        grid: Option<GridPos>,
         stage: u8,
         seed: u64,
         ticket: Option<&Ticket>,
@@ -705,7 +751,7 @@ impl Pair<'_> {
             epochs: recorded.clone(),
             recipe: Some(self.experiment.stored_recipe(self.backbone)),
             params: params.clone(),
-            grid: Some(grid),
+            grid,
             stage,
             seed,
             status: TrialStatus::Running,

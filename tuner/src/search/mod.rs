@@ -7,6 +7,7 @@
 
 mod basic;
 mod bayes;
+pub mod extension;
 pub mod replay;
 mod stopping;
 mod tpe;
