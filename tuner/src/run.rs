@@ -1171,6 +1171,92 @@ budget: { trials: 1 }
         assert_eq!(epochs(&store), [(1, 21.0), (2, 22.0)]);
     }
 
+    /// Trains nothing: accuracy peaks at lr 0.8, one x2 step past the top
+    /// of SGD-M's lr grid (0.025 ... 0.4), and at weight decay 2.5e-4,
+    /// inside its grid.
+    struct PeakPastTheGrid;
+
+    impl TrialExecutor for PeakPastTheGrid {
+        fn execute(
+            &self,
+            job: &TrialJob,
+            observer: &mut dyn TrialObserver,
+        ) -> Result<TrialResult, RunError> {
+            let h = &job.spec.hparams;
+            let accuracy =
+                50.0 - (h["lr"] / 0.8).log2().powi(2) - (h["weight_decay"] / 2.5e-4).log2().powi(2);
+            observer.on_epoch(&EpochMetrics {
+                epoch: 1,
+                train_loss: 1.0,
+                test_loss: 1.0,
+                test_accuracy: accuracy,
+                lr: h["lr"],
+                images_per_sec: f64::NAN,
+                wall_s: 0.1,
+                ema_test_accuracy: None,
+            });
+            Ok(TrialResult {
+                status: TrialStatus::Done,
+                final_accuracy: Some(accuracy),
+                ema_accuracy: None,
+                wall_s: Some(0.1),
+                precision: None,
+                peak_memory_bytes: None,
+                classes: Some(100),
+                note: None,
+            })
+        }
+    }
+
+    #[test]
+    fn the_search_follows_a_best_past_the_grids_edge() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = SearchOptions {
+            concurrent_pairs: 1,
+            ..SearchOptions::default()
+        };
+        let run = |name: &str, extra: &str| {
+            let store = Store::open(dir.path().join(name)).unwrap();
+            let yaml = ONE_TRIAL
+                .replace("name: one", &format!("name: {name}"))
+                .replace("budget: { trials: 1 }", "budget: { trials: 25 }")
+                + extra;
+            let e = experiment(dir.path(), &yaml);
+            search_experiment(&e, &store, &Catalog::builtin(), &PeakPastTheGrid, &options).unwrap();
+            let trials = store.trials(name).unwrap();
+            let best = store.best_per_pair(name).unwrap().remove(0);
+            let mut beyond: Vec<f64> = trials
+                .iter()
+                .filter(|t| t.grid.is_none())
+                .map(|t| t.params["lr"])
+                .collect();
+            beyond.sort_by(f64::total_cmp);
+            (trials.len(), beyond, best)
+        };
+
+        // The paper's grid: 25 points, its best on the lr grid's top end.
+        let (count, beyond, best) = run("grid", "");
+        assert_eq!((count, beyond.len()), (25, 0));
+        assert_eq!(best.params["lr"], 0.4);
+        assert!(best.grid.is_some());
+
+        // TPE (extension on by default, 2 steps): lr 0.8 is better, 1.6
+        // worse, so the search stops with its best inside what it tried.
+        let (count, beyond, best) = run("tpe", "strategy: tpe\n");
+        assert_eq!(count, 27);
+        assert_eq!(beyond, [0.8, 1.6]);
+        assert_eq!(
+            (best.params["lr"], best.params["weight_decay"]),
+            (0.8, 2.5e-4)
+        );
+        assert_eq!(best.grid, None);
+        assert_eq!(best.mean_accuracy, 50.0);
+
+        // The limit holds: one step at most.
+        let (count, beyond, _) = run("one_step", "grid_extension: { max_steps: 1 }\n");
+        assert_eq!((count, beyond), (26, vec![0.8]));
+    }
+
     fn experiment(dir: &Path, yaml: &str) -> Experiment {
         let registries = Registries::builtin();
         Experiment::parse(
