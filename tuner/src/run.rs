@@ -1255,6 +1255,48 @@ budget: { trials: 1 }
         // The limit holds: one step at most.
         let (count, beyond, _) = run("one_step", "grid_extension: { max_steps: 1 }\n");
         assert_eq!((count, beyond), (26, vec![0.8]));
+
+        // The report marks the cells past the grid and the best among them;
+        // the robustness analysis counts the best at the grid's top lr
+        // position and flags it.
+        let store = Store::open(dir.path().join("tpe")).unwrap();
+        let catalog = Catalog::builtin();
+        let report = crate::report::build(&store, &catalog, "tpe")
+            .unwrap()
+            .unwrap();
+        let text = crate::report::render_table(&report);
+        assert!(text.contains("past the grid: lr +1"), "{text}");
+        assert!(
+            text.contains("lr 0.8 × wd 2.5e-4 (lr +1): *50.00"),
+            "{text}"
+        );
+        assert!(text.contains("lr 1.6 × wd 2.5e-4 (lr +2): 49.00"), "{text}");
+        let analysis = crate::analysis::analyse(
+            &store,
+            "tpe",
+            crate::analysis::FailureRuleChoice::Eq1,
+            None,
+            &BTreeMap::new(),
+            &catalog,
+        )
+        .unwrap()
+        .unwrap();
+        let group = &analysis.robustness.optimizers[0];
+        assert_eq!(group.mode_lr, 4);
+        assert_eq!(
+            group.variations[0]
+                .beyond_grid
+                .map(|p| (p.lr, p.weight_decay)),
+            Some((5, 1))
+        );
+        let rendered =
+            crate::analysis::render::render(&analysis, crate::analysis::render::Style::Text);
+        assert!(rendered.contains("resnet18_cifar (lr +1)"), "{rendered}");
+        let csv = crate::analysis::render::render_csv(&[analysis]);
+        assert!(
+            csv.lines().nth(1).unwrap().contains(",5,1,true,0.8,"),
+            "{csv}"
+        );
     }
 
     fn experiment(dir: &Path, yaml: &str) -> Experiment {
