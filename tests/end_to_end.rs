@@ -188,7 +188,7 @@ fn trials_on_several_device_slots_at_once_match_one_at_a_time() {
             "backbones: [resnet18_cifar@micro, vit_tiny_cifar@micro]",
         )
         .replace("device: cpu\n", "")
-        + "strategy: tpe\nbudget: { trials: 2 }\n";
+        + "strategy: tpe\nbudget: { trials: 2 }\ngrid_extension: { max_steps: 0 }\n";
     let run = |devices: &str, store: &str| {
         let experiment = write_experiment(tmp.path(), &format!("{body}{devices}"));
         let store_dir = tmp.path().join(store);
@@ -271,7 +271,10 @@ fn budgeted_tpe_with_early_stopping_then_searches_the_extras() {
     let body = TINY
         .replace("optimizers: [sgd_m, adamw]", "optimizers: [adamw]")
         .replace("epochs: 2", "epochs: 3")
-        + "strategy: tpe\nbudget: { trials: 5 }\nearly_stop: asha\nsearch_extras: true\nsave_weights: true\n";
+        + "strategy: tpe\nbudget: { trials: 5 }\nearly_stop: asha\nsearch_extras: true\nsave_weights: true\n"
+        // The grid's own 5 points only: the extension past it is tested in
+        // tuner's run tests.
+        + "grid_extension: { max_steps: 0 }\n";
     let experiment = write_experiment(tmp.path(), &body);
     let store_dir = tmp.path().join("store");
     let store_arg = store_dir.to_str().unwrap();
