@@ -317,7 +317,59 @@ impl Optimizer for Adafactor {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_util::{hp, param_with_grad, values};
     use super::*;
+
+    /// Two steps from [3, -4] (RMS 3.54) with gradient [1, 1].
+    fn two_steps(hparams: &Hparams, lr: f64) -> Vec<f64> {
+        let p = param_with_grad(&[3.0, -4.0], &[1.0, 1.0]);
+        let params = ParamSet {
+            decay: vec![p.shallow_clone()],
+            no_decay: Vec::new(),
+        };
+        let mut opt = Adafactor::build(hparams, params).unwrap();
+        opt.step(lr);
+        opt.step(lr);
+        values(&p)
+    }
+
+    /// The relative step sets its own size: the trainer's lr changes nothing,
+    /// and step 1 moves by min(1e-2, 1) * RMS(param) (the clipped update is
+    /// 1 per element).
+    #[test]
+    fn the_relative_step_ignores_the_trainers_lr() {
+        let relative = hp(&[("lr", 1e-3), ("relative_step", 1.0)]);
+        assert_eq!(two_steps(&relative, 1e-3), two_steps(&relative, 5.0));
+        assert_eq!(two_steps(&relative, 1e-3), two_steps(&hp(&[]), 0.7));
+        let p = param_with_grad(&[3.0, -4.0], &[1.0, 1.0]);
+        let mut opt = Adafactor::build(
+            &relative,
+            ParamSet {
+                decay: vec![p.shallow_clone()],
+                no_decay: Vec::new(),
+            },
+        )
+        .unwrap();
+        assert!(!opt.external_lr());
+        opt.step(f64::NAN);
+        let step = 1e-2 * (12.5f64).sqrt();
+        let got = values(&p);
+        assert!((got[0] - (3.0 - step)).abs() < 1e-12, "{got:?}");
+        assert!((got[1] - (-4.0 - step)).abs() < 1e-12, "{got:?}");
+    }
+
+    #[test]
+    fn warmup_init_needs_the_relative_step() {
+        let params = || ParamSet {
+            decay: vec![param_with_grad(&[1.0], &[1.0])],
+            no_decay: Vec::new(),
+        };
+        let err = Adafactor::build(&hp(&[("lr", 1e-3), ("warmup_init", 1.0)]), params())
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("warmup_init"), "{err}");
+        assert!(Adafactor::build(&hp(&[("warmup_init", 1.0)]), params()).is_ok());
+    }
 
     /// The recorded cases factor a 2-d weight and the leading dims of a
     /// conv kernel; the trailing-dims fallback and the size cut-off are
