@@ -10,16 +10,20 @@ through bocb's implementation and requires agreement to 1e-9 relative.
     .venv/bin/python scripts/record_optim_cases.py            # every optimizer
     .venv/bin/python scripts/record_optim_cases.py adamw lion # some
 
-Writes trial-runner/tests/optim_cases/NAME-K.json (K = 1, 2, ...).
+Writes trial-runner/tests/optim_cases/NAME-K.json (K = 1, 2, ...) and
+NAME-defaults.json: every constructor argument of the reference written out
+at its signature default (timm's Adafactor's lr=None included).
 """
 
 import importlib
+import inspect
 import importlib.metadata
 import json
 import sys
 from pathlib import Path
 
 import torch
+from torch.optim.optimizer import required as TORCH_REQUIRED
 
 STEPS = 12
 OUT = Path(__file__).resolve().parent.parent / "trial-runner" / "tests" / "optim_cases"
@@ -109,6 +113,12 @@ CASES = {
                                   "decay_rate": -0.6}, {}),
         ("timm.optim.Adafactor", {"lr": 1e-2, "betas": [0.8, 0.999], "caution": True,
                                   "min_dim_size_to_factor": 3, "eps": 1e-20}, {}),
+        # timm's default lr=None: the relative step, scaled by the RMS of
+        # each parameter, and with warmup_init (which needs it).
+        ("timm.optim.Adafactor", {"lr": None, "weight_decay": 0.05}, {}),
+        ("timm.optim.Adafactor", {"betas": [0.9, 0.999], "warmup_init": True,
+                                  "eps_scale": 0.5, "min_dim_size_to_factor": 2}, {}),
+        ("timm.optim.Adafactor", {"scale_parameter": False, "decay_rate": -0.5}, {}),
     ],
     "adabound": [
         ("pytorch_optimizer.AdaBound", {"lr": 1e-3}, {}),
@@ -203,11 +213,12 @@ def version_of(path):
     return importlib.metadata.version(path.split(".")[0])
 
 
-def record(name, k, path, kwargs, options):
+def record(name, k, path, kwargs, options, label=None):
     gen = torch.Generator().manual_seed(1000 * k + sum(map(ord, name)))
     params = [torch.randn(s, generator=gen, dtype=torch.float64).requires_grad_() for s in SHAPES]
     params0 = [p.detach().flatten().tolist() for p in params]
-    ctor_kwargs = {key: tuple(v) if key == "betas" else v for key, v in kwargs.items()}
+    ctor_kwargs = {key: tuple(v) if key == "betas" and v is not None else v
+                   for key, v in kwargs.items()}
     opt = reference_class(path)(params, **ctor_kwargs)
     grads, trajectory, hessian_steps, hessian_values = [], [], [], []
     every = options.get("hessian_every")
@@ -236,19 +247,51 @@ def record(name, k, path, kwargs, options):
     if hessian_steps:
         case["hessians"] = {"steps": hessian_steps, "values": hessian_values}
     OUT.mkdir(parents=True, exist_ok=True)
-    path_out = OUT / f"{name}-{k}.json"
+    path_out = OUT / f"{name}-{label or k}.json"
     path_out.write_text(json.dumps(case) + "\n")
     print(f"wrote {path_out.relative_to(OUT.parent.parent.parent)}")
 
 
+def signature_defaults(path):
+    """Every constructor argument of the reference at its default value
+    (JSON-ready: tuples as lists), and the arguments without a default."""
+    params = inspect.signature(reference_class(path).__init__).parameters
+    defaults, required = {}, []
+    for name, p in params.items():
+        if name in ("self", "params") or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        # torch's `required` is a sentinel (timm's SGDP uses it for lr).
+        if p.default is inspect.Parameter.empty or p.default is TORCH_REQUIRED:
+            required.append(name)
+        else:
+            defaults[name] = list(p.default) if isinstance(p.default, tuple) else p.default
+    return defaults, required
+
+
+def record_defaults(name):
+    """NAME-defaults.json: the reference constructed with every argument
+    written out at its default, so bocb is checked to accept (and match)
+    each one. An argument without a default takes the first case's value."""
+    path, first_kwargs, options = CASES[name][0]
+    kwargs, required = signature_defaults(path)
+    for arg in required:
+        kwargs[arg] = first_kwargs[arg]
+    record(name, 0, path, kwargs, options, label="defaults")
+
+
 def main(names):
+    # Recording only the defaults cases: --defaults NAME...
+    only_defaults = names[:1] == ["--defaults"]
+    names = names[1:] if only_defaults else names
     unknown = [n for n in names if n not in CASES]
     if unknown:
         sys.exit(f"no cases for {', '.join(unknown)}; known: {', '.join(sorted(CASES))}")
     torch.set_default_dtype(torch.float64)
     for name in names or sorted(CASES):
-        for k, (path, kwargs, options) in enumerate(CASES[name], start=1):
-            record(name, k, path, kwargs, options)
+        if not only_defaults:
+            for k, (path, kwargs, options) in enumerate(CASES[name], start=1):
+                record(name, k, path, kwargs, options)
+        record_defaults(name)
 
 
 if __name__ == "__main__":

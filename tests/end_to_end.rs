@@ -188,7 +188,7 @@ fn trials_on_several_device_slots_at_once_match_one_at_a_time() {
             "backbones: [resnet18_cifar@micro, vit_tiny_cifar@micro]",
         )
         .replace("device: cpu\n", "")
-        + "strategy: tpe\nbudget: { trials: 2 }\n";
+        + "strategy: tpe\nbudget: { trials: 2 }\ngrid_extension: { max_steps: 0 }\n";
     let run = |devices: &str, store: &str| {
         let experiment = write_experiment(tmp.path(), &format!("{body}{devices}"));
         let store_dir = tmp.path().join(store);
@@ -271,7 +271,10 @@ fn budgeted_tpe_with_early_stopping_then_searches_the_extras() {
     let body = TINY
         .replace("optimizers: [sgd_m, adamw]", "optimizers: [adamw]")
         .replace("epochs: 2", "epochs: 3")
-        + "strategy: tpe\nbudget: { trials: 5 }\nearly_stop: asha\nsearch_extras: true\nsave_weights: true\n";
+        + "strategy: tpe\nbudget: { trials: 5 }\nearly_stop: asha\nsearch_extras: true\nsave_weights: true\n"
+        // The grid's own 5 points only: the extension past it is tested in
+        // tuner's run tests.
+        + "grid_extension: { max_steps: 0 }\n";
     let experiment = write_experiment(tmp.path(), &body);
     let store_dir = tmp.path().join("store");
     let store_arg = store_dir.to_str().unwrap();
@@ -359,6 +362,43 @@ fn budgeted_tpe_with_early_stopping_then_searches_the_extras() {
             .len(),
         14
     );
+}
+
+/// Every path in an experiment file is taken from the file's directory:
+/// run from another directory, the TorchScript backbone and the dataset
+/// beside the file are both found.
+#[test]
+fn paths_in_the_experiment_file_are_relative_to_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sub = tmp.path().join("project");
+    synth(&sub.join("data"), 64, 32, 5);
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("trial-runner/tests/torchscript/small_cnn_4classes.pt"),
+        sub.join("net.pt"),
+    )
+    .unwrap();
+    let body = TINY
+        .replace("[resnet18_cifar@micro]", "[\"torchscript:net.pt\"]")
+        .replace("optimizers: [sgd_m, adamw]", "optimizers: [adamw]")
+        .replace("epochs: 2", "epochs: 1")
+        + "strategy: random\nbudget: { trials: 1 }\n";
+    let experiment = write_experiment(&sub, &body);
+    let store_dir = tmp.path().join("store");
+    let elsewhere = tmp.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let out = std::process::Command::new(common::bocb_binary())
+        .args(["run", experiment.to_str().unwrap(), "--store"])
+        .arg(&store_dir)
+        .current_dir(&elsewhere)
+        .env_remove("LD_LIBRARY_PATH")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let trials = Store::open(&store_dir).unwrap().trials("tiny").unwrap();
+    assert_eq!(trials.len(), 1, "{trials:?}");
+    assert_eq!(trials[0].backbone, "torchscript:net.pt");
+    assert_eq!(trials[0].status, TrialStatus::Done, "{:?}", trials[0]);
 }
 
 #[test]

@@ -229,17 +229,6 @@ impl Visitor<'_> for Number {
     }
 }
 
-/// A finite, strictly positive number.
-struct PositiveF64(f64);
-
-impl<'de> Deserialize<'de> for PositiveF64 {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Number { prev: None }
-            .deserialize(deserializer)
-            .map(PositiveF64)
-    }
-}
-
 /// A 5-point search grid: five finite, strictly positive, strictly ascending
 /// values, searched around the middle one.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -309,8 +298,8 @@ impl<'de> Deserialize<'de> for Grid5 {
 pub struct Extra {
     /// Value used in stage 1 (the reference implementation's default).
     pub default: f64,
-    /// Values tried in stage 2; non-empty, all positive. Need not contain
-    /// `default`.
+    /// Values tried in stage 2; non-empty, all >= 0 (0 switches a flag such
+    /// as Adafactor's `relative_step` off). Need not contain `default`.
     pub candidates: Vec<f64>,
 }
 
@@ -318,8 +307,42 @@ pub struct Extra {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawExtra {
-    default: PositiveF64,
+    default: ExtraValue,
     candidates: Candidates,
+}
+
+/// An extra's value: finite and >= 0.
+struct ExtraValue(f64);
+
+impl<'de> Deserialize<'de> for ExtraValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_f64(ExtraValueVisitor)
+    }
+}
+
+/// Checks the value while it is the current event, so the error points at it.
+struct ExtraValueVisitor;
+
+impl Visitor<'_> for ExtraValueVisitor {
+    type Value = ExtraValue;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a number >= 0")
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<ExtraValue, E> {
+        if v.is_finite() && v >= 0.0 {
+            Ok(ExtraValue(v))
+        } else {
+            Err(E::custom(format_args!(
+                "must be a number >= 0 (0 switches a flag off), got {v}"
+            )))
+        }
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<ExtraValue, E> {
+        self.visit_f64(v as f64)
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<ExtraValue, E> {
+        self.visit_f64(v as f64)
+    }
 }
 
 impl From<RawExtra> for Extra {
@@ -331,7 +354,7 @@ impl From<RawExtra> for Extra {
     }
 }
 
-/// A non-empty list of positive numbers.
+/// A non-empty list of numbers >= 0.
 struct Candidates(Vec<f64>);
 
 impl<'de> Deserialize<'de> for Candidates {
@@ -340,11 +363,11 @@ impl<'de> Deserialize<'de> for Candidates {
         impl<'de> Visitor<'de> for CandidatesVisitor {
             type Value = Candidates;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a non-empty list of positive numbers")
+                f.write_str("a non-empty list of numbers >= 0")
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Candidates, A::Error> {
                 let mut values = Vec::new();
-                while let Some(PositiveF64(v)) = seq.next_element()? {
+                while let Some(ExtraValue(v)) = seq.next_element()? {
                     values.push(v);
                 }
                 if values.is_empty() {

@@ -262,19 +262,30 @@ fn non_positive_grid_value_is_located_and_named() {
 }
 
 #[test]
-fn non_positive_extra_values_are_located_and_named() {
+fn negative_extra_values_are_located_and_named() {
     let src = with_line(7, "  beta2: { default: -0.999, candidates: [0.99, 0.999] }");
     let msg = error_at(&src, 7, 21);
     assert_eq!(
         msg,
-        "extras.beta2.default: must be a positive number, got -0.999"
+        "extras.beta2.default: must be a number >= 0 (0 switches a flag off), got -0.999"
     );
 
-    let src = with_line(7, "  beta2: { default: 0.999, candidates: [0.99, 0] }");
+    let src = with_line(7, "  beta2: { default: 0.999, candidates: [0.99, -1] }");
     let msg = error_at(&src, 7, 47);
     assert_eq!(
         msg,
-        "extras.beta2.candidates[1]: must be a positive number, got 0"
+        "extras.beta2.candidates[1]: must be a number >= 0 (0 switches a flag off), got -1"
+    );
+}
+
+#[test]
+fn a_switch_extra_may_be_off_by_default() {
+    let src = with_line(7, "  relative_step: { default: 0, candidates: [0, 1] }");
+    let space = parse_optimizer(&src, ORIGIN).unwrap();
+    let extra = &space.extras["relative_step"];
+    assert_eq!(
+        (extra.default, extra.candidates.clone()),
+        (0.0, vec![0.0, 1.0])
     );
 }
 

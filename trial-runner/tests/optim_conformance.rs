@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use bocb_search_spaces::Catalog;
 use bocb_trial_runner::optim::replay::{max_relative_error, replay, ReplayCase};
 use bocb_trial_runner::optim::OptimizerRegistry;
 
@@ -64,6 +65,35 @@ fn every_optimizer_has_recorded_cases() {
         assert!(
             n >= MIN_CASES,
             "`{name}` has {n} recorded case(s), needs {MIN_CASES}"
+        );
+    }
+}
+
+/// `NAME-defaults.json` constructs the reference with every argument of its
+/// signature written out at its default (timm's Adafactor's `lr=None`
+/// included), so each one is accepted and matched by bocb.
+/// The signature is the one of the reference the search space names.
+#[test]
+fn every_optimizer_accepts_its_references_defaults() {
+    let with_defaults: Vec<ReplayCase> = cases()
+        .into_iter()
+        .filter(|(file, _)| file.ends_with("-defaults.json"))
+        .map(|(_, case)| case)
+        .collect();
+    let catalog = Catalog::builtin();
+    for name in OptimizerRegistry::builtin().names() {
+        let case = with_defaults
+            .iter()
+            .find(|c| c.optimizer == name)
+            .unwrap_or_else(|| {
+                panic!("`{name}` has no recorded NAME-defaults.json case (scripts/record_optim_cases.py --defaults {name})")
+            });
+        let reference = catalog.optimizer(name).unwrap().reference.clone();
+        let reference = reference.unwrap_or_else(|| panic!("{name}.yaml names no `reference`"));
+        let recorded = case.reference.as_deref().unwrap_or_default();
+        assert!(
+            recorded.starts_with(&format!("{reference} (")),
+            "{name}: the defaults case was recorded from {recorded}, the search space names {reference}"
         );
     }
 }

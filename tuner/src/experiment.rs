@@ -123,6 +123,12 @@ pub struct ExperimentSpec {
     pub early_stop: StopKind,
     #[serde(default)]
     pub budget: Budget,
+    /// Extend a pair's lr or weight-decay axis past its 5-point grid by x2
+    /// steps while the stage-1 best lies on its edge; without it, on for
+    /// `tpe` and `bayes` (2 steps) and off for `grid` and `random` (the
+    /// paper's protocol). See [`ExperimentSpec::grid_extension_steps`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grid_extension: Option<GridExtension>,
     /// Stage 2: search each of the optimizer's extras (β₂, ε, momentum, ...)
     /// over its candidates, lr and weight decay fixed at the stage-1 best.
     #[serde(default)]
@@ -159,6 +165,18 @@ pub struct Budget {
     #[serde(default)]
     pub hours: Option<f64>,
 }
+
+/// `grid_extension: { max_steps: N }`: how many x2 steps past either end of
+/// the lr and weight-decay grids a pair's search may go (0: none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GridExtension {
+    pub max_steps: u8,
+}
+
+/// The most x2 steps `grid_extension` may take past a grid's end (2^8 = 256
+/// times its last value).
+pub const MAX_EXTENSION_STEPS: u8 = 8;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -226,6 +244,17 @@ impl ExperimentSpec {
 
     /// `space` with its stage-1 grids centred for `backbone`: the grids a
     /// pair searches.
+    /// The x2 steps a pair's axes may be extended past the grid: the
+    /// file's `grid_extension`, else 2 for the model-based strategies and
+    /// 0 for `grid` and `random`, whose points are the paper's grid.
+    pub fn grid_extension_steps(&self) -> u8 {
+        match (self.grid_extension, self.strategy) {
+            (Some(extension), _) => extension.max_steps,
+            (None, StrategyKind::Tpe | StrategyKind::Bayes) => 2,
+            (None, StrategyKind::Grid | StrategyKind::Random) => 0,
+        }
+    }
+
     pub fn pair_space(&self, backbone: &str, space: &OptimizerSpace) -> OptimizerSpace {
         let centre = self.grid_centre(backbone, &space.name);
         space.with_grid_centres(centre.lr, centre.weight_decay)
@@ -523,6 +552,21 @@ pub fn stored_spec(
         })
 }
 
+/// A `torchscript:PATH` backbone with PATH taken from the experiment file's
+/// directory `base`, as the dataset's is, and made absolute so a trial
+/// finds it whatever directory it runs in; other names as they are. The
+/// name as written stays the backbone's name in the store and reports.
+fn resolve_module(base: &Path, backbone: &str) -> String {
+    match backbone.strip_prefix(TORCHSCRIPT) {
+        Some(file) => {
+            let path = base.join(file);
+            let path = std::path::absolute(&path).unwrap_or(path);
+            format!("{TORCHSCRIPT}{}", path.display())
+        }
+        None => backbone.to_string(),
+    }
+}
+
 impl Experiment {
     /// What the trial runner needs to train one config of a pair: the
     /// experiment's training settings with the trial's own, and the
@@ -538,7 +582,7 @@ impl Experiment {
         let recipe = self.recipe(backbone).clone();
         let spec = &self.spec;
         TrialSpec {
-            backbone: backbone.to_string(),
+            backbone: resolve_module(&self.base_dir, backbone),
             optimizer: self.optimizer_to_build(optimizer),
             hparams: params.clone(),
             seed,
@@ -758,6 +802,17 @@ impl Experiment {
                 format!("`transfer` guides the model-based strategies only, but `strategy` is {}; use `strategy: tpe` or `strategy: bayes`, or remove `transfer`", spec.strategy),
             ));
         }
+        if let Some(steps) = spec
+            .grid_extension
+            .map(|e| e.max_steps)
+            .filter(|&s| s > MAX_EXTENSION_STEPS)
+        {
+            return Err(located(
+                "max_steps",
+                &steps.to_string(),
+                format!("`grid_extension.max_steps` must be between 0 (off) and {MAX_EXTENSION_STEPS} x2 steps past the grid's ends, got {steps}"),
+            ));
+        }
         if let Some(hours) = spec.budget.hours.filter(|h| !(h.is_finite() && *h > 0.0)) {
             return Err(located(
                 "hours",
@@ -906,7 +961,7 @@ impl Experiment {
                 .classes as i64;
             for name in backbone_names.iter().filter(|n| n.starts_with(TORCHSCRIPT)) {
                 backbones
-                    .check(name, classes)
+                    .check(&resolve_module(base, name), classes)
                     .map_err(|e| located("backbones", name, e.to_string()))?;
             }
         }
@@ -1375,6 +1430,39 @@ epochs: 3
     }
 
     #[test]
+    fn grid_extension_is_on_for_model_based_strategies_unless_the_file_says() {
+        let steps = |extra: &str| {
+            parse(&format!("{GOOD}{extra}"))
+                .unwrap()
+                .spec
+                .grid_extension_steps()
+        };
+        assert_eq!(steps(""), 0, "grid keeps the paper's 25 points");
+        assert_eq!(steps("strategy: random\n"), 0);
+        assert_eq!(steps("strategy: tpe\n"), 2);
+        assert_eq!(steps("strategy: bayes\n"), 2);
+        assert_eq!(
+            steps("strategy: bayes\ngrid_extension: { max_steps: 0 }\n"),
+            0
+        );
+        assert_eq!(steps("grid_extension: { max_steps: 3 }\n"), 3);
+
+        let src = format!("{GOOD}grid_extension: {{ max_steps: 9 }}\n");
+        let err = error(&src);
+        let line = src.lines().count();
+        assert!(err.starts_with(&format!("exp.yaml:{line}:")), "{err}");
+        assert!(
+            err.contains("`grid_extension.max_steps` must be between 0 (off) and 8"),
+            "{err}"
+        );
+        let err = error(&format!("{GOOD}grid_extension: {{ steps: 2 }}\n"));
+        assert!(
+            err.contains("unknown field `steps`") && err.contains("max_steps"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn devices_parse_as_a_string_or_a_list_and_fill_slots() {
         let devices = |yaml: &str| {
             let e = parse(&format!("{GOOD}{yaml}")).unwrap();
@@ -1832,6 +1920,54 @@ recipe_overrides: {{ rand_augment: null }}
             err.contains("does not exist") && err.contains("experiment file's directory"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_torchscript_path_is_taken_from_the_experiment_files_directory() {
+        use bocb_trial_runner::data::{write_synthetic, CifarFormat, DatasetFormat, SynthConfig};
+        // The file lives in dir/sub, the process runs in the crate's
+        // directory: both paths must be found from dir/sub.
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("sub");
+        let cfg = SynthConfig {
+            classes: 4,
+            train: 8,
+            test: 4,
+            seed: 1,
+        };
+        let format = DatasetFormat::Cifar(CifarFormat::Cifar100Bin);
+        write_synthetic(&sub.join("data"), &cfg, format).unwrap();
+        std::fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../trial-runner/tests/torchscript/small_cnn_4classes.pt"),
+            sub.join("net.pt"),
+        )
+        .unwrap();
+        let file = sub.join("exp.yaml");
+        std::fs::write(
+            &file,
+            "name: ts\ndataset: { format: cifar100-bin, path: data }\nbackbones: [\"torchscript:net.pt\"]\noptimizers: [adamw]\nepochs: 1\n",
+        )
+        .unwrap();
+        let e = Experiment::load(
+            &file,
+            &BackboneRegistry::builtin(),
+            &OptimizerRegistry::builtin(),
+            &Catalog::builtin(),
+        )
+        .unwrap();
+        // The name as written is the backbone's name; the trial gets the file.
+        assert_eq!(e.backbones, ["torchscript:net.pt"]);
+        let params = [("lr".to_string(), 1e-3), ("weight_decay".to_string(), 0.0)].into();
+        let trial = e.trial_spec("torchscript:net.pt", "adamw", &params, 0, None);
+        let module = trial.backbone.strip_prefix(TORCHSCRIPT).unwrap();
+        assert!(Path::new(module).is_absolute(), "{module}");
+        assert_eq!(
+            std::fs::canonicalize(module).unwrap(),
+            std::fs::canonicalize(sub.join("net.pt")).unwrap()
+        );
+        // Built-in names pass through.
+        assert_eq!(resolve_module(&sub, "resnet18_cifar"), "resnet18_cifar");
     }
 
     #[test]

@@ -330,10 +330,17 @@ pub fn report_text(
         .collect();
     let mut analyses = Vec::new();
     for name in &names {
-        let analysis = analysis::analyse(store, name, query.failure_rule, query.gamma, &memory)?
-            .ok_or_else(|| {
-                ReadError::NotFound(format!("experiment `{name}` vanished from the store"))
-            })?;
+        let analysis = analysis::analyse(
+            store,
+            name,
+            query.failure_rule,
+            query.gamma,
+            &memory,
+            &registries.catalog,
+        )?
+        .ok_or_else(|| {
+            ReadError::NotFound(format!("experiment `{name}` vanished from the store"))
+        })?;
         analyses.push(analysis);
     }
     Ok(match query.format {

@@ -1,4 +1,5 @@
-//! The report of an experiment: best config per pair and its 5 x 5 grid.
+//! The report of an experiment: best config per pair and its 5 x 5 grid,
+//! with the cells `grid_extension` tried past the grid's ends.
 
 use std::fmt::Write as _;
 
@@ -8,6 +9,7 @@ use bocb_store::{GridCell, PairBest, Store, TrialRecord, TrialStatus, GRID_POINT
 use serde::Serialize;
 
 use crate::experiment::{stored_spec, Experiment, ExperimentSpec, StoredSpecError};
+use crate::search::extension::ExtendedPos;
 
 /// One pair: its grids' values, its best config and every cell.
 #[derive(Debug, Clone, Serialize)]
@@ -19,6 +21,18 @@ pub struct PairReport {
     pub best: Option<PairBest>,
     /// `[lr][weight_decay]`.
     pub grid: Vec<Vec<CellReport>>,
+    /// Stage-1 cells past the grid's ends (`grid_extension`), by position.
+    pub beyond_grid: Vec<BeyondCell>,
+}
+
+/// A stage-1 config past the grid's ends and its trials.
+#[derive(Debug, Clone, Serialize)]
+pub struct BeyondCell {
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub position: ExtendedPos,
+    #[serde(flatten)]
+    pub cell: CellReport,
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -87,7 +101,9 @@ pub fn build(
             None => space.clone(),
         };
         let cells = store.grid(name, &backbone, &optimizer, 1)?;
+        let beyond_grid = beyond_cells(&trials, &backbone, &optimizer, &space);
         pairs.push(PairReport {
+            beyond_grid,
             lr_values: space.lr.values().to_vec(),
             weight_decay_values: space.weight_decay.values().to_vec(),
             best: best
@@ -121,6 +137,53 @@ pub fn build(
         trials: counts,
         pairs,
     }))
+}
+
+/// The pair's stage-1 configs past its grids' ends, each with the same
+/// counts as a grid cell, in lr then weight-decay order.
+fn beyond_cells(
+    trials: &[TrialRecord],
+    backbone: &str,
+    optimizer: &str,
+    space: &bocb_search_spaces::OptimizerSpace,
+) -> Vec<BeyondCell> {
+    let mut cells: Vec<BeyondCell> = Vec::new();
+    let mut sums: Vec<f64> = Vec::new();
+    for t in trials {
+        if t.backbone != backbone || t.optimizer != optimizer || t.stage != 1 || t.grid.is_some() {
+            continue;
+        }
+        let Some(position) = ExtendedPos::of(space, &t.params).filter(|p| p.beyond()) else {
+            continue;
+        };
+        let k = match cells.iter().position(|c| c.position == position) {
+            Some(k) => k,
+            None => {
+                cells.push(BeyondCell {
+                    lr: t.params["lr"],
+                    weight_decay: t.params["weight_decay"],
+                    position,
+                    cell: GridCell::default().into(),
+                });
+                sums.push(0.0);
+                cells.len() - 1
+            }
+        };
+        let cell = &mut cells[k].cell;
+        match (t.status, t.final_accuracy) {
+            (TrialStatus::Done, Some(acc)) => {
+                cell.done += 1;
+                sums[k] += acc;
+                cell.mean_accuracy = Some(sums[k] / cell.done as f64);
+            }
+            (TrialStatus::Diverged, _) => cell.diverged += 1,
+            (TrialStatus::Stopped, _) => cell.stopped += 1,
+            (TrialStatus::Failed, _) => cell.failed += 1,
+            _ => {}
+        }
+    }
+    cells.sort_by_key(|c| (c.position.lr, c.position.weight_decay));
+    cells
 }
 
 /// Pairs in the experiment file's order (when it lists names), then any
@@ -192,9 +255,12 @@ pub fn render_table(report: &ExperimentReport) -> String {
     for p in &report.pairs {
         match &p.best {
             Some(b) => {
+                let past = best_beyond(p)
+                    .map(|c| format!("  past the grid: {}", c.position.describe()))
+                    .unwrap_or_default();
                 let _ = writeln!(
                     out,
-                    "{:<name_width$}  {:<10}  {:>8}  {:>12}  {:>16}  {:>5}",
+                    "{:<name_width$}  {:<10}  {:>8}  {:>12}  {:>16}  {:>5}{past}",
                     p.backbone,
                     p.optimizer,
                     fmt_value(b.params["lr"]),
@@ -255,8 +321,37 @@ pub fn render_table(report: &ExperimentReport) -> String {
                 GRID_POINTS * GRID_POINTS
             );
         }
+        if !p.beyond_grid.is_empty() {
+            let best = best_beyond(p).map(|c| c.position);
+            let _ = writeln!(
+                out,
+                "{:>10} (grid_extension; * marks the best):",
+                "past grid"
+            );
+            for c in &p.beyond_grid {
+                let mark = if best == Some(c.position) { "*" } else { "" };
+                let _ = writeln!(
+                    out,
+                    "{:>10} lr {} × wd {} ({}): {mark}{}",
+                    "",
+                    fmt_value(c.lr),
+                    fmt_value(c.weight_decay),
+                    c.position.describe(),
+                    fmt_cell(&c.cell)
+                );
+            }
+        }
     }
     out
+}
+
+/// The cell past the grid that holds the pair's best, if it is there.
+fn best_beyond(p: &PairReport) -> Option<&BeyondCell> {
+    let best = p.best.as_ref().filter(|b| b.grid.is_none())?;
+    p.beyond_grid.iter().find(|c| {
+        best.params.get("lr") == Some(&c.lr)
+            && best.params.get("weight_decay") == Some(&c.weight_decay)
+    })
 }
 
 #[cfg(test)]

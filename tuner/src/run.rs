@@ -21,6 +21,7 @@ use crate::experiment::{stored_spec, Experiment, ExperimentSpec, TrialsPerDevice
 use crate::external::{run_external, stay_until_the_signal_ends_bocb, SaveOnSignal};
 use crate::packer::{Packing, Ticket};
 use crate::registries::Registries;
+use crate::search::extension::next_extension;
 use crate::search::{Curve, EarlyStop, Observation, Prior, Relative};
 
 /// Counts of one run.
@@ -448,14 +449,18 @@ fn observations(trials: &[TrialRecord], seeds: u32) -> (Vec<Observation>, Vec<Gr
 }
 
 /// The best config among done trials (mean accuracy over its seeds), or
-/// that of `only` when given: its grid point, params and mean accuracy.
-fn best_config(trials: &[TrialRecord], only: Option<&Hparams>) -> Option<(GridPos, Hparams, f64)> {
-    let mut groups: BTreeMap<String, (GridPos, &Hparams, Vec<f64>)> = BTreeMap::new();
+/// that of `only` when given: its grid point (`None` past the grid's ends),
+/// params and mean accuracy.
+fn best_config(
+    trials: &[TrialRecord],
+    only: Option<&Hparams>,
+) -> Option<(Option<GridPos>, Hparams, f64)> {
+    let mut groups: BTreeMap<String, (Option<GridPos>, &Hparams, Vec<f64>)> = BTreeMap::new();
     for t in trials {
         if only.is_some_and(|p| *p != t.params) {
             continue;
         }
-        if let (TrialStatus::Done, Some(acc), Some(grid)) = (t.status, t.final_accuracy, t.grid) {
+        if let (TrialStatus::Done, Some(acc), grid) = (t.status, t.final_accuracy, t.grid) {
             let key = serde_json::to_string(&t.params).unwrap_or_default();
             groups
                 .entry(key)
@@ -540,10 +545,11 @@ impl Pair<'_> {
                 "weight_decay".into(),
                 space.weight_decay.values()[usize::from(point.weight_decay)],
             );
-            if !self.train_seeds(ctx, &params, point, 1, summary)? {
+            if !self.train_seeds(ctx, &params, Some(point), 1, summary)? {
                 failed_now.push(point);
             }
         }
+        self.extend_grid(ctx, space, summary)?;
         if spec.search_extras {
             self.search_extras(ctx, space, summary)?;
         }
@@ -579,6 +585,46 @@ impl Pair<'_> {
             self.optimizer,
             &relatives,
         ))
+    }
+
+    /// Stage 1's grid extension (`grid_extension`): while the best config
+    /// lies on an end of its lr or weight-decay axis, the next x2 step past
+    /// it (see [`next_extension`]); trained as stage-1 trials off the grid.
+    fn extend_grid(
+        &self,
+        ctx: &RunContext,
+        space: &OptimizerSpace,
+        summary: &mut RunSummary,
+    ) -> Result<(), RunError> {
+        let spec = &self.experiment.spec;
+        let max_steps = spec.grid_extension_steps();
+        if max_steps == 0 {
+            return Ok(());
+        }
+        loop {
+            let trials = self.stage_trials(ctx.store, 1)?;
+            let Some((_, best, _)) = best_config(&trials, None) else {
+                return Ok(());
+            };
+            // Tried: every seed ended (a failed one too, so a config that
+            // fails is not retried in a loop).
+            let tried = |params: &Hparams| {
+                trials
+                    .iter()
+                    .filter(|t| t.params == *params && finished(t.status))
+                    .count()
+                    >= spec.seeds as usize
+            };
+            let Some(params) = next_extension(space, &best, max_steps, tried) else {
+                return Ok(());
+            };
+            if ctx.must_end()? {
+                return Ok(());
+            }
+            if !self.train_seeds(ctx, &params, None, 1, summary)? {
+                return Ok(());
+            }
+        }
     }
 
     /// Stage 2: each extra in name order over its candidates, with lr,
@@ -624,7 +670,7 @@ impl Pair<'_> {
         &self,
         ctx: &RunContext,
         params: &Hparams,
-        grid: GridPos,
+        grid: Option<GridPos>,
         stage: u8,
         summary: &mut RunSummary,
     ) -> Result<bool, RunError> {
@@ -709,7 +755,7 @@ impl Pair<'_> {
         ctx: &RunContext,
         id: &str,
         params: &Hparams,
-        grid: GridPos,
+        grid: Option<GridPos>,
         stage: u8,
         seed: u64,
         ticket: Option<&Ticket>,
@@ -743,7 +789,7 @@ impl Pair<'_> {
             epochs: recorded.clone(),
             recipe: Some(self.experiment.stored_recipe(self.backbone)),
             params: params.clone(),
-            grid: Some(grid),
+            grid,
             stage,
             seed,
             status: TrialStatus::Running,
@@ -1195,6 +1241,134 @@ budget: { trials: 1 }
         )
         .unwrap();
         assert_eq!(epochs(&store), [(1, 21.0), (2, 22.0)]);
+    }
+
+    /// Trains nothing: accuracy peaks at lr 0.8, one x2 step past the top
+    /// of SGD-M's lr grid (0.025 ... 0.4), and at weight decay 2.5e-4,
+    /// inside its grid.
+    struct PeakPastTheGrid;
+
+    impl TrialExecutor for PeakPastTheGrid {
+        fn execute(
+            &self,
+            job: &TrialJob,
+            observer: &mut dyn TrialObserver,
+        ) -> Result<TrialResult, RunError> {
+            let h = &job.spec.hparams;
+            let accuracy =
+                50.0 - (h["lr"] / 0.8).log2().powi(2) - (h["weight_decay"] / 2.5e-4).log2().powi(2);
+            observer.on_epoch(&EpochMetrics {
+                epoch: 1,
+                train_loss: 1.0,
+                test_loss: 1.0,
+                test_accuracy: accuracy,
+                lr: h["lr"],
+                images_per_sec: f64::NAN,
+                wall_s: 0.1,
+                ema_test_accuracy: None,
+            });
+            Ok(TrialResult {
+                status: TrialStatus::Done,
+                final_accuracy: Some(accuracy),
+                ema_accuracy: None,
+                wall_s: Some(0.1),
+                precision: None,
+                peak_memory_bytes: None,
+                classes: Some(100),
+                note: None,
+            })
+        }
+    }
+
+    #[test]
+    fn the_search_follows_a_best_past_the_grids_edge() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = SearchOptions {
+            concurrent_pairs: 1,
+            ..SearchOptions::default()
+        };
+        let run = |name: &str, extra: &str| {
+            let store = Store::open(dir.path().join(name)).unwrap();
+            let yaml = ONE_TRIAL
+                .replace("name: one", &format!("name: {name}"))
+                .replace("budget: { trials: 1 }", "budget: { trials: 25 }")
+                + extra;
+            let e = experiment(dir.path(), &yaml);
+            search_experiment(&e, &store, &Catalog::builtin(), &PeakPastTheGrid, &options).unwrap();
+            let trials = store.trials(name).unwrap();
+            let best = store.best_per_pair(name).unwrap().remove(0);
+            let mut beyond: Vec<f64> = trials
+                .iter()
+                .filter(|t| t.grid.is_none())
+                .map(|t| t.params["lr"])
+                .collect();
+            beyond.sort_by(f64::total_cmp);
+            (trials.len(), beyond, best)
+        };
+
+        // The paper's grid: 25 points, its best on the lr grid's top end.
+        let (count, beyond, best) = run("grid", "");
+        assert_eq!((count, beyond.len()), (25, 0));
+        assert_eq!(best.params["lr"], 0.4);
+        assert!(best.grid.is_some());
+
+        // TPE (extension on by default, 2 steps): lr 0.8 is better, 1.6
+        // worse, so the search stops with its best inside what it tried.
+        let (count, beyond, best) = run("tpe", "strategy: tpe\n");
+        assert_eq!(count, 27);
+        assert_eq!(beyond, [0.8, 1.6]);
+        assert_eq!(
+            (best.params["lr"], best.params["weight_decay"]),
+            (0.8, 2.5e-4)
+        );
+        assert_eq!(best.grid, None);
+        assert_eq!(best.mean_accuracy, 50.0);
+
+        // The limit holds: one step at most.
+        let (count, beyond, _) = run("one_step", "grid_extension: { max_steps: 1 }\n");
+        assert_eq!((count, beyond), (26, vec![0.8]));
+
+        // The report marks the cells past the grid and the best among them;
+        // the robustness analysis counts the best at the grid's top lr
+        // position and flags it.
+        let store = Store::open(dir.path().join("tpe")).unwrap();
+        let catalog = Catalog::builtin();
+        let report = crate::report::build(&store, &catalog, "tpe")
+            .unwrap()
+            .unwrap();
+        let text = crate::report::render_table(&report);
+        assert!(text.contains("past the grid: lr +1"), "{text}");
+        assert!(
+            text.contains("lr 0.8 × wd 2.5e-4 (lr +1): *50.00"),
+            "{text}"
+        );
+        assert!(text.contains("lr 1.6 × wd 2.5e-4 (lr +2): 49.00"), "{text}");
+        let analysis = crate::analysis::analyse(
+            &store,
+            "tpe",
+            crate::analysis::FailureRuleChoice::Eq1,
+            None,
+            &BTreeMap::new(),
+            &catalog,
+        )
+        .unwrap()
+        .unwrap();
+        let group = &analysis.robustness.optimizers[0];
+        assert_eq!(group.mode_lr, 4);
+        assert_eq!(
+            group.variations[0]
+                .beyond_grid
+                .map(|p| (p.lr, p.weight_decay)),
+            Some((5, 1))
+        );
+        let rendered =
+            crate::analysis::render::render(&analysis, crate::analysis::render::Style::Text);
+        assert!(rendered.contains("resnet18_cifar (lr +1)"), "{rendered}");
+        let csv = crate::analysis::render::render_csv(&[analysis]);
+        assert!(
+            csv.lines().nth(1).unwrap().contains(",5,1,true,0.8,"),
+            "{csv}"
+        );
     }
 
     fn experiment(dir: &Path, yaml: &str) -> Experiment {

@@ -3,10 +3,13 @@
 //! The whole recipe: implement `Optimizer` (src/signum.rs), write its search
 //! space (optimizers/signum.yaml), register both, and run an experiment.
 //!
-//!     cargo run --release -p bocb-example-custom-optimizer -- [--store DIR]
+//!     cargo run --release -p bocb-example-custom-optimizer -- [--full] [--store DIR]
 //!
-//! It writes a small synthetic dataset on first use, runs every backbone's
-//! micro preset against Signum and SGD-M, and prints bocb's report.
+//! It writes a small synthetic dataset on first use, runs Signum against
+//! SGD-M and prints bocb's report: by default experiment.yaml (two micro
+//! backbones, a TPE budget; minutes on a CPU), with `--full`
+//! experiment-full.yaml (every backbone's micro preset over the whole grid;
+//! hours).
 
 mod signum;
 
@@ -23,12 +26,17 @@ use bocb_tuner::run::run_experiment;
 
 fn main() -> Result<()> {
     let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let usage = "usage: bocb-example-custom-optimizer [--full] [--store DIR]";
+    let mut file = "experiment.yaml";
+    let mut store_dir = PathBuf::from("bocb-data");
     let mut args = std::env::args().skip(1);
-    let store_dir = match (args.next().as_deref(), args.next()) {
-        (Some("--store"), Some(dir)) => PathBuf::from(dir),
-        (None, _) => PathBuf::from("bocb-data"),
-        _ => anyhow::bail!("usage: bocb-example-custom-optimizer [--store DIR]"),
-    };
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--full" => file = "experiment-full.yaml",
+            "--store" => store_dir = args.next().context(usage)?.into(),
+            _ => anyhow::bail!(usage),
+        }
+    }
 
     // 1. bocb's registries and spaces, plus ours.
     let mut registries = Registries::builtin();
@@ -51,7 +59,7 @@ fn main() -> Result<()> {
 
     // 3. The experiment, validated against the extended registries.
     let experiment = Experiment::load(
-        &here.join("experiment.yaml"),
+        &here.join(file),
         &registries.backbones,
         &registries.optimizers,
         &registries.catalog,

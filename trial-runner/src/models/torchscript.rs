@@ -1,6 +1,7 @@
 //! A user's own backbone: `torchscript:PATH` names a module saved with
-//! `torch.jit.script(model).save(PATH)` (relative paths are taken from the
-//! directory bocb runs in). Its parameters are loaded into the trial's
+//! `torch.jit.script(model).save(PATH)` (an experiment file's relative
+//! paths are taken from the file's directory, the tuner resolves them; on
+//! the command line, from the directory bocb runs in). Its parameters are loaded into the trial's
 //! VarStore, so any bocb optimizer trains them; its forward must take a batch
 //! of 3x32x32 images and return logits `[batch, classes]`.
 

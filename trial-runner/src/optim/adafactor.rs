@@ -14,12 +14,16 @@ pub(super) fn register(registry: &mut OptimizerRegistry) {
     registry.register("adafactor", Adafactor::build);
 }
 
-/// timm's `Adafactor` with an external learning rate. timm switches to its
-/// relative-step schedule when `lr` is None; bocb always schedules `lr`, so
-/// `lr` is required and `scale_parameter` / `eps_scale` (which only shape the
-/// relative step) are accepted without effect, as in timm. Momentum is used
-/// when `beta1` is given (timm's `betas[0]`; timm ignores `betas[1]`).
-/// Weight decay shrinks the weights by `lr * weight_decay` (decoupled).
+/// timm's `Adafactor`, with an external learning rate or timm's relative
+/// step. The relative step is timm's `lr=None` (its default): it is on when
+/// `relative_step` is 1 or when no `lr` is given, and then the step size of
+/// each parameter is `min(1e-2, 1/sqrt(step))` (`min(1e-6 * step, ...)` with
+/// `warmup_init`) times `max(eps_scale, RMS(param))` with `scale_parameter`,
+/// and the trainer's `lr` and schedule are ignored, as timm ignores a
+/// scheduler's. `scale_parameter`, `eps_scale` and `warmup_init` only shape
+/// the relative step, as in timm. Momentum is used when `beta1` is given
+/// (timm's `betas[0]`; timm ignores `betas[1]`). Weight decay shrinks the
+/// weights by the step size times `weight_decay` (decoupled).
 pub struct Adafactor {
     groups: Vec<(Vec<Tensor>, f64)>,
     eps: f64,
@@ -28,6 +32,7 @@ pub struct Adafactor {
     beta1: Option<f64>,
     min_dim_size_to_factor: i64,
     caution: bool,
+    relative: Option<RelativeStep>,
     step: i32,
     /// Per parameter, created at its first step.
     state: Vec<Vec<Option<FactorState>>>,
@@ -83,6 +88,24 @@ impl Saved for SecondMoment {
     }
 }
 
+/// timm's step size when `lr` is None.
+#[derive(Clone, Copy)]
+struct RelativeStep {
+    warmup_init: bool,
+    /// `eps_scale` when `scale_parameter`, else `None` (no RMS scaling).
+    scale_floor: Option<f64>,
+}
+
+impl RelativeStep {
+    /// timm's `_get_lr` at 1-based `step` for a parameter of RMS `rms`.
+    fn lr(self, step: i32, rms: f64) -> f64 {
+        let step = f64::from(step);
+        let cap = if self.warmup_init { 1e-6 * step } else { 1e-2 };
+        let lr = cap.min(1.0 / step.sqrt());
+        self.scale_floor.map_or(lr, |floor| lr * floor.max(rms))
+    }
+}
+
 /// A whole number >= 0.
 const SIZE: (fn(f64) -> bool, &str) = (
     |v| v >= 0.0 && v.fract() == 0.0 && v.is_finite(),
@@ -90,8 +113,9 @@ const SIZE: (fn(f64) -> bool, &str) = (
 );
 
 impl Adafactor {
-    const HPARAMS: [&'static str; 12] = [
+    const HPARAMS: [&'static str; 13] = [
         "lr",
+        "relative_step",
         "eps",
         "eps_scale",
         "clip_threshold",
@@ -107,11 +131,22 @@ impl Adafactor {
 
     pub fn build(hparams: &Hparams, params: ParamSet) -> Result<Box<dyn Optimizer>, OptimError> {
         let h = HparamReader::new("adafactor", hparams, &Self::HPARAMS)?;
-        // timm raises for warmup_init without the relative step (lr None).
-        h.only_default("warmup_init", 0.0)?;
-        h.get("lr", None, POSITIVE)?;
-        h.get("scale_parameter", Some(1.0), FLAG)?;
-        h.get("eps_scale", Some(1e-3), NON_NEGATIVE)?;
+        // timm's relative step is `lr=None`; bocb's trainer always passes an
+        // lr, so `relative_step` also selects it.
+        let no_lr = if hparams.contains_key("lr") { 0.0 } else { 1.0 };
+        let relative_step = h.get("relative_step", Some(no_lr), FLAG)? == 1.0;
+        if !relative_step {
+            h.get("lr", None, POSITIVE)?;
+            // timm raises for warmup_init without the relative step.
+            h.only_default("warmup_init", 0.0)?;
+        }
+        let warmup_init = h.get("warmup_init", Some(0.0), FLAG)? == 1.0;
+        let scale_parameter = h.get("scale_parameter", Some(1.0), FLAG)? == 1.0;
+        let eps_scale = h.get("eps_scale", Some(1e-3), NON_NEGATIVE)?;
+        let relative = relative_step.then_some(RelativeStep {
+            warmup_init,
+            scale_floor: scale_parameter.then_some(eps_scale),
+        });
         let eps = h.get("eps", Some(1e-30), NON_NEGATIVE)?;
         let clip_threshold = h.get("clip_threshold", Some(1.0), POSITIVE)?;
         let decay_rate = h.get(
@@ -139,6 +174,7 @@ impl Adafactor {
             beta1,
             min_dim_size_to_factor,
             caution,
+            relative,
             step: 0,
             state,
         }))
@@ -189,7 +225,7 @@ fn rms(t: &Tensor) -> Tensor {
 impl Optimizer for Adafactor {
     crate::optimizer_state!(step, state);
 
-    fn step(&mut self, lr: f64) {
+    fn step(&mut self, external_lr: f64) {
         self.step += 1;
         let beta2t = 1.0 - f64::from(self.step).powf(self.decay_rate);
         tch::no_grad(|| {
@@ -203,6 +239,13 @@ impl Optimizer for Adafactor {
                     if self.state[gi][pi].is_none() {
                         self.state[gi][pi] = Some(self.new_state(&grad));
                     }
+                    let lr = match self.relative {
+                        Some(relative) => {
+                            let param = &self.groups[gi].0[pi];
+                            relative.lr(self.step, rms(param).double_value(&[]))
+                        }
+                        None => external_lr,
+                    };
                     let FactorState { exp_avg, second } =
                         self.state[gi][pi].as_mut().expect("created above");
                     let mut update = grad.square();
@@ -257,6 +300,10 @@ impl Optimizer for Adafactor {
         });
     }
 
+    fn external_lr(&self) -> bool {
+        self.relative.is_none()
+    }
+
     fn state_bytes(&self) -> usize {
         tensor_bytes(self.state.iter().flatten().flatten().flat_map(|s| {
             let second = match &s.second {
@@ -270,7 +317,59 @@ impl Optimizer for Adafactor {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_util::{hp, param_with_grad, values};
     use super::*;
+
+    /// Two steps from [3, -4] (RMS 3.54) with gradient [1, 1].
+    fn two_steps(hparams: &Hparams, lr: f64) -> Vec<f64> {
+        let p = param_with_grad(&[3.0, -4.0], &[1.0, 1.0]);
+        let params = ParamSet {
+            decay: vec![p.shallow_clone()],
+            no_decay: Vec::new(),
+        };
+        let mut opt = Adafactor::build(hparams, params).unwrap();
+        opt.step(lr);
+        opt.step(lr);
+        values(&p)
+    }
+
+    /// The relative step sets its own size: the trainer's lr changes nothing,
+    /// and step 1 moves by min(1e-2, 1) * RMS(param) (the clipped update is
+    /// 1 per element).
+    #[test]
+    fn the_relative_step_ignores_the_trainers_lr() {
+        let relative = hp(&[("lr", 1e-3), ("relative_step", 1.0)]);
+        assert_eq!(two_steps(&relative, 1e-3), two_steps(&relative, 5.0));
+        assert_eq!(two_steps(&relative, 1e-3), two_steps(&hp(&[]), 0.7));
+        let p = param_with_grad(&[3.0, -4.0], &[1.0, 1.0]);
+        let mut opt = Adafactor::build(
+            &relative,
+            ParamSet {
+                decay: vec![p.shallow_clone()],
+                no_decay: Vec::new(),
+            },
+        )
+        .unwrap();
+        assert!(!opt.external_lr());
+        opt.step(f64::NAN);
+        let step = 1e-2 * (12.5f64).sqrt();
+        let got = values(&p);
+        assert!((got[0] - (3.0 - step)).abs() < 1e-12, "{got:?}");
+        assert!((got[1] - (-4.0 - step)).abs() < 1e-12, "{got:?}");
+    }
+
+    #[test]
+    fn warmup_init_needs_the_relative_step() {
+        let params = || ParamSet {
+            decay: vec![param_with_grad(&[1.0], &[1.0])],
+            no_decay: Vec::new(),
+        };
+        let err = Adafactor::build(&hp(&[("lr", 1e-3), ("warmup_init", 1.0)]), params())
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("warmup_init"), "{err}");
+        assert!(Adafactor::build(&hp(&[("warmup_init", 1.0)]), params()).is_ok());
+    }
 
     /// The recorded cases factor a 2-d weight and the leading dims of a
     /// conv kernel; the trailing-dims fallback and the size cut-off are

@@ -50,6 +50,13 @@ pub trait Optimizer: Send {
     /// Bytes of optimizer state currently held (measured from the tensors).
     fn state_bytes(&self) -> usize;
 
+    /// False when the optimizer sets its own step size and ignores
+    /// [`step`](Self::step)'s `lr` (Adafactor's relative step, timm's
+    /// `lr=None`).
+    fn external_lr(&self) -> bool {
+        true
+    }
+
     /// Optimizers preconditioned by a diagonal Hessian estimate (Sophia)
     /// return how many steps apart they want a fresh one; the trainer then
     /// computes it and hands it over with [`set_hessian`](Self::set_hessian).

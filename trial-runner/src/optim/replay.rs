@@ -102,9 +102,6 @@ pub fn hparams_from_json(raw: &BTreeMap<String, Value>) -> Result<Hparams, Optim
 pub fn replay(case: &ReplayCase, registry: &OptimizerRegistry) -> Result<ReplayOutput, OptimError> {
     check_layout(case)?;
     let hparams = hparams_from_json(&case.hparams)?;
-    let lr = *hparams
-        .get("lr")
-        .ok_or_else(|| OptimError::Replay("`hparams` has no `lr`".into()))?;
     let params: Vec<Tensor> = case
         .shapes
         .iter()
@@ -124,6 +121,18 @@ pub fn replay(case: &ReplayCase, registry: &OptimizerRegistry) -> Result<ReplayO
             no_decay: Vec::new(),
         },
     )?;
+    // A case without `lr` (the reference's `lr=None`) replays only through
+    // an optimizer that then sets its own step size.
+    let lr = match (hparams.get("lr"), optimizer.external_lr()) {
+        (Some(&lr), _) => lr,
+        (None, false) => f64::NAN,
+        (None, true) => {
+            return Err(OptimError::Replay(format!(
+                "`hparams` has no `lr`, and `{}` needs one here",
+                case.optimizer
+            )))
+        }
+    };
     let mut trajectory = Vec::with_capacity(case.grads.len());
     for (step, grads) in case.grads.iter().enumerate() {
         for (param, grad) in params.iter().zip(grads) {
@@ -263,6 +272,21 @@ mod tests {
             "{:?}",
             out.trajectory
         );
+    }
+
+    #[test]
+    fn a_case_without_lr_needs_an_optimizer_that_sets_its_own() {
+        let registry = OptimizerRegistry::builtin();
+        // timm's Adafactor with lr=None: step 1 moves by min(1e-2, 1) times
+        // max(1e-3, RMS([1, -1]) = 1) = 1e-2 against the gradient (the
+        // RMS-clipped update is 1 per element on a first step).
+        let out = replay(&case("adafactor", json!({"lr": null})), &registry).unwrap();
+        let want = [0.99, -1.01];
+        for (got, want) in out.trajectory[0][0].iter().zip(want) {
+            assert!((got - want).abs() < 1e-12, "{:?}", out.trajectory[0]);
+        }
+        let err = replay(&case("lion", json!({})), &registry).unwrap_err();
+        assert!(err.to_string().contains("no `lr`"), "{err}");
     }
 
     #[test]

@@ -450,6 +450,7 @@ fn tables(out: &mut String, view: &ExperimentView) {
                     "median",
                     "mean steps",
                     "median",
+                    "best beyond the grid",
                 ],
                 &robustness_rows(groups),
             );
@@ -591,6 +592,7 @@ mod tests {
                             lr: ((b + o) % 5) as u8,
                             weight_decay: 2,
                         }),
+                        beyond_grid: None,
                         seeds: trained.then(|| SeedStats::new(vec![a - 0.5, a + 0.5])),
                         p_below_best: None,
                         within_noise_of_best: None,

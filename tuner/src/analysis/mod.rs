@@ -21,10 +21,12 @@ pub mod table1;
 
 use std::collections::BTreeMap;
 
+use bocb_search_spaces::Catalog;
 use bocb_store::Store;
 use serde::Serialize;
 
 use crate::experiment::{stored_spec, StoredSpecError};
+use crate::search::extension::ExtendedPos;
 use ranking::{rank_optimizers, OptimizerRank};
 use results::{Origin, ResultSet};
 use robustness::{GroupRobustness, Robustness};
@@ -166,13 +168,14 @@ pub fn comparable_name(name: &str) -> String {
 /// the store has no such experiment. γ is `gamma` when given, else the
 /// experiment's own (the import's `--gamma`, the file's `failure_gamma`),
 /// else 3 (CIFAR). `memory` maps optimizer names to state bytes per
-/// parameter.
+/// parameter; `catalog`'s search spaces place bests past the grid.
 pub fn analyse(
     store: &Store,
     name: &str,
     rule: FailureRuleChoice,
     gamma: Option<f64>,
     memory: &BTreeMap<String, f64>,
+    catalog: &Catalog,
 ) -> Result<Option<Analysis>, StoredSpecError> {
     let Some(record) = store.experiment(name)? else {
         return Ok(None);
@@ -193,6 +196,19 @@ pub fn analyse(
             let trials = store.trials(name)?;
             let best = store.best_per_pair(name)?;
             let mut results = ResultSet::from_trials(name, &best, &trials, order);
+            // A best off the grid is placed on the pair's grids (moved by
+            // `grid_centres` as its search moved them) when it lies past
+            // their ends, as `grid_extension` searches.
+            for r in results.results.iter_mut().filter(|r| r.grid.is_none()) {
+                let Ok(space) = catalog.optimizer(&r.optimizer) else {
+                    continue;
+                };
+                let space = match &spec {
+                    Some(spec) => spec.pair_space(&r.backbone, space),
+                    None => space.clone(),
+                };
+                r.beyond_grid = ExtendedPos::of(&space, &r.params).filter(|p| p.beyond());
+            }
             // Names listed in the file but without any finished result
             // have nothing to analyse.
             let measured = &results.results;

@@ -201,6 +201,7 @@ mod tests {
                 lr: grid.0,
                 weight_decay: grid.1,
             }),
+            beyond_grid: None,
             seeds: None,
             p_below_best: None,
             within_noise_of_best: None,

@@ -158,9 +158,25 @@ pub(super) fn robustness_rows(groups: &[GroupRobustness]) -> Vec<Vec<String>> {
                 format!("{:.1}", g.median_manhattan),
                 format!("{:.2}", g.mean_grid_steps),
                 format!("{:.1}", g.median_grid_steps),
+                beyond_grid_cell(g),
             ]
         })
         .collect()
+}
+
+/// The members whose best lies past the grid's ends, with how far
+/// (`adamw (lr +1)`); `-` for none.
+fn beyond_grid_cell(group: &GroupRobustness) -> String {
+    let beyond: Vec<String> = group
+        .variations
+        .iter()
+        .filter_map(|v| Some(format!("{} ({})", v.name, v.beyond_grid?.describe())))
+        .collect();
+    if beyond.is_empty() {
+        "-".into()
+    } else {
+        beyond.join(", ")
+    }
 }
 
 /// The ranking table's cells, in the order given (shared by the text and
@@ -302,6 +318,7 @@ pub fn render(analysis: &Analysis, style: Style) -> String {
                 "median",
                 "mean steps",
                 "median",
+                "best beyond the grid",
             ]
             .map(String::from)
             .to_vec()
@@ -358,7 +375,7 @@ where
     String::from_utf8(bytes).expect("CSV of UTF-8 fields")
 }
 
-const ANALYSIS_CSV_HEADER: [&str; 21] = [
+const ANALYSIS_CSV_HEADER: [&str; 22] = [
     "experiment",
     "backbone",
     "optimizer",
@@ -374,6 +391,7 @@ const ANALYSIS_CSV_HEADER: [&str; 21] = [
     "failure_rule",
     "lr_index",
     "weight_decay_index",
+    "beyond_grid",
     "lr",
     "weight_decay",
     "backbone_manhattan",
@@ -391,7 +409,7 @@ pub fn render_csv(analyses: &[Analysis]) -> String {
     )
 }
 
-fn analysis_csv_rows(analysis: &Analysis) -> Vec<[String; 21]> {
+fn analysis_csv_rows(analysis: &Analysis) -> Vec<[String; 22]> {
     let opt = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
     let variation = |groups: &[GroupRobustness], group: &str, member: &str| {
         groups
@@ -404,6 +422,15 @@ fn analysis_csv_rows(analysis: &Analysis) -> Vec<[String; 21]> {
     let rule = match analysis.failure_rule {
         super::table1::FailureRule::Eq1 { gamma } => format!("eq1 gamma={gamma}"),
         super::table1::FailureRule::Tukey => "tukey".into(),
+    };
+    let index = |r: &super::results::PairResult,
+                 on: fn(bocb_store::GridPos) -> i32,
+                 beyond: fn(crate::search::extension::ExtendedPos) -> i32| {
+        r.grid
+            .map(on)
+            .or(r.beyond_grid.map(beyond))
+            .map(|i| i.to_string())
+            .unwrap_or_default()
     };
     let mut rows = Vec::new();
     for r in &analysis.results.results {
@@ -431,10 +458,11 @@ fn analysis_csv_rows(analysis: &Analysis) -> Vec<[String; 21]> {
                 .to_string(),
             analysis.table1.fails(&r.backbone, &r.optimizer).to_string(),
             rule.clone(),
-            r.grid.map(|g| g.lr.to_string()).unwrap_or_default(),
-            r.grid
-                .map(|g| g.weight_decay.to_string())
-                .unwrap_or_default(),
+            // A best past the grid on the index scale extended by x2 steps
+            // (-1, 5, ...).
+            index(r, |g| g.lr.into(), |p| p.lr),
+            index(r, |g| g.weight_decay.into(), |p| p.weight_decay),
+            r.beyond_grid.is_some().to_string(),
             opt(r.params.get("lr").copied()),
             opt(r.params.get("weight_decay").copied()),
             bm,
@@ -461,6 +489,7 @@ mod tests {
             accuracy,
             params: BTreeMap::new(),
             grid: None,
+            beyond_grid: None,
             seeds: None,
             p_below_best: None,
             within_noise_of_best: None,

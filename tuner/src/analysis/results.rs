@@ -8,6 +8,7 @@ use bocb_store::{GridPos, ImportedTable, PairBest, TrialRecord};
 use serde::Serialize;
 
 use super::stats::{mean, sample_variance, student_t_cdf, student_t_quantile};
+use crate::search::extension::ExtendedPos;
 
 /// Significance level of the one-sided Welch test against the backbone's best.
 pub const SIGNIFICANCE: f64 = 0.05;
@@ -64,6 +65,10 @@ pub struct PairResult {
     pub params: BTreeMap<String, f64>,
     /// Grid position of the best lr and weight decay, when known.
     pub grid: Option<GridPos>,
+    /// Where the best config lies on its grids' index scale when that is
+    /// past their ends (`grid_extension`); `None` on the grid or unknown.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub beyond_grid: Option<ExtendedPos>,
     /// Seed statistics; `None` for an imported table (one number per pair).
     pub seeds: Option<SeedStats>,
     /// One-sided Welch p-value of "this pair is below its backbone's best";
@@ -116,6 +121,7 @@ impl ResultSet {
                 accuracy: pair.mean_accuracy,
                 params: pair.params.clone(),
                 grid: pair.grid,
+                beyond_grid: None,
                 seeds: Some(SeedStats::new(accuracies)),
                 p_below_best: None,
                 within_noise_of_best: None,
@@ -152,6 +158,7 @@ impl ResultSet {
                     accuracy: r.accuracy,
                     params: BTreeMap::new(),
                     grid: r.grid,
+                    beyond_grid: None,
                     seeds: None,
                     p_below_best: None,
                     within_noise_of_best: None,

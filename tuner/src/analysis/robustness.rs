@@ -5,13 +5,16 @@
 //!
 //! Grids differ per optimizer, but every grid is five points centred on the
 //! optimizer's usual value, so a position (not a value) is what compares
-//! across optimizers.
+//! across optimizers. A best that `grid_extension` found past a grid's end
+//! counts at that end, as the paper's five positions have it, and is
+//! flagged.
 
 use bocb_store::{GridPos, GRID_POINTS};
 use serde::Serialize;
 
-use super::results::ResultSet;
+use super::results::{PairResult, ResultSet};
 use super::stats::quantile_linear;
+use crate::search::extension::ExtendedPos;
 
 /// The grid position in the middle, where ties in a mode go.
 const CENTRE: usize = GRID_POINTS / 2;
@@ -56,6 +59,10 @@ pub struct Variation {
     /// The other member of the pair (an optimizer in a backbone's group).
     pub name: String,
     pub grid: GridPos,
+    /// Where the best lies when it is past the grid's ends (`grid` is then
+    /// the nearest end).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub beyond_grid: Option<ExtendedPos>,
     /// Manhattan distance of the one-hot lr and weight-decay codes from the
     /// mode's: 0, 2 or 4.
     pub manhattan: u32,
@@ -77,22 +84,27 @@ pub struct GroupRobustness {
     pub median_grid_steps: f64,
 }
 
+/// One member of a group: its name, its optimal grid position, and where
+/// that lies when it is past the grid's ends.
+pub type Member<'a> = (&'a str, GridPos, Option<ExtendedPos>);
+
 /// Robustness of a group given its members' optimal positions in table
 /// order; `None` when no member has a known position.
-pub fn group_robustness(name: &str, members: &[(&str, GridPos)]) -> Option<GroupRobustness> {
-    let lr: Vec<usize> = members.iter().map(|(_, g)| usize::from(g.lr)).collect();
+pub fn group_robustness(name: &str, members: &[Member]) -> Option<GroupRobustness> {
+    let lr: Vec<usize> = members.iter().map(|(_, g, _)| usize::from(g.lr)).collect();
     let wd: Vec<usize> = members
         .iter()
-        .map(|(_, g)| usize::from(g.weight_decay))
+        .map(|(_, g, _)| usize::from(g.weight_decay))
         .collect();
     let (mode_lr, mode_wd) = (mode_index(&lr)?, mode_index(&wd)?);
     let variations: Vec<Variation> = members
         .iter()
-        .map(|&(member, grid)| {
+        .map(|&(member, grid, beyond_grid)| {
             let (l, w) = (usize::from(grid.lr), usize::from(grid.weight_decay));
             Variation {
                 name: member.to_string(),
                 grid,
+                beyond_grid,
                 manhattan: manhattan(&one_hot(l), &one_hot(mode_lr))
                     + manhattan(&one_hot(w), &one_hot(mode_wd)),
                 grid_steps: (l.abs_diff(mode_lr) + w.abs_diff(mode_wd)) as u32,
@@ -131,16 +143,19 @@ pub struct Robustness {
 
 impl Robustness {
     pub fn new(results: &ResultSet) -> Robustness {
-        let position = |b: &str, o: &str| results.get(b, o).and_then(|r| r.grid);
+        let position = |b: &str, o: &str| results.get(b, o).and_then(member_position);
         Robustness {
             backbones: results
                 .backbones
                 .iter()
                 .filter_map(|b| {
-                    let members: Vec<(&str, GridPos)> = results
+                    let members: Vec<Member> = results
                         .optimizers
                         .iter()
-                        .filter_map(|o| Some((o.as_str(), position(b, o)?)))
+                        .filter_map(|o| {
+                            let (grid, beyond) = position(b, o)?;
+                            Some((o.as_str(), grid, beyond))
+                        })
                         .collect();
                     group_robustness(b, &members)
                 })
@@ -149,10 +164,13 @@ impl Robustness {
                 .optimizers
                 .iter()
                 .filter_map(|o| {
-                    let members: Vec<(&str, GridPos)> = results
+                    let members: Vec<Member> = results
                         .backbones
                         .iter()
-                        .filter_map(|b| Some((b.as_str(), position(b, o)?)))
+                        .filter_map(|b| {
+                            let (grid, beyond) = position(b, o)?;
+                            Some((b.as_str(), grid, beyond))
+                        })
                         .collect();
                     group_robustness(o, &members)
                 })
@@ -162,6 +180,16 @@ impl Robustness {
 
     pub fn optimizer(&self, name: &str) -> Option<&GroupRobustness> {
         self.optimizers.iter().find(|g| g.name == name)
+    }
+}
+
+/// A pair's position for the one-hot codes: its grid position, or the
+/// nearest end of a best past the grid (flagged).
+fn member_position(result: &PairResult) -> Option<(GridPos, Option<ExtendedPos>)> {
+    match (result.grid, result.beyond_grid) {
+        (Some(grid), _) => Some((grid, None)),
+        (None, Some(beyond)) => Some((beyond.clamped(), Some(beyond))),
+        (None, None) => None,
     }
 }
 
@@ -198,10 +226,10 @@ mod tests {
         // lr indices 2 2 3 0 -> mode 2; wd indices 1 3 3 1 -> tie between 1
         // and 3, equally near the centre -> 1.
         let members = [
-            ("sgd", pos(2, 1)),
-            ("adam", pos(2, 3)),
-            ("lion", pos(3, 3)),
-            ("lars", pos(0, 1)),
+            ("sgd", pos(2, 1), None),
+            ("adam", pos(2, 3), None),
+            ("lion", pos(3, 3), None),
+            ("lars", pos(0, 1), None),
         ];
         let r = group_robustness("r50", &members).unwrap();
         assert_eq!((r.mode_lr, r.mode_weight_decay), (2, 1));
@@ -214,5 +242,43 @@ mod tests {
         assert_eq!(r.mean_grid_steps, 1.75);
         assert_eq!(r.median_grid_steps, 2.0);
         assert_eq!(group_robustness("none", &[]), None);
+    }
+
+    #[test]
+    fn a_best_past_the_grid_counts_at_its_end_and_is_flagged() {
+        let result = |optimizer: &str, grid, beyond_grid| PairResult {
+            backbone: "r18".into(),
+            optimizer: optimizer.into(),
+            accuracy: 70.0,
+            params: Default::default(),
+            grid,
+            beyond_grid,
+            seeds: None,
+            p_below_best: None,
+            within_noise_of_best: None,
+            trial_ids: Vec::new(),
+        };
+        let past = ExtendedPos {
+            lr: 5,
+            weight_decay: 2,
+        };
+        let results = ResultSet {
+            experiment: "e".into(),
+            origin: super::super::results::Origin::Trained,
+            backbones: vec!["r18".into()],
+            optimizers: vec!["sgd".into(), "adamw".into()],
+            results: vec![
+                result("sgd", Some(pos(4, 2)), None),
+                result("adamw", None, Some(past)),
+            ],
+        };
+        let r = Robustness::new(&results);
+        let group = &r.backbones[0];
+        // Both at lr position 4, the grid's top: no variation.
+        assert_eq!((group.mode_lr, group.mode_weight_decay), (4, 2));
+        let adamw = &group.variations[1];
+        assert_eq!((adamw.grid, adamw.manhattan), (pos(4, 2), 0));
+        assert_eq!(adamw.beyond_grid, Some(past));
+        assert_eq!(group.variations[0].beyond_grid, None);
     }
 }

@@ -7,6 +7,7 @@
 
 mod basic;
 mod bayes;
+pub mod extension;
 mod prior;
 pub mod replay;
 mod stopping;
