@@ -1460,7 +1460,8 @@ grid_centres: { resnet18_cifar: { sgd_m: { lr: 0.4, weight_decay: 1.0e-4 } } }
             let yaml = format!(
                 "name: shared\ndataset: {{ format: cifar100-bin, path: . }}\n\
                  backbones: [resnet18_cifar, vit_tiny_cifar]\noptimizers: [sgd_m]\nepochs: 1\n\
-                 strategy: bayes\nbudget: {{ trials: 6 }}\ntransfer: {transfer}\n"
+                 strategy: bayes\nbudget: {{ trials: 6 }}\ntransfer: {transfer}\n\
+                 grid_extension: {{ max_steps: 0 }}\n"
             );
             let shared = experiment(dir.path(), &yaml);
             let catalog = Catalog::builtin();
