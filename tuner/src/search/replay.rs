@@ -569,6 +569,37 @@ mod tests {
         );
     }
 
+    /// The recorded 3 x 3 micro grid (tests/fixtures/grid3x3-micro.yaml):
+    /// tpe finds the grid's best more often with transfer for the same
+    /// epochs. (Its ViT pairs train to chance in 3 epochs, so their best
+    /// is noise: no strategy reaches the 90% goal on it.)
+    #[test]
+    fn transfer_helps_tpe_on_the_recorded_micro_grid() {
+        let recorded = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/grid3x3-micro-trials.json");
+        let bench = bench_recorded(&recorded, &[6], 10).unwrap();
+        assert_eq!(bench.pairs, 9);
+        let row = |transfer: bool| {
+            bench
+                .rows
+                .iter()
+                .find(|r| {
+                    r.strategy == StrategyKind::Tpe
+                        && r.early_stop == StopKind::None
+                        && r.transfer == transfer
+                })
+                .unwrap()
+                .clone()
+        };
+        let (alone, together) = (row(false), row(true));
+        // The same configs per pair; diverged configs cut a few epochs short.
+        assert!((alone.epochs_fraction - together.epochs_fraction).abs() < 0.005);
+        assert!(
+            together.found_best > alone.found_best + 0.1,
+            "{together:?} vs {alone:?}"
+        );
+    }
+
     #[test]
     fn early_stopping_saves_epochs() {
         let pair = synthetic_pair(9);
