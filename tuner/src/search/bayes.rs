@@ -115,61 +115,57 @@ impl Kernel {
 /// everywhere without a prior).
 #[derive(Debug, Clone)]
 struct PriorMean {
-    feature: Vec<(GridPos, f64)>,
+    prior: Prior,
+    /// Mean and standard deviation of the prior's scores over the grid;
+    /// `None` when they do not vary (no prior).
+    scale: Option<(f64, f64)>,
     offset: f64,
     slope: f64,
 }
 
 impl PriorMean {
     fn feature(&self, p: GridPos) -> f64 {
-        self.feature
-            .iter()
-            .find(|(q, _)| *q == p)
-            .map_or(0.0, |(_, f)| *f)
+        self.scale
+            .map_or(0.0, |(mean, std)| (self.prior.score(p) - mean) / std)
     }
 
     fn at(&self, p: GridPos) -> f64 {
         self.offset + self.slope * self.feature(p)
     }
 
-    /// Fitted to the standardised `targets` of `points`.
+    /// Fitted to the standardised `targets` of `points`: the slope once
+    /// there are [`SLOPE_AFTER`] of them (1 before), the offset always.
     fn fit(prior: &Prior, points: &[GridPos], targets: &[f64]) -> PriorMean {
-        let scores: Vec<(GridPos, f64)> = all_points().map(|p| (p, prior.score(p))).collect();
-        let n = scores.len() as f64;
-        let mean = scores.iter().map(|(_, s)| s).sum::<f64>() / n;
-        let std = (scores.iter().map(|(_, s)| (s - mean).powi(2)).sum::<f64>() / n).sqrt();
-        if prior.is_empty() || std < 1e-9 {
-            return PriorMean {
-                feature: Vec::new(),
-                offset: 0.0,
-                slope: 0.0,
-            };
-        }
-        let feature: Vec<(GridPos, f64)> = scores
-            .into_iter()
-            .map(|(p, s)| (p, (s - mean) / std))
-            .collect();
+        let n = (GRID_POINTS * GRID_POINTS) as f64;
+        let mean = all_points().map(|p| prior.score(p)).sum::<f64>() / n;
+        let std = (all_points()
+            .map(|p| (prior.score(p) - mean).powi(2))
+            .sum::<f64>()
+            / n)
+            .sqrt();
         let mut fitted = PriorMean {
-            feature,
+            prior: prior.clone(),
+            scale: (std > 1e-9).then_some((mean, std)),
             offset: 0.0,
-            slope: 1.0,
+            slope: 0.0,
         };
+        if fitted.scale.is_none() {
+            return fitted;
+        }
         let xs: Vec<f64> = points.iter().map(|&p| fitted.feature(p)).collect();
         let m = xs.len() as f64;
         let (x_mean, y_mean) = (xs.iter().sum::<f64>() / m, targets.iter().sum::<f64>() / m);
-        if xs.len() >= SLOPE_AFTER {
-            let sxx: f64 = xs.iter().map(|x| (x - x_mean).powi(2)).sum();
-            let sxy: f64 = xs
-                .iter()
-                .zip(targets)
-                .map(|(x, y)| (x - x_mean) * (y - y_mean))
-                .sum();
-            fitted.slope = if sxx > 1e-9 {
-                (sxy / sxx).clamp(0.0, MAX_SLOPE)
-            } else {
-                0.0
-            };
-        }
+        let sxx: f64 = xs.iter().map(|x| (x - x_mean).powi(2)).sum();
+        let sxy: f64 = xs
+            .iter()
+            .zip(targets)
+            .map(|(x, y)| (x - x_mean) * (y - y_mean))
+            .sum();
+        fitted.slope = match (xs.len() >= SLOPE_AFTER, sxx > 1e-9) {
+            (false, _) => 1.0,
+            (true, true) => (sxy / sxx).clamp(0.0, MAX_SLOPE),
+            (true, false) => 0.0,
+        };
         fitted.offset = y_mean - fitted.slope * x_mean;
         fitted
     }

@@ -62,22 +62,13 @@ impl Strategy for TpeSearch {
         let relatives = relatives_distribution(prior);
         let good_density: Vec<f64> = open
             .iter()
-            .map(|&p| {
-                let own = density(p, good) * (PRIOR_WEIGHT + good.len() as f64);
-                match &relatives {
-                    Some(map) => {
-                        (own + RELATIVES_WEIGHT * map(p))
-                            / (PRIOR_WEIGHT + RELATIVES_WEIGHT + good.len() as f64)
-                    }
-                    None => own / (PRIOR_WEIGHT + good.len() as f64),
-                }
-            })
+            .map(|&p| density(p, good, relatives.as_ref().map(|map| map(p))))
             .collect();
         let pick = WeightedIndex::new(&good_density).expect("densities are positive");
         (0..CANDIDATES)
             .map(|_| pick.sample(&mut rng))
             .max_by(|&a, &b| {
-                let ratio = |i: usize| good_density[i] / density(open[i], bad);
+                let ratio = |i: usize| good_density[i] / density(open[i], bad, None);
                 ratio(a).total_cmp(&ratio(b))
             })
             .map(|i| open[i])
@@ -107,13 +98,17 @@ fn relatives_distribution(prior: &Prior) -> Option<impl Fn(GridPos) -> f64 + '_>
 }
 
 /// The Parzen density of `point` under `group` plus the uniform prior.
-fn density(point: GridPos, group: &[&Observation]) -> f64 {
+/// With `relatives` (the relatives' distribution at `point`), their map
+/// joins the mixture with weight [`RELATIVES_WEIGHT`].
+fn density(point: GridPos, group: &[&Observation], relatives: Option<f64>) -> f64 {
     let prior = PRIOR_WEIGHT / (GRID_POINTS * GRID_POINTS) as f64;
     let kernels: f64 = group
         .iter()
         .map(|o| kernel(o.point.lr, point.lr) * kernel(o.point.weight_decay, point.weight_decay))
         .sum();
-    (prior + kernels) / (PRIOR_WEIGHT + group.len() as f64)
+    let (shared, shared_weight) =
+        relatives.map_or((0.0, 0.0), |r| (RELATIVES_WEIGHT * r, RELATIVES_WEIGHT));
+    (prior + shared + kernels) / (PRIOR_WEIGHT + shared_weight + group.len() as f64)
 }
 
 #[cfg(test)]
@@ -138,7 +133,7 @@ mod tests {
             accuracy: 1.0,
             complete: true,
         };
-        let total: f64 = all_points().map(|p| density(p, &[&obs])).sum();
+        let total: f64 = all_points().map(|p| density(p, &[&obs], None)).sum();
         assert!((total - 1.0).abs() < 1e-12, "{total}");
         // The density is highest at the observation, and the prior keeps
         // the far corner possible.
@@ -148,8 +143,9 @@ mod tests {
                 weight_decay: 0,
             },
             &[&obs],
+            None,
         );
-        assert!(far > 0.0 && far < density(obs.point, &[&obs]));
+        assert!(far > 0.0 && far < density(obs.point, &[&obs], None));
     }
 
     #[test]
