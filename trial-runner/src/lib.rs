@@ -14,6 +14,7 @@ pub mod models;
 pub mod optim;
 pub mod patterns;
 pub mod precision;
+pub mod pretrained;
 pub mod probe;
 pub mod regime;
 pub mod schedule;
@@ -23,5 +24,5 @@ mod trainer;
 pub use bocb_spec::{EpochMetrics, PrecisionChoice, TrialOutcome, TrialSpec, TrialStatus};
 pub use device::{DeviceChoice, DeviceList, ResolveDevice};
 pub use trainer::{
-    run_trial, with_recipe_rates, CheckpointError, Learner, TrialError, TrialObserver,
+    run_trial, with_recipe_rates, CheckpointError, Learner, Start, TrialError, TrialObserver,
 };

@@ -155,6 +155,8 @@ mod tests {
             data_on_device: Default::default(),
             checkpoint_dir: None,
             checkpoint_every: None,
+            init_weights: None,
+            freeze: Vec::new(),
         }
     }
 

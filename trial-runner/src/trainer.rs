@@ -36,6 +36,7 @@ use crate::optim::{
     HessianNoise, Hparams, OptimError, Optimizer, OptimizerRegistry, ParamSet, StateReader,
 };
 use crate::precision::{resolve_precision, set_deterministic, Precision};
+use crate::pretrained::{self, PretrainedError};
 use crate::regime::{clip_grad_norm, Regime, WeightAverage};
 use crate::schedule::WarmupCosine;
 
@@ -100,6 +101,8 @@ pub enum TrialError {
     NoDeviceVersion(#[from] NoDeviceVersion),
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Pretrained(#[from] PretrainedError),
     /// Stopped when asked ([`TrialObserver::checkpoint_requested`]) after
     /// `epochs_done` epochs and `batches_done` batches of the next.
     #[error("interrupted after {epochs_done} epoch(s) and {batches_done} batch(es) of the next ({})", if *.saved { "checkpoint saved" } else { "no checkpoint" })]
@@ -459,8 +462,12 @@ pub(crate) fn trial_learner(
     optimizers: &OptimizerRegistry,
 ) -> Result<Learner, TrialError> {
     let recipe = spec.recipe.as_ref();
+    let start = Start {
+        init_weights: spec.init_weights.as_deref(),
+        freeze: &spec.freeze,
+    };
     let build = || {
-        Learner::new(
+        Learner::starting(
             backbones,
             &spec.backbone,
             optimizers,
@@ -470,6 +477,7 @@ pub(crate) fn trial_learner(
             device,
             spec.decay_norm_and_bias,
             spec.seed,
+            &start,
         )
     };
     let mut learner = match recipe {
@@ -495,6 +503,14 @@ pub fn with_recipe_rates<T>(recipe: &Recipe, build: impl FnOnce() -> T) -> T {
         Some(rate) => with_head_drop_rate(rate.0, build),
         None => build(),
     })
+}
+
+/// Where a learner's weights start: a file instead of the random
+/// initialisation, and the parameters that stay as they start.
+#[derive(Default)]
+pub struct Start<'a> {
+    pub init_weights: Option<&'a Path>,
+    pub freeze: &'a [String],
 }
 
 /// A model and its optimizer, stepped one batch at a time: the body of
@@ -532,9 +548,52 @@ impl Learner {
         decay_norm_and_bias: bool,
         seed: u64,
     ) -> Result<Self, TrialError> {
+        Self::starting(
+            backbones,
+            backbone,
+            optimizers,
+            optimizer,
+            hparams,
+            classes,
+            device,
+            decay_norm_and_bias,
+            seed,
+            &Start::default(),
+        )
+    }
+
+    /// As [`Learner::new`], its weights started as `start` says: loaded
+    /// from a file, some frozen (not handed to the optimizer at all).
+    #[allow(clippy::too_many_arguments)]
+    pub fn starting(
+        backbones: &BackboneRegistry,
+        backbone: &str,
+        optimizers: &OptimizerRegistry,
+        optimizer: &str,
+        hparams: &Hparams,
+        classes: i64,
+        device: Device,
+        decay_norm_and_bias: bool,
+        seed: u64,
+        start: &Start,
+    ) -> Result<Self, TrialError> {
         crate::cpu_cache::install();
         let vs = nn::VarStore::new(device);
         let model = backbones.build(backbone, &vs.root(), classes, seed)?;
+        if let Some(path) = start.init_weights {
+            let weights = pretrained::read(path)?;
+            let loaded = pretrained::load(backbones, backbone, classes, &vs, &weights, path)?;
+            tracing::debug!(
+                path = %path.display(),
+                fresh = ?loaded.fresh,
+                resampled = ?loaded.resampled,
+                "started from pretrained weights"
+            );
+        }
+        if !start.freeze.is_empty() {
+            let frozen = pretrained::frozen(backbones, backbone, &vs, start.freeze)?;
+            pretrained::freeze(&vs, &frozen);
+        }
         let params = param_set(&vs, &model, decay_norm_and_bias);
         let ordered = params
             .decay
@@ -543,8 +602,13 @@ impl Learner {
             .map(Tensor::shallow_clone)
             .collect();
         let optimizer = optimizers.build(optimizer, hparams, params)?;
+        let trainable = vs
+            .trainable_variables()
+            .into_iter()
+            .filter(Tensor::requires_grad)
+            .collect();
         Ok(Learner {
-            trainable: vs.trainable_variables(),
+            trainable,
             vs,
             model,
             optimizer,
@@ -969,6 +1033,8 @@ mod tests {
             data_on_device: DataOnDevice::Off,
             checkpoint_dir: None,
             checkpoint_every: None,
+            init_weights: None,
+            freeze: Vec::new(),
         }
     }
 
@@ -1018,6 +1084,72 @@ mod tests {
         let mut want: Vec<String> = vs.variables().into_keys().collect();
         want.sort();
         assert_eq!(names, want);
+    }
+
+    /// A ViT started from saved weights with its patch embedding frozen:
+    /// those tensors end bit-identical to the file, everything else
+    /// trains, and AdamW keeps no state for them (its two fp32 moments).
+    #[test]
+    fn a_frozen_embedding_stays_as_loaded_and_carries_no_optimizer_state() {
+        let data = data(128);
+        let dir = tempfile::tempdir().unwrap();
+        let init = dir.path().join("init.safetensors");
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        BackboneRegistry::builtin()
+            .build("vit_tiny_cifar@micro", &vs.root(), 4, 11)
+            .unwrap();
+        vs.save(&init).unwrap();
+        let run_from = |freeze: &[&str], out: &str| {
+            let mut spec = spec("adamw", 1e-3, 1);
+            spec.backbone = "vit_tiny_cifar@micro".into();
+            spec.init_weights = Some(init.clone());
+            spec.freeze = freeze.iter().map(|s| s.to_string()).collect();
+            spec.save_weights = Some(dir.path().join(out));
+            let (outcome, _) = run(&spec, &data);
+            let outcome = outcome.unwrap();
+            assert_eq!(outcome.status, TrialStatus::Done);
+            let trained: BTreeMap<String, Tensor> = Tensor::read_safetensors(dir.path().join(out))
+                .unwrap()
+                .into_iter()
+                .collect();
+            (outcome.optimizer_state_bytes, trained)
+        };
+        let (frozen_bytes, frozen) = run_from(&["embedding"], "frozen.safetensors");
+        let (all_bytes, all) = run_from(&[], "all.safetensors");
+        let start: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
+        let mut embedding_numel = 0;
+        for (name, loaded) in &start {
+            if name.starts_with("patch_embed.") {
+                assert!(frozen[name].equal(loaded), "{name} moved while frozen");
+                assert!(!all[name].equal(loaded), "{name} did not train unfrozen");
+                embedding_numel += loaded.numel();
+            } else {
+                assert!(!frozen[name].equal(loaded), "{name} did not train");
+            }
+        }
+        assert_eq!(all_bytes - frozen_bytes, 2 * 4 * embedding_numel);
+    }
+
+    #[test]
+    fn a_file_that_does_not_fit_or_a_pattern_that_matches_nothing_fails_the_trial() {
+        let data = data(64);
+        let dir = tempfile::tempdir().unwrap();
+        let init = dir.path().join("resnet.safetensors");
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        BackboneRegistry::builtin()
+            .build("resnet18_cifar@micro", &vs.root(), 4, 0)
+            .unwrap();
+        vs.save(&init).unwrap();
+        let mut spec = spec("sgd_m", 0.1, 1);
+        spec.backbone = "vit_tiny_cifar@micro".into();
+        spec.init_weights = Some(init);
+        let err = run(&spec, &data).0.unwrap_err().to_string();
+        assert!(err.contains("missing: patch_embed.proj.weight"), "{err}");
+        assert!(err.contains("unexpected: conv1.weight"), "{err}");
+        let mut spec = self::spec("sgd_m", 0.1, 1);
+        spec.freeze = vec!["stages.0.*".into()];
+        let err = run(&spec, &data).0.unwrap_err().to_string();
+        assert!(err.contains("`stages.0.*` matches no parameter"), "{err}");
     }
 
     #[test]

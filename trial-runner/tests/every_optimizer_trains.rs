@@ -57,6 +57,8 @@ fn every_optimizer_lowers_the_loss_or_is_recorded_as_diverged() {
             data_on_device: Default::default(),
             checkpoint_dir: None,
             checkpoint_every: None,
+            init_weights: None,
+            freeze: Vec::new(),
         };
         let mut losses = Losses(Vec::new());
         match run_trial(&spec, &data, &backbones, &optimizers, &mut losses) {

@@ -56,6 +56,8 @@ fn spec(optimizer: &str) -> TrialSpec {
         data_on_device: Default::default(),
         checkpoint_dir: None,
         checkpoint_every: None,
+        init_weights: None,
+        freeze: Vec::new(),
     }
 }
 

@@ -256,6 +256,8 @@ fn a_trial_trains_with_a_torchscript_optimizer() {
         data_on_device: Default::default(),
         checkpoint_dir: None,
         checkpoint_every: None,
+        init_weights: None,
+        freeze: Vec::new(),
     };
     let mut losses = Losses(Vec::new());
     let outcome = run_trial(

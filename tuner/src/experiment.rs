@@ -15,6 +15,7 @@ use bocb_trial_runner::device::DEVICE_LIST_FORMS;
 use bocb_trial_runner::models::BackboneRegistry;
 use bocb_trial_runner::optim::{Hparams, OptimizerRegistry};
 use bocb_trial_runner::precision::PrecisionChoice;
+use bocb_trial_runner::pretrained;
 use bocb_trial_runner::{DeviceChoice, DeviceList, TrialSpec};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -151,6 +152,17 @@ pub struct ExperimentSpec {
     /// centre, spacing kept (see [`crate::grid_centres`]).
     #[serde(default, skip_serializing_if = "GridCentres::is_empty")]
     pub grid_centres: GridCentres,
+    /// Per backbone: the weights its trials start from (safetensors with
+    /// the reference implementation's state-dict names, relative to the
+    /// experiment file) instead of a random initialisation. See
+    /// docs/finetuning.md.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub init: BTreeMap<String, PathBuf>,
+    /// Parameters every trial keeps as they start, never handed to the
+    /// optimizer: `embedding` (each backbone's embedding layer) and name
+    /// patterns (`"stages.0.*"`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub freeze: Vec<String>,
 }
 
 /// Limits on the search; the defaults search everything.
@@ -497,6 +509,9 @@ pub struct Experiment {
     pub recipes: BTreeMap<String, Recipe>,
     /// The search spaces of its `torchscript:PATH` optimizers, by name.
     pub user_spaces: BTreeMap<String, OptimizerSpace>,
+    /// Each backbone's starting weights (`init`, presets applied, paths
+    /// made absolute).
+    pub init_weights: BTreeMap<String, PathBuf>,
 }
 
 /// A problem with an experiment file, located where possible.
@@ -602,6 +617,8 @@ impl Experiment {
             // Where the trial's checkpoint goes is the search's to decide.
             checkpoint_dir: None,
             checkpoint_every: spec.checkpoint_every,
+            init_weights: self.init_weights.get(backbone).cloned(),
+            freeze: spec.freeze.clone(),
         }
     }
 
@@ -936,6 +953,10 @@ impl Experiment {
                     message: unknown.message,
                 }
             })?;
+        let init_weights = starting_weights(&spec, &backbone_names, backbones, base)
+            .map_err(|(key, message)| located("init", &key, message))?;
+        check_freeze(&spec, &backbone_names, backbones)
+            .map_err(|message| located("freeze", "[", message))?;
         let dataset_dir = base.join(&spec.dataset.path);
         if !dataset_dir.is_dir() {
             return Err(located(
@@ -974,6 +995,7 @@ impl Experiment {
             base_dir: base.to_path_buf(),
             recipes,
             user_spaces,
+            init_weights,
         })
     }
 
@@ -1004,8 +1026,63 @@ impl Experiment {
         if spec.precision != PrecisionChoice::Auto {
             settings += &format!(", precision {}", spec.precision.name());
         }
+        for (backbone, path) in &spec.init {
+            settings += &format!(", {backbone} from {}", path.display());
+        }
+        if !spec.freeze.is_empty() {
+            settings += &format!(", freeze {}", spec.freeze.join(" "));
+        }
         settings
     }
+}
+
+/// The `init` weights by backbone name (presets applied, paths made
+/// absolute from `base`), each checked now against its backbone, so a file
+/// that does not fit is refused before any trial; the error comes with the
+/// `init` key it is about.
+fn starting_weights(
+    spec: &ExperimentSpec,
+    backbone_names: &[String],
+    backbones: &BackboneRegistry,
+    base: &Path,
+) -> Result<BTreeMap<String, PathBuf>, (String, String)> {
+    let mut weights = BTreeMap::new();
+    for (key, path) in &spec.init {
+        let name = spec.with_preset(key);
+        if !backbone_names.contains(&name) {
+            return Err((
+                key.clone(),
+                format!(
+                    "`init` names `{key}`, which is not among `backbones` ({}); give weights to a backbone the experiment runs",
+                    backbone_names.join(", ")
+                ),
+            ));
+        }
+        let path = base.join(path);
+        let path = std::path::absolute(&path).unwrap_or(path);
+        pretrained::check(backbones, &name, &path).map_err(|e| (key.clone(), e.to_string()))?;
+        weights.insert(name, path);
+    }
+    Ok(weights)
+}
+
+/// Checks that every `freeze` entry names parameters of every backbone.
+fn check_freeze(
+    spec: &ExperimentSpec,
+    backbone_names: &[String],
+    backbones: &BackboneRegistry,
+) -> Result<(), String> {
+    if spec.freeze.is_empty() {
+        return Ok(());
+    }
+    for name in backbone_names {
+        let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+        backbones
+            .build(name, &vs.root(), 10, 0)
+            .map_err(|e| e.to_string())?;
+        pretrained::frozen(backbones, name, &vs, &spec.freeze).map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 /// The search space of the experiment's `torchscript:PATH` optimizer
@@ -2002,5 +2079,58 @@ recipe_overrides: {{ rand_augment: null }}
             assert!(err.contains("returned shape [2, 4]"), "{format}: {err}");
             assert!(err.contains("the dataset has 3 classes"), "{format}: {err}");
         }
+    }
+
+    /// `init` paths are the file's directory's, checked before any trial;
+    /// `freeze` is checked against every backbone.
+    #[test]
+    fn init_weights_and_freeze_reach_the_trials_or_are_refused_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+        BackboneRegistry::builtin()
+            .build("vit_tiny_cifar@micro", &vs.root(), 5, 0)
+            .unwrap();
+        std::fs::create_dir(dir.path().join("w")).unwrap();
+        vs.save(dir.path().join("w/vit.safetensors")).unwrap();
+        let head = "name: ft\ndataset: { format: cifar100-bin, path: . }\nbackbones: [vit_tiny_cifar, resnet18_cifar]\npreset: micro\noptimizers: [sgd_m]\nepochs: 1\n";
+        let parse = |extra: &str| {
+            Experiment::parse(
+                &format!("{head}{extra}"),
+                "ft.yaml",
+                dir.path(),
+                &BackboneRegistry::builtin(),
+                &OptimizerRegistry::builtin(),
+                &Catalog::builtin(),
+            )
+        };
+        let e =
+            parse("init: { vit_tiny_cifar: w/vit.safetensors }\nfreeze: [embedding]\n").unwrap();
+        let params = [("lr".to_string(), 0.1)].into();
+        let vit = e.trial_spec("vit_tiny_cifar@micro", "sgd_m", &params, 0, None);
+        let want = std::path::absolute(dir.path().join("w/vit.safetensors")).unwrap();
+        assert_eq!(vit.init_weights, Some(want));
+        assert_eq!(vit.freeze, ["embedding"]);
+        let resnet = e.trial_spec("resnet18_cifar@micro", "sgd_m", &params, 0, None);
+        assert_eq!(resnet.init_weights, None);
+        assert!(Experiment::training_settings(&e.spec).contains("freeze embedding"));
+
+        let err = parse("init: { resnet18_cifar: w/vit.safetensors }\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("ft.yaml:7:"), "{err}");
+        assert!(
+            err.contains("missing: conv1.weight")
+                && err.contains("unexpected: patch_embed.proj.weight"),
+            "{err}"
+        );
+        let err = parse("init: { deit_s: w/vit.safetensors }\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not among `backbones`"), "{err}");
+        let err = parse("freeze: [\"stages.0.*\"]\n").unwrap_err().to_string();
+        assert!(
+            err.contains("matches no parameter of `vit_tiny_cifar@micro`"),
+            "{err}"
+        );
     }
 }

@@ -521,6 +521,8 @@ mod tests {
             data_on_device: Default::default(),
             checkpoint_dir: None,
             checkpoint_every: None,
+            init_weights: None,
+            freeze: Vec::new(),
         };
         let key = probe_key(&trial, 100);
         assert!(key.starts_with("cuda/resnet18_cifar/sgd_m/"), "{key}");

@@ -111,10 +111,18 @@ pub enum ModelError {
     TorchScript { path: String, message: String },
 }
 
+/// Parameter-name prefixes of a backbone's embedding layer.
+pub type Embedding = &'static [&'static str];
+
+/// A family file's registration of its architectures.
+type Register = fn(&mut BackboneRegistry);
+
 /// Backbones by registry name.
 #[derive(Clone)]
 pub struct BackboneRegistry {
     entries: BTreeMap<String, BackboneEntry>,
+    /// Embedding-layer name prefixes by architecture name.
+    embeddings: BTreeMap<String, Embedding>,
 }
 
 impl BackboneRegistry {
@@ -122,23 +130,53 @@ impl BackboneRegistry {
     pub fn builtin() -> Self {
         let mut registry = BackboneRegistry {
             entries: BTreeMap::new(),
+            embeddings: BTreeMap::new(),
         };
-        alexnet::register(&mut registry);
-        convnext::register(&mut registry);
-        densenet::register(&mut registry);
-        efficientnet::register(&mut registry);
-        mlp_mixer::register(&mut registry);
-        metaformer::register(&mut registry);
-        mobilenet::register(&mut registry);
-        moganet::register(&mut registry);
-        resnet::register(&mut registry);
-        unireplknet::register(&mut registry);
-        swin::register(&mut registry);
-        transnext::register(&mut registry);
-        repvgg::register(&mut registry);
-        vgg::register(&mut registry);
-        vit::register(&mut registry);
+        // Each family with its embedding, the parameter-name prefixes of the
+        // layer that first meets the pixels (`freeze: [embedding]`, the
+        // fine-tuning paper's "embedding layer"): the patch embedding of
+        // ViT/DeiT/Swin/Mixer/MogaNet/TransNeXt, the stem of ConvNeXt,
+        // MetaFormer, RepVGG and UniRepLKNet, a CNN's first convolution
+        // with its norm.
+        let families: [(Register, Embedding); 15] = [
+            (alexnet::register, &["features.0."]),
+            (convnext::register, &["stem."]),
+            (densenet::register, &["features.conv0.", "features.norm0."]),
+            (efficientnet::register, &["conv_stem.", "bn1."]),
+            (mlp_mixer::register, &["stem."]),
+            (metaformer::register, &["stem."]),
+            (mobilenet::register, &["features.0."]),
+            (moganet::register, &["patch_embed1."]),
+            (resnet::register, &["conv1.", "bn1."]),
+            (unireplknet::register, &["downsample_layers.0."]),
+            (swin::register, &["patch_embed."]),
+            (transnext::register, &["patch_embed1."]),
+            (repvgg::register, &["stem."]),
+            (vgg::register, &["features.0.", "features.1."]),
+            (vit::register, &["patch_embed."]),
+        ];
+        for (register, embedding) in families {
+            let before: Vec<String> = registry.entries.keys().cloned().collect();
+            register(&mut registry);
+            let added: Vec<String> = registry
+                .entries
+                .keys()
+                .filter(|name| !before.contains(name))
+                .cloned()
+                .collect();
+            for name in added {
+                registry.embeddings.insert(name, embedding);
+            }
+        }
         registry
+    }
+
+    /// The parameter-name prefixes of `name`'s embedding layer (presets
+    /// share their architecture's), or `None` for a backbone registered
+    /// without one.
+    pub fn embedding(&self, name: &str) -> Option<Embedding> {
+        let base = name.split('@').next().unwrap_or(name);
+        self.embeddings.get(base).copied()
     }
 
     /// Adds (or replaces) an architecture under `name`.

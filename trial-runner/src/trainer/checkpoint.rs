@@ -103,6 +103,8 @@ fn identity(spec: &TrialSpec) -> serde_json::Value {
         save_weights: None,
         checkpoint_dir: None,
         checkpoint_every: None,
+        init_weights: None,
+        freeze: Vec::new(),
         ..spec.clone()
     };
     serde_json::to_value(&spec).expect("a trial spec serializes")

@@ -78,6 +78,16 @@ pub struct TrialSpec {
     /// `None` saves after every epoch once an epoch has taken over a minute.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint_every: Option<u32>,
+    /// Start from these weights (safetensors, the reference's state-dict
+    /// names) instead of a random initialisation; a classifier for another
+    /// class count starts fresh.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_weights: Option<PathBuf>,
+    /// Parameters kept as they start and never handed to the optimizer:
+    /// `embedding` (the backbone's embedding layer) or name patterns
+    /// (`stages.0.*`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub freeze: Vec<String>,
 }
 
 /// Where a trial is in its life.
