@@ -468,7 +468,7 @@ fn every_view_works_in_a_real_browser() {
     );
     browser.wait_until(
         "the experiments list",
-        "document.body.dataset.view === 'experiments' && document.body.dataset.loaded === '1'",
+        "!!document.body && document.body.dataset.view === 'experiments' && document.body.dataset.loaded === '1'",
     );
     assert_eq!(
         browser.eval("location.hash"),
@@ -526,6 +526,13 @@ fn every_view_works_in_a_real_browser() {
         json!(0)
     );
 
+    browser.eval("1");
+    assert!(
+        browser.problems.is_empty(),
+        "the views logged problems: {:#?}",
+        browser.problems
+    );
+
     // Submit shows a validation error at its line.
     browser.open("#/submit", "submit");
     browser.eval("document.getElementById('yaml').value = 'name: bad\\nepochs: [oops\\n'; document.getElementById('submit').click()");
@@ -535,8 +542,18 @@ fn every_view_works_in_a_real_browser() {
     );
     let message = browser.eval("document.getElementById('submit-error').textContent");
     assert!(
-        message.as_str().unwrap().contains("line"),
+        message.as_str().unwrap().starts_with("Line 2, column 9: "),
         "the error names its line: {message}"
+    );
+    // The refused submission is the one failed request the page saw.
+    assert_eq!(
+        std::mem::take(&mut browser.problems),
+        ["log: \"Failed to load resource: the server responded with a status of 400 (Bad Request)\""]
+    );
+    // The page selects the line the error points at.
+    assert_eq!(
+        browser.eval("(() => { const t = document.getElementById('yaml'); return t.value.slice(t.selectionStart, t.selectionEnd); })()"),
+        json!("epochs: [oops")
     );
 
     // A new epoch appears on the trial page without a reload.

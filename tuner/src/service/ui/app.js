@@ -25,6 +25,11 @@ function h(tag, attrs, ...children) {
   return el;
 }
 
+// Replaces `el`'s children; null and false stand for nothing, as in h().
+function fill(el, ...children) {
+  el.replaceChildren(...children.flat().filter(c => c !== null && c !== undefined && c !== false));
+}
+
 function s(tag, attrs, ...children) {
   const el = document.createElementNS(SVG_NS, tag);
   setAttrs(el, attrs);
@@ -161,7 +166,7 @@ function showError(e) {
 function askToken(message) {
   const el = main();
   const input = h('input', { type: 'password', size: 60, placeholder: 'token', id: 'token-input' });
-  el.replaceChildren(
+  fill(el,
     h('h1', {}, 'Token'),
     message ? h('p', { class: 'error' }, message) : null,
     h('p', {}, 'The service’s token is in STORE/service-token; the service also prints a link that carries it.'),
@@ -180,7 +185,7 @@ function experimentsView(el) {
       body));
   poll(async () => {
     const data = await api('api/ui/experiments', { conditional: true });
-    body.replaceChildren(...data.experiments.map(e => h('tr', { class: 'click', onclick: () => { location.hash = '#/e/' + enc(e.name); } },
+    fill(body, ...data.experiments.map(e => h('tr', { class: 'click', onclick: () => { location.hash = '#/e/' + enc(e.name); } },
       h('td', {}, h('a', { href: '#/e/' + enc(e.name) }, e.name)),
       h('td', {}, stateBadge(e.state)),
       h('td', { class: 'num' }, e.pairs),
@@ -219,11 +224,11 @@ function experimentView(el, exp) {
       onclick: () => act(exp, 'stop').catch(showError) }, 'Stop');
     const resume = h('button', { class: 'action', id: 'resume', disabled: st.state === 'running' || st.state === 'imported' ? 'disabled' : null,
       onclick: () => act(exp, 'resume').catch(showError) }, 'Resume');
-    head.replaceChildren(h('h1', { style: 'margin:0' }, exp), stateBadge(st.state), stop, resume,
+    fill(head, h('h1', { style: 'margin:0' }, exp), stateBadge(st.state), stop, resume,
       h('span', { class: 'muted' }, counts(st.trials), ' · ', Math.round(100 * d.progress) + '% · ETA ' + fmtDuration(d.eta_s)));
-    matrix.replaceChildren(h('h2', { style: 'margin-top:0' }, 'Best accuracy per pair'), heatMatrix(exp, d),
+    fill(matrix, h('h2', { style: 'margin-top:0' }, 'Best accuracy per pair'), heatMatrix(exp, d),
       h('div', { class: 'legend' }, '✕ marks a failure (', d.failure_rule || 'no rule: no result yet', '); click a cell for the pair.'));
-    side.replaceChildren(
+    fill(side,
       h('h2', { style: 'margin-top:0' }, 'Workers'),
       d.workers.length === 0 ? h('p', { class: 'muted' }, 'No worker holds a trial of this experiment.')
         : h('table', { id: 'workers' }, h('tr', {}, ['Worker', 'Device', 'Trial', 'Last heartbeat'].map(t => h('th', {}, t))),
@@ -243,8 +248,6 @@ function experimentView(el, exp) {
 function heatMatrix(exp, d) {
   if (d.cells.length === 0) return h('p', { class: 'muted' }, 'No trial yet.');
   const cw = 92, ch = 34, left = 10 + 7 * Math.min(28, Math.max(...d.backbones.map(b => b.length))), top = 70;
-  const accs = d.cells.map(c => c.accuracy).filter(a => a !== null);
-  const lo = Math.min(...accs), hi = Math.max(...accs);
   const svg = s('svg', { width: left + cw * d.optimizers.length + 10, height: top + ch * d.backbones.length + 10, id: 'heat' });
   d.optimizers.forEach((o, j) => svg.append(s('text', { x: left + cw * j + cw / 2, y: top - 8, 'text-anchor': 'start',
     transform: `rotate(-30 ${left + cw * j + cw / 2} ${top - 8})` }, o)));
@@ -253,12 +256,12 @@ function heatMatrix(exp, d) {
   for (const c of d.cells) {
     const i = d.backbones.indexOf(c.backbone), j = d.optimizers.indexOf(c.optimizer);
     const x = left + cw * j, y = top + ch * i;
-    const col = c.accuracy === null ? { fill: '#eceff3', text: '#667085' } : colour(c.accuracy, lo, hi);
+    const col = c.accuracy === null ? { fill: '#eceff3', text: '#667085' } : { fill: c.fill, text: c.text };
     const label = c.accuracy === null ? counts(c.trials).split(' · ')[0] : fmtAcc(c.accuracy) + (c.fails ? ' ✕' : '');
     const g = s('g', { class: 'cell', 'data-backbone': c.backbone, 'data-optimizer': c.optimizer });
     g.addEventListener('click', () => { location.hash = `#/e/${enc(exp)}/pair?b=${enc(c.backbone)}&o=${enc(c.optimizer)}`; });
     g.append(s('rect', { x: x + 1, y: y + 1, width: cw - 2, height: ch - 2, fill: col.fill, stroke: c.fails ? '#c62828' : 'none', 'stroke-width': 2 }),
-      s('text', { x: x + cw / 2, y: y + ch / 2 + 4, 'text-anchor': 'middle', fill: c.fails ? '#c62828' : col.text, 'font-weight': c.fails ? 700 : 400 }, label),
+      s('text', { x: x + cw / 2, y: y + ch / 2 + 4, 'text-anchor': 'middle', fill: col.text, 'font-weight': c.fails ? 700 : 400 }, label),
       s('title', {}, `${c.backbone} × ${c.optimizer}: ${counts(c.trials)}`));
     svg.append(g);
   }
@@ -280,12 +283,12 @@ function pairView(el, exp, backbone, optimizer) {
     const d = await api(`api/ui/experiments/${enc(exp)}/pair?backbone=${enc(backbone)}&optimizer=${enc(optimizer)}&cursor=${cursor}`);
     cursor = d.cursor;
     for (const c of d.curves) lines.set(c.id, c);
-    grid.replaceChildren(h('h2', { style: 'margin-top:0' }, 'Stage 1: lr × weight decay'), gridMap(d.grid, d.trials));
-    curves.replaceChildren(h('h2', { style: 'margin-top:0' }, 'Learning curves'), curvePlot([...lines.values()]),
+    fill(grid, h('h2', { style: 'margin-top:0' }, 'Stage 1: lr × weight decay'), gridMap(d.grid, d.trials));
+    fill(curves, h('h2', { style: 'margin-top:0' }, 'Learning curves'), curvePlot([...lines.values()]),
       h('div', { class: 'legend' }, '■ stopped early · ✕ diverged'));
-    best.replaceChildren(h('h2', { style: 'margin-top:0' }, 'Best so far'), bestSoFar(d.trials));
+    fill(best, h('h2', { style: 'margin-top:0' }, 'Best so far'), bestSoFar(d.trials));
     const stage2 = d.trials.filter(t => t.stage === 2);
-    extras.replaceChildren(h('h2', {}, 'Stage 2: extra hyperparameters'),
+    fill(extras, h('h2', {}, 'Stage 2: extra hyperparameters'),
       stage2.length === 0 ? h('p', { class: 'muted' }, 'None yet.') : trialTable(exp, stage2, paramNames(stage2)));
   });
 }
@@ -398,7 +401,7 @@ function trialsView(el, exp) {
     info.textContent = `${d.total} trials · page ${d.page + 1} of ${pages}`;
     next.disabled = d.page + 1 >= pages;
     prev.disabled = d.page === 0;
-    table.replaceChildren(trialTable(exp, d.rows, d.params, {
+    fill(table, trialTable(exp, d.rows, d.params, {
       sort: q.sort, desc: q.desc,
       onSort: k => { if (q.sort === k) q.desc = !q.desc; else { q.sort = k; q.desc = k === 'accuracy'; } refresh(); },
     }));
@@ -422,14 +425,14 @@ function trialView(el, exp, id) {
     const copy = h('button', { class: 'action', id: 'copy-timm', onclick: () => copyTimm(exp, t, timm) }, 'Copy the pair’s best as timm args');
     const stop = h('button', { class: 'action danger', id: 'stop-trial', disabled: t.status !== 'running' && t.status !== 'queued' ? 'disabled' : null,
       onclick: () => act(exp, 'stop').catch(showError) }, 'Stop its experiment');
-    info.replaceChildren(h('table', { class: 'kv' },
+    fill(info, h('table', { class: 'kv' },
       [['backbone', t.backbone], ['optimizer', t.optimizer], ['status', stateBadge(t.status)], ['stage', t.stage], ['seed', t.seed],
         ['recipe', t.recipe || '—'], ['device', t.device || '—'], ['accuracy', fmtAcc(t.accuracy)], ['epochs', points.length],
         ['time', fmtDuration(t.wall_time_s)], ...Object.entries(t.params).map(([k, v]) => [k, fmtNum(v)])]
         .map(([k, v]) => h('tr', {}, h('td', {}, k), h('td', {}, v)))),
       t.error ? h('p', { class: 'error' }, t.error) : null, h('p', {}, stop, copy));
     if (t.curve.length > 0 || status !== t.status || plot.childElementCount === 0) {
-      plot.replaceChildren(h('h2', { style: 'margin-top:0' }, 'Test accuracy'),
+      fill(plot, h('h2', { style: 'margin-top:0' }, 'Test accuracy'),
         linePlot([{ id, status: t.status, points }], { id: 'trial-plot' }),
         h('div', { class: 'legend', id: 'epoch-count' }, `${points.length} epochs`));
     }
@@ -459,7 +462,7 @@ function parallelView(el, exp) {
   const draw = d => {
     const all = d.points.slice().sort((a, b) => b.accuracy - a.accuracy);
     const shown = all.slice(0, Math.max(1, Math.ceil(all.length * Number(top.value) / 100)));
-    box.replaceChildren(parallelPlot(d.params, shown, all), h('div', { class: 'legend' }, `${shown.length} of ${all.length} done trials; log scales where a parameter spans more than 10×.`));
+    fill(box, parallelPlot(d.params, shown, all), h('div', { class: 'legend' }, `${shown.length} of ${all.length} done trials; log scales where a parameter spans more than 10×.`));
   };
   poll(async () => { last = await api(`api/ui/experiments/${enc(exp)}/points`, { conditional: true }); draw(last); });
 }
@@ -467,7 +470,7 @@ function parallelView(el, exp) {
 function parallelPlot(params, shown, all) {
   if (all.length === 0) return h('p', { class: 'muted' }, 'No done trial yet.');
   const axes = [...params, 'accuracy'];
-  const width = Math.max(500, 130 * axes.length), height = 340, m = { l: 50, r: 50, t: 24, b: 30 };
+  const width = Math.max(760, 150 * axes.length), height = 340, m = { l: 50, r: 50, t: 24, b: 30 };
   const value = (p, name) => name === 'accuracy' ? p.accuracy : p.params[name];
   const scales = axes.map(name => {
     const vs = all.map(p => value(p, name)).filter(v => v !== undefined && v !== null);
@@ -513,15 +516,17 @@ function submitView(el) {
   file.addEventListener('change', async () => { if (file.files[0]) text.value = await file.files[0].text(); });
   const submit = async () => {
     out.replaceChildren();
-    const origin = file.files[0] ? file.files[0].name : 'web UI';
+    const origin = file.files[0] ? file.files[0].name : 'pasted.yaml';
     try {
       const st = await api('api/experiments', { method: 'POST', body: { yaml: text.value, base: base.value, origin } });
-      out.replaceChildren(h('p', {}, 'Submitted: ', h('a', { href: '#/e/' + enc(st.name) }, st.name)));
+      fill(out, h('p', {}, 'Submitted: ', h('a', { href: '#/e/' + enc(st.name) }, st.name)));
     } catch (e) {
       if (e instanceof Unchanged) return;
-      const at = /line (\d+),? column (\d+)/.exec(e.message);
-      out.replaceChildren(h('p', { class: 'error', id: 'submit-error' }, at ? `Line ${at[1]}, column ${at[2]}: ` : '', e.message));
-      if (at) selectLine(text, Number(at[1]));
+      // Errors name their place as FILE:LINE:COLUMN (or YAML's "line L column C").
+      const at = /:(\d+):(\d+):|line (\d+),? column (\d+)/.exec(e.message);
+      const line = at && Number(at[1] || at[3]), column = at && Number(at[2] || at[4]);
+      fill(out, h('p', { class: 'error', id: 'submit-error' }, at ? `Line ${line}, column ${column}: ` : '', e.message));
+      if (at) selectLine(text, line);
     }
   };
   el.append(h('h1', {}, 'Submit an experiment'),

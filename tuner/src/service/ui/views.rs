@@ -8,7 +8,7 @@ use bocb_store::{TrialRecord, TrialStatus};
 use serde_json::{json, Value};
 use thiserror::Error;
 
-use crate::analysis::{self, FailureRuleChoice};
+use crate::analysis::{self, plots, FailureRuleChoice};
 use crate::experiment::stored_spec;
 use crate::reads::{self, ReadError};
 use crate::service::{Service, ServiceError};
@@ -173,6 +173,9 @@ pub fn experiment(service: &Service, name: &str) -> Result<Value, UiError> {
             .entry(t.status.to_string())
             .or_default() += 1;
     }
+    let scale = analysis
+        .as_ref()
+        .map(|a| plots::ColourScale::of(&a.results, &a.table1));
     let mut cells = Vec::new();
     for b in &backbones {
         for o in &optimizers {
@@ -182,12 +185,19 @@ pub fn experiment(service: &Service, name: &str) -> Result<Value, UiError> {
             if result.is_none() && trials.is_none() {
                 continue;
             }
+            // The report's colours: its scale, and its text colour on them.
+            let colours = result.zip(scale).map(|(r, scale)| {
+                let fill = scale.colour(r.accuracy);
+                (plots::hex(fill), plots::hex(plots::text_colour_on(fill)))
+            });
             cells.push(json!({
                 "backbone": b,
                 "optimizer": o,
                 "accuracy": result.map(|r| r.accuracy),
                 "fails": fails,
                 "trials": trials,
+                "fill": colours.as_ref().map(|c| &c.0),
+                "text": colours.as_ref().map(|c| &c.1),
             }));
         }
     }
