@@ -48,7 +48,7 @@ mod store;
 
 pub use error::{ImportError, StoreError};
 pub use imported::{ImportedResult, ImportedTable};
-pub use query::{GridCell, PairBest};
+pub use query::{grid as grid_of, GridCell, PairBest};
 // The trial types every crate shares; re-exported so store users need no
 // second import.
 pub use bocb_spec::{EpochMetrics, TrialStatus};

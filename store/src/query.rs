@@ -141,8 +141,9 @@ pub(crate) fn best_per_pair(trials: &[TrialRecord]) -> Vec<PairBest> {
         .collect()
 }
 
-/// See [`crate::Store::grid`].
-pub(crate) fn grid(
+/// See [`crate::Store::grid`]; on records already loaded (the web UI
+/// filters one pair's from the experiment's).
+pub fn grid(
     trials: &[TrialRecord],
     backbone: &str,
     optimizer: &str,

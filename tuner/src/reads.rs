@@ -289,6 +289,19 @@ fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<String, ReadError>
         .map_err(|e| ReadError::Encode(e.to_string()))
 }
 
+/// The ranking's memory component: state bytes per parameter, as each
+/// search space records the runner's measurement.
+pub fn state_memory(registries: &Registries) -> BTreeMap<String, f64> {
+    registries
+        .catalog
+        .optimizer_names()
+        .filter_map(|name| {
+            let space = registries.catalog.optimizer(name).ok()?;
+            Some((name.to_string(), space.state_bytes_per_param?))
+        })
+        .collect()
+}
+
 /// `bocb report`'s text.
 pub fn report_text(
     store: &Store,
@@ -318,16 +331,7 @@ pub fn report_text(
             }
         }
     }
-    // The ranking's memory component: state bytes per parameter, as each
-    // search space records the runner's measurement.
-    let memory: BTreeMap<String, f64> = registries
-        .catalog
-        .optimizer_names()
-        .filter_map(|name| {
-            let space = registries.catalog.optimizer(name).ok()?;
-            Some((name.to_string(), space.state_bytes_per_param?))
-        })
-        .collect();
+    let memory = state_memory(registries);
     let mut analyses = Vec::new();
     for name in &names {
         let analysis = analysis::analyse(

@@ -24,6 +24,11 @@
 //! | POST   | /api/worker/finish                | {attempt, result, log} → {} (410: drop it)     |
 //! | PUT    | /api/worker/checkpoint?attempt=N  | tar of the checkpoint → {} (410: drop it)      |
 //! | GET    | /api/worker/checkpoint?attempt=N  | → tar of the stored checkpoint, 204 if none    |
+//! | GET    | /api/ui/...                       | → the web UI's views (`ui::views`)             |
+//!
+//! `GET /` (and `/ui/app.js`, `/ui/app.css`) is the web UI ([`super::ui`]),
+//! the one thing served without the token. Behind `--base-path BASE`, every
+//! path above starts with BASE.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -39,6 +44,7 @@ use tiny_http::{Header, Method, Request, Response, Server};
 
 use super::checkpoints::{self, TransferError};
 use super::queue::Gone;
+use super::ui::{self, views, views::UiError};
 use super::{Service, ServiceError};
 use crate::executor::TrialResult;
 use crate::export::ExportError;
@@ -184,6 +190,15 @@ impl From<ReadError> for Reply {
     }
 }
 
+impl From<UiError> for Reply {
+    fn from(e: UiError) -> Self {
+        match e {
+            UiError::Service(e) => e.into(),
+            UiError::Read(e) => e.into(),
+        }
+    }
+}
+
 impl From<Gone> for Reply {
     fn from(_: Gone) -> Self {
         error(
@@ -217,11 +232,45 @@ pub fn handle_requests(service: &Arc<Service>, server: Server) {
 }
 
 fn respond(service: &Arc<Service>, mut request: Request) {
-    let checkpoint = request
-        .url()
-        .split('?')
-        .next()
-        .is_some_and(|path| path.trim_end_matches('/') == "/api/worker/checkpoint");
+    let url = request.url().to_string();
+    let (full_path, query) = url.split_once('?').unwrap_or((&url, ""));
+    let Some(path) = ui::strip_base(full_path, &service.base_path) else {
+        let reply = error(
+            404,
+            format!(
+                "{full_path} is outside the service's base path {}",
+                service.base_path
+            ),
+        );
+        return send(request, reply, false);
+    };
+    if *request.method() == Method::Get {
+        if let Some(asset) = ui::asset(path, &service.base_path) {
+            // The page and its script hold no data: they load without the
+            // token, then ask the API with it.
+            let headers = [
+                ("Content-Type", asset.content_type),
+                ("Content-Security-Policy", CONTENT_SECURITY_POLICY),
+                ("X-Content-Type-Options", "nosniff"),
+                ("X-Frame-Options", "DENY"),
+                ("Referrer-Policy", "no-referrer"),
+            ];
+            let mut response = Response::from_string(asset.body);
+            for (field, value) in headers {
+                response.add_header(Header::from_bytes(field, value).expect("valid header"));
+            }
+            if let Err(e) = request.respond(response) {
+                tracing::debug!("could not send a reply: {e}");
+            }
+            return;
+        }
+    }
+    let route_url = if query.is_empty() {
+        path.to_string()
+    } else {
+        format!("{path}?{query}")
+    };
+    let checkpoint = path.trim_end_matches('/') == "/api/worker/checkpoint";
     let reply = if !authorized(&request, &service.token) {
         error(
             401,
@@ -237,27 +286,42 @@ fn respond(service: &Arc<Service>, mut request: Request) {
             .take(MAX_BODY_BYTES)
             .read_to_end(&mut body)
         {
-            Ok(_) => route(service, request.method(), request.url(), &body),
+            Ok(_) => route(service, request.method(), &route_url, &body),
             Err(e) => error(400, format!("cannot read the request body: {e}")),
         }
     };
+    let conditional = *request.method() == Method::Get;
+    send(request, reply, conditional)
+}
+
+/// What the page may load: its own script and style, the report's inline
+/// styles (in the analyses' frame), and data-URL images; nothing else.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; frame-src 'self'; base-uri 'self'; form-action 'none'; frame-ancestors 'none'";
+
+/// A tag of `body`: the same text gives the same tag within one service run.
+fn etag(body: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    body.hash(&mut hasher);
+    format!("\"{:016x}\"", hasher.finish())
+}
+
+/// Sends `reply`; a GET's text answers carry an `ETag`, and a request whose
+/// `If-None-Match` names it gets `304` and no body (the page's polls).
+fn send(request: Request, reply: Reply, conditional: bool) {
     let json_type = Header::from_bytes("Content-Type", "application/json").expect("valid header");
     let text_type =
         Header::from_bytes("Content-Type", "text/plain; charset=utf-8").expect("valid header");
     let html_type =
         Header::from_bytes("Content-Type", "text/html; charset=utf-8").expect("valid header");
-    let sent = match reply {
-        Reply::Json(status, value) => request.respond(
-            Response::from_string(value.to_string())
-                .with_status_code(status)
-                .with_header(json_type),
-        ),
-        Reply::Text(text) => request.respond(Response::from_string(text).with_header(text_type)),
-        Reply::Html(text) => request.respond(Response::from_string(text).with_header(html_type)),
+    let (status, body, content_type) = match reply {
+        Reply::Json(status, value) => (status, value.to_string(), json_type),
+        Reply::Text(text) => (200, text, text_type),
+        Reply::Html(text) => (200, text, html_type),
         Reply::Archive(file, length) => {
             let tar_type =
                 Header::from_bytes("Content-Type", "application/x-tar").expect("valid header");
-            request.respond(
+            let sent = request.respond(
                 Response::new(
                     200.into(),
                     vec![tar_type],
@@ -267,9 +331,48 @@ fn respond(service: &Arc<Service>, mut request: Request) {
                 )
                 // With its length announced, a worker tells a cut answer from a whole one.
                 .with_chunked_threshold(usize::MAX),
+            );
+            if let Err(e) = sent {
+                tracing::debug!("could not send a reply: {e}");
+            }
+            return;
+        }
+        Reply::NoContent => {
+            if let Err(e) = request.respond(Response::empty(204)) {
+                tracing::debug!("could not send a reply: {e}");
+            }
+            return;
+        }
+    };
+    let sent = if conditional && status == 200 {
+        let tag = etag(&body);
+        let matches = request
+            .headers()
+            .iter()
+            .any(|h| h.field.equiv("If-None-Match") && h.value.as_str() == tag);
+        let tag_header = Header::from_bytes("ETag", tag.as_bytes()).expect("valid header");
+        let private =
+            Header::from_bytes("Cache-Control", "no-cache, private").expect("valid header");
+        if matches {
+            request.respond(
+                Response::empty(304)
+                    .with_header(tag_header)
+                    .with_header(private),
+            )
+        } else {
+            request.respond(
+                Response::from_string(body)
+                    .with_header(content_type)
+                    .with_header(tag_header)
+                    .with_header(private),
             )
         }
-        Reply::NoContent => request.respond(Response::empty(204)),
+    } else {
+        request.respond(
+            Response::from_string(body)
+                .with_status_code(status)
+                .with_header(content_type),
+        )
     };
     if let Err(e) = sent {
         tracing::debug!("could not send a reply: {e}");
@@ -326,6 +429,7 @@ fn route(service: &Arc<Service>, method: &Method, url: &str, body: &[u8]) -> Rep
             };
         }
         (Method::Post, ["api", "worker", action]) => return worker_route(service, action, body),
+        (Method::Get, ["api", "ui", rest @ ..]) => return ui_route(service, rest, query),
         (Method::Get, ["api", read @ ("report" | "export" | "patterns")]) => {
             return read_route(service, read, query)
         }
@@ -337,6 +441,55 @@ fn route(service: &Arc<Service>, method: &Method, url: &str, body: &[u8]) -> Rep
         }
     };
     result.unwrap_or_else(Reply::from)
+}
+
+/// `GET /api/ui/...`: the web UI's views ([`ui::views`]).
+fn ui_route(service: &Service, parts: &[&str], query: &str) -> Reply {
+    let param = |key: &str| {
+        form_urlencoded::parse(query.as_bytes())
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.into_owned())
+    };
+    let number = |key: &str| -> Result<u64, Reply> {
+        param(key).map_or(Ok(0), |v| {
+            v.parse()
+                .map_err(|_| error(400, format!("`{key}={v}`: give a whole number")))
+        })
+    };
+    let result = match parts {
+        ["experiments"] => views::overview(service),
+        ["experiments", name] => views::experiment(service, name),
+        ["experiments", name, "pair"] => {
+            let (Some(backbone), Some(optimizer)) = (param("backbone"), param("optimizer")) else {
+                return error(400, "name the pair: ?backbone=B&optimizer=O");
+            };
+            let cursor = match number("cursor") {
+                Ok(n) => n,
+                Err(reply) => return reply,
+            };
+            views::pair(service, name, &backbone, &optimizer, cursor)
+        }
+        ["experiments", name, "trials"] => views::trials(service, name, query),
+        ["experiments", name, "trials", id] => match number("since") {
+            Ok(since) => views::trial(service, name, id, since as usize),
+            Err(reply) => return reply,
+        },
+        ["experiments", name, "points"] => views::points(service, name),
+        ["trials", id, "log"] => match number("from") {
+            Ok(from) => views::log(service, id, from),
+            Err(reply) => return reply,
+        },
+        _ => {
+            return error(
+                404,
+                format!(
+                    "no view /api/ui/{}; the UI's views are listed in docs/ui.md",
+                    parts.join("/")
+                ),
+            )
+        }
+    };
+    result.map(|v| ok(&v)).unwrap_or_else(Reply::from)
 }
 
 /// `GET /api/report|export|patterns?QUERY`: what the CLI would print.

@@ -13,6 +13,7 @@ pub mod client;
 pub mod http;
 pub mod queue;
 pub mod reader;
+pub mod ui;
 pub mod worker;
 
 use std::collections::BTreeMap;
@@ -128,6 +129,9 @@ pub struct ServeConfig {
     pub insecure_listen: bool,
     /// Serve HTTPS with this certificate and key.
     pub tls: Option<TlsFiles>,
+    /// The URL path the service is reached under behind a reverse proxy
+    /// (`/bocb`; empty at the root), as [`ui::normalize_base_path`] makes it.
+    pub base_path: String,
 }
 
 /// The PEM files of an HTTPS service.
@@ -245,6 +249,8 @@ pub struct Service {
     /// slots are more).
     concurrent_pairs: usize,
     token: String,
+    /// Every path starts with it (`--base-path`).
+    base_path: String,
     /// The worker processes this service started; `None` when it takes
     /// remote workers only (`--workers none`).
     local_workers: Option<Arc<Mutex<LocalWorkers>>>,
@@ -723,9 +729,9 @@ pub fn serve(config: &ServeConfig, registries: Registries) -> Result<(), Service
             let cert_path = config.store_dir.join(CERT_FILE);
             std::fs::write(&cert_path, &ssl.certificate)
                 .map_err(io_error("cannot write", &cert_path))?;
-            format!("https://{address}")
+            format!("https://{address}{}", config.base_path)
         }
-        None => format!("http://{address}"),
+        None => format!("http://{address}{}", config.base_path),
     };
     let url_path = config.store_dir.join(URL_FILE);
     std::fs::write(&url_path, format!("{url}\n")).map_err(io_error("cannot write", &url_path))?;
@@ -790,6 +796,7 @@ pub fn serve(config: &ServeConfig, registries: Registries) -> Result<(), Service
             local_worker_count
         },
         token,
+        base_path: config.base_path.clone(),
         local_workers,
     });
     service.resume_interrupted()?;
@@ -802,6 +809,10 @@ pub fn serve(config: &ServeConfig, registries: Registries) -> Result<(), Service
     eprintln!(
         "bocb service listening on {url} (store {})",
         config.store_dir.display()
+    );
+    eprintln!(
+        "web UI: {} (the link holds the token; keep it private)",
+        ui::login_link(&url, &service.token)
     );
     http::handle_requests(&service, server);
     Ok(())

@@ -100,7 +100,20 @@ impl Work {
 struct Running {
     work: Work,
     worker: String,
+    /// Where the worker said it trains.
+    device: Option<String>,
     last_contact: Instant,
+}
+
+/// A trial a worker holds, as the web UI shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Lease {
+    pub worker: String,
+    pub device: Option<String>,
+    pub experiment: String,
+    pub trial: String,
+    /// Seconds since the worker's last word.
+    pub silent_s: f64,
 }
 
 #[derive(Default)]
@@ -228,6 +241,7 @@ impl Queue {
                     Running {
                         work,
                         worker: worker.to_string(),
+                        device: device.map(str::to_string),
                         last_contact: Instant::now(),
                     },
                 );
@@ -428,6 +442,24 @@ impl Queue {
     /// Where `trial`'s checkpoint is kept in the store.
     pub fn checkpoint_dir(&self, experiment: &str, trial: &str) -> PathBuf {
         crate::run::checkpoint_dir(&self.store, experiment, trial)
+    }
+
+    /// The trials workers hold now, by worker name.
+    pub fn leases(&self) -> Vec<Lease> {
+        let state = self.lock();
+        let mut leases: Vec<Lease> = state
+            .running
+            .values()
+            .map(|r| Lease {
+                worker: r.worker.clone(),
+                device: r.device.clone(),
+                experiment: r.work.experiment.clone(),
+                trial: r.work.trial.clone(),
+                silent_s: r.last_contact.elapsed().as_secs_f64(),
+            })
+            .collect();
+        leases.sort_by(|a, b| a.worker.cmp(&b.worker));
+        leases
     }
 
     /// Trials waiting and being trained.

@@ -46,6 +46,10 @@ pub struct ServeArgs {
     /// The certificate's private key (PEM).
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// The URL path a reverse proxy serves the service under (`/bocb`):
+    /// every API path and the web UI start with it.
+    #[arg(long, default_value = "")]
+    base_path: String,
 }
 
 #[derive(clap::Args)]
@@ -173,6 +177,7 @@ pub fn serve(args: ServeArgs, registries: Registries) -> Result<()> {
             .tls_cert
             .zip(args.tls_key)
             .map(|(cert, key)| service::TlsFiles { cert, key }),
+        base_path: service::ui::normalize_base_path(&args.base_path).map_err(anyhow::Error::msg)?,
     };
     service::serve(&config, registries)?;
     Ok(())
