@@ -137,7 +137,9 @@ fn micro_trials_complete_through_slurm_arrays_split_and_stop_cancels() {
     let config = text(&config);
     assert!(config.contains("accounting_storage/none"), "{config}");
     assert!(
-        config.lines().any(|l| l.starts_with("MaxArraySize") && l.ends_with("= 4")),
+        config
+            .lines()
+            .any(|l| l.starts_with("MaxArraySize") && l.ends_with("= 4")),
         "{config}"
     );
 
@@ -160,7 +162,10 @@ fn micro_trials_complete_through_slurm_arrays_split_and_stop_cancels() {
         for job in &jobs {
             let id = job["id"].as_str().unwrap();
             let index: usize = id.split('_').nth(1).unwrap().parse().unwrap();
-            assert!(index < 4, "array index {index} beyond MaxArraySize 4: {jobs:?}");
+            assert!(
+                index < 4,
+                "array index {index} beyond MaxArraySize 4: {jobs:?}"
+            );
             if job["state"] == "RUNNING" {
                 seen_running = true;
                 assert_eq!(job["node"], "localhost", "{job}");
@@ -169,7 +174,10 @@ fn micro_trials_complete_through_slurm_arrays_split_and_stop_cancels() {
         assert!(jobs.len() <= 6, "more jobs than max_jobs: {jobs:?}");
         status(&store, "slurm_micro")["state"] == "done"
     });
-    assert!(most > 4, "at most {most} jobs at once: the arrays were never split");
+    assert!(
+        most > 4,
+        "at most {most} jobs at once: the arrays were never split"
+    );
     assert!(seen_running);
     let done = trials(&store, "slurm_micro");
     assert_eq!(done.len(), 10, "{done:?}");
@@ -187,7 +195,9 @@ fn micro_trials_complete_through_slurm_arrays_split_and_stop_cancels() {
     );
 
     // Idle workers leave; a resubmitted experiment gets jobs again, which stop cancels.
-    wait_long("idle workers to exit", || squeue_jobs("slurm_micro").is_empty());
+    wait_long("idle workers to exit", || {
+        squeue_jobs("slurm_micro").is_empty()
+    });
     let grown = MICRO.replace("trials: 2", "trials: 4");
     std::fs::write(&experiment, grown).unwrap();
     let out = cli(&store, &["submit", experiment.to_str().unwrap()]);
@@ -221,7 +231,11 @@ checkpoint_every: 1
 fn resumable_and_unbroken(dir: &Path, epochs: u32) -> (PathBuf, TrialRecord) {
     synth(&dir.join("data"), 512, 64, 5);
     let experiment = dir.join("exp.yaml");
-    std::fs::write(&experiment, RESUMABLE.replace("EPOCHS", &epochs.to_string())).unwrap();
+    std::fs::write(
+        &experiment,
+        RESUMABLE.replace("EPOCHS", &epochs.to_string()),
+    )
+    .unwrap();
     let unbroken = dir.join("unbroken");
     let out = cli(&unbroken, &["run", experiment.to_str().unwrap(), "--quiet"]);
     assert!(out.status.success(), "{}", text(&out));

@@ -255,7 +255,7 @@ pub fn parse_max_array_size(output: &str) -> Option<usize> {
 pub fn array_sizes(count: usize, max_array_size: usize) -> Vec<usize> {
     let max = max_array_size.max(1);
     let mut sizes = vec![max; count / max];
-    if count % max > 0 {
+    if !count.is_multiple_of(max) {
         sizes.push(count % max);
     }
     sizes
