@@ -325,7 +325,7 @@ fn a_time_limit_signal_makes_the_worker_checkpoint_and_exit_cleanly() {
     }
     let _cluster = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
     let tmp = tempfile::tempdir().unwrap();
-    let (experiment, whole) = resumable_and_unbroken(tmp.path(), 30);
+    let (experiment, whole) = resumable_and_unbroken(tmp.path(), 12);
     let store = tmp.path().join("store");
     let launcher = launcher_file(tmp.path(), 1, ", time: \"1\", signal_before_s: 45");
     let _service = serve(&store, &launcher);
