@@ -318,7 +318,8 @@ fn a_requeued_worker_job_continues_its_trial_from_the_checkpoint() {
 
 /// A job's time limit with `--signal` reaches the worker, which saves its
 /// checkpoint, releases the trial and exits with status 0; another job
-/// continues the trial from the checkpoint.
+/// continues the trial from the checkpoint. The trial is long enough that
+/// the one-minute limit always falls inside it; it is stopped once it moved on.
 #[test]
 fn a_time_limit_signal_makes_the_worker_checkpoint_and_exit_cleanly() {
     if !cluster_up() {
@@ -326,7 +327,9 @@ fn a_time_limit_signal_makes_the_worker_checkpoint_and_exit_cleanly() {
     }
     let _cluster = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
     let tmp = tempfile::tempdir().unwrap();
-    let (experiment, whole) = resumable_and_unbroken(tmp.path(), 12);
+    synth(&tmp.path().join("data"), 512, 64, 5);
+    let experiment = tmp.path().join("exp.yaml");
+    std::fs::write(&experiment, RESUMABLE.replace("EPOCHS", "500")).unwrap();
     let store = tmp.path().join("store");
     let launcher = launcher_file(tmp.path(), 1, ", time: \"1\", signal_before_s: 45");
     let _service = serve(&store, &launcher);
@@ -337,12 +340,26 @@ fn a_time_limit_signal_makes_the_worker_checkpoint_and_exit_cleanly() {
     });
     let logs = job_logs(&store);
     assert!(logs.contains("worker exited with status 0"), "{logs}");
-    wait_long("the experiment to finish", || {
-        status(&store, "resumable")["state"] == "done"
+    let trial_log = || {
+        let trial = &trials(&store, "resumable")[0];
+        text(&cli(&store, &["logs", &trial.id]))
+    };
+    wait_long("another job to continue the trial", || {
+        trial_log().contains("fetched the trial's checkpoint")
     });
+    assert!(
+        trial_log().contains("released by worker"),
+        "{}",
+        trial_log()
+    );
+    let out = cli(&store, &["stop", "resumable"]);
+    assert!(out.status.success(), "{}", text(&out));
+    wait_long("no job left after stop", || {
+        squeue_jobs("resumable").is_empty()
+    });
+    // Nothing lost or trained twice: the epochs run 1, 2, ... without a gap.
     let trial = trials(&store, "resumable")[0].clone();
-    assert_eq!(numbers(&trial), numbers(&whole));
-    let log = text(&cli(&store, &["logs", &trial.id]));
-    assert!(log.contains("released by worker"), "{log}");
-    assert!(log.contains("fetched the trial's checkpoint"), "{log}");
+    let epochs: Vec<u32> = trial.epochs.iter().map(|e| e.epoch).collect();
+    assert!(!epochs.is_empty());
+    assert_eq!(epochs, (1..=epochs.len() as u32).collect::<Vec<_>>());
 }
