@@ -19,7 +19,7 @@ export LIBTORCH_USE_PYTORCH := 1
 export VIRTUAL_ENV := $(abspath $(VENV))
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: venv bench-deps build demo test lint fmt clean-demo
+.PHONY: venv bench-deps build demo test test-slurm lint fmt clean-demo
 
 ## venv: project-local python with torch==$(TORCH_VERSION) (libtorch for tch; about 5 GB).
 venv: $(TORCH_STAMP)
@@ -54,6 +54,16 @@ demo: build
 ## at its quick sizes included, hence the reference packages).
 test: build lint bench-deps
 	cargo test --workspace --release
+
+## test-slurm: the Slurm launcher's tests (tests/slurm.rs) on a single-node
+## cluster on loopback (scripts/slurm-loopback: installs Slurm when root,
+## MaxArraySize=4, no accounting storage), stopped after, pass or fail.
+test-slurm: build
+	@if ! scripts/slurm-loopback start; then \
+		echo "SKIPPED the Slurm tests: no Slurm cluster could be installed or started here (see above); as root, 'make test-slurm' sets one up"; \
+		scripts/slurm-loopback stop >/dev/null 2>&1 || true; exit 0; fi; \
+	BOCB_SLURM_TESTS=1 cargo test --release --test slurm -- --nocapture; \
+	status=$$?; scripts/slurm-loopback stop; exit $$status
 
 lint: $(TORCH_STAMP)
 	cargo fmt --all -- --check

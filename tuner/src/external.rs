@@ -606,6 +606,19 @@ pub fn signalled() -> bool {
     RECEIVED_SIGNAL.load(Ordering::SeqCst) != 0
 }
 
+/// What a worker does on a signal once its trial saved its checkpoint,
+/// before it exits with status 0 instead of dying of the signal.
+type Leave = Box<dyn FnOnce() + Send>;
+static LEAVE: Mutex<Option<Leave>> = Mutex::new(None);
+
+/// From now on a signal (SIGINT, SIGTERM, SIGHUP, SIGUSR1), once the
+/// running trials saved their checkpoints, runs `leave` and exits cleanly:
+/// a preempted or timed-out job's worker ends as a finished one.
+pub fn leave_cleanly_on_signals(leave: impl FnOnce() + Send + 'static) {
+    *LEAVE.lock().expect("leave lock") = Some(Box::new(leave));
+    install_signal_handlers();
+}
+
 /// Held while one of bocb's own trials trains in this process: a signal
 /// then waits (up to [`SAVE_GRACE`]) for the trial to see [`signalled`],
 /// save its checkpoint and drop this, before it ends bocb.
@@ -678,6 +691,11 @@ fn end_programs_on_signals() {
             let until = Instant::now() + SAVE_GRACE;
             while SAVING_TRIALS.load(Ordering::SeqCst) > 0 && Instant::now() < until {
                 std::thread::sleep(POLL);
+            }
+            let leave = LEAVE.lock().expect("leave lock").take();
+            if let Some(leave) = leave {
+                leave();
+                std::process::exit(0);
             }
             // SAFETY: restores the default action and raises the signal again.
             unsafe {

@@ -17,11 +17,12 @@
 //! | GET    | /api/report?QUERY                 | → `bocb report`'s output (text)                |
 //! | GET    | /api/export?QUERY                 | → `bocb export`'s output (text)                |
 //! | GET    | /api/patterns?QUERY               | → `bocb patterns`' output (text)               |
-//! | POST   | /api/worker/claim                 | {worker, device} → Assignment, or 204 if none  |
+//! | POST   | /api/worker/claim                 | {worker, device, experiment?} → Assignment, or 204 if none |
 //! | POST   | /api/worker/heartbeat             | {attempt, log} → {} (410: drop the trial)      |
 //! | POST   | /api/worker/start                 | {attempt, epochs_done} → {} (410: drop it)     |
 //! | POST   | /api/worker/epoch                 | {attempt, report} → {stop} (410: drop it)      |
 //! | POST   | /api/worker/finish                | {attempt, result, log} → {} (410: drop it)     |
+//! | POST   | /api/worker/release               | {attempt} → {} (the trial is re-queued)        |
 //! | PUT    | /api/worker/checkpoint?attempt=N  | tar of the checkpoint → {} (410: drop it)      |
 //! | GET    | /api/worker/checkpoint?attempt=N  | → tar of the stored checkpoint, 204 if none    |
 //! | GET    | /api/ui/...                       | → the web UI's views (`ui::views`)             |
@@ -109,6 +110,16 @@ pub struct ClaimRequest {
     /// Where the worker trains (`cpu`, `cuda:1`), recorded with the trial.
     #[serde(default)]
     pub device: Option<String>,
+    /// Only this experiment's trials (a worker a launcher started for it).
+    #[serde(default)]
+    pub experiment: Option<String>,
+}
+
+/// `POST /api/worker/release`: the worker leaves on a signal, its trial's
+/// checkpoint sent; the trial goes back to the queue at once.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ReleaseRequest {
+    pub attempt: u64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -559,11 +570,13 @@ fn checkpoint_route(service: &Service, request: &mut Request) -> Reply {
 
 fn worker_route(service: &Service, action: &str, body: &[u8]) -> Reply {
     let queue = &service.queue;
-    let result: Result<Reply, Reply> = (|| match action {
+    let result: Result<Reply, Reply> = (|| {
+        match action {
         "claim" => {
             let claim: ClaimRequest = parse(body)?;
+            let (device, experiment) = (claim.device.as_deref(), claim.experiment.as_deref());
             Ok(
-                match queue.claim(&claim.worker, claim.device.as_deref(), CLAIM_WAIT) {
+                match queue.claim(&claim.worker, device, experiment, CLAIM_WAIT) {
                     Some(assignment) => ok(&assignment),
                     None => Reply::NoContent,
                 },
@@ -589,10 +602,16 @@ fn worker_route(service: &Service, action: &str, body: &[u8]) -> Reply {
             queue.finish(finish.attempt, finish.result, &finish.log)?;
             Ok(ok(&json!({})))
         }
+        "release" => {
+            let release: ReleaseRequest = parse(body)?;
+            queue.release(release.attempt)?;
+            Ok(ok(&json!({})))
+        }
         other => Err(error(
             404,
-            format!("no worker action `{other}`; valid: claim, heartbeat, start, epoch, finish"),
+            format!("no worker action `{other}`; valid: claim, heartbeat, start, epoch, finish, release"),
         )),
+    }
     })();
     result.unwrap_or_else(|reply| reply)
 }

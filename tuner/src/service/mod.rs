@@ -11,6 +11,7 @@ pub mod bench;
 pub mod checkpoints;
 pub mod client;
 pub mod http;
+pub mod launcher;
 pub mod queue;
 pub mod reader;
 pub mod ui;
@@ -35,6 +36,7 @@ use crate::executor::RunError;
 use crate::experiment::{Experiment, ExperimentError};
 use crate::registries::Registries;
 use crate::run::{register_experiment, search_experiment, SearchOptions};
+use launcher::slurm::{LaunchSettings, SlurmConfig, SlurmError, SlurmJob, SlurmLauncher};
 use queue::{DatasetLocation, Queue, QueueConfig, QueueExecutor};
 
 /// Port of `bocb serve` when `--listen` names none.
@@ -76,6 +78,8 @@ pub enum ServiceError {
     UnknownExperiment(String),
     #[error("{0}")]
     BadRequest(String),
+    #[error(transparent)]
+    Launcher(#[from] SlurmError),
 }
 
 fn io_error(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ServiceError {
@@ -132,6 +136,8 @@ pub struct ServeConfig {
     /// The URL path the service is reached under behind a reverse proxy
     /// (`/bocb`; empty at the root), as [`ui::normalize_base_path`] makes it.
     pub base_path: String,
+    /// Start workers as Slurm jobs as trials queue.
+    pub launcher: Option<SlurmConfig>,
 }
 
 /// The PEM files of an HTTPS service.
@@ -237,6 +243,9 @@ pub struct ExperimentStatus {
     /// Trials by status (`done`, `running`, ...).
     pub trials: BTreeMap<String, usize>,
     pub epochs_recorded: usize,
+    /// Its worker jobs, when the service launches workers through Slurm.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub jobs: Vec<SlurmJob>,
 }
 
 /// The running service.
@@ -254,7 +263,12 @@ pub struct Service {
     /// The worker processes this service started; `None` when it takes
     /// remote workers only (`--workers none`).
     local_workers: Option<Arc<Mutex<LocalWorkers>>>,
+    /// Submits workers to Slurm as trials queue (`--launcher`).
+    launcher: Option<Arc<SlurmLauncher>>,
 }
+
+/// How often the launcher compares the queue with the cluster's jobs.
+const LAUNCH_INTERVAL: Duration = Duration::from_secs(2);
 
 impl Service {
     fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Managed>> {
@@ -386,6 +400,9 @@ impl Service {
                 }
             }
             self.persist(&experiments)?;
+        }
+        if let Some(launcher) = &self.launcher {
+            launcher.cancel(name)?;
         }
         self.status(name)
     }
@@ -567,6 +584,11 @@ impl Service {
             error,
             trials,
             epochs_recorded,
+            jobs: self
+                .launcher
+                .as_ref()
+                .map(|l| l.jobs(name))
+                .unwrap_or_default(),
         })
     }
 
@@ -647,6 +669,15 @@ pub fn service_token(store_dir: &Path, given: Option<&str>) -> Result<String, Se
         .map_err(io_error("cannot write", &tmp))?;
     std::fs::rename(&tmp, &path).map_err(io_error("cannot replace", &path))?;
     Ok(token)
+}
+
+/// Names this service's Slurm jobs apart from other services' of the same
+/// user: a digest of its store's path.
+fn service_id(store_dir: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    let path = std::fs::canonicalize(store_dir).unwrap_or_else(|_| store_dir.to_path_buf());
+    let digest = Sha256::digest(path.to_string_lossy().as_bytes());
+    digest[..4].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Whether every address `listen` names is this machine's loopback.
@@ -744,7 +775,23 @@ pub fn serve(config: &ServeConfig, registries: Registries) -> Result<(), Service
             logs_dir: config.store_dir.join("logs"),
         },
     ));
-    let local_worker_count: usize = config.workers.iter().map(|g| g.count).sum();
+    let launcher = match &config.launcher {
+        Some(slurm) => Some(Arc::new(SlurmLauncher::new(
+            slurm.clone(),
+            LaunchSettings {
+                dir: config.store_dir.join("slurm"),
+                program: std::env::current_exe()
+                    .map_err(io_error("cannot find", Path::new("bocb")))?,
+                server: url.clone(),
+                token: token.clone(),
+                ca: ssl.is_some().then(|| config.store_dir.join(CERT_FILE)),
+                service_id: service_id(&config.store_dir),
+            },
+        )?)),
+        None => None,
+    };
+    let local_worker_count: usize = config.workers.iter().map(|g| g.count).sum::<usize>()
+        + launcher.as_ref().map_or(0, |l| l.max_jobs());
     let mut experiments = BTreeMap::new();
     let state_path = config.store_dir.join(EXPERIMENTS_FILE);
     if state_path.exists() {
@@ -798,8 +845,18 @@ pub fn serve(config: &ServeConfig, registries: Registries) -> Result<(), Service
         token,
         base_path: config.base_path.clone(),
         local_workers,
+        launcher: launcher.clone(),
     });
     service.resume_interrupted()?;
+    if let Some(launcher) = launcher {
+        let demand_queue = Arc::clone(&queue);
+        std::thread::spawn(move || loop {
+            if let Err(e) = launcher.reconcile(&demand_queue.demand()) {
+                tracing::warn!("Slurm launcher: {e}");
+            }
+            std::thread::sleep(LAUNCH_INTERVAL);
+        });
+    }
 
     let reaper_queue = Arc::clone(&queue);
     std::thread::spawn(move || loop {

@@ -198,13 +198,23 @@ impl Queue {
     }
 
     /// The next waiting trial `worker` on `device` may train (one whose
-    /// experiment names that device or none), waiting up to `wait` for one.
-    /// The trial's record takes the worker's `device` (older workers name none).
-    pub fn claim(&self, worker: &str, device: Option<&str>, wait: Duration) -> Option<Assignment> {
+    /// experiment names that device or none, of `experiment` when given),
+    /// waiting up to `wait` for one. The trial's record takes the worker's
+    /// `device` (older workers name none).
+    pub fn claim(
+        &self,
+        worker: &str,
+        device: Option<&str>,
+        experiment: Option<&str>,
+        wait: Duration,
+    ) -> Option<Assignment> {
         let deadline = Instant::now() + wait;
         let mut state = self.lock();
         loop {
-            let next = state.waiting.iter().position(|w| w.runs_on(device));
+            let next = state
+                .waiting
+                .iter()
+                .position(|w| w.runs_on(device) && experiment.is_none_or(|e| e == w.experiment));
             if let Some(work) = next.and_then(|i| state.waiting.remove(i)) {
                 let attempt = state.next_attempt;
                 state.next_attempt += 1;
@@ -334,6 +344,24 @@ impl Queue {
         Ok(())
     }
 
+    /// Puts `attempt`'s trial back at the head of the queue, its worker
+    /// leaving on a signal (preempted, at its time limit) with its
+    /// checkpoint sent: not a lost worker, so no retry is spent.
+    pub fn release(&self, attempt: u64) -> Result<(), Gone> {
+        let mut state = self.lock();
+        let running = state.running.remove(&attempt).ok_or(Gone)?;
+        self.log(
+            &running.work.trial,
+            &format!(
+                "[service] attempt {attempt} released by worker `{}` (it was signalled to leave); trial re-queued",
+                running.worker
+            ),
+        );
+        state.waiting.push_front(running.work);
+        self.work_arrived.notify_all();
+        Ok(())
+    }
+
     /// Ends every waiting and running trial of `experiment`: their search
     /// threads hear `Cancelled`, their workers `Gone` at their next report.
     pub fn cancel_experiment(&self, experiment: &str) {
@@ -460,6 +488,21 @@ impl Queue {
             .collect();
         leases.sort_by(|a, b| a.worker.cmp(&b.worker));
         leases
+    }
+
+    /// Trials waiting or being trained, by experiment.
+    pub fn demand(&self) -> std::collections::BTreeMap<String, usize> {
+        let state = self.lock();
+        let mut demand = std::collections::BTreeMap::new();
+        let experiments = state
+            .waiting
+            .iter()
+            .chain(state.running.values().map(|r| &r.work))
+            .map(|w| &w.experiment);
+        for experiment in experiments {
+            *demand.entry(experiment.clone()).or_insert(0) += 1;
+        }
+        demand
     }
 
     /// Trials waiting and being trained.
@@ -650,7 +693,7 @@ mod tests {
         queue.store.put_trial(&record).unwrap();
         let running = execute(&queue, spec(dir.path()), Arc::default());
         let assignment = queue
-            .claim("w", Some("cuda:1"), Duration::from_secs(3600))
+            .claim("w", Some("cuda:1"), None, Duration::from_secs(3600))
             .unwrap();
         assert_eq!(
             (assignment.trial.as_str(), assignment.spec.epochs),
@@ -710,10 +753,18 @@ mod tests {
         wait_for(|| queue.counts().0 >= 1);
         let anywhere = execute_on(&queue, spec(dir.path()), cancel.clone(), "any", None);
         let wait = Duration::from_secs(3600);
-        assert_eq!(queue.claim("c", Some("cpu"), wait).unwrap().trial, "any");
+        assert_eq!(
+            queue.claim("c", Some("cpu"), None, wait).unwrap().trial,
+            "any"
+        );
         // Nothing else is for the CPU worker.
-        assert!(queue.claim("c", Some("cpu"), Duration::ZERO).is_none());
-        assert_eq!(queue.claim("g", Some("cuda:1"), wait).unwrap().trial, "gpu");
+        assert!(queue
+            .claim("c", Some("cpu"), None, Duration::ZERO)
+            .is_none());
+        assert_eq!(
+            queue.claim("g", Some("cuda:1"), None, wait).unwrap().trial,
+            "gpu"
+        );
         queue.cancel_experiment("q");
         for thread in [on_gpu, anywhere] {
             assert!(matches!(thread.join().unwrap().0, Err(RunError::Cancelled)));
@@ -743,13 +794,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let queue = queue(dir.path(), Duration::ZERO);
         let running = execute(&queue, spec(dir.path()), Arc::default());
-        let first = queue.claim("w1", None, Duration::from_secs(3600)).unwrap();
+        let first = queue
+            .claim("w1", None, None, Duration::from_secs(3600))
+            .unwrap();
         queue
             .heartbeat(first.attempt, "first try says hello")
             .unwrap();
         queue.reap_lost();
         assert_eq!(queue.heartbeat(first.attempt, ""), Err(Gone));
-        let second = queue.claim("w2", None, Duration::from_secs(3600)).unwrap();
+        let second = queue
+            .claim("w2", None, None, Duration::from_secs(3600))
+            .unwrap();
         assert_ne!(first.attempt, second.attempt);
         queue.reap_lost();
         let (result, _) = running.join().unwrap();
@@ -780,7 +835,9 @@ mod tests {
         // Every attempt is lost at the first reaping.
         let queue = queue(dir.path(), Duration::ZERO);
         let running = execute(&queue, spec(dir.path()), Arc::default());
-        let first = queue.claim("w1", None, Duration::from_secs(3600)).unwrap();
+        let first = queue
+            .claim("w1", None, None, Duration::from_secs(3600))
+            .unwrap();
         let stored = queue.checkpoint_dir("q", "t1");
         let epoch_stored = || std::fs::read_to_string(stored.join("checkpoint.json")).unwrap();
         let send = |attempt: u64, bytes: &[u8], length: usize| {
@@ -817,7 +874,9 @@ mod tests {
 
         // Lost and claimed again: the stale attempt's uploads are refused.
         queue.reap_lost();
-        let second = queue.claim("w2", None, Duration::from_secs(3600)).unwrap();
+        let second = queue
+            .claim("w2", None, None, Duration::from_secs(3600))
+            .unwrap();
         let error = send(first.attempt, &two, two.len()).unwrap_err();
         assert!(matches!(error, TransferError::Gone), "{error}");
         assert!(matches!(

@@ -16,7 +16,8 @@ use thiserror::Error;
 use super::checkpoints;
 use super::client::{Client, ClientError};
 use super::http::{
-    ClaimRequest, EpochAnswer, EpochRequest, FinishRequest, HeartbeatRequest, StartRequest,
+    ClaimRequest, EpochAnswer, EpochRequest, FinishRequest, HeartbeatRequest, ReleaseRequest,
+    StartRequest,
 };
 use super::queue::Assignment;
 use crate::executor::TrialResult;
@@ -45,6 +46,11 @@ pub struct WorkerConfig {
     /// `None`: in the service's store directory itself, which this worker
     /// shares (the service's local workers, or a shared filesystem).
     pub checkpoints: Option<PathBuf>,
+    /// Only this experiment's trials (a worker a launcher started for it).
+    pub experiment: Option<String>,
+    /// Exit once the service has had no trial for the worker this long (a
+    /// launcher's worker frees its job); `None`: wait for work for good.
+    pub exit_when_idle: Option<Duration>,
 }
 
 /// Bytes of log one request carries at most: JSON escaping may grow them
@@ -86,7 +92,9 @@ impl Beat {
 }
 
 /// Claims and trains trials until the service stays unreachable for
-/// `config.patience` (or refuses the token).
+/// `config.patience` (or refuses the token), or has nothing for the
+/// worker for `config.exit_when_idle`. On a signal the trial in hand saves
+/// its checkpoint, goes back to the queue, and the worker exits cleanly.
 /// Trains with `registries`.
 pub fn run_worker(
     client: &Client,
@@ -99,12 +107,29 @@ pub fn run_worker(
         ..Beat::default()
     }));
     spawn_heartbeats(client.clone(), Arc::clone(&beat));
+    let (leaving, in_hand) = (client.clone(), Arc::clone(&beat));
+    crate::external::leave_cleanly_on_signals(move || {
+        let attempt = in_hand.lock().expect("beat lock").attempt;
+        if let Some(attempt) = attempt {
+            // Else the heartbeat timeout re-queues it, later.
+            let released = leaving
+                .post::<_, serde_json::Value>("/api/worker/release", &ReleaseRequest { attempt });
+            match released {
+                Ok(_) => eprintln!("signalled: attempt {attempt} saved and released; exiting"),
+                Err(e) => eprintln!("signalled: cannot release attempt {attempt} ({e}); exiting"),
+            }
+        } else {
+            eprintln!("signalled with no trial in hand; exiting");
+        }
+    });
     let mut datasets: HashMap<(DatasetFormat, PathBuf), Splits> = HashMap::new();
     let mut unreachable_since: Option<Instant> = None;
     let claim = ClaimRequest {
         worker: config.name.clone(),
         device: Some(device_name(device)),
+        experiment: config.experiment.clone(),
     };
+    let mut idle_since = Instant::now();
     eprintln!(
         "worker {} (pid {}) on {} serving {}",
         config.name,
@@ -134,6 +159,17 @@ pub fn run_worker(
             Err(e) => return Err(e.into()),
         };
         let Some(assignment) = assignment else {
+            if config
+                .exit_when_idle
+                .is_some_and(|idle| idle_since.elapsed() >= idle)
+            {
+                eprintln!(
+                    "worker {}: no trial for {:.0}s; exiting",
+                    config.name,
+                    idle_since.elapsed().as_secs_f64()
+                );
+                return Ok(());
+            }
             continue;
         };
         eprintln!(
@@ -215,6 +251,7 @@ pub fn run_worker(
                 beat.lock().expect("beat lock").gone = true;
             }
         };
+        idle_since = Instant::now();
         if gone {
             eprintln!(
                 "worker {}: the service dropped trial {}",

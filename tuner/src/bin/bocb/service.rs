@@ -50,6 +50,11 @@ pub struct ServeArgs {
     /// every API path and the web UI start with it.
     #[arg(long, default_value = "")]
     base_path: String,
+    /// Start workers through a cluster's scheduler as its trials queue:
+    /// a YAML file `slurm: { partition, gres, time, ... }` (docs/slurm.md).
+    /// Usually with `--workers none`.
+    #[arg(long)]
+    launcher: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -62,8 +67,18 @@ pub struct WorkerArgs {
     #[arg(long)]
     ca: Option<PathBuf>,
     /// The service's token (default: the BOCB_TOKEN environment variable).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "token_file")]
     token: Option<String>,
+    /// A file holding the service's token (keep it readable by its owner only).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Train only this experiment's trials.
+    #[arg(long)]
+    experiment: Option<String>,
+    /// Exit once the service has had no trial for this worker for this
+    /// many seconds (default: wait for work for good).
+    #[arg(long)]
+    exit_when_idle: Option<f64>,
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     device: DeviceChoice,
@@ -178,16 +193,41 @@ pub fn serve(args: ServeArgs, registries: Registries) -> Result<()> {
             .zip(args.tls_key)
             .map(|(cert, key)| service::TlsFiles { cert, key }),
         base_path: service::ui::normalize_base_path(&args.base_path).map_err(anyhow::Error::msg)?,
+        launcher: args
+            .launcher
+            .map(|path| service::launcher::slurm::SlurmConfig::load(&path))
+            .transpose()?,
     };
     service::serve(&config, registries)?;
     Ok(())
 }
 
 pub fn worker(args: WorkerArgs, registries: &Registries) -> Result<()> {
-    let token = args
-        .token
-        .or_else(|| std::env::var("BOCB_TOKEN").ok())
-        .context("no service token: pass --token or set BOCB_TOKEN (it is in the service's STORE/service-token)")?;
+    let token = match &args.token_file {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the token file {} (--token-file)", path.display()))?
+            .trim()
+            .to_string(),
+        None => args
+            .token
+            .or_else(|| std::env::var("BOCB_TOKEN").ok())
+            .context("no service token: pass --token-file, --token or set BOCB_TOKEN (it is in the service's STORE/service-token)")?,
+    };
+    if token.is_empty() {
+        bail!("the service token is empty; give the one in the service's STORE/service-token");
+    }
+    let exit_when_idle = args
+        .exit_when_idle
+        .map(|idle| {
+            if idle.is_finite() && idle > 0.0 {
+                Ok(Duration::from_secs_f64(idle))
+            } else {
+                Err(anyhow::anyhow!(
+                    "--exit-when-idle must be a positive number of seconds, got {idle}"
+                ))
+            }
+        })
+        .transpose()?;
     let patience = args.patience;
     if !(patience.is_finite() && patience >= 0.0) {
         bail!("--patience must be a number of seconds, got {patience}");
@@ -208,6 +248,8 @@ pub fn worker(args: WorkerArgs, registries: &Registries) -> Result<()> {
             .unwrap_or_else(|| format!("{host}-{}", std::process::id())),
         patience: Duration::from_secs_f64(patience),
         checkpoints: (!args.shared_store).then_some(args.checkpoints),
+        experiment: args.experiment,
+        exit_when_idle,
     };
     let ca = args
         .ca
@@ -305,6 +347,14 @@ fn print_statuses(statuses: &[ExperimentStatus]) {
         );
         if let Some(error) = &s.error {
             println!("  error: {error}");
+        }
+        for job in &s.jobs {
+            let state = job.state.to_lowercase();
+            match (job.node.is_empty(), job.reason.is_empty()) {
+                (false, _) => println!("  slurm job {} {state} on {}", job.id, job.node),
+                (true, false) => println!("  slurm job {} {state} ({})", job.id, job.reason),
+                (true, true) => println!("  slurm job {} {state}", job.id),
+            }
         }
     }
 }

@@ -1,0 +1,663 @@
+//! Workers through Slurm: the service submits job arrays of pull workers
+//! (`bocb worker --experiment NAME --exit-when-idle S`), one array task per
+//! trial it has queued or running, up to `max_jobs`, and cancels them when
+//! the experiment stops. Slurm places, limits and accounts; this module only
+//! runs `sbatch`, `squeue`, `scancel` and `scontrol show config`. Job states
+//! come from `squeue` alone: correctness rests on the queue's heartbeat
+//! leases, never on Slurm's accounting.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// The launcher file's text (`bocb serve --launcher FILE`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LauncherFile {
+    pub slurm: SlurmConfig,
+}
+
+/// How workers are submitted to Slurm (`slurm:` in the launcher file).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlurmConfig {
+    /// `--partition`; the cluster's default when absent.
+    #[serde(default)]
+    pub partition: Option<String>,
+    /// `--gres`, as `gpu:1`.
+    #[serde(default)]
+    pub gres: Option<String>,
+    /// `--time`, as `24:00:00` (a worker is signalled `signal_before_s` before it).
+    #[serde(default)]
+    pub time: Option<String>,
+    #[serde(default)]
+    pub cpus_per_task: Option<u32>,
+    /// `--mem`, as `64G`.
+    #[serde(default, deserialize_with = "text_or_number")]
+    pub mem: Option<String>,
+    #[serde(default)]
+    pub account: Option<String>,
+    #[serde(default)]
+    pub qos: Option<String>,
+    /// Worker jobs of this service at once, across its experiments.
+    #[serde(default = "default_max_jobs")]
+    pub max_jobs: usize,
+    /// More `sbatch` options, each as `--name=value`.
+    #[serde(default)]
+    pub extra: Vec<String>,
+    /// Seconds before the time limit that the worker hears USR1, saves
+    /// its trial's checkpoint and exits (`--signal=B:USR1@N`).
+    #[serde(default = "default_signal_before_s")]
+    pub signal_before_s: u32,
+    /// A worker exits when the service has had no trial for it this long.
+    #[serde(default = "default_idle_exit_s")]
+    pub idle_exit_s: u32,
+    /// The URL workers reach the service at (default: the one it listens
+    /// on, which must then be reachable from the compute nodes).
+    #[serde(default)]
+    pub server: Option<String>,
+    /// The workers' `--device` (default `auto`: the GPU Slurm gave the job
+    /// through `CUDA_VISIBLE_DEVICES`, else the CPU).
+    #[serde(default)]
+    pub device: Option<String>,
+}
+
+fn default_max_jobs() -> usize {
+    4
+}
+fn default_signal_before_s() -> u32 {
+    120
+}
+fn default_idle_exit_s() -> u32 {
+    60
+}
+
+/// `mem: 64G` and `mem: 4096` (megabytes, as Slurm reads a bare number).
+fn text_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Mem {
+        Text(String),
+        Number(u64),
+    }
+    Ok(Option::<Mem>::deserialize(d)?.map(|m| match m {
+        Mem::Text(t) => t,
+        Mem::Number(n) => n.to_string(),
+    }))
+}
+
+#[derive(Debug, Error)]
+pub enum SlurmError {
+    #[error("{origin}: {reason}")]
+    Config { origin: String, reason: String },
+    #[error("cannot run `{command}` ({source}); the Slurm launcher needs Slurm's commands (sbatch, squeue, scancel, scontrol) on PATH")]
+    Spawn {
+        command: String,
+        source: std::io::Error,
+    },
+    #[error("`{command}` failed: {stderr}")]
+    Failed { command: String, stderr: String },
+    #[error("cannot understand `{command}`'s output: {output}")]
+    Output { command: String, output: String },
+    #[error("cannot write {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl SlurmConfig {
+    /// Reads a launcher file: `slurm: { partition, gres, time, ... }`.
+    pub fn load(path: &Path) -> Result<Self, SlurmError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| SlurmError::Config {
+            origin: origin.clone(),
+            reason: format!("cannot read the launcher file: {e}"),
+        })?;
+        Self::parse(&text, &origin)
+    }
+
+    pub fn parse(text: &str, origin: &str) -> Result<Self, SlurmError> {
+        let bad = |reason: String| SlurmError::Config {
+            origin: origin.to_string(),
+            reason,
+        };
+        let file: LauncherFile = serde_yaml::from_str(text).map_err(|e| {
+            bad(format!(
+                "{e}; a launcher file holds `slurm: {{ partition, gres, time, cpus_per_task, mem, account, qos, max_jobs, extra, signal_before_s, idle_exit_s, server, device }}` (docs/slurm.md)"
+            ))
+        })?;
+        let config = file.slurm;
+        if config.max_jobs == 0 {
+            return Err(bad(
+                "slurm.max_jobs must be at least 1: it is how many worker jobs may exist at once"
+                    .to_string(),
+            ));
+        }
+        if config.idle_exit_s == 0 {
+            return Err(bad(
+                "slurm.idle_exit_s must be at least 1 second: workers would exit between two trials".to_string(),
+            ));
+        }
+        for (i, option) in config.extra.iter().enumerate() {
+            if !option.starts_with("--") || option.contains(char::is_whitespace) {
+                return Err(bad(format!(
+                    "slurm.extra[{i}] `{option}` is not one sbatch option: write each as `--name=value`, as in `--constraint=a100`"
+                )));
+            }
+            let name = option.split('=').next().unwrap_or(option);
+            if MANAGED_OPTIONS.contains(&name) {
+                return Err(bad(format!(
+                    "slurm.extra[{i}] `{option}`: bocb sets {name} itself; remove it from extra"
+                )));
+            }
+        }
+        for (field, value) in [
+            ("partition", &config.partition),
+            ("gres", &config.gres),
+            ("time", &config.time),
+            ("mem", &config.mem),
+            ("account", &config.account),
+            ("qos", &config.qos),
+            ("device", &config.device),
+        ] {
+            if value
+                .as_deref()
+                .is_some_and(|v| v.is_empty() || v.contains(char::is_whitespace))
+            {
+                return Err(bad(format!(
+                    "slurm.{field} must be one word without spaces (leave it out for the cluster's default)"
+                )));
+            }
+        }
+        Ok(config)
+    }
+}
+
+/// Options bocb passes to sbatch itself.
+const MANAGED_OPTIONS: &[&str] = &[
+    "--array",
+    "--job-name",
+    "--output",
+    "--error",
+    "--requeue",
+    "--no-requeue",
+    "--open-mode",
+    "--signal",
+    "--parsable",
+];
+
+/// One worker job (an array task) as `squeue` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlurmJob {
+    /// `JOBID_TASK`, or `JOBID_[RANGE]` for tasks not yet split off.
+    pub id: String,
+    /// Slurm's state: `PENDING`, `RUNNING`, ...
+    pub state: String,
+    /// Why a pending job waits (`Priority`, `Resources`, `BeginTime`, ...).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+    /// Where a running job runs.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub node: String,
+}
+
+impl SlurmJob {
+    fn pending(&self) -> bool {
+        self.state == "PENDING"
+    }
+
+    /// A job whose worker is leaving no longer counts as one.
+    fn active(&self) -> bool {
+        !matches!(
+            self.state.as_str(),
+            "COMPLETING" | "COMPLETED" | "CANCELLED" | "FAILED" | "TIMEOUT" | "PREEMPTED"
+        )
+    }
+}
+
+const SQUEUE_FORMAT: &str = "%i|%T|%r|%N|%j";
+
+/// Parses `squeue --noheader --array --format=%i|%T|%r|%N|%j` into jobs by name.
+pub fn parse_squeue(output: &str) -> BTreeMap<String, Vec<SlurmJob>> {
+    let mut jobs: BTreeMap<String, Vec<SlurmJob>> = BTreeMap::new();
+    for line in output.lines().filter(|l| !l.trim().is_empty()) {
+        // The name is last: a `|` in it stays in it.
+        let fields: Vec<&str> = line.splitn(5, '|').map(str::trim).collect();
+        let [id, state, reason, node, name] = fields[..] else {
+            continue;
+        };
+        let reason = if reason == "None" { "" } else { reason };
+        jobs.entry(name.to_string()).or_default().push(SlurmJob {
+            id: id.to_string(),
+            state: state.to_string(),
+            reason: reason.to_string(),
+            node: node.to_string(),
+        });
+    }
+    jobs
+}
+
+/// `MaxArraySize` from `scontrol show config` (the highest index is one less).
+pub fn parse_max_array_size(output: &str) -> Option<usize> {
+    output.lines().find_map(|line| {
+        let (key, value) = line.split_once('=')?;
+        (key.trim() == "MaxArraySize").then(|| value.trim().parse().ok())?
+    })
+}
+
+/// The sizes of the arrays that submit `count` tasks with indices below `max_array_size`.
+pub fn array_sizes(count: usize, max_array_size: usize) -> Vec<usize> {
+    let max = max_array_size.max(1);
+    let mut sizes = vec![max; count / max];
+    if !count.is_multiple_of(max) {
+        sizes.push(count % max);
+    }
+    sizes
+}
+
+/// How many tasks of each experiment to submit and which pending jobs to
+/// cancel, given `demand` (trials queued or running, by job name), the
+/// active jobs by name and the cap on all of them.
+pub fn plan(
+    demand: &BTreeMap<String, usize>,
+    jobs: &BTreeMap<String, Vec<SlurmJob>>,
+    max_jobs: usize,
+) -> (BTreeMap<String, usize>, Vec<String>) {
+    let active = |name: &str| {
+        jobs.get(name)
+            .map_or(0, |jobs| jobs.iter().filter(|j| j.active()).count())
+    };
+    let mut total: usize = jobs.keys().map(|name| active(name)).sum();
+    let mut submit = BTreeMap::new();
+    for (name, &wanted) in demand {
+        let have = active(name);
+        let more = wanted
+            .saturating_sub(have)
+            .min(max_jobs.saturating_sub(total));
+        if more > 0 {
+            submit.insert(name.clone(), more);
+            total += more;
+        }
+    }
+    // Never more jobs than trials: surplus pending tasks go, newest first
+    // (running ones exit by themselves once idle).
+    let mut cancel = Vec::new();
+    for (name, jobs) in jobs {
+        let wanted = demand.get(name).copied().unwrap_or(0);
+        let surplus = active(name).saturating_sub(wanted);
+        cancel.extend(
+            jobs.iter()
+                .filter(|j| j.pending() && !j.id.contains('['))
+                .rev()
+                .take(surplus)
+                .map(|j| j.id.clone()),
+        );
+    }
+    (submit, cancel)
+}
+
+/// Runs a Slurm command and returns its standard output.
+fn slurm(program: &str, args: &[String]) -> Result<String, SlurmError> {
+    let command = format!("{program} {}", args.join(" "));
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|source| SlurmError::Spawn {
+            command: command.clone(),
+            source,
+        })?;
+    if !output.status.success() {
+        return Err(SlurmError::Failed {
+            command,
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// What the launcher needs of the service.
+pub struct LaunchSettings {
+    /// Job scripts and logs go below it.
+    pub dir: PathBuf,
+    /// The `bocb` program the jobs run.
+    pub program: PathBuf,
+    /// The service's URL (unless the config names another).
+    pub server: String,
+    pub token: String,
+    /// The HTTPS service's certificate, for the workers.
+    pub ca: Option<PathBuf>,
+    /// Tells this service's jobs from others' (the same user may run several).
+    pub service_id: String,
+}
+
+/// Submits, watches and cancels one service's worker jobs.
+pub struct SlurmLauncher {
+    config: SlurmConfig,
+    dir: PathBuf,
+    script: PathBuf,
+    prefix: String,
+    max_array_size: usize,
+    /// The last `squeue` seen, by experiment.
+    jobs: Mutex<BTreeMap<String, Vec<SlurmJob>>>,
+}
+
+impl SlurmLauncher {
+    /// Reads the cluster's `MaxArraySize` and writes the job script and the
+    /// token file (readable by the owner only) below `settings.dir`.
+    pub fn new(config: SlurmConfig, settings: LaunchSettings) -> Result<Self, SlurmError> {
+        let shown = slurm("scontrol", &["show".into(), "config".into()])?;
+        let max_array_size = parse_max_array_size(&shown).ok_or_else(|| SlurmError::Output {
+            command: "scontrol show config".to_string(),
+            output: "no MaxArraySize line".to_string(),
+        })?;
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| SlurmError::Io { path, source }
+        };
+        let dir = settings.dir;
+        std::fs::create_dir_all(dir.join("logs")).map_err(io(&dir))?;
+        let token_file = dir.join("token");
+        let _ = std::fs::remove_file(&token_file);
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        options
+            .open(&token_file)
+            .and_then(|mut f| f.write_all(settings.token.as_bytes()))
+            .map_err(io(&token_file))?;
+        let script = dir.join("worker.sh");
+        let server = config.server.clone().unwrap_or(settings.server);
+        let text = job_script(
+            &settings.program,
+            &server,
+            &token_file,
+            settings.ca.as_deref(),
+            config.device.as_deref().unwrap_or("auto"),
+            config.idle_exit_s,
+        );
+        std::fs::write(&script, text).map_err(io(&script))?;
+        Ok(SlurmLauncher {
+            prefix: format!("bocb-{}-", settings.service_id),
+            config,
+            dir,
+            script,
+            max_array_size,
+            jobs: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    pub fn max_jobs(&self) -> usize {
+        self.config.max_jobs
+    }
+
+    fn job_name(&self, experiment: &str) -> String {
+        format!("{}{experiment}", self.prefix)
+    }
+
+    /// This service's jobs by experiment, as `squeue` shows them now.
+    fn squeue(&self) -> Result<BTreeMap<String, Vec<SlurmJob>>, SlurmError> {
+        let args = [
+            "--me",
+            "--noheader",
+            "--array",
+            &format!("--format={SQUEUE_FORMAT}"),
+        ]
+        .map(String::from);
+        let all = parse_squeue(&slurm("squeue", &args)?);
+        let jobs: BTreeMap<String, Vec<SlurmJob>> = all
+            .into_iter()
+            .filter_map(|(name, jobs)| Some((name.strip_prefix(&self.prefix)?.to_string(), jobs)))
+            .collect();
+        *self.jobs.lock().expect("jobs lock") = jobs.clone();
+        Ok(jobs)
+    }
+
+    /// The experiment's jobs as last seen.
+    pub fn jobs(&self, experiment: &str) -> Vec<SlurmJob> {
+        self.jobs
+            .lock()
+            .expect("jobs lock")
+            .get(experiment)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Brings the jobs in line with `demand` (trials queued or running, by
+    /// experiment): submits what is missing, up to `max_jobs` in all, and
+    /// cancels pending jobs beyond it.
+    pub fn reconcile(&self, demand: &BTreeMap<String, usize>) -> Result<(), SlurmError> {
+        let jobs = self.squeue()?;
+        let (submit, cancel) = plan(demand, &jobs, self.config.max_jobs);
+        if !cancel.is_empty() {
+            tracing::info!("cancelling {} surplus pending worker job(s)", cancel.len());
+            slurm("scancel", &cancel)?;
+        }
+        for (experiment, count) in submit {
+            for size in array_sizes(count, self.max_array_size) {
+                let id = self.submit(&experiment, size)?;
+                tracing::info!(
+                    "submitted Slurm job array {id} of {size} worker(s) for `{experiment}`"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Submits one array of `size` workers of `experiment`; returns its job id.
+    fn submit(&self, experiment: &str, size: usize) -> Result<String, SlurmError> {
+        let config = &self.config;
+        let mut args = vec![
+            "--parsable".to_string(),
+            format!("--job-name={}", self.job_name(experiment)),
+            format!("--array=0-{}%{}", size - 1, size.min(config.max_jobs)),
+            "--requeue".to_string(),
+            "--open-mode=append".to_string(),
+            format!("--signal=B:USR1@{}", config.signal_before_s),
+            format!(
+                "--output={}",
+                self.dir.join("logs").join("%x_%A_%a.log").display()
+            ),
+        ];
+        let options = [
+            ("--partition", &config.partition),
+            ("--gres", &config.gres),
+            ("--time", &config.time),
+            ("--mem", &config.mem),
+            ("--account", &config.account),
+            ("--qos", &config.qos),
+        ];
+        for (option, value) in options {
+            if let Some(value) = value {
+                args.push(format!("{option}={value}"));
+            }
+        }
+        if let Some(cpus) = config.cpus_per_task {
+            args.push(format!("--cpus-per-task={cpus}"));
+        }
+        args.extend(config.extra.iter().cloned());
+        args.push(self.script.display().to_string());
+        args.push(experiment.to_string());
+        let output = slurm("sbatch", &args)?;
+        // `JOBID` or `JOBID;CLUSTER`.
+        let id = output.trim().split(';').next().unwrap_or_default();
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(SlurmError::Output {
+                command: "sbatch --parsable".to_string(),
+                output: output.trim().to_string(),
+            });
+        }
+        Ok(id.to_string())
+    }
+
+    /// Cancels every job of `experiment`; their workers save what they train.
+    pub fn cancel(&self, experiment: &str) -> Result<(), SlurmError> {
+        slurm(
+            "scancel",
+            &[
+                "--me".to_string(),
+                format!("--name={}", self.job_name(experiment)),
+            ],
+        )?;
+        let _ = self.squeue();
+        Ok(())
+    }
+}
+
+/// Quotes `text` for a POSIX shell.
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+/// The batch script: one pull worker of the experiment named by its
+/// argument. Slurm signals only the script (`--signal=B:`), which passes
+/// USR1 and TERM on to the worker and waits for it to save and exit.
+fn job_script(
+    program: &Path,
+    server: &str,
+    token_file: &Path,
+    ca: Option<&Path>,
+    device: &str,
+    idle_exit_s: u32,
+) -> String {
+    let ca = ca
+        .map(|ca| format!(" --ca {}", shell_quote(&ca.display().to_string())))
+        .unwrap_or_default();
+    format!(
+        r#"#!/bin/bash
+# Written by `bocb serve --launcher`: one pull worker per array task.
+# The token comes from a file only its owner reads, never the command line.
+experiment=$1
+task="${{SLURM_ARRAY_JOB_ID:-$SLURM_JOB_ID}}_${{SLURM_ARRAY_TASK_ID:-0}}"
+checkpoints="${{TMPDIR:-/tmp}}/bocb-worker-$SLURM_JOB_ID"
+echo "[job $task] start $(date -u +%FT%TZ) on $(hostname) (restart ${{SLURM_RESTART_COUNT:-0}}, CUDA_VISIBLE_DEVICES=${{CUDA_VISIBLE_DEVICES:-}})"
+{program} worker --server {server} --token-file {token} --device {device} \
+    --experiment "$experiment" --exit-when-idle {idle_exit_s} \
+    --name "slurm-$task-r${{SLURM_RESTART_COUNT:-0}}" --checkpoints "$checkpoints"{ca} &
+worker=$!
+trap 'kill -USR1 $worker 2>/dev/null' USR1
+trap 'kill -TERM $worker 2>/dev/null' TERM
+# A trapped signal ends `wait` early: wait again until the worker is gone.
+while true; do
+    wait $worker
+    status=$?
+    kill -0 $worker 2>/dev/null || break
+done
+rm -rf "$checkpoints"
+echo "[job $task] worker exited with status $status"
+exit $status
+"#,
+        program = shell_quote(&program.display().to_string()),
+        server = shell_quote(server),
+        token = shell_quote(&token_file.display().to_string()),
+        device = shell_quote(device),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_config_takes_the_issues_example_and_names_bad_fields() {
+        let config = SlurmConfig::parse(
+            "slurm: { partition: gpu, gres: \"gpu:1\", time: \"24:00:00\", cpus_per_task: 8, mem: 64G, account: lab, qos: normal, max_jobs: 16, extra: [\"--constraint=a100\"] }",
+            "l.yaml",
+        )
+        .unwrap();
+        assert_eq!(config.partition.as_deref(), Some("gpu"));
+        assert_eq!(config.mem.as_deref(), Some("64G"));
+        assert_eq!(config.max_jobs, 16);
+        assert_eq!(config.signal_before_s, 120);
+        let mem = SlurmConfig::parse("slurm: { mem: 4096 }", "l.yaml").unwrap();
+        assert_eq!(mem.mem.as_deref(), Some("4096"));
+
+        let error = |text: &str| SlurmConfig::parse(text, "l.yaml").unwrap_err().to_string();
+        assert!(error("slurm: { partitio: gpu }").contains("unknown field `partitio`"));
+        assert!(error("slurm: { max_jobs: 0 }").contains("slurm.max_jobs"));
+        assert!(error("slurm: { extra: [\"-C a100\"] }").contains("slurm.extra[0]"));
+        assert!(error("slurm: { extra: [\"--array=0-3\"] }").contains("bocb sets --array"));
+        assert!(error("slurm: { gres: \"gpu 1\" }").contains("slurm.gres"));
+        assert!(error("local: {}").contains("slurm"));
+    }
+
+    #[test]
+    fn squeue_and_scontrol_output_parse() {
+        let jobs = parse_squeue(
+            "12_3|PENDING|JobArrayTaskLimit||bocb-a-x\n12_0|RUNNING|None|node7|bocb-a-x\n\n13_1|PENDING|BeginTime||other|name\n",
+        );
+        assert_eq!(jobs["bocb-a-x"].len(), 2);
+        assert_eq!(jobs["bocb-a-x"][0].reason, "JobArrayTaskLimit");
+        assert_eq!(jobs["bocb-a-x"][1].reason, "");
+        assert_eq!(jobs["bocb-a-x"][1].node, "node7");
+        assert_eq!(jobs["other|name"][0].reason, "BeginTime");
+        let config = "MaxArraySizeX = 3\nMaxArraySize            = 1001\nMaxJobCount = 10000\n";
+        assert_eq!(parse_max_array_size(config), Some(1001));
+        assert_eq!(parse_max_array_size("nothing"), None);
+    }
+
+    #[test]
+    fn arrays_split_at_max_array_size() {
+        assert_eq!(array_sizes(10, 4), vec![4, 4, 2]);
+        assert_eq!(array_sizes(4, 4), vec![4]);
+        assert_eq!(array_sizes(0, 4), Vec::<usize>::new());
+    }
+
+    fn job(id: &str, state: &str) -> SlurmJob {
+        SlurmJob {
+            id: id.to_string(),
+            state: state.to_string(),
+            reason: String::new(),
+            node: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_plan_follows_the_queue_within_max_jobs() {
+        let demand: BTreeMap<String, usize> = [("a".to_string(), 5), ("b".to_string(), 3)].into();
+        let jobs: BTreeMap<String, Vec<SlurmJob>> = [(
+            "a".to_string(),
+            vec![job("1_0", "RUNNING"), job("1_1", "COMPLETING")],
+        )]
+        .into();
+        let (submit, cancel) = plan(&demand, &jobs, 6);
+        assert_eq!(submit, [("a".to_string(), 4), ("b".to_string(), 1)].into());
+        assert!(cancel.is_empty());
+
+        // Fewer trials than jobs: the newest pending ones go, running ones stay.
+        let demand: BTreeMap<String, usize> = [("a".to_string(), 1)].into();
+        let jobs: BTreeMap<String, Vec<SlurmJob>> = [(
+            "a".to_string(),
+            vec![
+                job("1_0", "RUNNING"),
+                job("1_1", "PENDING"),
+                job("1_2", "PENDING"),
+            ],
+        )]
+        .into();
+        let (submit, cancel) = plan(&demand, &jobs, 6);
+        assert!(submit.is_empty());
+        assert_eq!(cancel, vec!["1_2".to_string(), "1_1".to_string()]);
+    }
+
+    #[test]
+    fn the_job_script_quotes_and_keeps_the_token_off_the_command_line() {
+        let script = job_script(
+            Path::new("/opt/bocb it's/bocb"),
+            "http://h:1",
+            Path::new("/s/slurm/token"),
+            None,
+            "auto",
+            60,
+        );
+        assert!(script.contains(r"'/opt/bocb it'\''s/bocb' worker"));
+        assert!(script.contains("--token-file '/s/slurm/token'"));
+        assert!(!script.contains("--token "));
+        assert!(script.contains("trap 'kill -USR1 $worker"));
+    }
+}
