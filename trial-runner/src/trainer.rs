@@ -22,11 +22,13 @@ use crate::augment::{AugmentError, RepeatAugSampler};
 use crate::batches::on_device::{
     choose_batch_source, upload_bytes, DataOnDevice, DeviceSplit, DeviceTransform, NoDeviceVersion,
 };
+use crate::batches::stream::{for_each_file_batch, FullResTransform, StreamPlan};
 use crate::batches::{
     batch_rng, batch_seed, default_workers, for_each_batch, for_each_batch_from, EpochPlan,
     ImageTransform, Normalizer, RawBatch,
 };
-use crate::data::{Dataset, Splits};
+use crate::data::stream::{FolderSplits, IMAGENET_MEAN, IMAGENET_STD};
+use crate::data::{DataError, Dataset, LoadedData, Splits};
 use crate::device::{device_name, ResolveDevice};
 use crate::memory::PeakMemory;
 use crate::models::{
@@ -92,6 +94,14 @@ pub enum TrialError {
     BadLabels { dataset: usize, label: u16 },
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error("`{backbone}` is the CIFAR form (a 32-pixel stem) but the dataset is at {resolution} pixels; use `{instead}`, its ImageNet form, or set the dataset's `resolution: 32`")]
+    CifarFormAtFullResolution {
+        backbone: String,
+        resolution: usize,
+        instead: String,
+    },
     #[error("saving the trained weights: {0}")]
     SaveWeights(String),
     #[error("recipe: {0}")]
@@ -110,14 +120,61 @@ pub enum TrialError {
     },
 }
 
+/// What a trial trains on: splits held in memory (CIFAR, small folders at
+/// 32 pixels), or an image folder streamed from disk at full resolution.
+#[derive(Clone, Copy)]
+pub enum TrialData<'a> {
+    Memory(&'a Splits),
+    Stream(&'a FolderSplits),
+}
+
+impl<'a> From<&'a Splits> for TrialData<'a> {
+    fn from(splits: &'a Splits) -> Self {
+        TrialData::Memory(splits)
+    }
+}
+
+impl<'a> From<&'a FolderSplits> for TrialData<'a> {
+    fn from(folder: &'a FolderSplits) -> Self {
+        TrialData::Stream(folder)
+    }
+}
+
+impl<'a> From<&'a LoadedData> for TrialData<'a> {
+    fn from(data: &'a LoadedData) -> Self {
+        match data {
+            LoadedData::Memory(splits) => TrialData::Memory(splits),
+            LoadedData::Stream(folder) => TrialData::Stream(folder),
+        }
+    }
+}
+
+impl TrialData<'_> {
+    /// Classes a model must output.
+    pub fn classes(&self) -> usize {
+        match self {
+            TrialData::Memory(splits) => splits.train.classes,
+            TrialData::Stream(folder) => folder.classes(),
+        }
+    }
+
+    fn train_len(&self) -> usize {
+        match self {
+            TrialData::Memory(splits) => splits.train.len(),
+            TrialData::Stream(folder) => folder.train.len(),
+        }
+    }
+}
+
 /// Trains `spec` on `data`, reporting each epoch to `observer`.
-pub fn run_trial(
+pub fn run_trial<'a>(
     spec: &TrialSpec,
-    data: &Splits,
+    data: impl Into<TrialData<'a>>,
     backbones: &BackboneRegistry,
     optimizers: &OptimizerRegistry,
     observer: &mut dyn TrialObserver,
 ) -> Result<TrialOutcome, TrialError> {
+    let data = data.into();
     let started = Instant::now();
     let device = spec.device.resolve().map_err(TrialError::Device)?;
     // Trials in other threads of the same GPU overlap with this one.
@@ -125,28 +182,41 @@ pub fn run_trial(
     // Idle blocks of earlier trials would count towards this one's peak.
     crate::cpu_cache::empty();
     let peak_memory = PeakMemory::start(device);
-    let train = &data.train;
-    if train.len() < spec.batch_size {
+    let train_len = data.train_len();
+    if train_len < spec.batch_size {
         return Err(TrialError::TooLittleData {
-            images: train.len(),
+            images: train_len,
             batch_size: spec.batch_size,
         });
     }
-    check_labels(train)?;
-    check_labels(&data.test)?;
+    if let TrialData::Memory(splits) = data {
+        check_labels(&splits.train)?;
+        check_labels(&splits.test)?;
+    }
 
     if spec.deterministic {
         set_deterministic(true);
     }
-    let classes = train.classes as i64;
+    let classes = data.classes() as i64;
     let recipe = spec.recipe.as_ref();
-    let mut learner = trial_learner(spec, classes, device, backbones, optimizers)?;
-
-    let (mean, std) = train.mean_std();
     let (entry, preset) = backbones.lookup(&spec.backbone)?;
     let input_side = entry.input_size(preset);
+    let side = match data {
+        TrialData::Memory(_) => input_side,
+        TrialData::Stream(folder) => {
+            let side = folder.resolution.unwrap_or(input_side as usize);
+            refuse_cifar_form(&spec.backbone, side, backbones)?;
+            side as i64
+        }
+    };
+    let mut learner = trial_learner(spec, classes, device, backbones, optimizers)?;
+
+    let (mean, std) = match data {
+        TrialData::Memory(splits) => splits.train.mean_std(),
+        TrialData::Stream(_) => (IMAGENET_MEAN, IMAGENET_STD),
+    };
     let normalizer =
-        Normalizer::new(mean, std, input_side, device).with_channels_last(spec.channels_last);
+        Normalizer::new(mean, std, side, device).with_channels_last(spec.channels_last);
     let (transform, regime) = match recipe {
         Some(r) => (
             ImageTransform::from_recipe(r, input_side, mean),
@@ -154,9 +224,13 @@ pub fn run_trial(
         ),
         None => (ImageTransform::basic(), Regime::plain(classes)),
     };
-    let test_crop_ratio = recipe.map_or(1.0, |r| r.test_crop_ratio.0);
+    // A streamed folder's evaluation transform crops already.
+    let test_crop_ratio = match data {
+        TrialData::Memory(_) => recipe.map_or(1.0, |r| r.test_crop_ratio.0),
+        TrialData::Stream(_) => 1.0,
+    };
     let repeats = recipe.map_or(1, |r| r.repeated_augmentation.0 as usize);
-    let sampler = RepeatAugSampler::new(train.len(), repeats)?;
+    let sampler = RepeatAugSampler::new(train_len, repeats)?;
     let steps_per_epoch = sampler.epoch_len() / spec.batch_size;
     if steps_per_epoch == 0 {
         return Err(TrialError::TooLittleData {
@@ -168,7 +242,17 @@ pub fn run_trial(
         0 => default_workers(),
         n => n,
     };
-    let batches = Batches::choose(spec.data_on_device, device, data, transform, workers)?;
+    let batches = match data {
+        TrialData::Memory(splits) => {
+            Batches::choose(spec.data_on_device, device, splits, transform, workers)?
+        }
+        TrialData::Stream(folder) => Batches::Stream {
+            folder,
+            train: FullResTransform::train(recipe, side as usize),
+            test: FullResTransform::eval(recipe, side as usize),
+            workers,
+        },
+    };
     let schedule = WarmupCosine {
         base_lr: spec.hparams["lr"],
         warmup_steps: spec.warmup_epochs as usize * steps_per_epoch,
@@ -210,7 +294,7 @@ pub fn run_trial(
             ema_accuracy,
             precision: learner.precision.name().into(),
             peak_memory_bytes: peak_memory.read(device),
-            classes: Some(train.classes as u32),
+            classes: Some(classes as u32),
         }
     };
 
@@ -224,7 +308,7 @@ pub fn run_trial(
         let order = if repeats > 1 {
             sampler.epoch(&mut order_rng)
         } else {
-            let mut order: Vec<usize> = (0..train.len()).collect();
+            let mut order: Vec<usize> = (0..train_len).collect();
             order.shuffle(&mut order_rng);
             order
         };
@@ -264,6 +348,7 @@ pub fn run_trial(
         match stopped {
             Err(EpochStop::Torch(e)) => return Err(e.into()),
             Err(EpochStop::Augment(e)) => return Err(e.into()),
+            Err(EpochStop::Data(e)) => return Err(e.into()),
             Err(EpochStop::Requested) => {
                 let at = saver.at(epoch - 1, batch_index, step, wall_before, started);
                 return Err(saver.interrupt(at, &learner, Some(&loss_sum), observer));
@@ -286,7 +371,6 @@ pub fn run_trial(
             evaluate(
                 model,
                 &batches,
-                data.test.len(),
                 &normalizer,
                 spec.batch_size,
                 test_crop_ratio,
@@ -743,6 +827,13 @@ enum Batches<'a> {
         test: DeviceSplit,
         transform: DeviceTransform,
     },
+    /// Read from disk batch by batch at full resolution.
+    Stream {
+        folder: &'a FolderSplits,
+        train: FullResTransform,
+        test: FullResTransform,
+        workers: usize,
+    },
 }
 
 impl<'a> Batches<'a> {
@@ -778,7 +869,7 @@ impl<'a> Batches<'a> {
 
     /// One training epoch over `order` from batch `first` on, augmented
     /// with `seed`'s draws.
-    fn train_epoch<E>(
+    fn train_epoch<E: From<DataError>>(
         &self,
         batch_size: usize,
         order: Vec<usize>,
@@ -816,11 +907,33 @@ impl<'a> Batches<'a> {
                 };
                 train.for_each_batch_from(batch_size, Some(plan), first, consume)
             }
+            Batches::Stream {
+                folder,
+                train,
+                workers,
+                ..
+            } => {
+                let plan = StreamPlan {
+                    order,
+                    seed,
+                    transform: train,
+                    drop_last: true,
+                };
+                for_each_file_batch(
+                    &folder.train,
+                    batch_size,
+                    plan,
+                    first,
+                    *workers,
+                    folder.bad_files,
+                    consume,
+                )
+            }
         }
     }
 
     /// The test split in order, unchanged.
-    fn test<E>(
+    fn test<E: From<DataError>>(
         &self,
         batch_size: usize,
         consume: impl FnMut(RawBatch) -> Result<(), E>,
@@ -828,6 +941,28 @@ impl<'a> Batches<'a> {
         match self {
             Batches::Host { data, .. } => for_each_batch(&data.test, batch_size, None, 1, consume),
             Batches::Device { test, .. } => test.for_each_batch(batch_size, None, consume),
+            Batches::Stream {
+                folder,
+                test,
+                workers,
+                ..
+            } => {
+                let plan = StreamPlan {
+                    order: (0..folder.test.len()).collect(),
+                    seed: 0,
+                    transform: test,
+                    drop_last: false,
+                };
+                for_each_file_batch(
+                    &folder.test,
+                    batch_size,
+                    plan,
+                    0,
+                    *workers,
+                    folder.bad_files,
+                    consume,
+                )
+            }
         }
     }
 }
@@ -839,6 +974,13 @@ enum EpochStop {
     Requested,
     Torch(tch::TchError),
     Augment(AugmentError),
+    Data(DataError),
+}
+
+impl From<DataError> for EpochStop {
+    fn from(e: DataError) -> Self {
+        EpochStop::Data(e)
+    }
 }
 
 impl From<AugmentError> for EpochStop {
@@ -850,6 +992,33 @@ impl From<AugmentError> for EpochStop {
 impl From<tch::TchError> for EpochStop {
     fn from(e: tch::TchError) -> Self {
         EpochStop::Torch(e)
+    }
+}
+
+/// Refuses a backbone's CIFAR form (`NAME_cifar`, a 32-pixel stem) at a
+/// larger `side`, naming its ImageNet form.
+fn refuse_cifar_form(
+    backbone: &str,
+    side: usize,
+    backbones: &BackboneRegistry,
+) -> Result<(), TrialError> {
+    let name = backbone.split('@').next().unwrap_or(backbone);
+    match name.strip_suffix("_cifar") {
+        Some(imagenet) if side > crate::data::SIDE => {
+            let suffix = &backbone[name.len()..];
+            let instead = format!("{imagenet}{suffix}");
+            let instead = if backbones.lookup(&instead).is_ok() {
+                instead
+            } else {
+                "a backbone without `_cifar` (see `bocb backbones list`)".into()
+            };
+            Err(TrialError::CifarFormAtFullResolution {
+                backbone: backbone.into(),
+                resolution: side,
+                instead,
+            })
+        }
+        _ => Ok(()),
     }
 }
 
@@ -887,12 +1056,11 @@ fn param_set(vs: &nn::VarStore, model: &Model, decay_all: bool) -> ParamSet {
     params
 }
 
-/// Mean cross-entropy and top-1 accuracy (percent) over the test split
-/// (`images` of them), on the centred `crop_ratio` of each image.
+/// Mean cross-entropy and top-1 accuracy (percent) over the test split, on
+/// the centred `crop_ratio` of each image.
 fn evaluate(
     model: &Model,
     batches: &Batches,
-    images: usize,
     normalizer: &Normalizer,
     batch_size: usize,
     crop_ratio: f64,
@@ -901,8 +1069,11 @@ fn evaluate(
     let device = normalizer.device();
     let mut loss_sum = Tensor::zeros([], (Kind::Double, device));
     let mut correct = Tensor::zeros([], (Kind::Int64, device));
+    // Counted as seen: a streamed split may skip undecodable files.
+    let mut images = 0;
     tch::no_grad(|| {
         batches.test(batch_size * 2, |batch| {
+            images += batch.labels.size()[0] as usize;
             let labels = batch.labels.to_device(device);
             let images = normalizer.apply_test(&batch.images, crop_ratio);
             let logits = precision
