@@ -1191,6 +1191,79 @@ mod tests {
         assert_eq!(names, want);
     }
 
+    /// A folder of photograph-sized JPEGs (two classes, 8 per split), each
+    /// a smooth gradient in its class's hue.
+    fn jpeg_folder(dir: &Path) {
+        for split in ["train", "val"] {
+            for (c, class) in ["n01", "n02"].into_iter().enumerate() {
+                let d = dir.join(split).join(class);
+                std::fs::create_dir_all(&d).unwrap();
+                for i in 0..8u32 {
+                    let (w, h) = (120 + 7 * i, 90 + 5 * i);
+                    let image = image::RgbImage::from_fn(w, h, |x, y| {
+                        let (x, y) = ((x * 255 / w) as u8, (y * 255 / h) as u8);
+                        if c == 0 {
+                            image::Rgb([x, y / 2, 30])
+                        } else {
+                            image::Rgb([40, y, x])
+                        }
+                    });
+                    image.save(d.join(format!("{i}.JPEG"))).unwrap();
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_streamed_folder_trains_imagenet_forms_and_refuses_cifar_forms() {
+        use crate::data::stream::{BadFiles, FolderSplits};
+        let dir = tempfile::tempdir().unwrap();
+        jpeg_folder(dir.path());
+        let folder = FolderSplits::open(dir.path(), Some(64), BadFiles::Fail).unwrap();
+        let (backbones, optimizers) = (BackboneRegistry::builtin(), OptimizerRegistry::builtin());
+        for (backbone, recipe) in [("resnet50@micro", "rsb_a2"), ("deit_s@micro", "deit")] {
+            let mut spec = spec("adamw", 1e-3, 1);
+            spec.backbone = backbone.into();
+            spec.batch_size = 8;
+            spec.warmup_epochs = 0;
+            spec.recipe = Some(
+                bocb_search_spaces::RecipeBook::builtin()
+                    .recipe(recipe)
+                    .unwrap()
+                    .clone(),
+            );
+            let mut reports = Collect(Vec::new());
+            let outcome = run_trial(&spec, &folder, &backbones, &optimizers, &mut reports).unwrap();
+            let reports = reports.0;
+            assert_eq!(
+                outcome.status,
+                TrialStatus::Done,
+                "{backbone}: {:?}",
+                outcome.note
+            );
+            assert_eq!(outcome.classes, Some(2));
+            assert_eq!(reports.len(), 1);
+            assert!(reports[0].train_loss.is_finite(), "{backbone}");
+        }
+        let mut cifar = spec("adamw", 1e-3, 1);
+        cifar.backbone = "resnet50_cifar@micro".into();
+        cifar.batch_size = 8;
+        let message = run_trial(
+            &cifar,
+            &folder,
+            &backbones,
+            &optimizers,
+            &mut Collect(Vec::new()),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            message.contains("`resnet50_cifar@micro` is the CIFAR form")
+                && message.contains("use `resnet50@micro`"),
+            "{message}"
+        );
+    }
+
     #[test]
     fn an_observer_can_stop_a_trial_early() {
         let data = data(128);
