@@ -1830,6 +1830,23 @@ recipe_overrides: {{ rand_augment: null }}
     }
 
     #[test]
+    fn a_resolution_is_for_image_folders_and_bad_files_default_to_fail() {
+        let with = |dataset: &str| GOOD.replace("{ format: cifar100-bin, path: . }", dataset);
+        let err = error(&with("{ format: cifar100-bin, path: ., resolution: 224 }"));
+        assert!(
+            err.contains("the cifar100-bin format is 32x32 images; drop `resolution: 224`"),
+            "{err}"
+        );
+        let err = error(&with("{ format: image-folder, path: ., resolution: 8 }"));
+        assert!(err.contains("resolution 8 is outside 16..=4096"), "{err}");
+        let e = parse(&with("{ format: cifar100-bin, path: ., resolution: 32 }")).unwrap();
+        assert_eq!(e.spec.dataset.resolution, Some(32));
+        assert_eq!(e.spec.dataset.bad_files, BadFiles::Fail);
+        let e = parse(&with("{ format: image-folder, path: ., bad_files: skip }")).unwrap();
+        assert_eq!(e.spec.dataset.bad_files, BadFiles::Skip);
+    }
+
+    #[test]
     fn unknown_dataset_format_is_located_and_lists_the_formats() {
         let err = error(&GOOD.replace("cifar100-bin", "folder"));
         assert!(err.starts_with("exp.yaml:2:"), "{err}");
