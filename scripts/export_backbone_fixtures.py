@@ -47,6 +47,29 @@ def cifar_stem(model, width):
     return model
 
 
+def imagenet_stem(model, width):
+    """timm's ImageNet stem (7x7 stride 2, max-pool) at `width` channels:
+    the micro presets' stem is narrower than timm's fixed 64."""
+    model = cifar_stem(model, width)
+    model.conv1 = torch.nn.Conv2d(3, width, 7, 2, 3, bias=False)
+    model.maxpool = torch.nn.MaxPool2d(3, 2, 1)
+    return model
+
+
+def resnet18_micro():
+    from timm.models.resnet import BasicBlock, ResNet
+
+    model = ResNet(BasicBlock, [1, 1, 1, 1], num_classes=CLASSES, channels=(16, 32, 64, 128))
+    return imagenet_stem(model, 16), 64
+
+
+def resnet50_micro():
+    from timm.models.resnet import Bottleneck, ResNet
+
+    model = ResNet(Bottleneck, [1, 1, 1, 1], num_classes=CLASSES, channels=(16, 32, 64, 96))
+    return imagenet_stem(model, 16), 64
+
+
 def resnet18_cifar_micro():
     from timm.models.resnet import BasicBlock, ResNet
 
@@ -294,6 +317,8 @@ FIXTURES = {
     "moganet_s@micro": moganet_s_micro,
     "poolformerv2_s12@micro": lambda: metaformer_micro("poolformerv2"),
     "repvgg_a1@micro": repvgg_a1_micro,
+    "resnet18@micro": resnet18_micro,
+    "resnet50@micro": resnet50_micro,
     "resnet18_cifar@micro": resnet18_cifar_micro,
     "resnet50_cifar@micro": resnet50_cifar_micro,
     "unireplknet_t@micro": unireplknet_t_micro,

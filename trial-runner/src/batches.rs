@@ -10,6 +10,7 @@
 //! device, for recipes whose per-image transforms all have tensor versions.
 
 pub mod on_device;
+pub mod stream;
 
 use bocb_search_spaces::{Crop, Recipe};
 use crossbeam::channel;

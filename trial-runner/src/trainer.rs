@@ -22,11 +22,13 @@ use crate::augment::{AugmentError, RepeatAugSampler};
 use crate::batches::on_device::{
     choose_batch_source, upload_bytes, DataOnDevice, DeviceSplit, DeviceTransform, NoDeviceVersion,
 };
+use crate::batches::stream::{for_each_file_batch, FullResTransform, StreamPlan};
 use crate::batches::{
     batch_rng, batch_seed, default_workers, for_each_batch, for_each_batch_from, EpochPlan,
     ImageTransform, Normalizer, RawBatch,
 };
-use crate::data::{Dataset, Splits};
+use crate::data::stream::{FolderSplits, IMAGENET_MEAN, IMAGENET_STD};
+use crate::data::{DataError, Dataset, LoadedData, Splits};
 use crate::device::{device_name, ResolveDevice};
 use crate::memory::PeakMemory;
 use crate::models::{
@@ -93,6 +95,14 @@ pub enum TrialError {
     BadLabels { dataset: usize, label: u16 },
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error("`{backbone}` is the CIFAR form (a 32-pixel stem) but the dataset is at {resolution} pixels; use `{instead}`, its ImageNet form, or set the dataset's `resolution: 32`")]
+    CifarFormAtFullResolution {
+        backbone: String,
+        resolution: usize,
+        instead: String,
+    },
     #[error("saving the trained weights: {0}")]
     SaveWeights(String),
     #[error("recipe: {0}")]
@@ -113,14 +123,61 @@ pub enum TrialError {
     },
 }
 
+/// What a trial trains on: splits held in memory (CIFAR, small folders at
+/// 32 pixels), or an image folder streamed from disk at full resolution.
+#[derive(Clone, Copy)]
+pub enum TrialData<'a> {
+    Memory(&'a Splits),
+    Stream(&'a FolderSplits),
+}
+
+impl<'a> From<&'a Splits> for TrialData<'a> {
+    fn from(splits: &'a Splits) -> Self {
+        TrialData::Memory(splits)
+    }
+}
+
+impl<'a> From<&'a FolderSplits> for TrialData<'a> {
+    fn from(folder: &'a FolderSplits) -> Self {
+        TrialData::Stream(folder)
+    }
+}
+
+impl<'a> From<&'a LoadedData> for TrialData<'a> {
+    fn from(data: &'a LoadedData) -> Self {
+        match data {
+            LoadedData::Memory(splits) => TrialData::Memory(splits),
+            LoadedData::Stream(folder) => TrialData::Stream(folder),
+        }
+    }
+}
+
+impl TrialData<'_> {
+    /// Classes a model must output.
+    pub fn classes(&self) -> usize {
+        match self {
+            TrialData::Memory(splits) => splits.train.classes,
+            TrialData::Stream(folder) => folder.classes(),
+        }
+    }
+
+    fn train_len(&self) -> usize {
+        match self {
+            TrialData::Memory(splits) => splits.train.len(),
+            TrialData::Stream(folder) => folder.train.len(),
+        }
+    }
+}
+
 /// Trains `spec` on `data`, reporting each epoch to `observer`.
-pub fn run_trial(
+pub fn run_trial<'a>(
     spec: &TrialSpec,
-    data: &Splits,
+    data: impl Into<TrialData<'a>>,
     backbones: &BackboneRegistry,
     optimizers: &OptimizerRegistry,
     observer: &mut dyn TrialObserver,
 ) -> Result<TrialOutcome, TrialError> {
+    let data = data.into();
     let started = Instant::now();
     let device = spec.device.resolve().map_err(TrialError::Device)?;
     // Trials in other threads of the same GPU overlap with this one.
@@ -128,28 +185,41 @@ pub fn run_trial(
     // Idle blocks of earlier trials would count towards this one's peak.
     crate::cpu_cache::empty();
     let peak_memory = PeakMemory::start(device);
-    let train = &data.train;
-    if train.len() < spec.batch_size {
+    let train_len = data.train_len();
+    if train_len < spec.batch_size {
         return Err(TrialError::TooLittleData {
-            images: train.len(),
+            images: train_len,
             batch_size: spec.batch_size,
         });
     }
-    check_labels(train)?;
-    check_labels(&data.test)?;
+    if let TrialData::Memory(splits) = data {
+        check_labels(&splits.train)?;
+        check_labels(&splits.test)?;
+    }
 
     if spec.deterministic {
         set_deterministic(true);
     }
-    let classes = train.classes as i64;
+    let classes = data.classes() as i64;
     let recipe = spec.recipe.as_ref();
-    let mut learner = trial_learner(spec, classes, device, backbones, optimizers)?;
-
-    let (mean, std) = train.mean_std();
     let (entry, preset) = backbones.lookup(&spec.backbone)?;
     let input_side = entry.input_size(preset);
+    let side = match data {
+        TrialData::Memory(_) => input_side,
+        TrialData::Stream(folder) => {
+            let side = folder.resolution.unwrap_or(input_side as usize);
+            refuse_cifar_form(&spec.backbone, side, backbones)?;
+            side as i64
+        }
+    };
+    let mut learner = trial_learner(spec, classes, device, backbones, optimizers)?;
+
+    let (mean, std) = match data {
+        TrialData::Memory(splits) => splits.train.mean_std(),
+        TrialData::Stream(_) => (IMAGENET_MEAN, IMAGENET_STD),
+    };
     let normalizer =
-        Normalizer::new(mean, std, input_side, device).with_channels_last(spec.channels_last);
+        Normalizer::new(mean, std, side, device).with_channels_last(spec.channels_last);
     let (transform, regime) = match recipe {
         Some(r) => (
             ImageTransform::from_recipe(r, input_side, mean),
@@ -157,9 +227,13 @@ pub fn run_trial(
         ),
         None => (ImageTransform::basic(), Regime::plain(classes)),
     };
-    let test_crop_ratio = recipe.map_or(1.0, |r| r.test_crop_ratio.0);
+    // A streamed folder's evaluation transform crops already.
+    let test_crop_ratio = match data {
+        TrialData::Memory(_) => recipe.map_or(1.0, |r| r.test_crop_ratio.0),
+        TrialData::Stream(_) => 1.0,
+    };
     let repeats = recipe.map_or(1, |r| r.repeated_augmentation.0 as usize);
-    let sampler = RepeatAugSampler::new(train.len(), repeats)?;
+    let sampler = RepeatAugSampler::new(train_len, repeats)?;
     let steps_per_epoch = sampler.epoch_len() / spec.batch_size;
     if steps_per_epoch == 0 {
         return Err(TrialError::TooLittleData {
@@ -171,7 +245,17 @@ pub fn run_trial(
         0 => default_workers(),
         n => n,
     };
-    let batches = Batches::choose(spec.data_on_device, device, data, transform, workers)?;
+    let batches = match data {
+        TrialData::Memory(splits) => {
+            Batches::choose(spec.data_on_device, device, splits, transform, workers)?
+        }
+        TrialData::Stream(folder) => Batches::Stream {
+            folder,
+            train: FullResTransform::train(recipe, side as usize),
+            test: FullResTransform::eval(recipe, side as usize),
+            workers,
+        },
+    };
     let schedule = WarmupCosine {
         base_lr: spec.hparams["lr"],
         warmup_steps: spec.warmup_epochs as usize * steps_per_epoch,
@@ -213,7 +297,7 @@ pub fn run_trial(
             ema_accuracy,
             precision: learner.precision.name().into(),
             peak_memory_bytes: peak_memory.read(device),
-            classes: Some(train.classes as u32),
+            classes: Some(classes as u32),
         }
     };
 
@@ -227,7 +311,7 @@ pub fn run_trial(
         let order = if repeats > 1 {
             sampler.epoch(&mut order_rng)
         } else {
-            let mut order: Vec<usize> = (0..train.len()).collect();
+            let mut order: Vec<usize> = (0..train_len).collect();
             order.shuffle(&mut order_rng);
             order
         };
@@ -267,6 +351,7 @@ pub fn run_trial(
         match stopped {
             Err(EpochStop::Torch(e)) => return Err(e.into()),
             Err(EpochStop::Augment(e)) => return Err(e.into()),
+            Err(EpochStop::Data(e)) => return Err(e.into()),
             Err(EpochStop::Requested) => {
                 let at = saver.at(epoch - 1, batch_index, step, wall_before, started);
                 return Err(saver.interrupt(at, &learner, Some(&loss_sum), observer));
@@ -289,7 +374,6 @@ pub fn run_trial(
             evaluate(
                 model,
                 &batches,
-                data.test.len(),
                 &normalizer,
                 spec.batch_size,
                 test_crop_ratio,
@@ -807,6 +891,13 @@ enum Batches<'a> {
         test: DeviceSplit,
         transform: DeviceTransform,
     },
+    /// Read from disk batch by batch at full resolution.
+    Stream {
+        folder: &'a FolderSplits,
+        train: FullResTransform,
+        test: FullResTransform,
+        workers: usize,
+    },
 }
 
 impl<'a> Batches<'a> {
@@ -842,7 +933,7 @@ impl<'a> Batches<'a> {
 
     /// One training epoch over `order` from batch `first` on, augmented
     /// with `seed`'s draws.
-    fn train_epoch<E>(
+    fn train_epoch<E: From<DataError>>(
         &self,
         batch_size: usize,
         order: Vec<usize>,
@@ -880,11 +971,33 @@ impl<'a> Batches<'a> {
                 };
                 train.for_each_batch_from(batch_size, Some(plan), first, consume)
             }
+            Batches::Stream {
+                folder,
+                train,
+                workers,
+                ..
+            } => {
+                let plan = StreamPlan {
+                    order,
+                    seed,
+                    transform: train,
+                    drop_last: true,
+                };
+                for_each_file_batch(
+                    &folder.train,
+                    batch_size,
+                    plan,
+                    first,
+                    *workers,
+                    folder.bad_files,
+                    consume,
+                )
+            }
         }
     }
 
     /// The test split in order, unchanged.
-    fn test<E>(
+    fn test<E: From<DataError>>(
         &self,
         batch_size: usize,
         consume: impl FnMut(RawBatch) -> Result<(), E>,
@@ -892,6 +1005,28 @@ impl<'a> Batches<'a> {
         match self {
             Batches::Host { data, .. } => for_each_batch(&data.test, batch_size, None, 1, consume),
             Batches::Device { test, .. } => test.for_each_batch(batch_size, None, consume),
+            Batches::Stream {
+                folder,
+                test,
+                workers,
+                ..
+            } => {
+                let plan = StreamPlan {
+                    order: (0..folder.test.len()).collect(),
+                    seed: 0,
+                    transform: test,
+                    drop_last: false,
+                };
+                for_each_file_batch(
+                    &folder.test,
+                    batch_size,
+                    plan,
+                    0,
+                    *workers,
+                    folder.bad_files,
+                    consume,
+                )
+            }
         }
     }
 }
@@ -903,6 +1038,13 @@ enum EpochStop {
     Requested,
     Torch(tch::TchError),
     Augment(AugmentError),
+    Data(DataError),
+}
+
+impl From<DataError> for EpochStop {
+    fn from(e: DataError) -> Self {
+        EpochStop::Data(e)
+    }
 }
 
 impl From<AugmentError> for EpochStop {
@@ -914,6 +1056,33 @@ impl From<AugmentError> for EpochStop {
 impl From<tch::TchError> for EpochStop {
     fn from(e: tch::TchError) -> Self {
         EpochStop::Torch(e)
+    }
+}
+
+/// Refuses a backbone's CIFAR form (`NAME_cifar`, a 32-pixel stem) at a
+/// larger `side`, naming its ImageNet form.
+fn refuse_cifar_form(
+    backbone: &str,
+    side: usize,
+    backbones: &BackboneRegistry,
+) -> Result<(), TrialError> {
+    let name = backbone.split('@').next().unwrap_or(backbone);
+    match name.strip_suffix("_cifar") {
+        Some(imagenet) if side > crate::data::SIDE => {
+            let suffix = &backbone[name.len()..];
+            let instead = format!("{imagenet}{suffix}");
+            let instead = if backbones.lookup(&instead).is_ok() {
+                instead
+            } else {
+                "a backbone without `_cifar` (see `bocb backbones list`)".into()
+            };
+            Err(TrialError::CifarFormAtFullResolution {
+                backbone: backbone.into(),
+                resolution: side,
+                instead,
+            })
+        }
+        _ => Ok(()),
     }
 }
 
@@ -951,12 +1120,11 @@ fn param_set(vs: &nn::VarStore, model: &Model, decay_all: bool) -> ParamSet {
     params
 }
 
-/// Mean cross-entropy and top-1 accuracy (percent) over the test split
-/// (`images` of them), on the centred `crop_ratio` of each image.
+/// Mean cross-entropy and top-1 accuracy (percent) over the test split, on
+/// the centred `crop_ratio` of each image.
 fn evaluate(
     model: &Model,
     batches: &Batches,
-    images: usize,
     normalizer: &Normalizer,
     batch_size: usize,
     crop_ratio: f64,
@@ -965,8 +1133,11 @@ fn evaluate(
     let device = normalizer.device();
     let mut loss_sum = Tensor::zeros([], (Kind::Double, device));
     let mut correct = Tensor::zeros([], (Kind::Int64, device));
+    // Counted as seen: a streamed split may skip undecodable files.
+    let mut images = 0;
     tch::no_grad(|| {
         batches.test(batch_size * 2, |batch| {
+            images += batch.labels.size()[0] as usize;
             let labels = batch.labels.to_device(device);
             let images = normalizer.apply_test(&batch.images, crop_ratio);
             let logits = precision
@@ -1150,6 +1321,79 @@ mod tests {
         spec.freeze = vec!["stages.0.*".into()];
         let err = run(&spec, &data).0.unwrap_err().to_string();
         assert!(err.contains("`stages.0.*` matches no parameter"), "{err}");
+    }
+
+    /// A folder of photograph-sized JPEGs (two classes, 8 per split), each
+    /// a smooth gradient in its class's hue.
+    fn jpeg_folder(dir: &Path) {
+        for split in ["train", "val"] {
+            for (c, class) in ["n01", "n02"].into_iter().enumerate() {
+                let d = dir.join(split).join(class);
+                std::fs::create_dir_all(&d).unwrap();
+                for i in 0..8u32 {
+                    let (w, h) = (120 + 7 * i, 90 + 5 * i);
+                    let image = image::RgbImage::from_fn(w, h, |x, y| {
+                        let (x, y) = ((x * 255 / w) as u8, (y * 255 / h) as u8);
+                        if c == 0 {
+                            image::Rgb([x, y / 2, 30])
+                        } else {
+                            image::Rgb([40, y, x])
+                        }
+                    });
+                    image.save(d.join(format!("{i}.JPEG"))).unwrap();
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_streamed_folder_trains_imagenet_forms_and_refuses_cifar_forms() {
+        use crate::data::stream::{BadFiles, FolderSplits};
+        let dir = tempfile::tempdir().unwrap();
+        jpeg_folder(dir.path());
+        let folder = FolderSplits::open(dir.path(), Some(64), BadFiles::Fail).unwrap();
+        let (backbones, optimizers) = (BackboneRegistry::builtin(), OptimizerRegistry::builtin());
+        for (backbone, recipe) in [("resnet50@micro", "rsb_a2"), ("deit_s@micro", "deit")] {
+            let mut spec = spec("adamw", 1e-3, 1);
+            spec.backbone = backbone.into();
+            spec.batch_size = 8;
+            spec.warmup_epochs = 0;
+            spec.recipe = Some(
+                bocb_search_spaces::RecipeBook::builtin()
+                    .recipe(recipe)
+                    .unwrap()
+                    .clone(),
+            );
+            let mut reports = Collect(Vec::new());
+            let outcome = run_trial(&spec, &folder, &backbones, &optimizers, &mut reports).unwrap();
+            let reports = reports.0;
+            assert_eq!(
+                outcome.status,
+                TrialStatus::Done,
+                "{backbone}: {:?}",
+                outcome.note
+            );
+            assert_eq!(outcome.classes, Some(2));
+            assert_eq!(reports.len(), 1);
+            assert!(reports[0].train_loss.is_finite(), "{backbone}");
+        }
+        let mut cifar = spec("adamw", 1e-3, 1);
+        cifar.backbone = "resnet50_cifar@micro".into();
+        cifar.batch_size = 8;
+        let message = run_trial(
+            &cifar,
+            &folder,
+            &backbones,
+            &optimizers,
+            &mut Collect(Vec::new()),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            message.contains("`resnet50_cifar@micro` is the CIFAR form")
+                && message.contains("use `resnet50@micro`"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -9,7 +9,8 @@ use bocb_search_spaces::{
 use bocb_store::{ExperimentRecord, Store, StoreError, TrialRecipe, GRID_POINTS};
 use bocb_trial_runner::batches::on_device::DataOnDevice;
 use bocb_trial_runner::batches::ImageTransform;
-use bocb_trial_runner::data::DatasetFormat;
+use bocb_trial_runner::data::stream::BadFiles;
+use bocb_trial_runner::data::{DatasetFormat, LoadedData};
 use bocb_trial_runner::device::ResolveDevice;
 use bocb_trial_runner::device::DEVICE_LIST_FORMS;
 use bocb_trial_runner::models::BackboneRegistry;
@@ -196,6 +197,51 @@ pub struct DatasetRef {
     pub format: DatasetFormat,
     /// Relative paths are taken from the experiment file's directory.
     pub path: PathBuf,
+    /// Side of the square images trials train on (image folders only):
+    /// absent, each backbone's input size; 32 holds the folder in memory at
+    /// CIFAR's side, any other side streams it from disk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<u32>,
+    /// A file of a streamed folder that cannot be decoded: `fail` the trial
+    /// (the default) or `skip` it, each naming the file.
+    #[serde(default, skip_serializing_if = "is_fail")]
+    pub bad_files: BadFiles,
+}
+
+fn is_fail(bad_files: &BadFiles) -> bool {
+    *bad_files == BadFiles::Fail
+}
+
+impl DatasetRef {
+    /// Opens the dataset in `dir` (this reference's `path`, resolved) as
+    /// trials read it.
+    pub fn open(
+        &self,
+        dir: &std::path::Path,
+        workers: usize,
+    ) -> Result<LoadedData, bocb_trial_runner::data::DataError> {
+        bocb_trial_runner::data::open(
+            dir,
+            self.format,
+            self.resolution.map(|r| r as usize),
+            self.bad_files,
+            workers,
+        )
+    }
+
+    /// CIFAR is 32x32: a `resolution` is for image folders.
+    fn check(&self) -> Result<(), String> {
+        match (self.format, self.resolution) {
+            (_, Some(r)) if !(16..=4096).contains(&r) => Err(format!(
+                "resolution {r} is outside 16..=4096 pixels; use 224 for ImageNet-style training"
+            )),
+            (DatasetFormat::Cifar(_), Some(r)) if r != 32 => Err(format!(
+                "the {} format is 32x32 images; drop `resolution: {r}` or point the dataset at an image folder",
+                self.format
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 impl ExperimentSpec {
@@ -957,6 +1003,11 @@ impl Experiment {
             .map_err(|(key, message)| located("init", &key, message))?;
         check_freeze(&spec, &backbone_names, backbones)
             .map_err(|message| located("freeze", "[", message))?;
+        if let Some(resolution) = spec.dataset.resolution {
+            spec.dataset
+                .check()
+                .map_err(|message| located("resolution", &resolution.to_string(), message))?;
+        }
         let dataset_dir = base.join(&spec.dataset.path);
         if !dataset_dir.is_dir() {
             return Err(located(
@@ -976,10 +1027,11 @@ impl Experiment {
         if backbone_names.iter().any(|n| n.starts_with(TORCHSCRIPT)) {
             let path = spec.dataset.path.display().to_string();
             let workers = bocb_trial_runner::batches::default_workers();
-            let classes = bocb_trial_runner::data::load(&dataset_dir, spec.dataset.format, workers)
+            let classes = spec
+                .dataset
+                .open(&dataset_dir, workers)
                 .map_err(|e| located("path", &path, e.to_string()))?
-                .train
-                .classes as i64;
+                .classes() as i64;
             for name in backbone_names.iter().filter(|n| n.starts_with(TORCHSCRIPT)) {
                 backbones
                     .check(&resolve_module(base, name), classes)
@@ -1852,6 +1904,23 @@ recipe_overrides: {{ rand_augment: null }}
             err.contains("bocb data synth --format cifar100-bin --out ./no/such/dir"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_resolution_is_for_image_folders_and_bad_files_default_to_fail() {
+        let with = |dataset: &str| GOOD.replace("{ format: cifar100-bin, path: . }", dataset);
+        let err = error(&with("{ format: cifar100-bin, path: ., resolution: 224 }"));
+        assert!(
+            err.contains("the cifar100-bin format is 32x32 images; drop `resolution: 224`"),
+            "{err}"
+        );
+        let err = error(&with("{ format: image-folder, path: ., resolution: 8 }"));
+        assert!(err.contains("resolution 8 is outside 16..=4096"), "{err}");
+        let e = parse(&with("{ format: cifar100-bin, path: ., resolution: 32 }")).unwrap();
+        assert_eq!(e.spec.dataset.resolution, Some(32));
+        assert_eq!(e.spec.dataset.bad_files, BadFiles::Fail);
+        let e = parse(&with("{ format: image-folder, path: ., bad_files: skip }")).unwrap();
+        assert_eq!(e.spec.dataset.bad_files, BadFiles::Skip);
     }
 
     #[test]

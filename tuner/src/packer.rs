@@ -8,7 +8,7 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bocb_store::{unix_now_s, ProbeRecord, Store};
-use bocb_trial_runner::data::Splits;
+use bocb_trial_runner::data::LoadedData;
 use bocb_trial_runner::device::ResolveDevice;
 use bocb_trial_runner::probe::{free_memory_bytes, probe_trial};
 use bocb_trial_runner::{DeviceChoice, TrialSpec};
@@ -39,13 +39,13 @@ impl Packing {
         experiment: &Experiment,
         store: &Store,
         registries: &Registries,
-        splits: &Splits,
+        splits: &LoadedData,
         devices: &[DeviceChoice],
         log: &dyn Fn(&str),
     ) -> Result<Packing, RunError> {
         let spec = &experiment.spec;
         let rule = spec.packing_rule();
-        let classes = splits.train.classes;
+        let classes = splits.classes();
         let mut probes = BTreeMap::new();
         for (i, &device) in devices.iter().enumerate() {
             if devices[..i].iter().any(|&d| kind(d) == kind(device)) {

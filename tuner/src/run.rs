@@ -10,7 +10,7 @@ use bocb_store::{
     unix_now_s, EpochMetrics, ExperimentRecord, GridPos, Store, StoreError, TrialRecord,
     TrialStatus, GRID_POINTS,
 };
-use bocb_trial_runner::data::{self, Splits};
+use bocb_trial_runner::data::LoadedData;
 use bocb_trial_runner::optim::Hparams;
 use bocb_trial_runner::{run_trial, DeviceChoice, TrialError, TrialObserver};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -43,7 +43,7 @@ pub struct RunSummary {
 /// names, as many at once as the search asks, all from one loaded dataset
 /// (none when every trial is an external program).
 pub struct InProcess<'a> {
-    pub splits: Option<&'a Splits>,
+    pub splits: Option<&'a LoadedData>,
     pub registries: &'a Registries,
 }
 
@@ -123,9 +123,8 @@ pub fn run_experiment(
     let slots = spec.device_slots().map_err(RunError::Device)?;
     let splits = match spec.trial {
         Some(_) => None,
-        None => Some(data::load(
+        None => Some(spec.dataset.open(
             &experiment.dataset_dir,
-            spec.dataset.format,
             bocb_trial_runner::batches::default_workers(),
         )?),
     };

@@ -25,9 +25,17 @@ const LAYOUT: &str = "an image folder needs `train/CLASS/*.png|jpg|jpeg` and `va
      (or `test/CLASS/...`); make a synthetic one with \
      `bocb data synth --format image-folder --out DIR`";
 
-/// Loads `dir/train` and `dir/val` (or `dir/test`), decoding on `workers`
-/// threads. Both splits take the training split's class list.
-pub fn load_image_folder(dir: &Path, workers: usize) -> Result<Splits, DataError> {
+/// The files of an image folder: its class names (sorted) and each split's
+/// `(path, label)` list, checked to have the ImageNet layout.
+pub(crate) struct FolderFiles {
+    pub class_names: Vec<String>,
+    pub train: Vec<(PathBuf, u16)>,
+    pub test: Vec<(PathBuf, u16)>,
+}
+
+/// Lists `dir/train` and `dir/val` (or `dir/test`); both splits take the
+/// training split's class list.
+pub(crate) fn list_image_folder(dir: &Path) -> Result<FolderFiles, DataError> {
     let not_a_folder = |problem: &str| DataError::Malformed {
         file: dir.to_owned(),
         reason: format!("{problem}; {LAYOUT}"),
@@ -58,8 +66,21 @@ pub fn load_image_folder(dir: &Path, workers: usize) -> Result<Splits, DataError
             ),
         });
     }
-    let train = read_split(&train_dir, &class_names, workers)?;
-    let test = read_split(&test_dir, &class_names, workers)?;
+    let train = list_split(&train_dir, &class_names)?;
+    let test = list_split(&test_dir, &class_names)?;
+    Ok(FolderFiles {
+        class_names,
+        train,
+        test,
+    })
+}
+
+/// Loads `dir/train` and `dir/val` (or `dir/test`) into memory at 32x32,
+/// decoding on `workers` threads.
+pub fn load_image_folder(dir: &Path, workers: usize) -> Result<Splits, DataError> {
+    let files = list_image_folder(dir)?;
+    let train = read_split(&files.train, &files.class_names, workers)?;
+    let test = read_split(&files.test, &files.class_names, workers)?;
     Ok(Splits { train, test })
 }
 
@@ -80,8 +101,9 @@ fn class_folders(dir: &Path) -> Result<Vec<String>, DataError> {
     Ok(names)
 }
 
-/// Every image of `dir/CLASS/` for the given classes, labelled by position.
-fn read_split(dir: &Path, class_names: &[String], workers: usize) -> Result<Dataset, DataError> {
+/// Every image of `dir/CLASS/` for the given classes, labelled by position,
+/// in class then file-name order (as torchvision's `ImageFolder`).
+fn list_split(dir: &Path, class_names: &[String]) -> Result<Vec<(PathBuf, u16)>, DataError> {
     let mut files: Vec<(PathBuf, u16)> = Vec::new();
     for (label, class) in class_names.iter().enumerate() {
         let class_dir = dir.join(class);
@@ -112,6 +134,15 @@ fn read_split(dir: &Path, class_names: &[String], workers: usize) -> Result<Data
             reason: "no .png, .jpg or .jpeg images in its class folders".into(),
         });
     }
+    Ok(files)
+}
+
+/// Decodes `files` into 32x32 images on `workers` threads.
+fn read_split(
+    files: &[(PathBuf, u16)],
+    class_names: &[String],
+    workers: usize,
+) -> Result<Dataset, DataError> {
     let mut images = vec![0u8; files.len() * IMAGE_BYTES];
     let workers = workers.clamp(1, files.len());
     let per_worker = files.len().div_ceil(workers);

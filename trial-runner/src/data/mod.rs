@@ -10,6 +10,7 @@
 mod cifar;
 mod folder;
 pub mod pickle;
+pub mod stream;
 mod synth;
 
 use std::fmt;
@@ -299,6 +300,52 @@ pub fn load(dir: &Path, format: DatasetFormat, workers: usize) -> Result<Splits,
         },
         _ => error,
     })
+}
+
+/// A dataset as trials read it: held in memory at 32x32, or an image folder
+/// streamed from disk at full resolution.
+#[derive(Debug)]
+pub enum LoadedData {
+    Memory(Splits),
+    Stream(stream::FolderSplits),
+}
+
+impl LoadedData {
+    /// Classes a model must output.
+    pub fn classes(&self) -> usize {
+        match self {
+            LoadedData::Memory(splits) => splits.train.classes,
+            LoadedData::Stream(folder) => folder.classes(),
+        }
+    }
+}
+
+/// Opens the `format` dataset in `dir` for training: CIFAR formats, and
+/// image folders at `resolution: 32`, are loaded into memory (see
+/// [`load`]); other image folders are listed, to be streamed at
+/// `resolution` (`None`: each backbone's input size).
+pub fn open(
+    dir: &Path,
+    format: DatasetFormat,
+    resolution: Option<usize>,
+    bad_files: stream::BadFiles,
+    workers: usize,
+) -> Result<LoadedData, DataError> {
+    match (format, resolution) {
+        (DatasetFormat::ImageFolder, resolution) if resolution != Some(SIDE) => {
+            stream::FolderSplits::open(dir, resolution, bad_files)
+                .map(LoadedData::Stream)
+                .map_err(|error| match detect_format(dir) {
+                    Some(found) if found != format => DataError::OtherFormat {
+                        dir: dir.to_owned(),
+                        format,
+                        found,
+                    },
+                    _ => error,
+                })
+        }
+        _ => load(dir, format, workers).map(LoadedData::Memory),
+    }
 }
 
 /// Everything that can go wrong loading or writing a dataset. Messages name the file

@@ -273,6 +273,9 @@ mod tests {
         // timm.create_model("resnet50", num_classes=100) with
         // conv1 = Conv2d(3, 64, 3, 1, 1, bias=False) and maxpool = Identity()
         assert_eq!(parameter_count(&build("resnet50_cifar", 100).0), 23_705_252);
+        // The ImageNet forms at timm's 1000 classes (timm.create_model).
+        assert_eq!(parameter_count(&build("resnet18", 1000).0), 11_689_512);
+        assert_eq!(parameter_count(&build("resnet50", 1000).0), 25_557_032);
         // timm.create_model("swin_tiny_patch4_window7_224", num_classes=100)
         assert_eq!(parameter_count(&build("swin_t", 100).0), 27_596_254);
         // transnext_tiny(num_classes=100) of the TransNeXt repository

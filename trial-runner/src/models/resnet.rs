@@ -35,30 +35,106 @@ pub(super) fn register(registry: &mut BackboneRegistry) {
             ctor: resnet50_cifar,
         },
     );
+    // The ImageNet forms, under timm's names: a 7x7 stride-2 stem and a
+    // max-pool, for images at 224 (micro: 64).
+    for (name, ctor) in [
+        ("resnet18", resnet18 as super::BackboneCtor),
+        ("resnet50", resnet50),
+    ] {
+        registry.register(
+            name,
+            BackboneEntry {
+                family: Family::ClassicalCnn,
+                input_size: 224,
+                micro_input_size: 64,
+                default_recipe: "pytorch",
+                timm: Some(name),
+                ctor,
+            },
+        );
+    }
+}
+
+/// Widths and depths of ResNet-18 for `preset`.
+fn resnet18_shape(preset: Preset) -> ([i64; 4], [usize; 4]) {
+    match preset {
+        Preset::Full => ([64, 128, 256, 512], [2, 2, 2, 2]),
+        Preset::Micro => ([16, 32, 64, 128], [1, 1, 1, 1]),
+    }
+}
+
+/// Bottleneck widths and depths of ResNet-50 for `preset`.
+fn resnet50_shape(preset: Preset) -> ([i64; 4], [usize; 4]) {
+    match preset {
+        Preset::Full => ([64, 128, 256, 512], [3, 4, 6, 3]),
+        Preset::Micro => ([16, 32, 64, 96], [1, 1, 1, 1]),
+    }
+}
+
+fn model(
+    p: &nn::Path,
+    block: Block,
+    shape: ([i64; 4], [usize; 4]),
+    classes: i64,
+    stem: Stem,
+) -> Model {
+    Model {
+        net: Box::new(ResNet::new(p, block, &shape.0, &shape.1, classes, stem)),
+        no_weight_decay: vec![],
+    }
+}
+
+/// timm `resnet18`.
+fn resnet18(p: &nn::Path, classes: i64, preset: Preset) -> Model {
+    model(
+        p,
+        Block::Basic,
+        resnet18_shape(preset),
+        classes,
+        Stem::ImageNet,
+    )
+}
+
+/// timm `resnet50`.
+fn resnet50(p: &nn::Path, classes: i64, preset: Preset) -> Model {
+    model(
+        p,
+        Block::Bottleneck,
+        resnet50_shape(preset),
+        classes,
+        Stem::ImageNet,
+    )
+}
+
+/// The first layers of a ResNet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stem {
+    /// A 3x3 stride-1 convolution, no max-pool (32x32 inputs).
+    Cifar,
+    /// timm's: a 7x7 stride-2 convolution and a 3x3 stride-2 max-pool.
+    ImageNet,
 }
 
 fn resnet18_cifar(p: &nn::Path, classes: i64, preset: Preset) -> Model {
-    let (widths, depths) = match preset {
-        Preset::Full => ([64, 128, 256, 512], [2, 2, 2, 2]),
-        Preset::Micro => ([16, 32, 64, 128], [1, 1, 1, 1]),
-    };
-    Model {
-        net: Box::new(ResNet::new(p, Block::Basic, &widths, &depths, classes)),
-        no_weight_decay: vec![],
-    }
+    model(
+        p,
+        Block::Basic,
+        resnet18_shape(preset),
+        classes,
+        Stem::Cifar,
+    )
 }
 
 /// timm `resnet50` with the CIFAR stem; `widths` are the bottleneck widths
 /// (`planes`), each stage's output being four times as wide.
 fn resnet50_cifar(p: &nn::Path, classes: i64, preset: Preset) -> Model {
-    let (widths, depths) = match preset {
-        Preset::Full => ([64, 128, 256, 512], [3, 4, 6, 3]),
-        Preset::Micro => ([16, 32, 64, 96], [1, 1, 1, 1]),
-    };
-    Model {
-        net: Box::new(ResNet::new(p, Block::Bottleneck, &widths, &depths, classes)),
-        no_weight_decay: vec![],
-    }
+    model(
+        p,
+        Block::Bottleneck,
+        resnet50_shape(preset),
+        classes,
+        Stem::Cifar,
+    )
 }
 
 #[derive(Debug)]
@@ -204,6 +280,7 @@ struct ResNet {
     bn1: nn::BatchNorm,
     blocks: Vec<Box<dyn ModuleT + Send>>,
     fc: nn::Linear,
+    stem: Stem,
     /// Dropout on the pooled features (timm's `drop_rate`; none unless a
     /// recipe sets one).
     head_drop: f64,
@@ -216,6 +293,7 @@ impl ResNet {
         widths: &[i64; 4],
         depths: &[usize; 4],
         classes: i64,
+        stem: Stem,
     ) -> Self {
         let mut blocks = Vec::new();
         let mut inputs = widths[0];
@@ -228,7 +306,11 @@ impl ResNet {
             }
         }
         ResNet {
-            conv1: conv(p / "conv1", 3, widths[0], 3, 1),
+            conv1: match stem {
+                Stem::Cifar => conv(p / "conv1", 3, widths[0], 3, 1),
+                Stem::ImageNet => conv(p / "conv1", 3, widths[0], 7, 2),
+            },
+            stem,
             bn1: batch_norm2d(p / "bn1", widths[0]),
             blocks,
             fc: torch_linear(p / "fc", inputs, classes),
@@ -240,6 +322,9 @@ impl ResNet {
 impl ModuleT for ResNet {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         let mut x = xs.apply(&self.conv1).apply_t(&self.bn1, train).relu_();
+        if self.stem == Stem::ImageNet {
+            x = x.max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
+        }
         for block in &self.blocks {
             x = block.forward_t(&x, train);
         }

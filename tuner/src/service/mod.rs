@@ -517,6 +517,8 @@ impl Service {
                     format: experiment.spec.dataset.format,
                     dir: std::path::absolute(&experiment.dataset_dir)
                         .unwrap_or_else(|_| experiment.dataset_dir.clone()),
+                    resolution: experiment.spec.dataset.resolution,
+                    bad_files: experiment.spec.dataset.bad_files,
                 },
                 devices: experiment.spec.named_devices(),
                 cancel: Arc::clone(&cancel),

@@ -15,6 +15,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bocb_store::Store;
+use bocb_trial_runner::data::stream::BadFiles;
 use bocb_trial_runner::data::DatasetFormat;
 use bocb_trial_runner::{EpochMetrics, TrialObserver, TrialSpec};
 use crossbeam::channel::{bounded, unbounded, Receiver, Sender};
@@ -28,10 +29,16 @@ use crate::trial_command::ExternalTrial;
 const LOG_TAIL_LINES: usize = 20;
 
 /// Where a worker finds a trial's dataset.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct DatasetLocation {
     pub format: DatasetFormat,
     pub dir: PathBuf,
+    /// The experiment's `dataset.resolution`.
+    #[serde(default)]
+    pub resolution: Option<u32>,
+    /// The experiment's `dataset.bad_files`.
+    #[serde(default)]
+    pub bad_files: BadFiles,
 }
 
 /// A trial as a worker gets it when it claims one.
@@ -660,6 +667,8 @@ mod tests {
             dataset: DatasetLocation {
                 format: DatasetFormat::Cifar(CifarFormat::Cifar100Bin),
                 dir: PathBuf::from("."),
+                resolution: None,
+                bad_files: BadFiles::Fail,
             },
             devices: devices.map(|d| d.iter().map(|s| s.to_string()).collect()),
             cancel,

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bocb_trial_runner::data::{self, DatasetFormat, Splits};
+use bocb_trial_runner::data::{self, LoadedData};
 use bocb_trial_runner::device::device_name;
 use bocb_trial_runner::device::ResolveDevice;
 use bocb_trial_runner::{run_trial, DeviceChoice, EpochMetrics, TrialError, TrialObserver};
@@ -23,6 +23,7 @@ use super::queue::Assignment;
 use crate::executor::TrialResult;
 use crate::external::{run_external, stay_until_the_signal_ends_bocb, SaveOnSignal};
 use crate::registries::Registries;
+use crate::service::queue::DatasetLocation;
 
 #[derive(Debug, Error)]
 pub enum WorkerError {
@@ -122,7 +123,7 @@ pub fn run_worker(
             eprintln!("signalled with no trial in hand; exiting");
         }
     });
-    let mut datasets: HashMap<(DatasetFormat, PathBuf), Splits> = HashMap::new();
+    let mut datasets: HashMap<DatasetLocation, LoadedData> = HashMap::new();
     let mut unreachable_since: Option<Instant> = None;
     let claim = ClaimRequest {
         worker: config.name.clone(),
@@ -210,9 +211,16 @@ pub fn run_worker(
                 )
             }
             None => {
-                let key = (assignment.dataset.format, assignment.dataset.dir.clone());
+                let key = assignment.dataset.clone();
                 if !datasets.contains_key(&key) {
-                    match data::load(&key.1, key.0, bocb_trial_runner::batches::default_workers()) {
+                    let opened = data::open(
+                        &key.dir,
+                        key.format,
+                        key.resolution.map(|r| r as usize),
+                        key.bad_files,
+                        bocb_trial_runner::batches::default_workers(),
+                    );
+                    match opened {
                         Ok(splits) => {
                             datasets.insert(key.clone(), splits);
                         }
@@ -312,7 +320,7 @@ fn train(
     config: &WorkerConfig,
     registries: &Registries,
     assignment: &Assignment,
-    splits: &Splits,
+    splits: &LoadedData,
     beat: &Arc<Mutex<Beat>>,
 ) -> TrialResult {
     let mut spec = assignment.spec.clone();
