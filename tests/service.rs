@@ -1103,3 +1103,92 @@ fn a_trial_continues_on_another_worker_from_the_checkpoint_sent_to_the_service()
         "an ended trial's checkpoints are removed"
     );
 }
+
+/// A program that keeps its own checkpoint: it saves `epoch` before each
+/// report, waits at epoch 3 until `release` exists in its directory, and
+/// on SIGTERM saves a `term` mark as it ends.
+const CHECKPOINTING_PROGRAM: &str = r#"dir="$BOCB_CHECKPOINT_DIR"
+mkdir -p "$dir"
+trap 'echo saved-on-term > "$dir/term.tmp" && mv "$dir/term.tmp" "$dir/term"; exit 0' TERM
+e=1
+if [ -f "$dir/epoch" ]; then
+  e=$(( $(cat "$dir/epoch") + 1 ))
+  echo "resuming after epoch $(cat "$dir/epoch"), term mark: $(cat "$dir/term" 2>/dev/null)"
+fi
+while [ $e -le 4 ]; do
+  while [ $e -eq 3 ] && [ ! -f release ]; do sleep 0.2; done
+  echo $e > "$dir/epoch.tmp" && mv "$dir/epoch.tmp" "$dir/epoch"
+  echo "BOCB_REPORT {\"epoch\": $e, \"accuracy\": $(( 10 * e ))}"
+  e=$(( e + 1 ))
+done
+"#;
+
+/// An external trial's checkpoint goes through the service too: the
+/// program's directory is sent after each reported epoch it changed, and
+/// once more after the program ends on the worker's SIGTERM; a worker in
+/// another directory fetches it and the program continues from it.
+#[test]
+fn an_external_trial_continues_on_another_worker_from_its_program_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(tmp.path().join("data")).unwrap();
+    std::fs::write(tmp.path().join("train.sh"), CHECKPOINTING_PROGRAM).unwrap();
+    let experiment = tmp.path().join("ext.yaml");
+    std::fs::write(
+        &experiment,
+        "name: ext\ndataset: { format: cifar100-bin, path: data }\nbackbones: [resnet18_cifar]\noptimizers: [sgd_m]\nepochs: 4\nbudget: { trials: 1 }\ntrial: { command: sh train.sh }\n",
+    )
+    .unwrap();
+    let store = tmp.path().join("store");
+    let mut service = start_service(&store, &["--workers", "none", "--heartbeat-timeout", "3"]);
+    let out = cli(&store, &["submit", experiment.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stored = |file: &str| {
+        let dir = store.join("checkpoints").join("ext");
+        let trial = std::fs::read_dir(dir).ok()?.next()?.ok()?.path();
+        std::fs::read_to_string(trial.join(file)).ok()
+    };
+    let mut first = RemoteWorker::start(&store, &tmp.path().join("first"), "first");
+    // Only an upload puts a checkpoint in the service's store.
+    wait_until(&mut service, || stored("epoch").as_deref() == Some("2\n"));
+    assert!(stored("term").is_none());
+    let killed = Command::new("kill")
+        .args(["-TERM", &first.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    wait_for("the first worker to exit", || {
+        first.child.try_wait().unwrap().is_some()
+    });
+    assert!(first.child.wait().unwrap().success(), "{}", first.log());
+    let log = first.log();
+    assert!(!log.contains("cannot send"), "{log}");
+    assert_eq!(
+        stored("term").as_deref(),
+        Some("saved-on-term\n"),
+        "the checkpoint the program saved as it ended reached the service: {log}"
+    );
+
+    std::fs::write(tmp.path().join("release"), "").unwrap();
+    let second = RemoteWorker::start(&store, &tmp.path().join("second"), "second");
+    wait_until(&mut service, || experiment_state(&store, "ext") == "done");
+    let trial = service_trials(&store, "ext")[0].clone();
+    kill(service);
+    let accuracies: Vec<(u32, f64)> = trial
+        .epochs
+        .iter()
+        .map(|e| (e.epoch, e.test_accuracy))
+        .collect();
+    assert_eq!(accuracies, [(1, 10.0), (2, 20.0), (3, 30.0), (4, 40.0)]);
+    assert!(
+        second
+            .log()
+            .contains("resuming after epoch 2, term mark: saved-on-term"),
+        "{}",
+        second.log()
+    );
+    assert!(
+        !store.join("checkpoints").join("ext").exists()
+            && !second.home.join("checkpoints").join("ext").exists(),
+        "an ended trial's checkpoints are removed"
+    );
+}

@@ -156,7 +156,16 @@ fn micro_trials_complete_through_slurm_arrays_split_and_stop_cancels() {
     // Five pairs queue five trials at once: more than one array of at most 4.
     let mut most = 0;
     let mut seen_running = false;
+    let mut seen_in_text = false;
     wait_long("the experiment to finish", || {
+        // The text status lists each job with its reason or node.
+        let out = cli(&store, &["status", "slurm_micro"]);
+        assert!(out.status.success(), "{}", text(&out));
+        seen_in_text |= text(&out).lines().any(|l| {
+            let l = l.trim();
+            l.starts_with("slurm job ")
+                && (l.contains(" running on localhost") || l.contains(" pending"))
+        });
         let jobs = jobs(&store, "slurm_micro");
         most = most.max(jobs.len());
         for job in &jobs {
@@ -179,6 +188,7 @@ fn micro_trials_complete_through_slurm_arrays_split_and_stop_cancels() {
         "at most {most} jobs at once: the arrays were never split"
     );
     assert!(seen_running);
+    assert!(seen_in_text, "`bocb status` never listed a job");
     let done = trials(&store, "slurm_micro");
     assert_eq!(done.len(), 10, "{done:?}");
     assert!(done.iter().all(|t| t.epochs.len() == 2), "{done:?}");

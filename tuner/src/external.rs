@@ -10,11 +10,11 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Mutex, Once};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bocb_store::TrialStatus;
 use bocb_trial_runner::{EpochMetrics, TrialObserver, TrialSpec};
@@ -132,7 +132,9 @@ struct Params<'a> {
 /// [`MAX_PIECE_BYTES`]. A program that keeps a checkpoint in
 /// `BOCB_CHECKPOINT_DIR` may continue from it: the store holds its epochs
 /// up to `resume_epoch` (`BOCB_RESUME_EPOCH`), and its reports may start
-/// after it or from epoch 1.
+/// after it or from epoch 1. Whenever that directory has changed after a
+/// reported epoch, and once the program has ended on a signal to bocb, it
+/// goes to `observer.on_checkpoint` (a worker sends it to its service).
 #[allow(clippy::too_many_arguments)]
 pub fn run_external(
     trial: &ExternalTrial,
@@ -187,13 +189,20 @@ pub fn run_external(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn();
+    // A signal to bocb waits for the checkpoint the program saves as it ends.
+    let saving = spec.checkpoint_dir.as_ref().map(|_| SaveOnSignal::new());
+    let mut checkpoint = CheckpointWatch {
+        dir: spec.checkpoint_dir.clone(),
+        offered: None,
+    };
     let result = match spawned {
         Ok(child) => {
             let mut program = Program::start(child);
             let result = Trial {
                 trial,
                 spec,
-                observer,
+                observer: &mut *observer,
+                checkpoint: &mut checkpoint,
                 log,
                 tail: Vec::new(),
                 resume_epoch,
@@ -214,10 +223,57 @@ pub fn run_external(
     let _ = std::fs::remove_file(&params_file);
     if signalled() {
         // bocb is ending on a signal, which ended the program: the trial
-        // is not recorded as ended by it (it runs again next time).
+        // is not recorded as ended by it (it runs again next time, from
+        // what the program saved as it ended).
+        checkpoint.offer(observer);
+        drop(saving);
         stay_until_the_signal_ends_bocb();
     }
     result
+}
+
+/// What a file in a checkpoint directory looked like: path, length, mtime.
+type FileMark = (PathBuf, u64, Option<SystemTime>);
+
+/// The program's checkpoint directory and what it held when last offered.
+struct CheckpointWatch {
+    dir: Option<PathBuf>,
+    offered: Option<Vec<FileMark>>,
+}
+
+impl CheckpointWatch {
+    /// Offers the directory to `observer` if it holds files that changed
+    /// since the last offer, and if the observer may take a checkpoint now.
+    fn offer(&mut self, observer: &mut dyn TrialObserver) {
+        let Some(dir) = &self.dir else {
+            return;
+        };
+        let mut marks = Vec::new();
+        file_marks(dir, &mut marks);
+        marks.sort();
+        if marks.is_empty() || self.offered.as_ref() == Some(&marks) || !observer.may_checkpoint() {
+            return;
+        }
+        observer.on_checkpoint(dir);
+        self.offered = Some(marks);
+    }
+}
+
+/// The marks of every file below `dir` (none when it does not exist).
+fn file_marks(dir: &Path, marks: &mut Vec<FileMark>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Ok(meta) = entry.metadata() else {
+            continue;
+        };
+        if meta.is_dir() {
+            file_marks(&entry.path(), marks);
+        } else {
+            marks.push((entry.path(), meta.len(), meta.modified().ok()));
+        }
+    }
 }
 
 /// A piece of the program's output, as its reader threads pass it on.
@@ -375,6 +431,7 @@ struct Trial<'a> {
     trial: &'a ExternalTrial,
     spec: &'a TrialSpec,
     observer: &'a mut dyn TrialObserver,
+    checkpoint: &'a mut CheckpointWatch,
     log: &'a dyn Fn(&str),
     tail: Vec<String>,
     /// The last epoch the store holds: a resumed program reports from the next.
@@ -546,6 +603,7 @@ impl Trial<'_> {
         self.last_epoch_at = Instant::now();
         self.last_accuracy = Some(report.accuracy);
         self.observer.on_epoch(&epoch);
+        self.checkpoint.offer(&mut *self.observer);
         (report.epoch < self.spec.epochs && self.observer.stop_after_epoch(&epoch))
             .then_some(Verdict::Stopped)
     }

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use bocb_trial_runner::data::{self, LoadedData};
 use bocb_trial_runner::device::device_name;
 use bocb_trial_runner::device::ResolveDevice;
-use bocb_trial_runner::{run_trial, DeviceChoice, EpochMetrics, TrialError, TrialObserver};
+use bocb_trial_runner::{
+    run_trial, DeviceChoice, EpochMetrics, TrialError, TrialObserver, TrialSpec,
+};
 use thiserror::Error;
 
 use super::checkpoints;
@@ -187,28 +189,34 @@ pub fn run_worker(
         }
         let result = match &assignment.external {
             Some(external) => {
+                let mut spec = assignment.spec.clone();
+                let local = local_checkpoint(client, config, &assignment, &mut spec, &beat);
                 let mut observer = Reporter {
                     client,
                     attempt: assignment.attempt,
                     beat: &beat,
                     stop: false,
-                    sends_checkpoints: false,
+                    sends_checkpoints: local.is_some(),
                     unrecorded: false,
                 };
                 let log = |line: &str| append_log(&beat, line);
                 // Heard by the heartbeats: the program ends without waiting
                 // for its next report.
                 let dropped = || beat.lock().expect("beat lock").gone;
-                run_external(
+                let result = run_external(
                     external,
                     &assignment.trial,
-                    &assignment.spec,
+                    &spec,
                     &assignment.work_dir,
                     assignment.resume_epoch,
                     &mut observer,
                     &log,
                     &dropped,
-                )
+                );
+                if let Some(local) = &local {
+                    remove_local_checkpoint(local);
+                }
+                result
             }
             None => {
                 let key = assignment.dataset.clone();
@@ -328,20 +336,7 @@ fn train(
     // Trials of other experiments may have left deterministic kernels on;
     // this worker trains one trial at a time.
     bocb_trial_runner::precision::set_deterministic(spec.deterministic);
-    // A directory of this attempt's own: a worker lost but still running
-    // on this machine cannot write into it.
-    let local = config
-        .checkpoints
-        .as_ref()
-        .filter(|_| spec.checkpoint_dir.is_some())
-        .map(|root| {
-            root.join(&assignment.experiment)
-                .join(format!("{}.{}", assignment.trial, assignment.attempt))
-        });
-    if let Some(local) = &local {
-        fetch_checkpoint(client, assignment.attempt, local, beat);
-        spec.checkpoint_dir = Some(local.clone());
-    }
+    let local = local_checkpoint(client, config, assignment, &mut spec, beat);
     let mut observer = Reporter {
         client,
         attempt: assignment.attempt,
@@ -387,6 +382,28 @@ fn train(
             .unwrap_or_default()
     ));
     result
+}
+
+/// For a worker with checkpoints of its own (`--checkpoints`): points
+/// `spec` at a directory of this attempt's own, holding the checkpoint the
+/// service has for the trial, and returns it. A worker lost but still
+/// running on this machine cannot write into it.
+fn local_checkpoint(
+    client: &Client,
+    config: &WorkerConfig,
+    assignment: &Assignment,
+    spec: &mut TrialSpec,
+    beat: &Mutex<Beat>,
+) -> Option<PathBuf> {
+    let local = config
+        .checkpoints
+        .as_ref()
+        .filter(|_| spec.checkpoint_dir.is_some())?
+        .join(&assignment.experiment)
+        .join(format!("{}.{}", assignment.trial, assignment.attempt));
+    fetch_checkpoint(client, assignment.attempt, &local, beat);
+    spec.checkpoint_dir = Some(local.clone());
+    Some(local)
 }
 
 /// Puts the checkpoint the service holds for `attempt`'s trial in `local`

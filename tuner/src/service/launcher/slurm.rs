@@ -3,14 +3,16 @@
 //! trial it has queued or running, up to `max_jobs`, and cancels them when
 //! the experiment stops. Slurm places, limits and accounts; this module only
 //! runs `sbatch`, `squeue`, `scancel` and `scontrol show config`. Job states
-//! come from `squeue` alone: correctness rests on the queue's heartbeat
-//! leases, never on Slurm's accounting.
+//! come from `squeue`; where the cluster keeps accounting, `sacct` adds how
+//! the jobs that left the queue ended, for `bocb status` only. Correctness
+//! rests on the queue's heartbeat leases, never on Slurm's accounting.
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -243,6 +245,43 @@ pub fn parse_squeue(output: &str) -> BTreeMap<String, Vec<SlurmJob>> {
     jobs
 }
 
+/// Parses `sacct --noheader --parsable2 --format=JobID,State,NodeList,JobName`
+/// into the array tasks that have ended, by name (job steps such as
+/// `12_0.batch` are left out; `CANCELLED by 0` reads as `CANCELLED`).
+pub fn parse_sacct(output: &str) -> BTreeMap<String, Vec<SlurmJob>> {
+    let mut jobs: BTreeMap<String, Vec<SlurmJob>> = BTreeMap::new();
+    for line in output.lines().filter(|l| !l.trim().is_empty()) {
+        let fields: Vec<&str> = line.splitn(4, '|').map(str::trim).collect();
+        let [id, state, node, name] = fields[..] else {
+            continue;
+        };
+        let state = state.split_whitespace().next().unwrap_or_default();
+        let job = SlurmJob {
+            id: id.to_string(),
+            state: state.to_string(),
+            reason: String::new(),
+            node: if node == "None assigned" {
+                String::new()
+            } else {
+                node.to_string()
+            },
+        };
+        if !id.contains('.') && !job.active() {
+            jobs.entry(name.to_string()).or_default().push(job);
+        }
+    }
+    jobs
+}
+
+/// Whether `scontrol show config` names an accounting storage, which `sacct` reads.
+pub fn parse_accounting(output: &str) -> bool {
+    output.lines().any(|line| {
+        line.split_once('=').is_some_and(|(key, value)| {
+            key.trim() == "AccountingStorageType" && value.trim() != "accounting_storage/none"
+        })
+    })
+}
+
 /// `MaxArraySize` from `scontrol show config` (the highest index is one less).
 pub fn parse_max_array_size(output: &str) -> Option<usize> {
     output.lines().find_map(|line| {
@@ -345,6 +384,23 @@ pub struct SlurmLauncher {
     max_array_size: usize,
     /// The last `squeue` seen, by experiment.
     jobs: Mutex<BTreeMap<String, Vec<SlurmJob>>>,
+    /// Where the cluster keeps accounting: the arrays submitted, the ended
+    /// tasks `sacct` last showed (by experiment) and when it was asked.
+    accounting: Option<Mutex<Accounting>>,
+}
+
+/// How many of the latest arrays `sacct` is asked about.
+const SACCT_ARRAYS: usize = 32;
+/// `sacct` reads the accounting database: ask it rarely.
+const SACCT_INTERVAL: Duration = Duration::from_secs(30);
+/// Ended tasks shown per experiment.
+const ENDED_SHOWN: usize = 10;
+
+#[derive(Default)]
+struct Accounting {
+    arrays: Vec<String>,
+    ended: BTreeMap<String, Vec<SlurmJob>>,
+    asked: Option<Instant>,
 }
 
 impl SlurmLauncher {
@@ -389,6 +445,7 @@ impl SlurmLauncher {
             script,
             max_array_size,
             jobs: Mutex::new(BTreeMap::new()),
+            accounting: parse_accounting(&shown).then(|| Mutex::new(Accounting::default())),
         })
     }
 
@@ -418,14 +475,68 @@ impl SlurmLauncher {
         Ok(jobs)
     }
 
-    /// The experiment's jobs as last seen.
+    /// The experiment's jobs as last seen, then (where the cluster keeps
+    /// accounting) the latest of its tasks that ended.
     pub fn jobs(&self, experiment: &str) -> Vec<SlurmJob> {
-        self.jobs
+        let mut jobs = self
+            .jobs
             .lock()
             .expect("jobs lock")
             .get(experiment)
             .cloned()
-            .unwrap_or_default()
+            .unwrap_or_default();
+        if let Some(accounting) = &self.accounting {
+            let accounting = accounting.lock().expect("accounting lock");
+            let ended = accounting.ended.get(experiment).into_iter().flatten();
+            jobs.extend(
+                ended
+                    .filter(|e| !jobs.iter().any(|j| j.id == e.id))
+                    .take(ENDED_SHOWN)
+                    .cloned()
+                    .collect::<Vec<_>>(),
+            );
+        }
+        jobs
+    }
+
+    /// Asks `sacct` how the latest arrays' tasks ended, at most every
+    /// [`SACCT_INTERVAL`]. A failure only leaves the ended list as it was.
+    fn refresh_ended(&self) {
+        let Some(accounting) = &self.accounting else {
+            return;
+        };
+        let arrays = {
+            let accounting = accounting.lock().expect("accounting lock");
+            if accounting.arrays.is_empty()
+                || accounting
+                    .asked
+                    .is_some_and(|t| t.elapsed() < SACCT_INTERVAL)
+            {
+                return;
+            }
+            accounting.arrays.join(",")
+        };
+        let args = [
+            "--noheader".to_string(),
+            "--parsable2".to_string(),
+            format!("--jobs={arrays}"),
+            "--format=JobID,State,NodeList,JobName".to_string(),
+        ];
+        let shown = slurm("sacct", &args);
+        let mut accounting = accounting.lock().expect("accounting lock");
+        accounting.asked = Some(Instant::now());
+        match shown {
+            Ok(output) => {
+                accounting.ended = parse_sacct(&output)
+                    .into_iter()
+                    .filter_map(|(name, mut jobs)| {
+                        jobs.reverse();
+                        Some((name.strip_prefix(&self.prefix)?.to_string(), jobs))
+                    })
+                    .collect();
+            }
+            Err(e) => tracing::warn!("Slurm accounting: {e}"),
+        }
     }
 
     /// Brings the jobs in line with `demand` (trials queued or running, by
@@ -433,6 +544,7 @@ impl SlurmLauncher {
     /// cancels pending jobs beyond it.
     pub fn reconcile(&self, demand: &BTreeMap<String, usize>) -> Result<(), SlurmError> {
         let jobs = self.squeue()?;
+        self.refresh_ended();
         let (submit, cancel) = plan(demand, &jobs, self.config.max_jobs);
         if !cancel.is_empty() {
             tracing::info!("cancelling {} surplus pending worker job(s)", cancel.len());
@@ -491,6 +603,12 @@ impl SlurmLauncher {
                 command: "sbatch --parsable".to_string(),
                 output: output.trim().to_string(),
             });
+        }
+        if let Some(accounting) = &self.accounting {
+            let arrays = &mut accounting.lock().expect("accounting lock").arrays;
+            arrays.push(id.to_string());
+            let excess = arrays.len().saturating_sub(SACCT_ARRAYS);
+            arrays.drain(..excess);
         }
         Ok(id.to_string())
     }
@@ -599,6 +717,34 @@ mod tests {
         let config = "MaxArraySizeX = 3\nMaxArraySize            = 1001\nMaxJobCount = 10000\n";
         assert_eq!(parse_max_array_size(config), Some(1001));
         assert_eq!(parse_max_array_size("nothing"), None);
+        assert!(!parse_accounting(
+            "AccountingStorageType   = accounting_storage/none\n"
+        ));
+        assert!(parse_accounting(
+            "AccountingStorageHost = db\nAccountingStorageType   = accounting_storage/slurmdbd\n"
+        ));
+        assert!(!parse_accounting(config));
+    }
+
+    /// As `sacct --parsable2` prints an array with its steps: the ended
+    /// tasks stay, steps and tasks still in the queue go.
+    #[test]
+    fn sacct_output_gives_the_ended_tasks() {
+        let ended = parse_sacct(
+            "12_0|COMPLETED|node7|bocb-a-x\n12_0.batch|COMPLETED|node7|batch\n12_1|CANCELLED by 0|node8|bocb-a-x\n12_2|RUNNING|node9|bocb-a-x\n12_[3-4]|PENDING|None assigned|bocb-a-x\n13_0|TIMEOUT|None assigned|other\n",
+        );
+        let x = &ended["bocb-a-x"];
+        assert_eq!(
+            x.iter()
+                .map(|j| (j.id.as_str(), j.state.as_str(), j.node.as_str()))
+                .collect::<Vec<_>>(),
+            [
+                ("12_0", "COMPLETED", "node7"),
+                ("12_1", "CANCELLED", "node8")
+            ]
+        );
+        assert_eq!(ended["other"][0].node, "");
+        assert!(!ended.contains_key("batch"));
     }
 
     #[test]
