@@ -395,10 +395,13 @@ fn local_checkpoint(
     spec: &mut TrialSpec,
     beat: &Mutex<Beat>,
 ) -> Option<PathBuf> {
-    let local = config
+    let root = config
         .checkpoints
         .as_ref()
-        .filter(|_| spec.checkpoint_dir.is_some())?
+        .filter(|_| spec.checkpoint_dir.is_some())?;
+    // Absolute: an external program runs in another directory.
+    let local = std::path::absolute(root)
+        .unwrap_or_else(|_| root.clone())
         .join(&assignment.experiment)
         .join(format!("{}.{}", assignment.trial, assignment.attempt));
     fetch_checkpoint(client, assignment.attempt, &local, beat);
