@@ -1007,6 +1007,18 @@ impl RemoteWorker {
         std::fs::read_to_string(self.home.join("worker.log")).unwrap_or_default()
     }
 
+    /// Sends SIGTERM, as a preempted job's worker hears, and waits for the exit.
+    fn terminate(&mut self) {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        wait_for("the worker to exit", || {
+            self.child.try_wait().unwrap().is_some()
+        });
+    }
+
     /// The epochs it trained, from the line it logs per epoch.
     fn epochs_trained(&self) -> usize {
         self.log()
@@ -1042,14 +1054,7 @@ fn a_trial_continues_on_another_worker_from_the_checkpoint_sent_to_the_service()
     wait_until(&mut service, || checkpoint_position(&store).is_some());
     let own = first.home.join("checkpoints").join("resumable");
     assert!(own.exists(), "the first worker trains in its own directory");
-    let killed = Command::new("kill")
-        .args(["-TERM", &first.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    wait_for("the first worker to exit", || {
-        first.child.try_wait().unwrap().is_some()
-    });
+    first.terminate();
     let log = first.log();
     assert!(!log.contains("cannot send"), "{log}");
     assert!(
@@ -1151,15 +1156,12 @@ fn an_external_trial_continues_on_another_worker_from_its_program_checkpoint() {
     // Only an upload puts a checkpoint in the service's store.
     wait_until(&mut service, || stored("epoch").as_deref() == Some("2\n"));
     assert!(stored("term").is_none());
-    let killed = Command::new("kill")
-        .args(["-TERM", &first.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    wait_for("the first worker to exit", || {
-        first.child.try_wait().unwrap().is_some()
-    });
-    assert!(first.child.wait().unwrap().success(), "{}", first.log());
+    first.terminate();
+    assert!(
+        first.child.try_wait().unwrap().unwrap().success(),
+        "{}",
+        first.log()
+    );
     let log = first.log();
     assert!(!log.contains("cannot send"), "{log}");
     assert_eq!(

@@ -326,29 +326,54 @@ pub fn for_each_batch_from<E>(
     mut consume: impl FnMut(RawBatch) -> Result<(), E>,
 ) -> Result<(), E> {
     let chunks: Vec<&[usize]>;
-    let in_order: Vec<usize>;
+    let indices: Vec<usize>;
     let (chunks, augment) = match &plan {
         Some(plan) => {
             chunks = plan.order.chunks_exact(batch_size).collect();
             (chunks, Some((plan.transform, plan.seed)))
         }
         None => {
-            in_order = (0..data.len()).collect();
-            (in_order.chunks(batch_size).collect(), None)
+            indices = (0..data.len()).collect();
+            (indices.chunks(batch_size).collect(), None)
         }
     };
-    let first = first.min(chunks.len());
-    let workers = workers.clamp(1, (chunks.len() - first).max(1));
-    let chunks = &chunks;
+    in_order(
+        first,
+        chunks.len(),
+        workers,
+        |index, _: &mut ()| {
+            let augment = augment.map(|(t, seed)| (t, batch_rng(seed, index)));
+            Ok::<_, std::convert::Infallible>(assemble(data, chunks[index], augment))
+        },
+        |batch| consume(batch.unwrap_or_else(|never| match never {})),
+    )
+}
+
+/// Makes items `first..count` on `workers` threads (each with its own
+/// `S`, each `PREFETCH` items ahead, item `i` on thread `i % workers`) and
+/// hands them to `consume` in order, until it fails. A thread stops at
+/// the first item it fails to make; that failure reaches `consume` in its turn.
+pub(crate) fn in_order<S: Default, T: Send, F: Send, E>(
+    first: usize,
+    count: usize,
+    workers: usize,
+    make: impl Fn(usize, &mut S) -> Result<T, F> + Sync,
+    mut consume: impl FnMut(Result<T, F>) -> Result<(), E>,
+) -> Result<(), E> {
+    let first = first.min(count);
+    let workers = workers.clamp(1, (count - first).max(1));
+    let make = &make;
     std::thread::scope(|scope| {
         let receivers: Vec<_> = (0..workers)
             .map(|worker| {
                 let (sender, receiver) = channel::bounded(PREFETCH);
                 scope.spawn(move || {
-                    for index in (first + worker..chunks.len()).step_by(workers) {
-                        let augment = augment.map(|(t, seed)| (t, batch_rng(seed, index)));
+                    let mut state = S::default();
+                    for index in (first + worker..count).step_by(workers) {
+                        let item = make(index, &mut state);
+                        let failed = item.is_err();
                         // The consumer hung up (it hit an error): stop producing.
-                        if sender.send(assemble(data, chunks[index], augment)).is_err() {
+                        if sender.send(item).is_err() || failed {
                             return;
                         }
                     }
@@ -357,11 +382,11 @@ pub fn for_each_batch_from<E>(
             })
             .collect();
         let mut result = Ok(());
-        for index in first..chunks.len() {
-            let batch = receivers[(index - first) % workers]
+        for index in first..count {
+            let item = receivers[(index - first) % workers]
                 .recv()
-                .expect("a worker sends every batch of its share");
-            result = consume(batch);
+                .expect("a worker sends every item of its share, or stops after a failed one");
+            result = consume(item);
             if result.is_err() {
                 break;
             }

@@ -9,11 +9,10 @@
 //! they finish in.
 
 use bocb_search_spaces::{Crop, Recipe};
-use crossbeam::channel;
 use rand::Rng;
 use tch::Tensor;
 
-use super::{batch_rng, RawBatch, PREFETCH};
+use super::{batch_rng, RawBatch};
 use crate::augment::crop::{horizontal_flip, resize_center_crop};
 use crate::augment::{ImageSize, Interpolation, RandAugment, RandomResizedCrop};
 use crate::data::stream::{decode_file, BadFiles, DecodeBuffers, FileSplit, IMAGENET_MEAN};
@@ -186,42 +185,16 @@ pub fn for_each_file_batch<E: From<DataError>>(
     } else {
         plan.order.chunks(batch_size).collect()
     };
-    let first = first.min(chunks.len());
-    let workers = workers.clamp(1, (chunks.len() - first).max(1));
     let (chunks, plan) = (&chunks, &plan);
-    std::thread::scope(|scope| {
-        let receivers: Vec<_> = (0..workers)
-            .map(|worker| {
-                let (sender, receiver) = channel::bounded(PREFETCH);
-                scope.spawn(move || {
-                    let mut buffers = WorkerBuffers::default();
-                    for index in (first + worker..chunks.len()).step_by(workers) {
-                        let batch =
-                            assemble(split, chunks[index], plan, index, bad_files, &mut buffers);
-                        let failed = batch.is_err();
-                        // The consumer hung up (it hit an error): stop producing.
-                        if sender.send(batch).is_err() || failed {
-                            return;
-                        }
-                    }
-                });
-                receiver
-            })
-            .collect();
-        let mut result = Ok(());
-        for index in first..chunks.len() {
-            let batch = receivers[(index - first) % workers]
-                .recv()
-                .expect("a worker sends every batch of its share or its error");
-            result = batch.map_err(E::from).and_then(&mut consume);
-            if result.is_err() {
-                break;
-            }
-        }
-        // Hang up before the scope joins the workers, which may be blocked on a full channel.
-        drop(receivers);
-        result
-    })
+    super::in_order(
+        first,
+        chunks.len(),
+        workers,
+        |index, buffers: &mut WorkerBuffers| {
+            assemble(split, chunks[index], plan, index, bad_files, buffers)
+        },
+        |batch| batch.map_err(E::from).and_then(&mut consume),
+    )
 }
 
 /// What one worker reuses from batch to batch.
