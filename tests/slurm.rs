@@ -319,11 +319,21 @@ fn a_requeued_worker_job_continues_its_trial_from_the_checkpoint() {
             "the trial started over: {log}"
         );
         assert!(logs.contains("saved and released; exiting"), "{logs}");
-        assert!(logs.contains("worker exited with status 0"), "{logs}");
+        assert_worker_exited_cleanly(&store);
     } else {
         // The requeue came as the trial ended: nothing to continue.
         assert!(log.contains("ended done"), "{log}");
     }
+}
+
+/// The job script logs the worker's exit status after the worker's own last
+/// line, so wait for it rather than read the log once.
+fn assert_worker_exited_cleanly(store: &Path) {
+    wait_long("the job script to log the worker's exit", || {
+        job_logs(store).contains("worker exited with status")
+    });
+    let logs = job_logs(store);
+    assert!(logs.contains("worker exited with status 0"), "{logs}");
 }
 
 /// A job's time limit with `--signal` reaches the worker, which saves its
@@ -348,8 +358,7 @@ fn a_time_limit_signal_makes_the_worker_checkpoint_and_exit_cleanly() {
     wait_long("a worker to leave on the signal", || {
         job_logs(&store).contains("saved and released; exiting")
     });
-    let logs = job_logs(&store);
-    assert!(logs.contains("worker exited with status 0"), "{logs}");
+    assert_worker_exited_cleanly(&store);
     let trial_log = || {
         let trial = &trials(&store, "resumable")[0];
         text(&cli(&store, &["logs", &trial.id]))
