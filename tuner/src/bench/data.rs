@@ -469,11 +469,10 @@ pub fn render_full_res(report: &FullResBenchReport) -> String {
         .bocb_peak_rss_mib
         .map_or("unknown".to_string(), |mib| format!("{mib:.0} MiB"));
     format!(
-        "training pipeline, recipe {} at {}px on {} ({} workers, {} images timed):
-         bocb: {:.0} images/s ({:.0} per worker), peak RSS {rss}
-         timm: {:.0} images/s ({:.0} per worker)
-         bocb / timm: {:.2}x (goal: 1.5x)
-",
+        "training pipeline, recipe {} at {}px on {} ({} workers, {} images timed):\n\
+         bocb: {:.0} images/s ({:.0} per worker), peak RSS {rss}\n\
+         timm: {:.0} images/s ({:.0} per worker)\n\
+         bocb / timm: {:.2}x (goal: 1.5x)\n",
         report.recipe,
         report.resolution,
         report.dataset,
