@@ -134,6 +134,23 @@ def densenet121_cifar_micro():
     return model, 32
 
 
+def densenet121_micro():
+    """torchvision's DenseNet (timm's `densenet121` is the same network) at
+    the micro widths, with its ImageNet stem (7x7 stride 2, max-pool), at 64."""
+    from torchvision.models import DenseNet
+
+    model = DenseNet(growth_rate=8, block_config=(2, 2, 2, 2), num_init_features=16, bn_size=4, num_classes=CLASSES)
+    return model, 64
+
+
+def vit_tiny_micro():
+    from timm.models.vision_transformer import VisionTransformer
+
+    model = VisionTransformer(img_size=64, patch_size=16, num_classes=CLASSES, embed_dim=64, depth=2,
+                              num_heads=2, mlp_ratio=2)
+    return model, 64
+
+
 def resnet50_cifar_micro():
     from timm.models.resnet import Bottleneck, ResNet
 
@@ -309,6 +326,7 @@ FIXTURES = {
     "convnext_t@micro": lambda: convnext_micro(use_grn=False),
     "convnextv2_t@micro": lambda: convnext_micro(use_grn=True),
     "deit_s@micro": deit_s_micro,
+    "densenet121@micro": densenet121_micro,
     "densenet121_cifar@micro": densenet121_cifar_micro,
     "efficientnet_b0@micro": efficientnet_b0_micro,
     "identityformer_s12@micro": lambda: metaformer_micro("identityformer"),
@@ -325,6 +343,7 @@ FIXTURES = {
     "swin_t@micro": swin_t_micro,
     "transnext_t@micro": transnext_t_micro,
     "vgg13_bn@micro": vgg13_bn_micro,
+    "vit_tiny@micro": vit_tiny_micro,
     "vit_tiny_cifar@micro": vit_tiny_cifar_micro,
 }
 

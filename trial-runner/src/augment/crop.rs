@@ -324,18 +324,20 @@ impl Taps {
         }
     }
 
-    /// Weighted sum of `count` samples read by `sample(input index)`, rounded
-    /// and clipped like PIL's `clip8`.
-    fn apply(&self, out_index: usize, sample: impl Fn(usize) -> u8) -> u8 {
+    /// The first input index and the weights of output position `out_index`.
+    fn taps(&self, out_index: usize) -> (usize, &[i32]) {
         let (first, count) = self.bounds[out_index];
-        let weights = &self.weights[out_index * self.stride..][..count];
-        let mut sum: i64 = 1 << (PRECISION_BITS - 1);
-        for (i, &k) in weights.iter().enumerate() {
-            sum += i64::from(sample(first + i)) * i64::from(k);
-        }
-        (sum >> PRECISION_BITS).clamp(0, 255) as u8
+        (first, &self.weights[out_index * self.stride..][..count])
     }
 }
+
+/// Rounds a fixed-point sum and clips it like PIL's `clip8`.
+fn clip8(sum: i32) -> u8 {
+    (sum >> PRECISION_BITS).clamp(0, 255) as u8
+}
+
+/// PIL's rounding offset, where every fixed-point sum starts.
+const HALF: i32 = 1 << (PRECISION_BITS - 1);
 
 /// PIL's `Image.resize` of the `crop` box of `src` to `full` size, two
 /// separable passes (horizontal, then vertical, through 8-bit intermediates),
@@ -365,6 +367,8 @@ fn resample(
         .max()
         .unwrap_or(0);
     let rows = end_row - first_row;
+    // i32 sums, as PIL's 8-bit resampler keeps them (8-bit samples times
+    // 22-bit weights cannot overflow), so the loops vectorise.
     let mut wide = vec![0u8; CHANNELS * rows * window.width];
     for c in 0..CHANNELS {
         let plane = &src[c * src_size.plane()..][..src_size.plane()];
@@ -373,18 +377,31 @@ fn resample(
                 &plane[(crop.top + first_row + r) * src_size.width + crop.left..][..crop.width];
             let out = &mut wide[(c * rows + r) * window.width..][..window.width];
             for (x, value) in out.iter_mut().enumerate() {
-                *value = horizontal.apply(window.left + x, |i| row[i]);
+                let (first, weights) = horizontal.taps(window.left + x);
+                let sum = row[first..][..weights.len()]
+                    .iter()
+                    .zip(weights)
+                    .fold(HALF, |sum, (&p, &k)| sum + i32::from(p) * k);
+                *value = clip8(sum);
             }
         }
     }
+    // Row by row: each tap adds a weighted input row to the output row's sums.
+    let mut sums = vec![0i32; window.width];
     for c in 0..CHANNELS {
         let plane = &wide[c * rows * window.width..][..rows * window.width];
         for y in 0..window.height {
+            let (first, weights) = vertical.taps(window.top + y);
+            sums.fill(HALF);
+            for (i, &k) in weights.iter().enumerate() {
+                let row = &plane[(first + i - first_row) * window.width..][..window.width];
+                for (sum, &p) in sums.iter_mut().zip(row) {
+                    *sum += i32::from(p) * k;
+                }
+            }
             let out = &mut dst[(c * window.height + y) * window.width..][..window.width];
-            for (x, value) in out.iter_mut().enumerate() {
-                *value = vertical.apply(window.top + y, |i| {
-                    plane[(i - first_row) * window.width + x]
-                });
+            for (value, &sum) in out.iter_mut().zip(&sums) {
+                *value = clip8(sum);
             }
         }
     }

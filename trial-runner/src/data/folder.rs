@@ -223,6 +223,102 @@ pub fn save(out: &Path, splits: &Splits) -> Result<(), DataError> {
     Ok(())
 }
 
+/// The files [`save_photos`] writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PhotoLayout {
+    /// The longer side of every image, in pixels (the shorter is 3/4 of it,
+    /// as most photographs are; every fourth image is portrait).
+    pub side: usize,
+    /// JPEG (quality 90, as photographs are stored) or PNG.
+    pub jpeg: bool,
+}
+
+/// Writes `splits` as an image folder of full-size images: each 32x32
+/// image up-sampled (bilinear) to `layout`'s size, with per-pixel grain so
+/// that the files compress like photographs rather than like flat
+/// gradients; `train/CLASS/00000.jpg`, ..., `val/...`. Deterministic given
+/// `splits`; written by all cores.
+pub fn save_photos(out: &Path, splits: &Splits, layout: PhotoLayout) -> Result<(), DataError> {
+    if !(16..=super::stream::MAX_SIDE).contains(&layout.side) {
+        return Err(DataError::InvalidSynthConfig(format!(
+            "--side must be 16 to {}, got {}",
+            super::stream::MAX_SIDE,
+            layout.side
+        )));
+    }
+    let extension = if layout.jpeg { "jpg" } else { "png" };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for (name, split) in [("train", &splits.train), ("val", &splits.test)] {
+        for class in &split.class_names {
+            let dir = out.join(name).join(class);
+            fs::create_dir_all(&dir).map_err(|source| DataError::Io { path: dir, source })?;
+        }
+        let write = |i: usize| -> Result<(), DataError> {
+            let class = &split.class_names[usize::from(split.labels[i])];
+            let path = out
+                .join(name)
+                .join(class)
+                .join(format!("{i:05}.{extension}"));
+            let (long, short) = (layout.side as u32, (layout.side * 3 / 4) as u32);
+            let (width, height) = if i % 4 == 3 {
+                (short, long)
+            } else {
+                (long, short)
+            };
+            let mut image = image::imageops::resize(
+                &chw_to_rgb(split.image(i)),
+                width,
+                height,
+                FilterType::Triangle,
+            );
+            grain(&mut image, i as u64);
+            let bad = |e: String| DataError::Malformed {
+                file: path.clone(),
+                reason: format!("cannot write the image: {e}"),
+            };
+            if layout.jpeg {
+                let file = fs::File::create(&path).map_err(|source| DataError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+                image::codecs::jpeg::JpegEncoder::new_with_quality(
+                    std::io::BufWriter::new(file),
+                    90,
+                )
+                .encode_image(&image)
+                .map_err(|e| bad(e.to_string()))
+            } else {
+                image
+                    .save_with_format(&path, ImageFormat::Png)
+                    .map_err(|e| bad(e.to_string()))
+            }
+        };
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads)
+                .map(|t| {
+                    let write = &write;
+                    scope.spawn(move || (t..split.len()).step_by(threads).try_for_each(write))
+                })
+                .collect();
+            workers
+                .into_iter()
+                .try_for_each(|w| w.join().expect("a writer thread panicked"))
+        })?;
+    }
+    Ok(())
+}
+
+/// Adds +-12 levels of hashed per-pixel noise (a pure function of `seed`
+/// and the position).
+fn grain(image: &mut RgbImage, seed: u64) {
+    for (i, value) in image.iter_mut().enumerate() {
+        let mut h = (seed << 32 ^ i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        h ^= h >> 29;
+        let noise = (h % 25) as i16 - 12;
+        *value = (i16::from(*value) + noise).clamp(0, 255) as u8;
+    }
+}
+
 fn chw_to_rgb(chw: &[u8]) -> RgbImage {
     let plane = SIDE * SIDE;
     RgbImage::from_fn(SIDE as u32, SIDE as u32, |x, y| {

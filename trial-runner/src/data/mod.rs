@@ -19,7 +19,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-pub use synth::{generate, write_synthetic, SynthConfig};
+pub use folder::PhotoLayout;
+pub use synth::{generate, write_synthetic, write_synthetic_photos, SynthConfig};
 
 /// Image side in pixels.
 pub const SIDE: usize = 32;

@@ -29,7 +29,7 @@ pub const IMAGENET_STD: [f64; 3] = [0.229, 0.224, 0.225];
 
 /// The largest side a file may declare: bigger headers are refused before
 /// any allocation (a damaged header must not exhaust a worker's memory).
-const MAX_SIDE: usize = 1 << 14;
+pub(crate) const MAX_SIDE: usize = 1 << 14;
 
 /// What a trial does with a file that cannot be read or decoded.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -279,6 +279,17 @@ pub fn write_synthetic(
     cifar::save(out, &generate(cfg)?, format)
 }
 
+/// Writes a synthetic image folder of full-size images (see
+/// [`folder::save_photos`]): the images of [`generate`], up-sampled with
+/// grain, for streaming at full resolution.
+pub fn write_synthetic_photos(
+    out: &Path,
+    cfg: &SynthConfig,
+    layout: folder::PhotoLayout,
+) -> Result<(), DataError> {
+    folder::save_photos(out, &generate(cfg)?, layout)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,6 +300,66 @@ mod tests {
             test: 6,
             seed: 4,
         }
+    }
+
+    #[test]
+    fn full_size_jpeg_folders_stream_at_their_size_and_keep_each_image() {
+        use crate::augment::ImageSize;
+        use crate::data::stream::{decode_file, BadFiles, DecodeBuffers, FolderSplits};
+        let dir = tempfile::tempdir().unwrap();
+        let layout = folder::PhotoLayout {
+            side: 96,
+            jpeg: true,
+        };
+        write_synthetic_photos(dir.path(), &folder_config(), layout).unwrap();
+        let splits = FolderSplits::open(dir.path(), Some(64), BadFiles::Fail).unwrap();
+        let expected = generate(&folder_config()).unwrap();
+        assert_eq!(splits.class_names, expected.train.class_names);
+        assert_eq!((splits.train.len(), splits.test.len()), (12, 6));
+        let (mut buffers, mut planes) = (DecodeBuffers::default(), Vec::new());
+        for (path, &label) in splits.train.files.iter().zip(&splits.train.labels) {
+            assert_eq!(path.extension().unwrap(), "jpg");
+            let i: usize = path.file_stem().unwrap().to_str().unwrap().parse().unwrap();
+            assert_eq!(expected.train.labels[i], label);
+            let size = decode_file(path, &mut buffers, &mut planes).unwrap();
+            let landscape = ImageSize::new(72, 96);
+            let portrait = ImageSize::new(96, 72);
+            assert_eq!(size, if i % 4 == 3 { portrait } else { landscape });
+            // Block means of the up-sampled image follow its own source's
+            // pixels far more closely than another image's: the grain and
+            // JPEG's loss do not drown the content.
+            let distance = |source: &[u8]| {
+                let mut error = 0.0;
+                for c in 0..CHANNELS {
+                    for by in 0..size.height / 3 {
+                        for bx in 0..size.width / 3 {
+                            let mean: f64 = (0..9)
+                                .map(|k| {
+                                    let (y, x) = (by * 3 + k / 3, bx * 3 + k % 3);
+                                    f64::from(planes[c * size.plane() + y * size.width + x])
+                                })
+                                .sum::<f64>()
+                                / 9.0;
+                            let sy = (by * 3 + 1) * SIDE / size.height;
+                            let sx = (bx * 3 + 1) * SIDE / size.width;
+                            error += (mean - f64::from(source[c * PLANE + sy * SIDE + sx])).abs();
+                        }
+                    }
+                }
+                error
+            };
+            let own = distance(expected.train.image(i));
+            let other = distance(expected.train.image((i + 1) % 12));
+            assert!(own < 0.6 * other, "{i}: {own:.0} vs {other:.0}");
+        }
+        let small = folder::PhotoLayout {
+            side: 8,
+            jpeg: true,
+        };
+        let err = write_synthetic_photos(dir.path(), &folder_config(), small)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--side must be 16"), "{err}");
     }
 
     #[test]

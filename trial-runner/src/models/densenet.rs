@@ -29,6 +29,19 @@ pub(super) fn register(registry: &mut BackboneRegistry) {
             ctor: densenet121_cifar,
         },
     );
+    // The ImageNet form under timm's name: torchvision's 7x7 stride-2 stem
+    // and 3x3/2 max-pool, for images at 224 (micro: 64).
+    registry.register(
+        "densenet121",
+        BackboneEntry {
+            family: Family::ClassicalCnn,
+            input_size: 224,
+            micro_input_size: 64,
+            default_recipe: "pytorch",
+            timm: Some("densenet121"),
+            ctor: densenet121,
+        },
+    );
 }
 
 struct Config {
@@ -36,25 +49,41 @@ struct Config {
     blocks: [usize; 4],
     stem_width: i64,
     bn_size: i64,
+    /// The ImageNet stem (7x7/2 convolution, max-pool) instead of CIFAR's.
+    imagenet_stem: bool,
 }
 
-fn densenet121_cifar(p: &nn::Path, classes: i64, preset: Preset) -> Model {
-    let config = match preset {
+fn densenet121_config(preset: Preset, imagenet_stem: bool) -> Config {
+    match preset {
         Preset::Full => Config {
             growth: 32,
             blocks: [6, 12, 24, 16],
             stem_width: 64,
             bn_size: 4,
+            imagenet_stem,
         },
         Preset::Micro => Config {
             growth: 8,
             blocks: [2, 2, 2, 2],
             stem_width: 16,
             bn_size: 4,
+            imagenet_stem,
         },
-    };
+    }
+}
+
+fn densenet121_cifar(p: &nn::Path, classes: i64, preset: Preset) -> Model {
+    densenet_model(p, &densenet121_config(preset, false), classes)
+}
+
+/// timm `densenet121`.
+fn densenet121(p: &nn::Path, classes: i64, preset: Preset) -> Model {
+    densenet_model(p, &densenet121_config(preset, true), classes)
+}
+
+fn densenet_model(p: &nn::Path, config: &Config, classes: i64) -> Model {
     Model {
-        net: Box::new(DenseNet::new(p, &config, classes)),
+        net: Box::new(DenseNet::new(p, config, classes)),
         no_weight_decay: vec![],
     }
 }
@@ -62,6 +91,10 @@ fn densenet121_cifar(p: &nn::Path, classes: i64, preset: Preset) -> Model {
 /// torchvision's DenseNet conv init: `kaiming_normal_` with its defaults
 /// (fan-in, gain sqrt 2); no bias.
 fn conv(p: nn::Path, inputs: i64, outputs: i64, kernel: i64) -> Conv2D {
+    strided_conv(p, inputs, outputs, kernel, 1)
+}
+
+fn strided_conv(p: nn::Path, inputs: i64, outputs: i64, kernel: i64, stride: i64) -> Conv2D {
     nn::conv2d(
         p,
         inputs,
@@ -69,6 +102,7 @@ fn conv(p: nn::Path, inputs: i64, outputs: i64, kernel: i64) -> Conv2D {
         kernel,
         nn::ConvConfig {
             padding: kernel / 2,
+            stride,
             bias: false,
             ws_init: Init::Kaiming {
                 dist: nn::init::NormalOrUniform::Normal,
@@ -135,6 +169,8 @@ struct DenseNet {
     /// Dropout on the pooled features (timm's `drop_rate`; none unless a
     /// recipe sets one).
     head_drop: f64,
+    /// A 3x3/2 max-pool after the stem (the ImageNet form).
+    stem_pool: bool,
 }
 
 impl DenseNet {
@@ -177,7 +213,12 @@ impl DenseNet {
             },
         );
         DenseNet {
-            conv0: conv(&f / "conv0", 3, config.stem_width, 3),
+            conv0: if config.imagenet_stem {
+                strided_conv(&f / "conv0", 3, config.stem_width, 7, 2)
+            } else {
+                conv(&f / "conv0", 3, config.stem_width, 3)
+            },
+            stem_pool: config.imagenet_stem,
             norm0: batch_norm2d(&f / "norm0", config.stem_width),
             blocks,
             norm5: batch_norm2d(&f / "norm5", channels),
@@ -190,6 +231,9 @@ impl DenseNet {
 impl ModuleT for DenseNet {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         let mut x = xs.apply(&self.conv0).apply_t(&self.norm0, train).relu_();
+        if self.stem_pool {
+            x = x.max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
+        }
         for block in &self.blocks {
             for layer in &block.layers {
                 x = layer.forward_t(&x, train);

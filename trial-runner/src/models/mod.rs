@@ -276,6 +276,10 @@ mod tests {
         // The ImageNet forms at timm's 1000 classes (timm.create_model).
         assert_eq!(parameter_count(&build("resnet18", 1000).0), 11_689_512);
         assert_eq!(parameter_count(&build("resnet50", 1000).0), 25_557_032);
+        // timm.create_model("densenet121"): the ImageNet stem's 7x7 conv0.
+        assert_eq!(parameter_count(&build("densenet121", 1000).0), 7_978_856);
+        // timm.create_model("vit_tiny_patch16_224")
+        assert_eq!(parameter_count(&build("vit_tiny", 1000).0), 5_717_416);
         // timm.create_model("swin_tiny_patch4_window7_224", num_classes=100)
         assert_eq!(parameter_count(&build("swin_t", 100).0), 27_596_254);
         // transnext_tiny(num_classes=100) of the TransNeXt repository

@@ -1,5 +1,6 @@
 //! Vision Transformers with timm's names and initialisation: ViT-Ti (width
-//! 192, 12 blocks, 3 heads) on 4x4 patches of a 32x32 image, and DeiT-S
+//! 192, 12 blocks, 3 heads) on 4x4 patches of a 32x32 image (`vit_tiny_cifar`)
+//! or 16x16 patches of a 224x224 one (`vit_tiny`), and DeiT-S
 //! (timm's `deit_small_patch16_224`: ViT-S/16, width 384, 12 blocks, 6 heads,
 //! class token, no distillation token) on 16x16 patches of a 224x224 image.
 
@@ -22,6 +23,19 @@ pub(super) fn register(registry: &mut BackboneRegistry) {
             default_recipe: "deit",
             timm: Some("vit_tiny_patch16_224"),
             ctor: vit_tiny_cifar,
+        },
+    );
+    // The ImageNet form under timm's name (16x16 patches of a 224 image;
+    // micro: 64) that a `vit_tiny_cifar` at full resolution is pointed to.
+    registry.register(
+        "vit_tiny",
+        BackboneEntry {
+            family: Family::ModernDnn,
+            input_size: 224,
+            micro_input_size: 64,
+            default_recipe: "deit",
+            timm: Some("vit_tiny_patch16_224"),
+            ctor: vit_tiny,
         },
     );
     registry.register(
@@ -51,6 +65,34 @@ fn vit_tiny_cifar(p: &nn::Path, classes: i64, preset: Preset) -> Model {
         Preset::Micro => VitConfig {
             image: 32,
             patch: 4,
+            dim: 64,
+            depth: 2,
+            heads: 2,
+            mlp_ratio: 2,
+            drop_path_rate: 0.0,
+        },
+    };
+    Model {
+        net: Box::new(VisionTransformer::new(p, &config, classes)),
+        no_weight_decay: vec!["pos_embed", "cls_token"],
+    }
+}
+
+/// timm `vit_tiny_patch16_224` (no stochastic depth unless a recipe sets it).
+fn vit_tiny(p: &nn::Path, classes: i64, preset: Preset) -> Model {
+    let config = match preset {
+        Preset::Full => VitConfig {
+            image: 224,
+            patch: 16,
+            dim: 192,
+            depth: 12,
+            heads: 3,
+            mlp_ratio: 4,
+            drop_path_rate: 0.0,
+        },
+        Preset::Micro => VitConfig {
+            image: 64,
+            patch: 16,
             dim: 64,
             depth: 2,
             heads: 2,

@@ -7,21 +7,27 @@
 //! times the same batches made on the device (`data_on_device`) and checks
 //! that they equal the pipeline's.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use bocb_search_spaces::{Recipe, RecipeBook, SpaceError};
-use bocb_trial_runner::augment::{AugmentError, RepeatAugSampler};
+use bocb_trial_runner::augment::{AugmentError, Interpolation, RepeatAugSampler};
 use bocb_trial_runner::batches::on_device::{DeviceSplit, DeviceTransform};
+use bocb_trial_runner::batches::stream::{for_each_file_batch, FullResTransform, StreamPlan};
 use bocb_trial_runner::batches::{for_each_batch, EpochPlan, ImageTransform, Normalizer, RawBatch};
+use bocb_trial_runner::data::stream::{BadFiles, FolderSplits};
 use bocb_trial_runner::data::{self, DataError};
+use bocb_trial_runner::memory::PeakMemory;
 use bocb_trial_runner::models::{BackboneRegistry, ModelError};
 use bocb_trial_runner::optim::{Hparams, OptimizerRegistry};
 use bocb_trial_runner::regime::Regime;
 use bocb_trial_runner::{with_recipe_rates, Learner, TrialError};
 use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::Serialize;
+use serde_json::json;
 use tch::{Device, Tensor};
 use thiserror::Error;
 
@@ -61,6 +67,16 @@ pub enum DataBenchError {
     BatchTooLarge { batch: usize, images: usize },
     #[error("--batches and --steps must be at least 1, and --batch at least 2")]
     NothingToTime,
+    #[error(
+        "--resolution times the batches after the first: --batches and --batch must be at least 2"
+    )]
+    FullResNothingToTime,
+    #[error("{}: --resolution streams an image folder (train/CLASS/*.jpg, val/CLASS/...); make one with `bocb data synth --format image-folder --side 500 --jpeg --out DIR`", .0.display())]
+    NotAFolder(PathBuf),
+    #[error("recipe `{0}` crops nothing, and timm's training transform always crops: choose a recipe with a crop")]
+    NoCrop(String),
+    #[error("timm's side ({}): {message}", .python.display())]
+    Timm { python: PathBuf, message: String },
 }
 
 /// Both rates and their ratio.
@@ -256,6 +272,220 @@ fn time_on_device(
     }
 }
 
+/// What `bocb bench data --resolution N` measures: bocb's streaming pipeline
+/// against timm's on the same image folder.
+pub struct FullResBenchConfig {
+    /// An image folder (`train/CLASS/*.jpg`, ...).
+    pub dataset: PathBuf,
+    pub recipe: String,
+    /// The side of the training crops.
+    pub resolution: usize,
+    pub batch: usize,
+    /// Pipeline threads of bocb, `DataLoader` worker processes of timm (0:
+    /// all cores but one).
+    pub workers: usize,
+    /// Batches each side is timed over (at most one epoch).
+    pub batches: usize,
+    /// A python with torch, torchvision and timm.
+    pub python: PathBuf,
+}
+
+/// Both pipelines' rates at full resolution.
+#[derive(Debug, Clone, Serialize)]
+pub struct FullResBenchReport {
+    pub dataset: String,
+    pub recipe: String,
+    pub resolution: usize,
+    pub batch: usize,
+    pub workers: usize,
+    /// Images each side timed (the batches after the first: worker start-up
+    /// is left out of both).
+    pub images: usize,
+    /// bocb: files read, decoded (zune-jpeg), cropped, resized, flipped and
+    /// RandAugment-ed into `u8` batches.
+    pub bocb_images_per_sec: f64,
+    /// timm: `ImageFolder` + `create_transform(is_training=True)` (PIL) +
+    /// `DataLoader`, float batches (ToTensor and Normalize included).
+    pub timm_images_per_sec: f64,
+    /// bocb over timm.
+    pub ratio: f64,
+    /// Peak resident memory of the bocb process during its pass (libtorch
+    /// included), in MiB; `None` without `/proc`.
+    pub bocb_peak_rss_mib: Option<f64>,
+}
+
+/// The reference side (see the script's docstring).
+const TIMM_DATA_SCRIPT: &str = include_str!("../../../scripts/bench_data.py");
+
+/// Times bocb's streamed training pipeline on `config.dataset` at
+/// `config.resolution`, then timm's on the same folder.
+pub fn bench_full_resolution(
+    config: &FullResBenchConfig,
+) -> Result<FullResBenchReport, DataBenchError> {
+    if config.batches < 2 || config.batch < 2 {
+        return Err(DataBenchError::FullResNothingToTime);
+    }
+    let workers = match config.workers {
+        0 => bocb_trial_runner::batches::default_workers(),
+        n => n,
+    };
+    let recipe: Recipe = RecipeBook::builtin().recipe(&config.recipe)?.clone();
+    let dir = &config.dataset;
+    if data::detect_format(dir) != Some(data::DatasetFormat::ImageFolder) {
+        return Err(DataBenchError::NotAFolder(dir.clone()));
+    }
+    let splits = FolderSplits::open(dir, Some(config.resolution), BadFiles::Fail)?;
+    let transform = FullResTransform::train(Some(&recipe), config.resolution);
+    let FullResTransform::Train {
+        crop: Some(crop),
+        interpolation,
+        hflip,
+        rand_augment,
+        ..
+    } = &transform
+    else {
+        return Err(DataBenchError::NoCrop(config.recipe.clone()));
+    };
+    let mut order: Vec<usize> = (0..splits.train.len()).collect();
+    order.shuffle(&mut StdRng::seed_from_u64(0));
+    let batches = config.batches.min(order.len() / config.batch);
+    if batches < 2 {
+        return Err(DataBenchError::BatchTooLarge {
+            batch: config.batch,
+            images: order.len() / 2,
+        });
+    }
+    order.truncate(batches * config.batch);
+
+    let peak = PeakMemory::start(Device::Cpu);
+    let plan = StreamPlan {
+        order,
+        seed: 0,
+        transform: &transform,
+        drop_last: true,
+    };
+    // As timm's: the clock starts at the first batch.
+    let mut started: Option<Instant> = None;
+    for_each_file_batch(
+        &splits.train,
+        config.batch,
+        plan,
+        0,
+        workers,
+        BadFiles::Fail,
+        |batch| {
+            std::hint::black_box(batch);
+            started.get_or_insert_with(Instant::now);
+            Ok::<(), DataBenchError>(())
+        },
+    )?;
+    let images = (batches - 1) * config.batch;
+    let seconds = started
+        .expect("at least two batches")
+        .elapsed()
+        .as_secs_f64();
+    let bocb_images_per_sec = images as f64 / seconds;
+    let bocb_peak_rss_mib = peak.read(Device::Cpu).map(|b| b as f64 / (1 << 20) as f64);
+
+    let interpolation = match interpolation {
+        Interpolation::Bilinear => "bilinear",
+        Interpolation::Bicubic => "bicubic",
+    };
+    let auto_augment = rand_augment.as_ref().map(|ra| {
+        format!(
+            "rand-m{}-n{}-mstd{}-inc1",
+            ra.magnitude, ra.num_ops, ra.magnitude_std
+        )
+    });
+    let request = json!({
+        "train": dir.join("train"),
+        "side": config.resolution,
+        "scale": [crop.scale.0, crop.scale.1],
+        "ratio": [crop.ratio.0, crop.ratio.1],
+        "hflip": hflip,
+        "auto_augment": auto_augment,
+        "interpolation": interpolation,
+        "batch": config.batch,
+        "batches": batches,
+        "workers": workers,
+    });
+    let timm = run_timm(&config.python, &request)?;
+    Ok(FullResBenchReport {
+        dataset: dir.display().to_string(),
+        recipe: config.recipe.clone(),
+        resolution: config.resolution,
+        batch: config.batch,
+        workers,
+        images,
+        bocb_images_per_sec,
+        timm_images_per_sec: timm,
+        ratio: bocb_images_per_sec / timm,
+        bocb_peak_rss_mib,
+    })
+}
+
+/// Runs the reference script; its images/s.
+fn run_timm(python: &Path, request: &serde_json::Value) -> Result<f64, DataBenchError> {
+    let failed = |message: String| DataBenchError::Timm {
+        python: python.to_owned(),
+        message,
+    };
+    let output = Command::new(python)
+        .arg("-c")
+        .arg(TIMM_DATA_SCRIPT)
+        .arg(request.to_string())
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| failed(format!("cannot run it: {e}")))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let reply: serde_json::Value = stdout
+        .lines()
+        .last()
+        .and_then(|line| serde_json::from_str(line).ok())
+        .ok_or_else(|| {
+            failed(format!(
+                "no reply ({}; its messages are above)",
+                output.status
+            ))
+        })?;
+    if let Some(missing) = reply.get("missing") {
+        return Err(failed(format!(
+            "lacks {missing}; create the venv with `make venv`, or pass --python PATH of a python with torch, torchvision and timm"
+        )));
+    }
+    if let Some(error) = reply.get("error").and_then(|e| e.as_str()) {
+        return Err(failed(error.to_string()));
+    }
+    reply["images_per_sec"]
+        .as_f64()
+        .filter(|&rate| rate > 0.0)
+        .ok_or_else(|| failed(format!("replied `{reply}`")))
+}
+
+/// The full-resolution report as text.
+pub fn render_full_res(report: &FullResBenchReport) -> String {
+    let per_worker = |rate: f64| rate / report.workers as f64;
+    let rss = report
+        .bocb_peak_rss_mib
+        .map_or("unknown".to_string(), |mib| format!("{mib:.0} MiB"));
+    format!(
+        "training pipeline, recipe {} at {}px on {} ({} workers, {} images timed):\n\
+         bocb: {:.0} images/s ({:.0} per worker), peak RSS {rss}\n\
+         timm: {:.0} images/s ({:.0} per worker)\n\
+         bocb / timm: {:.2}x (goal: 1.5x)\n",
+        report.recipe,
+        report.resolution,
+        report.dataset,
+        report.workers,
+        report.images,
+        report.bocb_images_per_sec,
+        per_worker(report.bocb_images_per_sec),
+        report.timm_images_per_sec,
+        per_worker(report.timm_images_per_sec),
+        report.ratio,
+    )
+}
+
 /// The report as text.
 pub fn render_data(report: &DataBenchReport) -> String {
     let verdict = if report.ratio >= 3.0 {
@@ -305,6 +535,48 @@ pub fn render_data(report: &DataBenchReport) -> String {
 mod tests {
     use super::*;
     use bocb_trial_runner::data::{write_synthetic, DatasetFormat, SynthConfig};
+
+    #[test]
+    fn full_resolution_times_bocb_and_timm_on_the_same_jpeg_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = SynthConfig {
+            classes: 2,
+            train: 24,
+            test: 2,
+            seed: 1,
+        };
+        let layout = bocb_trial_runner::data::PhotoLayout {
+            side: 80,
+            jpeg: true,
+        };
+        bocb_trial_runner::data::write_synthetic_photos(dir.path(), &cfg, layout).unwrap();
+        let mut config = FullResBenchConfig {
+            dataset: dir.path().to_owned(),
+            recipe: "rsb_a2".into(),
+            resolution: 48,
+            batch: 4,
+            workers: 2,
+            batches: 6,
+            python: super::super::BUILD_PYTHON.into(),
+        };
+        let report = bench_full_resolution(&config).unwrap();
+        assert_eq!(report.images, 5 * 4);
+        assert!(report.bocb_images_per_sec > 0.0 && report.timm_images_per_sec > 0.0);
+        let ratio = report.bocb_images_per_sec / report.timm_images_per_sec;
+        assert!((report.ratio - ratio).abs() < 1e-9 * ratio);
+        let text = render_full_res(&report);
+        assert!(
+            text.contains("bocb / timm: ") && text.contains("peak RSS"),
+            "{text}"
+        );
+
+        config.dataset = dir.path().join("train");
+        let err = bench_full_resolution(&config).unwrap_err().to_string();
+        assert!(
+            err.contains("--resolution streams an image folder"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn times_both_sides_on_an_image_folder_and_explains_bad_inputs() {

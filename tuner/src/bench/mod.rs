@@ -23,7 +23,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use thiserror::Error;
 
-pub use data::{bench_data, render_data, DataBenchConfig, DataBenchError, DataBenchReport};
+pub use data::{
+    bench_data, bench_full_resolution, render_data, render_full_res, DataBenchConfig,
+    DataBenchError, DataBenchReport, FullResBenchConfig, FullResBenchReport,
+};
 pub use optim::{
     bench_optimizers, optimizer_info, optimizers_info, parse_param_count, render_bench,
     render_info, resnet50_shapes, resnet50_shapes_for, BenchConfig, BenchReport, BenchRow,

@@ -133,8 +133,19 @@ enum BenchCommand {
     },
     /// Images per second of the input pipeline alone (loading and a
     /// recipe's augmentation on worker threads) and of a training step of a
-    /// backbone fed by it, and their ratio: whether the data keeps up.
+    /// backbone fed by it, and their ratio: whether the data keeps up. With
+    /// --resolution: bocb's streaming pipeline on an image folder at that
+    /// side against timm's (ImageFolder + create_transform + DataLoader with
+    /// the same workers) in the same run, and bocb's peak RSS.
     Data {
+        /// Stream the image folder at this side and compare with timm (no
+        /// training step: --backbone, --steps and --device are not used).
+        #[arg(long)]
+        resolution: Option<usize>,
+        /// With --resolution: a python with torch, torchvision and timm
+        /// (default: the venv's whose libtorch bocb was built against).
+        #[arg(long, default_value = bench::BUILD_PYTHON)]
+        python: PathBuf,
         /// A CIFAR directory or an image folder (train/CLASS/*.png, val/...).
         #[arg(long)]
         dataset: PathBuf,
@@ -297,6 +308,30 @@ pub fn run(args: BenchArgs, registries: &Registries) -> Result<()> {
             print_json_or(&report, json, bench::render_pack)
         }
         BenchCommand::Data {
+            resolution: Some(resolution),
+            python,
+            dataset,
+            recipe,
+            batch,
+            workers,
+            batches,
+            json,
+            ..
+        } => {
+            let config = bench::FullResBenchConfig {
+                dataset,
+                recipe,
+                resolution,
+                batch,
+                workers,
+                batches,
+                python,
+            };
+            let report = bench::bench_full_resolution(&config)?;
+            print_json_or(&report, json, bench::render_full_res)
+        }
+        BenchCommand::Data {
+            resolution: None,
             dataset,
             recipe,
             backbone,
@@ -306,6 +341,7 @@ pub fn run(args: BenchArgs, registries: &Registries) -> Result<()> {
             steps,
             device,
             json,
+            ..
         } => {
             let config = bench::DataBenchConfig {
                 dataset,

@@ -2,8 +2,10 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
-use bocb_trial_runner::data::{write_synthetic, DataError, DatasetFormat, SynthConfig};
+use anyhow::{bail, Result};
+use bocb_trial_runner::data::{
+    write_synthetic, write_synthetic_photos, DataError, DatasetFormat, PhotoLayout, SynthConfig,
+};
 use clap::Subcommand;
 
 #[derive(clap::Args)]
@@ -32,6 +34,13 @@ enum DataCommand {
         /// train/CLASS/*.png|jpg, val/CLASS/...).
         #[arg(long, default_value = "cifar100-bin", value_parser = parse_synth_format)]
         format: DatasetFormat,
+        /// Full-size images for streaming at full resolution (image-folder
+        /// only): the longer side in pixels, the shorter 3/4 of it.
+        #[arg(long)]
+        side: Option<usize>,
+        /// With --side: JPEG files (quality 90) instead of PNG.
+        #[arg(long, requires = "side")]
+        jpeg: bool,
     },
 }
 
@@ -52,6 +61,8 @@ pub fn run(args: DataArgs) -> Result<()> {
         test,
         seed,
         format,
+        side,
+        jpeg,
     } = args.command;
     let config = SynthConfig {
         classes,
@@ -59,9 +70,25 @@ pub fn run(args: DataArgs) -> Result<()> {
         test,
         seed,
     };
-    write_synthetic(&out, &config, format)?;
+    let size = match side {
+        Some(side) => {
+            if format != DatasetFormat::ImageFolder {
+                bail!("--side makes full-size images, which only --format image-folder holds");
+            }
+            write_synthetic_photos(&out, &config, PhotoLayout { side, jpeg })?;
+            format!(
+                " at {side}x{} ({})",
+                side * 3 / 4,
+                if jpeg { "JPEG" } else { "PNG" }
+            )
+        }
+        None => {
+            write_synthetic(&out, &config, format)?;
+            String::new()
+        }
+    };
     eprintln!(
-        "wrote {train} training and {test} test images of {classes} classes ({format}) to {}",
+        "wrote {train} training and {test} test images of {classes} classes ({format}){size} to {}",
         out.display()
     );
     Ok(())
