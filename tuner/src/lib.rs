@@ -20,6 +20,7 @@ pub mod search;
 pub mod service;
 pub mod trial_command;
 pub mod trial_table;
+pub mod transfer;
 
 /// What the unit tests share.
 #[cfg(test)]

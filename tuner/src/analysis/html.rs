@@ -107,7 +107,7 @@ pub fn render_document(views: &[ExperimentView]) -> Result<String, HtmlError> {
 }
 
 /// Escapes text for HTML content and attribute values.
-fn escape(text: &str) -> String {
+pub(crate) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
