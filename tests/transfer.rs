@@ -108,7 +108,15 @@ fn fine_tuning_from_an_experiment_fills_the_transfer_table() {
         ]
     );
 
-    let report = bocb(&["report", "--experiment", "ft", "--format", "json", "--store", store]);
+    let report = bocb(&[
+        "report",
+        "--experiment",
+        "ft",
+        "--format",
+        "json",
+        "--store",
+        store,
+    ]);
     assert!(report.status.success(), "{}", stderr(&report));
     let report: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
     let report = &report[0];
@@ -122,7 +130,14 @@ fn fine_tuning_from_an_experiment_fills_the_transfer_table() {
         .map(|c| c.as_str().unwrap())
         .collect();
     let rows = table["rows"].as_array().unwrap();
-    let pre_export = bocb(&["export", "--experiment", "pre", "--trials", "--store", store]);
+    let pre_export = bocb(&[
+        "export",
+        "--experiment",
+        "pre",
+        "--trials",
+        "--store",
+        store,
+    ]);
     let pre_trials: Vec<serde_json::Value> = serde_json::from_slice(&pre_export.stdout).unwrap();
     let accuracy = |trials: &[serde_json::Value], backbone: &str, optimizer: &str| {
         trials
@@ -154,5 +169,7 @@ fn fine_tuning_from_an_experiment_fills_the_transfer_table() {
     // Every trial recorded its gradient norms: each pair has a ratio.
     let gradients = report["gradients"]["pairs"].as_array().unwrap();
     assert_eq!(gradients.len(), 4);
-    assert!(gradients.iter().all(|p| p["embedding_ratio"].as_f64().is_some()));
+    assert!(gradients
+        .iter()
+        .all(|p| p["embedding_ratio"].as_f64().is_some()));
 }

@@ -24,12 +24,18 @@ pub struct GradGroups {
 
 /// The group of a variable that is neither embedding nor head: its
 /// module's first name part, with the index that follows it
-/// (`layer1`, `blocks.3`, `stages.0`, `features.4`, `norm`).
+/// unless it has a number of its own (`layer1`, `blocks.3`, `stages.0`,
+/// `features.4`, `norm`).
 fn group_of(name: &str) -> String {
     let mut parts = name.split('.');
     let first = parts.next().unwrap_or(name);
     match parts.next() {
-        Some(index) if index.parse::<u32>().is_ok() => format!("{first}.{index}"),
+        // `stages.0`, `blocks.3`; `layer1` names its stage already.
+        Some(index)
+            if index.parse::<u32>().is_ok() && !first.chars().any(|c| c.is_ascii_digit()) =>
+        {
+            format!("{first}.{index}")
+        }
         _ => first.to_string(),
     }
 }
@@ -53,7 +59,8 @@ impl GradGroups {
         classes: i64,
     ) -> Result<Self, PretrainedError> {
         let variables: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
-        let head: BTreeSet<String> = pretrained::classifier(registry, backbone, &variables, classes)?;
+        let head: BTreeSet<String> =
+            pretrained::classifier(registry, backbone, &variables, classes)?;
         let embedding = registry.embedding(backbone).unwrap_or_default();
         let mut groups: BTreeMap<String, Vec<Tensor>> = BTreeMap::new();
         for (name, tensor) in variables.iter().filter(|(_, t)| t.requires_grad()) {
@@ -64,7 +71,10 @@ impl GradGroups {
             } else {
                 group_of(name)
             };
-            groups.entry(group).or_default().push(tensor.shallow_clone());
+            groups
+                .entry(group)
+                .or_default()
+                .push(tensor.shallow_clone());
         }
         let mut ordered: Vec<(String, Vec<Tensor>)> = groups.into_iter().collect();
         ordered.sort_by_key(|(name, _)| match name.as_str() {

@@ -1282,11 +1282,20 @@ mod tests {
             assert_eq!(epochs, [(5, 1), (11, 2)]);
             for row in norms.steps.iter().chain(&norms.epochs) {
                 assert_eq!(row.norms.len(), norms.groups.len());
-                assert!(row.norms.iter().all(|n| n.is_finite() && *n > 0.0), "{row:?}");
+                assert!(
+                    row.norms.iter().all(|n| n.is_finite() && *n > 0.0),
+                    "{row:?}"
+                );
             }
             let ratio = norms.embedding_ratio().unwrap();
-            eprintln!("{backbone}: embedding ratio {ratio:.3} over {:?}", norms.groups);
-            assert!(ratio < bocb_spec::LARGE_EMBEDDING_RATIO, "{backbone}: {ratio}");
+            eprintln!(
+                "{backbone}: embedding ratio {ratio:.3} over {:?}",
+                norms.groups
+            );
+            assert!(
+                ratio < bocb_spec::LARGE_EMBEDDING_RATIO,
+                "{backbone}: {ratio}"
+            );
             let mut scaled = norms.clone();
             for row in &mut scaled.steps {
                 row.norms[0] *= 100.0;
@@ -1567,7 +1576,9 @@ mod tests {
     #[test]
     fn every_recipe_trains_end_to_end_on_synthetic_data() {
         let data = data(128);
-        for name in ["pytorch", "deit", "convnext", "rsb_a2", "rsb_a3"] {
+        for name in [
+            "pytorch", "deit", "convnext", "rsb_a2", "rsb_a3", "finetune",
+        ] {
             let mut recipe = bocb_search_spaces::RecipeBook::builtin()
                 .recipe(name)
                 .unwrap()

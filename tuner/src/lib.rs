@@ -18,9 +18,9 @@ pub mod report;
 pub mod run;
 pub mod search;
 pub mod service;
+pub mod transfer;
 pub mod trial_command;
 pub mod trial_table;
-pub mod transfer;
 
 /// What the unit tests share.
 #[cfg(test)]

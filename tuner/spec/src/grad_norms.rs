@@ -83,9 +83,14 @@ mod tests {
             norms: norms.to_vec(),
         };
         let norms = GradNorms {
-            groups: ["embedding", "layer1", "layer2", "norm", "head"].map(String::from).to_vec(),
+            groups: ["embedding", "layer1", "layer2", "norm", "head"]
+                .map(String::from)
+                .to_vec(),
             // Medians of the rest: 2 and 4.
-            steps: vec![row(0, &[8.0, 2.0, 3.0, 0.01, 1.0]), row(1, &[8.0, 4.0, 5.0, 0.01, 3.0])],
+            steps: vec![
+                row(0, &[8.0, 2.0, 3.0, 0.01, 1.0]),
+                row(1, &[8.0, 4.0, 5.0, 0.01, 3.0]),
+            ],
             epochs: Vec::new(),
         };
         assert_eq!(norms.embedding_ratio(), Some((4.0 + 2.0) / 2.0));

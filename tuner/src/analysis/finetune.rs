@@ -179,23 +179,24 @@ pub fn transfer_tables(
                     table.columns.len() - 1
                 }
             };
-            let row = match table.rows.iter().position(|r| {
-                r.backbone == backbone && r.pretraining_optimizer == pretrained_with
-            }) {
-                Some(row) => row,
-                None => {
-                    table.rows.push(TransferRow {
-                        backbone: backbone.to_string(),
-                        pretraining_optimizer: pretrained_with.to_string(),
-                        pretraining_accuracy: pretraining
-                            .iter()
-                            .find(|p| p.backbone == backbone && p.optimizer == pretrained_with)
-                            .map(|p| p.mean_accuracy),
-                        finetuned: vec![None; table.columns.len()],
-                    });
-                    table.rows.len() - 1
-                }
-            };
+            let row =
+                match table.rows.iter().position(|r| {
+                    r.backbone == backbone && r.pretraining_optimizer == pretrained_with
+                }) {
+                    Some(row) => row,
+                    None => {
+                        table.rows.push(TransferRow {
+                            backbone: backbone.to_string(),
+                            pretraining_optimizer: pretrained_with.to_string(),
+                            pretraining_accuracy: pretraining
+                                .iter()
+                                .find(|p| p.backbone == backbone && p.optimizer == pretrained_with)
+                                .map(|p| p.mean_accuracy),
+                            finetuned: vec![None; table.columns.len()],
+                        });
+                        table.rows.len() - 1
+                    }
+                };
             table.rows[row].finetuned[col] = Some(best.mean_accuracy);
         }
     }
@@ -261,7 +262,9 @@ impl TransferTable {
                         t.source.clone(),
                         r.backbone.clone(),
                         r.pretraining_optimizer.clone(),
-                        r.pretraining_accuracy.map(|a| a.to_string()).unwrap_or_default(),
+                        r.pretraining_accuracy
+                            .map(|a| a.to_string())
+                            .unwrap_or_default(),
                         column.clone(),
                         v.map(|a| a.to_string()).unwrap_or_default(),
                     ]
@@ -288,7 +291,10 @@ impl TransferTable {
 }
 
 fn html_table(title: &str, header: &[String], rows: &[Vec<String>]) -> String {
-    let mut out = format!("<h3>{}</h3>\n<div class=\"table\"><table>\n<tr>", escape(title));
+    let mut out = format!(
+        "<h3>{}</h3>\n<div class=\"table\"><table>\n<tr>",
+        escape(title)
+    );
     for h in header {
         let _ = write!(out, "<th>{}</th>", escape(h));
     }
@@ -306,9 +312,16 @@ fn html_table(title: &str, header: &[String], rows: &[Vec<String>]) -> String {
 
 impl GradientDiagnostic {
     fn header() -> Vec<String> {
-        ["backbone", "optimizer", "embedding/rest", "AdamW - SGD", "trials", "flag"]
-            .map(String::from)
-            .to_vec()
+        [
+            "backbone",
+            "optimizer",
+            "embedding/rest",
+            "AdamW - SGD",
+            "trials",
+            "flag",
+        ]
+        .map(String::from)
+        .to_vec()
     }
 
     fn cells(&self) -> Vec<Vec<String>> {
@@ -472,7 +485,9 @@ mod tests {
             status: TrialStatus::Done,
             final_accuracy: Some(50.0),
             grad_norms: Some(GradNorms {
-                groups: ["embedding", "layer1", "layer2", "head"].map(String::from).to_vec(),
+                groups: ["embedding", "layer1", "layer2", "head"]
+                    .map(String::from)
+                    .to_vec(),
                 steps: (0..3)
                     .map(|step| GradNormRow {
                         step,
@@ -516,7 +531,10 @@ mod tests {
         ];
         let d = gradient_diagnostic(&trials, &best).unwrap();
         let find = |b: &str, o: &str| {
-            d.pairs.iter().find(|p| p.backbone == b && p.optimizer == o).unwrap()
+            d.pairs
+                .iter()
+                .find(|p| p.backbone == b && p.optimizer == o)
+                .unwrap()
         };
         let resnet = find("resnet", "sgd_m");
         assert!(!resnet.flagged);
@@ -527,7 +545,10 @@ mod tests {
         assert!((vit.embedding_ratio.unwrap() - 80.0 / 0.9).abs() < 1e-6);
         assert_eq!(vit.sgd_adamw_gap, Some(12.5));
         let text = d.render("e", Style::Text);
-        let flagged: Vec<&str> = text.lines().filter(|l| l.contains("freeze: [embedding]")).collect();
+        let flagged: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("freeze: [embedding]"))
+            .collect();
         assert_eq!(flagged.len(), 2, "{text}");
         assert!(flagged.iter().all(|l| l.starts_with("vit")), "{text}");
         // Trials that recorded nothing give no diagnostic.
