@@ -41,7 +41,25 @@ fn fine_tuning_from_an_experiment_fills_the_transfer_table() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     synth(&dir.join("pre"), 96, 32, 1);
-    synth(&dir.join("down"), 96, 32, 2);
+    // Another task: other images and 6 classes, so the head starts fresh.
+    let down = dir.join("down");
+    let out = bocb(&[
+        "data",
+        "synth",
+        "--out",
+        down.to_str().unwrap(),
+        "--format",
+        "cifar100-bin",
+        "--classes",
+        "6",
+        "--train",
+        "96",
+        "--test",
+        "32",
+        "--seed",
+        "2",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
     let store = dir.join("store");
     let store = store.to_str().unwrap();
 
@@ -50,7 +68,7 @@ fn fine_tuning_from_an_experiment_fills_the_transfer_table() {
         "ft",
         "down",
         "resnet18_cifar@micro",
-        "init: { from_experiment: pre }\n",
+        "init: { from_experiment: pre }\nsave_weights: true\n",
     );
     let out = run(dir, store, "ft", &ft);
     assert!(!out.status.success());
@@ -172,4 +190,25 @@ fn fine_tuning_from_an_experiment_fills_the_transfer_table() {
     assert!(gradients
         .iter()
         .all(|p| p["embedding_ratio"].as_f64().is_some()));
+
+    // Fig. A5: the patterns tell the pre-trained layers from the fresh head.
+    let patterns = bocb(&["patterns", "--experiment", "ft", "--json", "--store", store]);
+    assert!(patterns.status.success(), "{}", stderr(&patterns));
+    let patterns: Vec<serde_json::Value> = serde_json::from_slice(&patterns.stdout).unwrap();
+    assert_eq!(patterns.len(), 4);
+    for pair in &patterns {
+        let from = pair["pretrained_from"].as_str().unwrap();
+        assert!(from.contains("/weights/pre/"), "{from}");
+        let mut fresh: Vec<&str> = pair["fresh"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n.as_str().unwrap())
+            .collect();
+        fresh.sort();
+        assert_eq!(fresh, ["fc.bias", "fc.weight"], "{}", pair["backbone"]);
+    }
+    let text = bocb(&["patterns", "--experiment", "ft", "--store", store]);
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert!(text.contains("mean over 1 fresh weight matrices"), "{text}");
 }

@@ -5,6 +5,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
 
 use bocb_spec::{split_pretrained, FROM_EXPERIMENT, LARGE_EMBEDDING_RATIO};
 use bocb_store::{PairBest, Store, TrialRecord};
@@ -472,6 +474,67 @@ impl FinetuneReport {
             false => format!("<h2>Fine-tuning</h2>\n{out}"),
         }
     }
+}
+
+/// The file a fine-tuned backbone of `experiment` started from: its `init`
+/// file, or for `init: { from_experiment }` the pre-training pair's best
+/// saved weights; `None` for a backbone trained from scratch.
+pub fn starting_weights(
+    store: &Store,
+    experiment: &str,
+    backbone: &str,
+) -> Result<Option<PathBuf>, StoredSpecError> {
+    let Some(record) = store.experiment(experiment)? else {
+        return Ok(None);
+    };
+    let Some(spec) = stored_spec(store, &record)? else {
+        return Ok(None);
+    };
+    if let Some(source) = spec.init.get(FROM_EXPERIMENT) {
+        let source = source.to_string_lossy();
+        let (base, Some(pretrained_with)) = split_pretrained(backbone) else {
+            return Ok(None);
+        };
+        return Ok(store
+            .best_per_pair(&source)?
+            .into_iter()
+            .filter(|b| b.backbone == base && b.optimizer == pretrained_with)
+            .flat_map(|b| b.trial_ids)
+            .map(|id| store.weights_path(&source, &id))
+            .find(|path| path.is_file()));
+    }
+    let base_dir = record.base_dir.unwrap_or_default();
+    Ok(spec
+        .init
+        .iter()
+        .find(|(key, _)| spec.with_preset(key) == backbone)
+        .map(|(_, path)| base_dir.join(path)))
+}
+
+/// Tensor names and shapes of a safetensors file, read from its JSON
+/// header alone (no tensor data, no libtorch).
+pub fn safetensors_shapes(path: &Path) -> Result<BTreeMap<String, Vec<i64>>, String> {
+    let mut file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len).map_err(|e| e.to_string())?;
+    let mut header = vec![0u8; u64::from_le_bytes(len) as usize];
+    file.read_exact(&mut header)
+        .map_err(|e| format!("not a safetensors file: {e}"))?;
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        shape: Vec<i64>,
+    }
+    let entries: BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(&header).map_err(|e| format!("not a safetensors header: {e}"))?;
+    entries
+        .into_iter()
+        .filter(|(name, _)| name != "__metadata__")
+        .map(|(name, value)| {
+            let entry: Entry =
+                serde_json::from_value(value).map_err(|e| format!("`{name}`: {e}"))?;
+            Ok((name, entry.shape))
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -664,6 +664,8 @@ mod tests {
             optimizer: "adamw".into(),
             trial_id: "0-1-best-0".into(),
             layers: (0..6).map(layer).collect(),
+            pretrained_from: None,
+            fresh: Vec::new(),
         }]
     }
 
