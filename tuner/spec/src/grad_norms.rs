@@ -1,7 +1,7 @@
 //! Per-layer-group gradient norms of a trial, and the fine-tuning paper's
 //! embedding-to-rest ratio read from them.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 /// The group that holds a backbone's embedding layer.
 pub const EMBEDDING_GROUP: &str = "embedding";
@@ -35,7 +35,17 @@ pub struct GradNormRow {
     pub step: u64,
     /// 1-based epoch it belongs to.
     pub epoch: u32,
+    /// A diverging step's non-finite norms are stored as `null`.
+    #[serde(deserialize_with = "nan_for_null")]
     pub norms: Vec<f64>,
+}
+
+/// serde_json writes NaN and infinities as `null`; read them back as NaN.
+fn nan_for_null<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<f64>, D::Error> {
+    Ok(Vec::<Option<f64>>::deserialize(deserializer)?
+        .into_iter()
+        .map(|v| v.unwrap_or(f64::NAN))
+        .collect())
 }
 
 impl GradNorms {
@@ -86,10 +96,10 @@ mod tests {
             groups: ["embedding", "layer1", "layer2", "norm", "head"]
                 .map(String::from)
                 .to_vec(),
-            // Medians of the rest: 2 and 4.
+            // Medians of the rest: (2 + 2) / 2 and (4 + 4) / 2.
             steps: vec![
-                row(0, &[8.0, 2.0, 3.0, 0.01, 1.0]),
-                row(1, &[8.0, 4.0, 5.0, 0.01, 3.0]),
+                row(0, &[8.0, 2.0, 3.0, 0.01, 2.0]),
+                row(1, &[8.0, 4.0, 5.0, 0.01, 4.0]),
             ],
             epochs: Vec::new(),
         };
@@ -99,5 +109,18 @@ mod tests {
             ..norms
         };
         assert_eq!(frozen.embedding_ratio(), None);
+    }
+
+    #[test]
+    fn a_non_finite_norm_reads_back_as_nan() {
+        let row = GradNormRow {
+            step: 3,
+            epoch: 1,
+            norms: vec![1.0, f64::NAN, f64::INFINITY],
+        };
+        let text = serde_json::to_string(&row).unwrap();
+        let back: GradNormRow = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.norms[0], 1.0);
+        assert!(back.norms[1].is_nan() && back.norms[2].is_nan());
     }
 }
