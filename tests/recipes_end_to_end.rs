@@ -12,12 +12,13 @@ use std::process::Output;
 use common::{bocb, synth, synth_as};
 
 /// Every built-in recipe, and whether it keeps an EMA of the weights.
-const RECIPES: [(&str, bool); 5] = [
+const RECIPES: [(&str, bool); 6] = [
     ("pytorch", false),
     ("deit", true),
     ("convnext", true),
     ("rsb_a2", false),
     ("rsb_a3", false),
+    ("finetune", false),
 ];
 
 fn stderr(out: &Output) -> String {

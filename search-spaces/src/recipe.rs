@@ -29,6 +29,10 @@ const BUILTIN_RECIPES: &[(&str, &str)] = &[
         include_str!("../recipes/deit.yaml"),
     ),
     (
+        "search-spaces/recipes/finetune.yaml",
+        include_str!("../recipes/finetune.yaml"),
+    ),
+    (
         "search-spaces/recipes/pytorch.yaml",
         include_str!("../recipes/pytorch.yaml"),
     ),
@@ -439,8 +443,11 @@ mod tests {
         let book = RecipeBook::builtin();
         assert_eq!(
             book.names().collect::<Vec<_>>(),
-            ["convnext", "deit", "pytorch", "rsb_a2", "rsb_a3"]
+            ["convnext", "deit", "finetune", "pytorch", "rsb_a2", "rsb_a3"]
         );
+        let finetune = book.recipe("finetune").unwrap();
+        assert_eq!((finetune.epochs.0, finetune.batch_size.0), (12, 16));
+        assert_eq!((finetune.rand_augment, finetune.mixup_alpha.0), (None, 0.0));
         let pytorch = book.recipe("pytorch").unwrap();
         assert_eq!(pytorch.optimizer, "sgd_m");
         assert_eq!(pytorch.lr.0, 0.1);
@@ -531,7 +538,7 @@ mod tests {
             .to_string();
         assert!(err.contains("between 0 and 1"), "{err}");
         // A recipe file keeps its rate as written.
-        let src = BUILTIN_RECIPES[2]
+        let src = BUILTIN_RECIPES[3]
             .1
             .replace("dropout: null", "dropout: 0.3");
         assert_eq!(
@@ -575,7 +582,7 @@ mod tests {
     fn a_users_recipe_file_replaces_the_builtin_one() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pytorch.yaml");
-        let src = BUILTIN_RECIPES[2].1.replace("epochs: 200", "epochs: 90");
+        let src = BUILTIN_RECIPES[3].1.replace("epochs: 200", "epochs: 90");
         fs::write(&path, src).unwrap();
         let mut book = RecipeBook::builtin();
         assert_eq!(book.load_file(&path).unwrap().epochs.0, 90);

@@ -51,7 +51,7 @@ pub use imported::{ImportedResult, ImportedTable};
 pub use query::{grid as grid_of, GridCell, PairBest};
 // The trial types every crate shares; re-exported so store users need no
 // second import.
-pub use bocb_spec::{EpochMetrics, TrialStatus};
+pub use bocb_spec::{EpochMetrics, GradNormRow, GradNorms, TrialStatus};
 pub use record::{
     unix_now_s, ExperimentRecord, GridPos, ProbeRecord, TrialEnd, TrialRecipe, TrialRecord,
     GRID_POINTS,

@@ -2,7 +2,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bocb_spec::{EpochMetrics, TrialStatus};
+use bocb_spec::{EpochMetrics, GradNorms, TrialStatus};
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// Number of points on each of an optimizer's lr and weight-decay grids.
@@ -105,6 +105,10 @@ pub struct TrialRecord {
     /// Why the trial failed or diverged.
     #[serde(default)]
     pub error: Option<String>,
+    /// Gradient norms per layer group on its first steps and each epoch's
+    /// last, where bocb trained it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grad_norms: Option<GradNorms>,
     /// When the trial was created.
     pub created_unix_s: u64,
     /// When the record was last written.
@@ -136,6 +140,7 @@ impl TrialRecord {
             peak_memory_bytes: None,
             classes: None,
             error: None,
+            grad_norms: None,
             created_unix_s: now,
             updated_unix_s: now,
         }
@@ -155,6 +160,8 @@ pub struct TrialEnd {
     pub classes: Option<u32>,
     /// Why the trial failed or diverged.
     pub error: Option<String>,
+    /// Gradient norms per layer group, where bocb trained it.
+    pub grad_norms: Option<GradNorms>,
 }
 
 /// A trial's training recipe: its name and the resolved fields it trained

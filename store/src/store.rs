@@ -266,6 +266,7 @@ impl Store {
             trial.peak_memory_bytes = end.peak_memory_bytes;
             trial.classes = end.classes;
             trial.error.clone_from(&end.error);
+            trial.grad_norms.clone_from(&end.grad_norms);
         })
     }
 

@@ -177,6 +177,7 @@ fn what_a_trial_ran_with_survives_finishing_and_reopening() {
         peak_memory_bytes: Some(734_003_200),
         classes: Some(10),
         error: None,
+        grad_norms: None,
     };
     // An external trial: bocb knows neither its precision nor its memory.
     let external = TrialEnd {

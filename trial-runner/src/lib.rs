@@ -9,6 +9,7 @@ pub mod batches;
 pub mod cpu_cache;
 pub mod data;
 pub mod device;
+pub mod grad_norms;
 pub mod memory;
 pub mod models;
 pub mod optim;

@@ -67,7 +67,7 @@ pub fn read(path: &Path) -> Result<BTreeMap<String, Tensor>, PretrainedError> {
 
 /// Variables of `backbone` whose shape depends on the class count: its
 /// classifier, found by building it once more for one class more.
-fn classifier(
+pub(crate) fn classifier(
     registry: &BackboneRegistry,
     backbone: &str,
     ours: &BTreeMap<String, Tensor>,

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use bocb_search_spaces::Recipe;
-use bocb_spec::{EpochMetrics, TrialOutcome, TrialSpec, TrialStatus};
+use bocb_spec::{EpochMetrics, GradNorms, TrialOutcome, TrialSpec, TrialStatus};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -30,6 +30,7 @@ use crate::batches::{
 use crate::data::stream::{FolderSplits, IMAGENET_MEAN, IMAGENET_STD};
 use crate::data::{DataError, Dataset, LoadedData, Splits};
 use crate::device::{device_name, ResolveDevice};
+use crate::grad_norms::{self, GradGroups};
 use crate::memory::PeakMemory;
 use crate::models::{
     with_drop_path_rate, with_head_drop_rate, BackboneRegistry, Model, ModelError,
@@ -298,6 +299,7 @@ pub fn run_trial<'a>(
             precision: learner.precision.name().into(),
             peak_memory_bytes: peak_memory.read(device),
             classes: Some(classes as u32),
+            grad_norms: learner.grads.as_ref().map(|(record, _)| record.clone()),
         }
     };
 
@@ -333,6 +335,10 @@ pub fn run_trial<'a>(
             let labels = batch.labels.to_device(device);
             let (images, targets) = regime.prepare(images, labels, &mut batch_rng)?;
             lr = schedule.lr(step);
+            let last_of_epoch = batch_index + 1 == steps_per_epoch;
+            if last_of_epoch || (step as u64) < grad_norms::FIRST_STEPS {
+                learner.record_grads = Some((step as u64, epoch, last_of_epoch));
+            }
             let loss = learner.step_with(&images, lr, |logits| regime.loss(logits, &targets))?;
             loss_sum += loss;
             step += 1;
@@ -575,6 +581,12 @@ pub(crate) fn trial_learner(
             learner.keep_average(backbones, &spec.backbone, classes, decay.0)?;
         }
     }
+    // A backbone that cannot be grouped (a user's module built only for
+    // its own class count) trains without the diagnostic.
+    match GradGroups::new(backbones, &spec.backbone, &learner.vs, classes) {
+        Ok(groups) => learner.grads = Some((groups.record(), groups)),
+        Err(e) => tracing::debug!("no gradient norms for {}: {e}", spec.backbone),
+    }
     Ok(learner)
 }
 
@@ -614,6 +626,11 @@ pub struct Learner {
     pub precision: Precision,
     /// The weights' moving average: its var store, model and updater.
     average: Option<(nn::VarStore, Model, WeightAverage)>,
+    /// Gradient norms per layer group: what was recorded, and the groups.
+    grads: Option<(GradNorms, GradGroups)>,
+    /// Record the next step's gradient norms as (step, epoch, whether it
+    /// is the epoch's last step).
+    record_grads: Option<(u64, u32, bool)>,
 }
 
 impl Learner {
@@ -701,6 +718,8 @@ impl Learner {
             clip_grad_norm: None,
             precision: Precision::Fp32,
             average: None,
+            grads: None,
+            record_grads: None,
         })
     }
 
@@ -814,6 +833,12 @@ impl Learner {
                 self.optimizer.set_hessian(&estimate);
             }
             _ => loss.f_backward()?,
+        }
+        // Before clipping: the paper's norms are the raw gradients'.
+        if let (Some((step, epoch, last)), Some((record, groups))) =
+            (self.record_grads.take(), &mut self.grads)
+        {
+            grad_norms::keep(record, step, epoch, last, groups.norms()?);
         }
         if let Some(max_norm) = self.clip_grad_norm {
             let _ = clip_grad_norm(&self.trainable, max_norm);
@@ -1236,6 +1261,57 @@ mod tests {
         }
     }
 
+    /// The paper's diagnostic: per-group gradient norms on the first steps
+    /// and each epoch's last; a freshly initialised CNN and ViT are not
+    /// flagged, the same records with the embedding's norms 100x are.
+    #[test]
+    fn a_trial_records_gradient_norms_per_layer_group() {
+        let data = data(192);
+        for backbone in ["resnet18_cifar@micro", "vit_tiny_cifar@micro"] {
+            let mut spec = spec("sgd_m", 0.05, 2);
+            spec.backbone = backbone.into();
+            let outcome = run(&spec, &data).0.unwrap();
+            let norms = outcome.grad_norms.expect("recorded");
+            assert_eq!(norms.groups.first().map(String::as_str), Some("embedding"));
+            assert_eq!(norms.groups.last().map(String::as_str), Some("head"));
+            assert!(norms.groups.len() >= 4, "{:?}", norms.groups);
+            // 192 images in batches of 32: 6 steps an epoch, 12 in all.
+            let steps: Vec<u64> = norms.steps.iter().map(|r| r.step).collect();
+            assert_eq!(steps, (0..10).collect::<Vec<_>>());
+            let epochs: Vec<(u64, u32)> = norms.epochs.iter().map(|r| (r.step, r.epoch)).collect();
+            assert_eq!(epochs, [(5, 1), (11, 2)]);
+            for row in norms.steps.iter().chain(&norms.epochs) {
+                assert_eq!(row.norms.len(), norms.groups.len());
+                assert!(
+                    row.norms.iter().all(|n| n.is_finite() && *n > 0.0),
+                    "{row:?}"
+                );
+            }
+            let ratio = norms.embedding_ratio().unwrap();
+            eprintln!(
+                "{backbone}: embedding ratio {ratio:.3} over {:?}",
+                norms.groups
+            );
+            assert!(
+                ratio < bocb_spec::LARGE_EMBEDDING_RATIO,
+                "{backbone}: {ratio}"
+            );
+            let mut scaled = norms.clone();
+            for row in &mut scaled.steps {
+                row.norms[0] *= 100.0;
+            }
+            let scaled = scaled.embedding_ratio().unwrap();
+            assert!((scaled / ratio - 100.0).abs() < 1e-6);
+            assert!(scaled > bocb_spec::LARGE_EMBEDDING_RATIO);
+        }
+        // A frozen embedding has no gradient: no ratio.
+        let mut spec = spec("sgd_m", 0.05, 1);
+        spec.freeze = vec!["embedding".into()];
+        let norms = run(&spec, &data).0.unwrap().grad_norms.unwrap();
+        assert!(!norms.groups.iter().any(|g| g == "embedding"));
+        assert_eq!(norms.embedding_ratio(), None);
+    }
+
     #[test]
     fn a_done_trial_saves_its_weights_when_asked() {
         let data = data(128);
@@ -1500,7 +1576,9 @@ mod tests {
     #[test]
     fn every_recipe_trains_end_to_end_on_synthetic_data() {
         let data = data(128);
-        for name in ["pytorch", "deit", "convnext", "rsb_a2", "rsb_a3"] {
+        for name in [
+            "pytorch", "deit", "convnext", "rsb_a2", "rsb_a3", "finetune",
+        ] {
             let mut recipe = bocb_search_spaces::RecipeBook::builtin()
                 .recipe(name)
                 .unwrap()

@@ -23,6 +23,9 @@ pub enum RunError {
     Data(#[from] data::DataError),
     #[error("{0}")]
     Device(String),
+    /// `init: { from_experiment }` cannot be resolved.
+    #[error("{0}")]
+    Transfer(String),
     /// The experiment was stopped (`bocb stop`) while the trial waited or ran.
     #[error("the experiment was stopped")]
     Cancelled,
@@ -68,6 +71,9 @@ pub struct TrialResult {
     pub classes: Option<u32>,
     /// Why the trial failed, diverged or stopped.
     pub note: Option<String>,
+    /// Gradient norms per layer group, where bocb trained it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grad_norms: Option<bocb_store::GradNorms>,
 }
 
 impl TrialResult {
@@ -82,6 +88,7 @@ impl TrialResult {
             peak_memory_bytes: None,
             classes: None,
             note: Some(error),
+            grad_norms: None,
         }
     }
 
@@ -95,6 +102,7 @@ impl TrialResult {
             peak_memory_bytes: self.peak_memory_bytes,
             classes: self.classes,
             error: self.note.clone(),
+            grad_norms: self.grad_norms.clone(),
         }
     }
 
@@ -109,6 +117,7 @@ impl TrialResult {
             peak_memory_bytes: outcome.peak_memory_bytes,
             classes: outcome.classes,
             note: outcome.note,
+            grad_norms: outcome.grad_norms,
         }
     }
 }

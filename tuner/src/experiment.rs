@@ -296,6 +296,8 @@ impl ExperimentSpec {
     /// Where `backbone`'s (as the experiment runs it, preset applied) grids
     /// with `optimizer` are centred by `grid_centres`.
     pub fn grid_centre(&self, backbone: &str, optimizer: &str) -> Centre {
+        // A backbone pre-trained with an optimizer takes its architecture's centre.
+        let backbone = crate::transfer::base(backbone);
         self.grid_centres
             .for_pair(backbone, optimizer, |key| self.with_preset(key))
     }
@@ -643,7 +645,7 @@ impl Experiment {
         let recipe = self.recipe(backbone).clone();
         let spec = &self.spec;
         TrialSpec {
-            backbone: resolve_module(&self.base_dir, backbone),
+            backbone: resolve_module(&self.base_dir, crate::transfer::base(backbone)),
             optimizer: self.optimizer_to_build(optimizer),
             hparams: params.clone(),
             seed,
@@ -1099,6 +1101,19 @@ fn starting_weights(
     base: &Path,
 ) -> Result<BTreeMap<String, PathBuf>, (String, String)> {
     let mut weights = BTreeMap::new();
+    // Found in the store when the experiment runs (`transfer`).
+    if spec.init.contains_key(crate::transfer::FROM_EXPERIMENT) {
+        return match spec.init.len() {
+            1 => Ok(weights),
+            _ => Err((
+                crate::transfer::FROM_EXPERIMENT.to_string(),
+                format!(
+                    "`{}` gives every backbone its weights: drop the other `init` entries, or fine-tune them in an experiment of their own",
+                    crate::transfer::FROM_EXPERIMENT
+                ),
+            )),
+        };
+    }
     for (key, path) in &spec.init {
         let name = spec.with_preset(key);
         if !backbone_names.contains(&name) {

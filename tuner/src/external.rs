@@ -503,6 +503,7 @@ impl Trial<'_> {
             peak_memory_bytes: None,
             classes: None,
             note,
+            grad_norms: None,
         };
         match verdict {
             Some(Verdict::Stopped) => ended(TrialStatus::Stopped, self.last_accuracy, None),

@@ -18,6 +18,7 @@ pub mod report;
 pub mod run;
 pub mod search;
 pub mod service;
+pub mod transfer;
 pub mod trial_command;
 pub mod trial_table;
 

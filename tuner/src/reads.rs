@@ -347,6 +347,7 @@ pub fn report_text(
         })?;
         analyses.push(analysis);
     }
+    let finetune = analysis::finetune::FinetuneReport::build(store, &names)?;
     Ok(match query.format {
         ReportFormat::Table | ReportFormat::Md => {
             let style = if query.format == ReportFormat::Table {
@@ -376,7 +377,7 @@ pub fn report_text(
                     }
                 })
                 .collect();
-            parts.join("\n")
+            parts.join("\n") + &finetune.render(style)
         }
         ReportFormat::Json => {
             #[derive(serde::Serialize)]
@@ -387,6 +388,12 @@ pub fn report_text(
                 /// Layer-wise patterns of the best pairs' saved weights.
                 #[serde(skip_serializing_if = "Option::is_none")]
                 patterns: Option<Vec<analysis::patterns::PairPatterns>>,
+                /// Per pair, the embedding-to-rest gradient ratio and flag.
+                #[serde(skip_serializing_if = "Option::is_none")]
+                gradients: Option<&'a analysis::finetune::GradientDiagnostic>,
+                /// The transfer table this experiment fine-tunes into.
+                #[serde(skip_serializing_if = "Option::is_none")]
+                transfer: Option<&'a analysis::finetune::TransferTable>,
             }
             let full = reports
                 .iter()
@@ -396,13 +403,25 @@ pub fn report_text(
                         report,
                         analysis: analysis.json(),
                         patterns: analysis::patterns::saved_patterns(store, &analysis.experiment)?,
+                        gradients: finetune
+                            .gradients
+                            .iter()
+                            .find(|(name, _)| *name == analysis.experiment)
+                            .map(|(_, d)| d),
+                        transfer: finetune
+                            .transfer
+                            .iter()
+                            .find(|t| t.experiments.contains(&analysis.experiment)),
                     })
                 })
                 .collect::<Result<Vec<Full>, ReadError>>()?;
             to_json(&full)?
         }
-        ReportFormat::Html => analysis::html::render_report(store, &analyses)?,
-        ReportFormat::Csv => render::render_csv(&analyses),
+        ReportFormat::Html => {
+            let html = analysis::html::render_report(store, &analyses)?;
+            html.replace("</body>", &(finetune.html() + "</body>"))
+        }
+        ReportFormat::Csv => render::render_csv(&analyses) + &finetune.csv(),
     })
 }
 

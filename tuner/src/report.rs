@@ -190,6 +190,11 @@ fn beyond_cells(
 /// others found in the history.
 fn pair_order(spec: Option<&ExperimentSpec>, trials: &[TrialRecord]) -> Vec<(String, String)> {
     let listed = spec.and_then(|s| {
+        // Fine-tuned backbones are named by their pre-training optimizer
+        // too (`transfer`): the trials give them.
+        if crate::transfer::source(s).is_some() {
+            return None;
+        }
         let backbones = s.backbones.listed()?.iter().map(|b| s.with_preset(b));
         let optimizers = s.optimizers.listed()?.to_vec();
         Some(

@@ -118,6 +118,7 @@ pub fn run_experiment(
     registries: &Registries,
     show_progress: bool,
 ) -> Result<RunSummary, RunError> {
+    let experiment = &experiment.with_pretrained(store)?;
     let spec = &experiment.spec;
     // Everything that can be refused is checked before the store is touched.
     let slots = spec.device_slots().map_err(RunError::Device)?;
@@ -174,6 +175,8 @@ pub fn search_experiment(
     executor: &dyn TrialExecutor,
     options: &SearchOptions,
 ) -> Result<RunSummary, RunError> {
+    // Each backbone once per pre-training optimizer of `from_experiment`.
+    let experiment = &experiment.with_pretrained(store)?;
     let spec = &experiment.spec;
     register_experiment(experiment, store)?;
     // The spaces of the experiment's own (TorchScript) optimizers too.
@@ -1141,6 +1144,7 @@ mod tests {
                 peak_memory_bytes: None,
                 classes: Some(100),
                 note: None,
+                grad_norms: None,
             })
         }
     }
@@ -1275,6 +1279,7 @@ budget: { trials: 1 }
                 peak_memory_bytes: None,
                 classes: Some(100),
                 note: None,
+                grad_norms: None,
             })
         }
     }

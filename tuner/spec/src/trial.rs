@@ -199,6 +199,10 @@ pub struct TrialOutcome {
     /// CIFAR-100-format set may hold fewer than 100.
     #[serde(default)]
     pub classes: Option<u32>,
+    /// Gradient norms per layer group on the first steps and each epoch's
+    /// last (absent where they could not be grouped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grad_norms: Option<crate::GradNorms>,
 }
 
 #[cfg(test)]

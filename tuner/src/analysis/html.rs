@@ -107,7 +107,7 @@ pub fn render_document(views: &[ExperimentView]) -> Result<String, HtmlError> {
 }
 
 /// Escapes text for HTML content and attribute values.
-fn escape(text: &str) -> String {
+pub(crate) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -664,6 +664,8 @@ mod tests {
             optimizer: "adamw".into(),
             trial_id: "0-1-best-0".into(),
             layers: (0..6).map(layer).collect(),
+            pretrained_from: None,
+            fresh: Vec::new(),
         }]
     }
 

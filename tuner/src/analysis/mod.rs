@@ -8,6 +8,7 @@
 //! - [`import`]: reading published tables; [`render`]: the report forms;
 //!   [`html`] and [`plots`]: the HTML report and its SVG figures.
 
+pub mod finetune;
 pub mod html;
 pub mod import;
 pub mod patterns;

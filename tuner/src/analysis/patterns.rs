@@ -15,6 +15,14 @@ pub struct PairPatterns {
     pub optimizer: String,
     pub trial_id: String,
     pub layers: Vec<LayerPattern>,
+    /// The pre-trained weights it was fine-tuned from, when it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pretrained_from: Option<String>,
+    /// Layers that started fresh (not in those weights with their shape,
+    /// as a new classifier): the paper's Fig. A5 tells them apart from the
+    /// pre-trained ones.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fresh: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +35,16 @@ pub enum PatternsError {
     NoWeights { experiment: String },
     #[error("cannot read {path}: {error}")]
     Read { path: String, error: tch::TchError },
+    #[error(
+        "cannot read the weights {path} that experiment `{experiment}` started from: {message}"
+    )]
+    Init {
+        experiment: String,
+        path: String,
+        message: String,
+    },
+    #[error(transparent)]
+    Spec(#[from] crate::experiment::StoredSpecError),
 }
 
 /// The patterns of every pair whose best config has saved weights.
@@ -47,11 +65,31 @@ pub fn best_pair_patterns(
             path: path.display().to_string(),
             error,
         })?;
+        let start = super::finetune::starting_weights(store, experiment, &best.backbone)?;
+        let fresh = match &start {
+            Some(init) => {
+                let shapes = super::finetune::safetensors_shapes(init).map_err(|message| {
+                    PatternsError::Init {
+                        experiment: experiment.to_string(),
+                        path: init.display().to_string(),
+                        message,
+                    }
+                })?;
+                layers
+                    .iter()
+                    .filter(|l| shapes.get(&l.name) != Some(&l.shape))
+                    .map(|l| l.name.clone())
+                    .collect()
+            }
+            None => Vec::new(),
+        };
         pairs.push(PairPatterns {
             backbone: best.backbone,
             optimizer: best.optimizer,
             trial_id: id.clone(),
             layers,
+            pretrained_from: start.map(|p| p.display().to_string()),
+            fresh,
         });
     }
     if pairs.is_empty() {
@@ -67,17 +105,31 @@ pub fn best_pair_patterns(
 pub fn render_patterns(pairs: &[PairPatterns]) -> String {
     let mut out = String::new();
     for pair in pairs {
+        let start = |l: &LayerPattern| match &pair.pretrained_from {
+            Some(_) if pair.fresh.contains(&l.name) => " fresh",
+            Some(_) => " pre-trained",
+            None => "",
+        };
         let _ = writeln!(
             out,
-            "{} × {} (trial {})\n{:<48} {:>7} {:>8} {:>9} {:>10}",
+            "{} × {} (trial {}){}\n{:<48} {:>7} {:>8} {:>9} {:>10}{}",
             pair.backbone,
             pair.optimizer,
             pair.trial_id,
+            pair.pretrained_from
+                .as_ref()
+                .map(|p| format!(", fine-tuned from {p}"))
+                .unwrap_or_default(),
             "layer",
             "alpha",
             "entropy",
             "L2 norm",
-            format!("top-{TOP_K} PCA")
+            format!("top-{TOP_K} PCA"),
+            if pair.pretrained_from.is_some() {
+                " start"
+            } else {
+                ""
+            }
         );
         let matrices: Vec<&LayerPattern> = pair
             .layers
@@ -88,27 +140,42 @@ pub fn render_patterns(pairs: &[PairPatterns]) -> String {
         for l in &matrices {
             let _ = writeln!(
                 out,
-                "{:<48} {:>7} {:>8.3} {:>9.3} {:>10}",
+                "{:<48} {:>7} {:>8.3} {:>9.3} {:>10}{}",
                 l.name,
                 show(l.alpha),
                 l.entropy,
                 l.l2_norm,
-                show(l.top_k_energy)
+                show(l.top_k_energy),
+                start(l)
             );
         }
-        let mean = |f: &dyn Fn(&LayerPattern) -> Option<f64>| {
-            let values: Vec<f64> = matrices.iter().filter_map(|l| f(l)).collect();
-            (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+        let mean_line = |label: &str, layers: &[&&LayerPattern]| {
+            let mean = |f: &dyn Fn(&LayerPattern) -> Option<f64>| {
+                let values: Vec<f64> = layers.iter().filter_map(|l| f(l)).collect();
+                (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+            };
+            format!(
+                "{:<48} {:>7} {:>8} {:>9} {:>10}\n",
+                format!("mean over {} {label}", layers.len()),
+                show(mean(&|l| l.alpha)),
+                show(mean(&|l| Some(l.entropy))),
+                show(mean(&|l| Some(l.l2_norm))),
+                show(mean(&|l| l.top_k_energy)),
+            )
         };
-        let _ = writeln!(
-            out,
-            "{:<48} {:>7} {:>8} {:>9} {:>10}\n",
-            format!("mean over {} weight matrices", matrices.len()),
-            show(mean(&|l| l.alpha)),
-            show(mean(&|l| Some(l.entropy))),
-            show(mean(&|l| Some(l.l2_norm))),
-            show(mean(&|l| l.top_k_energy)),
-        );
+        let all: Vec<&&LayerPattern> = matrices.iter().collect();
+        out += &mean_line("weight matrices", &all);
+        // Fig. A5: the pre-trained part keeps its pre-training pattern, the
+        // fresh part (a new head) does not.
+        if pair.pretrained_from.is_some() {
+            let (fresh, pretrained): (Vec<&&LayerPattern>, Vec<&&LayerPattern>) = all
+                .iter()
+                .copied()
+                .partition(|l| pair.fresh.contains(&l.name));
+            out += &mean_line("pre-trained weight matrices", &pretrained);
+            out += &mean_line("fresh weight matrices", &fresh);
+        }
+        out.push('\n');
     }
     out
 }

@@ -18,7 +18,7 @@ pub enum Style {
 
 /// Header and rows as aligned columns (first column left, others right) or
 /// as a markdown table.
-fn grid(header: &[String], rows: &[Vec<String>], style: Style) -> String {
+pub(crate) fn grid(header: &[String], rows: &[Vec<String>], style: Style) -> String {
     let mut out = String::new();
     match style {
         Style::Markdown => {
@@ -64,7 +64,7 @@ fn grid(header: &[String], rows: &[Vec<String>], style: Style) -> String {
     out
 }
 
-fn heading(out: &mut String, text: &str, style: Style) {
+pub(crate) fn heading(out: &mut String, text: &str, style: Style) {
     match style {
         Style::Text => {
             let _ = writeln!(out, "\n{text}");

@@ -728,6 +728,7 @@ mod tests {
             peak_memory_bytes: Some(1 << 20),
             classes: Some(10),
             note: None,
+            grad_norms: None,
         };
         queue
             .finish(assignment.attempt, stopped.clone(), "bye")
