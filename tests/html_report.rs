@@ -151,10 +151,15 @@ fn a_trained_experiment_reports_every_figure() {
     let doc = parse(&html);
     assert_self_contained(&html);
     // Heat map, violins, variation per backbone and per optimizer, ridges,
-    // learning curves.
+    // learning curves; bocb trained the trials, so it recorded their
+    // gradient norms and the gradient diagnostic is a seventh section.
     assert_eq!(count(&doc, "svg"), 6);
-    assert_eq!(count(&doc, "h3"), 6);
+    assert_eq!(count(&doc, "h3"), 7);
     let words = text(&doc);
+    assert!(
+        words.contains("Gradient diagnostic of experiment tiny"),
+        "{words}"
+    );
     for name in ["resnet18_cifar@micro", "sgd_m", "adamw"] {
         assert!(words.contains(name), "{name} missing");
     }

@@ -386,7 +386,7 @@ preset: micro
 optimizers: [adamw]
 epochs: 6
 batch_size: 16
-budget: { trials: 1 }
+budget: { trials: 2 }
 device: cpu
 ";
 
@@ -400,7 +400,9 @@ fn every_view_works_in_a_real_browser() {
     let store = dir.path().join("store");
     seed_gallery(&store);
     synth(&dir.path().join("data"), 64, 32, 5);
-    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/ui-screenshots");
+    let shots = std::env::var_os("BOCB_UI_SCREENSHOTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/ui-screenshots"));
     std::fs::create_dir_all(&shots).unwrap();
 
     let _service = start_service(&store, &["--workers", "none", "--base-path", "/bocb"]);
@@ -575,11 +577,82 @@ fn every_view_works_in_a_real_browser() {
     assert_eq!(browser.eval("window.notReloaded === true"), json!(true));
     browser.screenshot(&shots.join("trial-live.png"));
 
+    // "Copy as timm args" copies this trial's own config.
+    let (_, shown) = http(
+        &url,
+        "GET",
+        &format!("/api/ui/experiments/live/trials/{trial}"),
+        &token,
+        &json!({}),
+    );
+    let lr = shown["params"]["lr"].as_f64().unwrap();
+    browser.eval("document.getElementById('copy-timm').click()");
+    browser.wait_until(
+        "the trial's timm args",
+        "!document.getElementById('timm').hidden",
+    );
+    let args = browser.eval("document.getElementById('timm').textContent");
+    let args = args.as_str().unwrap();
+    assert!(
+        args.contains(&format!("--lr {lr} ")) && args.contains(&format!("trial {trial}")),
+        "{args}"
+    );
+
+    // Stop the trial from its page: recorded as stopped, never a result;
+    // its worker hears that it is gone; the experiment goes on.
+    browser.eval("document.getElementById('stop-trial').click()");
+    browser.wait_until(
+        "the trial's stopped state",
+        "document.getElementById('stop-trial').disabled && document.querySelector('#main .kv').textContent.includes('stopped')",
+    );
+    let (_, stopped) = http(
+        &url,
+        "GET",
+        &format!("/api/ui/experiments/live/trials/{trial}"),
+        &token,
+        &json!({}),
+    );
+    assert_eq!(stopped["status"], "stopped");
+    assert_eq!(stopped["accuracy"], Value::Null);
+    let (status, _) = http(
+        &url,
+        "POST",
+        "/api/worker/epoch",
+        &token,
+        &json!({ "attempt": attempt, "report": epoch(3, 40.0) }),
+    );
+    assert_eq!(status, 410, "the worker drops the stopped trial");
+    let (status, answer) = http(
+        &url,
+        "POST",
+        &format!("/api/experiments/live/trials/{trial}/stop"),
+        &token,
+        &json!({}),
+    );
+    assert_eq!(status, 409, "{answer}");
+    browser.screenshot(&shots.join("trial-stopped.png"));
+
+    // An idle worker (asking for work of an experiment with none) is listed.
+    let (status, _) = http(
+        &url,
+        "POST",
+        "/api/worker/claim",
+        &token,
+        &json!({ "worker": "idle-worker", "device": "cpu", "experiment": "gallery" }),
+    );
+    assert_eq!(status, 204);
+
     // Stop from the experiment page.
     browser.open("#/e/live", "experiment");
     browser.wait_until(
         "the worker's row",
-        "!!document.getElementById('workers') && document.getElementById('workers').textContent.includes('test-worker')",
+        "!!document.getElementById('workers') && document.getElementById('workers').textContent.includes('idle-worker')",
+    );
+    let workers = browser.eval("document.getElementById('workers').textContent");
+    assert!(
+        workers.as_str().unwrap().contains("idle-worker")
+            && workers.as_str().unwrap().contains("idle"),
+        "{workers}"
     );
     browser.screenshot(&shots.join("experiment-live.png"));
     browser.eval("document.getElementById('stop').click()");

@@ -147,6 +147,52 @@ impl TrialRecord {
     }
 }
 
+/// A trial without its per-epoch metrics or its recipe's settings: what
+/// tables, counts and bests read, a few hundred bytes however long the
+/// trial trained ([`crate::Store::trial_summaries`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrialSummary {
+    /// The record with `epochs` and `grad_norms` empty and the recipe's
+    /// name only.
+    pub trial: TrialRecord,
+    /// Epochs recorded.
+    pub epochs: usize,
+}
+
+impl TrialSummary {
+    /// The summary of `record`.
+    pub fn of(record: &TrialRecord) -> Self {
+        TrialSummary {
+            trial: TrialRecord {
+                id: record.id.clone(),
+                experiment: record.experiment.clone(),
+                backbone: record.backbone.clone(),
+                optimizer: record.optimizer.clone(),
+                recipe: record.recipe.as_ref().map(|r| r.name.as_str().into()),
+                params: record.params.clone(),
+                grid: record.grid,
+                stage: record.stage,
+                seed: record.seed,
+                status: record.status,
+                epochs: Vec::new(),
+                final_accuracy: record.final_accuracy,
+                ema_accuracy: record.ema_accuracy,
+                wall_time_s: record.wall_time_s,
+                device: record.device.clone(),
+                precision: record.precision.clone(),
+                peak_memory_bytes: record.peak_memory_bytes,
+                classes: record.classes,
+                error: record.error.clone(),
+                // Per-step rows, like the epochs: read from the full record.
+                grad_norms: None,
+                created_unix_s: record.created_unix_s,
+                updated_unix_s: record.updated_unix_s,
+            },
+            epochs: record.epochs.len(),
+        }
+    }
+}
+
 /// How a trial ended, as [`crate::Store::finish_trial`] records it beside
 /// the final status.
 #[derive(Clone, Debug, Default, PartialEq)]

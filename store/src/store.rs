@@ -1,14 +1,20 @@
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
 
 use crate::error::{ImportError, StoreError};
 use crate::imported::ImportedTable;
 use crate::query::{self, GridCell, PairBest};
 use crate::record::{
-    unix_now_s, ExperimentRecord, ProbeRecord, TrialEnd, TrialRecord, GRID_POINTS,
+    unix_now_s, ExperimentRecord, ProbeRecord, TrialEnd, TrialRecord, TrialSummary, GRID_POINTS,
 };
 use crate::Result;
 use crate::{EpochMetrics, TrialStatus};
@@ -17,18 +23,32 @@ const EXPERIMENTS_TREE: &str = "experiments.v1";
 const TRIALS_TREE: &str = "trials.v1";
 const IMPORTED_TREE: &str = "imported.v1";
 const PROBES_TREE: &str = "probes.v1";
+const SUMMARIES_TREE: &str = "summaries.v1";
+/// Present in the default tree once every trial has its summary.
+const SUMMARIES_MADE: &[u8] = b"summaries.v1 made";
 
 /// Handle on a store directory. Cheap to clone; clones share the database,
 /// so several threads can record at once.
 #[derive(Clone, Debug)]
 pub struct Store {
-    db: sled::Db,
+    // Visible to the crate's tests, which make a store from before summaries.
+    pub(crate) db: sled::Db,
     experiments: sled::Tree,
     // Visible to the crate's tests, which plant old and corrupt records.
     pub(crate) trials: sled::Tree,
     imported: sled::Tree,
     probes: sled::Tree,
+    pub(crate) summaries: sled::Tree,
     dir: PathBuf,
+    revisions: Arc<Revisions>,
+}
+
+/// Counts the writes of this process, so readers can cache what they
+/// derive from an experiment until it changes (one process holds a store).
+#[derive(Debug, Default)]
+struct Revisions {
+    last: AtomicU64,
+    by_experiment: Mutex<HashMap<String, u64>>,
 }
 
 impl Store {
@@ -59,14 +79,51 @@ impl Store {
         let trials = db.open_tree(TRIALS_TREE)?;
         let imported = db.open_tree(IMPORTED_TREE)?;
         let probes = db.open_tree(PROBES_TREE)?;
-        Ok(Store {
+        let summaries = db.open_tree(SUMMARIES_TREE)?;
+        let store = Store {
             db,
             experiments,
             trials,
             imported,
             probes,
+            summaries,
             dir: dir.to_path_buf(),
-        })
+            revisions: Arc::default(),
+        };
+        if store.db.get(SUMMARIES_MADE)?.is_none() {
+            store.make_summaries()?;
+        }
+        Ok(store)
+    }
+
+    /// Writes the summary of every trial: a store from before summaries,
+    /// or one whose making was interrupted.
+    fn make_summaries(&self) -> Result<()> {
+        self.summaries.clear()?;
+        for entry in self.trials.iter() {
+            let (key, value) = entry?;
+            let trial: TrialRecord = decode(TRIALS_TREE, &key, &value)?;
+            self.summaries
+                .insert(key, encode(&TrialSummary::of(&trial)))?;
+        }
+        self.db.insert(SUMMARIES_MADE, &[])?;
+        self.flush()
+    }
+
+    /// A number that changes whenever `experiment` or one of its trials is
+    /// written through this handle or its clones: what is derived from the
+    /// experiment at one revision holds until the revision changes. Read
+    /// it before reading the records.
+    pub fn revision(&self, experiment: &str) -> u64 {
+        let revisions = self.revisions.by_experiment.lock().expect("revisions lock");
+        revisions.get(experiment).copied().unwrap_or(0)
+    }
+
+    /// Marks `experiment` changed, after its write.
+    fn changed(&self, experiment: &str) {
+        let n = self.revisions.last.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut revisions = self.revisions.by_experiment.lock().expect("revisions lock");
+        revisions.insert(experiment.to_owned(), n);
     }
 
     /// The store's directory; trained weights are kept below it.
@@ -91,7 +148,9 @@ impl Store {
         check_name("experiment name", &record.name)?;
         self.check_not_imported(&record.name)?;
         self.experiments.insert(&record.name, encode(record))?;
-        self.flush()
+        self.flush()?;
+        self.changed(&record.name);
+        Ok(())
     }
 
     /// The experiment named `name`, if stored.
@@ -126,10 +185,17 @@ impl Store {
         }
         // Trials first: a crash in between leaves the experiment listed, so
         // the delete can simply be repeated.
-        self.trials.apply_batch(batch)?;
+        (&self.trials, &self.summaries)
+            .transaction(|(trials, summaries)| {
+                trials.apply_batch(&batch)?;
+                summaries.apply_batch(&batch)?;
+                Ok(())
+            })
+            .map_err(transaction_error)?;
         removed |= self.imported.remove(name)?.is_some();
         removed |= self.experiments.remove(name)?.is_some();
         self.flush()?;
+        self.changed(name);
         Ok(removed)
     }
 
@@ -138,28 +204,53 @@ impl Store {
     /// Rejects records that could not be stored faithfully: empty or
     /// NUL-containing names, grid positions off the grid, non-finite params.
     pub fn put_trial(&self, record: &TrialRecord) -> Result<()> {
-        check_name("experiment name", &record.experiment)?;
-        check_name("trial id", &record.id)?;
-        self.check_not_imported(&record.experiment)?;
-        if let Some(grid) = record.grid {
-            if usize::from(grid.lr) >= GRID_POINTS || usize::from(grid.weight_decay) >= GRID_POINTS
-            {
-                return Err(StoreError::GridOutOfRange {
+        self.put_trials(std::slice::from_ref(record))
+    }
+
+    /// [`Store::put_trial`] of several records at once, all or none, with
+    /// one flush: for writing many (a generated store, an import).
+    pub fn put_trials(&self, records: &[TrialRecord]) -> Result<()> {
+        let mut trials = sled::Batch::default();
+        let mut summaries = sled::Batch::default();
+        for record in records {
+            check_name("experiment name", &record.experiment)?;
+            check_name("trial id", &record.id)?;
+            self.check_not_imported(&record.experiment)?;
+            if let Some(grid) = record.grid {
+                if usize::from(grid.lr) >= GRID_POINTS
+                    || usize::from(grid.weight_decay) >= GRID_POINTS
+                {
+                    return Err(StoreError::GridOutOfRange {
+                        id: record.id.clone(),
+                        grid,
+                    });
+                }
+            }
+            if let Some((key, &value)) = record.params.iter().find(|(_, v)| !v.is_finite()) {
+                return Err(StoreError::NonFiniteParam {
                     id: record.id.clone(),
-                    grid,
+                    key: key.clone(),
+                    value,
                 });
             }
+            let key = trial_key(&record.experiment, &record.id);
+            summaries.insert(key.clone(), encode(&TrialSummary::of(record)));
+            trials.insert(key, encode(record));
         }
-        if let Some((key, &value)) = record.params.iter().find(|(_, v)| !v.is_finite()) {
-            return Err(StoreError::NonFiniteParam {
-                id: record.id.clone(),
-                key: key.clone(),
-                value,
-            });
+        (&self.trials, &self.summaries)
+            .transaction(|(t, s)| {
+                t.apply_batch(&trials)?;
+                s.apply_batch(&summaries)?;
+                Ok(())
+            })
+            .map_err(transaction_error)?;
+        self.flush()?;
+        let experiments: std::collections::BTreeSet<&str> =
+            records.iter().map(|r| r.experiment.as_str()).collect();
+        for experiment in experiments {
+            self.changed(experiment);
         }
-        self.trials
-            .insert(trial_key(&record.experiment, &record.id), encode(record))?;
-        self.flush()
+        Ok(())
     }
 
     /// The trial `id` of `experiment`, if stored.
@@ -184,17 +275,34 @@ impl Store {
                 decode::<TrialRecord>(TRIALS_TREE, &key, &value)
             })
             .collect::<Result<Vec<_>>>()?;
-        trials.sort_by(|a, b| {
-            (&a.backbone, &a.optimizer, a.stage, a.grid, a.seed, &a.id).cmp(&(
-                &b.backbone,
-                &b.optimizer,
-                b.stage,
-                b.grid,
-                b.seed,
-                &b.id,
-            ))
-        });
+        trials.sort_by(|a, b| trial_order(a).cmp(&trial_order(b)));
         Ok(trials)
+    }
+
+    /// The summaries of all trials of `experiment` (no epochs), in the
+    /// order of [`Store::trials`].
+    pub fn trial_summaries(&self, experiment: &str) -> Result<Vec<TrialSummary>> {
+        check_name("experiment name", experiment)?;
+        let mut summaries = self
+            .summaries
+            .scan_prefix(trial_prefix(experiment))
+            .map(|entry| {
+                let (key, value) = entry?;
+                decode::<TrialSummary>(SUMMARIES_TREE, &key, &value)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        summaries.sort_by(|a, b| trial_order(&a.trial).cmp(&trial_order(&b.trial)));
+        Ok(summaries)
+    }
+
+    /// The trials of `experiment` as [`Store::trial_summaries`] has them:
+    /// every field but the epochs and the recipe's settings.
+    fn trials_without_epochs(&self, experiment: &str) -> Result<Vec<TrialRecord>> {
+        Ok(self
+            .trial_summaries(experiment)?
+            .into_iter()
+            .map(|s| s.trial)
+            .collect())
     }
 
     /// Records one epoch of a trial and marks it running.
@@ -278,7 +386,9 @@ impl Store {
     /// Equal means go to the group created first. Sorted by (backbone,
     /// optimizer); pairs without a counted trial are absent.
     pub fn best_per_pair(&self, experiment: &str) -> Result<Vec<PairBest>> {
-        Ok(query::best_per_pair(&self.trials(experiment)?))
+        Ok(query::best_per_pair(
+            &self.trials_without_epochs(experiment)?,
+        ))
     }
 
     /// The lr x weight-decay grid of one pair and stage, indexed
@@ -293,7 +403,7 @@ impl Store {
         stage: u8,
     ) -> Result<[[GridCell; GRID_POINTS]; GRID_POINTS]> {
         Ok(query::grid(
-            &self.trials(experiment)?,
+            &self.trials_without_epochs(experiment)?,
             backbone,
             optimizer,
             stage,
@@ -335,7 +445,9 @@ impl Store {
         // repeating the import lists it.
         self.imported.insert(&table.experiment, encode(table))?;
         self.experiments.insert(&record.name, encode(&record))?;
-        self.flush()
+        self.flush()?;
+        self.changed(&record.name);
+        Ok(())
     }
 
     /// The imported results table of `experiment`, if it is an imported one.
@@ -381,36 +493,39 @@ impl Store {
         Ok(())
     }
 
-    /// Read-modify-write of one trial by compare-and-swap, retried until no
-    /// other writer got in between; then flushed. `change` may run several
-    /// times, each time on the freshly read record.
+    /// Read-modify-write of one trial and its summary in a transaction,
+    /// retried until no other writer got in between; then flushed.
+    /// `change` may run several times, each time on the freshly read record.
     fn update_trial(
         &self,
         experiment: &str,
         id: &str,
-        mut change: impl FnMut(&mut TrialRecord),
+        change: impl FnMut(&mut TrialRecord),
     ) -> Result<TrialRecord> {
         check_name("experiment name", experiment)?;
         let key = trial_key(experiment, id);
-        loop {
-            let old = self
-                .trials
-                .get(&key)?
-                .ok_or_else(|| StoreError::TrialNotFound {
-                    experiment: experiment.to_owned(),
-                    id: id.to_owned(),
+        // The transaction takes a closure it may call again.
+        let change = RefCell::new(change);
+        let trial = (&self.trials, &self.summaries)
+            .transaction(|(trials, summaries)| {
+                let old = trials.get(&key)?.ok_or_else(|| {
+                    ConflictableTransactionError::Abort(StoreError::TrialNotFound {
+                        experiment: experiment.to_owned(),
+                        id: id.to_owned(),
+                    })
                 })?;
-            let mut trial: TrialRecord = decode(TRIALS_TREE, &key, &old)?;
-            change(&mut trial);
-            trial.updated_unix_s = unix_now_s();
-            let swapped = self
-                .trials
-                .compare_and_swap(&key, Some(&old), Some(encode(&trial)))?;
-            if swapped.is_ok() {
-                self.flush()?;
-                return Ok(trial);
-            }
-        }
+                let mut trial: TrialRecord =
+                    decode(TRIALS_TREE, &key, &old).map_err(ConflictableTransactionError::Abort)?;
+                (change.borrow_mut())(&mut trial);
+                trial.updated_unix_s = unix_now_s();
+                trials.insert(key.as_slice(), encode(&trial))?;
+                summaries.insert(key.as_slice(), encode(&TrialSummary::of(&trial)))?;
+                Ok(trial)
+            })
+            .map_err(transaction_error)?;
+        self.flush()?;
+        self.changed(experiment);
+        Ok(trial)
     }
 
     /// Makes every write so far durable; sled flushes all trees at once.
@@ -429,6 +544,18 @@ fn check_name(what: &'static str, name: &str) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// The order of [`Store::trials`].
+fn trial_order(t: &TrialRecord) -> (&str, &str, u8, Option<crate::GridPos>, u64, &str) {
+    (&t.backbone, &t.optimizer, t.stage, t.grid, t.seed, &t.id)
+}
+
+fn transaction_error(e: TransactionError<StoreError>) -> StoreError {
+    match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => StoreError::Sled(e),
+    }
 }
 
 fn trial_prefix(experiment: &str) -> Vec<u8> {

@@ -5,7 +5,7 @@ use tempfile::TempDir;
 
 use crate::{
     EpochMetrics, ExperimentRecord, GridCell, GridPos, ProbeRecord, Store, StoreError, TrialEnd,
-    TrialRecipe, TrialRecord, TrialStatus,
+    TrialRecipe, TrialRecord, TrialStatus, TrialSummary,
 };
 
 const EXP: &str = "cifar-sweep";
@@ -856,4 +856,63 @@ fn a_store_written_before_probes_opens_without_them() {
     let store = Store::open(&path).unwrap();
     assert_eq!(store.experiment(EXP).unwrap(), Some(experiment(EXP)));
     assert_eq!(store.probes().unwrap(), []);
+}
+
+#[test]
+fn summaries_follow_every_write_and_the_revision_changes() {
+    let (_dir, store) = temp_store();
+    let before = store.revision(EXP);
+    let mut t = trial("t", 0.1, 0.0, (0, 0), 0);
+    t.recipe = Some(TrialRecipe {
+        name: "deit".to_owned(),
+        settings: Some(serde_json::json!({ "epochs": 300 })),
+    });
+    store
+        .put_trials(&[t, trial("u", 0.1, 0.0, (0, 0), 1)])
+        .unwrap();
+    let after_put = store.revision(EXP);
+    assert_ne!(after_put, before);
+    store.record_epoch(EXP, "t", epoch(1, 40.0)).unwrap();
+    store.record_epoch(EXP, "t", epoch(2, 50.0)).unwrap();
+    assert_ne!(store.revision(EXP), after_put);
+    assert_eq!(store.revision("other"), 0);
+    let full = store
+        .finish_trial(
+            EXP,
+            "t",
+            TrialStatus::Done,
+            &TrialEnd {
+                final_accuracy: Some(50.0),
+                ..TrialEnd::default()
+            },
+        )
+        .unwrap();
+    let summaries = store.trial_summaries(EXP).unwrap();
+    assert_eq!(summaries.len(), 2);
+    assert_eq!(summaries[0], TrialSummary::of(&full));
+    assert_eq!(summaries[0].epochs, 2);
+    assert!(summaries[0].trial.epochs.is_empty());
+    assert_eq!(summaries[0].trial.recipe, Some("deit".into()));
+    assert_eq!(summaries[0].trial.status, TrialStatus::Done);
+    assert_eq!(summaries[1].epochs, 0);
+    assert!(store.delete_experiment(EXP).unwrap());
+    assert!(store.trial_summaries(EXP).unwrap().is_empty());
+}
+
+#[test]
+fn a_store_from_before_summaries_gets_them_when_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    {
+        let store = Store::open(&path).unwrap();
+        store.put_trial(&trial("t", 0.1, 0.0, (0, 0), 0)).unwrap();
+        store.record_epoch(EXP, "t", epoch(1, 40.0)).unwrap();
+        store.summaries.clear().unwrap();
+        store.db.remove(b"summaries.v1 made").unwrap();
+        store.db.flush().unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    let summaries = store.trial_summaries(EXP).unwrap();
+    assert_eq!(summaries.len(), 1);
+    assert_eq!(summaries[0].epochs, 1);
 }

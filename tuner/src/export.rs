@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use bocb_search_spaces::Catalog;
-use bocb_store::{GridPos, Store, StoreError, TrialRecord};
+use bocb_store::{GridPos, PairBest, Store, StoreError, TrialRecord};
 use bocb_trial_runner::models::BackboneRegistry;
 use serde::Serialize;
 use thiserror::Error;
@@ -92,69 +92,20 @@ pub fn best_configs(
     optimizer: Option<&str>,
 ) -> Result<Vec<BestConfig>, ExportError> {
     let spec = check_trained(store, name)?;
-    let trials = store.trials(name)?;
     let configs: Vec<BestConfig> = store
         .best_per_pair(name)?
         .into_iter()
         .filter(|b| backbone.is_none_or(|x| x == b.backbone))
         .filter(|b| optimizer.is_none_or(|x| x == b.optimizer))
         .map(|best| {
-            let first = trials
-                .iter()
-                .find(|t| best.trial_ids.first() == Some(&t.id));
-            let recipe = first
-                .and_then(|t| t.recipe.as_ref().map(|r| r.name.clone()))
-                .or_else(|| {
-                    backbones
-                        .lookup(&best.backbone)
-                        .ok()
-                        .map(|(entry, _)| entry.default_recipe.to_string())
-                });
-            let mut extras = best.params.clone();
-            let lr = extras.remove("lr").unwrap_or(f64::NAN);
-            let weight_decay = extras.remove("weight_decay").unwrap_or(f64::NAN);
-            BestConfig {
-                lr,
-                weight_decay,
-                extras,
-                accuracy_mean: best.mean_accuracy,
-                accuracy_std: best.std_accuracy,
-                seeds: best.seeds,
-                recipe,
-                epochs: spec
-                    .as_ref()
-                    .map(|s| s.epochs)
-                    .or_else(|| first.map(|t| t.epochs.len() as u32)),
-                // What the trial trained with: its stored recipe, else the experiment's.
-                batch_size: recipe_field(first, "batch_size")
-                    .map(|b| b as usize)
-                    .or_else(|| spec.as_ref().and_then(|s| s.batch_size)),
-                warmup_epochs: recipe_field(first, "warmup_epochs")
-                    .map(|w| w as u32)
-                    .or_else(|| spec.as_ref().and_then(|s| s.warmup_epochs)),
-                timm_model: backbones
-                    .lookup(&best.backbone)
-                    .ok()
-                    .and_then(|(entry, _)| entry.timm),
-                // The head's width is the data's: a synthetic set may hold
-                // fewer classes than its format's name says.
-                timm_dataset: spec
-                    .as_ref()
-                    .and_then(|s| timm_dataset(&s.dataset.format.to_string()))
-                    .map(|(dataset, classes)| {
-                        (dataset, first.and_then(|t| t.classes).unwrap_or(classes))
-                    }),
-                recipe_settings: first
-                    .and_then(|t| t.recipe.as_ref())
-                    .and_then(|r| r.settings.clone())
-                    .map(|settings| resolve_crop(settings, backbones, &best.backbone)),
-                grid: best.grid,
-                trial_ids: best.trial_ids,
-                backbone: best.backbone,
-                optimizer: best.optimizer,
-            }
+            // Only the first trial's record is read: its recipe, its classes.
+            let first = match best.trial_ids.first() {
+                Some(id) => store.trial(name, id)?,
+                None => None,
+            };
+            Ok(config(spec.as_ref(), backbones, best, first.as_ref()))
         })
-        .collect();
+        .collect::<Result<_, ExportError>>()?;
     if configs.is_empty() {
         let mut filter = String::new();
         if let Some(b) = backbone {
@@ -169,6 +120,89 @@ pub fn best_configs(
         });
     }
     Ok(configs)
+}
+
+/// The config trial `trial` of `name` trained with, as [`best_configs`]
+/// gives a pair's best (its accuracy, NaN until it is done, from it alone).
+pub fn trial_config(
+    store: &Store,
+    backbones: &BackboneRegistry,
+    name: &str,
+    trial: &TrialRecord,
+) -> Result<BestConfig, ExportError> {
+    let spec = check_trained(store, name)?;
+    let own = PairBest {
+        backbone: trial.backbone.clone(),
+        optimizer: trial.optimizer.clone(),
+        params: trial.params.clone(),
+        grid: trial.grid,
+        mean_accuracy: trial
+            .final_accuracy
+            .filter(|_| trial.status == bocb_store::TrialStatus::Done)
+            .unwrap_or(f64::NAN),
+        std_accuracy: 0.0,
+        seeds: 1,
+        trial_ids: vec![trial.id.clone()],
+    };
+    Ok(config(spec.as_ref(), backbones, own, Some(trial)))
+}
+
+/// The config of `best`, with what its `first` trial trained with.
+fn config(
+    spec: Option<&ExperimentSpec>,
+    backbones: &BackboneRegistry,
+    best: PairBest,
+    first: Option<&TrialRecord>,
+) -> BestConfig {
+    let recipe = first
+        .and_then(|t| t.recipe.as_ref().map(|r| r.name.clone()))
+        .or_else(|| {
+            backbones
+                .lookup(&best.backbone)
+                .ok()
+                .map(|(entry, _)| entry.default_recipe.to_string())
+        });
+    let mut extras = best.params.clone();
+    let lr = extras.remove("lr").unwrap_or(f64::NAN);
+    let weight_decay = extras.remove("weight_decay").unwrap_or(f64::NAN);
+    BestConfig {
+        lr,
+        weight_decay,
+        extras,
+        accuracy_mean: best.mean_accuracy,
+        accuracy_std: best.std_accuracy,
+        seeds: best.seeds,
+        recipe,
+        epochs: spec
+            .as_ref()
+            .map(|s| s.epochs)
+            .or_else(|| first.map(|t| t.epochs.len() as u32)),
+        // What the trial trained with: its stored recipe, else the experiment's.
+        batch_size: recipe_field(first, "batch_size")
+            .map(|b| b as usize)
+            .or_else(|| spec.as_ref().and_then(|s| s.batch_size)),
+        warmup_epochs: recipe_field(first, "warmup_epochs")
+            .map(|w| w as u32)
+            .or_else(|| spec.as_ref().and_then(|s| s.warmup_epochs)),
+        timm_model: backbones
+            .lookup(&best.backbone)
+            .ok()
+            .and_then(|(entry, _)| entry.timm),
+        // The head's width is the data's: a synthetic set may hold
+        // fewer classes than its format's name says.
+        timm_dataset: spec
+            .as_ref()
+            .and_then(|s| timm_dataset(&s.dataset.format.to_string()))
+            .map(|(dataset, classes)| (dataset, first.and_then(|t| t.classes).unwrap_or(classes))),
+        recipe_settings: first
+            .and_then(|t| t.recipe.as_ref())
+            .and_then(|r| r.settings.clone())
+            .map(|settings| resolve_crop(settings, backbones, &best.backbone)),
+        grid: best.grid,
+        trial_ids: best.trial_ids,
+        backbone: best.backbone,
+        optimizer: best.optimizer,
+    }
 }
 
 /// Every trial of `name` with its per-epoch metrics.
@@ -228,11 +262,21 @@ pub fn render_csv(configs: &[BestConfig]) -> String {
 pub fn render_timm_args(configs: &[BestConfig], catalog: &Catalog) -> String {
     let mut out = String::new();
     for c in configs {
-        let _ = writeln!(
-            out,
-            "# {} x {}: {:.2}% over {} seed(s)",
-            c.backbone, c.optimizer, c.accuracy_mean, c.seeds
-        );
+        if c.accuracy_mean.is_finite() {
+            let _ = writeln!(
+                out,
+                "# {} x {}: {:.2}% over {} seed(s)",
+                c.backbone, c.optimizer, c.accuracy_mean, c.seeds
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "# {} x {}: trial {} (not done)",
+                c.backbone,
+                c.optimizer,
+                c.trial_ids.join(", ")
+            );
+        }
         let space = catalog.optimizer(&c.optimizer).ok();
         let Some(opt) = space.and_then(|s| s.timm.as_deref()) else {
             let _ = writeln!(

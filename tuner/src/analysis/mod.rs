@@ -194,7 +194,12 @@ pub fn analyse(
                 let optimizers = s.optimizers.listed().map(<[_]>::to_vec).unwrap_or_default();
                 (backbones, optimizers)
             });
-            let trials = store.trials(name)?;
+            // Bests need no epochs: the summaries, not every epoch of every trial.
+            let trials: Vec<_> = store
+                .trial_summaries(name)?
+                .into_iter()
+                .map(|s| s.trial)
+                .collect();
             let best = store.best_per_pair(name)?;
             let mut results = ResultSet::from_trials(name, &best, &trials, order);
             // A best off the grid is placed on the pair's grids (moved by

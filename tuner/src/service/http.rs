@@ -12,6 +12,7 @@
 //! | GET    | /api/experiments/NAME             | → ExperimentStatus                             |
 //! | POST   | /api/experiments/NAME/stop        | → ExperimentStatus                             |
 //! | POST   | /api/experiments/NAME/resume      | → ExperimentStatus                             |
+//! | POST   | /api/experiments/NAME/trials/ID/stop | → {experiment, trial, status} (409: not waiting or running) |
 //! | GET    | /api/experiments/NAME/trials      | → [TrialRecord]                                |
 //! | GET    | /api/trials/ID/log                | → text                                         |
 //! | GET    | /api/report?QUERY                 | → `bocb report`'s output (text)                |
@@ -178,6 +179,7 @@ impl From<ServiceError> for Reply {
             ServiceError::UnknownExperiment(_) => 404,
             ServiceError::Experiment(_) | ServiceError::BadRequest(_) => 400,
             ServiceError::Run(crate::executor::RunError::SettingsChanged { .. }) => 409,
+            ServiceError::Conflict(_) => 409,
             _ => 500,
         };
         error(status, e)
@@ -425,6 +427,9 @@ fn route(service: &Arc<Service>, method: &Method, url: &str, body: &[u8]) -> Rep
         (Method::Post, ["api", "experiments", name, "resume"]) => {
             service.resume(name).map(|s| ok(&s))
         }
+        (Method::Post, ["api", "experiments", name, "trials", id, "stop"]) => service
+            .stop_trial(name, id)
+            .map(|()| ok(&json!({ "experiment": name, "trial": id, "status": "stopped" }))),
         (Method::Get, ["api", "experiments", name, "trials"]) => {
             service.trials(name).map(|t| ok(&t))
         }

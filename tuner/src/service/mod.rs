@@ -78,6 +78,8 @@ pub enum ServiceError {
     UnknownExperiment(String),
     #[error("{0}")]
     BadRequest(String),
+    #[error("{0}")]
+    Conflict(String),
     #[error(transparent)]
     Launcher(#[from] SlurmError),
 }
@@ -265,6 +267,8 @@ pub struct Service {
     local_workers: Option<Arc<Mutex<LocalWorkers>>>,
     /// Submits workers to Slurm as trials queue (`--launcher`).
     launcher: Option<Arc<SlurmLauncher>>,
+    /// What the web UI's views derive from the store, by revision.
+    ui_cache: ui::views::Cache,
 }
 
 /// How often the launcher compares the queue with the cluster's jobs.
@@ -564,33 +568,60 @@ impl Service {
 
     /// One experiment's state and trial counts.
     pub fn status(&self, name: &str) -> Result<ExperimentStatus, ServiceError> {
+        let state = self.state(name)?;
+        Ok(self.status_of(name, state, &self.store.trial_summaries(name)?))
+    }
+
+    /// An experiment's state and the error it ended with.
+    fn state(&self, name: &str) -> Result<(ExperimentState, Option<String>), ServiceError> {
         let managed = self
             .lock()
             .get(name)
             .map(|m| (m.persisted.state, m.persisted.error.clone()));
-        let (state, error) = match managed {
+        Ok(match managed {
             Some(managed) => managed,
             None if self.store.imported(name)?.is_some() => (ExperimentState::Imported, None),
             None if self.store.experiment(name)?.is_some() => (ExperimentState::Idle, None),
             None => return Err(ServiceError::UnknownExperiment(name.to_string())),
-        };
-        let mut trials = BTreeMap::new();
+        })
+    }
+
+    /// The status of experiment `name` in `state`, with `trials` its
+    /// trials' summaries.
+    fn status_of(
+        &self,
+        name: &str,
+        (state, error): (ExperimentState, Option<String>),
+        trials: &[bocb_store::TrialSummary],
+    ) -> ExperimentStatus {
+        let mut counts = BTreeMap::new();
         let mut epochs_recorded = 0;
-        for trial in self.store.trials(name)? {
-            *trials.entry(trial.status.to_string()).or_insert(0) += 1;
-            epochs_recorded += trial.epochs.len();
+        for summary in trials {
+            *counts.entry(summary.trial.status.to_string()).or_insert(0) += 1;
+            epochs_recorded += summary.epochs;
         }
-        Ok(ExperimentStatus {
+        ExperimentStatus {
             name: name.to_string(),
             state,
             error,
-            trials,
+            trials: counts,
             epochs_recorded,
             jobs: self
                 .launcher
                 .as_ref()
                 .map(|l| l.jobs(name))
                 .unwrap_or_default(),
+        }
+    }
+
+    /// Stops one waiting or running trial of experiment `name` (recorded
+    /// as stopped); its experiment goes on with the others.
+    pub fn stop_trial(&self, name: &str, trial: &str) -> Result<(), ServiceError> {
+        self.state(name)?;
+        self.queue.stop_trial(name, trial).map_err(|_| {
+            ServiceError::Conflict(format!(
+                "trial `{trial}` of `{name}` is neither waiting nor running in this service, so there is nothing to stop"
+            ))
         })
     }
 
@@ -848,6 +879,7 @@ pub fn serve(config: &ServeConfig, registries: Registries) -> Result<(), Service
         base_path: config.base_path.clone(),
         local_workers,
         launcher: launcher.clone(),
+        ui_cache: ui::views::Cache::default(),
     });
     service.resume_interrupted()?;
     if let Some(launcher) = launcher {

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use bocb_store::Store;
+use bocb_store::{Store, TrialStatus};
 use bocb_trial_runner::data::stream::BadFiles;
 use bocb_trial_runner::data::DatasetFormat;
 use bocb_trial_runner::{EpochMetrics, TrialObserver, TrialSpec};
@@ -112,15 +112,25 @@ struct Running {
     last_contact: Instant,
 }
 
-/// A trial a worker holds, as the web UI shows it.
+/// A worker as the web UI shows it: idle, or holding a trial.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Lease {
+pub struct WorkerView {
     pub worker: String,
     pub device: Option<String>,
-    pub experiment: String,
-    pub trial: String,
-    /// Seconds since the worker's last word.
+    /// The trial it holds and its experiment; `None` while it is idle.
+    pub experiment: Option<String>,
+    pub trial: Option<String>,
+    /// Seconds since the worker's last word (a claim, a report).
     pub silent_s: f64,
+}
+
+/// A worker not heard from for this long is no longer listed.
+const FORGET_WORKER: Duration = Duration::from_secs(600);
+
+/// When a worker last asked for work, and on which device.
+struct Seen {
+    device: Option<String>,
+    at: Instant,
 }
 
 #[derive(Default)]
@@ -128,6 +138,9 @@ struct State {
     waiting: VecDeque<Work>,
     running: HashMap<u64, Running>,
     next_attempt: u64,
+    /// Every worker by name, as of its last claim (idle workers keep
+    /// claiming, so they show here).
+    seen: HashMap<String, Seen>,
 }
 
 /// Settings of the queue's fault handling.
@@ -217,6 +230,13 @@ impl Queue {
     ) -> Option<Assignment> {
         let deadline = Instant::now() + wait;
         let mut state = self.lock();
+        state.seen.insert(
+            worker.to_string(),
+            Seen {
+                device: device.map(str::to_string),
+                at: Instant::now(),
+            },
+        );
         loop {
             let next = state
                 .waiting
@@ -369,6 +389,50 @@ impl Queue {
         Ok(())
     }
 
+    /// Stops trial `trial` of `experiment`, waiting or running, at a
+    /// person's word: recorded as stopped (never a result), its search
+    /// thread told so, its worker answered `Gone` at its next report.
+    /// `Err(Gone)` when the queue does not hold it (it ended, or its
+    /// experiment is not running).
+    pub fn stop_trial(&self, experiment: &str, trial: &str) -> Result<(), Gone> {
+        let work = {
+            let mut state = self.lock();
+            let is_it = |w: &Work| w.experiment == experiment && w.trial == trial;
+            if let Some(i) = state.waiting.iter().position(is_it) {
+                state.waiting.remove(i).expect("found above")
+            } else {
+                let attempt = state
+                    .running
+                    .iter()
+                    .find(|(_, r)| is_it(&r.work))
+                    .map(|(&attempt, _)| attempt)
+                    .ok_or(Gone)?;
+                state.running.remove(&attempt).expect("found above").work
+            }
+        };
+        self.log(trial, "[service] trial stopped by hand (web UI or API)");
+        let result = TrialResult {
+            status: TrialStatus::Stopped,
+            final_accuracy: None,
+            ema_accuracy: None,
+            wall_s: None,
+            precision: None,
+            peak_memory_bytes: None,
+            classes: None,
+            note: Some("stopped by hand from the web UI or API".to_string()),
+            grad_norms: None,
+        };
+        // Recorded before the search thread hears it, as `finish` does.
+        if let Err(e) = self
+            .store
+            .finish_trial(experiment, trial, result.status, &result.end())
+        {
+            tracing::error!("cannot record that trial {trial} was stopped: {e}");
+        }
+        let _ = work.events.send(Event::Finished(result));
+        Ok(())
+    }
+
     /// Ends every waiting and running trial of `experiment`: their search
     /// threads hear `Cancelled`, their workers `Gone` at their next report.
     pub fn cancel_experiment(&self, experiment: &str) {
@@ -479,22 +543,35 @@ impl Queue {
         crate::run::checkpoint_dir(&self.store, experiment, trial)
     }
 
-    /// The trials workers hold now, by worker name.
-    pub fn leases(&self) -> Vec<Lease> {
-        let state = self.lock();
-        let mut leases: Vec<Lease> = state
+    /// The workers heard from in the last ten minutes, by name: those
+    /// holding a trial with it, the others idle.
+    pub fn workers(&self) -> Vec<WorkerView> {
+        let mut state = self.lock();
+        state.seen.retain(|_, s| s.at.elapsed() < FORGET_WORKER);
+        let mut workers: Vec<WorkerView> = state
             .running
             .values()
-            .map(|r| Lease {
+            .map(|r| WorkerView {
                 worker: r.worker.clone(),
                 device: r.device.clone(),
-                experiment: r.work.experiment.clone(),
-                trial: r.work.trial.clone(),
+                experiment: Some(r.work.experiment.clone()),
+                trial: Some(r.work.trial.clone()),
                 silent_s: r.last_contact.elapsed().as_secs_f64(),
             })
             .collect();
-        leases.sort_by(|a, b| a.worker.cmp(&b.worker));
-        leases
+        for (name, seen) in &state.seen {
+            if !workers.iter().any(|w| &w.worker == name) {
+                workers.push(WorkerView {
+                    worker: name.clone(),
+                    device: seen.device.clone(),
+                    experiment: None,
+                    trial: None,
+                    silent_s: seen.at.elapsed().as_secs_f64(),
+                });
+            }
+        }
+        workers.sort_by(|a, b| a.worker.cmp(&b.worker));
+        workers
     }
 
     /// Trials waiting or being trained, by experiment.
@@ -582,7 +659,6 @@ mod tests {
     use crate::registries::Registries;
     use crate::service::checkpoints::{self, TransferError};
     use crate::test_support::wait_for;
-    use bocb_store::TrialStatus;
     use bocb_trial_runner::data::CifarFormat;
 
     /// A trial spec from a parsed experiment, as the search makes them.
@@ -745,6 +821,52 @@ mod tests {
             log.contains("claimed by worker `w`") && log.contains("bye"),
             "{log}"
         );
+    }
+
+    #[test]
+    fn a_trial_stopped_by_hand_is_recorded_stopped_and_its_worker_drops_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = queue(dir.path(), Duration::from_secs(3600));
+        let record = bocb_store::TrialRecord {
+            status: TrialStatus::Running,
+            ..bocb_store::TrialRecord::new("q", "t1", "resnet18_cifar", "sgd_m")
+        };
+        queue.store.put_trial(&record).unwrap();
+        let running = execute(&queue, spec(dir.path()), Arc::default());
+        // An idle worker is listed with its device and no trial.
+        assert!(queue
+            .claim("idle", Some("cpu"), Some("other"), Duration::ZERO)
+            .is_none());
+        let assignment = queue
+            .claim("w", Some("cuda:0"), None, Duration::from_secs(3600))
+            .unwrap();
+        let workers = queue.workers();
+        let names: Vec<(&str, Option<&str>)> = workers
+            .iter()
+            .map(|w| (w.worker.as_str(), w.trial.as_deref()))
+            .collect();
+        assert_eq!(names, [("idle", None), ("w", Some("t1"))]);
+        assert_eq!(workers[0].device.as_deref(), Some("cpu"));
+        assert_eq!(
+            queue.report_epoch(assignment.attempt, report(1, 90.0)),
+            Ok(false)
+        );
+        queue.stop_trial("q", "t1").unwrap();
+        let (result, _) = running.join().unwrap();
+        let result = result.unwrap();
+        assert_eq!(result.status, TrialStatus::Stopped);
+        assert_eq!(result.final_accuracy, None);
+        let stored = queue.store.trial("q", "t1").unwrap().unwrap();
+        assert_eq!(stored.status, TrialStatus::Stopped);
+        assert_eq!(stored.final_accuracy, None);
+        assert!(queue.store.best_per_pair("q").unwrap().is_empty());
+        assert_eq!(
+            queue.report_epoch(assignment.attempt, report(2, 91.0)),
+            Err(Gone)
+        );
+        // Nothing holds it any more.
+        assert_eq!(queue.stop_trial("q", "t1"), Err(Gone));
+        assert_eq!(queue.workers()[1].trial, None);
     }
 
     #[test]

@@ -9,7 +9,9 @@ use bocb_trial_runner::{DeviceChoice, ResolveDevice};
 use bocb_tuner::bench::{self, BenchConfig};
 use bocb_tuner::registries::Registries;
 use bocb_tuner::search::replay;
-use bocb_tuner::service::bench::{bench_service, ServiceBenchConfig};
+use bocb_tuner::service::bench::{
+    bench_service, bench_ui, render_ui_bench, ServiceBenchConfig, UiBenchConfig,
+};
 use clap::Subcommand;
 
 use crate::output::print_json_or;
@@ -204,6 +206,27 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Time the web UI's views on generated stores (1,000 and 10,000
+    /// trials of 200 epochs by default) or on a given one: the first
+    /// screen of each view (goal: p95 under 300 ms), a trial-table page
+    /// (under 100 ms), and the service's peak memory.
+    Ui {
+        /// Trials of each generated store, comma-separated.
+        #[arg(long, value_delimiter = ',', default_values_t = [1000, 10000])]
+        trials: Vec<usize>,
+        /// Epochs recorded per generated trial.
+        #[arg(long, default_value_t = 200)]
+        epochs: u32,
+        /// Requests per view.
+        #[arg(long, default_value_t = 40)]
+        requests: usize,
+        /// Measure this store (its experiment with the most trials) instead
+        /// of generating one; it must not be in use by a service.
+        #[arg(long)]
+        store: Option<std::path::PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub fn run(args: BenchArgs, registries: &Registries) -> Result<()> {
@@ -366,6 +389,21 @@ pub fn run(args: BenchArgs, registries: &Registries) -> Result<()> {
             print_json_or(&replayed.rows[..], json, |rows| {
                 replay::render_bench(rows, replayed.pairs, &replayed.skipped)
             })
+        }
+        BenchCommand::Ui {
+            trials,
+            epochs,
+            requests,
+            store,
+            json,
+        } => {
+            let report = bench_ui(&UiBenchConfig {
+                trials,
+                epochs,
+                requests,
+                store,
+            })?;
+            print_json_or(&report[..], json, render_ui_bench)
         }
         BenchCommand::Service {
             workers,

@@ -230,11 +230,12 @@ function experimentView(el, exp) {
       h('div', { class: 'legend' }, '✕ marks a failure (', d.failure_rule || 'no rule: no result yet', '); click a cell for the pair.'));
     fill(side,
       h('h2', { style: 'margin-top:0' }, 'Workers'),
-      d.workers.length === 0 ? h('p', { class: 'muted' }, 'No worker holds a trial of this experiment.')
+      d.workers.length === 0 ? h('p', { class: 'muted' }, 'No worker has asked for work in the last 10 minutes.')
         : h('table', { id: 'workers' }, h('tr', {}, ['Worker', 'Device', 'Trial', 'Last heartbeat'].map(t => h('th', {}, t))),
           d.workers.map(w => h('tr', {}, h('td', {}, w.worker), h('td', {}, w.device || '—'),
-            h('td', {}, h('a', { href: '#/e/' + enc(exp) + '/t/' + enc(w.trial) }, w.trial)), h('td', {}, fmtDuration(w.silent_s) + ' ago')))),
-      h('h2', {}, 'Errors'),
+            h('td', {}, w.trial ? h('a', { href: '#/e/' + enc(exp) + '/t/' + enc(w.trial) }, w.trial) : h('span', { class: 'muted' }, 'idle')),
+            h('td', {}, fmtDuration(w.silent_s) + ' ago')))),
+      h('h2', {}, 'Errors', d.errors_total > d.errors.length ? h('span', { class: 'muted' }, ` (latest ${d.errors.length} of ${d.errors_total})`) : null),
       st.error ? h('p', { class: 'error' }, st.error) : null,
       d.errors.length === 0 && !st.error ? h('p', { class: 'muted' }, 'None.')
         : h('table', {}, d.errors.slice(-20).map(e => h('tr', {},
@@ -422,9 +423,9 @@ function trialView(el, exp, id) {
   poll(async () => {
     const t = await api(`api/ui/experiments/${enc(exp)}/trials/${enc(id)}?since=${points.length}`);
     points.splice(t.since, points.length - t.since, ...t.curve);
-    const copy = h('button', { class: 'action', id: 'copy-timm', onclick: () => copyTimm(exp, t, timm) }, 'Copy the pair’s best as timm args');
+    const copy = h('button', { class: 'action', id: 'copy-timm', onclick: () => copyTimm(t.timm_args, timm) }, 'Copy as timm args');
     const stop = h('button', { class: 'action danger', id: 'stop-trial', disabled: t.status !== 'running' && t.status !== 'queued' ? 'disabled' : null,
-      onclick: () => act(exp, 'stop').catch(showError) }, 'Stop its experiment');
+      onclick: () => act(exp, 'trials/' + enc(id) + '/stop').catch(showError) }, 'Stop this trial');
     fill(info, h('table', { class: 'kv' },
       [['backbone', t.backbone], ['optimizer', t.optimizer], ['status', stateBadge(t.status)], ['stage', t.stage], ['seed', t.seed],
         ['recipe', t.recipe || '—'], ['device', t.device || '—'], ['accuracy', fmtAcc(t.accuracy)], ['epochs', points.length],
@@ -443,9 +444,7 @@ function trialView(el, exp, id) {
   });
 }
 
-async function copyTimm(exp, t, box) {
-  const args = await api(`api/export?experiment=${enc(exp)}&as=timm-args&backbone=${enc(t.backbone)}&optimizer=${enc(t.optimizer)}`, { text: true })
-    .catch(e => 'cannot export: ' + e.message);
+function copyTimm(args, box) {
   box.hidden = false;
   box.textContent = args;
   if (navigator.clipboard) navigator.clipboard.writeText(args).catch(() => {});

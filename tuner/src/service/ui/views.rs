@@ -1,15 +1,27 @@
 //! The JSON the page's views read, built from the store's records and the
 //! analyses the HTML report runs ([`crate::analysis::analyse`]), so the page
 //! and the report agree on every best and every failure.
+//!
+//! Views read trial summaries (no epochs, [`bocb_store::TrialSummary`]),
+//! and what they derive from an experiment's summaries (counts, progress,
+//! the matrix) is made once per store revision ([`Store::revision`]) and
+//! kept in a [`Cache`] until the experiment is written again. Epochs are
+//! read only for the trial shown, or the trials of the pair shown, so
+//! neither a request's time nor the service's memory grows with the epochs
+//! in the store.
+//!
+//! [`Store::revision`]: bocb_store::Store::revision
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 
-use bocb_store::{TrialRecord, TrialStatus};
+use bocb_store::{TrialRecord, TrialStatus, TrialSummary};
 use serde_json::{json, Value};
 use thiserror::Error;
 
 use crate::analysis::{self, plots, FailureRuleChoice};
 use crate::experiment::stored_spec;
+use crate::export;
 use crate::reads::{self, ReadError};
 use crate::service::{Service, ServiceError};
 
@@ -19,6 +31,76 @@ pub enum UiError {
     Service(#[from] ServiceError),
     #[error(transparent)]
     Read(#[from] ReadError),
+}
+
+/// Errors listed in the experiment view at most (the trials view filters
+/// the rest by status).
+const MAX_ERRORS: usize = 100;
+
+/// What the views derive from one experiment's trials.
+pub struct Trials {
+    /// Every trial's summary, in the store's trial order.
+    pub summaries: Vec<TrialSummary>,
+    pub progress: Progress,
+    /// Every hyperparameter's name, for the table's columns.
+    pub params: BTreeSet<String>,
+}
+
+/// Per experiment, what was derived at which store revision.
+type ByRevision<T> = Mutex<HashMap<String, (u64, Arc<T>)>>;
+
+/// What the views derived from each experiment at its last revision.
+#[derive(Default)]
+pub struct Cache {
+    trials: ByRevision<Trials>,
+    /// The experiment view's matrix, failures and errors.
+    matrices: ByRevision<Value>,
+}
+
+/// The entry of `name` in `cache` if made at `revision`, else `make()`'s,
+/// made outside the lock (two requests may both make it; either is right).
+fn cached<T>(
+    cache: &ByRevision<T>,
+    name: &str,
+    revision: u64,
+    make: impl FnOnce() -> Result<T, UiError>,
+) -> Result<Arc<T>, UiError> {
+    if let Some((made_at, value)) = cache.lock().expect("UI cache lock").get(name) {
+        if *made_at == revision {
+            return Ok(Arc::clone(value));
+        }
+    }
+    let value = Arc::new(make()?);
+    cache
+        .lock()
+        .expect("UI cache lock")
+        .insert(name.to_string(), (revision, Arc::clone(&value)));
+    Ok(value)
+}
+
+/// The trials of experiment `name` and what is derived from them, at the
+/// store's current revision; fails for an experiment the service lacks.
+fn derived_trials(service: &Service, name: &str) -> Result<Arc<Trials>, UiError> {
+    // Read before the records: a write in between makes the next request
+    // read them again.
+    let revision = service.store.revision(name);
+    cached(&service.ui_cache.trials, name, revision, || {
+        service.state(name)?;
+        let summaries = service
+            .store
+            .trial_summaries(name)
+            .map_err(ServiceError::from)?;
+        let progress = progress(&summaries, planned_trials(service, name)?);
+        let params = summaries
+            .iter()
+            .flat_map(|s| s.trial.params.keys().cloned())
+            .collect();
+        Ok(Trials {
+            summaries,
+            progress,
+            params,
+        })
+    })
 }
 
 /// Rows a trial-table page holds at most.
@@ -58,12 +140,13 @@ pub struct Progress {
 
 /// The progress of `trials` when `planned` stage-1 trials are planned
 /// (`None`: unknown, then the trials in the store are the plan).
-pub fn progress(trials: &[TrialRecord], planned: Option<usize>) -> Progress {
+pub fn progress(summaries: &[TrialSummary], planned: Option<usize>) -> Progress {
+    let trials: Vec<&TrialRecord> = summaries.iter().map(|s| &s.trial).collect();
     let pairs: BTreeSet<(&str, &str)> = trials
         .iter()
         .map(|t| (t.backbone.as_str(), t.optimizer.as_str()))
         .collect();
-    let finished: Vec<&TrialRecord> = trials.iter().filter(|t| t.status.is_final()).collect();
+    let finished: Vec<&&TrialRecord> = trials.iter().filter(|t| t.status.is_final()).collect();
     let best_accuracy = trials
         .iter()
         .filter(|t| t.status == TrialStatus::Done)
@@ -111,16 +194,22 @@ fn planned_trials(service: &Service, name: &str) -> Result<Option<usize>, UiErro
     Ok(Some(backbones.len() * optimizers.len() * per_pair))
 }
 
-fn trials_of(service: &Service, name: &str) -> Result<Vec<TrialRecord>, UiError> {
-    Ok(service.trials(name)?)
-}
-
 /// `GET /api/ui/experiments`: every experiment with its progress.
 pub fn overview(service: &Service) -> Result<Value, UiError> {
+    let mut names: BTreeSet<String> = service.lock().keys().cloned().collect();
+    names.extend(
+        service
+            .store
+            .experiments()
+            .map_err(ServiceError::from)?
+            .into_iter()
+            .map(|e| e.name),
+    );
     let mut rows = Vec::new();
-    for status in service.statuses()? {
-        let trials = trials_of(service, &status.name).unwrap_or_default();
-        let p = progress(&trials, planned_trials(service, &status.name)?);
+    for name in names {
+        let trials = derived_trials(service, &name)?;
+        let status = service.status_of(&name, service.state(&name)?, &trials.summaries);
+        let p = &trials.progress;
         rows.push(json!({
             "name": status.name,
             "state": status.state,
@@ -139,9 +228,38 @@ pub fn overview(service: &Service) -> Result<Value, UiError> {
 /// `GET /api/ui/experiments/NAME`: the BOCB matrix with the report's
 /// failures, the settings, the workers and the errors.
 pub fn experiment(service: &Service, name: &str) -> Result<Value, UiError> {
-    let status = service.status(name)?;
-    let trials = trials_of(service, name)?;
+    let revision = service.store.revision(name);
+    let trials = derived_trials(service, name)?;
+    let status = service.status_of(name, service.state(name)?, &trials.summaries);
     let record = service.store.experiment(name).map_err(ReadError::from)?;
+    let matrix = cached(&service.ui_cache.matrices, name, revision, || {
+        matrix(service, name, &trials.summaries)
+    })?;
+    let workers: Vec<_> = service
+        .queue
+        .workers()
+        .into_iter()
+        .filter(|w| w.experiment.as_ref().is_none_or(|e| e == name))
+        .collect();
+    let p = &trials.progress;
+    let mut view = json!({
+        "status": status,
+        "settings": record.map(|r| r.spec_yaml),
+        "workers": workers,
+        "progress": p.fraction,
+        "eta_s": p.eta_s,
+        "best_accuracy": p.best_accuracy,
+    });
+    for (key, value) in matrix.as_object().expect("the matrix is an object") {
+        view[key] = value.clone();
+    }
+    Ok(view)
+}
+
+/// The experiment view's part derived from the store: the matrix with the
+/// report's failures, and the errors.
+fn matrix(service: &Service, name: &str, summaries: &[TrialSummary]) -> Result<Value, UiError> {
+    let trials: Vec<&TrialRecord> = summaries.iter().map(|s| &s.trial).collect();
     let memory = reads::state_memory(&service.registries);
     let analysis = analysis::analyse(
         &service.store,
@@ -160,7 +278,7 @@ pub fn experiment(service: &Service, name: &str) -> Result<Value, UiError> {
         optimizers.extend(a.results.optimizers.iter().cloned());
     }
     let mut counts: BTreeMap<(String, String), BTreeMap<String, usize>> = BTreeMap::new();
-    for t in &trials {
+    for t in trials.iter().copied() {
         if !backbones.contains(&t.backbone) {
             backbones.push(t.backbone.clone());
         }
@@ -201,40 +319,31 @@ pub fn experiment(service: &Service, name: &str) -> Result<Value, UiError> {
             }));
         }
     }
-    let errors: Vec<Value> = trials
+    let with_error: Vec<&&TrialRecord> = trials.iter().filter(|t| t.error.is_some()).collect();
+    // The latest errors: older ones are a status filter away in the trials view.
+    let mut errors: Vec<Value> = with_error
         .iter()
-        .filter_map(|t| {
-            let error = t.error.as_ref()?;
-            Some(
-                json!({ "trial": t.id, "backbone": t.backbone, "optimizer": t.optimizer,
-                         "status": t.status, "error": error }),
-            )
+        .rev()
+        .take(MAX_ERRORS)
+        .map(|t| {
+            json!({ "trial": t.id, "backbone": t.backbone, "optimizer": t.optimizer,
+                    "status": t.status, "error": t.error })
         })
         .collect();
-    let workers: Vec<_> = service
-        .queue
-        .leases()
-        .into_iter()
-        .filter(|l| l.experiment == name)
-        .collect();
-    let p = progress(&trials, planned_trials(service, name)?);
+    errors.reverse();
     Ok(json!({
-        "status": status,
-        "settings": record.map(|r| r.spec_yaml),
         "failure_rule": analysis.as_ref().map(|a| a.failure_rule_text.clone()),
         "backbones": backbones,
         "optimizers": optimizers,
         "cells": cells,
-        "workers": workers,
         "errors": errors,
-        "progress": p.fraction,
-        "eta_s": p.eta_s,
-        "best_accuracy": p.best_accuracy,
+        "errors_total": with_error.len(),
     }))
 }
 
 /// A trial without its epochs, as tables and lists show it.
-fn trial_row(t: &TrialRecord) -> Value {
+fn trial_row(s: &TrialSummary) -> Value {
+    let t = &s.trial;
     json!({
         "id": t.id,
         "backbone": t.backbone,
@@ -245,7 +354,7 @@ fn trial_row(t: &TrialRecord) -> Value {
         "grid": t.grid,
         "params": t.params,
         "accuracy": t.final_accuracy.map(number),
-        "epochs": t.epochs.len(),
+        "epochs": s.epochs,
         "wall_time_s": t.wall_time_s,
         "device": t.device,
         "created_unix_s": t.created_unix_s,
@@ -271,16 +380,19 @@ pub fn pair(
     optimizer: &str,
     cursor: u64,
 ) -> Result<Value, UiError> {
-    let trials: Vec<TrialRecord> = trials_of(service, name)?
-        .into_iter()
-        .filter(|t| t.backbone == backbone && t.optimizer == optimizer)
+    let derived = derived_trials(service, name)?;
+    let trials: Vec<&TrialSummary> = derived
+        .summaries
+        .iter()
+        .filter(|s| s.trial.backbone == backbone && s.trial.optimizer == optimizer)
         .collect();
     if trials.is_empty() {
         return Err(not_found(format!(
             "experiment `{name}` has no trial of backbone `{backbone}` with optimizer `{optimizer}`"
         )));
     }
-    let grid = bocb_store::grid_of(&trials, backbone, optimizer, 1);
+    let records: Vec<TrialRecord> = trials.iter().map(|s| s.trial.clone()).collect();
+    let grid = bocb_store::grid_of(&records, backbone, optimizer, 1);
     let grid: Vec<Vec<Value>> = grid
         .iter()
         .map(|row| {
@@ -292,15 +404,18 @@ pub fn pair(
                 .collect()
         })
         .collect();
-    let curves: Vec<Value> = trials
-        .iter()
-        .filter(|t| t.updated_unix_s >= cursor)
-        .map(|t| json!({ "id": t.id, "status": t.status, "points": curve(t, 0) }))
-        .collect();
-    let next = trials.iter().map(|t| t.updated_unix_s).max().unwrap_or(0);
+    // Epochs only of this pair's trials written since the cursor.
+    let mut curves = Vec::new();
+    for s in records.iter().filter(|t| t.updated_unix_s >= cursor) {
+        let Some(t) = service.store.trial(name, &s.id).map_err(ReadError::from)? else {
+            continue;
+        };
+        curves.push(json!({ "id": t.id, "status": t.status, "points": curve(&t, 0) }));
+    }
+    let next = records.iter().map(|t| t.updated_unix_s).max().unwrap_or(0);
     Ok(json!({
         "grid": grid,
-        "trials": trials.iter().map(trial_row).collect::<Vec<_>>(),
+        "trials": trials.iter().map(|s| trial_row(s)).collect::<Vec<_>>(),
         "curves": curves,
         "cursor": next,
     }))
@@ -354,33 +469,32 @@ impl TableQuery {
     }
 }
 
-/// One page of `trials` as `query` sorts and filters them, with every
-/// hyperparameter's name for the columns.
-pub fn table_page(trials: &[TrialRecord], query: &TableQuery) -> Value {
-    let params: BTreeSet<&str> = trials
+/// One page of `trials` as `query` sorts and filters them, with `params`,
+/// every hyperparameter's name, for the columns.
+pub fn table_page(trials: &[TrialSummary], params: &BTreeSet<String>, query: &TableQuery) -> Value {
+    let rows = trials
         .iter()
-        .flat_map(|t| t.params.keys().map(String::as_str))
-        .collect();
-    let mut rows: Vec<&TrialRecord> = trials
-        .iter()
-        .filter(|t| {
+        .filter(|s| {
+            let t = &s.trial;
             query
                 .status
                 .as_ref()
                 .is_none_or(|s| t.status.to_string() == *s)
         })
-        .filter(|t| {
+        .filter(|s| {
+            let t = &s.trial;
             query.filter.is_empty()
                 || [&t.id, &t.backbone, &t.optimizer]
                     .iter()
                     .any(|s| s.to_lowercase().contains(&query.filter))
-        })
-        .collect();
-    let key = |t: &TrialRecord| -> (Option<f64>, String) {
+        });
+    // Each row's key once, not at every comparison.
+    let key = |s: &TrialSummary| -> (Option<f64>, String) {
+        let t = &s.trial;
         let num = |x: Option<f64>| (x.filter(|x| x.is_finite()), String::new());
         match query.sort.as_str() {
             "accuracy" => num(t.final_accuracy),
-            "epochs" => num(Some(t.epochs.len() as f64)),
+            "epochs" => num(Some(s.epochs as f64)),
             "stage" => num(Some(f64::from(t.stage))),
             "seed" => num(Some(t.seed as f64)),
             "created" => num(Some(t.created_unix_s as f64)),
@@ -394,8 +508,8 @@ pub fn table_page(trials: &[TrialRecord], query: &TableQuery) -> Value {
                 .and_then(|p| t.params.get(p).copied())),
         }
     };
-    rows.sort_by(|a, b| {
-        let (ka, kb) = (key(a), key(b));
+    let mut rows: Vec<((Option<f64>, String), &TrialSummary)> = rows.map(|s| (key(s), s)).collect();
+    rows.sort_by(|(ka, a), (kb, b)| {
         // Missing numbers go last whichever the direction.
         let order = match (ka.0, kb.0) {
             (Some(x), Some(y)) => {
@@ -417,14 +531,14 @@ pub fn table_page(trials: &[TrialRecord], query: &TableQuery) -> Value {
                 }
             }
         };
-        order.then_with(|| a.id.cmp(&b.id))
+        order.then_with(|| a.trial.id.cmp(&b.trial.id))
     });
     let total = rows.len();
     let page: Vec<Value> = rows
         .into_iter()
         .skip(query.page * query.size)
         .take(query.size)
-        .map(trial_row)
+        .map(|(_, s)| trial_row(s))
         .collect();
     json!({ "total": total, "page": query.page, "size": query.size, "params": params, "rows": page })
 }
@@ -432,7 +546,8 @@ pub fn table_page(trials: &[TrialRecord], query: &TableQuery) -> Value {
 /// `GET /api/ui/experiments/NAME/trials?QUERY`.
 pub fn trials(service: &Service, name: &str, query: &str) -> Result<Value, UiError> {
     let query = TableQuery::from_query(query)?;
-    Ok(table_page(&trials_of(service, name)?, &query))
+    let trials = derived_trials(service, name)?;
+    Ok(table_page(&trials.summaries, &trials.params, &query))
 }
 
 /// `GET /api/ui/experiments/NAME/trials/ID?since=N`: the trial with its
@@ -447,8 +562,13 @@ pub fn trial(service: &Service, name: &str, id: &str, since: usize) -> Result<Va
                 "no trial `{id}` in experiment `{name}`; the trials view lists them"
             ))
         })?;
-    let mut row = trial_row(&t);
+    // A person copies the config this trial trained with, not the pair's best.
+    let timm_args = export::trial_config(&service.store, &service.registries.backbones, name, &t)
+        .map(|c| export::render_timm_args(&[c], &service.registries.catalog))
+        .unwrap_or_else(|e| format!("# cannot export: {e}\n"));
+    let mut row = trial_row(&TrialSummary::of(&t));
     row["error"] = json!(t.error);
+    row["timm_args"] = json!(timm_args);
     row["recipe"] = json!(t.recipe.as_ref().map(|r| r.name.clone()));
     row["since"] = json!(since.min(t.epochs.len()));
     row["curve"] = json!(curve(&t, since));
@@ -483,9 +603,11 @@ pub fn log(service: &Service, id: &str, from: u64) -> Result<Value, UiError> {
 /// `GET /api/ui/experiments/NAME/points`: every done trial's
 /// hyperparameters and accuracy, for the parallel coordinates.
 pub fn points(service: &Service, name: &str) -> Result<Value, UiError> {
-    let trials = trials_of(service, name)?;
+    let trials = derived_trials(service, name)?;
     let done: Vec<&TrialRecord> = trials
+        .summaries
         .iter()
+        .map(|s| &s.trial)
         .filter(|t| t.status == TrialStatus::Done && t.final_accuracy.is_some_and(f64::is_finite))
         .collect();
     let params: BTreeSet<&str> = done
@@ -507,7 +629,7 @@ mod tests {
     use super::*;
     use bocb_store::EpochMetrics;
 
-    fn trial(id: &str, status: TrialStatus, acc: Option<f64>, lr: f64) -> TrialRecord {
+    fn record(id: &str, status: TrialStatus, acc: Option<f64>, lr: f64) -> TrialRecord {
         TrialRecord {
             status,
             final_accuracy: acc,
@@ -515,6 +637,10 @@ mod tests {
             params: BTreeMap::from([("lr".to_string(), lr)]),
             ..TrialRecord::new("e", id, "resnet18_cifar", "adamw")
         }
+    }
+
+    fn trial(id: &str, status: TrialStatus, acc: Option<f64>, lr: f64) -> TrialSummary {
+        TrialSummary::of(&record(id, status, acc, lr))
     }
 
     #[test]
@@ -540,6 +666,8 @@ mod tests {
             trial("b2", TrialStatus::Done, Some(70.0), 0.01),
             trial("c3", TrialStatus::Failed, None, 1.0),
         ];
+        let params = BTreeSet::from(["lr".to_string()]);
+        let table_page = |trials: &[TrialSummary], q: &TableQuery| table_page(trials, &params, q);
         let q = TableQuery::from_query("sort=accuracy&desc=1&size=2").unwrap();
         let page = table_page(&trials, &q);
         assert_eq!(page["total"], 3);
@@ -575,7 +703,7 @@ mod tests {
         };
         let t = TrialRecord {
             epochs: vec![epoch(1), epoch(2), epoch(3)],
-            ..trial("a", TrialStatus::Running, None, 0.1)
+            ..record("a", TrialStatus::Running, None, 0.1)
         };
         assert_eq!(curve(&t, 2), vec![json!([3, 30.0, 1.0])]);
         assert!(curve(&t, 5).is_empty());
