@@ -16,4 +16,7 @@ pub use dataset::{BadFiles, CifarFormat, DatasetFormat};
 pub use device::{DeviceChoice, DeviceList};
 pub use pattern::{LayerPattern, TOP_K};
 pub use precision::PrecisionChoice;
+/// Prefix of a user's own TorchScript backbone or optimizer: `torchscript:PATH`.
+pub const TORCHSCRIPT_PREFIX: &str = "torchscript:";
+
 pub use trial::{fmt_value, EpochMetrics, Hparams, TrialOutcome, TrialSpec, TrialStatus};
