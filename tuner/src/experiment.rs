@@ -3,10 +3,13 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use bocb_search_spaces::{
-    Catalog, OptimizerSpace, Recipe, RecipeBook, RecipeOverrides, SpaceError,
-};
-use bocb_store::{ExperimentRecord, Store, StoreError, TrialRecipe, GRID_POINTS};
+use bocb_search_spaces::{Catalog, OptimizerSpace, Recipe, RecipeOverrides, SpaceError};
+#[cfg(feature = "train")]
+use bocb_search_spaces::RecipeBook;
+#[cfg(feature = "train")]
+use bocb_store::GRID_POINTS;
+use bocb_store::{ExperimentRecord, Store, StoreError, TrialRecipe};
+#[cfg(feature = "train")]
 use bocb_spec::device::DEVICE_LIST_FORMS;
 use bocb_spec::{
     BadFiles, DataOnDevice, DatasetFormat, DeviceChoice, DeviceList, Hparams, PrecisionChoice,
@@ -1266,6 +1269,7 @@ pub fn check_experiment_name(name: &str) -> Result<(), String> {
     }
 }
 
+#[cfg(feature = "train")]
 /// 1-based line and column of `value` after `key:` in a YAML source (on the
 /// key's line, flow style, or in the block list below it); the key itself
 /// when the value is not found; (1, 1) when the key is absent. Used for
@@ -1294,6 +1298,7 @@ fn locate(source: &str, key: &str, value: &str) -> (usize, usize) {
     (1, 1)
 }
 
+#[cfg(feature = "train")]
 /// 1-based line and column of the first `key:` in a YAML source; (1, 1)
 /// when there is none.
 fn locate_key(source: &str, key: &str) -> (usize, usize) {
@@ -1305,6 +1310,7 @@ fn locate_key(source: &str, key: &str) -> (usize, usize) {
         .unwrap_or((1, 1))
 }
 
+#[cfg(feature = "train")]
 /// Byte offset of `token` in `line` as a whole YAML scalar (not inside a longer name).
 fn find_token(line: &str, token: &str) -> Option<usize> {
     let is_name_char = |c: char| c.is_ascii_alphanumeric() || "_@.-/".contains(c);

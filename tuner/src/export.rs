@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 
 use bocb_search_spaces::Catalog;
 use bocb_store::{GridPos, Store, StoreError, TrialRecord};
+#[cfg(feature = "train")]
 use bocb_trial_runner::models::BackboneRegistry;
 use serde::Serialize;
 use thiserror::Error;
@@ -82,6 +83,7 @@ fn check_trained(store: &Store, name: &str) -> Result<Option<ExperimentSpec>, Ex
     Ok(stored_spec(store, &record)?)
 }
 
+#[cfg(feature = "train")]
 /// The best config of every pair of `name`, optionally only of one backbone
 /// and/or one optimizer.
 pub fn best_configs(
@@ -177,6 +179,7 @@ pub fn trials(store: &Store, name: &str) -> Result<Vec<TrialRecord>, ExportError
     Ok(store.trials(name)?)
 }
 
+#[cfg(feature = "train")]
 fn timm_dataset(format: &str) -> Option<(&'static str, u32)> {
     if format.starts_with("cifar100") {
         Some(("torch/cifar100", 100))
@@ -305,6 +308,7 @@ pub fn render_timm_args(configs: &[BestConfig], catalog: &Catalog) -> String {
     out
 }
 
+#[cfg(feature = "train")]
 /// The crop a stored `crop: auto` trained with: padded at the CIFAR side,
 /// random-resized where the backbone up-samples (as the trainer decides).
 fn resolve_crop(
@@ -401,6 +405,7 @@ fn timm_recipe_args(
     }
 }
 
+#[cfg(feature = "train")]
 /// A whole-number field of a trial's stored recipe.
 fn recipe_field(trial: Option<&TrialRecord>, field: &str) -> Option<u64> {
     trial?
@@ -412,7 +417,7 @@ fn recipe_field(trial: Option<&TrialRecord>, field: &str) -> Option<u64> {
         .as_u64()
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "train"))]
 mod tests {
     use super::*;
 

@@ -36,6 +36,9 @@ pub enum ReadError {
     BadQuery(String),
     #[error("cannot write the output: {0}")]
     Encode(String),
+    /// What only a bocb built with training (libtorch) computes.
+    #[error("{0}; this bocb was built without training (libtorch): use one built with default features (`cargo build --release -p bocb-tuner`)")]
+    NeedsTraining(&'static str),
 }
 
 /// `bocb report --format`.
@@ -426,6 +429,16 @@ pub fn export_text(
         }
         return to_json(&export::trials(store, &query.experiment)?);
     }
+    best_configs_text(store, registries, query)
+}
+
+/// The best config of each pair, as `query` asks.
+#[cfg(feature = "train")]
+fn best_configs_text(
+    store: &Store,
+    registries: &Registries,
+    query: &ExportQuery,
+) -> Result<String, ReadError> {
     let configs = export::best_configs(
         store,
         &registries.backbones,
@@ -448,7 +461,23 @@ pub fn export_text(
     })
 }
 
+#[cfg(not(feature = "train"))]
+fn best_configs_text(_: &Store, _: &Registries, _: &ExportQuery) -> Result<String, ReadError> {
+    Err(ReadError::NeedsTraining(
+        "best configs take each backbone's timm model, input size and default recipe from the backbone registry (`--trials` exports here)",
+    ))
+}
+
 /// `bocb patterns`' text.
+#[cfg(not(feature = "train"))]
+pub fn patterns_text(_: &Store, _: &PatternsQuery) -> Result<String, ReadError> {
+    Err(ReadError::NeedsTraining(
+        "layer patterns are computed from the saved weights with libtorch",
+    ))
+}
+
+/// `bocb patterns`' text.
+#[cfg(feature = "train")]
 pub fn patterns_text(store: &Store, query: &PatternsQuery) -> Result<String, ReadError> {
     let pairs = analysis::patterns::best_pair_patterns(store, &query.experiment)?;
     if query.json {

@@ -553,7 +553,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use bocb_store::{EpochMetrics, GridPos, TrialStatus};
-    use bocb_trial_runner::patterns::LayerPattern;
+    use bocb_spec::LayerPattern;
 
     use super::*;
     use crate::analysis::plots::relative_luminance;

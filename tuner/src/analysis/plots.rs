@@ -6,7 +6,7 @@
 //! colour scale).
 
 use bocb_store::TrialRecord;
-use bocb_trial_runner::patterns::LayerPattern;
+use bocb_spec::LayerPattern;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
