@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use bocb_trial_runner::data::{write_synthetic, DataError, DatasetFormat, SynthConfig};
+use bocb_trial_runner::data::{write_synthetic, DatasetFormat, SynthConfig, UnknownFormat};
 use clap::Subcommand;
 
 #[derive(clap::Args)]
@@ -40,7 +40,7 @@ fn parse_synth_format(name: &str) -> Result<DatasetFormat, String> {
         "folder" => Ok(DatasetFormat::ImageFolder),
         _ => name
             .parse()
-            .map_err(|e: DataError| format!("{e} (or folder)")),
+            .map_err(|e: UnknownFormat| format!("{e} (or folder)")),
     }
 }
 
