@@ -3,18 +3,18 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use bocb_search_spaces::{Catalog, OptimizerSpace, Recipe, RecipeOverrides, SpaceError};
 #[cfg(feature = "train")]
 use bocb_search_spaces::RecipeBook;
-#[cfg(feature = "train")]
-use bocb_store::GRID_POINTS;
-use bocb_store::{ExperimentRecord, Store, StoreError, TrialRecipe};
+use bocb_search_spaces::{Catalog, OptimizerSpace, Recipe, RecipeOverrides, SpaceError};
 #[cfg(feature = "train")]
 use bocb_spec::device::DEVICE_LIST_FORMS;
 use bocb_spec::{
     BadFiles, DataOnDevice, DatasetFormat, DeviceChoice, DeviceList, Hparams, PrecisionChoice,
     TrialSpec, TORCHSCRIPT_PREFIX,
 };
+#[cfg(feature = "train")]
+use bocb_store::GRID_POINTS;
+use bocb_store::{ExperimentRecord, Store, StoreError, TrialRecipe};
 #[cfg(feature = "train")]
 use bocb_trial_runner::{
     batches::ImageTransform, data::LoadedData, device::ResolveDevice, models::BackboneRegistry,

@@ -7,13 +7,12 @@ use std::fmt::Write as _;
 
 use bocb_search_spaces::Catalog;
 use bocb_store::{GridPos, Store, StoreError, TrialRecord};
-#[cfg(feature = "train")]
-use bocb_trial_runner::models::BackboneRegistry;
 use serde::Serialize;
 use thiserror::Error;
 
 use crate::analysis::render::csv_table;
 use crate::experiment::{stored_spec, ExperimentSpec, StoredSpecError};
+use crate::registries::Registries;
 
 #[derive(Debug, Error)]
 pub enum ExportError {
@@ -53,7 +52,7 @@ pub struct BestConfig {
     pub warmup_epochs: Option<u32>,
     /// timm's model of the backbone's architecture, where timm has one.
     #[serde(skip)]
-    pub timm_model: Option<&'static str>,
+    pub timm_model: Option<String>,
     /// `torch/cifar100` or `torch/cifar10`, timm's name of the dataset.
     #[serde(skip)]
     pub timm_dataset: Option<(&'static str, u32)>,
@@ -83,12 +82,11 @@ fn check_trained(store: &Store, name: &str) -> Result<Option<ExperimentSpec>, Ex
     Ok(stored_spec(store, &record)?)
 }
 
-#[cfg(feature = "train")]
 /// The best config of every pair of `name`, optionally only of one backbone
 /// and/or one optimizer.
 pub fn best_configs(
     store: &Store,
-    backbones: &BackboneRegistry,
+    registries: &Registries,
     name: &str,
     backbone: Option<&str>,
     optimizer: Option<&str>,
@@ -107,10 +105,9 @@ pub fn best_configs(
             let recipe = first
                 .and_then(|t| t.recipe.as_ref().map(|r| r.name.clone()))
                 .or_else(|| {
-                    backbones
-                        .lookup(&best.backbone)
-                        .ok()
-                        .map(|(entry, _)| entry.default_recipe.to_string())
+                    registries
+                        .backbone(&best.backbone)
+                        .map(|b| b.default_recipe)
                 });
             let mut extras = best.params.clone();
             let lr = extras.remove("lr").unwrap_or(f64::NAN);
@@ -134,10 +131,7 @@ pub fn best_configs(
                 warmup_epochs: recipe_field(first, "warmup_epochs")
                     .map(|w| w as u32)
                     .or_else(|| spec.as_ref().and_then(|s| s.warmup_epochs)),
-                timm_model: backbones
-                    .lookup(&best.backbone)
-                    .ok()
-                    .and_then(|(entry, _)| entry.timm),
+                timm_model: registries.backbone(&best.backbone).and_then(|b| b.timm),
                 // The head's width is the data's: a synthetic set may hold
                 // fewer classes than its format's name says.
                 timm_dataset: spec
@@ -149,7 +143,7 @@ pub fn best_configs(
                 recipe_settings: first
                     .and_then(|t| t.recipe.as_ref())
                     .and_then(|r| r.settings.clone())
-                    .map(|settings| resolve_crop(settings, backbones, &best.backbone)),
+                    .map(|settings| resolve_crop(settings, registries, &best.backbone)),
                 grid: best.grid,
                 trial_ids: best.trial_ids,
                 backbone: best.backbone,
@@ -179,7 +173,6 @@ pub fn trials(store: &Store, name: &str) -> Result<Vec<TrialRecord>, ExportError
     Ok(store.trials(name)?)
 }
 
-#[cfg(feature = "train")]
 fn timm_dataset(format: &str) -> Option<(&'static str, u32)> {
     if format.starts_with("cifar100") {
         Some(("torch/cifar100", 100))
@@ -245,8 +238,8 @@ pub fn render_timm_args(configs: &[BestConfig], catalog: &Catalog) -> String {
             );
             continue;
         };
-        let model = match c.timm_model {
-            Some(model) => model.to_string(),
+        let model = match &c.timm_model {
+            Some(model) => model.clone(),
             None => {
                 let _ = writeln!(
                     out,
@@ -308,17 +301,16 @@ pub fn render_timm_args(configs: &[BestConfig], catalog: &Catalog) -> String {
     out
 }
 
-#[cfg(feature = "train")]
 /// The crop a stored `crop: auto` trained with: padded at the CIFAR side,
 /// random-resized where the backbone up-samples (as the trainer decides).
 fn resolve_crop(
     mut settings: serde_json::Value,
-    backbones: &BackboneRegistry,
+    registries: &Registries,
     backbone: &str,
 ) -> serde_json::Value {
     if settings.get("crop").and_then(serde_json::Value::as_str) == Some("auto") {
-        if let Ok((entry, preset)) = backbones.lookup(backbone) {
-            let crop = if entry.input_size(preset) == 32 {
+        if let Some(summary) = registries.backbone(backbone) {
+            let crop = if summary.input_size == 32 {
                 "random_padded"
             } else {
                 "random_resized"
@@ -405,7 +397,6 @@ fn timm_recipe_args(
     }
 }
 
-#[cfg(feature = "train")]
 /// A whole-number field of a trial's stored recipe.
 fn recipe_field(trial: Option<&TrialRecord>, field: &str) -> Option<u64> {
     trial?
@@ -417,7 +408,7 @@ fn recipe_field(trial: Option<&TrialRecord>, field: &str) -> Option<u64> {
         .as_u64()
 }
 
-#[cfg(all(test, feature = "train"))]
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -435,7 +426,7 @@ mod tests {
             epochs: Some(200),
             batch_size: Some(128),
             warmup_epochs: Some(5),
-            timm_model: Some("resnet50"),
+            timm_model: Some("resnet50".to_string()),
             timm_dataset: Some(("torch/cifar100", 100)),
             recipe_settings: None,
             grid: None,
@@ -485,12 +476,12 @@ mod tests {
     #[test]
     fn timm_command_lines_carry_the_recipe() {
         let recipes = bocb_search_spaces::RecipeBook::builtin();
-        let registry = BackboneRegistry::builtin();
+        let registries = Registries::builtin();
         let line = |recipe: &str, backbone: &str| {
             let settings = serde_json::to_value(recipes.recipe(recipe).unwrap()).unwrap();
             let mut c = config("adamw", &[]);
             c.backbone = backbone.into();
-            c.recipe_settings = Some(resolve_crop(settings, &registry, backbone));
+            c.recipe_settings = Some(resolve_crop(settings, &registries, backbone));
             render_timm_args(&[c], &Catalog::builtin())
                 .lines()
                 .nth(1)
@@ -564,10 +555,13 @@ mod tests {
         }
         missing.sort();
         assert_eq!(missing, ["adabound", "sophia"]);
-        let backbones = BackboneRegistry::builtin();
-        let timm_model = |name| backbones.lookup(name).unwrap().0.timm;
+        let registries = Registries::builtin();
+        let timm_model = |name| registries.backbone(name).unwrap().timm;
         assert_eq!(timm_model("alexnet@micro"), None);
-        assert_eq!(timm_model("mobilenet_v2@micro"), Some("mobilenetv2_100"));
+        assert_eq!(
+            timm_model("mobilenet_v2@micro").as_deref(),
+            Some("mobilenetv2_100")
+        );
     }
 
     #[test]

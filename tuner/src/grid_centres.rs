@@ -262,7 +262,7 @@ fn positive<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<f64>, D
     Positive.deserialize(deserializer).map(Some)
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "train"))]
 mod tests {
     use std::path::Path;
 

@@ -37,8 +37,8 @@ pub mod service;
 pub mod trial_command;
 pub mod trial_table;
 
-/// What the unit tests share.
-#[cfg(test)]
+/// What the unit tests of the training parts share.
+#[cfg(all(test, feature = "train"))]
 mod test_support {
     use std::time::{Duration, Instant};
 

@@ -429,19 +429,9 @@ pub fn export_text(
         }
         return to_json(&export::trials(store, &query.experiment)?);
     }
-    best_configs_text(store, registries, query)
-}
-
-/// The best config of each pair, as `query` asks.
-#[cfg(feature = "train")]
-fn best_configs_text(
-    store: &Store,
-    registries: &Registries,
-    query: &ExportQuery,
-) -> Result<String, ReadError> {
     let configs = export::best_configs(
         store,
-        &registries.backbones,
+        registries,
         &query.experiment,
         query.backbone.as_deref(),
         query.optimizer.as_deref(),
@@ -459,13 +449,6 @@ fn best_configs_text(
         (None, Some(ExportFormat::Json)) => to_json(&configs)?,
         (None, Some(ExportFormat::Csv)) => export::render_csv(&configs),
     })
-}
-
-#[cfg(not(feature = "train"))]
-fn best_configs_text(_: &Store, _: &Registries, _: &ExportQuery) -> Result<String, ReadError> {
-    Err(ReadError::NeedsTraining(
-        "best configs take each backbone's timm model, input size and default recipe from the backbone registry (`--trials` exports here)",
-    ))
 }
 
 /// `bocb patterns`' text.

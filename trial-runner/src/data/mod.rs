@@ -16,7 +16,6 @@ mod synth;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-
 pub use bocb_spec::dataset::{format_names, CifarFormat, DatasetFormat, UnknownFormat};
 pub use synth::{generate, write_synthetic, SynthConfig};
 

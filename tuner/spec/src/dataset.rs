@@ -143,7 +143,10 @@ impl fmt::Display for DatasetFormat {
 
 /// A format name that is none of [`DatasetFormat::ALL`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown dataset format {name:?}; valid formats are {}", format_names())]
+#[error(
+    "unknown dataset format {name:?}; valid formats are {}",
+    format_names()
+)]
 pub struct UnknownFormat {
     pub name: String,
 }

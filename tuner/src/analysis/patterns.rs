@@ -4,8 +4,8 @@
 
 use std::fmt::Write as _;
 
-use bocb_store::{Store, StoreError};
 use bocb_spec::{LayerPattern, TOP_K};
+use bocb_store::{Store, StoreError};
 #[cfg(feature = "train")]
 use bocb_trial_runner::patterns::file_patterns;
 use serde::Serialize;
