@@ -19,7 +19,7 @@ export LIBTORCH_USE_PYTORCH := 1
 export VIRTUAL_ENV := $(abspath $(VENV))
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: venv bench-deps build demo test test-slurm lint fmt clean-demo
+.PHONY: venv bench-deps build demo test test-slurm lint light fmt clean-demo
 
 ## venv: project-local python with torch==$(TORCH_VERSION) (libtorch for tch; about 5 GB).
 venv: $(TORCH_STAMP)
@@ -52,7 +52,7 @@ demo: build
 
 ## test: formatting, lints and the whole test suite, on CPU (scripts/gpu-check
 ## at its quick sizes included, hence the reference packages).
-test: build lint bench-deps
+test: build lint light bench-deps
 	cargo test --workspace --release
 
 ## test-slurm: the Slurm launcher's tests (tests/slurm.rs) on a single-node
@@ -68,6 +68,17 @@ test-slurm: build
 lint: $(TORCH_STAMP)
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --release -- -D warnings
+
+## light: the bocb without training (`--no-default-features`) proven free of
+## libtorch: no tch or torch-sys in its dependency tree, and without the
+## variables that point torch-sys at the venv its lints pass and its library tests (import, analyses,
+## reports) run.
+light:
+	@if cargo tree -p bocb-tuner --no-default-features -e normal,build --prefix none | grep -E '^(tch|torch-sys) '; then \
+		echo "the build without training depends on libtorch (above)"; exit 1; fi
+	env -u LIBTORCH_USE_PYTORCH -u LIBTORCH -u VIRTUAL_ENV \
+		sh -c 'cargo clippy -p bocb-tuner --no-default-features --all-targets --release -- -D warnings && \
+		cargo test -p bocb-tuner --no-default-features --release --lib'
 
 fmt:
 	cargo fmt --all

@@ -2,5 +2,8 @@
 mod link_libtorch;
 
 fn main() {
-    link_libtorch::link_libtorch();
+    // A build without the `train` feature links no libtorch.
+    if std::env::var_os("CARGO_FEATURE_TRAIN").is_some() {
+        link_libtorch::link_libtorch();
+    }
 }

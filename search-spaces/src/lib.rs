@@ -17,8 +17,10 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+mod backbones;
 mod recipe;
 
+pub use backbones::{builtin_backbones, BackboneFacts};
 pub use recipe::{
     parse_recipe, Count, Crop, Fraction, Loss, LrSchedule, NonNegative, RandAugment, Recipe,
     RecipeBook, RecipeOverrides,

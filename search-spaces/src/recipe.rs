@@ -582,14 +582,19 @@ mod tests {
     fn a_users_recipe_file_replaces_the_builtin_one() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pytorch.yaml");
-        let src = BUILTIN_RECIPES[3].1.replace("epochs: 200", "epochs: 90");
+        let (_, pytorch) = BUILTIN_RECIPES
+            .iter()
+            .find(|(origin, _)| origin.ends_with("/pytorch.yaml"))
+            .unwrap();
+        let src = pytorch.replace("epochs: 200", "epochs: 90");
         fs::write(&path, src).unwrap();
         let mut book = RecipeBook::builtin();
         assert_eq!(book.load_file(&path).unwrap().epochs.0, 90);
         assert_eq!(book.recipe("pytorch").unwrap().epochs.0, 90);
         let err = book.recipe("deit3").unwrap_err().to_string();
         assert!(
-            err.contains("unknown recipe `deit3`") && err.contains("convnext, deit, pytorch"),
+            err.contains("unknown recipe `deit3`")
+                && err.contains("convnext, deit, finetune, pytorch"),
             "{err}"
         );
     }

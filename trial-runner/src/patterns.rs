@@ -8,36 +8,14 @@
 
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 /// Histogram bins of the entropy.
 pub const ENTROPY_BINS: usize = 256;
-/// Components counted by the top-k PCA energy.
-pub const TOP_K: usize = 10;
 /// Fewest tail eigenvalues a power-law fit may use.
 const MIN_TAIL: usize = 5;
 
-/// The patterns of one parameter tensor.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LayerPattern {
-    pub name: String,
-    pub shape: Vec<i64>,
-    /// Power-law exponent of the ESD tail; `None` for vectors and for
-    /// matrices with too few eigenvalues to fit.
-    pub alpha: Option<f64>,
-    /// The tail's start chosen by the Kolmogorov-Smirnov distance.
-    pub alpha_xmin: Option<f64>,
-    /// That distance: how well the power law fits the tail.
-    pub alpha_ks: Option<f64>,
-    /// Shannon entropy (nats) of the weight values' histogram.
-    pub entropy: f64,
-    /// Frobenius norm.
-    pub l2_norm: f64,
-    /// Share of the covariance's variance in its `TOP_K` largest
-    /// components; `None` for vectors.
-    pub top_k_energy: Option<f64>,
-}
+pub use bocb_spec::{LayerPattern, TOP_K};
 
 /// A power law `p(x) ∝ x^(-alpha)` for `x >= xmin`, and its KS distance to
 /// the data it was fitted to.

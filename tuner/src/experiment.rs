@@ -3,21 +3,23 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use bocb_search_spaces::{
-    Catalog, OptimizerSpace, Recipe, RecipeBook, RecipeOverrides, SpaceError,
+#[cfg(feature = "train")]
+use bocb_search_spaces::RecipeBook;
+use bocb_search_spaces::{Catalog, OptimizerSpace, Recipe, RecipeOverrides, SpaceError};
+#[cfg(feature = "train")]
+use bocb_spec::device::DEVICE_LIST_FORMS;
+use bocb_spec::{
+    BadFiles, DataOnDevice, DatasetFormat, DeviceChoice, DeviceList, Hparams, PrecisionChoice,
+    TrialSpec, TORCHSCRIPT_PREFIX,
 };
-use bocb_store::{ExperimentRecord, Store, StoreError, TrialRecipe, GRID_POINTS};
-use bocb_trial_runner::batches::on_device::DataOnDevice;
-use bocb_trial_runner::batches::ImageTransform;
-use bocb_trial_runner::data::stream::BadFiles;
-use bocb_trial_runner::data::{DatasetFormat, LoadedData};
-use bocb_trial_runner::device::ResolveDevice;
-use bocb_trial_runner::device::DEVICE_LIST_FORMS;
-use bocb_trial_runner::models::BackboneRegistry;
-use bocb_trial_runner::optim::{Hparams, OptimizerRegistry};
-use bocb_trial_runner::precision::PrecisionChoice;
-use bocb_trial_runner::pretrained;
-use bocb_trial_runner::{DeviceChoice, DeviceList, TrialSpec};
+#[cfg(feature = "train")]
+use bocb_store::GRID_POINTS;
+use bocb_store::{ExperimentRecord, Store, StoreError, TrialRecipe};
+#[cfg(feature = "train")]
+use bocb_trial_runner::{
+    batches::ImageTransform, data::LoadedData, device::ResolveDevice, models::BackboneRegistry,
+    optim::OptimizerRegistry, pretrained,
+};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -26,9 +28,9 @@ use crate::packing::PackingRule;
 use crate::search::{StopKind, StrategyKind};
 
 /// Prefix of a user's TorchScript backbone (`torchscript:PATH`).
-const TORCHSCRIPT: &str = bocb_trial_runner::models::torchscript::PREFIX;
+const TORCHSCRIPT: &str = TORCHSCRIPT_PREFIX;
 /// Prefix of a user's TorchScript optimizer (`torchscript:PATH`).
-const TORCHSCRIPT_OPTIMIZER: &str = bocb_trial_runner::optim::torchscript::PREFIX;
+const TORCHSCRIPT_OPTIMIZER: &str = TORCHSCRIPT_PREFIX;
 
 /// An experiment as the user writes it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -215,6 +217,7 @@ fn is_fail(bad_files: &BadFiles) -> bool {
 impl DatasetRef {
     /// Opens the dataset in `dir` (this reference's `path`, resolved) as
     /// trials read it.
+    #[cfg(feature = "train")]
     pub fn open(
         &self,
         dir: &std::path::Path,
@@ -230,6 +233,7 @@ impl DatasetRef {
     }
 
     /// CIFAR is 32x32: a `resolution` is for image folders.
+    #[cfg(feature = "train")]
     fn check(&self) -> Result<(), String> {
         match (self.format, self.resolution) {
             (_, Some(r)) if !(16..=4096).contains(&r) => Err(format!(
@@ -247,6 +251,7 @@ impl DatasetRef {
 impl ExperimentSpec {
     /// The name of the recipe `backbone` trains with: the experiment's, or
     /// the backbone's own.
+    #[cfg(feature = "train")]
     pub fn recipe_name(
         &self,
         backbone: &str,
@@ -261,6 +266,7 @@ impl ExperimentSpec {
     /// `backbone`'s recipe with the overrides, then the experiment's
     /// explicit `epochs`, `batch_size` and `warmup_epochs` (which win over
     /// both; an absent `warmup_epochs` scales the recipe's to `epochs`).
+    #[cfg(feature = "train")]
     pub fn resolved_recipe(
         &self,
         backbone: &str,
@@ -345,6 +351,7 @@ impl ExperimentSpec {
     /// `bocb run` adds as the packing rule admits trials), interleaved so
     /// that fewer busy slots still spread over the devices. An error names the field, the
     /// device this machine lacks, and the valid forms.
+    #[cfg(feature = "train")]
     pub fn device_slots(&self) -> Result<Vec<DeviceChoice>, String> {
         let field = if self.devices.is_some() {
             "devices"
@@ -727,6 +734,7 @@ impl Experiment {
     }
 
     /// Reads and validates `path` against the registries.
+    #[cfg(feature = "train")]
     pub fn load(
         path: &Path,
         backbones: &BackboneRegistry,
@@ -754,6 +762,7 @@ impl Experiment {
 
     /// Parses `source` (named `origin` in errors); relative dataset paths are
     /// resolved against `base`.
+    #[cfg(feature = "train")]
     pub fn parse(
         source: &str,
         origin: &str,
@@ -1094,6 +1103,7 @@ impl Experiment {
 /// absolute from `base`), each checked now against its backbone, so a file
 /// that does not fit is refused before any trial; the error comes with the
 /// `init` key it is about.
+#[cfg(feature = "train")]
 fn starting_weights(
     spec: &ExperimentSpec,
     backbone_names: &[String],
@@ -1134,6 +1144,7 @@ fn starting_weights(
 }
 
 /// Checks that every `freeze` entry names parameters of every backbone.
+#[cfg(feature = "train")]
 fn check_freeze(
     spec: &ExperimentSpec,
     backbone_names: &[String],
@@ -1156,6 +1167,7 @@ fn check_freeze(
 /// `name`, after one step of its module on throw-away parameters with the
 /// space's centre and defaults: a module that does not fit bocb's interface
 /// is refused before any trial, naming the file and what was expected.
+#[cfg(feature = "train")]
 fn torchscript_optimizer(
     spec: &ExperimentSpec,
     name: &str,
@@ -1233,6 +1245,7 @@ pub fn catalog_with_torchscript_spaces(
 /// With `data_on_device: true`, every backbone's recipe must have device
 /// versions of its per-image transforms; the error names the backbone, the
 /// transforms and the overrides that drop them.
+#[cfg(feature = "train")]
 fn check_data_on_device(
     spec: &ExperimentSpec,
     names: &[String],
@@ -1271,6 +1284,7 @@ pub fn check_experiment_name(name: &str) -> Result<(), String> {
     }
 }
 
+#[cfg(feature = "train")]
 /// 1-based line and column of `value` after `key:` in a YAML source (on the
 /// key's line, flow style, or in the block list below it); the key itself
 /// when the value is not found; (1, 1) when the key is absent. Used for
@@ -1299,6 +1313,7 @@ fn locate(source: &str, key: &str, value: &str) -> (usize, usize) {
     (1, 1)
 }
 
+#[cfg(feature = "train")]
 /// 1-based line and column of the first `key:` in a YAML source; (1, 1)
 /// when there is none.
 fn locate_key(source: &str, key: &str) -> (usize, usize) {
@@ -1310,6 +1325,7 @@ fn locate_key(source: &str, key: &str) -> (usize, usize) {
         .unwrap_or((1, 1))
 }
 
+#[cfg(feature = "train")]
 /// Byte offset of `token` in `line` as a whole YAML scalar (not inside a longer name).
 fn find_token(line: &str, token: &str) -> Option<usize> {
     let is_name_char = |c: char| c.is_ascii_alphanumeric() || "_@.-/".contains(c);
@@ -1320,7 +1336,7 @@ fn find_token(line: &str, token: &str) -> Option<usize> {
     })
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "train"))]
 mod tests {
     use super::*;
     use bocb_trial_runner::models::BackboneEntry;

@@ -7,12 +7,12 @@ use std::fmt::Write as _;
 
 use bocb_search_spaces::Catalog;
 use bocb_store::{GridPos, PairBest, Store, StoreError, TrialRecord};
-use bocb_trial_runner::models::BackboneRegistry;
 use serde::Serialize;
 use thiserror::Error;
 
 use crate::analysis::render::csv_table;
 use crate::experiment::{stored_spec, ExperimentSpec, StoredSpecError};
+use crate::registries::Registries;
 
 #[derive(Debug, Error)]
 pub enum ExportError {
@@ -52,7 +52,7 @@ pub struct BestConfig {
     pub warmup_epochs: Option<u32>,
     /// timm's model of the backbone's architecture, where timm has one.
     #[serde(skip)]
-    pub timm_model: Option<&'static str>,
+    pub timm_model: Option<String>,
     /// `torch/cifar100` or `torch/cifar10`, timm's name of the dataset.
     #[serde(skip)]
     pub timm_dataset: Option<(&'static str, u32)>,
@@ -86,7 +86,7 @@ fn check_trained(store: &Store, name: &str) -> Result<Option<ExperimentSpec>, Ex
 /// and/or one optimizer.
 pub fn best_configs(
     store: &Store,
-    backbones: &BackboneRegistry,
+    registries: &Registries,
     name: &str,
     backbone: Option<&str>,
     optimizer: Option<&str>,
@@ -103,7 +103,7 @@ pub fn best_configs(
                 Some(id) => store.trial(name, id)?,
                 None => None,
             };
-            Ok(config(spec.as_ref(), backbones, best, first.as_ref()))
+            Ok(config(spec.as_ref(), registries, best, first.as_ref()))
         })
         .collect::<Result<_, ExportError>>()?;
     if configs.is_empty() {
@@ -126,7 +126,7 @@ pub fn best_configs(
 /// gives a pair's best (its accuracy, NaN until it is done, from it alone).
 pub fn trial_config(
     store: &Store,
-    backbones: &BackboneRegistry,
+    registries: &Registries,
     name: &str,
     trial: &TrialRecord,
 ) -> Result<BestConfig, ExportError> {
@@ -144,23 +144,22 @@ pub fn trial_config(
         seeds: 1,
         trial_ids: vec![trial.id.clone()],
     };
-    Ok(config(spec.as_ref(), backbones, own, Some(trial)))
+    Ok(config(spec.as_ref(), registries, own, Some(trial)))
 }
 
 /// The config of `best`, with what its `first` trial trained with.
 fn config(
     spec: Option<&ExperimentSpec>,
-    backbones: &BackboneRegistry,
+    registries: &Registries,
     best: PairBest,
     first: Option<&TrialRecord>,
 ) -> BestConfig {
     let recipe = first
         .and_then(|t| t.recipe.as_ref().map(|r| r.name.clone()))
         .or_else(|| {
-            backbones
-                .lookup(&best.backbone)
-                .ok()
-                .map(|(entry, _)| entry.default_recipe.to_string())
+            registries
+                .backbone(&best.backbone)
+                .map(|b| b.default_recipe)
         });
     let mut extras = best.params.clone();
     let lr = extras.remove("lr").unwrap_or(f64::NAN);
@@ -184,10 +183,7 @@ fn config(
         warmup_epochs: recipe_field(first, "warmup_epochs")
             .map(|w| w as u32)
             .or_else(|| spec.as_ref().and_then(|s| s.warmup_epochs)),
-        timm_model: backbones
-            .lookup(&best.backbone)
-            .ok()
-            .and_then(|(entry, _)| entry.timm),
+        timm_model: registries.backbone(&best.backbone).and_then(|b| b.timm),
         // The head's width is the data's: a synthetic set may hold
         // fewer classes than its format's name says.
         timm_dataset: spec
@@ -197,7 +193,7 @@ fn config(
         recipe_settings: first
             .and_then(|t| t.recipe.as_ref())
             .and_then(|r| r.settings.clone())
-            .map(|settings| resolve_crop(settings, backbones, &best.backbone)),
+            .map(|settings| resolve_crop(settings, registries, &best.backbone)),
         grid: best.grid,
         trial_ids: best.trial_ids,
         backbone: best.backbone,
@@ -286,8 +282,8 @@ pub fn render_timm_args(configs: &[BestConfig], catalog: &Catalog) -> String {
             );
             continue;
         };
-        let model = match c.timm_model {
-            Some(model) => model.to_string(),
+        let model = match &c.timm_model {
+            Some(model) => model.clone(),
             None => {
                 let _ = writeln!(
                     out,
@@ -353,12 +349,12 @@ pub fn render_timm_args(configs: &[BestConfig], catalog: &Catalog) -> String {
 /// random-resized where the backbone up-samples (as the trainer decides).
 fn resolve_crop(
     mut settings: serde_json::Value,
-    backbones: &BackboneRegistry,
+    registries: &Registries,
     backbone: &str,
 ) -> serde_json::Value {
     if settings.get("crop").and_then(serde_json::Value::as_str) == Some("auto") {
-        if let Ok((entry, preset)) = backbones.lookup(backbone) {
-            let crop = if entry.input_size(preset) == 32 {
+        if let Some(summary) = registries.backbone(backbone) {
+            let crop = if summary.input_size == 32 {
                 "random_padded"
             } else {
                 "random_resized"
@@ -474,7 +470,7 @@ mod tests {
             epochs: Some(200),
             batch_size: Some(128),
             warmup_epochs: Some(5),
-            timm_model: Some("resnet50"),
+            timm_model: Some("resnet50".to_string()),
             timm_dataset: Some(("torch/cifar100", 100)),
             recipe_settings: None,
             grid: None,
@@ -524,12 +520,12 @@ mod tests {
     #[test]
     fn timm_command_lines_carry_the_recipe() {
         let recipes = bocb_search_spaces::RecipeBook::builtin();
-        let registry = BackboneRegistry::builtin();
+        let registries = Registries::builtin();
         let line = |recipe: &str, backbone: &str| {
             let settings = serde_json::to_value(recipes.recipe(recipe).unwrap()).unwrap();
             let mut c = config("adamw", &[]);
             c.backbone = backbone.into();
-            c.recipe_settings = Some(resolve_crop(settings, &registry, backbone));
+            c.recipe_settings = Some(resolve_crop(settings, &registries, backbone));
             render_timm_args(&[c], &Catalog::builtin())
                 .lines()
                 .nth(1)
@@ -603,10 +599,13 @@ mod tests {
         }
         missing.sort();
         assert_eq!(missing, ["adabound", "sophia"]);
-        let backbones = BackboneRegistry::builtin();
-        let timm_model = |name| backbones.lookup(name).unwrap().0.timm;
+        let registries = Registries::builtin();
+        let timm_model = |name| registries.backbone(name).unwrap().timm;
         assert_eq!(timm_model("alexnet@micro"), None);
-        assert_eq!(timm_model("mobilenet_v2@micro"), Some("mobilenetv2_100"));
+        assert_eq!(
+            timm_model("mobilenet_v2@micro").as_deref(),
+            Some("mobilenetv2_100")
+        );
     }
 
     #[test]

@@ -3,22 +3,92 @@
 //! program) and passed down, so a user's own registrations reach every part.
 
 use bocb_search_spaces::Catalog;
-use bocb_trial_runner::models::BackboneRegistry;
-use bocb_trial_runner::optim::OptimizerRegistry;
+#[cfg(not(feature = "train"))]
+use bocb_search_spaces::{builtin_backbones, BackboneFacts};
+#[cfg(not(feature = "train"))]
+use bocb_spec::TORCHSCRIPT_PREFIX;
+#[cfg(feature = "train")]
+use bocb_trial_runner::{models::BackboneRegistry, optim::OptimizerRegistry};
 
-/// What a run needs besides the experiment: the registries and spaces.
+/// What a run needs besides the experiment: the registries and spaces. A
+/// build without training has the built-in backbones' facts in place of
+/// the backbone registry, and no optimizer registry.
 pub struct Registries {
+    #[cfg(feature = "train")]
     pub backbones: BackboneRegistry,
+    #[cfg(feature = "train")]
     pub optimizers: OptimizerRegistry,
+    #[cfg(not(feature = "train"))]
+    pub backbones: Vec<BackboneFacts>,
     pub catalog: Catalog,
 }
+
+/// What the reads need of a backbone as an experiment names it (preset
+/// applied), without building it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackboneSummary {
+    pub default_recipe: String,
+    /// timm's model of its architecture, where timm has one.
+    pub timm: Option<String>,
+    /// Side of its square input.
+    pub input_size: u32,
+}
+
+/// Input side of a user's `torchscript:PATH` backbone: CIFAR's (the
+/// runner's `models::torchscript` entry).
+#[cfg(not(feature = "train"))]
+const TORCHSCRIPT_INPUT_SIZE: u32 = 32;
 
 impl Registries {
     pub fn builtin() -> Self {
         Registries {
+            #[cfg(feature = "train")]
             backbones: BackboneRegistry::builtin(),
+            #[cfg(feature = "train")]
             optimizers: OptimizerRegistry::builtin(),
+            #[cfg(not(feature = "train"))]
+            backbones: builtin_backbones(),
             catalog: Catalog::builtin(),
         }
+    }
+
+    /// `backbone` (a preset applied, as in `vit_tiny_cifar@micro`) as the
+    /// reads see it, or `None` for a name no registry knows.
+    #[cfg(feature = "train")]
+    pub fn backbone(&self, backbone: &str) -> Option<BackboneSummary> {
+        let (entry, preset) = self.backbones.lookup(backbone).ok()?;
+        Some(BackboneSummary {
+            default_recipe: entry.default_recipe.to_string(),
+            timm: entry.timm.map(str::to_string),
+            input_size: entry.input_size(preset) as u32,
+        })
+    }
+
+    /// `backbone` (a preset applied, as in `vit_tiny_cifar@micro`) as the
+    /// reads see it, or `None` for a name no registry knows.
+    #[cfg(not(feature = "train"))]
+    pub fn backbone(&self, backbone: &str) -> Option<BackboneSummary> {
+        if backbone.starts_with(TORCHSCRIPT_PREFIX) {
+            return Some(BackboneSummary {
+                default_recipe: "pytorch".to_string(),
+                timm: None,
+                input_size: TORCHSCRIPT_INPUT_SIZE,
+            });
+        }
+        let (base, micro) = match backbone.split_once('@') {
+            None => (backbone, false),
+            Some((base, "micro")) => (base, true),
+            Some(_) => return None,
+        };
+        let facts = self.backbones.iter().find(|f| f.name == base)?;
+        Some(BackboneSummary {
+            default_recipe: facts.default_recipe.clone(),
+            timm: facts.timm.clone(),
+            input_size: if micro {
+                facts.micro_input_size
+            } else {
+                facts.input_size
+            },
+        })
     }
 }

@@ -6,12 +6,17 @@
 //! search and the report, so the pre-training optimizer is part of every
 //! trial's identity.
 
+#[cfg(feature = "train")]
 use std::path::PathBuf;
 
+#[cfg(feature = "train")]
 use bocb_store::Store;
 
+#[cfg(feature = "train")]
 use crate::executor::RunError;
-use crate::experiment::{Experiment, ExperimentSpec};
+#[cfg(feature = "train")]
+use crate::experiment::Experiment;
+use crate::experiment::ExperimentSpec;
 
 pub use bocb_spec::{split_pretrained as split, FROM_EXPERIMENT, PRETRAINED_WITH};
 
@@ -28,8 +33,12 @@ pub fn source(spec: &ExperimentSpec) -> Option<String> {
         .map(|name| name.to_string_lossy().into_owned())
 }
 
+// Resolving the starting points is part of running: the build without
+// training only reads what fine-tuning recorded.
+
 /// One pre-trained starting point: the source's best trial of a backbone
 /// with one optimizer, and where its weights are.
+#[cfg(feature = "train")]
 #[derive(Debug, Clone, PartialEq)]
 pub struct Pretrained {
     pub backbone: String,
@@ -41,6 +50,7 @@ pub struct Pretrained {
 
 /// Every starting point `source` holds for `backbone`, by optimizer: its
 /// pairs' best configs with saved weights (the first seed that kept them).
+#[cfg(feature = "train")]
 pub fn pretrained(
     store: &Store,
     source: &str,
@@ -66,6 +76,7 @@ pub fn pretrained(
         .collect())
 }
 
+#[cfg(feature = "train")]
 impl Experiment {
     /// The experiment with each backbone replaced by one per pre-training
     /// optimizer of its `from_experiment` (`backbone~optimizer`), each

@@ -11,7 +11,6 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
 use zune_core::bytestream::ZCursor;
 use zune_core::colorspace::ColorSpace;
 use zune_core::options::DecoderOptions;
@@ -31,16 +30,7 @@ pub const IMAGENET_STD: [f64; 3] = [0.229, 0.224, 0.225];
 /// any allocation (a damaged header must not exhaust a worker's memory).
 pub(crate) const MAX_SIDE: usize = 1 << 14;
 
-/// What a trial does with a file that cannot be read or decoded.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BadFiles {
-    /// The trial fails with an error naming the file.
-    #[default]
-    Fail,
-    /// The file is left out of its batch with a warning naming it.
-    Skip,
-}
+pub use bocb_spec::dataset::BadFiles;
 
 /// One split of a streamed folder: file paths and their labels.
 #[derive(Clone, Debug, PartialEq, Eq)]

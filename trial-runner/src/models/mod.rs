@@ -255,6 +255,33 @@ mod tests {
     use super::*;
     use tch::{Device, Kind, Tensor};
 
+    /// search-spaces/backbones.yaml, which a bocb without training reads in
+    /// place of the registry, says of every built-in backbone what its
+    /// registration says.
+    #[test]
+    fn the_backbone_facts_file_matches_the_registry() {
+        let registry = BackboneRegistry::builtin();
+        let expected: Vec<bocb_search_spaces::BackboneFacts> = registry
+            .names()
+            .into_iter()
+            .map(|name| {
+                let (entry, _) = registry.lookup(name).unwrap();
+                bocb_search_spaces::BackboneFacts {
+                    name: name.to_string(),
+                    input_size: entry.input_size as u32,
+                    micro_input_size: entry.micro_input_size as u32,
+                    default_recipe: entry.default_recipe.to_string(),
+                    timm: entry.timm.map(str::to_string),
+                }
+            })
+            .collect();
+        assert!(
+            bocb_search_spaces::builtin_backbones() == expected,
+            "search-spaces/backbones.yaml differs from the registry; write it as:\n{}",
+            serde_yaml::to_string(&expected).unwrap()
+        );
+    }
+
     fn build(name: &str, classes: i64) -> (nn::VarStore, Model) {
         let vs = nn::VarStore::new(Device::Cpu);
         let model = BackboneRegistry::builtin()

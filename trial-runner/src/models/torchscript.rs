@@ -13,7 +13,7 @@ use tch::{Device, Kind, Tensor, TrainableCModule};
 use super::{BackboneEntry, Family, Model, ModelError, Preset};
 
 /// The prefix of user backbone names.
-pub const PREFIX: &str = "torchscript:";
+pub const PREFIX: &str = bocb_spec::TORCHSCRIPT_PREFIX;
 
 /// Input side a TorchScript backbone is fed (CIFAR's own size).
 pub const INPUT_SIZE: i64 = 32;

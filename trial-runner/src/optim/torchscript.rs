@@ -21,7 +21,7 @@ use tch::{CModule, Device, IValue, Kind, Tensor};
 use super::{tensor_bytes, Hparams, OptimError, Optimizer, ParamSet, StateReader, StateTensors};
 
 /// The prefix of user optimizer names.
-pub const PREFIX: &str = "torchscript:";
+pub const PREFIX: &str = bocb_spec::TORCHSCRIPT_PREFIX;
 
 /// The exported method bocb calls every training step.
 pub const STEP: &str = "step(self, params: List[Tensor], grads: List[Tensor], weight_decays: List[float], lr: float, iteration: int, hparams: Dict[str, Tensor]) -> None";

@@ -552,8 +552,8 @@ fn escaped(cells: Vec<String>) -> Vec<String> {
 mod tests {
     use std::collections::BTreeMap;
 
+    use bocb_spec::LayerPattern;
     use bocb_store::{EpochMetrics, GridPos, TrialStatus};
-    use bocb_trial_runner::patterns::LayerPattern;
 
     use super::*;
     use crate::analysis::plots::relative_luminance;

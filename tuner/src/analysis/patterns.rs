@@ -4,8 +4,10 @@
 
 use std::fmt::Write as _;
 
+use bocb_spec::{LayerPattern, TOP_K};
 use bocb_store::{Store, StoreError};
-use bocb_trial_runner::patterns::{file_patterns, LayerPattern, TOP_K};
+#[cfg(feature = "train")]
+use bocb_trial_runner::patterns::file_patterns;
 use serde::Serialize;
 
 /// The patterns of one pair's best config.
@@ -33,6 +35,7 @@ pub enum PatternsError {
         "experiment `{experiment}` kept no trained weights; add `save_weights: true` to its file and run it again (done trials are retrained only if you delete them, so name a new experiment)"
     )]
     NoWeights { experiment: String },
+    #[cfg(feature = "train")]
     #[error("cannot read {path}: {error}")]
     Read { path: String, error: tch::TchError },
     #[error(
@@ -48,6 +51,7 @@ pub enum PatternsError {
 }
 
 /// The patterns of every pair whose best config has saved weights.
+#[cfg(feature = "train")]
 pub fn best_pair_patterns(
     store: &Store,
     experiment: &str,
@@ -180,8 +184,29 @@ pub fn render_patterns(pairs: &[PairPatterns]) -> String {
     out
 }
 
+/// Without training (libtorch) no patterns are computed: `None`, with a
+/// warning where the experiment kept weights to compute them from.
+#[cfg(not(feature = "train"))]
+pub fn saved_patterns(
+    store: &Store,
+    experiment: &str,
+) -> Result<Option<Vec<PairPatterns>>, PatternsError> {
+    let kept = store.best_per_pair(experiment)?.into_iter().any(|best| {
+        best.trial_ids
+            .first()
+            .is_some_and(|id| store.weights_path(experiment, id).exists())
+    });
+    if kept {
+        tracing::warn!(
+            "experiment `{experiment}` kept trained weights, but this bocb was built without training (libtorch), which computes their layer patterns: the report leaves them out; a bocb built with default features shows them"
+        );
+    }
+    Ok(None)
+}
+
 /// The patterns of every pair with saved weights, or `None` when the
 /// experiment kept none (not trained with `save_weights: true`, or imported).
+#[cfg(feature = "train")]
 pub fn saved_patterns(
     store: &Store,
     experiment: &str,

@@ -5,8 +5,8 @@
 //! with the numbers behind them (kernel density, box-plot statistics, the
 //! colour scale).
 
+use bocb_spec::LayerPattern;
 use bocb_store::TrialRecord;
-use bocb_trial_runner::patterns::LayerPattern;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};

@@ -10,7 +10,15 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use thiserror::Error;
 
-use super::{CERT_FILE, DEFAULT_PORT, TOKEN_FILE, URL_FILE};
+/// Port of `bocb serve` when `--listen` names none.
+pub const DEFAULT_PORT: u16 = 7878;
+/// The token file below the store directory.
+pub const TOKEN_FILE: &str = "service-token";
+/// The file below the store directory where the service writes its URL.
+pub const URL_FILE: &str = "service-url";
+/// The copy of an HTTPS service's certificate below the store directory,
+/// which clients on this machine trust.
+pub const CERT_FILE: &str = "service-cert.pem";
 
 #[derive(Debug, Error)]
 pub enum ClientError {

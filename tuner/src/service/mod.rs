@@ -39,15 +39,8 @@ use crate::run::{register_experiment, search_experiment, SearchOptions};
 use launcher::slurm::{LaunchSettings, SlurmConfig, SlurmError, SlurmJob, SlurmLauncher};
 use queue::{DatasetLocation, Queue, QueueConfig, QueueExecutor};
 
-/// Port of `bocb serve` when `--listen` names none.
-pub const DEFAULT_PORT: u16 = 7878;
-/// The token file below the store directory.
-pub const TOKEN_FILE: &str = "service-token";
-/// The file below the store directory where the service writes its URL.
-pub const URL_FILE: &str = "service-url";
-/// The copy of an HTTPS service's certificate below the store directory,
-/// which clients on this machine trust.
-pub const CERT_FILE: &str = "service-cert.pem";
+pub use client::{CERT_FILE, DEFAULT_PORT, TOKEN_FILE, URL_FILE};
+
 const EXPERIMENTS_FILE: &str = "service-experiments.json";
 
 #[derive(Debug, Error)]

@@ -7,8 +7,7 @@ use std::path::Path;
 use bocb_store::{Store, StoreError, TrialRecord};
 use thiserror::Error;
 
-use super::client::{Client, ClientError};
-use super::URL_FILE;
+use super::client::{Client, ClientError, URL_FILE};
 use crate::reads::{
     export_text, patterns_text, report_text, trial_records, ExportQuery, PatternsQuery, ReadError,
     ReportQuery,

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use bocb_trial_runner::data::{
-    write_synthetic, write_synthetic_photos, DataError, DatasetFormat, PhotoLayout, SynthConfig,
+    write_synthetic, write_synthetic_photos, DatasetFormat, PhotoLayout, SynthConfig, UnknownFormat,
 };
 use clap::Subcommand;
 
@@ -49,7 +49,7 @@ fn parse_synth_format(name: &str) -> Result<DatasetFormat, String> {
         "folder" => Ok(DatasetFormat::ImageFolder),
         _ => name
             .parse()
-            .map_err(|e: DataError| format!("{e} (or folder)")),
+            .map_err(|e: UnknownFormat| format!("{e} (or folder)")),
     }
 }
 

@@ -3,13 +3,19 @@
 //! A thin door: each command family's arguments and printing sit in its
 //! own module; the work is the `bocb_tuner` library's.
 
+#[cfg(feature = "train")]
 mod backbones;
+#[cfg(feature = "train")]
 mod bench;
+#[cfg(feature = "train")]
 mod data;
+#[cfg(feature = "train")]
 mod optim;
 mod output;
 mod report;
+#[cfg(feature = "train")]
 mod run;
+#[cfg(feature = "train")]
 mod service;
 
 use std::process::ExitCode;
@@ -33,6 +39,7 @@ struct Cli {
 enum Command {
     /// Run (or resume) an experiment: every backbone x optimizer pair over the
     /// optimizer's 5 x 5 lr x weight-decay grid, then print the report.
+    #[cfg(feature = "train")]
     Run(run::RunArgs),
     /// Print the best config and the accuracy grid of every pair, and the
     /// BOCB analyses: Table 1 with top-4 and failures, per-optimizer
@@ -48,29 +55,41 @@ enum Command {
     /// `save_weights: true`.
     Patterns(report::PatternsArgs),
     /// Datasets.
+    #[cfg(feature = "train")]
     Data(data::DataArgs),
     /// Optimizers.
+    #[cfg(feature = "train")]
     Optim(optim::OptimArgs),
     /// Benchmarks.
+    #[cfg(feature = "train")]
     Bench(bench::BenchArgs),
     /// Backbones.
+    #[cfg(feature = "train")]
     Backbones(backbones::BackbonesArgs),
     /// Run the tuning service: hold the store, run submitted experiments,
     /// hand their trials to workers over HTTP (see README, Service).
+    #[cfg(feature = "train")]
     Serve(service::ServeArgs),
     /// Train trials for a service: claim, train, report, repeat.
+    #[cfg(feature = "train")]
     Worker(service::WorkerArgs),
     /// Submit an experiment file to the service (again, to grow it).
+    #[cfg(feature = "train")]
     Submit(service::SubmitArgs),
     /// Every experiment in the service's store, or one, with trial counts.
+    #[cfg(feature = "train")]
     Status(service::StatusArgs),
     /// Stop an experiment in the service (its running trials run again on resume).
+    #[cfg(feature = "train")]
     Stop(service::NameArgs),
     /// Resume a stopped experiment in the service, or run one of its store's (made by `bocb run`).
+    #[cfg(feature = "train")]
     Resume(service::NameArgs),
     /// An experiment's trials in the service.
+    #[cfg(feature = "train")]
     Trials(service::TrialsArgs),
     /// A trial's log in the service (worker output and service events).
+    #[cfg(feature = "train")]
     Logs(service::LogsArgs),
 }
 
@@ -89,6 +108,7 @@ fn main() -> ExitCode {
         .init();
     // Every CPU tensor bocb makes, trials and benches alike, reuses freed
     // blocks rather than page-faulting them in again.
+    #[cfg(feature = "train")]
     bocb_trial_runner::cpu_cache::install();
     match dispatch(Cli::parse().command) {
         Ok(()) => ExitCode::SUCCESS,
@@ -103,22 +123,35 @@ fn main() -> ExitCode {
 /// made here, once.
 fn dispatch(command: Command) -> Result<()> {
     match command {
+        #[cfg(feature = "train")]
         Command::Run(args) => run::run(args, &Registries::builtin()),
         Command::Report(args) => report::report(args, &Registries::builtin()),
         Command::Import(args) => report::import(args),
         Command::Export(args) => report::export(args, &Registries::builtin()),
         Command::Patterns(args) => report::patterns(args),
+        #[cfg(feature = "train")]
         Command::Data(args) => data::run(args),
+        #[cfg(feature = "train")]
         Command::Optim(args) => optim::run(args, &Registries::builtin()),
+        #[cfg(feature = "train")]
         Command::Bench(args) => bench::run(args, &Registries::builtin()),
+        #[cfg(feature = "train")]
         Command::Backbones(args) => backbones::run(args, &Registries::builtin()),
+        #[cfg(feature = "train")]
         Command::Serve(args) => service::serve(args, Registries::builtin()),
+        #[cfg(feature = "train")]
         Command::Worker(args) => service::worker(args, &Registries::builtin()),
+        #[cfg(feature = "train")]
         Command::Submit(args) => service::submit(args),
+        #[cfg(feature = "train")]
         Command::Status(args) => service::status(args),
+        #[cfg(feature = "train")]
         Command::Stop(args) => service::experiment_action(args, "stop"),
+        #[cfg(feature = "train")]
         Command::Resume(args) => service::experiment_action(args, "resume"),
+        #[cfg(feature = "train")]
         Command::Trials(args) => service::trials(args),
+        #[cfg(feature = "train")]
         Command::Logs(args) => service::logs(args),
     }
 }

@@ -6,6 +6,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 /// Prints `report` as pretty JSON with `--json`, else as `render` lays it out.
+#[cfg(feature = "train")]
 pub fn print_json_or<T: serde::Serialize + ?Sized>(
     report: &T,
     json: bool,

@@ -563,7 +563,7 @@ pub fn trial(service: &Service, name: &str, id: &str, since: usize) -> Result<Va
             ))
         })?;
     // A person copies the config this trial trained with, not the pair's best.
-    let timm_args = export::trial_config(&service.store, &service.registries.backbones, name, &t)
+    let timm_args = export::trial_config(&service.store, &service.registries, name, &t)
         .map(|c| export::render_timm_args(&[c], &service.registries.catalog))
         .unwrap_or_else(|e| format!("# cannot export: {e}\n"));
     let mut row = trial_row(&TrialSummary::of(&t));
