@@ -31,12 +31,14 @@ use crate::data::stream::{FolderSplits, IMAGENET_MEAN, IMAGENET_STD};
 use crate::data::{DataError, Dataset, LoadedData, Splits};
 use crate::device::{device_name, ResolveDevice};
 use crate::grad_norms::{self, GradGroups};
+use crate::layer_decay::{self, LayerDecayError};
 use crate::memory::PeakMemory;
 use crate::models::{
     with_drop_path_rate, with_head_drop_rate, BackboneRegistry, Model, ModelError,
 };
 use crate::optim::{
-    HessianNoise, Hparams, OptimError, Optimizer, OptimizerRegistry, ParamSet, StateReader,
+    HessianNoise, Hparams, OptimError, Optimizer, OptimizerRegistry, ParamSet, ScaledParams,
+    StateReader,
 };
 use crate::precision::{resolve_precision, set_deterministic, Precision};
 use crate::pretrained::{self, PretrainedError};
@@ -114,6 +116,8 @@ pub enum TrialError {
     Checkpoint(#[from] CheckpointError),
     #[error(transparent)]
     Pretrained(#[from] PretrainedError),
+    #[error(transparent)]
+    LayerDecay(#[from] LayerDecayError),
     /// Stopped when asked ([`TrialObserver::checkpoint_requested`]) after
     /// `epochs_done` epochs and `batches_done` batches of the next.
     #[error("interrupted after {epochs_done} epoch(s) and {batches_done} batch(es) of the next ({})", if *.saved { "checkpoint saved" } else { "no checkpoint" })]
@@ -555,6 +559,7 @@ pub(crate) fn trial_learner(
     let start = Start {
         init_weights: spec.init_weights.as_deref(),
         freeze: &spec.freeze,
+        layer_decay: recipe.and_then(|r| r.layer_decay).map(|d| d.0),
     };
     let build = || {
         Learner::starting(
@@ -602,11 +607,13 @@ pub fn with_recipe_rates<T>(recipe: &Recipe, build: impl FnOnce() -> T) -> T {
 }
 
 /// Where a learner's weights start: a file instead of the random
-/// initialisation, and the parameters that stay as they start.
+/// initialisation, and the parameters that stay as they start; and the
+/// recipe's layer-wise lr decay over the rest.
 #[derive(Default)]
 pub struct Start<'a> {
     pub init_weights: Option<&'a Path>,
     pub freeze: &'a [String],
+    pub layer_decay: Option<f64>,
 }
 
 /// A model and its optimizer, stepped one batch at a time: the body of
@@ -695,13 +702,22 @@ impl Learner {
             let frozen = pretrained::frozen(backbones, backbone, &vs, start.freeze)?;
             pretrained::freeze(&vs, &frozen);
         }
-        let params = param_set(&vs, &model, decay_norm_and_bias);
-        let ordered = params
-            .decay
-            .iter()
-            .chain(&params.no_decay)
-            .map(Tensor::shallow_clone)
-            .collect();
+        let lr_scales = match start.layer_decay {
+            Some(decay) => {
+                let rule =
+                    backbones
+                        .layer_rule(backbone)
+                        .ok_or_else(|| LayerDecayError::NoLayers {
+                            backbone: backbone.to_string(),
+                        })?;
+                let variables = vs.variables();
+                let (ids, layers) = rule.layer_ids(variables.keys().map(String::as_str));
+                layer_decay::lr_scales(&ids, layers, decay)
+            }
+            None => BTreeMap::new(),
+        };
+        let params = param_set(&vs, &model, decay_norm_and_bias, &lr_scales);
+        let ordered = params.tensors().map(Tensor::shallow_clone).collect();
         let optimizer = optimizers.build(optimizer, hparams, params)?;
         let trainable = vs
             .trainable_variables()
@@ -1123,9 +1139,17 @@ fn check_labels(split: &Dataset) -> Result<(), TrialError> {
 
 /// Splits trainable variables as timm's `param_groups_weight_decay`: no decay
 /// for 1-d tensors (biases, norm scales) and the model's own exemptions.
-fn param_set(vs: &nn::VarStore, model: &Model, decay_all: bool) -> ParamSet {
+fn param_set(
+    vs: &nn::VarStore,
+    model: &Model,
+    decay_all: bool,
+    lr_scales: &BTreeMap<String, f64>,
+) -> ParamSet {
     let variables: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
     let mut params = ParamSet::default();
+    // Layers below the full lr, lowest scale first (a positive f64's bits
+    // order as its value).
+    let mut lower: BTreeMap<u64, ScaledParams> = BTreeMap::new();
     for (name, tensor) in variables {
         if !tensor.requires_grad() {
             continue;
@@ -1136,12 +1160,24 @@ fn param_set(vs: &nn::VarStore, model: &Model, decay_all: bool) -> ParamSet {
                     .no_weight_decay
                     .iter()
                     .any(|suffix| name.ends_with(suffix)));
+        let (decay, no_decay) = match lr_scales.get(&name) {
+            Some(&lr_scale) if lr_scale != 1.0 => {
+                let layer = lower.entry(lr_scale.to_bits()).or_insert(ScaledParams {
+                    lr_scale,
+                    decay: Vec::new(),
+                    no_decay: Vec::new(),
+                });
+                (&mut layer.decay, &mut layer.no_decay)
+            }
+            _ => (&mut params.decay, &mut params.no_decay),
+        };
         if exempt {
-            params.no_decay.push(tensor);
+            no_decay.push(tensor);
         } else {
-            params.decay.push(tensor);
+            decay.push(tensor);
         }
     }
+    params.lower_layers = lower.into_values().collect();
     params
 }
 
@@ -1534,13 +1570,13 @@ mod tests {
             .build("vit_tiny_cifar@micro", &vs.root(), 4, 0)
             .unwrap();
         let total = vs.trainable_variables().len();
-        let split = param_set(&vs, &model, false);
+        let split = param_set(&vs, &model, false, &BTreeMap::new());
         assert!(split.no_decay.iter().all(|t| t.dim() <= 1 || t.dim() == 3));
         // pos_embed and cls_token are 3-d and exempt by the model's own list.
         assert_eq!(split.no_decay.iter().filter(|t| t.dim() == 3).count(), 2);
         assert!(split.decay.iter().all(|t| t.dim() >= 2));
         assert_eq!(split.decay.len() + split.no_decay.len(), total);
-        let all = param_set(&vs, &model, true);
+        let all = param_set(&vs, &model, true, &BTreeMap::new());
         assert_eq!((all.decay.len(), all.no_decay.len()), (total, 0));
     }
 

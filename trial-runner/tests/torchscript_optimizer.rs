@@ -118,6 +118,7 @@ fn build(name: &str, params: &[Tensor]) -> Box<dyn Optimizer> {
             ParamSet {
                 decay: params[..2].iter().map(Tensor::shallow_clone).collect(),
                 no_decay: params[2..].iter().map(Tensor::shallow_clone).collect(),
+                lower_layers: Vec::new(),
             },
         )
         .unwrap()

@@ -82,6 +82,7 @@ mod tests {
         let params = ParamSet {
             decay: vec![p.shallow_clone()],
             no_decay: vec![],
+            lower_layers: Vec::new(),
         };
         let mut opt = Signum::build(&hparams, params).unwrap();
         opt.step(0.1);

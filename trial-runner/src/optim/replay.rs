@@ -119,6 +119,7 @@ pub fn replay(case: &ReplayCase, registry: &OptimizerRegistry) -> Result<ReplayO
         ParamSet {
             decay: params.iter().map(Tensor::shallow_clone).collect(),
             no_decay: Vec::new(),
+            lower_layers: Vec::new(),
         },
     )?;
     // A case without `lr` (the reference's `lr=None`) replays only through
