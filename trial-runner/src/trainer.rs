@@ -702,20 +702,7 @@ impl Learner {
             let frozen = pretrained::frozen(backbones, backbone, &vs, start.freeze)?;
             pretrained::freeze(&vs, &frozen);
         }
-        let lr_scales = match start.layer_decay {
-            Some(decay) => {
-                let rule =
-                    backbones
-                        .layer_rule(backbone)
-                        .ok_or_else(|| LayerDecayError::NoLayers {
-                            backbone: backbone.to_string(),
-                        })?;
-                let variables = vs.variables();
-                let (ids, layers) = rule.layer_ids(variables.keys().map(String::as_str));
-                layer_decay::lr_scales(&ids, layers, decay)
-            }
-            None => BTreeMap::new(),
-        };
+        let lr_scales = lr_scales(backbones, backbone, &vs, start.layer_decay)?;
         let params = param_set(&vs, &model, decay_norm_and_bias, &lr_scales);
         let ordered = params.tensors().map(Tensor::shallow_clone).collect();
         let optimizer = optimizers.build(optimizer, hparams, params)?;
@@ -1139,6 +1126,26 @@ fn check_labels(split: &Dataset) -> Result<(), TrialError> {
 
 /// Splits trainable variables as timm's `param_groups_weight_decay`: no decay
 /// for 1-d tensors (biases, norm scales) and the model's own exemptions.
+/// Each variable's lr scale under `layer_decay` (none without it).
+fn lr_scales(
+    backbones: &BackboneRegistry,
+    backbone: &str,
+    vs: &nn::VarStore,
+    layer_decay: Option<f64>,
+) -> Result<BTreeMap<String, f64>, LayerDecayError> {
+    let Some(decay) = layer_decay else {
+        return Ok(BTreeMap::new());
+    };
+    let rule = backbones
+        .layer_rule(backbone)
+        .ok_or_else(|| LayerDecayError::NoLayers {
+            backbone: backbone.to_string(),
+        })?;
+    let variables = vs.variables();
+    let (ids, layers) = rule.layer_ids(variables.keys().map(String::as_str));
+    Ok(layer_decay::lr_scales(&ids, layers, decay))
+}
+
 fn param_set(
     vs: &nn::VarStore,
     model: &Model,
@@ -1578,6 +1585,98 @@ mod tests {
         assert_eq!(split.decay.len() + split.no_decay.len(), total);
         let all = param_set(&vs, &model, true, &BTreeMap::new());
         assert_eq!((all.decay.len(), all.no_decay.len()), (total, 0));
+    }
+
+    /// Each parameter's lr scale and weight decay under `layer_decay` equal
+    /// timm's `param_groups_layer_decay` on the same architecture
+    /// (tests/layer_decay_scales.json, by scripts/record_layer_decay_scales.py).
+    #[test]
+    fn layer_decay_groups_equal_timms() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/layer_decay_scales.json");
+        let fixture: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let decay = fixture["layer_decay"].as_f64().unwrap();
+        let classes = fixture["classes"].as_i64().unwrap();
+        let registry = BackboneRegistry::builtin();
+        let backbones = fixture["backbones"].as_object().unwrap();
+        assert_eq!(backbones.len(), 4);
+        for (backbone, want) in backbones {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let model = registry.build(backbone, &vs.root(), classes, 0).unwrap();
+            let scales = lr_scales(&registry, backbone, &vs, Some(decay)).unwrap();
+            let names: BTreeMap<usize, String> = vs
+                .variables()
+                .into_iter()
+                .map(|(name, t)| (t.data_ptr() as usize, name))
+                .collect();
+            let mut got: BTreeMap<String, (f64, bool)> = BTreeMap::new();
+            for group in param_set(&vs, &model, false, &scales).into_groups(0.05) {
+                for t in &group.params {
+                    let name = names[&(t.data_ptr() as usize)].clone();
+                    got.insert(name, (group.lr_scale, group.weight_decay > 0.0));
+                }
+            }
+            let want: BTreeMap<String, (f64, bool)> = want
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(name, v)| {
+                    let scale = v["lr_scale"].as_f64().unwrap();
+                    (name.clone(), (scale, v["decay"].as_bool().unwrap()))
+                })
+                .collect();
+            assert_eq!(
+                got.keys().collect::<Vec<_>>(),
+                want.keys().collect::<Vec<_>>(),
+                "{backbone}: bocb's parameter names are timm's"
+            );
+            for (name, &(scale, decayed)) in &want {
+                let (got_scale, got_decayed) = got[name];
+                assert!(
+                    (got_scale - scale).abs() <= 1e-12 * scale,
+                    "{backbone} {name}: lr scale {got_scale}, timm's {scale}"
+                );
+                assert_eq!(got_decayed, decayed, "{backbone} {name}: weight decay");
+            }
+        }
+    }
+
+    /// Without `layer_decay` (or at 1, which scales nothing) a trial trains
+    /// bit for bit as before; a decay below 1 changes its course. A
+    /// backbone without layers for it is refused by name.
+    #[test]
+    fn layer_decay_off_or_one_trains_as_before() {
+        let data = data(128);
+        let mut spec = spec("sgd_m", 0.1, 2);
+        spec.hparams.insert("momentum".into(), 0.9);
+        spec.hparams.insert("weight_decay".into(), 5e-4);
+        spec.backbone = "resnet18_cifar@micro".into();
+        let mut recipe = bocb_search_spaces::RecipeBook::builtin()
+            .recipe("finetune")
+            .unwrap()
+            .clone();
+        recipe.epochs = bocb_search_spaces::Count(2);
+        let losses = |decay: Option<f64>| {
+            let mut spec = spec.clone();
+            let mut recipe = recipe.clone();
+            recipe.layer_decay = decay.map(bocb_search_spaces::LayerDecay);
+            spec.recipe = Some(recipe);
+            let (outcome, reports) = run(&spec, &data);
+            outcome.unwrap();
+            reports.iter().map(|r| r.train_loss.to_bits()).collect::<Vec<_>>()
+        };
+        let off = losses(None);
+        assert_eq!(off.len(), 2);
+        assert_eq!(losses(Some(1.0)), off);
+        assert_ne!(losses(Some(0.5)), off);
+        spec.backbone = "vgg13_bn@micro".into();
+        recipe.layer_decay = Some(bocb_search_spaces::LayerDecay(0.75));
+        spec.recipe = Some(recipe);
+        let err = run(&spec, &data).0.unwrap_err().to_string();
+        assert!(
+            err.contains("`vgg13_bn@micro`") && err.contains("layer_decay: null"),
+            "{err}"
+        );
     }
 
     #[test]
