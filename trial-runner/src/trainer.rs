@@ -1663,7 +1663,10 @@ mod tests {
             spec.recipe = Some(recipe);
             let (outcome, reports) = run(&spec, &data);
             outcome.unwrap();
-            reports.iter().map(|r| r.train_loss.to_bits()).collect::<Vec<_>>()
+            reports
+                .iter()
+                .map(|r| r.train_loss.to_bits())
+                .collect::<Vec<_>>()
         };
         let off = losses(None);
         assert_eq!(off.len(), 2);

@@ -118,6 +118,9 @@ fn layer_decay_cases_step_each_group_at_its_scaled_lr() {
         assert!(error <= TOLERANCE, "{file}: {error:e}");
         case.lr_scales = None;
         let error = max_relative_error(&replay(&case, &registry).unwrap().trajectory, &want);
-        assert!(error > 1e-3, "{file}: full lr everywhere matched too ({error:e})");
+        assert!(
+            error > 1e-3,
+            "{file}: full lr everywhere matched too ({error:e})"
+        );
     }
 }

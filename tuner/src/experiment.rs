@@ -1914,6 +1914,15 @@ recipe_overrides: {{ rand_augment: null }}
         let err = error(&format!("{GOOD}recipe_overrides:\n  hflip: 2\n"));
         assert!(err.starts_with("exp.yaml:9:"), "{err}");
         assert!(err.contains("between 0 and 1"), "{err}");
+        let err = error(&format!("{GOOD}recipe_overrides:\n  layer_decay: 1.5\n"));
+        assert!(err.starts_with("exp.yaml:9:"), "{err}");
+        assert!(err.contains("layer_decay must be in (0, 1]"), "{err}");
+        let e = parse(&format!(
+            "{GOOD}recipe_overrides: {{ layer_decay: 0.75 }}\n"
+        ))
+        .unwrap();
+        let spec = e.trial_spec("vit_tiny_cifar", "sgd_m", &Hparams::new(), 1, None);
+        assert_eq!(spec.recipe.unwrap().layer_decay.map(|d| d.0), Some(0.75));
         let err = error(&format!("{GOOD}recipe_overrides: {{ epochs: 9 }}\n"));
         assert!(
             err.contains("`recipe_overrides.epochs`: set `epochs` at the top level"),
