@@ -10,7 +10,8 @@ through bocb's implementation and requires agreement to 1e-9 relative.
     .venv/bin/python scripts/record_optim_cases.py            # every optimizer
     .venv/bin/python scripts/record_optim_cases.py adamw lion # some
 
-Writes trial-runner/tests/optim_cases/NAME-K.json (K = 1, 2, ...) and
+Writes trial-runner/tests/optim_cases/NAME-K.json (K = 1, 2, ...; a case
+with timm's layer-decay param groups as NAME-layer_decay.json) and
 NAME-defaults.json: every constructor argument of the reference written out
 at its signature default (timm's Adafactor's lr=None included).
 """
