@@ -10,7 +10,8 @@ through bocb's implementation and requires agreement to 1e-9 relative.
     .venv/bin/python scripts/record_optim_cases.py            # every optimizer
     .venv/bin/python scripts/record_optim_cases.py adamw lion # some
 
-Writes trial-runner/tests/optim_cases/NAME-K.json (K = 1, 2, ...) and
+Writes trial-runner/tests/optim_cases/NAME-K.json (K = 1, 2, ...; a case
+with timm's layer-decay param groups as NAME-layer_decay.json) and
 NAME-defaults.json: every constructor argument of the reference written out
 at its signature default (timm's Adafactor's lr=None included).
 """
@@ -36,6 +37,18 @@ SHAPES = [[4, 3, 3, 3], [5, 6], [5], [4]]
 #   "hessian_every": k   pass a positive random Hessian diagonal to
 #                        step(hessian=...) every k steps (Sophia).
 #   "step_kwargs": {...} extra keyword arguments of every step() call.
+#   "layer_decay": True  timm's layer-wise lr decay (LAYER_DECAY below):
+#                        param groups by lr scale and weight decay, written
+#                        as NAME-layer_decay.json.
+# The layer-decay cases' groups, as timm's param_groups_layer_decay makes
+# them with layer_decay 0.75 over 3 layers: the conv kernel and the norm
+# scale in layer 0 (0.75^2), the linear weight in layer 1 (0.75), the bias
+# in the head (1); the 1-d tensors without weight decay.
+LAYER_DECAY = {
+    "lr_scales": [0.75 ** 2, 0.75 ** 1, 0.75 ** 0, 0.75 ** 2],
+    "no_weight_decay": [False, False, True, True],
+}
+
 CASES = {
     "sgd_m": [
         ("torch.optim.SGD", {"lr": 0.1, "momentum": 0.9}, {}),
@@ -43,6 +56,8 @@ CASES = {
                              "weight_decay": 5e-4, "nesterov": True}, {}),
         ("torch.optim.SGD", {"lr": 0.02, "momentum": 0.9, "dampening": 0.1,
                              "weight_decay": 1e-3}, {}),
+        ("torch.optim.SGD", {"lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4},
+         {"layer_decay": True}),
     ],
     "adamw": [
         ("torch.optim.AdamW", {"lr": 1e-3}, {}),
@@ -50,6 +65,8 @@ CASES = {
                                "weight_decay": 0.1}, {}),
         ("torch.optim.AdamW", {"lr": 3e-3, "betas": [0.85, 0.9], "weight_decay": 0.05,
                                "amsgrad": True}, {}),
+        ("torch.optim.AdamW", {"lr": 4e-3, "betas": [0.8, 0.99], "weight_decay": 0.1},
+         {"layer_decay": True}),
     ],
     "adam": [
         ("torch.optim.Adam", {"lr": 1e-3}, {}),
@@ -164,6 +181,8 @@ CASES = {
                              "caution": True}, {}),
         ("timm.optim.Lion", {"lr": 2e-4, "betas": [0.8, 0.99], "weight_decay": 1.0,
                              "corrected_weight_decay": True}, {}),
+        ("timm.optim.Lion", {"lr": 2e-4, "weight_decay": 1.0, "corrected_weight_decay": True},
+         {"layer_decay": True}),
     ],
     # The random gradients' global norm is about 12, so max_grad_norm 1 and 5
     # clip and 100 does not (timm's None cannot be written in a case).
@@ -177,6 +196,10 @@ CASES = {
                              "caution": True}, {}),
         ("timm.optim.Lamb", {"lr": 3e-3, "betas": [0.85, 0.995], "weight_decay": 0.05,
                              "decoupled_decay": True, "corrected_weight_decay": True}, {}),
+        # Clipped by the global norm over every group.
+        ("timm.optim.Lamb", {"lr": 3e-3, "weight_decay": 0.05, "max_grad_norm": 1.0,
+                             "decoupled_decay": True, "corrected_weight_decay": True},
+         {"layer_decay": True}),
     ],
     "lars": [
         ("timm.optim.Lars", {"lr": 0.1}, {}),
@@ -213,13 +236,31 @@ def version_of(path):
     return importlib.metadata.version(path.split(".")[0])
 
 
+def layer_groups(params):
+    """timm's layer-decay param groups: one per (lr scale, weight decay)."""
+    groups = {}
+    for p, scale, exempt in zip(params, LAYER_DECAY["lr_scales"], LAYER_DECAY["no_weight_decay"]):
+        group = groups.setdefault((scale, exempt), {"params": [], "lr_scale": scale})
+        if exempt:
+            group["weight_decay"] = 0.0
+        group["params"].append(p)
+    return list(groups.values())
+
+
 def record(name, k, path, kwargs, options, label=None):
     gen = torch.Generator().manual_seed(1000 * k + sum(map(ord, name)))
     params = [torch.randn(s, generator=gen, dtype=torch.float64).requires_grad_() for s in SHAPES]
     params0 = [p.detach().flatten().tolist() for p in params]
     ctor_kwargs = {key: tuple(v) if key == "betas" and v is not None else v
                    for key, v in kwargs.items()}
-    opt = reference_class(path)(params, **ctor_kwargs)
+    layered = options.get("layer_decay", False)
+    opt = reference_class(path)(layer_groups(params) if layered else params, **ctor_kwargs)
+    if layered:
+        # timm's scheduler: each group's lr is the scheduled one times its
+        # lr_scale (set after construction, so references that snapshot
+        # the constructor's lr keep the unscaled one).
+        for group in opt.param_groups:
+            group["lr"] = kwargs["lr"] * group["lr_scale"]
     grads, trajectory, hessian_steps, hessian_values = [], [], [], []
     every = options.get("hessian_every")
     for step in range(STEPS):
@@ -246,6 +287,8 @@ def record(name, k, path, kwargs, options, label=None):
     }
     if hessian_steps:
         case["hessians"] = {"steps": hessian_steps, "values": hessian_values}
+    if layered:
+        case.update(LAYER_DECAY)
     OUT.mkdir(parents=True, exist_ok=True)
     path_out = OUT / f"{name}-{label or k}.json"
     path_out.write_text(json.dumps(case) + "\n")
@@ -290,7 +333,8 @@ def main(names):
     for name in names or sorted(CASES):
         if not only_defaults:
             for k, (path, kwargs, options) in enumerate(CASES[name], start=1):
-                record(name, k, path, kwargs, options)
+                label = "layer_decay" if options.get("layer_decay") else None
+                record(name, k, path, kwargs, options, label=label)
         record_defaults(name)
 
 

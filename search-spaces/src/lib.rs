@@ -22,8 +22,8 @@ mod recipe;
 
 pub use backbones::{builtin_backbones, BackboneFacts};
 pub use recipe::{
-    parse_recipe, Count, Crop, Fraction, Loss, LrSchedule, NonNegative, RandAugment, Recipe,
-    RecipeBook, RecipeOverrides,
+    parse_recipe, Count, Crop, Fraction, LayerDecay, Loss, LrSchedule, NonNegative, RandAugment,
+    Recipe, RecipeBook, RecipeOverrides,
 };
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};

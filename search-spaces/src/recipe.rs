@@ -140,6 +140,32 @@ impl<'de> Deserialize<'de> for Count {
     }
 }
 
+/// A layer-wise learning-rate decay factor in `(0, 1]` (timm's
+/// `--layer-decay`): layer `i` of `n` trains at `lr * decay^(n - i)`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(transparent)]
+pub struct LayerDecay(pub f64);
+
+impl<'de> Deserialize<'de> for LayerDecay {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let check = |v: f64| {
+            if v > 0.0 && v <= 1.0 {
+                Ok(v)
+            } else {
+                Err(format!(
+                    "layer_decay must be in (0, 1] (such as 0.65-0.75 for a ViT-B; null switches it off), got {v}"
+                ))
+            }
+        };
+        deserializer
+            .deserialize_f64(CheckedNumber {
+                expecting: "a layer_decay in (0, 1]",
+                check,
+            })
+            .map(LayerDecay)
+    }
+}
+
 /// How training images are cropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -328,6 +354,11 @@ recipe_fields! {
     loss: Loss,
     /// Whether CUDA trials may run under bf16 autocast.
     bf16: bool,
+    /// Layer-wise lr decay (timm's `layer_decay`): the head trains at the
+    /// scheduled lr, each layer below it at `layer_decay` times the one
+    /// above; `null` (or absent from a recipe file) trains every layer at
+    /// the same lr.
+    layer_decay: Option<LayerDecay>,
 }
 
 impl Recipe {
@@ -358,7 +389,9 @@ pub fn parse_recipe(src: &str, origin: &str) -> Result<Recipe, SpaceError> {
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
     let file: RecipeFile = serde_yaml::from_str(src).map_err(|err| located(origin, &err))?;
-    let (name, fields) = file.fields();
+    let (name, mut fields) = file.fields();
+    // Recipe files written before `layer_decay` existed leave it out: off.
+    fields.layer_decay.get_or_insert(None);
     let whole_file = |message: String| SpaceError::Invalid {
         file: origin.to_owned(),
         line: 1,
@@ -545,6 +578,37 @@ mod tests {
             parse_recipe(&src, "x/pytorch.yaml").unwrap().dropout,
             Some(Fraction(0.3))
         );
+    }
+
+    #[test]
+    fn layer_decay_is_off_unless_given_and_checked_for_its_range() {
+        let book = RecipeBook::builtin();
+        for name in book.names() {
+            assert_eq!(book.recipe(name).unwrap().layer_decay, None, "{name}");
+        }
+        let finetune = book.recipe("finetune").unwrap();
+        let overrides: RecipeOverrides = serde_yaml::from_str("layer_decay: 0.75\n").unwrap();
+        let decayed = finetune.with(&overrides).unwrap();
+        assert_eq!(decayed.layer_decay, Some(LayerDecay(0.75)));
+        let overrides: RecipeOverrides = serde_yaml::from_str("layer_decay: null\n").unwrap();
+        assert_eq!(decayed.with(&overrides).unwrap().layer_decay, None);
+        for bad in ["0", "-0.5", "1.5"] {
+            let err = serde_yaml::from_str::<RecipeOverrides>(&format!(
+                "epochs: 3\nlayer_decay: {bad}\n"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("layer_decay must be in (0, 1]"), "{err}");
+            assert!(err.contains("line 2"), "{err}");
+        }
+        // A recipe file written before the field existed leaves it out: off.
+        let src = BUILTIN_RECIPES[1].1.replace("layer_decay: null", "");
+        assert_eq!(parse_recipe(&src, "x/deit.yaml").unwrap().layer_decay, None);
+        // A stored trial spec from then, too.
+        let mut stored = serde_yaml::to_value(book.recipe("deit").unwrap()).unwrap();
+        stored.as_mapping_mut().unwrap().remove("layer_decay");
+        let old: Recipe = serde_yaml::from_value(stored).unwrap();
+        assert_eq!(old.layer_decay, None);
     }
 
     #[test]

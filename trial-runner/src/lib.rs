@@ -10,6 +10,7 @@ pub mod cpu_cache;
 pub mod data;
 pub mod device;
 pub mod grad_norms;
+pub mod layer_decay;
 pub mod memory;
 pub mod models;
 pub mod optim;

@@ -31,12 +31,14 @@ use crate::data::stream::{FolderSplits, IMAGENET_MEAN, IMAGENET_STD};
 use crate::data::{DataError, Dataset, LoadedData, Splits};
 use crate::device::{device_name, ResolveDevice};
 use crate::grad_norms::{self, GradGroups};
+use crate::layer_decay::{self, LayerDecayError};
 use crate::memory::PeakMemory;
 use crate::models::{
     with_drop_path_rate, with_head_drop_rate, BackboneRegistry, Model, ModelError,
 };
 use crate::optim::{
-    HessianNoise, Hparams, OptimError, Optimizer, OptimizerRegistry, ParamSet, StateReader,
+    HessianNoise, Hparams, OptimError, Optimizer, OptimizerRegistry, ParamSet, ScaledParams,
+    StateReader,
 };
 use crate::precision::{resolve_precision, set_deterministic, Precision};
 use crate::pretrained::{self, PretrainedError};
@@ -114,6 +116,8 @@ pub enum TrialError {
     Checkpoint(#[from] CheckpointError),
     #[error(transparent)]
     Pretrained(#[from] PretrainedError),
+    #[error(transparent)]
+    LayerDecay(#[from] LayerDecayError),
     /// Stopped when asked ([`TrialObserver::checkpoint_requested`]) after
     /// `epochs_done` epochs and `batches_done` batches of the next.
     #[error("interrupted after {epochs_done} epoch(s) and {batches_done} batch(es) of the next ({})", if *.saved { "checkpoint saved" } else { "no checkpoint" })]
@@ -555,6 +559,7 @@ pub(crate) fn trial_learner(
     let start = Start {
         init_weights: spec.init_weights.as_deref(),
         freeze: &spec.freeze,
+        layer_decay: recipe.and_then(|r| r.layer_decay).map(|d| d.0),
     };
     let build = || {
         Learner::starting(
@@ -602,11 +607,13 @@ pub fn with_recipe_rates<T>(recipe: &Recipe, build: impl FnOnce() -> T) -> T {
 }
 
 /// Where a learner's weights start: a file instead of the random
-/// initialisation, and the parameters that stay as they start.
+/// initialisation, and the parameters that stay as they start; and the
+/// recipe's layer-wise lr decay over the rest.
 #[derive(Default)]
 pub struct Start<'a> {
     pub init_weights: Option<&'a Path>,
     pub freeze: &'a [String],
+    pub layer_decay: Option<f64>,
 }
 
 /// A model and its optimizer, stepped one batch at a time: the body of
@@ -695,13 +702,9 @@ impl Learner {
             let frozen = pretrained::frozen(backbones, backbone, &vs, start.freeze)?;
             pretrained::freeze(&vs, &frozen);
         }
-        let params = param_set(&vs, &model, decay_norm_and_bias);
-        let ordered = params
-            .decay
-            .iter()
-            .chain(&params.no_decay)
-            .map(Tensor::shallow_clone)
-            .collect();
+        let lr_scales = lr_scales(backbones, backbone, &vs, start.layer_decay)?;
+        let params = param_set(&vs, &model, decay_norm_and_bias, &lr_scales);
+        let ordered = params.tensors().map(Tensor::shallow_clone).collect();
         let optimizer = optimizers.build(optimizer, hparams, params)?;
         let trainable = vs
             .trainable_variables()
@@ -1123,9 +1126,37 @@ fn check_labels(split: &Dataset) -> Result<(), TrialError> {
 
 /// Splits trainable variables as timm's `param_groups_weight_decay`: no decay
 /// for 1-d tensors (biases, norm scales) and the model's own exemptions.
-fn param_set(vs: &nn::VarStore, model: &Model, decay_all: bool) -> ParamSet {
+/// Each variable's lr scale under `layer_decay` (none without it).
+fn lr_scales(
+    backbones: &BackboneRegistry,
+    backbone: &str,
+    vs: &nn::VarStore,
+    layer_decay: Option<f64>,
+) -> Result<BTreeMap<String, f64>, LayerDecayError> {
+    let Some(decay) = layer_decay else {
+        return Ok(BTreeMap::new());
+    };
+    let rule = backbones
+        .layer_rule(backbone)
+        .ok_or_else(|| LayerDecayError::NoLayers {
+            backbone: backbone.to_string(),
+        })?;
+    let variables = vs.variables();
+    let (ids, layers) = rule.layer_ids(variables.keys().map(String::as_str));
+    Ok(layer_decay::lr_scales(&ids, layers, decay))
+}
+
+fn param_set(
+    vs: &nn::VarStore,
+    model: &Model,
+    decay_all: bool,
+    lr_scales: &BTreeMap<String, f64>,
+) -> ParamSet {
     let variables: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
     let mut params = ParamSet::default();
+    // Layers below the full lr, lowest scale first (a positive f64's bits
+    // order as its value).
+    let mut lower: BTreeMap<u64, ScaledParams> = BTreeMap::new();
     for (name, tensor) in variables {
         if !tensor.requires_grad() {
             continue;
@@ -1136,12 +1167,24 @@ fn param_set(vs: &nn::VarStore, model: &Model, decay_all: bool) -> ParamSet {
                     .no_weight_decay
                     .iter()
                     .any(|suffix| name.ends_with(suffix)));
+        let (decay, no_decay) = match lr_scales.get(&name) {
+            Some(&lr_scale) if lr_scale != 1.0 => {
+                let layer = lower.entry(lr_scale.to_bits()).or_insert(ScaledParams {
+                    lr_scale,
+                    decay: Vec::new(),
+                    no_decay: Vec::new(),
+                });
+                (&mut layer.decay, &mut layer.no_decay)
+            }
+            _ => (&mut params.decay, &mut params.no_decay),
+        };
         if exempt {
-            params.no_decay.push(tensor);
+            no_decay.push(tensor);
         } else {
-            params.decay.push(tensor);
+            decay.push(tensor);
         }
     }
+    params.lower_layers = lower.into_values().collect();
     params
 }
 
@@ -1534,14 +1577,109 @@ mod tests {
             .build("vit_tiny_cifar@micro", &vs.root(), 4, 0)
             .unwrap();
         let total = vs.trainable_variables().len();
-        let split = param_set(&vs, &model, false);
+        let split = param_set(&vs, &model, false, &BTreeMap::new());
         assert!(split.no_decay.iter().all(|t| t.dim() <= 1 || t.dim() == 3));
         // pos_embed and cls_token are 3-d and exempt by the model's own list.
         assert_eq!(split.no_decay.iter().filter(|t| t.dim() == 3).count(), 2);
         assert!(split.decay.iter().all(|t| t.dim() >= 2));
         assert_eq!(split.decay.len() + split.no_decay.len(), total);
-        let all = param_set(&vs, &model, true);
+        let all = param_set(&vs, &model, true, &BTreeMap::new());
         assert_eq!((all.decay.len(), all.no_decay.len()), (total, 0));
+    }
+
+    /// Each parameter's lr scale and weight decay under `layer_decay` equal
+    /// timm's `param_groups_layer_decay` on the same architecture
+    /// (tests/layer_decay_scales.json, by scripts/record_layer_decay_scales.py).
+    #[test]
+    fn layer_decay_groups_equal_timms() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/layer_decay_scales.json");
+        let fixture: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let decay = fixture["layer_decay"].as_f64().unwrap();
+        let classes = fixture["classes"].as_i64().unwrap();
+        let registry = BackboneRegistry::builtin();
+        let backbones = fixture["backbones"].as_object().unwrap();
+        assert_eq!(backbones.len(), 4);
+        for (backbone, want) in backbones {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let model = registry.build(backbone, &vs.root(), classes, 0).unwrap();
+            let scales = lr_scales(&registry, backbone, &vs, Some(decay)).unwrap();
+            let names: BTreeMap<usize, String> = vs
+                .variables()
+                .into_iter()
+                .map(|(name, t)| (t.data_ptr() as usize, name))
+                .collect();
+            let mut got: BTreeMap<String, (f64, bool)> = BTreeMap::new();
+            for group in param_set(&vs, &model, false, &scales).into_groups(0.05) {
+                for t in &group.params {
+                    let name = names[&(t.data_ptr() as usize)].clone();
+                    got.insert(name, (group.lr_scale, group.weight_decay > 0.0));
+                }
+            }
+            let want: BTreeMap<String, (f64, bool)> = want
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(name, v)| {
+                    let scale = v["lr_scale"].as_f64().unwrap();
+                    (name.clone(), (scale, v["decay"].as_bool().unwrap()))
+                })
+                .collect();
+            assert_eq!(
+                got.keys().collect::<Vec<_>>(),
+                want.keys().collect::<Vec<_>>(),
+                "{backbone}: bocb's parameter names are timm's"
+            );
+            for (name, &(scale, decayed)) in &want {
+                let (got_scale, got_decayed) = got[name];
+                assert!(
+                    (got_scale - scale).abs() <= 1e-12 * scale,
+                    "{backbone} {name}: lr scale {got_scale}, timm's {scale}"
+                );
+                assert_eq!(got_decayed, decayed, "{backbone} {name}: weight decay");
+            }
+        }
+    }
+
+    /// Without `layer_decay` (or at 1, which scales nothing) a trial trains
+    /// bit for bit as before; a decay below 1 changes its course. A
+    /// backbone without layers for it is refused by name.
+    #[test]
+    fn layer_decay_off_or_one_trains_as_before() {
+        let data = data(128);
+        let mut spec = spec("sgd_m", 0.1, 2);
+        spec.hparams.insert("momentum".into(), 0.9);
+        spec.hparams.insert("weight_decay".into(), 5e-4);
+        spec.backbone = "resnet18_cifar@micro".into();
+        let mut recipe = bocb_search_spaces::RecipeBook::builtin()
+            .recipe("finetune")
+            .unwrap()
+            .clone();
+        recipe.epochs = bocb_search_spaces::Count(2);
+        let losses = |decay: Option<f64>| {
+            let mut spec = spec.clone();
+            let mut recipe = recipe.clone();
+            recipe.layer_decay = decay.map(bocb_search_spaces::LayerDecay);
+            spec.recipe = Some(recipe);
+            let (outcome, reports) = run(&spec, &data);
+            outcome.unwrap();
+            reports
+                .iter()
+                .map(|r| r.train_loss.to_bits())
+                .collect::<Vec<_>>()
+        };
+        let off = losses(None);
+        assert_eq!(off.len(), 2);
+        assert_eq!(losses(Some(1.0)), off);
+        assert_ne!(losses(Some(0.5)), off);
+        spec.backbone = "vgg13_bn@micro".into();
+        recipe.layer_decay = Some(bocb_search_spaces::LayerDecay(0.75));
+        spec.recipe = Some(recipe);
+        let err = run(&spec, &data).0.unwrap_err().to_string();
+        assert!(
+            err.contains("`vgg13_bn@micro`") && err.contains("layer_decay: null"),
+            "{err}"
+        );
     }
 
     #[test]

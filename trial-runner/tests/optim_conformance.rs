@@ -97,3 +97,30 @@ fn every_optimizer_accepts_its_references_defaults() {
         );
     }
 }
+
+/// The layer-decay cases (timm's param groups with their `lr_scale`s) are
+/// matched only because each group steps at its own lr: the same case with
+/// every tensor at the full lr is far off.
+#[test]
+fn layer_decay_cases_step_each_group_at_its_scaled_lr() {
+    let registry = OptimizerRegistry::builtin();
+    let layered: Vec<(String, ReplayCase)> = cases()
+        .into_iter()
+        .filter(|(file, _)| file.ends_with("-layer_decay.json"))
+        .collect();
+    let names: Vec<&str> = layered.iter().map(|(_, c)| c.optimizer.as_str()).collect();
+    assert_eq!(names, ["adamw", "lamb", "lion", "sgd_m"]);
+    for (file, mut case) in layered {
+        let scales = case.lr_scales.clone().expect("a layer-decay case");
+        assert!(scales.iter().any(|&s| s < 1.0), "{file}");
+        let want = case.trajectory.clone().unwrap();
+        let error = max_relative_error(&replay(&case, &registry).unwrap().trajectory, &want);
+        assert!(error <= TOLERANCE, "{file}: {error:e}");
+        case.lr_scales = None;
+        let error = max_relative_error(&replay(&case, &registry).unwrap().trajectory, &want);
+        assert!(
+            error > 1e-3,
+            "{file}: full lr everywhere matched too ({error:e})"
+        );
+    }
+}

@@ -114,6 +114,7 @@ fn the_module_parameters_are_in_the_var_store_and_move_with_a_step() {
     let params = ParamSet {
         decay: vs.trainable_variables(),
         no_decay: vec![],
+        lower_layers: Vec::new(),
     };
     let mut hparams = Catalog::builtin()
         .optimizer("adamw")

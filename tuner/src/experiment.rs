@@ -956,6 +956,13 @@ impl Experiment {
             let recipe = spec
                 .resolved_recipe(name, backbones, &book)
                 .map_err(|e| located("backbones", name, format!("backbone `{name}`: {e}")))?;
+            // Refused here rather than by each of its trials.
+            if recipe.layer_decay.is_some() && backbones.layer_rule(name).is_none() {
+                return Err(located("backbones", name, format!(
+                    "backbone `{name}` trains with recipe `{}`, whose `layer_decay` needs its layers, which bocb knows only for ViT/DeiT, ResNet and ConvNeXt; drop the backbone or set `recipe_overrides: {{ layer_decay: null }}`",
+                    recipe.name
+                )));
+            }
             recipes.insert(name.clone(), recipe);
         }
         let mut user_spaces = BTreeMap::new();
@@ -1914,6 +1921,21 @@ recipe_overrides: {{ rand_augment: null }}
         let err = error(&format!("{GOOD}recipe_overrides:\n  hflip: 2\n"));
         assert!(err.starts_with("exp.yaml:9:"), "{err}");
         assert!(err.contains("between 0 and 1"), "{err}");
+        let err = error(&format!("{GOOD}recipe_overrides:\n  layer_decay: 1.5\n"));
+        assert!(err.starts_with("exp.yaml:9:"), "{err}");
+        assert!(err.contains("layer_decay must be in (0, 1]"), "{err}");
+        let e = parse(&format!(
+            "{GOOD}recipe_overrides: {{ layer_decay: 0.75 }}\n"
+        ))
+        .unwrap();
+        let spec = e.trial_spec("vit_tiny_cifar", "sgd_m", &Hparams::new(), 1, None);
+        assert_eq!(spec.recipe.unwrap().layer_decay.map(|d| d.0), Some(0.75));
+        let vgg = GOOD.replace("[resnet18_cifar@micro, vit_tiny_cifar]", "[vgg13_bn@micro]");
+        let err = error(&format!("{vgg}recipe_overrides: {{ layer_decay: 0.75 }}\n"));
+        assert!(
+            err.contains("backbone `vgg13_bn@micro`") && err.contains("layer_decay: null"),
+            "{err}"
+        );
         let err = error(&format!("{GOOD}recipe_overrides: {{ epochs: 9 }}\n"));
         assert!(
             err.contains("`recipe_overrides.epochs`: set `epochs` at the top level"),

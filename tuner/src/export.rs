@@ -421,6 +421,10 @@ fn timm_recipe_args(
     if let Some(v) = positive("grad_clip_norm") {
         args.push(format!("--clip-grad {v}"));
     }
+    // `null` trains every layer at one lr, as timm's default does.
+    if let Some(v) = number("layer_decay") {
+        args.push(format!("--layer-decay {v}"));
+    }
     if let Some(v) = number("ema_decay") {
         args.push(format!("--model-ema --model-ema-decay {v}"));
     }
@@ -561,9 +565,19 @@ mod tests {
         );
         let plain = line("pytorch", "resnet18_cifar");
         assert!(
-            !plain.contains("--mixup") && !plain.contains("--aa"),
+            !plain.contains("--mixup")
+                && !plain.contains("--aa")
+                && !plain.contains("--layer-decay"),
             "{plain}"
         );
+        // A layer decay set by the experiment's overrides goes along.
+        let mut finetune = recipes.recipe("finetune").unwrap().clone();
+        finetune.layer_decay = Some(bocb_search_spaces::LayerDecay(0.75));
+        let mut c = config("adamw", &[]);
+        c.backbone = "vit_tiny".into();
+        c.recipe_settings = Some(serde_json::to_value(&finetune).unwrap());
+        let decayed = render_timm_args(&[c], &Catalog::builtin());
+        assert!(decayed.contains("--layer-decay 0.75"), "{decayed}");
     }
 
     #[test]

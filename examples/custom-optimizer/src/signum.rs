@@ -1,11 +1,11 @@
 //! The optimizer: one file implementing bocb's `Optimizer` trait.
 
-use bocb_trial_runner::optim::{Hparams, OptimError, Optimizer, ParamSet};
+use bocb_trial_runner::optim::{Group, Hparams, OptimError, Optimizer, ParamSet};
 use tch::Tensor;
 
 /// m = momentum * m + (1 - momentum) * g;  p = p * (1 - lr * wd) - lr * sign(m).
 pub struct Signum {
-    groups: Vec<(Vec<Tensor>, f64)>,
+    groups: Vec<Group>,
     momentum: f64,
     averages: Vec<Vec<Tensor>>,
 }
@@ -23,10 +23,12 @@ impl Signum {
         }
         let weight_decay = hparams.get("weight_decay").copied().unwrap_or(0.0);
         let momentum = hparams.get("momentum").copied().unwrap_or(0.9);
-        let groups = vec![(params.decay, weight_decay), (params.no_decay, 0.0)];
+        // The weight decay and lr scale of each group (decay and no-decay,
+        // per layer under a recipe's `layer_decay`).
+        let groups = params.into_groups(weight_decay);
         let averages = groups
             .iter()
-            .map(|(ps, _)| ps.iter().map(Tensor::zeros_like).collect())
+            .map(|g| g.params.iter().map(Tensor::zeros_like).collect())
             .collect();
         Ok(Box::new(Signum {
             groups,
@@ -42,8 +44,9 @@ impl Optimizer for Signum {
 
     fn step(&mut self, lr: f64) {
         tch::no_grad(|| {
-            for ((params, wd), averages) in self.groups.iter_mut().zip(&mut self.averages) {
-                for (p, m) in params.iter_mut().zip(averages.iter_mut()) {
+            for (group, averages) in self.groups.iter_mut().zip(&mut self.averages) {
+                let (lr, wd) = (group.lr(lr), &group.weight_decay);
+                for (p, m) in group.params.iter_mut().zip(averages.iter_mut()) {
                     let g = p.grad();
                     if !g.defined() {
                         continue;
@@ -82,6 +85,7 @@ mod tests {
         let params = ParamSet {
             decay: vec![p.shallow_clone()],
             no_decay: vec![],
+            lower_layers: Vec::new(),
         };
         let mut opt = Signum::build(&hparams, params).unwrap();
         opt.step(0.1);

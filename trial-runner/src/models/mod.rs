@@ -28,6 +28,8 @@ use std::fmt;
 pub use layers::{with_drop_path_rate, with_head_drop_rate};
 
 use serde::Serialize;
+
+use crate::layer_decay::LayerRule;
 use tch::nn::{self, ModuleT};
 use thiserror::Error;
 
@@ -123,6 +125,8 @@ pub struct BackboneRegistry {
     entries: BTreeMap<String, BackboneEntry>,
     /// Embedding-layer name prefixes by architecture name.
     embeddings: BTreeMap<String, Embedding>,
+    /// How layer-wise lr decay numbers the layers, by architecture name.
+    layer_rules: BTreeMap<String, LayerRule>,
 }
 
 impl BackboneRegistry {
@@ -131,31 +135,41 @@ impl BackboneRegistry {
         let mut registry = BackboneRegistry {
             entries: BTreeMap::new(),
             embeddings: BTreeMap::new(),
+            layer_rules: BTreeMap::new(),
         };
         // Each family with its embedding, the parameter-name prefixes of the
         // layer that first meets the pixels (`freeze: [embedding]`, the
         // fine-tuning paper's "embedding layer"): the patch embedding of
         // ViT/DeiT/Swin/Mixer/MogaNet/TransNeXt, the stem of ConvNeXt,
         // MetaFormer, RepVGG and UniRepLKNet, a CNN's first convolution
-        // with its norm.
-        let families: [(Register, Embedding); 15] = [
-            (alexnet::register, &["features.0."]),
-            (convnext::register, &["stem."]),
-            (densenet::register, &["features.conv0.", "features.norm0."]),
-            (efficientnet::register, &["conv_stem.", "bn1."]),
-            (mlp_mixer::register, &["stem."]),
-            (metaformer::register, &["stem."]),
-            (mobilenet::register, &["features.0."]),
-            (moganet::register, &["patch_embed1."]),
-            (resnet::register, &["conv1.", "bn1."]),
-            (unireplknet::register, &["downsample_layers.0."]),
-            (swin::register, &["patch_embed."]),
-            (transnext::register, &["patch_embed1."]),
-            (repvgg::register, &["stem."]),
-            (vgg::register, &["features.0.", "features.1."]),
-            (vit::register, &["patch_embed."]),
+        // with its norm. Third, the layers of layer-wise lr decay where
+        // timm's group_matcher has been followed for the family.
+        let families: [(Register, Embedding, Option<LayerRule>); 15] = [
+            (alexnet::register, &["features.0."], None),
+            (convnext::register, &["stem."], Some(LayerRule::ConvNext)),
+            (
+                densenet::register,
+                &["features.conv0.", "features.norm0."],
+                None,
+            ),
+            (efficientnet::register, &["conv_stem.", "bn1."], None),
+            (mlp_mixer::register, &["stem."], None),
+            (metaformer::register, &["stem."], None),
+            (mobilenet::register, &["features.0."], None),
+            (moganet::register, &["patch_embed1."], None),
+            (
+                resnet::register,
+                &["conv1.", "bn1."],
+                Some(LayerRule::ResNet),
+            ),
+            (unireplknet::register, &["downsample_layers.0."], None),
+            (swin::register, &["patch_embed."], None),
+            (transnext::register, &["patch_embed1."], None),
+            (repvgg::register, &["stem."], None),
+            (vgg::register, &["features.0.", "features.1."], None),
+            (vit::register, &["patch_embed."], Some(LayerRule::Vit)),
         ];
-        for (register, embedding) in families {
+        for (register, embedding, layer_rule) in families {
             let before: Vec<String> = registry.entries.keys().cloned().collect();
             register(&mut registry);
             let added: Vec<String> = registry
@@ -165,6 +179,9 @@ impl BackboneRegistry {
                 .cloned()
                 .collect();
             for name in added {
+                if let Some(rule) = layer_rule {
+                    registry.layer_rules.insert(name.clone(), rule);
+                }
                 registry.embeddings.insert(name, embedding);
             }
         }
@@ -177,6 +194,13 @@ impl BackboneRegistry {
     pub fn embedding(&self, name: &str) -> Option<Embedding> {
         let base = name.split('@').next().unwrap_or(name);
         self.embeddings.get(base).copied()
+    }
+
+    /// How layer-wise lr decay numbers `name`'s layers (presets share
+    /// their architecture's), or `None` where bocb has no rule for it.
+    pub fn layer_rule(&self, name: &str) -> Option<LayerRule> {
+        let base = name.split('@').next().unwrap_or(name);
+        self.layer_rules.get(base).copied()
     }
 
     /// Adds (or replaces) an architecture under `name`.

@@ -5,8 +5,8 @@
 use tch::Tensor;
 
 use super::{
-    tensor_bytes, HparamReader, Hparams, OptimError, Optimizer, OptimizerRegistry, ParamSet, FLAG,
-    NON_NEGATIVE, POSITIVE, UNIT_INTERVAL,
+    tensor_bytes, Group, HparamReader, Hparams, OptimError, Optimizer, OptimizerRegistry, ParamSet,
+    FLAG, NON_NEGATIVE, POSITIVE, UNIT_INTERVAL,
 };
 
 /// Registers this file's optimizers under their registry names.
@@ -19,7 +19,7 @@ pub(super) fn register(registry: &mut OptimizerRegistry) {
 /// L2 term added to the gradient; `fixed_decay` drops the `lr` factor of the
 /// decoupled decay.
 pub struct AdaBelief {
-    groups: Vec<(Vec<Tensor>, f64)>,
+    groups: Vec<Group>,
     beta1: f64,
     beta2: f64,
     eps: f64,
@@ -86,7 +86,7 @@ impl AdaBelief {
         let groups = params.into_groups(weight_decay);
         let state = groups
             .iter()
-            .map(|(p, _)| p.iter().map(|_| None).collect())
+            .map(|g| g.params.iter().map(|_| None).collect())
             .collect();
         Ok(Box::new(AdaBelief {
             groups,
@@ -134,7 +134,9 @@ impl Optimizer for AdaBelief {
         let rectified = self.rectify.then(|| self.rectified(t, bias_correction1));
         let (beta1, beta2, eps, amsgrad) = (self.beta1, self.beta2, self.eps, self.amsgrad);
         tch::no_grad(|| {
-            for ((params, weight_decay), states) in self.groups.iter_mut().zip(&mut self.state) {
+            for (group, states) in self.groups.iter_mut().zip(&mut self.state) {
+                let lr = group.lr(lr);
+                let (params, weight_decay) = (&mut group.params, &group.weight_decay);
                 let weight_decay = *weight_decay;
                 for (param, state) in params.iter_mut().zip(states.iter_mut()) {
                     let mut grad = param.grad();

@@ -5,8 +5,8 @@
 use tch::Tensor;
 
 use super::{
-    pytorch_optimizer_weight_decay, tensor_bytes, HparamReader, Hparams, OptimError, Optimizer,
-    OptimizerRegistry, ParamSet, FLAG, NON_NEGATIVE, POSITIVE, UNIT_INTERVAL,
+    pytorch_optimizer_weight_decay, tensor_bytes, Group, HparamReader, Hparams, OptimError,
+    Optimizer, OptimizerRegistry, ParamSet, FLAG, NON_NEGATIVE, POSITIVE, UNIT_INTERVAL,
 };
 
 /// Registers this file's optimizers under their registry names.
@@ -18,7 +18,7 @@ pub(super) fn register(registry: &mut OptimizerRegistry) {
 /// learning rate `lr` the bounds converge to `final_lr * lr / base_lr`, where
 /// `base_lr` is the configured `lr`.
 pub struct AdaBound {
-    groups: Vec<(Vec<Tensor>, f64)>,
+    groups: Vec<Group>,
     base_lr: f64,
     final_lr: f64,
     beta1: f64,
@@ -86,7 +86,7 @@ impl AdaBound {
         let groups = params.into_groups(weight_decay);
         let state = groups
             .iter()
-            .map(|(p, _)| p.iter().map(|_| None).collect())
+            .map(|g| g.params.iter().map(|_| None).collect())
             .collect();
         Ok(Box::new(AdaBound {
             groups,
@@ -113,15 +113,17 @@ impl Optimizer for AdaBound {
         let t = f64::from(self.step);
         let bias_correction1 = 1.0 - self.beta1.powf(t);
         let bias_correction2_sqrt = (1.0 - self.beta2.powf(t)).sqrt();
-        let final_lr = self.final_lr * lr / self.base_lr;
-        let lower_bound = final_lr * (1.0 - 1.0 / (self.gamma * t + 1.0));
-        let upper_bound = final_lr * (1.0 + 1.0 / (self.gamma * t));
-        // A 0-dim tensor, so `step_size / denom` is one division as in the
-        // reference (its dtype follows the parameters', as a scalar's would).
-        let step_size = Tensor::from(lr * bias_correction2_sqrt / bias_correction1);
         let (beta1, beta2, eps, ams_bound) = (self.beta1, self.beta2, self.eps, self.ams_bound);
         tch::no_grad(|| {
-            for ((params, weight_decay), states) in self.groups.iter_mut().zip(&mut self.state) {
+            for (group, states) in self.groups.iter_mut().zip(&mut self.state) {
+                let lr = group.lr(lr);
+                let final_lr = self.final_lr * lr / self.base_lr;
+                let lower_bound = final_lr * (1.0 - 1.0 / (self.gamma * t + 1.0));
+                let upper_bound = final_lr * (1.0 + 1.0 / (self.gamma * t));
+                // A 0-dim tensor, so `step_size / denom` is one division as in the
+                // reference (its dtype follows the parameters', as a scalar's would).
+                let step_size = Tensor::from(lr * bias_correction2_sqrt / bias_correction1);
+                let (params, weight_decay) = (&mut group.params, &group.weight_decay);
                 let weight_decay = *weight_decay;
                 for (param, state) in params.iter_mut().zip(states.iter_mut()) {
                     let mut grad = param.grad();
@@ -192,6 +194,7 @@ mod tests {
                 ParamSet {
                     decay: vec![p.shallow_clone()],
                     no_decay: vec![],
+                    lower_layers: Vec::new(),
                 },
             )
             .unwrap();

@@ -5,8 +5,8 @@
 use tch::Tensor;
 
 use super::{
-    tensor_bytes, HparamReader, Hparams, OptimError, Optimizer, OptimizerRegistry, ParamSet, Saved,
-    StateReader, StateTensors, FLAG, NON_NEGATIVE, POSITIVE, UNIT_INTERVAL,
+    tensor_bytes, Group, HparamReader, Hparams, OptimError, Optimizer, OptimizerRegistry, ParamSet,
+    Saved, StateReader, StateTensors, FLAG, NON_NEGATIVE, POSITIVE, UNIT_INTERVAL,
 };
 
 /// Registers this file's optimizers under their registry names.
@@ -25,7 +25,7 @@ pub(super) fn register(registry: &mut OptimizerRegistry) {
 /// (timm's `betas[0]`; timm ignores `betas[1]`). Weight decay shrinks the
 /// weights by the step size times `weight_decay` (decoupled).
 pub struct Adafactor {
-    groups: Vec<(Vec<Tensor>, f64)>,
+    groups: Vec<Group>,
     eps: f64,
     clip_threshold: f64,
     decay_rate: f64,
@@ -164,7 +164,7 @@ impl Adafactor {
         let groups = params.into_groups(weight_decay);
         let state = groups
             .iter()
-            .map(|(p, _)| p.iter().map(|_| None).collect())
+            .map(|g| g.params.iter().map(|_| None).collect())
             .collect();
         Ok(Box::new(Adafactor {
             groups,
@@ -230,9 +230,9 @@ impl Optimizer for Adafactor {
         let beta2t = 1.0 - f64::from(self.step).powf(self.decay_rate);
         tch::no_grad(|| {
             for gi in 0..self.groups.len() {
-                let weight_decay = self.groups[gi].1;
-                for pi in 0..self.groups[gi].0.len() {
-                    let grad = self.groups[gi].0[pi].grad();
+                let weight_decay = self.groups[gi].weight_decay;
+                for pi in 0..self.groups[gi].params.len() {
+                    let grad = self.groups[gi].params[pi].grad();
                     if !grad.defined() {
                         continue;
                     }
@@ -241,10 +241,12 @@ impl Optimizer for Adafactor {
                     }
                     let lr = match self.relative {
                         Some(relative) => {
-                            let param = &self.groups[gi].0[pi];
+                            let param = &self.groups[gi].params[pi];
                             relative.lr(self.step, rms(param).double_value(&[]))
                         }
-                        None => external_lr,
+                        // The relative step ignores the group's lr, as
+                        // timm's does.
+                        None => self.groups[gi].lr(external_lr),
                     };
                     let FactorState { exp_avg, second } =
                         self.state[gi][pi].as_mut().expect("created above");
@@ -290,7 +292,7 @@ impl Optimizer for Adafactor {
                             exp_avg.shallow_clone()
                         };
                     }
-                    let param = &mut self.groups[gi].0[pi];
+                    let param = &mut self.groups[gi].params[pi];
                     if weight_decay != 0.0 {
                         let _ = param.g_mul_scalar_(1.0 - weight_decay * lr);
                     }
@@ -326,6 +328,7 @@ mod tests {
         let params = ParamSet {
             decay: vec![p.shallow_clone()],
             no_decay: Vec::new(),
+            lower_layers: Vec::new(),
         };
         let mut opt = Adafactor::build(hparams, params).unwrap();
         opt.step(lr);
@@ -347,6 +350,7 @@ mod tests {
             ParamSet {
                 decay: vec![p.shallow_clone()],
                 no_decay: Vec::new(),
+                lower_layers: Vec::new(),
             },
         )
         .unwrap();
@@ -363,6 +367,7 @@ mod tests {
         let params = || ParamSet {
             decay: vec![param_with_grad(&[1.0], &[1.0])],
             no_decay: Vec::new(),
+            lower_layers: Vec::new(),
         };
         let err = Adafactor::build(&hp(&[("lr", 1e-3), ("warmup_init", 1.0)]), params())
             .err()

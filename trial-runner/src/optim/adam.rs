@@ -8,14 +8,14 @@ use tch::{Kind, Tensor};
 use super::fused::FusedAdam;
 use super::slices::in_slices;
 use super::{
-    tensor_bytes, HparamReader, Hparams, OptimError, Optimizer, OptimizerRegistry, ParamSet, Saved,
-    StateReader, StateTensors, FLAG, NON_NEGATIVE, POSITIVE, TORCH_SWITCHES, UNIT_INTERVAL,
+    tensor_bytes, Group, HparamReader, Hparams, OptimError, Optimizer, OptimizerRegistry, ParamSet,
+    Saved, StateReader, StateTensors, FLAG, NON_NEGATIVE, POSITIVE, TORCH_SWITCHES, UNIT_INTERVAL,
 };
 
 /// Parameter groups with one state per parameter, created at its first step
 /// with a gradient (or up front), as torch's `self.state[p]`.
 pub(super) struct PerParam<S> {
-    groups: Vec<(Vec<Tensor>, f64)>,
+    groups: Vec<Group>,
     states: Vec<Vec<Option<S>>>,
 }
 
@@ -24,7 +24,7 @@ impl<S> PerParam<S> {
         let groups = params.into_groups(weight_decay);
         let states = groups
             .iter()
-            .map(|(p, _)| p.iter().map(|_| None).collect())
+            .map(|g| g.params.iter().map(|_| None).collect())
             .collect();
         PerParam { groups, states }
     }
@@ -32,25 +32,29 @@ impl<S> PerParam<S> {
     /// Creates every parameter's state now (torch's Adagrad does so in its
     /// constructor).
     pub(super) fn init_all(&mut self, init: impl Fn(&Tensor) -> S) {
-        for ((params, _), states) in self.groups.iter().zip(&mut self.states) {
-            for (param, state) in params.iter().zip(states.iter_mut()) {
+        for (group, states) in self.groups.iter().zip(&mut self.states) {
+            for (param, state) in group.params.iter().zip(states.iter_mut()) {
                 *state = Some(init(param));
             }
         }
     }
 
-    /// Calls `update(param, grad, weight_decay, state)` under `no_grad` for
-    /// every parameter that has a gradient.
+    /// Calls `update(param, grad, weight_decay, lr, state)` under `no_grad`
+    /// for every parameter that has a gradient, with its group's share of
+    /// the scheduled `lr`.
     pub(super) fn update(
         &mut self,
-        mut update: impl FnMut(&mut Tensor, Tensor, f64, &mut Option<S>),
+        lr: f64,
+        mut update: impl FnMut(&mut Tensor, Tensor, f64, f64, &mut Option<S>),
     ) {
         tch::no_grad(|| {
-            for ((params, weight_decay), states) in self.groups.iter_mut().zip(&mut self.states) {
+            for (group, states) in self.groups.iter_mut().zip(&mut self.states) {
+                let lr = group.lr(lr);
+                let (params, weight_decay) = (&mut group.params, &group.weight_decay);
                 for (param, state) in params.iter_mut().zip(states.iter_mut()) {
                     let grad = param.grad();
                     if grad.defined() {
-                        update(param, grad, *weight_decay, state);
+                        update(param, grad, *weight_decay, lr, state);
                     }
                 }
             }
@@ -253,42 +257,44 @@ impl Optimizer for Adam {
             decoupled,
             ..
         } = *self;
-        self.params.update(|param, grad, weight_decay, state| {
-            let s = state.get_or_insert_with(|| AdamState {
-                step: 0,
-                exp_avg: param.zeros_like(),
-                exp_avg_sq: param.zeros_like(),
-                max_exp_avg_sq: amsgrad.then(|| param.zeros_like()),
+        self.params
+            .update(lr, |param, grad, weight_decay, lr, state| {
+                let s = state.get_or_insert_with(|| AdamState {
+                    step: 0,
+                    exp_avg: param.zeros_like(),
+                    exp_avg_sq: param.zeros_like(),
+                    max_exp_avg_sq: amsgrad.then(|| param.zeros_like()),
+                });
+                s.step += 1;
+                let step = f64::from(s.step);
+                let bias_correction1 = 1.0 - beta1.powf(step);
+                let bias_correction2_sqrt = (1.0 - beta2.powf(step)).sqrt();
+                let step_size_neg = -(lr / bias_correction1);
+                // Without amsgrad the second moment stands in for its maximum.
+                let second = s.max_exp_avg_sq.as_ref().unwrap_or(&s.exp_avg_sq);
+                let tensors = [&*param, &grad, &s.exp_avg, &s.exp_avg_sq, second];
+                in_slices(
+                    tensors,
+                    |[mut param, grad, mut exp_avg, mut exp_avg_sq, second]| {
+                        let grad =
+                            apply_weight_decay(&mut param, grad, lr, weight_decay, decoupled);
+                        let _ = exp_avg.lerp_(&grad, 1.0 - beta1);
+                        // The scratch of the second-moment update becomes the denominator.
+                        let mut denom = grad.empty_like();
+                        update_square_avg_in(&mut exp_avg_sq, &grad, beta2, &denom);
+                        if amsgrad {
+                            let _ = second.maximum_out(&second, &exp_avg_sq);
+                        }
+                        // torch's capturable form of the update, which folds the step
+                        // size into the denominator and so needs no scaled copy of
+                        // exp_avg: param += exp_avg / (sqrt(v) / (c2 * -s) + eps / -s).
+                        let _ = second.sqrt_out(&denom);
+                        let _ = denom.g_div_scalar_(bias_correction2_sqrt * step_size_neg);
+                        let _ = denom.g_add_scalar_(eps / step_size_neg);
+                        let _ = param.addcdiv_(&exp_avg, &denom);
+                    },
+                );
             });
-            s.step += 1;
-            let step = f64::from(s.step);
-            let bias_correction1 = 1.0 - beta1.powf(step);
-            let bias_correction2_sqrt = (1.0 - beta2.powf(step)).sqrt();
-            let step_size_neg = -(lr / bias_correction1);
-            // Without amsgrad the second moment stands in for its maximum.
-            let second = s.max_exp_avg_sq.as_ref().unwrap_or(&s.exp_avg_sq);
-            let tensors = [&*param, &grad, &s.exp_avg, &s.exp_avg_sq, second];
-            in_slices(
-                tensors,
-                |[mut param, grad, mut exp_avg, mut exp_avg_sq, second]| {
-                    let grad = apply_weight_decay(&mut param, grad, lr, weight_decay, decoupled);
-                    let _ = exp_avg.lerp_(&grad, 1.0 - beta1);
-                    // The scratch of the second-moment update becomes the denominator.
-                    let mut denom = grad.empty_like();
-                    update_square_avg_in(&mut exp_avg_sq, &grad, beta2, &denom);
-                    if amsgrad {
-                        let _ = second.maximum_out(&second, &exp_avg_sq);
-                    }
-                    // torch's capturable form of the update, which folds the step
-                    // size into the denominator and so needs no scaled copy of
-                    // exp_avg: param += exp_avg / (sqrt(v) / (c2 * -s) + eps / -s).
-                    let _ = second.sqrt_out(&denom);
-                    let _ = denom.g_div_scalar_(bias_correction2_sqrt * step_size_neg);
-                    let _ = denom.g_add_scalar_(eps / step_size_neg);
-                    let _ = param.addcdiv_(&exp_avg, &denom);
-                },
-            );
-        });
     }
 
     fn state_bytes(&self) -> usize {
@@ -356,28 +362,29 @@ impl Optimizer for Adamax {
         let Adamax {
             beta1, beta2, eps, ..
         } = *self;
-        self.params.update(|param, grad, weight_decay, state| {
-            let s = state.get_or_insert_with(|| AdamaxState {
-                step: 0,
-                exp_avg: param.zeros_like(),
-                exp_inf: param.zeros_like(),
+        self.params
+            .update(lr, |param, grad, weight_decay, lr, state| {
+                let s = state.get_or_insert_with(|| AdamaxState {
+                    step: 0,
+                    exp_avg: param.zeros_like(),
+                    exp_inf: param.zeros_like(),
+                });
+                s.step += 1;
+                let clr = lr / (1.0 - beta1.powf(f64::from(s.step)));
+                let tensors = [&*param, &grad, &s.exp_avg, &s.exp_inf];
+                in_slices(tensors, |[mut param, grad, mut exp_avg, mut exp_inf]| {
+                    let grad = l2_grad(grad, &param, weight_decay);
+                    let _ = exp_avg.lerp_(&grad, 1.0 - beta1);
+                    let mut norm = grad.abs();
+                    let _ = norm.g_add_scalar_(eps);
+                    let _ = exp_inf.g_mul_scalar_(beta2);
+                    let _ = exp_inf.maximum_out(&exp_inf, &norm);
+                    // torch's addcdiv_(exp_avg, exp_inf, value=-clr), rounded as
+                    // torch does; `norm` is spent and takes the quotient.
+                    let _ = exp_avg.div_out(&norm, &exp_inf);
+                    let _ = param.addcmul_(&norm, &scalar_like(-clr, &param));
+                });
             });
-            s.step += 1;
-            let clr = lr / (1.0 - beta1.powf(f64::from(s.step)));
-            let tensors = [&*param, &grad, &s.exp_avg, &s.exp_inf];
-            in_slices(tensors, |[mut param, grad, mut exp_avg, mut exp_inf]| {
-                let grad = l2_grad(grad, &param, weight_decay);
-                let _ = exp_avg.lerp_(&grad, 1.0 - beta1);
-                let mut norm = grad.abs();
-                let _ = norm.g_add_scalar_(eps);
-                let _ = exp_inf.g_mul_scalar_(beta2);
-                let _ = exp_inf.maximum_out(&exp_inf, &norm);
-                // torch's addcdiv_(exp_avg, exp_inf, value=-clr), rounded as
-                // torch does; `norm` is spent and takes the quotient.
-                let _ = exp_avg.div_out(&norm, &exp_inf);
-                let _ = param.addcmul_(&norm, &scalar_like(-clr, &param));
-            });
-        });
     }
 
     fn state_bytes(&self) -> usize {
@@ -461,45 +468,46 @@ impl Optimizer for NAdam {
             ..
         } = *self;
         let mu_at = |step: f64| beta1 * (1.0 - 0.5 * 0.96f64.powf(step * momentum_decay));
-        self.params.update(|param, grad, weight_decay, state| {
-            let s = state.get_or_insert_with(|| NAdamState {
-                step: 0,
-                mu_product: 1.0,
-                exp_avg: param.zeros_like(),
-                exp_avg_sq: param.zeros_like(),
+        self.params
+            .update(lr, |param, grad, weight_decay, lr, state| {
+                let s = state.get_or_insert_with(|| NAdamState {
+                    step: 0,
+                    mu_product: 1.0,
+                    exp_avg: param.zeros_like(),
+                    exp_avg_sq: param.zeros_like(),
+                });
+                s.step += 1;
+                let step = f64::from(s.step);
+                let bias_correction2 = 1.0 - beta2.powf(step);
+                let mu = mu_at(step);
+                let mu_next = mu_at(step + 1.0);
+                s.mu_product = if param.kind() == Kind::Double {
+                    s.mu_product * mu
+                } else {
+                    f64::from(s.mu_product as f32 * mu as f32)
+                };
+                let mu_product_next = s.mu_product * mu_next;
+                let grad_coef = -lr * (1.0 - mu) / (1.0 - s.mu_product);
+                let avg_coef = (-lr * mu_next) / (1.0 - mu_product_next);
+                let tensors = [&*param, &grad, &s.exp_avg, &s.exp_avg_sq];
+                in_slices(tensors, |[mut param, grad, mut exp_avg, mut exp_avg_sq]| {
+                    let grad = apply_weight_decay(&mut param, grad, lr, weight_decay, decoupled);
+                    let _ = exp_avg.lerp_(&grad, 1.0 - beta1);
+                    // The scratch of the second-moment update becomes the denominator.
+                    let mut denom = grad.empty_like();
+                    update_square_avg_in(&mut exp_avg_sq, &grad, beta2, &denom);
+                    let _ = exp_avg_sq.div_scalar_out(&denom, bias_correction2);
+                    let _ = denom.sqrt_();
+                    let _ = denom.g_add_scalar_(eps);
+                    // torch's two addcdiv_(.., denom, value=coef), each coefficient
+                    // folded into the denominator: param += grad / (denom / grad_coef),
+                    // then += exp_avg / (denom / avg_coef).
+                    let _ = denom.g_div_scalar_(grad_coef);
+                    let _ = param.addcdiv_(&grad, &denom);
+                    let _ = denom.g_mul_scalar_(grad_coef / avg_coef);
+                    let _ = param.addcdiv_(&exp_avg, &denom);
+                });
             });
-            s.step += 1;
-            let step = f64::from(s.step);
-            let bias_correction2 = 1.0 - beta2.powf(step);
-            let mu = mu_at(step);
-            let mu_next = mu_at(step + 1.0);
-            s.mu_product = if param.kind() == Kind::Double {
-                s.mu_product * mu
-            } else {
-                f64::from(s.mu_product as f32 * mu as f32)
-            };
-            let mu_product_next = s.mu_product * mu_next;
-            let grad_coef = -lr * (1.0 - mu) / (1.0 - s.mu_product);
-            let avg_coef = (-lr * mu_next) / (1.0 - mu_product_next);
-            let tensors = [&*param, &grad, &s.exp_avg, &s.exp_avg_sq];
-            in_slices(tensors, |[mut param, grad, mut exp_avg, mut exp_avg_sq]| {
-                let grad = apply_weight_decay(&mut param, grad, lr, weight_decay, decoupled);
-                let _ = exp_avg.lerp_(&grad, 1.0 - beta1);
-                // The scratch of the second-moment update becomes the denominator.
-                let mut denom = grad.empty_like();
-                update_square_avg_in(&mut exp_avg_sq, &grad, beta2, &denom);
-                let _ = exp_avg_sq.div_scalar_out(&denom, bias_correction2);
-                let _ = denom.sqrt_();
-                let _ = denom.g_add_scalar_(eps);
-                // torch's two addcdiv_(.., denom, value=coef), each coefficient
-                // folded into the denominator: param += grad / (denom / grad_coef),
-                // then += exp_avg / (denom / avg_coef).
-                let _ = denom.g_div_scalar_(grad_coef);
-                let _ = param.addcdiv_(&grad, &denom);
-                let _ = denom.g_mul_scalar_(grad_coef / avg_coef);
-                let _ = param.addcdiv_(&exp_avg, &denom);
-            });
-        });
     }
 
     fn state_bytes(&self) -> usize {
@@ -570,47 +578,48 @@ impl Optimizer for RAdam {
             ..
         } = *self;
         let rho_inf = 2.0 / (1.0 - beta2) - 1.0;
-        self.params.update(|param, grad, weight_decay, state| {
-            let s = state.get_or_insert_with(|| RAdamState {
-                step: 0,
-                exp_avg: param.zeros_like(),
-                exp_avg_sq: param.zeros_like(),
-            });
-            s.step += 1;
-            let step = f64::from(s.step);
-            let bias_correction1 = 1.0 - beta1.powf(step);
-            let bias_correction2 = 1.0 - beta2.powf(step);
-            let rho_t = rho_inf - 2.0 * step * beta2.powf(step) / bias_correction2;
-            // The rectification, or None while the variance is intractable.
-            let rect = (rho_t > 5.0).then(|| {
-                ((rho_t - 4.0) * (rho_t - 2.0) * rho_inf
-                    / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t))
-                    .sqrt()
-            });
-            let tensors = [&*param, &grad, &s.exp_avg, &s.exp_avg_sq];
-            in_slices(tensors, |[mut param, grad, mut exp_avg, mut exp_avg_sq]| {
-                let grad = apply_weight_decay(&mut param, grad, lr, weight_decay, decoupled);
-                let _ = exp_avg.lerp_(&grad, 1.0 - beta1);
-                // The scratch of the second-moment update becomes the update.
-                let mut scratch = grad.empty_like();
-                update_square_avg_in(&mut exp_avg_sq, &grad, beta2, &scratch);
-                match rect {
-                    Some(rect) => {
-                        // param -= lr * rect * sqrt(c2) / c1 * exp_avg / (sqrt(v) + eps)
-                        let mut denom = exp_avg_sq.sqrt();
-                        let _ = denom.g_add_scalar_(eps);
-                        let coef = -(lr * rect * bias_correction2.sqrt() / bias_correction1);
-                        let _ = exp_avg.mul_scalar_out(&scratch, coef);
-                        let _ = param.addcdiv_(&scratch, &denom);
+        self.params
+            .update(lr, |param, grad, weight_decay, lr, state| {
+                let s = state.get_or_insert_with(|| RAdamState {
+                    step: 0,
+                    exp_avg: param.zeros_like(),
+                    exp_avg_sq: param.zeros_like(),
+                });
+                s.step += 1;
+                let step = f64::from(s.step);
+                let bias_correction1 = 1.0 - beta1.powf(step);
+                let bias_correction2 = 1.0 - beta2.powf(step);
+                let rho_t = rho_inf - 2.0 * step * beta2.powf(step) / bias_correction2;
+                // The rectification, or None while the variance is intractable.
+                let rect = (rho_t > 5.0).then(|| {
+                    ((rho_t - 4.0) * (rho_t - 2.0) * rho_inf
+                        / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t))
+                        .sqrt()
+                });
+                let tensors = [&*param, &grad, &s.exp_avg, &s.exp_avg_sq];
+                in_slices(tensors, |[mut param, grad, mut exp_avg, mut exp_avg_sq]| {
+                    let grad = apply_weight_decay(&mut param, grad, lr, weight_decay, decoupled);
+                    let _ = exp_avg.lerp_(&grad, 1.0 - beta1);
+                    // The scratch of the second-moment update becomes the update.
+                    let mut scratch = grad.empty_like();
+                    update_square_avg_in(&mut exp_avg_sq, &grad, beta2, &scratch);
+                    match rect {
+                        Some(rect) => {
+                            // param -= lr * rect * sqrt(c2) / c1 * exp_avg / (sqrt(v) + eps)
+                            let mut denom = exp_avg_sq.sqrt();
+                            let _ = denom.g_add_scalar_(eps);
+                            let coef = -(lr * rect * bias_correction2.sqrt() / bias_correction1);
+                            let _ = exp_avg.mul_scalar_out(&scratch, coef);
+                            let _ = param.addcdiv_(&scratch, &denom);
+                        }
+                        None => {
+                            let _ = exp_avg.div_scalar_out(&scratch, bias_correction1);
+                            let _ = scratch.g_mul_scalar_(lr);
+                            let _ = param.g_sub_(&scratch);
+                        }
                     }
-                    None => {
-                        let _ = exp_avg.div_scalar_out(&scratch, bias_correction1);
-                        let _ = scratch.g_mul_scalar_(lr);
-                        let _ = param.g_sub_(&scratch);
-                    }
-                }
+                });
             });
-        });
     }
 
     fn state_bytes(&self) -> usize {
@@ -646,6 +655,7 @@ mod tests {
                 ParamSet {
                     decay: vec![p.shallow_clone()],
                     no_decay: vec![],
+                    lower_layers: Vec::new(),
                 },
             )
             .unwrap();
@@ -709,6 +719,7 @@ mod tests {
                 ParamSet {
                     decay: vec![p.shallow_clone()],
                     no_decay: vec![],
+                    lower_layers: Vec::new(),
                 },
             )
             .unwrap();

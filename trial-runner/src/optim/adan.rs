@@ -8,8 +8,8 @@ use tch::Tensor;
 use super::caution::apply_caution;
 use super::slices::in_slices;
 use super::{
-    tensor_bytes, HparamReader, Hparams, OptimError, Optimizer, OptimizerRegistry, ParamSet, FLAG,
-    NON_NEGATIVE, POSITIVE, UNIT_INTERVAL,
+    tensor_bytes, Group, HparamReader, Hparams, OptimError, Optimizer, OptimizerRegistry, ParamSet,
+    FLAG, NON_NEGATIVE, POSITIVE, UNIT_INTERVAL,
 };
 
 /// Per-parameter state, created at the parameter's first step.
@@ -37,7 +37,7 @@ pub(super) fn register(registry: &mut OptimizerRegistry) {
 /// `betas: [b1, b2, b3]` arrives as `beta1` (gradient), `beta2` (gradient
 /// difference) and `beta3` (second moment), each the weight of the old value.
 pub struct Adan {
-    groups: Vec<(Vec<Tensor>, f64)>,
+    groups: Vec<Group>,
     beta1: f64,
     beta2: f64,
     beta3: f64,
@@ -75,7 +75,7 @@ impl Adan {
         let groups = params.into_groups(weight_decay);
         let state = groups
             .iter()
-            .map(|(p, _)| p.iter().map(|_| None).collect())
+            .map(|g| g.params.iter().map(|_| None).collect())
             .collect();
         Ok(Box::new(Adan {
             groups,
@@ -101,10 +101,12 @@ impl Optimizer for Adan {
         let bias_correction1 = 1.0 - beta1.powf(step);
         let bias_correction2 = 1.0 - beta2.powf(step);
         let bias_correction3_sqrt = (1.0 - beta3.powf(step)).sqrt();
-        let step_size_diff = lr * beta2 / bias_correction2;
-        let step_size = lr / bias_correction1;
         tch::no_grad(|| {
-            for ((params, weight_decay), states) in self.groups.iter_mut().zip(&mut self.state) {
+            for (group, states) in self.groups.iter_mut().zip(&mut self.state) {
+                let lr = group.lr(lr);
+                let step_size_diff = lr * beta2 / bias_correction2;
+                let step_size = lr / bias_correction1;
+                let (params, weight_decay) = (&mut group.params, &group.weight_decay);
                 for (param, state) in params.iter_mut().zip(states.iter_mut()) {
                     let grad = param.grad();
                     if !grad.defined() {

@@ -83,18 +83,19 @@ impl Optimizer for Adagrad {
 
     fn step(&mut self, lr: f64) {
         let Adagrad { lr_decay, eps, .. } = *self;
-        self.params.update(|param, grad, weight_decay, state| {
-            let s = state.as_mut().expect("Adagrad state is created at build");
-            s.step += 1;
-            let clr = lr / (1.0 + (f64::from(s.step) - 1.0) * lr_decay);
-            in_slices([&*param, &grad, &s.sum], |[mut param, grad, mut sum]| {
-                let grad = l2_grad(grad, &param, weight_decay);
-                let _ = sum.addcmul_(&grad, &grad);
-                let mut std = sum.sqrt();
-                let _ = std.g_add_scalar_(eps);
-                addcdiv_value(&mut param, &grad, &std, -clr);
+        self.params
+            .update(lr, |param, grad, weight_decay, lr, state| {
+                let s = state.as_mut().expect("Adagrad state is created at build");
+                s.step += 1;
+                let clr = lr / (1.0 + (f64::from(s.step) - 1.0) * lr_decay);
+                in_slices([&*param, &grad, &s.sum], |[mut param, grad, mut sum]| {
+                    let grad = l2_grad(grad, &param, weight_decay);
+                    let _ = sum.addcmul_(&grad, &grad);
+                    let mut std = sum.sqrt();
+                    let _ = std.g_add_scalar_(eps);
+                    addcdiv_value(&mut param, &grad, &std, -clr);
+                });
             });
-        });
     }
 
     fn state_bytes(&self) -> usize {
@@ -145,30 +146,31 @@ impl Optimizer for Adadelta {
 
     fn step(&mut self, lr: f64) {
         let Adadelta { rho, eps, .. } = *self;
-        self.params.update(|param, grad, weight_decay, state| {
-            let s = state.get_or_insert_with(|| AdadeltaState {
-                square_avg: param.zeros_like(),
-                acc_delta: param.zeros_like(),
+        self.params
+            .update(lr, |param, grad, weight_decay, lr, state| {
+                let s = state.get_or_insert_with(|| AdadeltaState {
+                    square_avg: param.zeros_like(),
+                    acc_delta: param.zeros_like(),
+                });
+                let tensors = [&*param, &grad, &s.square_avg, &s.acc_delta];
+                in_slices(
+                    tensors,
+                    |[mut param, grad, mut square_avg, mut acc_delta]| {
+                        let grad = l2_grad(grad, &param, weight_decay);
+                        let mut std = grad.empty_like();
+                        update_square_avg_in(&mut square_avg, &grad, rho, &std);
+                        let _ = square_avg.add_scalar_out(&std, eps);
+                        let _ = std.sqrt_();
+                        let mut delta = &acc_delta + eps;
+                        let _ = delta.sqrt_();
+                        let _ = delta.g_div_(&std);
+                        let _ = delta.g_mul_(&grad);
+                        // `std` is spent; it takes the scaled delta.
+                        update_square_avg_in(&mut acc_delta, &delta, rho, &std);
+                        let _ = param.addcmul_(&delta, &scalar_like(-lr, &param));
+                    },
+                );
             });
-            let tensors = [&*param, &grad, &s.square_avg, &s.acc_delta];
-            in_slices(
-                tensors,
-                |[mut param, grad, mut square_avg, mut acc_delta]| {
-                    let grad = l2_grad(grad, &param, weight_decay);
-                    let mut std = grad.empty_like();
-                    update_square_avg_in(&mut square_avg, &grad, rho, &std);
-                    let _ = square_avg.add_scalar_out(&std, eps);
-                    let _ = std.sqrt_();
-                    let mut delta = &acc_delta + eps;
-                    let _ = delta.sqrt_();
-                    let _ = delta.g_div_(&std);
-                    let _ = delta.g_mul_(&grad);
-                    // `std` is spent; it takes the scaled delta.
-                    update_square_avg_in(&mut acc_delta, &delta, rho, &std);
-                    let _ = param.addcmul_(&delta, &scalar_like(-lr, &param));
-                },
-            );
-        });
     }
 
     fn state_bytes(&self) -> usize {
@@ -240,43 +242,44 @@ impl Optimizer for RmsProp {
             centered,
             ..
         } = *self;
-        self.params.update(|param, grad, weight_decay, state| {
-            let s = state.get_or_insert_with(|| RmsPropState {
-                square_avg: param.zeros_like(),
-                momentum_buffer: (momentum > 0.0).then(|| param.zeros_like()),
-                grad_avg: centered.then(|| param.zeros_like()),
+        self.params
+            .update(lr, |param, grad, weight_decay, lr, state| {
+                let s = state.get_or_insert_with(|| RmsPropState {
+                    square_avg: param.zeros_like(),
+                    momentum_buffer: (momentum > 0.0).then(|| param.zeros_like()),
+                    grad_avg: centered.then(|| param.zeros_like()),
+                });
+                // Absent buffers are stood in for by `square_avg`, never touched.
+                let buffer = s.momentum_buffer.as_ref().unwrap_or(&s.square_avg);
+                let grad_avg = s.grad_avg.as_ref().unwrap_or(&s.square_avg);
+                let tensors = [&*param, &grad, &s.square_avg, buffer, grad_avg];
+                in_slices(
+                    tensors,
+                    |[mut param, grad, mut square_avg, mut buffer, mut grad_avg]| {
+                        let grad = l2_grad(grad, &param, weight_decay);
+                        // The scratch of the square_avg update becomes `avg`.
+                        let mut avg = grad.empty_like();
+                        update_square_avg_in(&mut square_avg, &grad, alpha, &avg);
+                        if centered {
+                            let _ = grad_avg.lerp_(&grad, 1.0 - alpha);
+                            // square_avg - grad_avg^2, as torch's addcmul(value=-1)
+                            let _ = grad_avg.square_out(&avg);
+                            let _ = square_avg.sub_out(&avg, &avg);
+                            let _ = avg.sqrt_();
+                        } else {
+                            let _ = square_avg.sqrt_out(&avg);
+                        }
+                        let _ = avg.g_add_scalar_(eps);
+                        if momentum > 0.0 {
+                            let _ = buffer.g_mul_scalar_(momentum);
+                            let _ = buffer.addcdiv_(&grad, &avg);
+                            let _ = param.addcmul_(&buffer, &scalar_like(-lr, &param));
+                        } else {
+                            addcdiv_value(&mut param, &grad, &avg, -lr);
+                        }
+                    },
+                );
             });
-            // Absent buffers are stood in for by `square_avg`, never touched.
-            let buffer = s.momentum_buffer.as_ref().unwrap_or(&s.square_avg);
-            let grad_avg = s.grad_avg.as_ref().unwrap_or(&s.square_avg);
-            let tensors = [&*param, &grad, &s.square_avg, buffer, grad_avg];
-            in_slices(
-                tensors,
-                |[mut param, grad, mut square_avg, mut buffer, mut grad_avg]| {
-                    let grad = l2_grad(grad, &param, weight_decay);
-                    // The scratch of the square_avg update becomes `avg`.
-                    let mut avg = grad.empty_like();
-                    update_square_avg_in(&mut square_avg, &grad, alpha, &avg);
-                    if centered {
-                        let _ = grad_avg.lerp_(&grad, 1.0 - alpha);
-                        // square_avg - grad_avg^2, as torch's addcmul(value=-1)
-                        let _ = grad_avg.square_out(&avg);
-                        let _ = square_avg.sub_out(&avg, &avg);
-                        let _ = avg.sqrt_();
-                    } else {
-                        let _ = square_avg.sqrt_out(&avg);
-                    }
-                    let _ = avg.g_add_scalar_(eps);
-                    if momentum > 0.0 {
-                        let _ = buffer.g_mul_scalar_(momentum);
-                        let _ = buffer.addcdiv_(&grad, &avg);
-                        let _ = param.addcmul_(&buffer, &scalar_like(-lr, &param));
-                    } else {
-                        addcdiv_value(&mut param, &grad, &avg, -lr);
-                    }
-                },
-            );
-        });
     }
 
     fn state_bytes(&self) -> usize {

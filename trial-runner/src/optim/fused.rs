@@ -10,7 +10,9 @@ use std::ffi::CStr;
 use tch::{Device, Tensor};
 use torch_sys::C_tensor;
 
-use super::{tensor_bytes, OptimError, Optimizer, ParamSet, Saved, StateReader, StateTensors};
+use super::{
+    tensor_bytes, Group, OptimError, Optimizer, ParamSet, Saved, StateReader, StateTensors,
+};
 
 extern "C" {
     fn bocb_fused_sgd(
@@ -46,11 +48,8 @@ extern "C" {
 
 /// Whether `params` take the fused path: on CUDA.
 pub(super) fn wanted(params: &ParamSet) -> bool {
-    let mut firsts = [&params.decay, &params.no_decay]
-        .into_iter()
-        .filter_map(|group| group.first())
-        .peekable();
-    firsts.peek().is_some() && firsts.all(|p| matches!(p.device(), Device::Cuda(_)))
+    let mut tensors = params.tensors().peekable();
+    tensors.peek().is_some() && tensors.all(|p| matches!(p.device(), Device::Cuda(_)))
 }
 
 fn handles(tensors: &[Tensor]) -> Vec<*const C_tensor> {
@@ -133,7 +132,7 @@ pub(super) fn sgd_step(
 /// `fused=True`: per parameter its moments and a float step count on its
 /// device, as torch keeps them.
 pub(super) struct FusedAdam {
-    pub(super) groups: Vec<(Vec<Tensor>, f64)>,
+    pub(super) groups: Vec<Group>,
     pub(super) beta1: f64,
     pub(super) beta2: f64,
     pub(super) eps: f64,
@@ -186,14 +185,14 @@ impl Saved for FusedAdamState {
 
 impl FusedAdam {
     pub(super) fn new(
-        groups: Vec<(Vec<Tensor>, f64)>,
+        groups: Vec<Group>,
         (beta1, beta2, eps): (f64, f64, f64),
         amsgrad: bool,
         decoupled: bool,
     ) -> Self {
         let states = groups
             .iter()
-            .map(|(p, _)| p.iter().map(|_| None).collect())
+            .map(|g| g.params.iter().map(|_| None).collect())
             .collect();
         FusedAdam {
             groups,
@@ -220,7 +219,9 @@ impl Optimizer for FusedAdam {
     }
 
     fn step(&mut self, lr: f64) {
-        for ((params, weight_decay), states) in self.groups.iter().zip(&mut self.states) {
+        for (group, states) in self.groups.iter().zip(&mut self.states) {
+            let lr = group.lr(lr);
+            let (params, weight_decay) = (&group.params, &group.weight_decay);
             let mut lists: [Vec<Tensor>; 6] = Default::default();
             for (param, state) in params.iter().zip(states.iter_mut()) {
                 let grad = param.grad();
@@ -350,6 +351,7 @@ mod tests {
             let set = |p: &[Tensor; 2]| ParamSet {
                 decay: vec![p[0].shallow_clone()],
                 no_decay: vec![p[1].shallow_clone()],
+                lower_layers: Vec::new(),
             };
             let mut per_tensor = OptimizerRegistry::builtin()
                 .build("sgd_m", &hparams, set(&ours))
@@ -401,6 +403,7 @@ mod tests {
             let set = |p: &[Tensor; 2]| ParamSet {
                 decay: vec![p[0].shallow_clone()],
                 no_decay: vec![p[1].shallow_clone()],
+                lower_layers: Vec::new(),
             };
             let mut per_tensor = OptimizerRegistry::builtin()
                 .build(name, &hparams, set(&ours))
@@ -434,6 +437,7 @@ mod tests {
             let set = |p: &[Tensor; 2]| ParamSet {
                 decay: vec![p[0].shallow_clone()],
                 no_decay: vec![p[1].shallow_clone()],
+                lower_layers: Vec::new(),
             };
             let per_tensor = |p: &[Tensor; 2]| {
                 OptimizerRegistry::builtin()
@@ -490,17 +494,20 @@ mod tests {
         let set = ParamSet {
             decay: vec![p],
             no_decay: vec![],
+            lower_layers: Vec::new(),
         };
         assert!(!wanted(&set));
         assert!(!wanted(&ParamSet {
             decay: vec![],
             no_decay: vec![],
+            lower_layers: Vec::new(),
         }));
         if tch::Cuda::is_available() {
             let q = Tensor::zeros([2], (Kind::Float, Device::Cuda(0)));
             assert!(wanted(&ParamSet {
                 decay: vec![q],
                 no_decay: vec![],
+                lower_layers: Vec::new(),
             }));
         }
     }

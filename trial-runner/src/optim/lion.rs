@@ -6,8 +6,8 @@ use tch::Tensor;
 
 use super::caution::apply_caution;
 use super::{
-    tensor_bytes, HparamReader, Hparams, OptimError, Optimizer, OptimizerRegistry, ParamSet, FLAG,
-    NON_NEGATIVE, POSITIVE, UNIT_INTERVAL,
+    tensor_bytes, Group, HparamReader, Hparams, OptimError, Optimizer, OptimizerRegistry, ParamSet,
+    FLAG, NON_NEGATIVE, POSITIVE, UNIT_INTERVAL,
 };
 
 /// Registers this file's optimizers under their registry names.
@@ -18,7 +18,7 @@ pub(super) fn register(registry: &mut OptimizerRegistry) {
 /// Lion, as `timm.optim.Lion` (timm 1.0.31), `caution` and
 /// `corrected_weight_decay` included.
 pub struct Lion {
-    groups: Vec<(Vec<Tensor>, f64)>,
+    groups: Vec<Group>,
     beta1: f64,
     beta2: f64,
     caution: bool,
@@ -54,7 +54,7 @@ impl Lion {
         let groups = params.into_groups(weight_decay);
         let exp_avgs = groups
             .iter()
-            .map(|(p, _)| p.iter().map(|_| None).collect())
+            .map(|g| g.params.iter().map(|_| None).collect())
             .collect();
         Ok(Box::new(Lion {
             groups,
@@ -71,10 +71,12 @@ impl Optimizer for Lion {
     crate::optimizer_state!(exp_avgs);
 
     fn step(&mut self, lr: f64) {
-        let wd_scale = self.max_lr.map_or(lr, |max_lr| lr * lr / max_lr);
         tch::no_grad(|| {
-            for ((params, weight_decay), exp_avgs) in self.groups.iter_mut().zip(&mut self.exp_avgs)
-            {
+            for (group, exp_avgs) in self.groups.iter_mut().zip(&mut self.exp_avgs) {
+                let lr = group.lr(lr);
+                // timm keeps the unscaled peak lr as every group's max_lr.
+                let wd_scale = self.max_lr.map_or(lr, |max_lr| lr * lr / max_lr);
+                let (params, weight_decay) = (&mut group.params, &group.weight_decay);
                 for (param, exp_avg) in params.iter_mut().zip(exp_avgs.iter_mut()) {
                     let grad = param.grad();
                     if !grad.defined() {
@@ -115,6 +117,7 @@ mod tests {
             ParamSet {
                 decay: vec![p.shallow_clone()],
                 no_decay: vec![],
+                lower_layers: Vec::new(),
             },
         )
     }

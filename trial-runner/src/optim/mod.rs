@@ -91,19 +91,75 @@ pub trait Optimizer: Send {
 
 /// The trainable tensors of a model, split as timm does: weight decay applies
 /// to `decay` only; biases and normalisation parameters go to `no_decay`.
+/// With layer-wise lr decay (a recipe's `layer_decay`), `decay` and
+/// `no_decay` hold the layers at the full lr and `lower_layers` the rest.
+/// An optimizer reads them all through [`into_groups`](Self::into_groups).
 #[derive(Default)]
 pub struct ParamSet {
     pub decay: Vec<Tensor>,
     pub no_decay: Vec<Tensor>,
+    /// Layers trained below the scheduled lr; empty without layer decay.
+    pub lower_layers: Vec<ScaledParams>,
+}
+
+/// Tensors whose lr is the scheduled one times `lr_scale`, split as
+/// [`ParamSet`]'s own.
+pub struct ScaledParams {
+    pub lr_scale: f64,
+    pub decay: Vec<Tensor>,
+    pub no_decay: Vec<Tensor>,
+}
+
+/// One parameter group, as a `torch.optim` param group: its tensors, its
+/// weight decay and its lr scale (timm's `lr_scale`).
+pub struct Group {
+    pub params: Vec<Tensor>,
+    pub weight_decay: f64,
+    pub lr_scale: f64,
+}
+
+impl Group {
+    /// This group's lr when the schedule gives `lr` (timm's scheduler sets
+    /// `group["lr"] = lr * group["lr_scale"]`); the one place a scale
+    /// applies.
+    pub fn lr(&self, lr: f64) -> f64 {
+        lr * self.lr_scale
+    }
 }
 
 impl ParamSet {
-    /// Parameter groups with the weight decay each one gets.
-    pub(crate) fn into_groups(self, weight_decay: f64) -> Vec<(Vec<Tensor>, f64)> {
-        [(self.decay, weight_decay), (self.no_decay, 0.0)]
-            .into_iter()
-            .filter(|(params, _)| !params.is_empty())
+    /// The non-empty parameter groups with the weight decay and lr scale
+    /// of each: `decay`, `no_decay`, then each lower layer's two.
+    pub fn into_groups(self, weight_decay: f64) -> Vec<Group> {
+        let top = ScaledParams {
+            lr_scale: 1.0,
+            decay: self.decay,
+            no_decay: self.no_decay,
+        };
+        std::iter::once(top)
+            .chain(self.lower_layers)
+            .flat_map(|layer| {
+                [
+                    (layer.decay, weight_decay, layer.lr_scale),
+                    (layer.no_decay, 0.0, layer.lr_scale),
+                ]
+            })
+            .filter(|(params, _, _)| !params.is_empty())
+            .map(|(params, weight_decay, lr_scale)| Group {
+                params,
+                weight_decay,
+                lr_scale,
+            })
             .collect()
+    }
+
+    /// Every tensor, in [`into_groups`](Self::into_groups) order.
+    pub fn tensors(&self) -> impl Iterator<Item = &Tensor> {
+        self.decay.iter().chain(&self.no_decay).chain(
+            self.lower_layers
+                .iter()
+                .flat_map(|layer| layer.decay.iter().chain(&layer.no_decay)),
+        )
     }
 }
 
@@ -456,6 +512,7 @@ mod tests {
         let params = ParamSet {
             decay: vec![param_with_grad(&[1.0], &[0.0])],
             no_decay: vec![param_with_grad(&[1.0], &[0.0])],
+            lower_layers: Vec::new(),
         };
         let decayed = params.decay[0].shallow_clone();
         let kept = params.no_decay[0].shallow_clone();

@@ -8,8 +8,8 @@ use tch::Tensor;
 
 use super::adam::scalar_like;
 use super::{
-    tensor_bytes, HparamReader, Hparams, OptimError, Optimizer, OptimizerRegistry, ParamSet, FLAG,
-    NON_NEGATIVE, POSITIVE, UNIT_INTERVAL,
+    tensor_bytes, Group, HparamReader, Hparams, OptimError, Optimizer, OptimizerRegistry, ParamSet,
+    FLAG, NON_NEGATIVE, POSITIVE, UNIT_INTERVAL,
 };
 
 /// Per-parameter state, created at the parameter's first step.
@@ -37,7 +37,7 @@ pub(super) fn register(registry: &mut OptimizerRegistry) {
 /// `grad_averaging`, `decoupled_decay` and `corrected_weight_decay`
 /// included.
 pub struct NovoGrad {
-    groups: Vec<(Vec<Tensor>, f64)>,
+    groups: Vec<Group>,
     beta1: f64,
     beta2: f64,
     eps: f64,
@@ -77,7 +77,7 @@ impl NovoGrad {
         let groups = params.into_groups(weight_decay);
         let state = groups
             .iter()
-            .map(|(p, _)| p.iter().map(|_| None).collect())
+            .map(|g| g.params.iter().map(|_| None).collect())
             .collect();
         Ok(Box::new(NovoGrad {
             groups,
@@ -98,9 +98,12 @@ impl Optimizer for NovoGrad {
 
     fn step(&mut self, lr: f64) {
         let (beta1, beta2) = (self.beta1, self.beta2);
-        let wd_scale = self.max_lr.map_or(lr, |max_lr| lr * lr / max_lr);
         tch::no_grad(|| {
-            for ((params, weight_decay), states) in self.groups.iter_mut().zip(&mut self.state) {
+            for (group, states) in self.groups.iter_mut().zip(&mut self.state) {
+                let lr = group.lr(lr);
+                // timm keeps the unscaled peak lr as every group's max_lr.
+                let wd_scale = self.max_lr.map_or(lr, |max_lr| lr * lr / max_lr);
+                let (params, weight_decay) = (&mut group.params, &group.weight_decay);
                 for (param, state) in params.iter_mut().zip(states.iter_mut()) {
                     let grad = param.grad();
                     if !grad.defined() {
@@ -181,6 +184,7 @@ mod tests {
                 ParamSet {
                     decay: vec![p.shallow_clone()],
                     no_decay: vec![],
+                    lower_layers: Vec::new(),
                 },
             )
             .unwrap();

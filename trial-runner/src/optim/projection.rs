@@ -12,8 +12,8 @@ use super::adam::{scalar_like, update_square_avg_in};
 use super::caution::apply_caution;
 use super::slices::in_slices;
 use super::{
-    tensor_bytes, HparamReader, Hparams, OptimError, Optimizer, OptimizerRegistry, ParamSet, FLAG,
-    NON_NEGATIVE, POSITIVE, UNIT_INTERVAL,
+    tensor_bytes, Group, HparamReader, Hparams, OptimError, Optimizer, OptimizerRegistry, ParamSet,
+    FLAG, NON_NEGATIVE, POSITIVE, UNIT_INTERVAL,
 };
 
 /// How a parameter is split into vectors whose directions are compared
@@ -170,7 +170,7 @@ pub(super) fn register(registry: &mut OptimizerRegistry) {
 /// initialised buffer), projection, and decoupled weight decay
 /// `lr * weight_decay * wd_ratio / (1 - momentum)`.
 pub struct Sgdp {
-    groups: Vec<(Vec<Tensor>, f64)>,
+    groups: Vec<Group>,
     momentum: f64,
     dampening: f64,
     nesterov: bool,
@@ -203,7 +203,7 @@ impl Sgdp {
         let groups = params.into_groups(weight_decay);
         let buffers = groups
             .iter()
-            .map(|(p, _)| p.iter().map(|_| None).collect())
+            .map(|g| g.params.iter().map(|_| None).collect())
             .collect();
         Ok(Box::new(Sgdp {
             groups,
@@ -222,7 +222,9 @@ impl Optimizer for Sgdp {
 
     fn step(&mut self, lr: f64) {
         tch::no_grad(|| {
-            for ((params, weight_decay), buffers) in self.groups.iter_mut().zip(&mut self.buffers) {
+            for (group, buffers) in self.groups.iter_mut().zip(&mut self.buffers) {
+                let lr = group.lr(lr);
+                let (params, weight_decay) = (&mut group.params, &group.weight_decay);
                 for (param, buffer) in params.iter_mut().zip(buffers.iter_mut()) {
                     let grad = param.grad();
                     if !grad.defined() {
@@ -268,7 +270,7 @@ impl Optimizer for Sgdp {
 /// optional Nesterov momentum, projection, and decoupled weight decay
 /// `lr * weight_decay * wd_ratio`.
 pub struct AdamP {
-    groups: Vec<(Vec<Tensor>, f64)>,
+    groups: Vec<Group>,
     beta1: f64,
     beta2: f64,
     nesterov: bool,
@@ -302,7 +304,7 @@ impl AdamP {
         let groups = params.into_groups(weight_decay);
         let state = groups
             .iter()
-            .map(|(p, _)| p.iter().map(|_| None).collect())
+            .map(|g| g.params.iter().map(|_| None).collect())
             .collect();
         Ok(Box::new(AdamP {
             groups,
@@ -322,7 +324,9 @@ impl Optimizer for AdamP {
     fn step(&mut self, lr: f64) {
         let (beta1, beta2) = (self.beta1, self.beta2);
         tch::no_grad(|| {
-            for ((params, weight_decay), states) in self.groups.iter_mut().zip(&mut self.state) {
+            for (group, states) in self.groups.iter_mut().zip(&mut self.state) {
+                let lr = group.lr(lr);
+                let (params, weight_decay) = (&mut group.params, &group.weight_decay);
                 for (param, state) in params.iter_mut().zip(states.iter_mut()) {
                     let grad = param.grad();
                     if !grad.defined() {

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tch::{Kind, Tensor};
 
-use super::{HessianNoise, Hparams, OptimError, OptimizerRegistry, ParamSet};
+use super::{HessianNoise, Hparams, OptimError, OptimizerRegistry, ParamSet, ScaledParams};
 
 /// One recorded case. `grads[step][tensor]` and `params0[tensor]` are
 /// flattened row-major tensors of `shapes[tensor]`.
@@ -30,6 +30,15 @@ pub struct ReplayCase {
     /// Diagonal Hessian estimates for optimizers that use them (Sophia).
     #[serde(default)]
     pub hessians: Option<HessianSchedule>,
+    /// Each tensor's lr scale (layer-wise lr decay: its param group's
+    /// `lr_scale`, the group's lr being the scheduled one times it); all 1
+    /// when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lr_scales: Option<Vec<f64>>,
+    /// Which tensors are in a param group without weight decay (biases,
+    /// norms); none when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_weight_decay: Option<Vec<bool>>,
     /// The reference's parameters after each step, when recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trajectory: Option<Vec<Vec<Vec<f64>>>>,
@@ -113,14 +122,7 @@ pub fn replay(case: &ReplayCase, registry: &OptimizerRegistry) -> Result<ReplayO
                 .set_requires_grad(true)
         })
         .collect();
-    let mut optimizer = registry.build(
-        &case.optimizer,
-        &hparams,
-        ParamSet {
-            decay: params.iter().map(Tensor::shallow_clone).collect(),
-            no_decay: Vec::new(),
-        },
-    )?;
+    let mut optimizer = registry.build(&case.optimizer, &hparams, param_set(case, &params))?;
     // A case without `lr` (the reference's `lr=None`) replays only through
     // an optimizer that then sets its own step size.
     let lr = match (hparams.get("lr"), optimizer.external_lr()) {
@@ -152,6 +154,33 @@ pub fn replay(case: &ReplayCase, registry: &OptimizerRegistry) -> Result<ReplayO
         trajectory.push(params.iter().map(flat_values).collect());
     }
     Ok(ReplayOutput { trajectory })
+}
+
+/// The case's tensors in their param groups: by lr scale, then with or
+/// without weight decay.
+fn param_set(case: &ReplayCase, params: &[Tensor]) -> ParamSet {
+    let mut set = ParamSet::default();
+    let mut lower: BTreeMap<u64, ScaledParams> = BTreeMap::new();
+    for (i, param) in params.iter().enumerate() {
+        let lr_scale = case.lr_scales.as_ref().map_or(1.0, |s| s[i]);
+        let no_decay = case.no_weight_decay.as_ref().is_some_and(|n| n[i]);
+        let (decay, exempt) = if lr_scale == 1.0 {
+            (&mut set.decay, &mut set.no_decay)
+        } else {
+            let layer = lower.entry(lr_scale.to_bits()).or_insert(ScaledParams {
+                lr_scale,
+                decay: Vec::new(),
+                no_decay: Vec::new(),
+            });
+            (&mut layer.decay, &mut layer.no_decay)
+        };
+        match no_decay {
+            true => exempt.push(param.shallow_clone()),
+            false => decay.push(param.shallow_clone()),
+        }
+    }
+    set.lower_layers = lower.into_values().collect();
+    set
 }
 
 /// Sets `param.grad` to exactly `values`, whatever it held.
@@ -201,6 +230,36 @@ fn check_layout(case: &ReplayCase) -> Result<(), OptimError> {
         Ok(())
     };
     check("params0", &case.params0)?;
+    let grouped = [
+        ("lr_scales", case.lr_scales.as_ref().map(Vec::len)),
+        (
+            "no_weight_decay",
+            case.no_weight_decay.as_ref().map(Vec::len),
+        ),
+    ];
+    for (what, len) in grouped {
+        match len {
+            Some(n) if n != sizes.len() => {
+                return err(format!(
+                    "{what} has {n} entries, expected one per tensor ({})",
+                    sizes.len()
+                ))
+            }
+            // The estimates come in tensor order, which param groups reorder.
+            Some(_) if case.hessians.is_some() => {
+                return err(format!("{what} cannot be combined with hessians"))
+            }
+            _ => {}
+        }
+    }
+    if let Some(bad) = case
+        .lr_scales
+        .iter()
+        .flatten()
+        .find(|s| !(**s > 0.0 && **s <= 1.0))
+    {
+        return err(format!("lr_scales holds {bad}; each must be in (0, 1]"));
+    }
     for (step, grads) in case.grads.iter().enumerate() {
         check(&format!("grads[{step}]"), grads)?;
     }

@@ -4,8 +4,8 @@
 use tch::{Device, Kind, Tensor};
 
 use super::{
-    tensor_bytes, HparamReader, Hparams, OptimError, Optimizer, OptimizerRegistry, ParamSet, FLAG,
-    NON_NEGATIVE, POSITIVE, TORCH_SWITCHES, UNIT_INTERVAL,
+    tensor_bytes, Group, HparamReader, Hparams, OptimError, Optimizer, OptimizerRegistry, ParamSet,
+    FLAG, NON_NEGATIVE, POSITIVE, TORCH_SWITCHES, UNIT_INTERVAL,
 };
 
 /// Registers this file's optimizers under their registry names.
@@ -14,7 +14,7 @@ pub(super) fn register(registry: &mut OptimizerRegistry) {
 }
 
 pub struct SgdMomentum {
-    groups: Vec<(Vec<Tensor>, f64)>,
+    groups: Vec<Group>,
     momentum: f64,
     dampening: f64,
     nesterov: bool,
@@ -48,7 +48,7 @@ impl SgdMomentum {
         let groups = params.into_groups(weight_decay);
         let buffers = groups
             .iter()
-            .map(|(p, _)| p.iter().map(|_| None).collect())
+            .map(|g| g.params.iter().map(|_| None).collect())
             .collect();
         Ok(Box::new(SgdMomentum {
             groups,
@@ -66,7 +66,9 @@ impl Optimizer for SgdMomentum {
 
     fn step(&mut self, lr: f64) {
         if self.fused {
-            for ((params, weight_decay), buffers) in self.groups.iter().zip(&mut self.buffers) {
+            for (group, buffers) in self.groups.iter().zip(&mut self.buffers) {
+                let lr = group.lr(lr);
+                let (params, weight_decay) = (&group.params, &group.weight_decay);
                 super::fused::sgd_step(
                     params,
                     buffers,
@@ -80,7 +82,9 @@ impl Optimizer for SgdMomentum {
             return;
         }
         tch::no_grad(|| {
-            for ((params, weight_decay), buffers) in self.groups.iter_mut().zip(&mut self.buffers) {
+            for (group, buffers) in self.groups.iter_mut().zip(&mut self.buffers) {
+                let lr = group.lr(lr);
+                let (params, weight_decay) = (&mut group.params, &group.weight_decay);
                 let mut factors: Option<Factors> = None;
                 for (param, buffer) in params.iter_mut().zip(buffers.iter_mut()) {
                     let grad = param.grad();
@@ -176,6 +180,7 @@ mod tests {
                 ParamSet {
                     decay: vec![p.shallow_clone()],
                     no_decay: vec![],
+                    lower_layers: Vec::new(),
                 },
             )
             .unwrap()

@@ -110,6 +110,7 @@ mod tests {
                 let set = ParamSet {
                     decay: vec![param.shallow_clone()],
                     no_decay: vec![],
+                    lower_layers: Vec::new(),
                 };
                 let mut optimizer = registry.build(name, &hparams, set).unwrap();
                 for grad in &grads {

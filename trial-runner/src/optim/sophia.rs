@@ -5,8 +5,8 @@
 use tch::Tensor;
 
 use super::{
-    pytorch_optimizer_weight_decay, tensor_bytes, HparamReader, Hparams, OptimError, Optimizer,
-    OptimizerRegistry, ParamSet, FLAG, NON_NEGATIVE, POSITIVE, UNIT_INTERVAL,
+    pytorch_optimizer_weight_decay, tensor_bytes, Group, HparamReader, Hparams, OptimError,
+    Optimizer, OptimizerRegistry, ParamSet, FLAG, NON_NEGATIVE, POSITIVE, UNIT_INTERVAL,
 };
 
 /// The noise of a Hutchinson estimate (`hessian_distribution`).
@@ -35,7 +35,7 @@ pub(super) fn register(registry: &mut OptimizerRegistry) {
 /// `hessian_distribution` is numeric here: 0 (`gaussian`, the default) or
 /// 1 (`rademacher`).
 pub struct SophiaH {
-    groups: Vec<(Vec<Tensor>, f64)>,
+    groups: Vec<Group>,
     beta1: f64,
     beta2: f64,
     weight_decouple: bool,
@@ -104,7 +104,7 @@ impl SophiaH {
         let groups = params.into_groups(weight_decay);
         let state = groups
             .iter()
-            .map(|(p, _)| p.iter().map(|_| None).collect())
+            .map(|g| g.params.iter().map(|_| None).collect())
             .collect();
         Ok(Box::new(SophiaH {
             groups,
@@ -130,7 +130,9 @@ impl Optimizer for SophiaH {
         let mut hessians = self.pending.take().map(Vec::into_iter);
         let (beta1, beta2, clip, eps) = (self.beta1, self.beta2, self.p, self.eps);
         tch::no_grad(|| {
-            for ((params, weight_decay), states) in self.groups.iter_mut().zip(&mut self.state) {
+            for (group, states) in self.groups.iter_mut().zip(&mut self.state) {
+                let lr = group.lr(lr);
+                let (params, weight_decay) = (&mut group.params, &group.weight_decay);
                 let weight_decay = *weight_decay;
                 for (param, state) in params.iter_mut().zip(states.iter_mut()) {
                     let hessian = hessians.as_mut().and_then(Iterator::next);

@@ -239,6 +239,7 @@ mod tests {
         let set = ParamSet {
             decay: params[..2].iter().map(Tensor::shallow_clone).collect(),
             no_decay: params[2..].iter().map(Tensor::shallow_clone).collect(),
+            lower_layers: Vec::new(),
         };
         OptimizerRegistry::builtin()
             .build(name, &hparams, set)
@@ -306,6 +307,7 @@ mod tests {
         let set = ParamSet {
             decay: vec![fewer[0].shallow_clone()],
             no_decay: vec![fewer[2].shallow_clone()],
+            lower_layers: Vec::new(),
         };
         let hparams = [("lr".to_string(), 1e-3)].into();
         let mut other = OptimizerRegistry::builtin()

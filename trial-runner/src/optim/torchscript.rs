@@ -100,6 +100,7 @@ pub fn check(path: &str, hparams: &Hparams) -> Result<Capabilities, OptimError> 
         ParamSet {
             decay: vec![decay.shallow_clone()],
             no_decay: vec![no_decay.shallow_clone()],
+            lower_layers: Vec::new(),
         },
     )?;
     let lr = optimizer.lr;
@@ -181,18 +182,19 @@ impl TorchScriptOptimizer {
                 });
             }
         }
-        let device = params
-            .decay
-            .iter()
-            .chain(&params.no_decay)
-            .next()
-            .map_or(Device::Cpu, Tensor::device);
+        if !params.lower_layers.is_empty() {
+            return Err(error(
+                path,
+                "its `step` takes one lr for every parameter, so it cannot train with the recipe's `layer_decay`; set `layer_decay: null` in the recipe overrides",
+            ));
+        }
+        let device = params.tensors().next().map_or(Device::Cpu, Tensor::device);
         let module = load(path, device)?;
         let mut weight_decays = Vec::new();
         let mut all = Vec::new();
-        for (group, decay) in params.into_groups(get("weight_decay").unwrap_or(0.0)) {
-            weight_decays.extend(std::iter::repeat_n(decay, group.len()));
-            all.extend(group);
+        for group in params.into_groups(get("weight_decay").unwrap_or(0.0)) {
+            weight_decays.extend(std::iter::repeat_n(group.weight_decay, group.params.len()));
+            all.extend(group.params);
         }
         let mut optimizer = TorchScriptOptimizer {
             path: path.to_string(),

@@ -10,8 +10,8 @@ use super::adam::{scalar_like, update_square_avg_in};
 use super::caution::apply_caution;
 use super::slices::in_slices;
 use super::{
-    tensor_bytes, HparamReader, Hparams, OptimError, Optimizer, OptimizerRegistry, ParamSet, FLAG,
-    NON_NEGATIVE, POSITIVE, UNIT_INTERVAL,
+    tensor_bytes, Group, HparamReader, Hparams, OptimError, Optimizer, OptimizerRegistry, ParamSet,
+    FLAG, NON_NEGATIVE, POSITIVE, UNIT_INTERVAL,
 };
 
 /// `max_grad_norm`: timm's `None` (no clipping) is written as infinity.
@@ -36,7 +36,7 @@ pub(super) fn register(registry: &mut OptimizerRegistry) {
 /// Adam step (or, with `decoupled_decay`, applied to the weights), and the
 /// step scaled by `||w|| / ||step||`.
 pub struct Lamb {
-    groups: Vec<(Vec<Tensor>, f64)>,
+    groups: Vec<Group>,
     bias_correction: bool,
     beta1: f64,
     beta2: f64,
@@ -94,7 +94,7 @@ impl Lamb {
         let groups = params.into_groups(weight_decay);
         let moments = groups
             .iter()
-            .map(|(p, _)| p.iter().map(|_| None).collect())
+            .map(|g| g.params.iter().map(|_| None).collect())
             .collect();
         Ok(Box::new(Lamb {
             groups,
@@ -123,7 +123,7 @@ impl Lamb {
         let norms: Vec<Tensor> = self
             .groups
             .iter()
-            .flat_map(|(params, _)| params)
+            .flat_map(|group| &group.params)
             .map(Tensor::grad)
             .filter(Tensor::defined)
             .map(|g| g.norm())
@@ -152,10 +152,13 @@ impl Optimizer for Lamb {
         } else {
             1.0
         };
-        let wd_scale = self.max_lr.map_or(lr, |max_lr| lr * lr / max_lr);
         tch::no_grad(|| {
             let clip = self.clip_divisor();
-            for ((params, weight_decay), moments) in self.groups.iter_mut().zip(&mut self.moments) {
+            for (group, moments) in self.groups.iter_mut().zip(&mut self.moments) {
+                let lr = group.lr(lr);
+                // timm keeps the unscaled peak lr as every group's max_lr.
+                let wd_scale = self.max_lr.map_or(lr, |max_lr| lr * lr / max_lr);
+                let (params, weight_decay) = (&mut group.params, &group.weight_decay);
                 for (param, moment) in params.iter_mut().zip(moments.iter_mut()) {
                     let grad = param.grad();
                     if !grad.defined() {
@@ -244,7 +247,7 @@ impl Optimizer for Lamb {
 /// `trust_coeff * ||w|| / (||g|| + weight_decay * ||w|| + eps)` (with
 /// `trust_clip`, by `min(that / lr, 1)`), then goes through SGD momentum.
 pub struct Lars {
-    groups: Vec<(Vec<Tensor>, f64)>,
+    groups: Vec<Group>,
     momentum: f64,
     dampening: f64,
     nesterov: bool,
@@ -294,7 +297,7 @@ impl Lars {
         let groups = params.into_groups(weight_decay);
         let buffers = groups
             .iter()
-            .map(|(p, _)| p.iter().map(|_| None).collect())
+            .map(|g| g.params.iter().map(|_| None).collect())
             .collect();
         Ok(Box::new(Lars {
             groups,
@@ -315,7 +318,9 @@ impl Optimizer for Lars {
 
     fn step(&mut self, lr: f64) {
         tch::no_grad(|| {
-            for ((params, weight_decay), buffers) in self.groups.iter_mut().zip(&mut self.buffers) {
+            for (group, buffers) in self.groups.iter_mut().zip(&mut self.buffers) {
+                let lr = group.lr(lr);
+                let (params, weight_decay) = (&mut group.params, &group.weight_decay);
                 let weight_decay = *weight_decay;
                 for (param, buffer) in params.iter_mut().zip(buffers.iter_mut()) {
                     let grad = param.grad();
@@ -391,6 +396,7 @@ mod tests {
                 ParamSet {
                     decay: vec![p.shallow_clone()],
                     no_decay: vec![],
+                    lower_layers: Vec::new(),
                 },
             )
             .unwrap();
@@ -424,6 +430,7 @@ mod tests {
                 ParamSet {
                     decay: vec![p.shallow_clone()],
                     no_decay: vec![],
+                    lower_layers: Vec::new(),
                 },
             )
             .unwrap();

@@ -341,6 +341,7 @@ impl BenchParams {
         let set = ParamSet {
             decay: decay.iter().map(Tensor::shallow_clone).collect(),
             no_decay: no_decay.iter().map(Tensor::shallow_clone).collect(),
+            lower_layers: Vec::new(),
         };
         registry
             .build(name, hparams, set)
