@@ -372,6 +372,10 @@ fn a_time_limit_signal_makes_the_worker_checkpoint_and_exit_cleanly() {
         "{}",
         trial_log()
     );
+    // On a loaded machine the signal may come before the first epoch ends.
+    wait_long("an epoch recorded", || {
+        !trials(&store, "resumable")[0].epochs.is_empty()
+    });
     let out = cli(&store, &["stop", "resumable"]);
     assert!(out.status.success(), "{}", text(&out));
     wait_long("no job left after stop", || {
@@ -434,7 +438,8 @@ fn an_experiments_own_launcher_runs_its_trials_through_slurm() {
         std::os::unix::fs::PermissionsExt::mode(&token.permissions()) & 0o777,
         0o600
     );
-    assert!(job_logs(&store).contains("worker exited with status"));
+    // Its idle workers leave on their own, cleanly.
+    assert_worker_exited_cleanly(&store);
 
     let grown = std::fs::read_to_string(&experiment)
         .unwrap()
