@@ -1357,6 +1357,25 @@ fn find_token(line: &str, token: &str) -> Option<usize> {
     })
 }
 
+/// What every build reads, the one without training included.
+#[cfg(test)]
+mod spec_tests {
+    use super::*;
+
+    #[test]
+    fn a_stored_experiment_with_a_launcher_reads_in_every_build() {
+        let spec: ExperimentSpec = serde_yaml::from_str(
+            "name: e\ndataset: { format: cifar100-bin, path: . }\nbackbones: all\noptimizers: all\nepochs: 1\nlauncher: { slurm: { partition: gpu, max_jobs: 3 } }\n",
+        )
+        .unwrap();
+        let slurm = &spec.launcher.as_ref().unwrap().slurm;
+        assert_eq!(
+            (slurm.partition.as_deref(), slurm.max_jobs),
+            (Some("gpu"), 3)
+        );
+    }
+}
+
 #[cfg(all(test, feature = "train"))]
 mod tests {
     use super::*;
