@@ -1,4 +1,5 @@
-//! End-to-end: `bocb serve --launcher` on a single-node Slurm cluster
+//! End-to-end: `bocb serve --launcher`, and an experiment's own
+//! `launcher:`, on a single-node Slurm cluster
 //! (`make test-slurm` starts one with scripts/slurm-loopback, with
 //! MaxArraySize=4 and no accounting storage, and sets BOCB_SLURM_TESTS=1).
 //! Without it these tests say so and pass without running.
@@ -11,7 +12,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bocb_store::{Store, TrialRecord};
-use common::{bocb, start_service, synth};
+use common::{bocb, start_service, start_service_with_env, synth};
 
 /// One test at a time: they share the cluster's two CPUs.
 static CLUSTER: Mutex<()> = Mutex::new(());
@@ -371,6 +372,10 @@ fn a_time_limit_signal_makes_the_worker_checkpoint_and_exit_cleanly() {
         "{}",
         trial_log()
     );
+    // On a loaded machine the signal may come before the first epoch ends.
+    wait_long("an epoch recorded", || {
+        !trials(&store, "resumable")[0].epochs.is_empty()
+    });
     let out = cli(&store, &["stop", "resumable"]);
     assert!(out.status.success(), "{}", text(&out));
     wait_long("no job left after stop", || {
@@ -381,4 +386,101 @@ fn a_time_limit_signal_makes_the_worker_checkpoint_and_exit_cleanly() {
     let epochs: Vec<u32> = trial.epochs.iter().map(|e| e.epoch).collect();
     assert!(!epochs.is_empty());
     assert_eq!(epochs, (1..=epochs.len() as u32).collect::<Vec<_>>());
+}
+
+/// The micro experiment, smaller, with its own `launcher:` block.
+fn own_launcher_experiment(dir: &Path) -> PathBuf {
+    synth(&dir.join("data"), 64, 32, 5);
+    let path = dir.join("exp.yaml");
+    let text = MICRO
+        .replace("slurm_micro", "own_launcher")
+        .replace("sgd_m, adamw, adam, lamb, rmsprop", "sgd_m, adamw, adam")
+        + "launcher: { slurm: { cpus_per_task: 1, mem: 1G, gres: \"gpu:1\", device: cpu, max_jobs: 2, idle_exit_s: 5 } }\n";
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A service started without `--launcher` runs an experiment through Slurm
+/// because the experiment's own `launcher:` says so: under its own job
+/// script and its own `max_jobs`, to completion; `bocb stop` cancels its jobs.
+#[test]
+fn an_experiments_own_launcher_runs_its_trials_through_slurm() {
+    if !cluster_up() {
+        return;
+    }
+    let _cluster = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
+    let tmp = tempfile::tempdir().unwrap();
+    let experiment = own_launcher_experiment(tmp.path());
+    let store = tmp.path().join("store");
+    let _service = start_service(&store, &["--workers", "none", "--heartbeat-timeout", "20"]);
+    let out = cli(&store, &["submit", experiment.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let mut most = 0;
+    wait_long("the experiment to finish", || {
+        let jobs = jobs(&store, "own_launcher");
+        let active = jobs.iter().filter(|j| j["state"] != "COMPLETING").count();
+        assert!(active <= 2, "more jobs than its max_jobs: {jobs:?}");
+        most = most.max(active);
+        status(&store, "own_launcher")["state"] == "done"
+    });
+    assert!(most > 0, "`bocb status` never listed a job");
+    let done = trials(&store, "own_launcher");
+    assert_eq!(done.len(), 6, "{done:?}");
+    assert!(done.iter().all(|t| t.epochs.len() == 2), "{done:?}");
+    let slurm = store.join("slurm");
+    assert!(slurm.join("worker-own_launcher.sh").exists());
+    assert!(
+        !slurm.join("worker.sh").exists(),
+        "the service has no config"
+    );
+    let token = std::fs::metadata(slurm.join("token")).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&token.permissions()) & 0o777,
+        0o600
+    );
+    // Its idle workers leave on their own, cleanly.
+    assert_worker_exited_cleanly(&store);
+
+    let grown = std::fs::read_to_string(&experiment)
+        .unwrap()
+        .replace("trials: 2", "trials: 4");
+    std::fs::write(&experiment, grown).unwrap();
+    let out = cli(&store, &["submit", experiment.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    wait_long("jobs for the grown experiment", || {
+        !squeue_jobs("own_launcher").is_empty()
+    });
+    let out = cli(&store, &["stop", "own_launcher"]);
+    assert!(out.status.success(), "{}", text(&out));
+    wait_long("no job left after stop", || {
+        squeue_jobs("own_launcher").is_empty()
+    });
+}
+
+/// Where the service cannot run Slurm's commands, an experiment whose
+/// `launcher:` asks for Slurm is refused at submit, saying so, and nothing
+/// is stored. Needs no cluster.
+#[test]
+fn an_experiments_launcher_without_slurm_is_refused_at_submit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let experiment = own_launcher_experiment(tmp.path());
+    let store = tmp.path().join("store");
+    let empty = tmp.path().join("no-slurm");
+    std::fs::create_dir_all(&empty).unwrap();
+    let _service = start_service_with_env(
+        &store,
+        &["--workers", "none"],
+        &[("PATH", empty.to_str().unwrap())],
+    );
+    let out = cli(&store, &["submit", experiment.to_str().unwrap()]);
+    let said = text(&out);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("exp.yaml: `launcher: { slurm }` asks this service to start the experiment's workers through Slurm")
+            && said.contains("cannot run `scontrol show config`")
+            && said.contains("on the service's PATH"),
+        "{said}"
+    );
+    let out = cli(&store, &["status", "own_launcher"]);
+    assert!(!out.status.success(), "stored after all: {}", text(&out));
 }

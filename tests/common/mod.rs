@@ -99,6 +99,12 @@ impl Drop for Service {
 /// STORE/serve-test.log; returns once it has written its URL.
 #[allow(dead_code)] // not every test file serves
 pub fn start_service(store: &Path, extra: &[&str]) -> Service {
+    start_service_with_env(store, extra, &[])
+}
+
+/// [`start_service`] with `env` set in the service's environment.
+#[allow(dead_code)]
+pub fn start_service_with_env(store: &Path, extra: &[&str], env: &[(&str, &str)]) -> Service {
     let url_file = store.join("service-url");
     let _ = std::fs::remove_file(&url_file);
     std::fs::create_dir_all(store).unwrap();
@@ -112,6 +118,7 @@ pub fn start_service(store: &Path, extra: &[&str]) -> Service {
         .args(["--listen", "127.0.0.1:0"])
         .args(extra)
         .env_remove("LD_LIBRARY_PATH")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()

@@ -9,8 +9,8 @@ use bocb_search_spaces::{Catalog, OptimizerSpace, Recipe, RecipeOverrides, Space
 #[cfg(feature = "train")]
 use bocb_spec::device::DEVICE_LIST_FORMS;
 use bocb_spec::{
-    BadFiles, DataOnDevice, DatasetFormat, DeviceChoice, DeviceList, Hparams, PrecisionChoice,
-    TrialSpec, TORCHSCRIPT_PREFIX,
+    BadFiles, DataOnDevice, DatasetFormat, DeviceChoice, DeviceList, Hparams, Launcher,
+    PrecisionChoice, TrialSpec, TORCHSCRIPT_PREFIX,
 };
 #[cfg(feature = "train")]
 use bocb_store::GRID_POINTS;
@@ -106,6 +106,13 @@ pub struct ExperimentSpec {
     /// The knobs of `trials_per_device: auto`'s rule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub packing: Option<PackingRule>,
+    /// Where a service (`bocb submit`) starts this experiment's workers:
+    /// `{ slurm: { partition, gres, time, ... } }` submits them as Slurm job
+    /// arrays, in place of `bocb serve --launcher`'s block for its jobs
+    /// (docs/slurm.md). `bocb run` trains here and ignores it. Not a
+    /// training setting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launcher: Option<Launcher>,
     /// γ of Eq. (1), the failure threshold of the report: 3 for CIFAR (the
     /// default), 1 for ImageNet (App. A.1). Analysis only: not a training
     /// setting, so it may change between runs.
@@ -818,6 +825,20 @@ impl Experiment {
                 "`checkpoint_every` paces bocb's own trainer; an external trial (`trial:`) saves its checkpoints itself, in `BOCB_CHECKPOINT_DIR`: drop `checkpoint_every`".into(),
             ));
         }
+        if let Some(launcher) = &spec.launcher {
+            launcher.slurm.check().map_err(|bad| {
+                // The block's own keys, not the experiment's (`device`).
+                let (at, _) = locate_key(source, "launcher");
+                let block: Vec<&str> = source.lines().skip(at - 1).collect();
+                let (line, column) = locate(&block.join("\n"), bad.key, &bad.value);
+                ExperimentError::Invalid {
+                    origin: origin.to_string(),
+                    line: line + at - 1,
+                    column,
+                    message: format!("launcher.{}", bad.message),
+                }
+            })?;
+        }
         if let Some(rule) = &spec.packing {
             let at_key = |key: &str, message: String| {
                 let (line, column) = locate_key(source, key);
@@ -1343,6 +1364,25 @@ fn find_token(line: &str, token: &str) -> Option<usize> {
     })
 }
 
+/// What every build reads, the one without training included.
+#[cfg(test)]
+mod spec_tests {
+    use super::*;
+
+    #[test]
+    fn a_stored_experiment_with_a_launcher_reads_in_every_build() {
+        let spec: ExperimentSpec = serde_yaml::from_str(
+            "name: e\ndataset: { format: cifar100-bin, path: . }\nbackbones: all\noptimizers: all\nepochs: 1\nlauncher: { slurm: { partition: gpu, max_jobs: 3 } }\n",
+        )
+        .unwrap();
+        let slurm = &spec.launcher.as_ref().unwrap().slurm;
+        assert_eq!(
+            (slurm.partition.as_deref(), slurm.max_jobs),
+            (Some("gpu"), 3)
+        );
+    }
+}
+
 #[cfg(all(test, feature = "train"))]
 mod tests {
     use super::*;
@@ -1424,6 +1464,68 @@ epochs: 3
             );
         }
         assert!(parse(&GOOD.replace("cnn-vs-vit", "v1.2_b-c")).is_ok());
+    }
+
+    #[test]
+    fn an_experiments_launcher_reads_and_its_bad_fields_are_located() {
+        let e = parse(&format!(
+            "{GOOD}launcher: {{ slurm: {{ partition: gpu, gres: \"gpu:1\", mem: 64G, max_jobs: 8 }} }}\n"
+        ))
+        .unwrap();
+        let slurm = &e.spec.launcher.as_ref().unwrap().slurm;
+        assert_eq!(
+            (
+                slurm.partition.as_deref(),
+                slurm.max_jobs,
+                slurm.idle_exit_s
+            ),
+            (Some("gpu"), 8, 60)
+        );
+        assert_eq!(parse(GOOD).unwrap().spec.launcher, None);
+        // Where workers start is no training setting.
+        assert_eq!(
+            Experiment::training_settings(&e.spec),
+            Experiment::training_settings(&parse(GOOD).unwrap().spec)
+        );
+
+        let line = GOOD.lines().count() + 1;
+        let unknown = error(&format!(
+            "{GOOD}launcher: {{ slurm: {{ partitio: gpu }} }}\n"
+        ));
+        assert!(
+            unknown.starts_with(&format!("exp.yaml:{line}:"))
+                && unknown.contains("unknown field `partitio`, expected one of `partition`"),
+            "{unknown}"
+        );
+        let other = error(&format!("{GOOD}launcher: {{ pbs: {{}} }}\n"));
+        assert!(other.contains("expected `slurm`"), "{other}");
+        // A block form, after a top-level `device` the block's must not be confused with.
+        let block = format!(
+            "{GOOD}device: cpu\nlauncher:\n  slurm:\n    device: \"cuda 0\"\n    extra:\n      - --constraint=a100\n      - --array=0-3\n"
+        );
+        let device = error(&block.replace("--array=0-3", "--exclude=node13"));
+        assert!(
+            device.starts_with(&format!(
+                "exp.yaml:{}:14: launcher.slurm.device must be one word",
+                line + 3
+            )),
+            "{device}"
+        );
+        let extra = error(&block.replace("\"cuda 0\"", "cpu"));
+        assert!(
+            extra.starts_with(&format!(
+                "exp.yaml:{}:9: launcher.slurm.extra[1] `--array=0-3`: bocb sets --array",
+                line + 6
+            )),
+            "{extra}"
+        );
+        let max_jobs = error(&format!("{GOOD}launcher: {{ slurm: {{ max_jobs: 0 }} }}\n"));
+        assert!(
+            max_jobs.starts_with(&format!(
+                "exp.yaml:{line}:32: launcher.slurm.max_jobs must be at least 1"
+            )),
+            "{max_jobs}"
+        );
     }
 
     #[test]

@@ -1,13 +1,15 @@
 //! The plain types every part of bocb shares, with serde and thiserror only: what a trial
 //! is (its spec and hyperparameters), what each epoch measured, where a
 //! trial is in its life, the dataset's format, the layer patterns the
-//! runner measures, and the device, precision and batch-source choices
-//! an experiment makes. Nothing here trains, stores or links libtorch.
+//! runner measures, the device, precision and batch-source choices an
+//! experiment makes, and how the service launches its workers on a cluster.
+//! Nothing here trains, stores or links libtorch.
 
 mod data_on_device;
 pub mod dataset;
 pub mod device;
 mod grad_norms;
+pub mod launcher;
 mod pattern;
 mod precision;
 mod transfer;
@@ -17,6 +19,7 @@ pub use data_on_device::DataOnDevice;
 pub use dataset::{BadFiles, CifarFormat, DatasetFormat};
 pub use device::{DeviceChoice, DeviceList};
 pub use grad_norms::{GradNormRow, GradNorms, EMBEDDING_GROUP, LARGE_EMBEDDING_RATIO};
+pub use launcher::{Launcher, SlurmConfig};
 pub use pattern::{LayerPattern, TOP_K};
 pub use precision::PrecisionChoice;
 pub use transfer::{split_pretrained, FROM_EXPERIMENT, PRETRAINED_WITH};

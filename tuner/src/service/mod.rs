@@ -36,7 +36,7 @@ use crate::executor::RunError;
 use crate::experiment::{Experiment, ExperimentError};
 use crate::registries::Registries;
 use crate::run::{register_experiment, search_experiment, SearchOptions};
-use launcher::slurm::{LaunchSettings, SlurmConfig, SlurmError, SlurmJob, SlurmLauncher};
+use launcher::slurm::{LaunchSettings, Pool, SlurmConfig, SlurmError, SlurmJob, SlurmLauncher};
 use queue::{DatasetLocation, Queue, QueueConfig, QueueExecutor};
 
 pub use client::{CERT_FILE, DEFAULT_PORT, TOKEN_FILE, URL_FILE};
@@ -131,7 +131,8 @@ pub struct ServeConfig {
     /// The URL path the service is reached under behind a reverse proxy
     /// (`/bocb`; empty at the root), as [`ui::normalize_base_path`] makes it.
     pub base_path: String,
-    /// Start workers as Slurm jobs as trials queue.
+    /// Start workers as Slurm jobs as trials queue, for the experiments
+    /// without a `launcher:` of their own.
     pub launcher: Option<SlurmConfig>,
 }
 
@@ -258,8 +259,9 @@ pub struct Service {
     /// The worker processes this service started; `None` when it takes
     /// remote workers only (`--workers none`).
     local_workers: Option<Arc<Mutex<LocalWorkers>>>,
-    /// Submits workers to Slurm as trials queue (`--launcher`).
-    launcher: Option<Arc<SlurmLauncher>>,
+    /// Submits workers to Slurm as trials queue (`--launcher`, or an
+    /// experiment's own `launcher:`).
+    launcher: Arc<SlurmLauncher>,
     /// What the web UI's views derive from the store, by revision.
     ui_cache: ui::views::Cache,
 }
@@ -327,6 +329,23 @@ impl Service {
         Ok(())
     }
 
+    /// The experiment's own Slurm config, readied (the cluster reached, its
+    /// job script written), when it has a `launcher:`.
+    fn own_launcher(
+        &self,
+        experiment: &Experiment,
+        origin: &str,
+    ) -> Result<Option<Pool>, ServiceError> {
+        let own = experiment.spec.launcher.as_ref().map(|l| &l.slurm);
+        self.launcher
+            .prepare(&experiment.spec.name, own)
+            .map_err(|e| {
+                ServiceError::BadRequest(format!(
+                    "{origin}: `launcher: {{ slurm }}` asks this service to start the experiment's workers through Slurm, but {e}; run the service where Slurm's commands work (a login node), or remove `launcher:` and start workers otherwise"
+                ))
+            })
+    }
+
     fn parse(&self, source: &str, persisted: &Persisted) -> Result<Experiment, ExperimentError> {
         Experiment::parse(
             source,
@@ -357,12 +376,14 @@ impl Service {
         let experiment = self.parse(source, &persisted)?;
         let slots = self.local_slots(&experiment, origin)?;
         let name = experiment.spec.name.clone();
+        let pool = self.own_launcher(&experiment, origin)?;
         // Refuses changed training settings before a running search is touched.
         register_experiment(&experiment, &self.store)?;
         if let Some(slots) = slots {
             self.ensure_workers(&name, &slots)?;
         }
         self.end_run(&name);
+        self.launcher.assign(&name, pool);
         {
             let mut experiments = self.lock();
             let generation = experiments.get(&name).map_or(0, |m| m.generation + 1);
@@ -398,9 +419,7 @@ impl Service {
             }
             self.persist(&experiments)?;
         }
-        if let Some(launcher) = &self.launcher {
-            launcher.cancel(name)?;
-        }
+        self.launcher.cancel(name)?;
         self.status(name)
     }
 
@@ -442,9 +461,11 @@ impl Service {
                     "{e}\nsubmit the experiment's file again with devices this machine has; its trials are kept, as devices are no training setting"
                 ))
             })?;
+        let pool = self.own_launcher(&experiment, &managed.persisted.origin)?;
         if let Some(slots) = slots {
             self.ensure_workers(name, &slots)?;
         }
+        self.launcher.assign(name, pool);
         managed.persisted.state = ExperimentState::Running;
         managed.persisted.error = None;
         managed.generation += 1;
@@ -524,8 +545,10 @@ impl Service {
             // `auto` packs trials in `bocb run` only: here one slot per device.
             let slots =
                 spec.device_list().devices().len() * spec.trials_per_device.fixed_slots() as usize;
+            // An experiment's own Slurm jobs are fed as many trials as they may be.
+            let own_jobs = spec.launcher.as_ref().map_or(0, |l| l.slurm.max_jobs);
             let options = SearchOptions {
-                concurrent_pairs: service.concurrent_pairs.max(slots),
+                concurrent_pairs: service.concurrent_pairs.max(slots).max(own_jobs),
                 slots: Vec::new(),
                 show_progress: false,
                 cancel: Some(&cancel),
@@ -599,11 +622,7 @@ impl Service {
             error,
             trials: counts,
             epochs_recorded,
-            jobs: self
-                .launcher
-                .as_ref()
-                .map(|l| l.jobs(name))
-                .unwrap_or_default(),
+            jobs: self.launcher.jobs(name),
         }
     }
 
@@ -801,23 +820,19 @@ pub fn serve(config: &ServeConfig, registries: Registries) -> Result<(), Service
             logs_dir: config.store_dir.join("logs"),
         },
     ));
-    let launcher = match &config.launcher {
-        Some(slurm) => Some(Arc::new(SlurmLauncher::new(
-            slurm.clone(),
-            LaunchSettings {
-                dir: config.store_dir.join("slurm"),
-                program: std::env::current_exe()
-                    .map_err(io_error("cannot find", Path::new("bocb")))?,
-                server: url.clone(),
-                token: token.clone(),
-                ca: ssl.is_some().then(|| config.store_dir.join(CERT_FILE)),
-                service_id: service_id(&config.store_dir),
-            },
-        )?)),
-        None => None,
-    };
-    let local_worker_count: usize = config.workers.iter().map(|g| g.count).sum::<usize>()
-        + launcher.as_ref().map_or(0, |l| l.max_jobs());
+    let launcher = Arc::new(SlurmLauncher::new(
+        config.launcher.clone(),
+        LaunchSettings {
+            dir: config.store_dir.join("slurm"),
+            program: std::env::current_exe().map_err(io_error("cannot find", Path::new("bocb")))?,
+            server: url.clone(),
+            token: token.clone(),
+            ca: ssl.is_some().then(|| config.store_dir.join(CERT_FILE)),
+            service_id: service_id(&config.store_dir),
+        },
+    )?);
+    let local_worker_count: usize =
+        config.workers.iter().map(|g| g.count).sum::<usize>() + launcher.max_jobs();
     let mut experiments = BTreeMap::new();
     let state_path = config.store_dir.join(EXPERIMENTS_FILE);
     if state_path.exists() {
@@ -871,19 +886,18 @@ pub fn serve(config: &ServeConfig, registries: Registries) -> Result<(), Service
         token,
         base_path: config.base_path.clone(),
         local_workers,
-        launcher: launcher.clone(),
+        launcher: Arc::clone(&launcher),
         ui_cache: ui::views::Cache::default(),
     });
     service.resume_interrupted()?;
-    if let Some(launcher) = launcher {
-        let demand_queue = Arc::clone(&queue);
-        std::thread::spawn(move || loop {
-            if let Err(e) = launcher.reconcile(&demand_queue.demand()) {
-                tracing::warn!("Slurm launcher: {e}");
-            }
-            std::thread::sleep(LAUNCH_INTERVAL);
-        });
-    }
+    // Idle until an experiment uses Slurm, where the service has no --launcher.
+    let demand_queue = Arc::clone(&queue);
+    std::thread::spawn(move || loop {
+        if let Err(e) = launcher.reconcile(&demand_queue.demand()) {
+            tracing::warn!("Slurm launcher: {e}");
+        }
+        std::thread::sleep(LAUNCH_INTERVAL);
+    });
 
     let reaper_queue = Arc::clone(&queue);
     std::thread::spawn(move || loop {

@@ -29,6 +29,11 @@ pub fn run(args: RunArgs, registries: &Registries) -> Result<()> {
         &registries.optimizers,
         &registries.catalog,
     )?;
+    if experiment.spec.launcher.is_some() {
+        eprintln!(
+            "note: `launcher:` is for a service (`bocb submit`); `bocb run` trains the trials here"
+        );
+    }
     let store = open_store(&args.store)?;
     let show_progress = !args.quiet && std::io::stderr().is_terminal();
     let summary = run_experiment(&experiment, &store, registries, show_progress)?;

@@ -51,8 +51,9 @@ pub struct ServeArgs {
     #[arg(long, default_value = "")]
     base_path: String,
     /// Start workers through a cluster's scheduler as its trials queue:
-    /// a YAML file `slurm: { partition, gres, time, ... }` (docs/slurm.md).
-    /// Usually with `--workers none`.
+    /// a YAML file `slurm: { partition, gres, time, ... }` (docs/slurm.md),
+    /// for the experiments without their own `launcher:`. Usually with
+    /// `--workers none`.
     #[arg(long)]
     launcher: Option<PathBuf>,
 }
@@ -195,7 +196,7 @@ pub fn serve(args: ServeArgs, registries: Registries) -> Result<()> {
         base_path: service::ui::normalize_base_path(&args.base_path).map_err(anyhow::Error::msg)?,
         launcher: args
             .launcher
-            .map(|path| service::launcher::slurm::SlurmConfig::load(&path))
+            .map(|path| service::launcher::slurm::load_launcher_file(&path))
             .transpose()?,
     };
     service::serve(&config, registries)?;

@@ -1,11 +1,14 @@
 //! Workers through Slurm: the service submits job arrays of pull workers
 //! (`bocb worker --experiment NAME --exit-when-idle S`), one array task per
 //! trial it has queued or running, up to `max_jobs`, and cancels them when
-//! the experiment stops. Slurm places, limits and accounts; this module only
-//! runs `sbatch`, `squeue`, `scancel` and `scontrol show config`. Job states
-//! come from `squeue`; where the cluster keeps accounting, `sacct` adds how
-//! the jobs that left the queue ended, for `bocb status` only. Correctness
-//! rests on the queue's heartbeat leases, never on Slurm's accounting.
+//! the experiment stops. The settings are the service's (`bocb serve
+//! --launcher FILE`) or an experiment's own (`launcher: { slurm }`), which
+//! replace the service's for that experiment's jobs. Slurm places, limits
+//! and accounts; this module only runs `sbatch`, `squeue`, `scancel` and
+//! `scontrol show config`. Job states come from `squeue`; where the cluster
+//! keeps accounting, `sacct` adds how the jobs that left the queue ended,
+//! for `bocb status` only. Correctness rests on the queue's heartbeat
+//! leases, never on Slurm's accounting.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -14,90 +17,15 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+pub use bocb_spec::launcher::{Launcher, SlurmConfig};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
-
-/// The launcher file's text (`bocb serve --launcher FILE`).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LauncherFile {
-    pub slurm: SlurmConfig,
-}
-
-/// How workers are submitted to Slurm (`slurm:` in the launcher file).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SlurmConfig {
-    /// `--partition`; the cluster's default when absent.
-    #[serde(default)]
-    pub partition: Option<String>,
-    /// `--gres`, as `gpu:1`.
-    #[serde(default)]
-    pub gres: Option<String>,
-    /// `--time`, as `24:00:00` (a worker is signalled `signal_before_s` before it).
-    #[serde(default)]
-    pub time: Option<String>,
-    #[serde(default)]
-    pub cpus_per_task: Option<u32>,
-    /// `--mem`, as `64G`.
-    #[serde(default, deserialize_with = "text_or_number")]
-    pub mem: Option<String>,
-    #[serde(default)]
-    pub account: Option<String>,
-    #[serde(default)]
-    pub qos: Option<String>,
-    /// Worker jobs of this service at once, across its experiments.
-    #[serde(default = "default_max_jobs")]
-    pub max_jobs: usize,
-    /// More `sbatch` options, each as `--name=value`.
-    #[serde(default)]
-    pub extra: Vec<String>,
-    /// Seconds before the time limit that the worker hears USR1, saves
-    /// its trial's checkpoint and exits (`--signal=B:USR1@N`).
-    #[serde(default = "default_signal_before_s")]
-    pub signal_before_s: u32,
-    /// A worker exits when the service has had no trial for it this long.
-    #[serde(default = "default_idle_exit_s")]
-    pub idle_exit_s: u32,
-    /// The URL workers reach the service at (default: the one it listens
-    /// on, which must then be reachable from the compute nodes).
-    #[serde(default)]
-    pub server: Option<String>,
-    /// The workers' `--device` (default `auto`: the GPU Slurm gave the job
-    /// through `CUDA_VISIBLE_DEVICES`, else the CPU).
-    #[serde(default)]
-    pub device: Option<String>,
-}
-
-fn default_max_jobs() -> usize {
-    4
-}
-fn default_signal_before_s() -> u32 {
-    120
-}
-fn default_idle_exit_s() -> u32 {
-    60
-}
-
-/// `mem: 64G` and `mem: 4096` (megabytes, as Slurm reads a bare number).
-fn text_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Mem {
-        Text(String),
-        Number(u64),
-    }
-    Ok(Option::<Mem>::deserialize(d)?.map(|m| match m {
-        Mem::Text(t) => t,
-        Mem::Number(n) => n.to_string(),
-    }))
-}
 
 #[derive(Debug, Error)]
 pub enum SlurmError {
     #[error("{origin}: {reason}")]
     Config { origin: String, reason: String },
-    #[error("cannot run `{command}` ({source}); the Slurm launcher needs Slurm's commands (sbatch, squeue, scancel, scontrol) on PATH")]
+    #[error("cannot run `{command}` ({source}); the Slurm launcher needs Slurm's commands (sbatch, squeue, scancel, scontrol) on the service's PATH")]
     Spawn {
         command: String,
         source: std::io::Error,
@@ -113,86 +41,30 @@ pub enum SlurmError {
     },
 }
 
-impl SlurmConfig {
-    /// Reads a launcher file: `slurm: { partition, gres, time, ... }`.
-    pub fn load(path: &Path) -> Result<Self, SlurmError> {
-        let origin = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| SlurmError::Config {
-            origin: origin.clone(),
-            reason: format!("cannot read the launcher file: {e}"),
-        })?;
-        Self::parse(&text, &origin)
-    }
-
-    pub fn parse(text: &str, origin: &str) -> Result<Self, SlurmError> {
-        let bad = |reason: String| SlurmError::Config {
-            origin: origin.to_string(),
-            reason,
-        };
-        let file: LauncherFile = serde_yaml::from_str(text).map_err(|e| {
-            bad(format!(
-                "{e}; a launcher file holds `slurm: {{ partition, gres, time, cpus_per_task, mem, account, qos, max_jobs, extra, signal_before_s, idle_exit_s, server, device }}` (docs/slurm.md)"
-            ))
-        })?;
-        let config = file.slurm;
-        if config.max_jobs == 0 {
-            return Err(bad(
-                "slurm.max_jobs must be at least 1: it is how many worker jobs may exist at once"
-                    .to_string(),
-            ));
-        }
-        if config.idle_exit_s == 0 {
-            return Err(bad(
-                "slurm.idle_exit_s must be at least 1 second: workers would exit between two trials".to_string(),
-            ));
-        }
-        for (i, option) in config.extra.iter().enumerate() {
-            if !option.starts_with("--") || option.contains(char::is_whitespace) {
-                return Err(bad(format!(
-                    "slurm.extra[{i}] `{option}` is not one sbatch option: write each as `--name=value`, as in `--constraint=a100`"
-                )));
-            }
-            let name = option.split('=').next().unwrap_or(option);
-            if MANAGED_OPTIONS.contains(&name) {
-                return Err(bad(format!(
-                    "slurm.extra[{i}] `{option}`: bocb sets {name} itself; remove it from extra"
-                )));
-            }
-        }
-        for (field, value) in [
-            ("partition", &config.partition),
-            ("gres", &config.gres),
-            ("time", &config.time),
-            ("mem", &config.mem),
-            ("account", &config.account),
-            ("qos", &config.qos),
-            ("device", &config.device),
-        ] {
-            if value
-                .as_deref()
-                .is_some_and(|v| v.is_empty() || v.contains(char::is_whitespace))
-            {
-                return Err(bad(format!(
-                    "slurm.{field} must be one word without spaces (leave it out for the cluster's default)"
-                )));
-            }
-        }
-        Ok(config)
-    }
+/// Reads a launcher file (`bocb serve --launcher FILE`): `slurm: { partition, gres, time, ... }`.
+pub fn load_launcher_file(path: &Path) -> Result<SlurmConfig, SlurmError> {
+    let origin = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| SlurmError::Config {
+        origin: origin.clone(),
+        reason: format!("cannot read the launcher file: {e}"),
+    })?;
+    parse_launcher_file(&text, &origin)
 }
 
-/// Options bocb passes to sbatch itself.
-const MANAGED_OPTIONS: &[&str] = &[
-    "--array",
-    "--job-name",
-    "--output",
-    "--error",
-    "--requeue",
-    "--no-requeue",
-    "--open-mode",
-    "--signal",
-    "--parsable",
-];
+/// A launcher file's text, `origin` naming it in errors.
+pub fn parse_launcher_file(text: &str, origin: &str) -> Result<SlurmConfig, SlurmError> {
+    let bad = |reason: String| SlurmError::Config {
+        origin: origin.to_string(),
+        reason,
+    };
+    let file: Launcher = serde_yaml::from_str(text).map_err(|e| {
+        bad(format!(
+            "{e}; a launcher file holds `slurm: {{ partition, gres, time, cpus_per_task, mem, account, qos, max_jobs, extra, signal_before_s, idle_exit_s, server, device }}` (docs/slurm.md)"
+        ))
+    })?;
+    file.slurm.check().map_err(|e| bad(e.message))?;
+    Ok(file.slurm)
+}
 
 /// One worker job (an array task) as `squeue` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -341,6 +213,41 @@ pub fn plan(
     (submit, cancel)
 }
 
+/// [`plan`] for each config apart: an experiment with its own (its cap in
+/// `own_caps`) has its jobs to itself; the others share the service's cap
+/// (`service_cap`). Without a service config no job is submitted for them
+/// and their pending ones (left from an experiment that had its own) go.
+pub fn plan_pools(
+    demand: &BTreeMap<String, usize>,
+    jobs: &BTreeMap<String, Vec<SlurmJob>>,
+    service_cap: Option<usize>,
+    own_caps: &BTreeMap<String, usize>,
+) -> (BTreeMap<String, usize>, Vec<String>) {
+    type Pool = (BTreeMap<String, usize>, BTreeMap<String, Vec<SlurmJob>>);
+    // `None`: the service's config.
+    let pool_of = |name: &str| own_caps.get_key_value(name).map(|(name, _)| name.as_str());
+    let mut pools: BTreeMap<Option<&str>, Pool> = BTreeMap::new();
+    for (name, &wanted) in demand {
+        if pool_of(name).is_some() || service_cap.is_some() {
+            let pool = pools.entry(pool_of(name)).or_default();
+            pool.0.insert(name.clone(), wanted);
+        }
+    }
+    for (name, list) in jobs {
+        let pool = pools.entry(pool_of(name)).or_default();
+        pool.1.insert(name.clone(), list.clone());
+    }
+    let mut submit = BTreeMap::new();
+    let mut cancel = Vec::new();
+    for (pool, (demand, jobs)) in pools {
+        let cap = pool.map_or(service_cap.unwrap_or(0), |name| own_caps[name]);
+        let (more, surplus) = plan(&demand, &jobs, cap);
+        submit.extend(more);
+        cancel.extend(surplus);
+    }
+    (submit, cancel)
+}
+
 /// Runs a Slurm command and returns its standard output.
 fn slurm(program: &str, args: &[String]) -> Result<String, SlurmError> {
     let command = format!("{program} {}", args.join(" "));
@@ -375,18 +282,38 @@ pub struct LaunchSettings {
     pub service_id: String,
 }
 
-/// Submits, watches and cancels one service's worker jobs.
-pub struct SlurmLauncher {
+/// One Slurm config with the job script written for it.
+#[derive(Debug, Clone)]
+pub struct Pool {
     config: SlurmConfig,
-    dir: PathBuf,
     script: PathBuf,
-    prefix: String,
+}
+
+/// What the cluster said when the launcher first used it.
+#[derive(Debug, Clone, Copy)]
+struct Cluster {
     max_array_size: usize,
+    accounting: bool,
+}
+
+/// Submits, watches and cancels one service's worker jobs: those of the
+/// experiments without a `launcher:` under the service's config (when it
+/// has one), those of each experiment with its own under that one.
+pub struct SlurmLauncher {
+    settings: LaunchSettings,
+    prefix: String,
+    /// `bocb serve --launcher`'s config.
+    service: Option<Pool>,
+    /// The experiments with their own `launcher:`, by name.
+    own: Mutex<BTreeMap<String, Pool>>,
+    /// Asked once, at first use: a service that never launches through
+    /// Slurm needs none of its commands.
+    cluster: Mutex<Option<Cluster>>,
     /// The last `squeue` seen, by experiment.
     jobs: Mutex<BTreeMap<String, Vec<SlurmJob>>>,
     /// Where the cluster keeps accounting: the arrays submitted, the ended
     /// tasks `sacct` last showed (by experiment) and when it was asked.
-    accounting: Option<Mutex<Accounting>>,
+    accounting: Mutex<Accounting>,
 }
 
 /// How many of the latest arrays `sacct` is asked about.
@@ -403,54 +330,110 @@ struct Accounting {
     asked: Option<Instant>,
 }
 
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> SlurmError {
+    let path = path.to_path_buf();
+    move |source| SlurmError::Io { path, source }
+}
+
 impl SlurmLauncher {
-    /// Reads the cluster's `MaxArraySize` and writes the job script and the
-    /// token file (readable by the owner only) below `settings.dir`.
-    pub fn new(config: SlurmConfig, settings: LaunchSettings) -> Result<Self, SlurmError> {
+    /// A launcher for the service; with `service` (its `--launcher`) it
+    /// reaches the cluster now, so that a service started for Slurm fails
+    /// at once where Slurm is missing. Otherwise the first experiment with
+    /// its own `launcher:` does.
+    pub fn new(service: Option<SlurmConfig>, settings: LaunchSettings) -> Result<Self, SlurmError> {
+        let mut launcher = SlurmLauncher {
+            prefix: format!("bocb-{}-", settings.service_id),
+            settings,
+            service: None,
+            own: Mutex::new(BTreeMap::new()),
+            cluster: Mutex::new(None),
+            jobs: Mutex::new(BTreeMap::new()),
+            accounting: Mutex::new(Accounting::default()),
+        };
+        if let Some(config) = service {
+            launcher.service = Some(launcher.pool(config, "worker.sh")?);
+        }
+        Ok(launcher)
+    }
+
+    /// The cluster's `MaxArraySize` and accounting, from `scontrol show
+    /// config` at the first call, which also writes the token file
+    /// (readable by the owner only) below the launcher's directory.
+    fn cluster(&self) -> Result<Cluster, SlurmError> {
+        let mut cluster = self.cluster.lock().expect("cluster lock");
+        if let Some(cluster) = *cluster {
+            return Ok(cluster);
+        }
         let shown = slurm("scontrol", &["show".into(), "config".into()])?;
         let max_array_size = parse_max_array_size(&shown).ok_or_else(|| SlurmError::Output {
             command: "scontrol show config".to_string(),
             output: "no MaxArraySize line".to_string(),
         })?;
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| SlurmError::Io { path, source }
-        };
-        let dir = settings.dir;
-        std::fs::create_dir_all(dir.join("logs")).map_err(io(&dir))?;
-        let token_file = dir.join("token");
+        let dir = &self.settings.dir;
+        std::fs::create_dir_all(dir.join("logs")).map_err(io_error(dir))?;
+        let token_file = self.token_file();
         let _ = std::fs::remove_file(&token_file);
         let mut options = std::fs::OpenOptions::new();
         options.write(true).create_new(true);
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
         options
             .open(&token_file)
-            .and_then(|mut f| f.write_all(settings.token.as_bytes()))
-            .map_err(io(&token_file))?;
-        let script = dir.join("worker.sh");
-        let server = config.server.clone().unwrap_or(settings.server);
+            .and_then(|mut f| f.write_all(self.settings.token.as_bytes()))
+            .map_err(io_error(&token_file))?;
+        let found = Cluster {
+            max_array_size,
+            accounting: parse_accounting(&shown),
+        };
+        *cluster = Some(found);
+        Ok(found)
+    }
+
+    fn token_file(&self) -> PathBuf {
+        self.settings.dir.join("token")
+    }
+
+    /// Reaches the cluster and writes `config`'s job script as `script`.
+    fn pool(&self, config: SlurmConfig, script: &str) -> Result<Pool, SlurmError> {
+        self.cluster()?;
+        let script = self.settings.dir.join(script);
+        let settings = &self.settings;
         let text = job_script(
             &settings.program,
-            &server,
-            &token_file,
+            config.server.as_deref().unwrap_or(&settings.server),
+            &self.token_file(),
             settings.ca.as_deref(),
             config.device.as_deref().unwrap_or("auto"),
             config.idle_exit_s,
         );
-        std::fs::write(&script, text).map_err(io(&script))?;
-        Ok(SlurmLauncher {
-            prefix: format!("bocb-{}-", settings.service_id),
-            config,
-            dir,
-            script,
-            max_array_size,
-            jobs: Mutex::new(BTreeMap::new()),
-            accounting: parse_accounting(&shown).then(|| Mutex::new(Accounting::default())),
-        })
+        std::fs::write(&script, text).map_err(io_error(&script))?;
+        Ok(Pool { config, script })
     }
 
+    /// Readies experiment `name`'s own config (reaching the cluster, at
+    /// the first, and writing its job script); `None` for an experiment
+    /// without one. Nothing changes for the experiment until [`Self::assign`].
+    pub fn prepare(
+        &self,
+        name: &str,
+        own: Option<&SlurmConfig>,
+    ) -> Result<Option<Pool>, SlurmError> {
+        own.map(|config| self.pool(config.clone(), &format!("worker-{name}.sh")))
+            .transpose()
+    }
+
+    /// From now on experiment `name`'s jobs follow `own` (from
+    /// [`Self::prepare`]), or the service's config when `None`.
+    pub fn assign(&self, name: &str, own: Option<Pool>) {
+        let mut pools = self.own.lock().expect("own lock");
+        match own {
+            Some(pool) => pools.insert(name.to_string(), pool),
+            None => pools.remove(name),
+        };
+    }
+
+    /// The most worker jobs the service's config allows at once (0 without one).
     pub fn max_jobs(&self) -> usize {
-        self.config.max_jobs
+        self.service.as_ref().map_or(0, |p| p.config.max_jobs)
     }
 
     fn job_name(&self, experiment: &str) -> String {
@@ -485,28 +468,23 @@ impl SlurmLauncher {
             .get(experiment)
             .cloned()
             .unwrap_or_default();
-        if let Some(accounting) = &self.accounting {
-            let accounting = accounting.lock().expect("accounting lock");
-            let ended = accounting.ended.get(experiment).into_iter().flatten();
-            jobs.extend(
-                ended
-                    .filter(|e| !jobs.iter().any(|j| j.id == e.id))
-                    .take(ENDED_SHOWN)
-                    .cloned()
-                    .collect::<Vec<_>>(),
-            );
-        }
+        let accounting = self.accounting.lock().expect("accounting lock");
+        let ended = accounting.ended.get(experiment).into_iter().flatten();
+        jobs.extend(
+            ended
+                .filter(|e| !jobs.iter().any(|j| j.id == e.id))
+                .take(ENDED_SHOWN)
+                .cloned()
+                .collect::<Vec<_>>(),
+        );
         jobs
     }
 
     /// Asks `sacct` how the latest arrays' tasks ended, at most every
     /// [`SACCT_INTERVAL`]. A failure only leaves the ended list as it was.
     fn refresh_ended(&self) {
-        let Some(accounting) = &self.accounting else {
-            return;
-        };
         let arrays = {
-            let accounting = accounting.lock().expect("accounting lock");
+            let accounting = self.accounting.lock().expect("accounting lock");
             if accounting.arrays.is_empty()
                 || accounting
                     .asked
@@ -523,7 +501,7 @@ impl SlurmLauncher {
             "--format=JobID,State,NodeList,JobName".to_string(),
         ];
         let shown = slurm("sacct", &args);
-        let mut accounting = accounting.lock().expect("accounting lock");
+        let mut accounting = self.accounting.lock().expect("accounting lock");
         accounting.asked = Some(Instant::now());
         match shown {
             Ok(output) => {
@@ -540,19 +518,34 @@ impl SlurmLauncher {
     }
 
     /// Brings the jobs in line with `demand` (trials queued or running, by
-    /// experiment): submits what is missing, up to `max_jobs` in all, and
-    /// cancels pending jobs beyond it.
+    /// experiment): submits what is missing, each config up to its
+    /// `max_jobs`, and cancels pending jobs beyond it. Until some
+    /// experiment uses Slurm it does nothing.
     pub fn reconcile(&self, demand: &BTreeMap<String, usize>) -> Result<(), SlurmError> {
+        let Some(cluster) = *self.cluster.lock().expect("cluster lock") else {
+            return Ok(());
+        };
         let jobs = self.squeue()?;
-        self.refresh_ended();
-        let (submit, cancel) = plan(demand, &jobs, self.config.max_jobs);
+        if cluster.accounting {
+            self.refresh_ended();
+        }
+        let own = self.own.lock().expect("own lock").clone();
+        let own_caps: BTreeMap<String, usize> = own
+            .iter()
+            .map(|(name, pool)| (name.clone(), pool.config.max_jobs))
+            .collect();
+        let service_cap = self.service.as_ref().map(|p| p.config.max_jobs);
+        let (submit, cancel) = plan_pools(demand, &jobs, service_cap, &own_caps);
         if !cancel.is_empty() {
             tracing::info!("cancelling {} surplus pending worker job(s)", cancel.len());
             slurm("scancel", &cancel)?;
         }
         for (experiment, count) in submit {
-            for size in array_sizes(count, self.max_array_size) {
-                let id = self.submit(&experiment, size)?;
+            let Some(pool) = own.get(&experiment).or(self.service.as_ref()) else {
+                continue;
+            };
+            for size in array_sizes(count, cluster.max_array_size) {
+                let id = self.submit(pool, &experiment, size, cluster.accounting)?;
                 tracing::info!(
                     "submitted Slurm job array {id} of {size} worker(s) for `{experiment}`"
                 );
@@ -561,9 +554,16 @@ impl SlurmLauncher {
         Ok(())
     }
 
-    /// Submits one array of `size` workers of `experiment`; returns its job id.
-    fn submit(&self, experiment: &str, size: usize) -> Result<String, SlurmError> {
-        let config = &self.config;
+    /// Submits one array of `size` workers of `experiment` under `pool`'s
+    /// config; returns its job id.
+    fn submit(
+        &self,
+        pool: &Pool,
+        experiment: &str,
+        size: usize,
+        accounting: bool,
+    ) -> Result<String, SlurmError> {
+        let config = &pool.config;
         let mut args = vec![
             "--parsable".to_string(),
             format!("--job-name={}", self.job_name(experiment)),
@@ -573,7 +573,11 @@ impl SlurmLauncher {
             format!("--signal=B:USR1@{}", config.signal_before_s),
             format!(
                 "--output={}",
-                self.dir.join("logs").join("%x_%A_%a.log").display()
+                self.settings
+                    .dir
+                    .join("logs")
+                    .join("%x_%A_%a.log")
+                    .display()
             ),
         ];
         let options = [
@@ -593,7 +597,7 @@ impl SlurmLauncher {
             args.push(format!("--cpus-per-task={cpus}"));
         }
         args.extend(config.extra.iter().cloned());
-        args.push(self.script.display().to_string());
+        args.push(pool.script.display().to_string());
         args.push(experiment.to_string());
         let output = slurm("sbatch", &args)?;
         // `JOBID` or `JOBID;CLUSTER`.
@@ -604,8 +608,8 @@ impl SlurmLauncher {
                 output: output.trim().to_string(),
             });
         }
-        if let Some(accounting) = &self.accounting {
-            let arrays = &mut accounting.lock().expect("accounting lock").arrays;
+        if accounting {
+            let arrays = &mut self.accounting.lock().expect("accounting lock").arrays;
             arrays.push(id.to_string());
             let excess = arrays.len().saturating_sub(SACCT_ARRAYS);
             arrays.drain(..excess);
@@ -613,8 +617,12 @@ impl SlurmLauncher {
         Ok(id.to_string())
     }
 
-    /// Cancels every job of `experiment`; their workers save what they train.
+    /// Cancels every job of `experiment`; their workers save what they
+    /// train. Nothing to do where no experiment has used Slurm.
     pub fn cancel(&self, experiment: &str) -> Result<(), SlurmError> {
+        if self.cluster.lock().expect("cluster lock").is_none() {
+            return Ok(());
+        }
         slurm(
             "scancel",
             &[
@@ -648,7 +656,7 @@ fn job_script(
         .unwrap_or_default();
     format!(
         r#"#!/bin/bash
-# Written by `bocb serve --launcher`: one pull worker per array task.
+# Written by `bocb serve`: one pull worker per array task.
 # The token comes from a file only its owner reads, never the command line.
 experiment=$1
 task="${{SLURM_ARRAY_JOB_ID:-$SLURM_JOB_ID}}_${{SLURM_ARRAY_TASK_ID:-0}}"
@@ -682,26 +690,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_config_takes_the_issues_example_and_names_bad_fields() {
-        let config = SlurmConfig::parse(
-            "slurm: { partition: gpu, gres: \"gpu:1\", time: \"24:00:00\", cpus_per_task: 8, mem: 64G, account: lab, qos: normal, max_jobs: 16, extra: [\"--constraint=a100\"] }",
-            "l.yaml",
-        )
-        .unwrap();
-        assert_eq!(config.partition.as_deref(), Some("gpu"));
-        assert_eq!(config.mem.as_deref(), Some("64G"));
-        assert_eq!(config.max_jobs, 16);
-        assert_eq!(config.signal_before_s, 120);
-        let mem = SlurmConfig::parse("slurm: { mem: 4096 }", "l.yaml").unwrap();
-        assert_eq!(mem.mem.as_deref(), Some("4096"));
-
-        let error = |text: &str| SlurmConfig::parse(text, "l.yaml").unwrap_err().to_string();
-        assert!(error("slurm: { partitio: gpu }").contains("unknown field `partitio`"));
-        assert!(error("slurm: { max_jobs: 0 }").contains("slurm.max_jobs"));
-        assert!(error("slurm: { extra: [\"-C a100\"] }").contains("slurm.extra[0]"));
-        assert!(error("slurm: { extra: [\"--array=0-3\"] }").contains("bocb sets --array"));
-        assert!(error("slurm: { gres: \"gpu 1\" }").contains("slurm.gres"));
-        assert!(error("local: {}").contains("slurm"));
+    fn the_launcher_file_is_checked_as_an_experiments_block_is() {
+        let config =
+            parse_launcher_file("slurm: { gres: \"gpu:1\", max_jobs: 16 }", "l.yaml").unwrap();
+        assert_eq!(
+            (config.gres.as_deref(), config.max_jobs),
+            (Some("gpu:1"), 16)
+        );
+        let error = |text: &str| parse_launcher_file(text, "l.yaml").unwrap_err().to_string();
+        let unknown = error("slurm: { partitio: gpu }");
+        assert!(
+            unknown.starts_with("l.yaml: ") && unknown.contains("unknown field `partitio`"),
+            "{unknown}"
+        );
+        assert!(error("slurm: { max_jobs: 0 }").starts_with("l.yaml: slurm.max_jobs"));
+        assert!(error("local: {}").contains("a launcher file holds `slurm:"));
     }
 
     #[test]
@@ -789,6 +792,48 @@ mod tests {
         let (submit, cancel) = plan(&demand, &jobs, 6);
         assert!(submit.is_empty());
         assert_eq!(cancel, vec!["1_2".to_string(), "1_1".to_string()]);
+    }
+
+    /// Each config caps its own experiments: an experiment's own cap its
+    /// jobs alone, the service's those of the experiments without one.
+    #[test]
+    fn each_config_caps_its_own_experiments() {
+        let demand: BTreeMap<String, usize> = [
+            ("own".to_string(), 5),
+            ("b".to_string(), 3),
+            ("c".to_string(), 2),
+        ]
+        .into();
+        let jobs: BTreeMap<String, Vec<SlurmJob>> = [
+            ("own".to_string(), vec![job("1_0", "PENDING")]),
+            ("b".to_string(), vec![job("2_0", "RUNNING")]),
+            (
+                "gone".to_string(),
+                vec![job("3_0", "RUNNING"), job("3_1", "PENDING")],
+            ),
+        ]
+        .into();
+        let own: BTreeMap<String, usize> = [("own".to_string(), 2)].into();
+        // The service's 6: b's job, gone's two (one leaving), two more of b, one of c.
+        let (submit, cancel) = plan_pools(&demand, &jobs, Some(6), &own);
+        assert_eq!(
+            submit,
+            [
+                ("b".to_string(), 2),
+                ("c".to_string(), 1),
+                ("own".to_string(), 1)
+            ]
+            .into()
+        );
+        assert_eq!(cancel, vec!["3_1".to_string()]);
+
+        // Without the service's config, only the experiment with its own gets jobs.
+        let (submit, cancel) = plan_pools(&demand, &jobs, None, &own);
+        assert_eq!(submit, [("own".to_string(), 1)].into());
+        assert_eq!(cancel, vec!["3_1".to_string()]);
+        // Its own cap is its alone: the service's full pool takes nothing from it.
+        let (submit, _) = plan_pools(&demand, &jobs, Some(1), &own);
+        assert_eq!(submit, [("own".to_string(), 1)].into());
     }
 
     #[test]
