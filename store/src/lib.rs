@@ -62,7 +62,7 @@ pub use record::{
     unix_now_s, ExperimentRecord, GridPos, ProbeRecord, TrialEnd, TrialRecipe, TrialRecord,
     TrialSummary, GRID_POINTS,
 };
-pub use store::Store;
+pub use store::{Store, RELEASE_WAIT};
 
 /// Result type of every fallible store operation.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -4,6 +4,7 @@ use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -58,23 +59,37 @@ impl Store {
     /// Fails with [`StoreError::Locked`] while another handle (normally
     /// another bocb process) has the store open.
     pub fn open(dir: impl AsRef<Path>) -> Result<Store> {
+        Self::open_waiting(dir, Duration::ZERO)
+    }
+
+    /// [`Store::open`], trying again for up to `wait` while the lock is
+    /// held: a handle dropped just before (in this process, or by one that
+    /// just exited) keeps it until sled's flusher thread ends at its next
+    /// tick, every 500 ms.
+    pub fn open_waiting(dir: impl AsRef<Path>, wait: Duration) -> Result<Store> {
         let dir = dir.as_ref();
         std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
             dir: dir.to_path_buf(),
             source,
         })?;
-        let db = sled::open(dir).map_err(|source| {
-            let dir = dir.to_path_buf();
-            // sled 0.34 reports a held lock only through this message.
-            let locked = matches!(&source, sled::Error::Io(e)
-                if e.kind() == ErrorKind::Other
-                    && e.to_string().contains("could not acquire lock"));
-            if locked {
-                StoreError::Locked { dir, source }
-            } else {
-                StoreError::Open { dir, source }
+        let deadline = Instant::now() + wait;
+        let db = loop {
+            match sled::open(dir) {
+                Ok(db) => break db,
+                Err(source) if is_lock_held(&source) && Instant::now() < deadline => {
+                    drop(source);
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(source) => {
+                    let dir = dir.to_path_buf();
+                    return Err(if is_lock_held(&source) {
+                        StoreError::Locked { dir, source }
+                    } else {
+                        StoreError::Open { dir, source }
+                    });
+                }
             }
-        })?;
+        };
         let experiments = db.open_tree(EXPERIMENTS_TREE)?;
         let trials = db.open_tree(TRIALS_TREE)?;
         let imported = db.open_tree(IMPORTED_TREE)?;
@@ -582,4 +597,15 @@ fn decode<T: DeserializeOwned>(tree: &'static str, key: &[u8], value: &[u8]) -> 
         key: String::from_utf8_lossy(key).replace('\0', "/"),
         source,
     })
+}
+
+/// Long enough for a just-dropped handle to release the lock, for
+/// [`Store::open_waiting`] where a store was closed just before.
+pub const RELEASE_WAIT: Duration = Duration::from_secs(2);
+
+/// Whether sled failed to open because another handle holds the lock
+/// (sled 0.34 says so only through this message).
+fn is_lock_held(error: &sled::Error) -> bool {
+    matches!(error, sled::Error::Io(e)
+        if e.kind() == ErrorKind::Other && e.to_string().contains("could not acquire lock"))
 }

@@ -382,7 +382,8 @@ fn peak_rss(pid: u32) -> Result<u64, ServiceError> {
 /// each view of experiment `name` over `requests` requests.
 fn bench_store(store: &Path, name: &str, requests: usize) -> Result<UiBenchStore, ServiceError> {
     let (trials, epochs_recorded) = {
-        let opened = bocb_store::Store::open(store)?;
+        // `generate_store` closed it a moment ago.
+        let opened = bocb_store::Store::open_waiting(store, bocb_store::RELEASE_WAIT)?;
         let summaries = opened.trial_summaries(name)?;
         let epochs = summaries.iter().map(|s| s.epochs).sum();
         (summaries, epochs)

@@ -737,25 +737,23 @@ fn loopback_only(listen: &str) -> bool {
 /// How long a TLS handshake (and then a silence within a connection) may last.
 const TLS_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Bounds how long a connection may stay silent on `listener`'s accepted
-/// sockets (Linux copies the listening socket's receive timeout to them).
-/// tiny_http makes the TLS handshake of each connection on its one accepting
-/// thread: without the bound, one client that connects and sends nothing
-/// would stall every other for good.
-fn bound_handshakes(listener: &std::net::TcpListener) -> std::io::Result<()> {
+/// Sets a socket option of `listener`; Linux copies it to the sockets the
+/// listener accepts.
+fn set_listener_option<T>(
+    listener: &std::net::TcpListener,
+    level: libc::c_int,
+    option: libc::c_int,
+    value: &T,
+) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
-    let timeout = libc::timeval {
-        tv_sec: TLS_READ_TIMEOUT.as_secs() as libc::time_t,
-        tv_usec: 0,
-    };
-    // SAFETY: a valid socket and a timeval of the size passed.
+    // SAFETY: a valid socket and a value of the size passed.
     let status = unsafe {
         libc::setsockopt(
             listener.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&timeout as *const libc::timeval).cast(),
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            level,
+            option,
+            (value as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
         )
     };
     if status == 0 {
@@ -763,6 +761,30 @@ fn bound_handshakes(listener: &std::net::TcpListener) -> std::io::Result<()> {
     } else {
         Err(std::io::Error::last_os_error())
     }
+}
+
+/// Bounds how long a connection may stay silent on `listener`'s accepted
+/// sockets. tiny_http makes the TLS handshake of each connection on its one
+/// accepting thread: without the bound, one client that connects and sends
+/// nothing would stall every other for good.
+fn bound_handshakes(listener: &std::net::TcpListener) -> std::io::Result<()> {
+    let timeout = libc::timeval {
+        tv_sec: TLS_READ_TIMEOUT.as_secs() as libc::time_t,
+        tv_usec: 0,
+    };
+    set_listener_option(listener, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &timeout)
+}
+
+/// Sends each write at once: tiny_http writes a response's head and body
+/// apart, and Nagle's algorithm would hold the body until the client's
+/// delayed acknowledgement of the head, about 40 ms per response.
+fn no_delay(listener: &std::net::TcpListener) -> std::io::Result<()> {
+    set_listener_option(
+        listener,
+        libc::IPPROTO_TCP,
+        libc::TCP_NODELAY,
+        &1 as &libc::c_int,
+    )
 }
 
 /// Runs the service until the process is killed, validating submitted
@@ -778,23 +800,22 @@ pub fn serve(config: &ServeConfig, registries: Registries) -> Result<(), Service
         listen: config.listen.clone(),
         reason,
     };
-    let server = match ssl.clone() {
-        Some(ssl) => {
-            let listener = std::net::TcpListener::bind(&config.listen)
-                .map_err(|e| listen_error(e.to_string()))?;
-            bound_handshakes(&listener).map_err(|e| listen_error(e.to_string()))?;
-            tiny_http::Server::from_listener(listener, Some(ssl))
-        }
-        None => tiny_http::Server::http(&config.listen),
+    let listener =
+        std::net::TcpListener::bind(&config.listen).map_err(|e| listen_error(e.to_string()))?;
+    no_delay(&listener).map_err(|e| listen_error(e.to_string()))?;
+    if ssl.is_some() {
+        bound_handshakes(&listener).map_err(|e| listen_error(e.to_string()))?;
     }
-    .map_err(|e| listen_error(e.to_string()))?;
+    let server = tiny_http::Server::from_listener(listener, ssl.clone())
+        .map_err(|e| listen_error(e.to_string()))?;
     if exposed && ssl.is_none() {
         eprintln!(
             "WARNING: --insecure-listen: serving {} on plain HTTP beyond this machine; anyone who can read the traffic gets the token, and with it a shell on every worker",
             config.listen
         );
     }
-    let store = Store::open(&config.store_dir)?;
+    // `bocb run` or a bench may have closed it a moment ago.
+    let store = Store::open_waiting(&config.store_dir, bocb_store::RELEASE_WAIT)?;
     let token = service_token(&config.store_dir, config.token.as_deref())?;
     let address = server
         .server_addr()
