@@ -415,13 +415,18 @@ fn an_experiments_own_launcher_runs_its_trials_through_slurm() {
     let _service = start_service(&store, &["--workers", "none", "--heartbeat-timeout", "20"]);
     let out = cli(&store, &["submit", experiment.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out));
+    // Its workers idle for `idle_exit_s` after the last trial, so watching
+    // until none runs sees them even where the trials end within a tick.
     let mut most = 0;
-    wait_long("the experiment to finish", || {
+    wait_long("the experiment to finish and its workers to leave", || {
         let jobs = jobs(&store, "own_launcher");
-        let active = jobs.iter().filter(|j| j["state"] != "COMPLETING").count();
+        let running = |j: &&serde_json::Value| {
+            ["PENDING", "RUNNING"].contains(&j["state"].as_str().unwrap_or(""))
+        };
+        let active = jobs.iter().filter(running).count();
         assert!(active <= 2, "more jobs than its max_jobs: {jobs:?}");
         most = most.max(active);
-        status(&store, "own_launcher")["state"] == "done"
+        status(&store, "own_launcher")["state"] == "done" && active == 0
     });
     assert!(most > 0, "`bocb status` never listed a job");
     let done = trials(&store, "own_launcher");

@@ -540,16 +540,22 @@ impl SlurmLauncher {
             tracing::info!("cancelling {} surplus pending worker job(s)", cancel.len());
             slurm("scancel", &cancel)?;
         }
+        let mut submitted = false;
         for (experiment, count) in submit {
             let Some(pool) = own.get(&experiment).or(self.service.as_ref()) else {
                 continue;
             };
             for size in array_sizes(count, cluster.max_array_size) {
                 let id = self.submit(pool, &experiment, size, cluster.accounting)?;
+                submitted = true;
                 tracing::info!(
                     "submitted Slurm job array {id} of {size} worker(s) for `{experiment}`"
                 );
             }
+        }
+        // Show the new jobs at once: short trials may end before the next tick.
+        if submitted {
+            self.squeue()?;
         }
         Ok(())
     }
