@@ -79,15 +79,20 @@ pub struct TrialResult {
 impl TrialResult {
     /// The result of a trial that ran to an error.
     pub fn failed(error: String) -> Self {
+        Self::ended_without_metrics(TrialStatus::Failed, error)
+    }
+
+    /// A trial that ended as `status` before reporting any result, with why.
+    pub fn ended_without_metrics(status: TrialStatus, note: String) -> Self {
         TrialResult {
-            status: TrialStatus::Failed,
+            status,
             final_accuracy: None,
             ema_accuracy: None,
             wall_s: None,
             precision: None,
             peak_memory_bytes: None,
             classes: None,
-            note: Some(error),
+            note: Some(note),
             grad_norms: None,
         }
     }

@@ -40,6 +40,39 @@ const BACKBONES: [&str; 4] = [
     "deit_s",
 ];
 const OPTIMIZERS: [&str; 4] = ["sgd_m", "adamw", "adam", "lamb"];
+/// Starts `bocb serve` on `store` with `--workers workers` (kept in
+/// `scratch`, so it ends with the bench) and connects once it wrote its URL.
+fn start_service(
+    scratch: &mut Scratch,
+    store: &Path,
+    workers: &str,
+) -> Result<Client, ServiceError> {
+    let exe = std::env::current_exe().map_err(io_error("cannot find", Path::new("bocb")))?;
+    let url_path = store.join(URL_FILE);
+    let _ = std::fs::remove_file(&url_path);
+    let service = scratch.service.insert(
+        Command::new(exe)
+            .args(["serve", "--listen", "127.0.0.1:0", "--workers", workers])
+            .arg("--store")
+            .arg(store)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(io_error("cannot start", Path::new("bocb serve")))?,
+    );
+    while !url_path.exists() {
+        if let Ok(Some(status)) = service.try_wait() {
+            return Err(ServiceError::BadRequest(format!(
+                "bocb serve exited at start ({status})"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let read =
+        |path: PathBuf| std::fs::read_to_string(&path).map_err(io_error("cannot read", &path));
+    Client::new(&read(url_path)?, &read(store.join(TOKEN_FILE))?, None)
+        .map_err(|e| ServiceError::BadRequest(e.to_string()))
+}
 
 /// Kills the service it holds when dropped, and removes its directory.
 struct Scratch {
@@ -94,33 +127,8 @@ pub fn bench_service(config: &ServiceBenchConfig) -> Result<ServiceBenchReport, 
         list(&OPTIMIZERS[..optimizers]),
         config.epochs,
     );
-    let exe = std::env::current_exe().map_err(io_error("cannot find", Path::new("bocb")))?;
     let store = dir.join("store");
-    scratch.service = Some(
-        Command::new(exe)
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .arg("--store")
-            .arg(&store)
-            .args(["--workers", &format!("cpu={}", config.workers)])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(io_error("cannot start", Path::new("bocb serve")))?,
-    );
-    let url_path = store.join(URL_FILE);
-    while !url_path.exists() {
-        let service = scratch.service.as_mut().expect("started above");
-        if let Ok(Some(status)) = service.try_wait() {
-            return Err(ServiceError::BadRequest(format!(
-                "bocb serve exited at start ({status})"
-            )));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let read =
-        |path: PathBuf| std::fs::read_to_string(&path).map_err(io_error("cannot read", &path));
-    let client = Client::new(&read(url_path)?, &read(store.join(TOKEN_FILE))?, None)
-        .map_err(|e| ServiceError::BadRequest(e.to_string()))?;
+    let client = start_service(&mut scratch, &store, &format!("cpu={}", config.workers))?;
     let submission = Submission {
         yaml,
         base: dir.clone(),
@@ -394,32 +402,7 @@ fn bench_store(store: &Path, name: &str, requests: usize) -> Result<UiBenchStore
         dir: store.join("bench-none"),
         service: None,
     };
-    let exe = std::env::current_exe().map_err(io_error("cannot find", Path::new("bocb")))?;
-    let url_path = store.join(URL_FILE);
-    let _ = std::fs::remove_file(&url_path);
-    scratch.service = Some(
-        Command::new(exe)
-            .args(["serve", "--listen", "127.0.0.1:0", "--workers", "none"])
-            .arg("--store")
-            .arg(store)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(io_error("cannot start", Path::new("bocb serve")))?,
-    );
-    while !url_path.exists() {
-        let service = scratch.service.as_mut().expect("started above");
-        if let Ok(Some(status)) = service.try_wait() {
-            return Err(ServiceError::BadRequest(format!(
-                "bocb serve exited at start ({status})"
-            )));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let read =
-        |path: PathBuf| std::fs::read_to_string(&path).map_err(io_error("cannot read", &path));
-    let client = Client::new(&read(url_path)?, &read(store.join(TOKEN_FILE))?, None)
-        .map_err(|e| ServiceError::BadRequest(e.to_string()))?;
+    let client = start_service(&mut scratch, store, "none")?;
     let e = urlencode(name);
     let pairs: Vec<(String, String)> = {
         let mut pairs: Vec<(String, String)> = trials

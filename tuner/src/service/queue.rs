@@ -411,17 +411,10 @@ impl Queue {
             }
         };
         self.log(trial, "[service] trial stopped by hand (web UI or API)");
-        let result = TrialResult {
-            status: TrialStatus::Stopped,
-            final_accuracy: None,
-            ema_accuracy: None,
-            wall_s: None,
-            precision: None,
-            peak_memory_bytes: None,
-            classes: None,
-            note: Some("stopped by hand from the web UI or API".to_string()),
-            grad_norms: None,
-        };
+        let result = TrialResult::ended_without_metrics(
+            TrialStatus::Stopped,
+            "stopped by hand from the web UI or API".to_string(),
+        );
         // Recorded before the search thread hears it, as `finish` does.
         if let Err(e) = self
             .store
