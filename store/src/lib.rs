@@ -16,12 +16,13 @@
 //! | `trials.v1`      | experiment name, `\0`, trial id  | [`TrialRecord`] as JSON        |
 //! | `imported.v1`    | experiment name (UTF-8)          | [`ImportedTable`] as JSON      |
 //! | `probes.v1`      | probe key (UTF-8)                | [`ProbeRecord`] as JSON        |
-//! | `summaries.v1`   | as in `trials.v1`                | [`TrialSummary`] as JSON       |
+//! | `summaries.v2`   | as in `trials.v1`                | [`TrialSummary`] as JSON       |
 //!
 //! A summary is its trial without the epochs, written in the same
 //! transaction as the trial, so listing an experiment's 10,000 trials reads
 //! a few megabytes rather than every epoch of every trial. A store written
-//! before `summaries.v1` gets its summaries made when it is first opened.
+//! before `summaries.v2` (or with `summaries.v1`, which lacked gradients)
+//! gets its summaries made when it is first opened.
 //!
 //! Probes belong to no experiment: a config measured once serves every
 //! experiment that trains it. Stores written before `probes.v1` open with
@@ -59,8 +60,8 @@ pub use query::{grid as grid_of, GridCell, PairBest};
 // second import.
 pub use bocb_spec::{EpochMetrics, GradNormRow, GradNorms, TrialStatus};
 pub use record::{
-    unix_now_s, ExperimentRecord, GridPos, ProbeRecord, TrialEnd, TrialRecipe, TrialRecord,
-    TrialSummary, GRID_POINTS,
+    unix_now_s, ExperimentRecord, GradientSummary, GridPos, ProbeRecord, TrialEnd, TrialRecipe,
+    TrialRecord, TrialSummary, GRID_POINTS,
 };
 pub use store::{Store, RELEASE_WAIT};
 

@@ -157,6 +157,16 @@ pub struct TrialSummary {
     pub trial: TrialRecord,
     /// Epochs recorded.
     pub epochs: usize,
+    /// What the report's gradient diagnostic reads of `grad_norms`, where
+    /// the trial recorded them.
+    pub gradients: Option<GradientSummary>,
+}
+
+/// A trial's recorded gradient norms, reduced to what the analyses use.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GradientSummary {
+    /// [`GradNorms::embedding_ratio`].
+    pub embedding_ratio: Option<f64>,
 }
 
 impl TrialSummary {
@@ -189,6 +199,9 @@ impl TrialSummary {
                 updated_unix_s: record.updated_unix_s,
             },
             epochs: record.epochs.len(),
+            gradients: record.grad_norms.as_ref().map(|g| GradientSummary {
+                embedding_ratio: g.embedding_ratio(),
+            }),
         }
     }
 }

@@ -24,9 +24,11 @@ const EXPERIMENTS_TREE: &str = "experiments.v1";
 const TRIALS_TREE: &str = "trials.v1";
 const IMPORTED_TREE: &str = "imported.v1";
 const PROBES_TREE: &str = "probes.v1";
-const SUMMARIES_TREE: &str = "summaries.v1";
+const SUMMARIES_TREE: &str = "summaries.v2";
 /// Present in the default tree once every trial has its summary.
-const SUMMARIES_MADE: &[u8] = b"summaries.v1 made";
+const SUMMARIES_MADE: &[u8] = b"summaries.v2 made";
+/// Summaries before their gradients: replaced by `summaries.v2` at open.
+const OLD_SUMMARIES: [(&str, &[u8]); 1] = [("summaries.v1", b"summaries.v1 made")];
 
 /// Handle on a store directory. Cheap to clone; clones share the database,
 /// so several threads can record at once.
@@ -107,6 +109,10 @@ impl Store {
         };
         if store.db.get(SUMMARIES_MADE)?.is_none() {
             store.make_summaries()?;
+        }
+        for (tree, made) in OLD_SUMMARIES {
+            store.db.drop_tree(tree)?;
+            store.db.remove(made)?;
         }
         Ok(store)
     }

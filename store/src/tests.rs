@@ -4,8 +4,8 @@ use std::thread;
 use tempfile::TempDir;
 
 use crate::{
-    EpochMetrics, ExperimentRecord, GridCell, GridPos, ProbeRecord, Store, StoreError, TrialEnd,
-    TrialRecipe, TrialRecord, TrialStatus, TrialSummary,
+    EpochMetrics, ExperimentRecord, GradNormRow, GradNorms, GradientSummary, GridCell, GridPos,
+    ProbeRecord, Store, StoreError, TrialEnd, TrialRecipe, TrialRecord, TrialStatus, TrialSummary,
 };
 
 const EXP: &str = "cifar-sweep";
@@ -899,20 +899,51 @@ fn summaries_follow_every_write_and_the_revision_changes() {
     assert!(store.trial_summaries(EXP).unwrap().is_empty());
 }
 
+/// A store from before summaries, or from before `summaries.v2` (whose
+/// summaries lacked the gradients), gets them made when opened, and the
+/// old tree goes.
 #[test]
 fn a_store_from_before_summaries_gets_them_when_opened() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store");
+    let norms = GradNorms {
+        groups: vec!["embedding".into(), "blocks.0".into(), "head".into()],
+        steps: vec![GradNormRow {
+            step: 0,
+            epoch: 1,
+            norms: vec![4.0, 1.0, 3.0],
+        }],
+        epochs: Vec::new(),
+    };
     {
         let store = Store::open(&path).unwrap();
-        store.put_trial(&trial("t", 0.1, 0.0, (0, 0), 0)).unwrap();
+        store
+            .put_trial(&TrialRecord {
+                grad_norms: Some(norms.clone()),
+                ..trial("t", 0.1, 0.0, (0, 0), 0)
+            })
+            .unwrap();
         store.record_epoch(EXP, "t", epoch(1, 40.0)).unwrap();
         store.summaries.clear().unwrap();
-        store.db.remove(b"summaries.v1 made").unwrap();
+        store.db.remove(b"summaries.v2 made").unwrap();
+        let v1 = store.db.open_tree("summaries.v1").unwrap();
+        v1.insert("stale", "{}").unwrap();
+        store.db.insert(b"summaries.v1 made", &[]).unwrap();
         store.db.flush().unwrap();
     }
     let store = Store::open(&path).unwrap();
     let summaries = store.trial_summaries(EXP).unwrap();
     assert_eq!(summaries.len(), 1);
     assert_eq!(summaries[0].epochs, 1);
+    assert_eq!(summaries[0].trial.grad_norms, None);
+    assert_eq!(
+        summaries[0].gradients,
+        Some(GradientSummary {
+            embedding_ratio: norms.embedding_ratio()
+        })
+    );
+    assert!(norms.embedding_ratio().is_some());
+    let names = store.db.tree_names();
+    assert!(!names.iter().any(|n| n.as_ref() == b"summaries.v1"));
+    assert!(store.db.get(b"summaries.v1 made").unwrap().is_none());
 }

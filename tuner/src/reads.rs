@@ -74,6 +74,9 @@ pub struct ReportQuery {
     pub failure_rule: FailureRuleChoice,
     /// γ of Eq. (1) (default: the experiment's, else 3).
     pub gamma: Option<f64>,
+    /// The HTML report's learning curves, the one part that reads every
+    /// epoch of every trial.
+    pub curves: bool,
 }
 
 impl Default for ReportQuery {
@@ -83,6 +86,7 @@ impl Default for ReportQuery {
             format: ReportFormat::Table,
             failure_rule: FailureRuleChoice::Eq1,
             gamma: None,
+            curves: true,
         }
     }
 }
@@ -189,11 +193,15 @@ impl ReportQuery {
             ("format", Some(name(&self.format))),
             ("failure_rule", Some(name(&self.failure_rule))),
             ("gamma", self.gamma.map(|g| g.to_string())),
+            ("curves", (!self.curves).then(|| "false".to_string())),
         ])
     }
 
     pub fn from_query(query: &str) -> Result<Self, ReadError> {
-        let mut pairs = query_pairs(query, &["experiment", "format", "failure_rule", "gamma"])?;
+        let mut pairs = query_pairs(
+            query,
+            &["experiment", "format", "failure_rule", "gamma", "curves"],
+        )?;
         let default = ReportQuery::default();
         let gamma = match pairs.remove("gamma") {
             Some(text) => Some(
@@ -214,6 +222,11 @@ impl ReportQuery {
                 None => default.failure_rule,
             },
             gamma,
+            curves: pairs
+                .remove("curves")
+                .map(|text| parse_bool("curves", &text))
+                .transpose()?
+                .unwrap_or(default.curves),
         })
     }
 }
@@ -421,7 +434,7 @@ pub fn report_text(
             to_json(&full)?
         }
         ReportFormat::Html => {
-            let html = analysis::html::render_report(store, &analyses)?;
+            let html = analysis::html::render_report(store, &analyses, query.curves)?;
             html.replace("</body>", &(finetune.html() + "</body>"))
         }
         ReportFormat::Csv => render::render_csv(&analyses) + &finetune.csv(),
@@ -519,8 +532,10 @@ mod tests {
             format: ReportFormat::Html,
             failure_rule: FailureRuleChoice::Tukey,
             gamma: Some(1.5),
+            curves: false,
         };
         assert_eq!(ReportQuery::from_query(&report.to_query()).unwrap(), report);
+        assert!(report.to_query().ends_with("&curves=false"));
         assert_eq!(ReportQuery::from_query("").unwrap(), ReportQuery::default());
         let export = ExportQuery {
             experiment: "e".to_string(),

@@ -82,7 +82,12 @@ pub fn build(
     let Some(record) = store.experiment(name)? else {
         return Ok(None);
     };
-    let trials = store.trials(name)?;
+    // Nothing here needs the epochs.
+    let trials: Vec<TrialRecord> = store
+        .trial_summaries(name)?
+        .into_iter()
+        .map(|s| s.trial)
+        .collect();
     let best = store.best_per_pair(name)?;
     let spec = stored_spec(store, &record)?;
     let catalog = &match (&spec, &record.base_dir) {

@@ -9,7 +9,7 @@ use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use bocb_spec::{split_pretrained, FROM_EXPERIMENT, LARGE_EMBEDDING_RATIO};
-use bocb_store::{PairBest, Store, TrialRecord};
+use bocb_store::{PairBest, Store, TrialRecord, TrialSummary};
 use serde::Serialize;
 
 use super::html::escape;
@@ -59,14 +59,14 @@ fn median(mut values: Vec<f64>) -> Option<f64> {
 /// The diagnostic of an experiment's trials; `None` when none recorded
 /// gradient norms (external or older trials).
 pub fn gradient_diagnostic(
-    trials: &[TrialRecord],
+    trials: &[TrialSummary],
     best: &[PairBest],
 ) -> Option<GradientDiagnostic> {
     let mut pairs: BTreeMap<(&str, &str), Vec<f64>> = BTreeMap::new();
-    for t in trials {
-        if let Some(norms) = &t.grad_norms {
-            let ratios = pairs.entry((&t.backbone, &t.optimizer)).or_default();
-            ratios.extend(norms.embedding_ratio());
+    for s in trials {
+        if let Some(gradients) = &s.gradients {
+            let ratios = pairs.entry((&s.trial.backbone, &s.trial.optimizer)).or_default();
+            ratios.extend(gradients.embedding_ratio);
         }
     }
     if pairs.is_empty() {
@@ -83,8 +83,8 @@ pub fn gradient_diagnostic(
             let sgd = SGD.iter().find_map(|o| accuracy(backbone, o));
             let trials = trials
                 .iter()
-                .filter(|t| t.backbone == backbone && t.optimizer == optimizer)
-                .filter(|t| t.grad_norms.is_some())
+                .filter(|s| s.trial.backbone == backbone && s.trial.optimizer == optimizer)
+                .filter(|s| s.gradients.is_some())
                 .count();
             let embedding_ratio = median(ratios);
             PairGradients {
@@ -421,7 +421,7 @@ impl FinetuneReport {
     pub fn build(store: &Store, names: &[String]) -> Result<Self, StoredSpecError> {
         let mut gradients = Vec::new();
         for name in names {
-            let trials = store.trials(name)?;
+            let trials = store.trial_summaries(name)?;
             let best = store.best_per_pair(name)?;
             if let Some(d) = gradient_diagnostic(&trials, &best) {
                 gradients.push((name.clone(), d));
@@ -543,8 +543,8 @@ mod tests {
     use bocb_spec::{GradNormRow, GradNorms, TrialStatus};
 
     /// A trial whose first steps had these group norms, embedding first.
-    fn trial(id: &str, backbone: &str, optimizer: &str, norms: &[f64]) -> TrialRecord {
-        TrialRecord {
+    fn trial(id: &str, backbone: &str, optimizer: &str, norms: &[f64]) -> TrialSummary {
+        TrialSummary::of(&TrialRecord {
             status: TrialStatus::Done,
             final_accuracy: Some(50.0),
             grad_norms: Some(GradNorms {
@@ -561,7 +561,7 @@ mod tests {
                 epochs: Vec::new(),
             }),
             ..TrialRecord::new("e", id, backbone, optimizer)
-        }
+        })
     }
 
     #[test]
@@ -615,7 +615,7 @@ mod tests {
         assert_eq!(flagged.len(), 2, "{text}");
         assert!(flagged.iter().all(|l| l.starts_with("vit")), "{text}");
         // Trials that recorded nothing give no diagnostic.
-        let bare = TrialRecord::new("e", "x", "resnet", "sgd_m");
+        let bare = TrialSummary::of(&TrialRecord::new("e", "x", "resnet", "sgd_m"));
         assert!(gradient_diagnostic(&[bare], &best).is_none());
     }
 }

@@ -39,27 +39,41 @@ pub enum HtmlError {
 /// What one experiment's part is drawn from.
 pub struct ExperimentView<'a> {
     pub analysis: &'a Analysis,
-    /// Every trial of the experiment (none for an imported table).
-    pub trials: &'a [TrialRecord],
+    /// How many trials the experiment has (none for an imported table).
+    pub trial_count: usize,
+    /// Every trial with its epochs, for the learning curves; `None` leaves
+    /// the curves out.
+    pub curves: Option<&'a [TrialRecord]>,
     /// Layer-wise patterns of the best pairs, when weights were saved.
     pub patterns: Option<&'a [PairPatterns]>,
 }
 
 /// The HTML report of `analyses`, with their trials and saved weights read
-/// from `store`.
-pub fn render_report(store: &Store, analyses: &[Analysis]) -> Result<String, HtmlError> {
+/// from `store`. Only the learning curves read every epoch of every trial:
+/// without `curves` the report reads the trials' summaries alone.
+pub fn render_report(
+    store: &Store,
+    analyses: &[Analysis],
+    curves: bool,
+) -> Result<String, HtmlError> {
     let mut loaded = Vec::new();
     for analysis in analyses {
-        let trials = store.trials(&analysis.experiment)?;
-        let patterns = saved_patterns(store, &analysis.experiment)?;
-        loaded.push((trials, patterns));
+        let name = &analysis.experiment;
+        let (count, trials) = if curves {
+            let trials = store.trials(name)?;
+            (trials.len(), Some(trials))
+        } else {
+            (store.trial_summaries(name)?.len(), None)
+        };
+        loaded.push((count, trials, saved_patterns(store, name)?));
     }
     let views: Vec<ExperimentView> = analyses
         .iter()
         .zip(&loaded)
-        .map(|(analysis, (trials, patterns))| ExperimentView {
+        .map(|(analysis, (count, trials, patterns))| ExperimentView {
             analysis,
-            trials,
+            trial_count: *count,
+            curves: trials.as_deref(),
             patterns: patterns.as_deref(),
         })
         .collect();
@@ -150,7 +164,7 @@ fn experiment(out: &mut String, view: &ExperimentView) -> Result<(), HtmlError> 
         escape(&analysis.experiment)
     );
     let origin = match imported {
-        None => format!("Trained by bocb: {} trial(s).", view.trials.len()),
+        None => format!("Trained by bocb: {} trial(s).", view.trial_count),
         Some((source, grid)) => format!(
             "Imported from <code>{}</code>{}; not trained by bocb.",
             escape(source),
@@ -245,23 +259,27 @@ fn experiment(out: &mut String, view: &ExperimentView) -> Result<(), HtmlError> 
     }
 
     let _ = writeln!(out, "<h3>5. {}</h3>", SECTIONS[4]);
-    if view.trials.is_empty() {
-        note(
+    match view.curves {
+        _ if imported.is_some() => note(
             out,
-            if imported.is_some() {
-                "An imported table has no trials, so there are no learning curves."
-            } else {
-                "No trial has been recorded yet, so there are no learning curves."
-            },
-        );
-    } else {
-        figure(
+            "An imported table has no trials, so there are no learning curves.",
+        ),
+        _ if view.trial_count == 0 => note(
             out,
-            &plots::learning_curves(results, view.trials)?,
+            "No trial has been recorded yet, so there are no learning curves.",
+        ),
+        None => note(
+            out,
+            "Learning curves left out of this report (<code>bocb report --no-curves</code>): \
+             each pair's page in the web UI draws its trials' curves.",
+        ),
+        Some(trials) => figure(
+            out,
+            &plots::learning_curves(results, trials)?,
             "Test top-1 accuracy (%) per epoch of every trial of each pair (blue), the seeds of \
              the pair's best config in red; the title gives the best config's mean accuracy. \
              Stopped trials end early; diverged epochs are left out.",
-        );
+        ),
     }
 
     let _ = writeln!(out, "<h3>6. {}</h3>", SECTIONS[5]);
@@ -713,7 +731,8 @@ mod tests {
         let patterns = patterns();
         let html = render_document(&[ExperimentView {
             analysis: &analysis,
-            trials: &trials,
+            trial_count: trials.len(),
+            curves: Some(&trials),
             patterns: Some(&patterns),
         }])
         .unwrap();
@@ -772,7 +791,8 @@ mod tests {
         let analysis = analysis(Origin::Trained, true);
         let html = render_document(&[ExperimentView {
             analysis: &analysis,
-            trials: &[],
+            trial_count: 0,
+            curves: None,
             patterns: None,
         }])
         .unwrap();
@@ -799,7 +819,8 @@ mod tests {
         let analysis = analysis(origin, false);
         let html = render_document(&[ExperimentView {
             analysis: &analysis,
-            trials: &[],
+            trial_count: 0,
+            curves: None,
             patterns: None,
         }])
         .unwrap();
@@ -828,7 +849,8 @@ mod tests {
         let trials = trials();
         let html = render_document(&[ExperimentView {
             analysis: &analysis,
-            trials: &trials,
+            trial_count: trials.len(),
+            curves: Some(&trials),
             patterns: None,
         }])
         .unwrap();
@@ -836,5 +858,33 @@ mod tests {
         assert_eq!(elements(&doc, "svg").len(), 5);
         assert!(html.contains("add <code>save_weights: true</code>"));
         assert_eq!(escape("a<b & \"c\""), "a&lt;b &amp; &quot;c&quot;");
+    }
+
+    /// Without curves (what the web UI's analyses view asks for) section 5
+    /// says where the curves are, and every other part is drawn.
+    #[test]
+    fn a_report_without_curves_says_where_they_are() {
+        let analysis = analysis(Origin::Trained, true);
+        let patterns = patterns();
+        let html = render_document(&[ExperimentView {
+            analysis: &analysis,
+            trial_count: 40,
+            curves: None,
+            patterns: Some(&patterns),
+        }])
+        .unwrap();
+        let doc = parse(&html);
+        assert_self_contained(&html, &doc);
+        // Heat map, violins, two box plots, ridges: no learning curves.
+        assert_eq!(elements(&doc, "svg").len(), 5);
+        assert_eq!(elements(&doc, "h3").len(), SECTIONS.len());
+        let notes: Vec<String> = elements(&doc, "p")
+            .into_iter()
+            .filter(|p| p.attribute("class") == Some("note"))
+            .map(text_of)
+            .collect();
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(notes[0].contains("bocb report --no-curves"), "{notes:?}");
+        assert!(text_of(doc.root_element()).contains("Trained by bocb: 40 trial(s)."));
     }
 }

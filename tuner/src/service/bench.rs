@@ -475,7 +475,7 @@ fn bench_store(store: &Path, name: &str, requests: usize) -> Result<UiBenchStore
         (
             "analyses (HTML report)",
             VIEW_GOAL_MS,
-            Box::new(|_| vec![format!("/api/report?experiment={e}&format=html")]),
+            Box::new(|_| vec![format!("/api/report?experiment={e}&format=html&curves=false")]),
         ),
     ];
     let mut times = Vec::new();

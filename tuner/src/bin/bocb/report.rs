@@ -32,6 +32,10 @@ pub struct ReportArgs {
     /// γ of Eq. (1) (default: the experiment's, else 3 as for CIFAR).
     #[arg(long)]
     gamma: Option<f64>,
+    /// Leave the learning curves out of the HTML report: the one part that
+    /// reads every epoch of every trial.
+    #[arg(long)]
+    no_curves: bool,
     #[arg(long, default_value = "./bocb-data")]
     store: PathBuf,
 }
@@ -105,6 +109,7 @@ pub fn report(args: ReportArgs, registries: &Registries) -> Result<()> {
         format: args.format,
         failure_rule: args.failure_rule,
         gamma: args.gamma,
+        curves: !args.no_curves,
     };
     reads::check_gamma(args.gamma)?;
     let text = reader(&args.store)?.report(registries, &query)?;

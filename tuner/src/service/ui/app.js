@@ -499,9 +499,10 @@ function parallelPlot(params, shown, all) {
 function analysesView(el, exp) {
   // The report's own HTML, in a frame that may run nothing.
   const frame = h('iframe', { sandbox: '', id: 'report', title: 'report', style: 'width:100%;height:75vh;border:1px solid #d9dee7;background:#fff' });
-  el.append(tabs(exp, 'Analyses'), h('p', { class: 'muted' }, 'The HTML report’s analyses, recomputed as results arrive.'), frame);
+  el.append(tabs(exp, 'Analyses'), h('p', { class: 'muted' }, 'The HTML report’s analyses, recomputed as results arrive; each pair’s learning curves are on its page.'), frame);
+  // Without the curves the report reads trial summaries only, not every epoch.
   poll(async () => {
-    frame.srcdoc = await api(`api/report?experiment=${enc(exp)}&format=html`, { conditional: true, text: true });
+    frame.srcdoc = await api(`api/report?experiment=${enc(exp)}&format=html&curves=false`, { conditional: true, text: true });
   });
 }
 
