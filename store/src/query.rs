@@ -72,7 +72,9 @@ impl Group<'_> {
 
 /// See [`crate::Store::best_per_pair`]. `trials` must be in trial order so
 /// the result is deterministic.
-pub(crate) fn best_per_pair(trials: &[TrialRecord]) -> Vec<PairBest> {
+pub(crate) fn best_per_pair<'a>(
+    trials: impl IntoIterator<Item = &'a TrialRecord>,
+) -> Vec<PairBest> {
     // Params as bit patterns: f64 is not Ord, and "identical" means identical.
     type GroupKey<'a> = (&'a str, &'a str, Vec<(&'a str, u64)>);
     let mut groups: BTreeMap<GroupKey, Group> = BTreeMap::new();
@@ -142,9 +144,9 @@ pub(crate) fn best_per_pair(trials: &[TrialRecord]) -> Vec<PairBest> {
 }
 
 /// See [`crate::Store::grid`]; on records already loaded (the web UI
-/// filters one pair's from the experiment's).
-pub fn grid(
-    trials: &[TrialRecord],
+/// filters one pair's from the experiment's, the report reads them once).
+pub fn grid<'a>(
+    trials: impl IntoIterator<Item = &'a TrialRecord>,
     backbone: &str,
     optimizer: &str,
     stage: u8,

@@ -44,7 +44,16 @@ pub struct Store {
     pub(crate) summaries: sled::Tree,
     dir: PathBuf,
     revisions: Arc<Revisions>,
+    /// The summaries last read per experiment, at the revision they were
+    /// read: one report reads them several times, and polls again and again.
+    summaries_read: Arc<Mutex<HashMap<String, SummariesAt>>>,
 }
+
+/// Summaries and the revision they were read at.
+type SummariesAt = (u64, Arc<Vec<TrialSummary>>);
+
+/// Experiments whose summaries [`Store::trial_summaries`] keeps in memory.
+const SUMMARIES_KEPT: usize = 8;
 
 /// Counts the writes of this process, so readers can cache what they
 /// derive from an experiment until it changes (one process holds a store).
@@ -106,6 +115,7 @@ impl Store {
             summaries,
             dir: dir.to_path_buf(),
             revisions: Arc::default(),
+            summaries_read: Arc::default(),
         };
         if store.db.get(SUMMARIES_MADE)?.is_none() {
             store.make_summaries()?;
@@ -303,7 +313,22 @@ impl Store {
     /// The summaries of all trials of `experiment` (no epochs), in the
     /// order of [`Store::trials`].
     pub fn trial_summaries(&self, experiment: &str) -> Result<Vec<TrialSummary>> {
+        Ok(self.shared_summaries(experiment)?.to_vec())
+    }
+
+    /// [`Store::trial_summaries`], decoded once per revision of the
+    /// experiment (a few microseconds a trial adds up at 10,000 trials).
+    fn shared_summaries(&self, experiment: &str) -> Result<Arc<Vec<TrialSummary>>> {
         check_name("experiment name", experiment)?;
+        // Read before the records: a write after it makes the copy stale.
+        let revision = self.revision(experiment);
+        let kept = self.summaries_read.lock().expect("summaries lock");
+        if let Some((at, summaries)) = kept.get(experiment) {
+            if *at == revision {
+                return Ok(Arc::clone(summaries));
+            }
+        }
+        drop(kept);
         let mut summaries = self
             .summaries
             .scan_prefix(trial_prefix(experiment))
@@ -313,17 +338,13 @@ impl Store {
             })
             .collect::<Result<Vec<_>>>()?;
         summaries.sort_by(|a, b| trial_order(&a.trial).cmp(&trial_order(&b.trial)));
+        let summaries = Arc::new(summaries);
+        let mut kept = self.summaries_read.lock().expect("summaries lock");
+        if kept.len() >= SUMMARIES_KEPT && !kept.contains_key(experiment) {
+            kept.clear();
+        }
+        kept.insert(experiment.to_owned(), (revision, Arc::clone(&summaries)));
         Ok(summaries)
-    }
-
-    /// The trials of `experiment` as [`Store::trial_summaries`] has them:
-    /// every field but the epochs and the recipe's settings.
-    fn trials_without_epochs(&self, experiment: &str) -> Result<Vec<TrialRecord>> {
-        Ok(self
-            .trial_summaries(experiment)?
-            .into_iter()
-            .map(|s| s.trial)
-            .collect())
     }
 
     /// Records one epoch of a trial and marks it running.
@@ -407,9 +428,8 @@ impl Store {
     /// Equal means go to the group created first. Sorted by (backbone,
     /// optimizer); pairs without a counted trial are absent.
     pub fn best_per_pair(&self, experiment: &str) -> Result<Vec<PairBest>> {
-        Ok(query::best_per_pair(
-            &self.trials_without_epochs(experiment)?,
-        ))
+        let summaries = self.shared_summaries(experiment)?;
+        Ok(query::best_per_pair(summaries.iter().map(|s| &s.trial)))
     }
 
     /// The lr x weight-decay grid of one pair and stage, indexed
@@ -423,8 +443,9 @@ impl Store {
         optimizer: &str,
         stage: u8,
     ) -> Result<[[GridCell; GRID_POINTS]; GRID_POINTS]> {
+        let summaries = self.shared_summaries(experiment)?;
         Ok(query::grid(
-            &self.trials_without_epochs(experiment)?,
+            summaries.iter().map(|s| &s.trial),
             backbone,
             optimizer,
             stage,

@@ -947,3 +947,44 @@ fn a_store_from_before_summaries_gets_them_when_opened() {
     assert!(!names.iter().any(|n| n.as_ref() == b"summaries.v1"));
     assert!(store.db.get(b"summaries.v1 made").unwrap().is_none());
 }
+
+/// Summaries are decoded once per revision and kept: every write, through
+/// any clone of the handle, shows in the next read, as do the bests and
+/// grids derived from them.
+#[test]
+fn kept_summaries_follow_every_write() {
+    let (_dir, store) = temp_store();
+    let reader = store.clone();
+    store.put_trial(&trial("t", 0.1, 0.0, (0, 0), 0)).unwrap();
+    assert_eq!(reader.trial_summaries(EXP).unwrap()[0].epochs, 0);
+    assert!(reader.best_per_pair(EXP).unwrap().is_empty());
+    store.record_epoch(EXP, "t", epoch(1, 40.0)).unwrap();
+    assert_eq!(reader.trial_summaries(EXP).unwrap()[0].epochs, 1);
+    let end = TrialEnd {
+        final_accuracy: Some(40.0),
+        ..TrialEnd::default()
+    };
+    store
+        .finish_trial(EXP, "t", TrialStatus::Done, &end)
+        .unwrap();
+    assert_eq!(
+        reader.trial_summaries(EXP).unwrap()[0].trial.status,
+        TrialStatus::Done
+    );
+    assert_eq!(reader.best_per_pair(EXP).unwrap()[0].mean_accuracy, 40.0);
+    assert_eq!(
+        reader.grid(EXP, "resnet18", "sgd", 1).unwrap()[0][0].mean_accuracy,
+        Some(40.0)
+    );
+    // More experiments than are kept: each still reads its own.
+    for n in 0..10 {
+        let other = format!("other-{n}");
+        store
+            .put_trial(&TrialRecord::new(&other, "t", "resnet18", "sgd"))
+            .unwrap();
+        assert_eq!(reader.trial_summaries(&other).unwrap().len(), 1);
+    }
+    assert_eq!(reader.trial_summaries(EXP).unwrap()[0].epochs, 1);
+    assert!(store.delete_experiment(EXP).unwrap());
+    assert!(reader.trial_summaries(EXP).unwrap().is_empty());
+}

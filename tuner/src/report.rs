@@ -105,7 +105,7 @@ pub fn build(
             Some(spec) => spec.pair_space(&backbone, space),
             None => space.clone(),
         };
-        let cells = store.grid(name, &backbone, &optimizer, 1)?;
+        let cells = bocb_store::grid_of(&trials, &backbone, &optimizer, 1);
         let beyond_grid = beyond_cells(&trials, &backbone, &optimizer, &space);
         pairs.push(PairReport {
             beyond_grid,

@@ -9,7 +9,7 @@ use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use bocb_spec::{split_pretrained, FROM_EXPERIMENT, LARGE_EMBEDDING_RATIO};
-use bocb_store::{PairBest, Store, TrialRecord, TrialSummary};
+use bocb_store::{PairBest, Store, TrialSummary};
 use serde::Serialize;
 
 use super::html::escape;
@@ -65,7 +65,9 @@ pub fn gradient_diagnostic(
     let mut pairs: BTreeMap<(&str, &str), Vec<f64>> = BTreeMap::new();
     for s in trials {
         if let Some(gradients) = &s.gradients {
-            let ratios = pairs.entry((&s.trial.backbone, &s.trial.optimizer)).or_default();
+            let ratios = pairs
+                .entry((&s.trial.backbone, &s.trial.optimizer))
+                .or_default();
             ratios.extend(gradients.embedding_ratio);
         }
     }
@@ -541,6 +543,7 @@ pub fn safetensors_shapes(path: &Path) -> Result<BTreeMap<String, Vec<i64>>, Str
 mod tests {
     use super::*;
     use bocb_spec::{GradNormRow, GradNorms, TrialStatus};
+    use bocb_store::TrialRecord;
 
     /// A trial whose first steps had these group norms, embedding first.
     fn trial(id: &str, backbone: &str, optimizer: &str, norms: &[f64]) -> TrialSummary {

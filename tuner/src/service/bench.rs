@@ -279,8 +279,25 @@ pub fn generate_store(dir: &Path, trials: usize, epochs: u32) -> Result<(), Serv
     let pairs = trials.div_ceil(BENCH_PAIR_TRIALS);
     let optimizers = (pairs as f64).sqrt().ceil() as usize;
     let backbones = pairs.div_ceil(optimizers);
-    let backbone = |b: usize| format!("backbone_{b:02}");
-    let optimizer = |o: usize| format!("optimizer_{o:02}");
+    // Built-in names while they last, so that the report's work per pair
+    // (search spaces, grids) runs as on a real store.
+    let builtin_backbones: Vec<String> = bocb_search_spaces::builtin_backbones()
+        .into_iter()
+        .map(|b| b.name)
+        .collect();
+    let catalog = bocb_search_spaces::Catalog::builtin();
+    let builtin_optimizers: Vec<&str> = catalog.optimizer_names().collect();
+    let backbone = |b: usize| {
+        builtin_backbones
+            .get(b)
+            .cloned()
+            .unwrap_or_else(|| format!("backbone_{b:02}"))
+    };
+    let optimizer = |o: usize| {
+        builtin_optimizers
+            .get(o)
+            .map_or_else(|| format!("optimizer_{o:02}"), |o| o.to_string())
+    };
     let list =
         |n: usize, name: &dyn Fn(usize) -> String| (0..n).map(name).collect::<Vec<_>>().join(", ");
     let store = bocb_store::Store::open(dir)?;
@@ -475,7 +492,11 @@ fn bench_store(store: &Path, name: &str, requests: usize) -> Result<UiBenchStore
         (
             "analyses (HTML report)",
             VIEW_GOAL_MS,
-            Box::new(|_| vec![format!("/api/report?experiment={e}&format=html&curves=false")]),
+            Box::new(|_| {
+                vec![format!(
+                    "/api/report?experiment={e}&format=html&curves=false"
+                )]
+            }),
         ),
     ];
     let mut times = Vec::new();
