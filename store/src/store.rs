@@ -298,16 +298,7 @@ impl Store {
     /// grid position, seed and id.
     pub fn trials(&self, experiment: &str) -> Result<Vec<TrialRecord>> {
         check_name("experiment name", experiment)?;
-        let mut trials = self
-            .trials
-            .scan_prefix(trial_prefix(experiment))
-            .map(|entry| {
-                let (key, value) = entry?;
-                decode::<TrialRecord>(TRIALS_TREE, &key, &value)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        trials.sort_by(|a, b| trial_order(a).cmp(&trial_order(b)));
-        Ok(trials)
+        scan_in_trial_order(&self.trials, TRIALS_TREE, experiment)
     }
 
     /// The summaries of all trials of `experiment` (no epochs), in the
@@ -329,16 +320,11 @@ impl Store {
             }
         }
         drop(kept);
-        let mut summaries = self
-            .summaries
-            .scan_prefix(trial_prefix(experiment))
-            .map(|entry| {
-                let (key, value) = entry?;
-                decode::<TrialSummary>(SUMMARIES_TREE, &key, &value)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        summaries.sort_by(|a, b| trial_order(&a.trial).cmp(&trial_order(&b.trial)));
-        let summaries = Arc::new(summaries);
+        let summaries = Arc::new(scan_in_trial_order(
+            &self.summaries,
+            SUMMARIES_TREE,
+            experiment,
+        )?);
         let mut kept = self.summaries_read.lock().expect("summaries lock");
         if kept.len() >= SUMMARIES_KEPT && !kept.contains_key(experiment) {
             kept.clear();
@@ -586,6 +572,41 @@ fn check_name(what: &'static str, name: &str) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// A record kept per trial: the trial, or its summary.
+trait OfTrial: DeserializeOwned {
+    fn trial(&self) -> &TrialRecord;
+}
+
+impl OfTrial for TrialRecord {
+    fn trial(&self) -> &TrialRecord {
+        self
+    }
+}
+
+impl OfTrial for TrialSummary {
+    fn trial(&self) -> &TrialRecord {
+        &self.trial
+    }
+}
+
+/// Every record of `experiment` in `tree` (named `tree_name`), in the
+/// order of [`Store::trials`].
+fn scan_in_trial_order<T: OfTrial>(
+    tree: &sled::Tree,
+    tree_name: &'static str,
+    experiment: &str,
+) -> Result<Vec<T>> {
+    let mut records = tree
+        .scan_prefix(trial_prefix(experiment))
+        .map(|entry| {
+            let (key, value) = entry?;
+            decode::<T>(tree_name, &key, &value)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    records.sort_by(|a, b| trial_order(a.trial()).cmp(&trial_order(b.trial())));
+    Ok(records)
 }
 
 /// The order of [`Store::trials`].

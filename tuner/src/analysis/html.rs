@@ -724,6 +724,15 @@ mod tests {
         assert!(elements(doc, "script").is_empty());
     }
 
+    /// The text of every note: what a part says in place of its figure.
+    fn notes(doc: &roxmltree::Document) -> Vec<String> {
+        elements(doc, "p")
+            .into_iter()
+            .filter(|p| p.attribute("class") == Some("note"))
+            .map(text_of)
+            .collect()
+    }
+
     #[test]
     fn a_trained_experiment_has_every_figure_and_table() {
         let analysis = analysis(Origin::Trained, true);
@@ -758,9 +767,7 @@ mod tests {
             text.contains("40.00 ✗") && text.contains("30.00 ✗"),
             "{text}"
         );
-        assert!(elements(&doc, "p")
-            .iter()
-            .all(|p| p.attribute("class") != Some("note")));
+        assert!(notes(&doc).is_empty());
         // The learning curves have a panel per pair, titled with its best.
         assert!(
             text.contains("vit_tiny_cifar@micro × adamw: 80.00"),
@@ -829,11 +836,7 @@ mod tests {
         // The heat map and the violins only.
         assert_eq!(elements(&doc, "svg").len(), 2);
         assert_eq!(elements(&doc, "h3").len(), SECTIONS.len());
-        let notes: Vec<String> = elements(&doc, "p")
-            .into_iter()
-            .filter(|p| p.attribute("class") == Some("note"))
-            .map(text_of)
-            .collect();
+        let notes = notes(&doc);
         assert_eq!(notes.len(), 3, "{notes:?}");
         assert!(notes[0].contains("bocb import --grid FILE"));
         assert!(notes[1].contains("no trained weights"));
@@ -878,11 +881,7 @@ mod tests {
         // Heat map, violins, two box plots, ridges: no learning curves.
         assert_eq!(elements(&doc, "svg").len(), 5);
         assert_eq!(elements(&doc, "h3").len(), SECTIONS.len());
-        let notes: Vec<String> = elements(&doc, "p")
-            .into_iter()
-            .filter(|p| p.attribute("class") == Some("note"))
-            .map(text_of)
-            .collect();
+        let notes = notes(&doc);
         assert_eq!(notes.len(), 1, "{notes:?}");
         assert!(notes[0].contains("bocb report --no-curves"), "{notes:?}");
         assert!(text_of(doc.root_element()).contains("Trained by bocb: 40 trial(s)."));
