@@ -20,6 +20,9 @@ pub struct BackboneFacts {
     /// timm's model of the same architecture, where timm has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timm: Option<String>,
+    /// Whether layer-wise lr decay (`layer_decay`) knows its layers.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub layer_decay: bool,
 }
 
 /// The built-in backbones, sorted by name.

@@ -23,8 +23,8 @@ pub mod schedule;
 pub mod seeding;
 mod trainer;
 
-pub use bocb_spec::{EpochMetrics, PrecisionChoice, TrialOutcome, TrialSpec, TrialStatus};
-pub use device::{DeviceChoice, DeviceList, ResolveDevice};
-pub use trainer::{
-    run_trial, with_recipe_rates, CheckpointError, Learner, Start, TrialError, TrialObserver,
+pub use bocb_spec::{
+    EpochMetrics, PrecisionChoice, TrialObserver, TrialOutcome, TrialSpec, TrialStatus,
 };
+pub use device::{DeviceChoice, DeviceList, ResolveDevice};
+pub use trainer::{run_trial, with_recipe_rates, CheckpointError, Learner, Start, TrialError};

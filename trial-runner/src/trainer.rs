@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use bocb_search_spaces::Recipe;
-use bocb_spec::{EpochMetrics, GradNorms, TrialOutcome, TrialSpec, TrialStatus};
+use bocb_spec::{EpochMetrics, GradNorms, TrialObserver, TrialOutcome, TrialSpec, TrialStatus};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -44,41 +44,6 @@ use crate::precision::{resolve_precision, set_deterministic, Precision};
 use crate::pretrained::{self, PretrainedError};
 use crate::regime::{clip_grad_norm, Regime, WeightAverage};
 use crate::schedule::WarmupCosine;
-
-/// Receives a trial's progress.
-pub trait TrialObserver {
-    /// Before training starts: the epochs already done (from a checkpoint;
-    /// 0 when the trial starts over). Epochs recorded beyond them came from
-    /// an earlier run and no longer hold.
-    fn on_start(&mut self, _epochs_done: u32) {}
-    /// After each training batch.
-    fn on_batch(&mut self, _epoch: u32, _batch: usize, _batches: usize) {}
-    /// After each epoch's evaluation.
-    fn on_epoch(&mut self, report: &EpochMetrics);
-    /// After `on_epoch` of every epoch but the last: whether to stop the
-    /// trial now (early stopping).
-    fn stop_after_epoch(&mut self, _report: &EpochMetrics) -> bool {
-        false
-    }
-    /// Asked after every batch and every epoch: whether to stop now (the
-    /// worker is shutting down), saving a checkpoint first when the trial
-    /// has a `checkpoint_dir`; the trial then ends in
-    /// [`TrialError::Interrupted`].
-    fn checkpoint_requested(&mut self) -> bool {
-        false
-    }
-    /// After a checkpoint was saved whole in `dir` (the trial's
-    /// `checkpoint_dir`), before training goes on: a worker sends it to its
-    /// service from here, while nothing changes it.
-    fn on_checkpoint(&mut self, _dir: &Path) {}
-    /// Asked before each save: whether the trial's state may become its
-    /// checkpoint. Not after an epoch whose report did not reach its
-    /// record: a run resumed from there would skip that epoch, so the
-    /// checkpoint before it stays.
-    fn may_checkpoint(&mut self) -> bool {
-        true
-    }
-}
 
 /// An epoch that takes longer than this makes checkpoints automatic (when
 /// `checkpoint_every` is not set): losing one costs more than saving.

@@ -4,9 +4,8 @@
 
 use std::path::Path;
 
+use bocb_spec::{TrialObserver, TrialOutcome, TrialSpec};
 use bocb_store::{StoreError, TrialEnd, TrialStatus};
-use bocb_trial_runner::data;
-use bocb_trial_runner::{TrialObserver, TrialSpec};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -19,8 +18,9 @@ pub enum RunError {
     Store(#[from] StoreError),
     #[error(transparent)]
     StoredSpec(#[from] StoredSpecError),
+    #[cfg(feature = "train")]
     #[error(transparent)]
-    Data(#[from] data::DataError),
+    Data(#[from] bocb_trial_runner::data::DataError),
     #[error("{0}")]
     Device(String),
     /// `init: { from_experiment }` cannot be resolved.
@@ -112,7 +112,7 @@ impl TrialResult {
     }
 
     /// The store's view of the trial runner's outcome.
-    pub fn from_outcome(outcome: bocb_trial_runner::TrialOutcome) -> Self {
+    pub fn from_outcome(outcome: TrialOutcome) -> Self {
         TrialResult {
             status: outcome.status,
             final_accuracy: outcome.final_accuracy,

@@ -3,28 +3,25 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-#[cfg(feature = "train")]
-use bocb_search_spaces::RecipeBook;
-use bocb_search_spaces::{Catalog, OptimizerSpace, Recipe, RecipeOverrides, SpaceError};
-#[cfg(feature = "train")]
+use bocb_search_spaces::{
+    Catalog, OptimizerSpace, Recipe, RecipeBook, RecipeOverrides, SpaceError,
+};
 use bocb_spec::device::DEVICE_LIST_FORMS;
 use bocb_spec::{
     BadFiles, DataOnDevice, DatasetFormat, DeviceChoice, DeviceList, Hparams, Launcher,
     PrecisionChoice, TrialSpec, TORCHSCRIPT_PREFIX,
 };
-#[cfg(feature = "train")]
-use bocb_store::GRID_POINTS;
-use bocb_store::{ExperimentRecord, Store, StoreError, TrialRecipe};
+use bocb_store::{ExperimentRecord, Store, StoreError, TrialRecipe, GRID_POINTS};
 #[cfg(feature = "train")]
 use bocb_trial_runner::{
-    batches::ImageTransform, data::LoadedData, device::ResolveDevice, models::BackboneRegistry,
-    optim::OptimizerRegistry, pretrained,
+    batches::ImageTransform, data::LoadedData, device::ResolveDevice, pretrained,
 };
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::grid_centres::{Centre, GridCentres};
 use crate::packing::PackingRule;
+use crate::registries::Registries;
 use crate::search::{StopKind, StrategyKind};
 
 /// Prefix of a user's TorchScript backbone (`torchscript:PATH`).
@@ -240,7 +237,6 @@ impl DatasetRef {
     }
 
     /// CIFAR is 32x32: a `resolution` is for image folders.
-    #[cfg(feature = "train")]
     fn check(&self) -> Result<(), String> {
         match (self.format, self.resolution) {
             (_, Some(r)) if !(16..=4096).contains(&r) => Err(format!(
@@ -258,31 +254,23 @@ impl DatasetRef {
 impl ExperimentSpec {
     /// The name of the recipe `backbone` trains with: the experiment's, or
     /// the backbone's own.
-    #[cfg(feature = "train")]
-    pub fn recipe_name(
-        &self,
-        backbone: &str,
-        backbones: &BackboneRegistry,
-    ) -> Result<String, bocb_trial_runner::models::ModelError> {
+    pub fn recipe_name(&self, backbone: &str, registries: &Registries) -> Result<String, String> {
         match &self.recipe {
             Some(name) => Ok(name.clone()),
-            None => Ok(backbones.lookup(backbone)?.0.default_recipe.to_string()),
+            None => Ok(registries.known_backbone(backbone)?.default_recipe),
         }
     }
 
     /// `backbone`'s recipe with the overrides, then the experiment's
     /// explicit `epochs`, `batch_size` and `warmup_epochs` (which win over
     /// both; an absent `warmup_epochs` scales the recipe's to `epochs`).
-    #[cfg(feature = "train")]
     pub fn resolved_recipe(
         &self,
         backbone: &str,
-        backbones: &BackboneRegistry,
+        registries: &Registries,
         book: &RecipeBook,
     ) -> Result<Recipe, String> {
-        let name = self
-            .recipe_name(backbone, backbones)
-            .map_err(|e| e.to_string())?;
+        let name = self.recipe_name(backbone, registries)?;
         let base = book.recipe(&name).map_err(|e| e.to_string())?;
         let mut overrides = self.recipe_overrides.clone();
         overrides.epochs = Some(bocb_search_spaces::Count(self.epochs));
@@ -741,13 +729,7 @@ impl Experiment {
     }
 
     /// Reads and validates `path` against the registries.
-    #[cfg(feature = "train")]
-    pub fn load(
-        path: &Path,
-        backbones: &BackboneRegistry,
-        optimizers: &OptimizerRegistry,
-        catalog: &Catalog,
-    ) -> Result<Experiment, ExperimentError> {
+    pub fn load(path: &Path, registries: &Registries) -> Result<Experiment, ExperimentError> {
         let source = std::fs::read_to_string(path).map_err(|source| ExperimentError::Read {
             path: path.display().to_string(),
             source,
@@ -757,27 +739,22 @@ impl Experiment {
             .parent()
             .filter(|dir| !dir.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        Experiment::parse(
-            &source,
-            &path.display().to_string(),
-            base,
-            backbones,
-            optimizers,
-            catalog,
-        )
+        Experiment::parse(&source, &path.display().to_string(), base, registries)
     }
 
     /// Parses `source` (named `origin` in errors); relative dataset paths are
-    /// resolved against `base`.
-    #[cfg(feature = "train")]
+    /// resolved against `base`. Without the `train` feature, what only
+    /// libtorch can check (a TorchScript module run once, `init` weights
+    /// against their model, `freeze` patterns against its parameters,
+    /// transforms on the device) is left to the worker's trial, which fails
+    /// saying so.
     pub fn parse(
         source: &str,
         origin: &str,
         base: &Path,
-        backbones: &BackboneRegistry,
-        optimizers: &OptimizerRegistry,
-        catalog: &Catalog,
+        registries: &Registries,
     ) -> Result<Experiment, ExperimentError> {
+        let catalog = &registries.catalog;
         let spec: ExperimentSpec = serde_yaml::from_str(source).map_err(|e| {
             let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
             ExperimentError::Invalid {
@@ -948,14 +925,14 @@ impl Experiment {
         }
         let mut backbone_names: Vec<String> = match spec.backbones.listed() {
             Some(names) => names.to_vec(),
-            None => backbones.names().iter().map(|n| n.to_string()).collect(),
+            None => registries.backbone_names(),
         };
         for name in &mut backbone_names {
             *name = spec.with_preset(name);
         }
         let optimizer_names: Vec<String> = match spec.optimizers.listed() {
             Some(names) => names.to_vec(),
-            None => optimizers.names().iter().map(|n| n.to_string()).collect(),
+            None => registries.optimizer_names(),
         };
         for (key, list) in [
             ("backbones", &backbone_names),
@@ -971,14 +948,14 @@ impl Experiment {
         }
         let mut recipes = BTreeMap::new();
         for name in &backbone_names {
-            backbones
-                .lookup(name)
-                .map_err(|e| located("backbones", name, e.to_string()))?;
+            registries
+                .known_backbone(name)
+                .map_err(|e| located("backbones", name, e))?;
             let recipe = spec
-                .resolved_recipe(name, backbones, &book)
+                .resolved_recipe(name, registries, &book)
                 .map_err(|e| located("backbones", name, format!("backbone `{name}`: {e}")))?;
             // Refused here rather than by each of its trials.
-            if recipe.layer_decay.is_some() && backbones.layer_rule(name).is_none() {
+            if recipe.layer_decay.is_some() && !registries.has_layers(name) {
                 return Err(located("backbones", name, format!(
                     "backbone `{name}` trains with recipe `{}`, whose `layer_decay` needs its layers, which bocb knows only for ViT/DeiT, ResNet and ConvNeXt; drop the backbone or set `recipe_overrides: {{ layer_decay: null }}`",
                     recipe.name
@@ -1003,13 +980,13 @@ impl Experiment {
                 user_spaces.insert(name.clone(), space);
                 continue;
             }
-            if !optimizers.contains(name) {
+            if !registries.has_optimizer(name) {
                 return Err(located(
                     "optimizers",
                     name,
                     format!(
                         "unknown optimizer `{name}`; valid: {} (or `all`)",
-                        optimizers.names().join(", ")
+                        registries.optimizer_names().join(", ")
                     ),
                 ));
             }
@@ -1021,8 +998,9 @@ impl Experiment {
                 )
             })?;
         }
+        #[cfg(feature = "train")]
         if spec.data_on_device == DataOnDevice::On {
-            check_data_on_device(&spec, &backbone_names, backbones, &book)
+            check_data_on_device(&spec, &backbone_names, registries, &book)
                 .map_err(|message| located("data_on_device", "true", message))?;
         }
         spec.grid_centres
@@ -1038,9 +1016,10 @@ impl Experiment {
                     message: unknown.message,
                 }
             })?;
-        let init_weights = starting_weights(&spec, &backbone_names, backbones, base)
+        let init_weights = starting_weights(&spec, &backbone_names, registries, base)
             .map_err(|(key, message)| located("init", &key, message))?;
-        check_freeze(&spec, &backbone_names, backbones)
+        #[cfg(feature = "train")]
+        check_freeze(&spec, &backbone_names, registries)
             .map_err(|message| located("freeze", "[", message))?;
         if let Some(resolution) = spec.dataset.resolution {
             spec.dataset
@@ -1063,6 +1042,7 @@ impl Experiment {
         // A user's TorchScript module is run once on a dummy batch now, so a
         // forward that does not fit 3x32x32 images and the dataset's classes
         // is explained before the first trial.
+        #[cfg(feature = "train")]
         if backbone_names.iter().any(|n| n.starts_with(TORCHSCRIPT)) {
             let path = spec.dataset.path.display().to_string();
             let workers = bocb_trial_runner::batches::default_workers();
@@ -1072,7 +1052,8 @@ impl Experiment {
                 .map_err(|e| located("path", &path, e.to_string()))?
                 .classes() as i64;
             for name in backbone_names.iter().filter(|n| n.starts_with(TORCHSCRIPT)) {
-                backbones
+                registries
+                    .backbones
                     .check(&resolve_module(base, name), classes)
                     .map_err(|e| located("backbones", name, e.to_string()))?;
             }
@@ -1131,11 +1112,11 @@ impl Experiment {
 /// absolute from `base`), each checked now against its backbone, so a file
 /// that does not fit is refused before any trial; the error comes with the
 /// `init` key it is about.
-#[cfg(feature = "train")]
+#[cfg_attr(not(feature = "train"), allow(unused_variables))]
 fn starting_weights(
     spec: &ExperimentSpec,
     backbone_names: &[String],
-    backbones: &BackboneRegistry,
+    registries: &Registries,
     base: &Path,
 ) -> Result<BTreeMap<String, PathBuf>, (String, String)> {
     let mut weights = BTreeMap::new();
@@ -1165,7 +1146,18 @@ fn starting_weights(
         }
         let path = base.join(path);
         let path = std::path::absolute(&path).unwrap_or(path);
-        pretrained::check(backbones, &name, &path).map_err(|e| (key.clone(), e.to_string()))?;
+        #[cfg(feature = "train")]
+        pretrained::check(&registries.backbones, &name, &path)
+            .map_err(|e| (key.clone(), e.to_string()))?;
+        // Without libtorch its tensors are checked against the model by the
+        // worker's trial.
+        #[cfg(not(feature = "train"))]
+        if !path.is_file() {
+            return Err((
+                key.clone(),
+                format!("weights file {} does not exist (relative paths are taken from the experiment file's directory)", path.display()),
+            ));
+        }
         weights.insert(name, path);
     }
     Ok(weights)
@@ -1176,8 +1168,9 @@ fn starting_weights(
 fn check_freeze(
     spec: &ExperimentSpec,
     backbone_names: &[String],
-    backbones: &BackboneRegistry,
+    registries: &Registries,
 ) -> Result<(), String> {
+    let backbones = &registries.backbones;
     if spec.freeze.is_empty() {
         return Ok(());
     }
@@ -1195,14 +1188,12 @@ fn check_freeze(
 /// `name`, after one step of its module on throw-away parameters with the
 /// space's centre and defaults: a module that does not fit bocb's interface
 /// is refused before any trial, naming the file and what was expected.
-#[cfg(feature = "train")]
 fn torchscript_optimizer(
     spec: &ExperimentSpec,
     name: &str,
     path: &str,
     base: &Path,
 ) -> Result<OptimizerSpace, String> {
-    use bocb_trial_runner::optim::torchscript;
     let module = base.join(path);
     if !module.is_file() {
         return Err(format!(
@@ -1211,6 +1202,21 @@ fn torchscript_optimizer(
         ));
     }
     let space = torchscript_space(spec, name, base)?;
+    // Without libtorch the module's first step is the worker's to take.
+    #[cfg(feature = "train")]
+    check_torchscript_step(spec, &module, &space)?;
+    Ok(space)
+}
+
+/// One step of the optimizer module at `module` with `space`'s centre and
+/// defaults, and its checkpoints when the experiment asks for them.
+#[cfg(feature = "train")]
+fn check_torchscript_step(
+    spec: &ExperimentSpec,
+    module: &Path,
+    space: &OptimizerSpace,
+) -> Result<(), String> {
+    use bocb_trial_runner::optim::torchscript;
     let mut hparams = space.default_params();
     hparams.insert("lr".into(), space.lr.centre());
     hparams.insert("weight_decay".into(), space.weight_decay.centre());
@@ -1222,7 +1228,7 @@ fn torchscript_optimizer(
             torchscript::no_load_state(&module.display().to_string())
         ));
     }
-    Ok(space)
+    Ok(())
 }
 
 /// The search space of `torchscript:PATH` optimizer `name`, named `name`:
@@ -1277,12 +1283,15 @@ pub fn catalog_with_torchscript_spaces(
 fn check_data_on_device(
     spec: &ExperimentSpec,
     names: &[String],
-    backbones: &BackboneRegistry,
+    registries: &Registries,
     book: &RecipeBook,
 ) -> Result<(), String> {
     for name in names {
-        let recipe = spec.resolved_recipe(name, backbones, book)?;
-        let (entry, preset) = backbones.lookup(name).map_err(|e| e.to_string())?;
+        let recipe = spec.resolved_recipe(name, registries, book)?;
+        let (entry, preset) = registries
+            .backbones
+            .lookup(name)
+            .map_err(|e| e.to_string())?;
         // The dataset mean only fills RandAugment's borders: any will do here.
         let transform = ImageTransform::from_recipe(&recipe, entry.input_size(preset), [0.5; 3]);
         if let Err(missing) = transform.on_device() {
@@ -1312,7 +1321,6 @@ pub fn check_experiment_name(name: &str) -> Result<(), String> {
     }
 }
 
-#[cfg(feature = "train")]
 /// 1-based line and column of `value` after `key:` in a YAML source (on the
 /// key's line, flow style, or in the block list below it); the key itself
 /// when the value is not found; (1, 1) when the key is absent. Used for
@@ -1341,7 +1349,6 @@ fn locate(source: &str, key: &str, value: &str) -> (usize, usize) {
     (1, 1)
 }
 
-#[cfg(feature = "train")]
 /// 1-based line and column of the first `key:` in a YAML source; (1, 1)
 /// when there is none.
 fn locate_key(source: &str, key: &str) -> (usize, usize) {
@@ -1353,7 +1360,6 @@ fn locate_key(source: &str, key: &str) -> (usize, usize) {
         .unwrap_or((1, 1))
 }
 
-#[cfg(feature = "train")]
 /// Byte offset of `token` in `line` as a whole YAML scalar (not inside a longer name).
 fn find_token(line: &str, token: &str) -> Option<usize> {
     let is_name_char = |c: char| c.is_ascii_alphanumeric() || "_@.-/".contains(c);
@@ -1364,10 +1370,62 @@ fn find_token(line: &str, token: &str) -> Option<usize> {
     })
 }
 
-/// What every build reads, the one without training included.
+/// What every build reads and refuses alike, the one without training
+/// included.
 #[cfg(test)]
 mod spec_tests {
     use super::*;
+
+    fn parse(extra: &str) -> Result<Experiment, ExperimentError> {
+        Experiment::parse(
+            &format!("name: e\ndataset: {{ format: cifar100-bin, path: . }}\nepochs: 1\n{extra}"),
+            "e.yaml",
+            Path::new("."),
+            &Registries::builtin(),
+        )
+    }
+
+    #[test]
+    fn every_build_expands_all_and_refuses_what_it_does_not_know() {
+        let registries = Registries::builtin();
+        let e = parse("backbones: all\noptimizers: all\npreset: micro\n").unwrap();
+        assert_eq!(e.backbones.len(), registries.backbone_names().len());
+        assert!(e.backbones.contains(&"swin_t@micro".to_string()));
+        assert_eq!(e.optimizers, registries.optimizer_names());
+        assert_eq!(e.recipe("deit_s@micro").name, "deit");
+
+        let err = parse("backbones: [resnet19]\noptimizers: [sgd_m]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("e.yaml:4:") && err.contains("resnet19"),
+            "{err}"
+        );
+        let err = parse("backbones: [resnet18]\noptimizers: [sgdd]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("e.yaml:5:") && err.contains("unknown optimizer `sgdd`; valid: "),
+            "{err}"
+        );
+        // Layer-wise lr decay needs the backbone's layers.
+        let with_decay = "optimizers: [sgd_m]\nrecipe_overrides: { layer_decay: 0.75 }\n";
+        assert!(parse(&format!("backbones: [vit_tiny]\n{with_decay}")).is_ok());
+        let err = parse(&format!("backbones: [alexnet]\n{with_decay}"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`layer_decay` needs its layers"), "{err}");
+        // Weights that are not there.
+        let err = parse(
+            "backbones: [resnet18]\noptimizers: [sgd_m]\ninit: { resnet18: nowhere.safetensors }\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("e.yaml:6:") && err.contains("nowhere.safetensors"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn a_stored_experiment_with_a_launcher_reads_in_every_build() {
@@ -1399,14 +1457,7 @@ epochs: 3
 ";
 
     fn parse(src: &str) -> Result<Experiment, ExperimentError> {
-        Experiment::parse(
-            src,
-            "exp.yaml",
-            Path::new("."),
-            &BackboneRegistry::builtin(),
-            &OptimizerRegistry::builtin(),
-            &Catalog::builtin(),
-        )
+        Experiment::parse(src, "exp.yaml", Path::new("."), &Registries::builtin())
     }
 
     fn error(src: &str) -> String {
@@ -1417,21 +1468,19 @@ epochs: 3
     fn a_users_own_backbone_trains_with_its_own_default_recipe() {
         // A backbone registered by the user's program, not built in: its
         // recipe comes from the registry the experiment was parsed with.
-        let mut backbones = BackboneRegistry::builtin();
-        let resnet = backbones.lookup("resnet18_cifar").unwrap().0;
+        let mut registries = Registries::builtin();
+        let resnet = registries.backbones.lookup("resnet18_cifar").unwrap().0;
         let mine = BackboneEntry {
             default_recipe: "deit",
             timm: None,
             ..*resnet
         };
-        backbones.register("my_net", mine);
+        registries.backbones.register("my_net", mine);
         let e = Experiment::parse(
             &GOOD.replace("[resnet18_cifar@micro, vit_tiny_cifar]", "[my_net]"),
             "exp.yaml",
             Path::new("."),
-            &backbones,
-            &OptimizerRegistry::builtin(),
-            &Catalog::builtin(),
+            &registries,
         )
         .unwrap();
         let params = Hparams::from([("lr".into(), 0.1), ("weight_decay".into(), 0.0)]);
@@ -1577,15 +1626,14 @@ epochs: 3
                 "optimizers: all\npreset: micro",
             );
         let e = parse(&src).unwrap();
-        let registry = BackboneRegistry::builtin();
-        let expected: Vec<String> = registry
-            .names()
+        let registries = Registries::builtin();
+        let expected: Vec<String> = registries
+            .backbone_names()
             .iter()
             .map(|n| format!("{n}@micro"))
             .collect();
         assert_eq!(e.backbones, expected);
-        let optimizers = OptimizerRegistry::builtin();
-        assert_eq!(e.optimizers, optimizers.names());
+        assert_eq!(e.optimizers, registries.optimizer_names());
         let err = error(&GOOD.replace("[resnet18_cifar@micro, vit_tiny_cifar]", "every"));
         assert!(
             err.starts_with(
@@ -1960,7 +2008,7 @@ recipe_overrides: {{ rand_augment: null }}
     #[test]
     fn each_backbone_trains_with_its_own_recipe_unless_the_experiment_names_one() {
         let e = parse(GOOD).unwrap();
-        let backbones = BackboneRegistry::builtin();
+        let registries = Registries::builtin();
         let params: Hparams = [("lr".to_string(), 0.01), ("weight_decay".to_string(), 0.0)].into();
         let cnn = e.trial_spec("resnet18_cifar@micro", "adamw", &params, 0, None);
         let vit = e.trial_spec("vit_tiny_cifar", "adamw", &params, 0, None);
@@ -1980,7 +2028,7 @@ recipe_overrides: {{ rand_augment: null }}
         assert_eq!(stored.settings.unwrap()["epochs"], 3);
         assert_eq!(
             e.spec
-                .recipe_name("resnet18_cifar@micro", &backbones)
+                .recipe_name("resnet18_cifar@micro", &registries)
                 .unwrap(),
             "pytorch"
         );
@@ -2113,9 +2161,7 @@ recipe_overrides: {{ rand_augment: null }}
                 &format!("name: ts\ndataset: {{ format: cifar100-bin, path: . }}\nbackbones: [resnet18_cifar@micro]\noptimizers: {optimizers}\nepochs: 1\n{extra}"),
                 "exp.yaml",
                 dir.path(),
-                &BackboneRegistry::builtin(),
-                &OptimizerRegistry::builtin(),
-                &Catalog::builtin(),
+                &Registries::builtin(),
             )
         };
         // Beside the module, relative to the experiment file (not the cwd).
@@ -2250,13 +2296,7 @@ recipe_overrides: {{ rand_augment: null }}
             "name: ts\ndataset: { format: cifar100-bin, path: data }\nbackbones: [\"torchscript:net.pt\"]\noptimizers: [adamw]\nepochs: 1\n",
         )
         .unwrap();
-        let e = Experiment::load(
-            &file,
-            &BackboneRegistry::builtin(),
-            &OptimizerRegistry::builtin(),
-            &Catalog::builtin(),
-        )
-        .unwrap();
+        let e = Experiment::load(&file, &Registries::builtin()).unwrap();
         // The name as written is the backbone's name; the trial gets the file.
         assert_eq!(e.backbones, ["torchscript:net.pt"]);
         let params = [("lr".to_string(), 1e-3), ("weight_decay".to_string(), 0.0)].into();
@@ -2311,7 +2351,8 @@ recipe_overrides: {{ rand_augment: null }}
     fn init_weights_and_freeze_reach_the_trials_or_are_refused_first() {
         let dir = tempfile::tempdir().unwrap();
         let vs = tch::nn::VarStore::new(tch::Device::Cpu);
-        BackboneRegistry::builtin()
+        Registries::builtin()
+            .backbones
             .build("vit_tiny_cifar@micro", &vs.root(), 5, 0)
             .unwrap();
         std::fs::create_dir(dir.path().join("w")).unwrap();
@@ -2322,9 +2363,7 @@ recipe_overrides: {{ rand_augment: null }}
                 &format!("{head}{extra}"),
                 "ft.yaml",
                 dir.path(),
-                &BackboneRegistry::builtin(),
-                &OptimizerRegistry::builtin(),
-                &Catalog::builtin(),
+                &Registries::builtin(),
             )
         };
         let e =

@@ -16,8 +16,8 @@ use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Mutex, Once};
 use std::time::{Duration, Instant, SystemTime};
 
+use bocb_spec::{EpochMetrics, Hparams, TrialObserver, TrialSpec};
 use bocb_store::TrialStatus;
-use bocb_trial_runner::{EpochMetrics, TrialObserver, TrialSpec};
 use crossbeam::channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use serde::{Deserialize, Serialize};
 
@@ -122,7 +122,7 @@ struct Params<'a> {
     epochs: u32,
     batch_size: usize,
     /// lr, weight_decay and the optimizer's extras.
-    params: &'a bocb_trial_runner::optim::Hparams,
+    params: &'a Hparams,
 }
 
 /// Runs `trial.command` for one trial in `work_dir`, forwarding its reports
@@ -775,15 +775,7 @@ mod tests {
     fn spec(dir: &Path, epochs: u32) -> TrialSpec {
         let registries = Registries::builtin();
         let source = format!("name: x\ndataset: {{ format: cifar100-bin, path: . }}\nbackbones: [resnet18_cifar]\noptimizers: [sgd_m]\nepochs: {epochs}\n");
-        let experiment = Experiment::parse(
-            &source,
-            "x.yaml",
-            dir,
-            &registries.backbones,
-            &registries.optimizers,
-            &registries.catalog,
-        )
-        .unwrap();
+        let experiment = Experiment::parse(&source, "x.yaml", dir, &registries).unwrap();
         let params = [("lr".to_string(), 0.1), ("weight_decay".to_string(), 0.0)].into();
         experiment.trial_spec("resnet18_cifar", "sgd_m", &params, 0, None)
     }

@@ -4,42 +4,36 @@
 
 //!
 //! The `train` feature (on by default) is everything that links libtorch
-//! through the trial runner: the run loop, the service with its workers, the
-//! benches. Without it, the crate imports, reports and lists what a store
-//! holds, and reads through a running service.
+//! through the trial runner: training in this process (`local`), the
+//! service's workers, the benches. Without it, the crate searches, serves
+//! (to remote workers), imports, reports and lists what a store holds.
 
 pub mod analysis;
 #[cfg(feature = "train")]
 pub mod backbones;
 #[cfg(feature = "train")]
 pub mod bench;
-#[cfg(feature = "train")]
 pub mod executor;
 pub mod experiment;
 pub mod export;
-#[cfg(feature = "train")]
 pub mod external;
 pub mod grid_centres;
 #[cfg(feature = "train")]
+pub mod local;
 pub mod packer;
 pub mod packing;
 pub mod reads;
 pub mod registries;
 pub mod report;
-#[cfg(feature = "train")]
 pub mod run;
 pub mod search;
-#[cfg(feature = "train")]
-pub mod service;
-#[cfg(not(feature = "train"))]
-#[path = "service/remote.rs"]
 pub mod service;
 pub mod transfer;
 pub mod trial_command;
 pub mod trial_table;
 
-/// What the unit tests of the training parts share.
-#[cfg(all(test, feature = "train"))]
+/// What the unit tests share.
+#[cfg(test)]
 mod test_support {
     use std::time::{Duration, Instant};
 

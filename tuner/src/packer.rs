@@ -7,16 +7,26 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use bocb_spec::DeviceChoice;
+#[cfg(feature = "train")]
+use bocb_spec::{Hparams, TrialSpec};
+#[cfg(feature = "train")]
 use bocb_store::{unix_now_s, ProbeRecord, Store};
-use bocb_trial_runner::data::LoadedData;
-use bocb_trial_runner::device::ResolveDevice;
-use bocb_trial_runner::probe::{free_memory_bytes, probe_trial};
-use bocb_trial_runner::{DeviceChoice, TrialSpec};
+#[cfg(feature = "train")]
+use bocb_trial_runner::{
+    data::LoadedData,
+    device::ResolveDevice,
+    probe::{free_memory_bytes, probe_trial},
+};
+#[cfg(feature = "train")]
 use sha2::{Digest, Sha256};
 
+#[cfg(feature = "train")]
 use crate::executor::RunError;
+#[cfg(feature = "train")]
 use crate::experiment::Experiment;
 use crate::packing::{Demand, DeviceLoad, Hold, PackingRule};
+#[cfg(feature = "train")]
 use crate::registries::Registries;
 
 /// How often a waiting trial looks whether the run was stopped.
@@ -31,6 +41,7 @@ pub struct Packing {
 }
 
 impl Packing {
+    #[cfg(feature = "train")]
     /// Probes every backbone x optimizer config of `experiment` not yet in
     /// the store, one at a time on the first of `devices` of each kind,
     /// before any trial runs; then reads each device's free memory. Each
@@ -101,6 +112,7 @@ impl Packing {
     }
 }
 
+#[cfg(feature = "train")]
 /// The probe of `trial`'s config: the store's, or measured now and stored.
 /// A probe that fails is logged and not stored (the next run tries again).
 fn probe(
@@ -167,6 +179,7 @@ fn probe(
     }))
 }
 
+#[cfg(feature = "train")]
 /// The pair's hyperparameters for its probe: the optimizer's defaults at
 /// the centre of the pair's grids.
 fn probe_params(
@@ -174,7 +187,7 @@ fn probe_params(
     experiment: &Experiment,
     backbone: &str,
     optimizer: &str,
-) -> bocb_trial_runner::optim::Hparams {
+) -> Hparams {
     let space = experiment
         .space(optimizer, &registries.catalog)
         .expect("experiment validation checked the search space");
@@ -185,6 +198,7 @@ fn probe_params(
     params
 }
 
+#[cfg(feature = "train")]
 /// What a probe's readings depend on, hashed: the trial's shape and
 /// training step (backbone, optimizer, batch, classes, precision, recipe,
 /// memory order, determinism) and the kind of device.
@@ -500,6 +514,7 @@ mod tests {
         );
     }
 
+    #[cfg(feature = "train")]
     #[test]
     fn probe_keys_follow_what_the_probe_depends_on() {
         let trial = TrialSpec {

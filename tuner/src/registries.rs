@@ -32,6 +32,8 @@ pub struct BackboneSummary {
     pub timm: Option<String>,
     /// Side of its square input.
     pub input_size: u32,
+    /// Whether bocb knows its layers for layer-wise lr decay.
+    pub layer_decay: bool,
 }
 
 /// Input side of a user's `torchscript:PATH` backbone: CIFAR's (the
@@ -61,7 +63,42 @@ impl Registries {
             default_recipe: entry.default_recipe.to_string(),
             timm: entry.timm.map(str::to_string),
             input_size: entry.input_size(preset) as u32,
+            layer_decay: self.backbones.layer_rule(backbone).is_some(),
         })
+    }
+
+    /// `backbone` as [`Registries::backbone`] gives it, or why not.
+    #[cfg(feature = "train")]
+    pub fn known_backbone(&self, backbone: &str) -> Result<BackboneSummary, String> {
+        self.backbones.lookup(backbone).map_err(|e| e.to_string())?;
+        Ok(self
+            .backbone(backbone)
+            .expect("a backbone the registry looks up"))
+    }
+
+    /// Every registered backbone, as `backbones: all` runs them.
+    #[cfg(feature = "train")]
+    pub fn backbone_names(&self) -> Vec<String> {
+        self.backbones
+            .names()
+            .into_iter()
+            .map(String::from)
+            .collect()
+    }
+
+    /// Every registered optimizer, as `optimizers: all` runs them.
+    #[cfg(feature = "train")]
+    pub fn optimizer_names(&self) -> Vec<String> {
+        self.optimizers
+            .names()
+            .into_iter()
+            .map(String::from)
+            .collect()
+    }
+
+    #[cfg(feature = "train")]
+    pub fn has_optimizer(&self, optimizer: &str) -> bool {
+        self.optimizers.contains(optimizer)
     }
 
     /// `backbone` (a preset applied, as in `vit_tiny_cifar@micro`) as the
@@ -73,6 +110,7 @@ impl Registries {
                 default_recipe: "pytorch".to_string(),
                 timm: None,
                 input_size: TORCHSCRIPT_INPUT_SIZE,
+                layer_decay: false,
             });
         }
         let (base, micro) = match backbone.split_once('@') {
@@ -89,6 +127,58 @@ impl Registries {
             } else {
                 facts.input_size
             },
+            layer_decay: facts.layer_decay,
         })
+    }
+
+    /// `backbone` as [`Registries::backbone`] gives it, or why not.
+    #[cfg(not(feature = "train"))]
+    pub fn known_backbone(&self, backbone: &str) -> Result<BackboneSummary, String> {
+        self.backbone(backbone).ok_or_else(|| {
+            format!(
+                "unknown backbone `{backbone}`; valid: {} (each with `@micro` for its small preset, or `all`)",
+                self.backbone_names().join(", ")
+            )
+        })
+    }
+
+    /// Every built-in backbone, as `backbones: all` runs them.
+    #[cfg(not(feature = "train"))]
+    pub fn backbone_names(&self) -> Vec<String> {
+        self.backbones.iter().map(|f| f.name.clone()).collect()
+    }
+
+    /// Every optimizer with a built-in search space, as `optimizers: all`
+    /// runs them (the trial runner's test keeps spaces and optimizers equal).
+    #[cfg(not(feature = "train"))]
+    pub fn optimizer_names(&self) -> Vec<String> {
+        self.catalog.optimizer_names().map(String::from).collect()
+    }
+
+    #[cfg(not(feature = "train"))]
+    pub fn has_optimizer(&self, optimizer: &str) -> bool {
+        self.catalog.optimizer(optimizer).is_ok()
+    }
+
+    /// Whether layer-wise lr decay knows `backbone`'s layers.
+    pub fn has_layers(&self, backbone: &str) -> bool {
+        self.backbone(backbone).is_some_and(|b| b.layer_decay)
+    }
+}
+
+#[cfg(all(test, feature = "train"))]
+mod tests {
+    use super::*;
+
+    /// The build without training runs `optimizers: all` from the catalog's
+    /// spaces: they must be the optimizers the runner builds.
+    #[test]
+    fn every_optimizer_has_a_space_and_every_space_an_optimizer() {
+        let registries = Registries::builtin();
+        let mut spaces: Vec<&str> = registries.catalog.optimizer_names().collect();
+        spaces.sort_unstable();
+        let mut optimizers = registries.optimizers.names();
+        optimizers.sort_unstable();
+        assert_eq!(spaces, optimizers);
     }
 }

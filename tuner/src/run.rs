@@ -1,4 +1,6 @@
-//! Runs an experiment's search for every pair, recording into the store.
+//! Runs an experiment's search for every pair, recording into the store;
+//! trials go to an executor (`crate::local` trains them in this process, the
+//! service's queue hands them to workers).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -6,21 +8,17 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bocb_search_spaces::{Catalog, OptimizerSpace};
+use bocb_spec::{DeviceChoice, Hparams, TrialObserver};
 use bocb_store::{
     unix_now_s, EpochMetrics, ExperimentRecord, GridPos, Store, StoreError, TrialRecord,
     TrialStatus, GRID_POINTS,
 };
-use bocb_trial_runner::data::LoadedData;
-use bocb_trial_runner::optim::Hparams;
-use bocb_trial_runner::{run_trial, DeviceChoice, TrialError, TrialObserver};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sha2::{Digest, Sha256};
 
 use crate::executor::{RunError, TrialExecutor, TrialJob, TrialResult};
-use crate::experiment::{stored_spec, Experiment, ExperimentSpec, TrialsPerDevice};
-use crate::external::{run_external, stay_until_the_signal_ends_bocb, SaveOnSignal};
+use crate::experiment::{stored_spec, Experiment, ExperimentSpec};
 use crate::packer::{Packing, Ticket};
-use crate::registries::Registries;
 use crate::search::extension::next_extension;
 use crate::search::{Curve, EarlyStop, Observation, Prior, Relative};
 
@@ -37,52 +35,6 @@ pub struct RunSummary {
     pub failed: usize,
     /// Whether `budget.hours` ran out before the search ended.
     pub out_of_time: bool,
-}
-
-/// Trains trials in this process (`bocb run`), on the device their spec
-/// names, as many at once as the search asks, all from one loaded dataset
-/// (none when every trial is an external program).
-pub struct InProcess<'a> {
-    pub splits: Option<&'a LoadedData>,
-    pub registries: &'a Registries,
-}
-
-impl TrialExecutor for InProcess<'_> {
-    fn execute(
-        &self,
-        job: &TrialJob,
-        observer: &mut dyn TrialObserver,
-    ) -> Result<TrialResult, RunError> {
-        if let Some(external) = job.external {
-            let log = |line: &str| tracing::info!("trial {}: {line}", job.id);
-            return Ok(run_external(
-                external,
-                job.id,
-                job.spec,
-                job.work_dir,
-                job.resume_epoch,
-                observer,
-                &log,
-                &|| false,
-            ));
-        }
-        let saving = SaveOnSignal::new();
-        let result = run_trial(
-            job.spec,
-            self.splits
-                .expect("the dataset is loaded unless every trial is external"),
-            &self.registries.backbones,
-            &self.registries.optimizers,
-            observer,
-        );
-        drop(saving);
-        Ok(match result {
-            Ok(outcome) => TrialResult::from_outcome(outcome),
-            // Stopped by a signal, its checkpoint saved: it stays unended.
-            Err(TrialError::Interrupted { .. }) => stay_until_the_signal_ends_bocb(),
-            Err(e) => TrialResult::failed(e.to_string()),
-        })
-    }
 }
 
 /// How a search runs besides its experiment and executor.
@@ -102,67 +54,6 @@ pub struct SearchOptions<'a> {
     /// With `trials_per_device: auto`: the packers each slot's trials ask
     /// before they start.
     pub packing: Option<&'a Packing>,
-}
-
-/// Trains every trial of `experiment` that the store does not hold finished
-/// (done or diverged), in the experiment's device slots (`devices` x
-/// `trials_per_device`): each slot searches one pair at a time, so a pair's
-/// trials follow one another and its results do not depend on the number of
-/// slots. With `trials_per_device: auto` the configs are probed first and
-/// each device gets a slot per pair up to `packing.max_trials`, whose
-/// trials start as the device's packer admits them. Progress bars go to
-/// stderr when it is a terminal and `show_progress` is set.
-pub fn run_experiment(
-    experiment: &Experiment,
-    store: &Store,
-    registries: &Registries,
-    show_progress: bool,
-) -> Result<RunSummary, RunError> {
-    let experiment = &experiment.with_pretrained(store)?;
-    let spec = &experiment.spec;
-    // Everything that can be refused is checked before the store is touched.
-    let slots = spec.device_slots().map_err(RunError::Device)?;
-    let splits = match spec.trial {
-        Some(_) => None,
-        None => Some(spec.dataset.open(
-            &experiment.dataset_dir,
-            bocb_trial_runner::batches::default_workers(),
-        )?),
-    };
-    let executor = InProcess {
-        splits: splits.as_ref(),
-        registries,
-    };
-    // `auto` is refused for external trials, so its data is loaded.
-    let packing = match (spec.trials_per_device, &splits) {
-        (TrialsPerDevice::Auto, Some(splits)) => {
-            // A changed experiment is refused before anything is probed.
-            register_experiment(experiment, store)?;
-            let log = |line: &str| eprintln!("{line}");
-            Some(Packing::prepare(
-                experiment, store, registries, splits, &slots, &log,
-            )?)
-        }
-        _ => None,
-    };
-    let slots = match packing {
-        None => slots,
-        Some(_) => {
-            let pairs = experiment.backbones.len() * experiment.optimizers.len();
-            let per_device = spec.packing_rule().max_trials.min(pairs);
-            (0..per_device)
-                .flat_map(|_| slots.iter().copied())
-                .collect()
-        }
-    };
-    let options = SearchOptions {
-        concurrent_pairs: slots.len(),
-        slots,
-        show_progress,
-        cancel: None,
-        packing: packing.as_ref(),
-    };
-    search_experiment(experiment, store, &registries.catalog, &executor, &options)
 }
 
 /// Registers `experiment` in the store and searches its pairs, up to
@@ -1089,6 +980,7 @@ impl Progress {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registries::Registries;
     use std::path::Path;
 
     #[test]
@@ -1377,15 +1269,7 @@ budget: { trials: 1 }
 
     fn experiment(dir: &Path, yaml: &str) -> Experiment {
         let registries = Registries::builtin();
-        Experiment::parse(
-            yaml,
-            "exp.yaml",
-            dir,
-            &registries.backbones,
-            &registries.optimizers,
-            &registries.catalog,
-        )
-        .unwrap()
+        Experiment::parse(yaml, "exp.yaml", dir, &registries).unwrap()
     }
 
     const CENTRED: &str = "\

@@ -6,15 +6,11 @@
 //! search and the report, so the pre-training optimizer is part of every
 //! trial's identity.
 
-#[cfg(feature = "train")]
 use std::path::PathBuf;
 
-#[cfg(feature = "train")]
 use bocb_store::Store;
 
-#[cfg(feature = "train")]
 use crate::executor::RunError;
-#[cfg(feature = "train")]
 use crate::experiment::Experiment;
 use crate::experiment::ExperimentSpec;
 
@@ -33,12 +29,8 @@ pub fn source(spec: &ExperimentSpec) -> Option<String> {
         .map(|name| name.to_string_lossy().into_owned())
 }
 
-// Resolving the starting points is part of running: the build without
-// training only reads what fine-tuning recorded.
-
 /// One pre-trained starting point: the source's best trial of a backbone
 /// with one optimizer, and where its weights are.
-#[cfg(feature = "train")]
 #[derive(Debug, Clone, PartialEq)]
 pub struct Pretrained {
     pub backbone: String,
@@ -50,7 +42,6 @@ pub struct Pretrained {
 
 /// Every starting point `source` holds for `backbone`, by optimizer: its
 /// pairs' best configs with saved weights (the first seed that kept them).
-#[cfg(feature = "train")]
 pub fn pretrained(
     store: &Store,
     source: &str,
@@ -76,7 +67,6 @@ pub fn pretrained(
         .collect())
 }
 
-#[cfg(feature = "train")]
 impl Experiment {
     /// The experiment with each backbone replaced by one per pre-training
     /// optimizer of its `from_experiment` (`backbone~optimizer`), each

@@ -1,15 +1,13 @@
 //! `grid_centres` as experiment files write it, parsed whole with the
 //! built-in registries: kept out of `grid_centres.rs`, so that module does
 //! not import back the experiment module that uses it.
-#![cfg(feature = "train")]
 
 use std::path::Path;
 
 use bocb_search_spaces::Catalog;
-use bocb_trial_runner::models::BackboneRegistry;
-use bocb_trial_runner::optim::OptimizerRegistry;
 
 use bocb_tuner::experiment::{Experiment, ExperimentError};
+use bocb_tuner::registries::Registries;
 
 const BASE: &str = "\
 name: centred
@@ -25,9 +23,7 @@ fn parse(centres: &str) -> Result<Experiment, ExperimentError> {
         &format!("{BASE}{centres}"),
         "exp.yaml",
         Path::new("."),
-        &BackboneRegistry::builtin(),
-        &OptimizerRegistry::builtin(),
-        &Catalog::builtin(),
+        &Registries::builtin(),
     )
 }
 

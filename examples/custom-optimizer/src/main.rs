@@ -20,9 +20,9 @@ use bocb_search_spaces::Catalog;
 use bocb_store::Store;
 use bocb_trial_runner::data::{write_synthetic, CifarFormat, SynthConfig};
 use bocb_tuner::experiment::Experiment;
+use bocb_tuner::local::run_experiment;
 use bocb_tuner::registries::Registries;
 use bocb_tuner::report;
-use bocb_tuner::run::run_experiment;
 
 fn main() -> Result<()> {
     let here = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -58,12 +58,7 @@ fn main() -> Result<()> {
     }
 
     // 3. The experiment, validated against the extended registries.
-    let experiment = Experiment::load(
-        &here.join(file),
-        &registries.backbones,
-        &registries.optimizers,
-        &registries.catalog,
-    )?;
+    let experiment = Experiment::load(&here.join(file), &registries)?;
     let store = Store::open(&store_dir)
         .with_context(|| format!("opening the store at {}", store_dir.display()))?;
     let summary = run_experiment(&experiment, &store, &registries, true)?;

@@ -296,6 +296,7 @@ mod tests {
                     micro_input_size: entry.micro_input_size as u32,
                     default_recipe: entry.default_recipe.to_string(),
                     timm: entry.timm.map(str::to_string),
+                    layer_decay: registry.layer_rule(name).is_some(),
                 }
             })
             .collect();

@@ -62,6 +62,11 @@ pub struct SlurmConfig {
     /// through `CUDA_VISIBLE_DEVICES`, else the CPU).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<String>,
+    /// The `bocb` the worker jobs run, as the compute nodes see it
+    /// (default: the service's own program). A service built without
+    /// training names a default build here: it cannot train itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_program: Option<std::path::PathBuf>,
 }
 
 fn default_max_jobs() -> usize {

@@ -26,4 +26,6 @@ pub use transfer::{split_pretrained, FROM_EXPERIMENT, PRETRAINED_WITH};
 /// Prefix of a user's own TorchScript backbone or optimizer: `torchscript:PATH`.
 pub const TORCHSCRIPT_PREFIX: &str = "torchscript:";
 
-pub use trial::{fmt_value, EpochMetrics, Hparams, TrialOutcome, TrialSpec, TrialStatus};
+pub use trial::{
+    fmt_value, EpochMetrics, Hparams, TrialObserver, TrialOutcome, TrialSpec, TrialStatus,
+};

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use bocb_search_spaces::Recipe;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -203,6 +203,41 @@ pub struct TrialOutcome {
     /// last (absent where they could not be grouped).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grad_norms: Option<crate::GradNorms>,
+}
+
+/// Receives a trial's progress.
+pub trait TrialObserver {
+    /// Before training starts: the epochs already done (from a checkpoint;
+    /// 0 when the trial starts over). Epochs recorded beyond them came from
+    /// an earlier run and no longer hold.
+    fn on_start(&mut self, _epochs_done: u32) {}
+    /// After each training batch.
+    fn on_batch(&mut self, _epoch: u32, _batch: usize, _batches: usize) {}
+    /// After each epoch's evaluation.
+    fn on_epoch(&mut self, report: &EpochMetrics);
+    /// After `on_epoch` of every epoch but the last: whether to stop the
+    /// trial now (early stopping).
+    fn stop_after_epoch(&mut self, _report: &EpochMetrics) -> bool {
+        false
+    }
+    /// Asked after every batch and every epoch: whether to stop now (the
+    /// worker is shutting down), saving a checkpoint first when the trial
+    /// has a `checkpoint_dir`; the trial then ends in
+    /// an interruption (the runner's `TrialError::Interrupted`).
+    fn checkpoint_requested(&mut self) -> bool {
+        false
+    }
+    /// After a checkpoint was saved whole in `dir` (the trial's
+    /// `checkpoint_dir`), before training goes on: a worker sends it to its
+    /// service from here, while nothing changes it.
+    fn on_checkpoint(&mut self, _dir: &Path) {}
+    /// Asked before each save: whether the trial's state may become its
+    /// checkpoint. Not after an epoch whose report did not reach its
+    /// record: a run resumed from there would skip that epoch, so the
+    /// checkpoint before it stays.
+    fn may_checkpoint(&mut self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]

@@ -7,28 +7,30 @@
 //! resumes the running experiments; their searches skip finished trials
 //! and re-queue the ones that were in flight.
 
+#[cfg(feature = "train")]
 pub mod bench;
 pub mod checkpoints;
 pub mod client;
 pub mod http;
 pub mod launcher;
+#[cfg(feature = "train")]
+mod local_workers;
 pub mod queue;
 pub mod reader;
 pub mod ui;
+#[cfg(feature = "train")]
 pub mod worker;
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use bocb_spec::DeviceChoice;
 use bocb_store::{Store, StoreError};
-use bocb_trial_runner::device::ResolveDevice;
-use bocb_trial_runner::DeviceChoice;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -37,6 +39,8 @@ use crate::experiment::{Experiment, ExperimentError};
 use crate::registries::Registries;
 use crate::run::{register_experiment, search_experiment, SearchOptions};
 use launcher::slurm::{LaunchSettings, Pool, SlurmConfig, SlurmError, SlurmJob, SlurmLauncher};
+#[cfg(feature = "train")]
+use local_workers::LocalWorkers;
 use queue::{DatasetLocation, Queue, QueueConfig, QueueExecutor};
 
 pub use client::{CERT_FILE, DEFAULT_PORT, TOKEN_FILE, URL_FILE};
@@ -75,6 +79,8 @@ pub enum ServiceError {
     Conflict(String),
     #[error(transparent)]
     Launcher(#[from] SlurmError),
+    #[error("this bocb was built without training (`--no-default-features`), so it starts no workers of its own: serve with `--workers none` and start `bocb worker --server URL` from the default build where the devices are, or give the service a `--launcher`")]
+    NoTraining,
 }
 
 fn io_error(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ServiceError {
@@ -258,6 +264,7 @@ pub struct Service {
     base_path: String,
     /// The worker processes this service started; `None` when it takes
     /// remote workers only (`--workers none`).
+    #[cfg(feature = "train")]
     local_workers: Option<Arc<Mutex<LocalWorkers>>>,
     /// Submits workers to Slurm as trials queue (`--launcher`, or an
     /// experiment's own `launcher:`).
@@ -302,6 +309,7 @@ impl Service {
     /// The experiment's device slots as this machine resolves them, when
     /// the service starts local workers (with remote workers only, the
     /// devices are theirs to have).
+    #[cfg(feature = "train")]
     fn local_slots(
         &self,
         experiment: &Experiment,
@@ -317,7 +325,18 @@ impl Service {
             .map_err(|e| ServiceError::BadRequest(format!("{origin}: {e}")))
     }
 
+    /// A service without training has remote workers only.
+    #[cfg(not(feature = "train"))]
+    fn local_slots(
+        &self,
+        _: &Experiment,
+        _: &str,
+    ) -> Result<Option<Vec<DeviceChoice>>, ServiceError> {
+        Ok(None)
+    }
+
     /// Starts the local workers that `slots` lack.
+    #[cfg(feature = "train")]
     fn ensure_workers(&self, name: &str, slots: &[DeviceChoice]) -> Result<(), ServiceError> {
         let Some(workers) = &self.local_workers else {
             return Ok(());
@@ -346,15 +365,14 @@ impl Service {
             })
     }
 
+    /// Without training there are no local workers to start.
+    #[cfg(not(feature = "train"))]
+    fn ensure_workers(&self, _: &str, _: &[DeviceChoice]) -> Result<(), ServiceError> {
+        Ok(())
+    }
+
     fn parse(&self, source: &str, persisted: &Persisted) -> Result<Experiment, ExperimentError> {
-        Experiment::parse(
-            source,
-            &persisted.origin,
-            &persisted.base,
-            &self.registries.backbones,
-            &self.registries.optimizers,
-            &self.registries.catalog,
-        )
+        Experiment::parse(source, &persisted.origin, &persisted.base, &self.registries)
     }
 
     /// Validates and registers an experiment, then (re)starts its search. A
@@ -790,6 +808,10 @@ fn no_delay(listener: &std::net::TcpListener) -> std::io::Result<()> {
 /// Runs the service until the process is killed, validating submitted
 /// experiments against `registries`.
 pub fn serve(config: &ServeConfig, registries: Registries) -> Result<(), ServiceError> {
+    #[cfg(not(feature = "train"))]
+    if !config.workers.is_empty() {
+        return Err(ServiceError::NoTraining);
+    }
     let exposed = !loopback_only(&config.listen);
     if exposed && !config.insecure_listen && config.tls.is_none() {
         return Err(ServiceError::Exposed(config.listen.clone()));
@@ -878,6 +900,7 @@ pub fn serve(config: &ServeConfig, registries: Registries) -> Result<(), Service
         }
     }
     // Started before experiments resume, which may add workers for their devices.
+    #[cfg(feature = "train")]
     let local_workers = if config.workers.is_empty() {
         None
     } else {
@@ -906,6 +929,7 @@ pub fn serve(config: &ServeConfig, registries: Registries) -> Result<(), Service
         },
         token,
         base_path: config.base_path.clone(),
+        #[cfg(feature = "train")]
         local_workers,
         launcher: Arc::clone(&launcher),
         ui_cache: ui::views::Cache::default(),
@@ -935,141 +959,6 @@ pub fn serve(config: &ServeConfig, registries: Registries) -> Result<(), Service
     );
     http::handle_requests(&service, server);
     Ok(())
-}
-
-/// The worker processes the service started, restarted when they exit.
-struct LocalWorkers {
-    children: Vec<LocalWorker>,
-    url: String,
-    token: String,
-    logs_dir: PathBuf,
-    /// The service's certificate, for HTTPS.
-    ca: Option<PathBuf>,
-}
-
-struct LocalWorker {
-    /// As asked for (`--workers auto` or an experiment's `cpu`).
-    device: DeviceChoice,
-    /// What `device` is on this machine; `None` when it has no such device
-    /// (the worker says why in its log).
-    resolved: Option<DeviceChoice>,
-    /// Numbers the workers of one `device`, for their names.
-    index: usize,
-    child: Child,
-}
-
-impl LocalWorkers {
-    fn start(
-        groups: &[WorkerGroup],
-        url: &str,
-        token: &str,
-        store_dir: &Path,
-        tls: bool,
-    ) -> Result<Self, ServiceError> {
-        let mut workers = LocalWorkers {
-            children: Vec::new(),
-            url: url.to_string(),
-            token: token.to_string(),
-            logs_dir: store_dir.join("logs").join("workers"),
-            ca: tls.then(|| store_dir.join(CERT_FILE)),
-        };
-        std::fs::create_dir_all(&workers.logs_dir)
-            .map_err(io_error("cannot create", &workers.logs_dir))?;
-        for group in groups {
-            for _ in 0..group.count {
-                workers.add(group.device)?;
-            }
-        }
-        Ok(workers)
-    }
-
-    /// Starts one more worker on `device`.
-    fn add(&mut self, device: DeviceChoice) -> Result<(), ServiceError> {
-        let index = self.children.iter().filter(|w| w.device == device).count();
-        let child = self.spawn(device, index)?;
-        self.children.push(LocalWorker {
-            device,
-            resolved: device.resolve_choice().ok(),
-            index,
-            child,
-        });
-        Ok(())
-    }
-
-    /// Starts workers until each device of `slots` (resolved, as
-    /// [`crate::experiment::ExperimentSpec::device_slots`] gives them) has
-    /// a local worker per slot; workers already there count, whatever
-    /// started them. Returns how many it started.
-    fn ensure(&mut self, slots: &[DeviceChoice]) -> Result<usize, ServiceError> {
-        let mut started = 0;
-        for (i, &device) in slots.iter().enumerate() {
-            if slots[..i].contains(&device) {
-                continue;
-            }
-            let wanted = slots.iter().filter(|&&d| d == device).count();
-            let present = self
-                .children
-                .iter()
-                .filter(|w| w.resolved == Some(device))
-                .count();
-            for _ in present..wanted {
-                self.add(device)?;
-                started += 1;
-            }
-        }
-        Ok(started)
-    }
-
-    fn spawn(&self, device: DeviceChoice, index: usize) -> Result<Child, ServiceError> {
-        let device = String::from(device);
-        let name = format!("local-{}-{index}", device.replace(':', ""));
-        let log_path = self.logs_dir.join(format!("{name}.log"));
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .map_err(io_error("cannot open", &log_path))?;
-        let err_log = log
-            .try_clone()
-            .map_err(io_error("cannot open", &log_path))?;
-        let exe = std::env::current_exe().map_err(io_error("cannot find", Path::new("bocb")))?;
-        let mut command = Command::new(exe);
-        command
-            .args(["worker", "--server", &self.url, "--device", &device])
-            .args(["--name", &name, "--exit-with-parent", "--shared-store"]);
-        if let Some(ca) = &self.ca {
-            command.arg("--ca").arg(ca);
-        }
-        command
-            // Not on the command line, where other users could read it.
-            .env("BOCB_TOKEN", &self.token)
-            // The worker exits when this pipe closes: when the service dies.
-            .stdin(Stdio::piped())
-            .stdout(log)
-            .stderr(err_log)
-            .spawn()
-            .map_err(io_error("cannot start a worker", &log_path))
-    }
-
-    /// Restarts local workers that exit; the trial a dead one held is
-    /// re-queued by the heartbeat timeout.
-    fn supervise(workers: &Mutex<LocalWorkers>) {
-        loop {
-            std::thread::sleep(Duration::from_secs(1));
-            let mut workers = workers.lock().expect("workers lock");
-            for i in 0..workers.children.len() {
-                if !matches!(workers.children[i].child.try_wait(), Ok(Some(_))) {
-                    continue;
-                }
-                let (device, index) = (workers.children[i].device, workers.children[i].index);
-                tracing::warn!("local worker {index} on {device} exited; restarting it");
-                match workers.spawn(device, index) {
-                    Ok(child) => workers.children[i].child = child,
-                    Err(e) => tracing::error!("cannot restart a local worker: {e}"),
-                }
-            }
-        }
-    }
 }
 
 #[cfg(test)]

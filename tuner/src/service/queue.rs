@@ -14,10 +14,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use bocb_spec::{BadFiles, DatasetFormat, EpochMetrics, TrialObserver, TrialSpec};
 use bocb_store::{Store, TrialStatus};
-use bocb_trial_runner::data::stream::BadFiles;
-use bocb_trial_runner::data::DatasetFormat;
-use bocb_trial_runner::{EpochMetrics, TrialObserver, TrialSpec};
 use crossbeam::channel::{bounded, unbounded, Receiver, Sender};
 use serde::{Deserialize, Serialize};
 
@@ -652,21 +650,13 @@ mod tests {
     use crate::registries::Registries;
     use crate::service::checkpoints::{self, TransferError};
     use crate::test_support::wait_for;
-    use bocb_trial_runner::data::CifarFormat;
+    use bocb_spec::CifarFormat;
 
     /// A trial spec from a parsed experiment, as the search makes them.
     fn spec(dir: &Path) -> TrialSpec {
         let registries = Registries::builtin();
         let source = "name: q\ndataset: { format: cifar100-bin, path: . }\nbackbones: [resnet18_cifar]\noptimizers: [sgd_m]\nepochs: 3\n";
-        let experiment = Experiment::parse(
-            source,
-            "q.yaml",
-            dir,
-            &registries.backbones,
-            &registries.optimizers,
-            &registries.catalog,
-        )
-        .unwrap();
+        let experiment = Experiment::parse(source, "q.yaml", dir, &registries).unwrap();
         let params = [("lr".to_string(), 0.1), ("weight_decay".to_string(), 0.0)].into();
         experiment.trial_spec("resnet18_cifar", "sgd_m", &params, 0, None)
     }

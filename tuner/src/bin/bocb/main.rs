@@ -15,7 +15,6 @@ mod output;
 mod report;
 #[cfg(feature = "train")]
 mod run;
-#[cfg(feature = "train")]
 mod service;
 
 use std::process::ExitCode;
@@ -68,28 +67,21 @@ enum Command {
     Backbones(backbones::BackbonesArgs),
     /// Run the tuning service: hold the store, run submitted experiments,
     /// hand their trials to workers over HTTP (see README, Service).
-    #[cfg(feature = "train")]
     Serve(service::ServeArgs),
     /// Train trials for a service: claim, train, report, repeat.
     #[cfg(feature = "train")]
     Worker(service::WorkerArgs),
     /// Submit an experiment file to the service (again, to grow it).
-    #[cfg(feature = "train")]
     Submit(service::SubmitArgs),
     /// Every experiment in the service's store, or one, with trial counts.
-    #[cfg(feature = "train")]
     Status(service::StatusArgs),
     /// Stop an experiment in the service (its running trials run again on resume).
-    #[cfg(feature = "train")]
     Stop(service::NameArgs),
     /// Resume a stopped experiment in the service, or run one of its store's (made by `bocb run`).
-    #[cfg(feature = "train")]
     Resume(service::NameArgs),
     /// An experiment's trials in the service.
-    #[cfg(feature = "train")]
     Trials(service::TrialsArgs),
     /// A trial's log in the service (worker output and service events).
-    #[cfg(feature = "train")]
     Logs(service::LogsArgs),
 }
 
@@ -137,21 +129,14 @@ fn dispatch(command: Command) -> Result<()> {
         Command::Bench(args) => bench::run(args, &Registries::builtin()),
         #[cfg(feature = "train")]
         Command::Backbones(args) => backbones::run(args, &Registries::builtin()),
-        #[cfg(feature = "train")]
         Command::Serve(args) => service::serve(args, Registries::builtin()),
         #[cfg(feature = "train")]
         Command::Worker(args) => service::worker(args, &Registries::builtin()),
-        #[cfg(feature = "train")]
         Command::Submit(args) => service::submit(args),
-        #[cfg(feature = "train")]
         Command::Status(args) => service::status(args),
-        #[cfg(feature = "train")]
         Command::Stop(args) => service::experiment_action(args, "stop"),
-        #[cfg(feature = "train")]
         Command::Resume(args) => service::experiment_action(args, "resume"),
-        #[cfg(feature = "train")]
         Command::Trials(args) => service::trials(args),
-        #[cfg(feature = "train")]
         Command::Logs(args) => service::logs(args),
     }
 }

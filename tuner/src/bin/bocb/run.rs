@@ -5,9 +5,9 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use bocb_tuner::experiment::Experiment;
+use bocb_tuner::local::run_experiment;
 use bocb_tuner::reads::{self, ReportQuery};
 use bocb_tuner::registries::Registries;
-use bocb_tuner::run::run_experiment;
 
 use crate::output::open_store;
 
@@ -23,12 +23,7 @@ pub struct RunArgs {
 }
 
 pub fn run(args: RunArgs, registries: &Registries) -> Result<()> {
-    let experiment = Experiment::load(
-        &args.experiment,
-        &registries.backbones,
-        &registries.optimizers,
-        &registries.catalog,
-    )?;
+    let experiment = Experiment::load(&args.experiment, registries)?;
     if experiment.spec.launcher.is_some() {
         eprintln!(
             "note: `launcher:` is for a service (`bocb submit`); `bocb run` trains the trials here"

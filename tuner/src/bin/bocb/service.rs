@@ -5,13 +5,22 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use bocb_trial_runner::DeviceChoice;
+#[cfg(feature = "train")]
+use bocb_spec::DeviceChoice;
 use bocb_tuner::reads;
 use bocb_tuner::registries::Registries;
 use bocb_tuner::service::client::{Client, ClientError};
 use bocb_tuner::service::http::Submission;
 use bocb_tuner::service::reader::{Reader, Served};
 use bocb_tuner::service::{self, ExperimentStatus};
+
+/// A service starts a worker on this machine's best device, where this
+/// bocb can train.
+const DEFAULT_WORKERS: &str = if cfg!(feature = "train") {
+    "auto"
+} else {
+    "none"
+};
 
 #[derive(clap::Args)]
 pub struct ServeArgs {
@@ -26,8 +35,9 @@ pub struct ServeArgs {
     #[arg(long)]
     token: Option<String>,
     /// Local workers to start, DEVICE[=COUNT] (cpu=2,cuda:0); `none`
-    /// for remote workers only.
-    #[arg(long, value_delimiter = ',', default_value = "auto")]
+    /// for remote workers only (the only choice of a bocb built without
+    /// training).
+    #[arg(long, value_delimiter = ',', default_value = DEFAULT_WORKERS)]
     workers: Vec<String>,
     /// Seconds without word from a worker before its trial is re-queued.
     #[arg(long, default_value_t = 30.0)]
@@ -58,6 +68,7 @@ pub struct ServeArgs {
     launcher: Option<PathBuf>,
 }
 
+#[cfg(feature = "train")]
 #[derive(clap::Args)]
 pub struct WorkerArgs {
     /// The service's URL (http://HOST:PORT, or https://).
@@ -203,6 +214,7 @@ pub fn serve(args: ServeArgs, registries: Registries) -> Result<()> {
     Ok(())
 }
 
+#[cfg(feature = "train")]
 pub fn worker(args: WorkerArgs, registries: &Registries) -> Result<()> {
     let token = match &args.token_file {
         Some(path) => std::fs::read_to_string(path)

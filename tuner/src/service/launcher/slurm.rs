@@ -39,6 +39,8 @@ pub enum SlurmError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("this bocb was built without training, so its own program cannot be the workers'; set `slurm.worker_program` to a default build of bocb that the compute nodes can run")]
+    NoWorkerProgram,
 }
 
 /// Reads a launcher file (`bocb serve --launcher FILE`): `slurm: { partition, gres, time, ... }`.
@@ -394,11 +396,16 @@ impl SlurmLauncher {
 
     /// Reaches the cluster and writes `config`'s job script as `script`.
     fn pool(&self, config: SlurmConfig, script: &str) -> Result<Pool, SlurmError> {
-        self.cluster()?;
-        let script = self.settings.dir.join(script);
         let settings = &self.settings;
+        let program = match &config.worker_program {
+            Some(program) => program,
+            None if cfg!(feature = "train") => &settings.program,
+            None => return Err(SlurmError::NoWorkerProgram),
+        };
+        self.cluster()?;
+        let script = settings.dir.join(script);
         let text = job_script(
-            &settings.program,
+            program,
             config.server.as_deref().unwrap_or(&settings.server),
             &self.token_file(),
             settings.ca.as_deref(),
@@ -711,6 +718,32 @@ mod tests {
         );
         assert!(error("slurm: { max_jobs: 0 }").starts_with("l.yaml: slurm.max_jobs"));
         assert!(error("local: {}").contains("a launcher file holds `slurm:"));
+    }
+
+    /// A service without training refuses a config whose jobs would run
+    /// its own program, before it asks anything of Slurm.
+    #[cfg(not(feature = "train"))]
+    #[test]
+    fn without_training_the_workers_need_a_program_of_their_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = || LaunchSettings {
+            dir: dir.path().to_path_buf(),
+            program: PathBuf::from("/opt/light/bocb"),
+            server: "http://127.0.0.1:1".into(),
+            token: "t".into(),
+            ca: None,
+            service_id: "s".into(),
+        };
+        let config = parse_launcher_file("slurm: { gres: \"gpu:1\" }", "l.yaml").unwrap();
+        let refused = SlurmLauncher::new(Some(config), settings()).err().unwrap();
+        assert!(matches!(refused, SlurmError::NoWorkerProgram), "{refused}");
+        assert!(refused.to_string().contains("slurm.worker_program"));
+        let config =
+            parse_launcher_file("slurm: { worker_program: /opt/bocb/bocb }", "l.yaml").unwrap();
+        assert_eq!(
+            config.worker_program.as_deref(),
+            Some(Path::new("/opt/bocb/bocb"))
+        );
     }
 
     #[test]
