@@ -21,14 +21,19 @@ LAYER_DECAY = 0.75
 CLASSES = 10
 OUT = Path(__file__).resolve().parent.parent / "trial-runner" / "tests" / "layer_decay_scales.json"
 
-# bocb backbone -> timm model and its arguments (bocb names its parameters
-# as timm does; its ConvNeXt-T is the CIFAR form, timm's patch_size=2, whose
-# stage 0 gains a down-sampling layer).
+# bocb backbone -> timm model and its arguments, one backbone of each layer
+# rule (bocb names its parameters as timm does; its ConvNeXt-T is the CIFAR
+# form, timm's patch_size=2, whose stage 0 gains a down-sampling layer).
 BACKBONES = {
     "vit_tiny": ("vit_tiny_patch16_224", {}),
     "deit_s": ("deit_small_patch16_224", {}),
+    "mlp_mixer_s": ("mixer_s16_224", {}),
     "resnet18": ("resnet18", {}),
     "convnext_t": ("convnext_tiny", {"patch_size": 2}),
+    "swin_t": ("swin_tiny_patch4_window7_224", {}),
+    "efficientnet_b0": ("efficientnet_b0", {}),
+    "repvgg_a1": ("repvgg_a1", {}),
+    "densenet121": ("densenet121", {}),
 }
 
 

@@ -1105,6 +1105,7 @@ fn lr_scales(
         .layer_rule(backbone)
         .ok_or_else(|| LayerDecayError::NoLayers {
             backbone: backbone.to_string(),
+            known: backbones.names_with_layer_rules().join(", "),
         })?;
     let variables = vs.variables();
     let (ids, layers) = rule.layer_ids(variables.keys().map(String::as_str));
@@ -1194,8 +1195,10 @@ fn evaluate(
 mod tests {
     use super::*;
     use crate::data::{generate, SynthConfig};
+    use crate::layer_decay::LayerRule;
     use crate::optim::Optimizer;
     use crate::{DeviceChoice, PrecisionChoice};
+    use std::collections::BTreeSet;
     use std::path::PathBuf;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -1564,7 +1567,17 @@ mod tests {
         let classes = fixture["classes"].as_i64().unwrap();
         let registry = BackboneRegistry::builtin();
         let backbones = fixture["backbones"].as_object().unwrap();
-        assert_eq!(backbones.len(), 4);
+        let rules = |names: Vec<&str>| -> BTreeSet<LayerRule> {
+            names
+                .into_iter()
+                .filter_map(|name| registry.layer_rule(name))
+                .collect()
+        };
+        assert_eq!(
+            rules(backbones.keys().map(String::as_str).collect()),
+            rules(registry.names()),
+            "the fixture has a backbone of every layer rule"
+        );
         for (backbone, want) in backbones {
             let vs = nn::VarStore::new(Device::Cpu);
             let model = registry.build(backbone, &vs.root(), classes, 0).unwrap();
@@ -1642,7 +1655,9 @@ mod tests {
         spec.recipe = Some(recipe);
         let err = run(&spec, &data).0.unwrap_err().to_string();
         assert!(
-            err.contains("`vgg13_bn@micro`") && err.contains("layer_decay: null"),
+            err.contains("`vgg13_bn@micro`")
+                && err.contains("only for convnext_t, ")
+                && err.contains("layer_decay: null"),
             "{err}"
         );
     }

@@ -957,8 +957,9 @@ impl Experiment {
             // Refused here rather than by each of its trials.
             if recipe.layer_decay.is_some() && !registries.has_layers(name) {
                 return Err(located("backbones", name, format!(
-                    "backbone `{name}` trains with recipe `{}`, whose `layer_decay` needs its layers, which bocb knows only for ViT/DeiT, ResNet and ConvNeXt; drop the backbone or set `recipe_overrides: {{ layer_decay: null }}`",
-                    recipe.name
+                    "backbone `{name}` trains with recipe `{}`, whose `layer_decay` needs its layers, which bocb knows (from timm's group_matcher) only for {}; drop the backbone or set `recipe_overrides: {{ layer_decay: null }}`",
+                    recipe.name,
+                    registries.backbones_with_layers().join(", ")
                 )));
             }
             recipes.insert(name.clone(), recipe);
@@ -2083,7 +2084,9 @@ recipe_overrides: {{ rand_augment: null }}
         let vgg = GOOD.replace("[resnet18_cifar@micro, vit_tiny_cifar]", "[vgg13_bn@micro]");
         let err = error(&format!("{vgg}recipe_overrides: {{ layer_decay: 0.75 }}\n"));
         assert!(
-            err.contains("backbone `vgg13_bn@micro`") && err.contains("layer_decay: null"),
+            err.contains("backbone `vgg13_bn@micro`")
+                && err.contains("only for convnext_t, ")
+                && err.contains("layer_decay: null"),
             "{err}"
         );
         let err = error(&format!("{GOOD}recipe_overrides: {{ epochs: 9 }}\n"));

@@ -164,6 +164,13 @@ impl Registries {
     pub fn has_layers(&self, backbone: &str) -> bool {
         self.backbone(backbone).is_some_and(|b| b.layer_decay)
     }
+
+    /// The backbones whose layers layer-wise lr decay knows, by name.
+    pub fn backbones_with_layers(&self) -> Vec<String> {
+        let mut names = self.backbone_names();
+        names.retain(|name| self.has_layers(name));
+        names
+    }
 }
 
 #[cfg(all(test, feature = "train"))]

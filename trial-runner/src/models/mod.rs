@@ -142,18 +142,26 @@ impl BackboneRegistry {
         // fine-tuning paper's "embedding layer"): the patch embedding of
         // ViT/DeiT/Swin/Mixer/MogaNet/TransNeXt, the stem of ConvNeXt,
         // MetaFormer, RepVGG and UniRepLKNet, a CNN's first convolution
-        // with its norm. Third, the layers of layer-wise lr decay where
-        // timm's group_matcher has been followed for the family.
+        // with its norm. Third, the layers of layer-wise lr decay as the
+        // family's timm group_matcher numbers them; none where timm lacks
+        // the model (AlexNet, MogaNet, TransNeXt, UniRepLKNet) or its
+        // group_matcher (MetaFormer: timm then groups every 12 parameters in
+        // definition order), or where bocb names parameters as torchvision
+        // does (MobileNetV2, VGG).
         let families: [(Register, Embedding, Option<LayerRule>); 15] = [
             (alexnet::register, &["features.0."], None),
             (convnext::register, &["stem."], Some(LayerRule::ConvNext)),
             (
                 densenet::register,
                 &["features.conv0.", "features.norm0."],
-                None,
+                Some(LayerRule::DenseNet),
             ),
-            (efficientnet::register, &["conv_stem.", "bn1."], None),
-            (mlp_mixer::register, &["stem."], None),
+            (
+                efficientnet::register,
+                &["conv_stem.", "bn1."],
+                Some(LayerRule::EfficientNet),
+            ),
+            (mlp_mixer::register, &["stem."], Some(LayerRule::Mixer)),
             (metaformer::register, &["stem."], None),
             (mobilenet::register, &["features.0."], None),
             (moganet::register, &["patch_embed1."], None),
@@ -163,9 +171,9 @@ impl BackboneRegistry {
                 Some(LayerRule::ResNet),
             ),
             (unireplknet::register, &["downsample_layers.0."], None),
-            (swin::register, &["patch_embed."], None),
+            (swin::register, &["patch_embed."], Some(LayerRule::Swin)),
             (transnext::register, &["patch_embed1."], None),
-            (repvgg::register, &["stem."], None),
+            (repvgg::register, &["stem."], Some(LayerRule::ByobNet)),
             (vgg::register, &["features.0.", "features.1."], None),
             (vit::register, &["patch_embed."], Some(LayerRule::Vit)),
         ];
@@ -201,6 +209,11 @@ impl BackboneRegistry {
     pub fn layer_rule(&self, name: &str) -> Option<LayerRule> {
         let base = name.split('@').next().unwrap_or(name);
         self.layer_rules.get(base).copied()
+    }
+
+    /// The architectures with a layer rule, sorted (without presets).
+    pub fn names_with_layer_rules(&self) -> Vec<&str> {
+        self.layer_rules.keys().map(String::as_str).collect()
     }
 
     /// Adds (or replaces) an architecture under `name`.
