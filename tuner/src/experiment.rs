@@ -8,8 +8,8 @@ use bocb_search_spaces::{
 };
 use bocb_spec::device::DEVICE_LIST_FORMS;
 use bocb_spec::{
-    BadFiles, DataOnDevice, DatasetFormat, DeviceChoice, DeviceList, Hparams, Launcher,
-    PrecisionChoice, TrialSpec, TORCHSCRIPT_PREFIX,
+    split_pretrained, BadFiles, DataOnDevice, DatasetFormat, DeviceChoice, DeviceList, Hparams,
+    Launcher, PrecisionChoice, TrialSpec, FROM_EXPERIMENT, TORCHSCRIPT_PREFIX,
 };
 use bocb_store::{ExperimentRecord, Store, StoreError, TrialRecipe, GRID_POINTS};
 #[cfg(feature = "train")]
@@ -298,7 +298,7 @@ impl ExperimentSpec {
     /// with `optimizer` are centred by `grid_centres`.
     pub fn grid_centre(&self, backbone: &str, optimizer: &str) -> Centre {
         // A backbone pre-trained with an optimizer takes its architecture's centre.
-        let backbone = crate::transfer::base(backbone);
+        let backbone = split_pretrained(backbone).0;
         self.grid_centres
             .for_pair(backbone, optimizer, |key| self.with_preset(key))
     }
@@ -647,7 +647,7 @@ impl Experiment {
         let recipe = self.recipe(backbone).clone();
         let spec = &self.spec;
         TrialSpec {
-            backbone: resolve_module(&self.base_dir, crate::transfer::base(backbone)),
+            backbone: resolve_module(&self.base_dir, split_pretrained(backbone).0),
             optimizer: self.optimizer_to_build(optimizer),
             hparams: params.clone(),
             seed,
@@ -1122,14 +1122,14 @@ fn starting_weights(
 ) -> Result<BTreeMap<String, PathBuf>, (String, String)> {
     let mut weights = BTreeMap::new();
     // Found in the store when the experiment runs (`transfer`).
-    if spec.init.contains_key(crate::transfer::FROM_EXPERIMENT) {
+    if spec.init.contains_key(FROM_EXPERIMENT) {
         return match spec.init.len() {
             1 => Ok(weights),
             _ => Err((
-                crate::transfer::FROM_EXPERIMENT.to_string(),
+                FROM_EXPERIMENT.to_string(),
                 format!(
                     "`{}` gives every backbone its weights: drop the other `init` entries, or fine-tune them in an experiment of their own",
-                    crate::transfer::FROM_EXPERIMENT
+                    FROM_EXPERIMENT
                 ),
             )),
         };

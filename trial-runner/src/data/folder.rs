@@ -239,10 +239,10 @@ pub struct PhotoLayout {
 /// gradients; `train/CLASS/00000.jpg`, ..., `val/...`. Deterministic given
 /// `splits`; written by all cores.
 pub fn save_photos(out: &Path, splits: &Splits, layout: PhotoLayout) -> Result<(), DataError> {
-    if !(16..=super::stream::MAX_SIDE).contains(&layout.side) {
+    if !(16..=super::MAX_SIDE).contains(&layout.side) {
         return Err(DataError::InvalidSynthConfig(format!(
             "--side must be 16 to {}, got {}",
-            super::stream::MAX_SIDE,
+            super::MAX_SIDE,
             layout.side
         )));
     }

@@ -27,6 +27,11 @@ pub const CHANNELS: usize = 3;
 /// Bytes of one image: 3 planes of 32x32, row-major, as CIFAR stores them.
 pub const IMAGE_BYTES: usize = CHANNELS * SIDE * SIDE;
 
+/// The largest side an image file may declare: bigger headers are refused
+/// before any allocation (a damaged header must not exhaust a worker's
+/// memory).
+pub(crate) const MAX_SIDE: usize = 1 << 14;
+
 /// Labelled images of one split.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Dataset {

@@ -17,7 +17,7 @@ use zune_core::options::DecoderOptions;
 use zune_jpeg::JpegDecoder;
 
 use super::folder::list_image_folder;
-use super::DataError;
+use super::{DataError, MAX_SIDE};
 use crate::augment::ImageSize;
 
 /// timm's `IMAGENET_DEFAULT_MEAN`: streamed folders normalise with it, as
@@ -25,10 +25,6 @@ use crate::augment::ImageSize;
 pub const IMAGENET_MEAN: [f64; 3] = [0.485, 0.456, 0.406];
 /// timm's `IMAGENET_DEFAULT_STD`.
 pub const IMAGENET_STD: [f64; 3] = [0.229, 0.224, 0.225];
-
-/// The largest side a file may declare: bigger headers are refused before
-/// any allocation (a damaged header must not exhaust a worker's memory).
-pub(crate) const MAX_SIDE: usize = 1 << 14;
 
 pub use bocb_spec::dataset::BadFiles;
 

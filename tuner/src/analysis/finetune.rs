@@ -12,8 +12,7 @@ use bocb_spec::{split_pretrained, FROM_EXPERIMENT, LARGE_EMBEDDING_RATIO};
 use bocb_store::{PairBest, Store, TrialSummary};
 use serde::Serialize;
 
-use super::html::escape;
-use super::render::{csv_table, grid, heading, Style};
+use super::render::{csv_table, escape, grid, heading, Style};
 use crate::experiment::{stored_spec, StoredSpecError};
 
 /// The optimizers whose best results make a backbone's SGD-vs-AdamW gap.

@@ -11,9 +11,10 @@ use bocb_store::{Store, StoreError, TrialRecord};
 
 use super::patterns::{saved_patterns, PairPatterns, PatternsError};
 use super::plots::{self, hex, text_colour_on, ColourScale, PlotError};
+use super::render::{self, escape};
 use super::results::Origin;
 use super::robustness::GroupRobustness;
-use super::{render, Analysis};
+use super::Analysis;
 use bocb_spec::fmt_value;
 
 /// The section headings of every experiment's part, in order.
@@ -118,22 +119,6 @@ pub fn render_document(views: &[ExperimentView]) -> Result<String, HtmlError> {
     }
     out.push_str("</body>\n</html>\n");
     Ok(out)
-}
-
-/// Escapes text for HTML content and attribute values.
-pub(crate) fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 fn figure(out: &mut String, svg: &str, caption: &str) {
