@@ -475,7 +475,7 @@ fn analysis_csv_rows(analysis: &Analysis) -> Vec<[String; 22]> {
 }
 
 /// Escapes text for HTML content and attribute values.
-pub(crate) fn escape(text: &str) -> String {
+pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

@@ -16,6 +16,8 @@
 
 pub mod views;
 
+use crate::analysis::render::escape;
+
 /// A static asset of the page: its content type and text.
 pub struct Asset {
     pub content_type: &'static str,
@@ -33,7 +35,7 @@ pub fn asset(path: &str, base_path: &str) -> Option<Asset> {
     match path {
         "/" | "/index.html" => Some(Asset {
             content_type: "text/html; charset=utf-8",
-            body: INDEX.replace("{{BASE}}", &html_attribute(&format!("{base_path}/"))),
+            body: INDEX.replace("{{BASE}}", &escape(&format!("{base_path}/"))),
         }),
         "/ui/app.js" => Some(Asset {
             content_type: "text/javascript; charset=utf-8",
@@ -84,22 +86,6 @@ pub fn strip_base<'a>(path: &'a str, base_path: &str) -> Option<&'a str> {
     }
 }
 
-/// Escapes `text` for an HTML attribute or text node.
-pub fn html_attribute(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// The link the service prints: the page at `url` (its base path
 /// included) with the token in the fragment.
 pub fn login_link(url: &str, token: &str) -> String {
@@ -135,7 +121,7 @@ mod tests {
         assert!(asset("/ui/app.css", "").is_some());
         assert!(asset("/ui/other.js", "").is_none());
         assert_eq!(
-            html_attribute(r#"<img src=x onerror="alert(1)">"#),
+            escape(r#"<img src=x onerror="alert(1)">"#),
             "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;"
         );
     }
