@@ -21,7 +21,7 @@ use bocb_store::TrialStatus;
 use crossbeam::channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use serde::{Deserialize, Serialize};
 
-use crate::executor::TrialResult;
+use crate::executor::{RunError, TrialExecutor, TrialJob, TrialResult};
 use crate::trial_command::{ExternalTrial, TimeLimit, DERIVED_LIMIT_FACTOR, MIN_DERIVED_LIMIT};
 
 /// The prefix of a report line on the program's standard output.
@@ -123,6 +123,34 @@ struct Params<'a> {
     batch_size: usize,
     /// lr, weight_decay and the optimizer's extras.
     params: &'a Hparams,
+}
+
+/// Runs each trial's own program, in this process's care (`bocb run` of an
+/// experiment with `trial:`): the search gives every such trial its command
+/// with its time limit.
+pub struct ExternalPrograms;
+
+impl TrialExecutor for ExternalPrograms {
+    fn execute(
+        &self,
+        job: &TrialJob,
+        observer: &mut dyn TrialObserver,
+    ) -> Result<TrialResult, RunError> {
+        let program = job
+            .external
+            .expect("the search gives every trial of an experiment with `trial:` its program");
+        let log = |line: &str| tracing::info!("trial {}: {line}", job.id);
+        Ok(run_external(
+            program,
+            job.id,
+            job.spec,
+            job.work_dir,
+            job.resume_epoch,
+            observer,
+            &log,
+            &|| false,
+        ))
+    }
 }
 
 /// Runs `trial.command` for one trial in `work_dir`, forwarding its reports

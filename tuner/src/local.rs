@@ -1,5 +1,6 @@
 //! `bocb run`: an experiment's search with its trials trained in this
-//! process, on the experiment's devices, from one loaded dataset.
+//! process, on the experiment's devices, from one loaded dataset, or run
+//! as the experiment's own programs ([`ExternalPrograms`]).
 
 use bocb_spec::TrialObserver;
 use bocb_store::Store;
@@ -8,16 +9,16 @@ use bocb_trial_runner::{run_trial, TrialError};
 
 use crate::executor::{RunError, TrialExecutor, TrialJob, TrialResult};
 use crate::experiment::{Experiment, TrialsPerDevice};
-use crate::external::{run_external, stay_until_the_signal_ends_bocb, SaveOnSignal};
+use crate::external::{stay_until_the_signal_ends_bocb, ExternalPrograms, SaveOnSignal};
 use crate::packer::Packing;
 use crate::registries::Registries;
 use crate::run::{register_experiment, search_experiment, RunSummary, SearchOptions};
 
-/// Trains trials in this process (`bocb run`), on the device their spec
-/// names, as many at once as the search asks, all from one loaded dataset
-/// (none when every trial is an external program).
+/// Trains trials in this process (`bocb run`) with bocb's own trainer, on
+/// the device their spec names, as many at once as the search asks, all
+/// from one loaded dataset.
 pub struct InProcess<'a> {
-    pub splits: Option<&'a LoadedData>,
+    pub splits: &'a LoadedData,
     pub registries: &'a Registries,
 }
 
@@ -27,24 +28,10 @@ impl TrialExecutor for InProcess<'_> {
         job: &TrialJob,
         observer: &mut dyn TrialObserver,
     ) -> Result<TrialResult, RunError> {
-        if let Some(external) = job.external {
-            let log = |line: &str| tracing::info!("trial {}: {line}", job.id);
-            return Ok(run_external(
-                external,
-                job.id,
-                job.spec,
-                job.work_dir,
-                job.resume_epoch,
-                observer,
-                &log,
-                &|| false,
-            ));
-        }
         let saving = SaveOnSignal::new();
         let result = run_trial(
             job.spec,
-            self.splits
-                .expect("the dataset is loaded unless every trial is external"),
+            self.splits,
             &self.registries.backbones,
             &self.registries.optimizers,
             observer,
@@ -77,6 +64,7 @@ pub fn run_experiment(
     let spec = &experiment.spec;
     // Everything that can be refused is checked before the store is touched.
     let slots = spec.device_slots().map_err(RunError::Device)?;
+    // External programs read their data themselves: none is loaded.
     let splits = match spec.trial {
         Some(_) => None,
         None => Some(spec.dataset.open(
@@ -84,9 +72,13 @@ pub fn run_experiment(
             bocb_trial_runner::batches::default_workers(),
         )?),
     };
-    let executor = InProcess {
-        splits: splits.as_ref(),
-        registries,
+    let in_process;
+    let executor: &dyn TrialExecutor = match &splits {
+        None => &ExternalPrograms,
+        Some(splits) => {
+            in_process = InProcess { splits, registries };
+            &in_process
+        }
     };
     // `auto` is refused for external trials, so its data is loaded.
     let packing = match (spec.trials_per_device, &splits) {
@@ -117,5 +109,5 @@ pub fn run_experiment(
         cancel: None,
         packing: packing.as_ref(),
     };
-    search_experiment(experiment, store, &registries.catalog, &executor, &options)
+    search_experiment(experiment, store, &registries.catalog, executor, &options)
 }

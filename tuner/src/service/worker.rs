@@ -26,6 +26,7 @@ use crate::executor::TrialResult;
 use crate::external::{run_external, stay_until_the_signal_ends_bocb, SaveOnSignal};
 use crate::registries::Registries;
 use crate::service::queue::DatasetLocation;
+use crate::trial_command::ExternalTrial;
 
 #[derive(Debug, Error)]
 pub enum WorkerError {
@@ -188,62 +189,15 @@ pub fn run_worker(
             };
         }
         let result = match &assignment.external {
-            Some(external) => {
-                let mut spec = assignment.spec.clone();
-                let local = local_checkpoint(client, config, &assignment, &mut spec, &beat);
-                let mut observer = Reporter {
-                    client,
-                    attempt: assignment.attempt,
-                    beat: &beat,
-                    stop: false,
-                    sends_checkpoints: local.is_some(),
-                    unrecorded: false,
-                };
-                let log = |line: &str| append_log(&beat, line);
-                // Heard by the heartbeats: the program ends without waiting
-                // for its next report.
-                let dropped = || beat.lock().expect("beat lock").gone;
-                let result = run_external(
-                    external,
-                    &assignment.trial,
-                    &spec,
-                    &assignment.work_dir,
-                    assignment.resume_epoch,
-                    &mut observer,
-                    &log,
-                    &dropped,
-                );
-                if let Some(local) = &local {
-                    remove_local_checkpoint(local);
-                }
-                result
-            }
-            None => {
-                let key = assignment.dataset.clone();
-                if !datasets.contains_key(&key) {
-                    let opened = data::open(
-                        &key.dir,
-                        key.format,
-                        key.resolution.map(|r| r as usize),
-                        key.bad_files,
-                        bocb_trial_runner::batches::default_workers(),
-                    );
-                    match opened {
-                        Ok(splits) => {
-                            datasets.insert(key.clone(), splits);
-                        }
-                        Err(e) => append_log(&beat, &format!("cannot load the dataset: {e}")),
-                    }
-                }
-                match datasets.get(&key) {
-                    Some(splits) => train(client, config, registries, &assignment, splits, &beat),
-                    None => TrialResult::failed(format!(
-                        "worker {} cannot load the dataset {}",
-                        config.name,
-                        assignment.dataset.dir.display()
-                    )),
-                }
-            }
+            Some(external) => run_program(client, config, &assignment, external, &beat),
+            None => train_on_its_data(
+                client,
+                config,
+                registries,
+                &assignment,
+                &mut datasets,
+                &beat,
+            ),
         };
         // The heartbeats stop; the log's rest goes in pieces, the last
         // with the end.
@@ -320,6 +274,81 @@ fn spawn_heartbeats(client: Client, beat: Arc<Mutex<Beat>>) {
         }
         std::thread::sleep(interval);
     });
+}
+
+/// The assignment's own program, run here, its reports and checkpoints
+/// sent to the service.
+fn run_program(
+    client: &Client,
+    config: &WorkerConfig,
+    assignment: &Assignment,
+    external: &ExternalTrial,
+    beat: &Arc<Mutex<Beat>>,
+) -> TrialResult {
+    let mut spec = assignment.spec.clone();
+    let local = local_checkpoint(client, config, assignment, &mut spec, beat);
+    let mut observer = Reporter {
+        client,
+        attempt: assignment.attempt,
+        beat,
+        stop: false,
+        sends_checkpoints: local.is_some(),
+        unrecorded: false,
+    };
+    let log = |line: &str| append_log(beat, line);
+    // Heard by the heartbeats: the program ends without waiting
+    // for its next report.
+    let dropped = || beat.lock().expect("beat lock").gone;
+    let result = run_external(
+        external,
+        &assignment.trial,
+        &spec,
+        &assignment.work_dir,
+        assignment.resume_epoch,
+        &mut observer,
+        &log,
+        &dropped,
+    );
+    if let Some(local) = &local {
+        remove_local_checkpoint(local);
+    }
+    result
+}
+
+/// The assignment trained by bocb's trainer on its dataset, loaded here once
+/// per dataset and kept in `datasets` for the trials after it.
+fn train_on_its_data(
+    client: &Client,
+    config: &WorkerConfig,
+    registries: &Registries,
+    assignment: &Assignment,
+    datasets: &mut HashMap<DatasetLocation, LoadedData>,
+    beat: &Arc<Mutex<Beat>>,
+) -> TrialResult {
+    let key = assignment.dataset.clone();
+    if !datasets.contains_key(&key) {
+        let opened = data::open(
+            &key.dir,
+            key.format,
+            key.resolution.map(|r| r as usize),
+            key.bad_files,
+            bocb_trial_runner::batches::default_workers(),
+        );
+        match opened {
+            Ok(splits) => {
+                datasets.insert(key.clone(), splits);
+            }
+            Err(e) => append_log(beat, &format!("cannot load the dataset: {e}")),
+        }
+    }
+    match datasets.get(&key) {
+        Some(splits) => train(client, config, registries, assignment, splits, beat),
+        None => TrialResult::failed(format!(
+            "worker {} cannot load the dataset {}",
+            config.name,
+            assignment.dataset.dir.display()
+        )),
+    }
 }
 
 /// Trains one claimed trial on this worker's device.
