@@ -15,7 +15,7 @@ pub const ENTROPY_BINS: usize = 256;
 /// Fewest tail eigenvalues a power-law fit may use.
 const MIN_TAIL: usize = 5;
 
-pub use bocb_spec::{LayerPattern, TOP_K};
+pub use bocb_spec::{patterns_path, LayerPattern, TOP_K};
 
 /// A power law `p(x) ∝ x^(-alpha)` for `x >= xmin`, and its KS distance to
 /// the data it was fitted to.
@@ -44,12 +44,27 @@ pub fn layer_pattern(name: &str, weight: &Tensor) -> LayerPattern {
     }
 }
 
-/// The patterns of every tensor in a safetensors file, in file order.
+/// The patterns of every tensor in a safetensors file, by name (the file
+/// is read back in no fixed order).
 pub fn file_patterns(path: &Path) -> Result<Vec<LayerPattern>, tch::TchError> {
-    Ok(Tensor::read_safetensors(path)?
+    let mut tensors = Tensor::read_safetensors(path)?;
+    tensors.sort_by(|(a, _), (b, _)| a.cmp(b));
+    Ok(tensors
         .iter()
         .map(|(name, weight)| layer_pattern(name, weight))
         .collect())
+}
+
+/// Writes the patterns of the weights saved at `weights` beside them
+/// ([`patterns_path`]), whole or not at all (temporary file, rename).
+pub fn keep_patterns(weights: &Path) -> Result<(), String> {
+    let patterns = file_patterns(weights).map_err(|e| e.to_string())?;
+    let path = patterns_path(weights);
+    let temporary = path.with_extension("json.tmp");
+    let text = serde_json::to_vec(&patterns).expect("patterns serialize");
+    std::fs::write(&temporary, text)
+        .and_then(|()| std::fs::rename(&temporary, &path))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 /// `weight` as a float64 matrix `rows x (everything else)`.

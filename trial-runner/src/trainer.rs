@@ -399,6 +399,8 @@ pub fn run_trial<'a>(
             })?;
         }
         learner.vs.save(path)?;
+        // Measured now, so every report reads them without libtorch.
+        crate::patterns::keep_patterns(path).map_err(TrialError::SaveWeights)?;
     }
     Ok(finish(
         TrialStatus::Done,
@@ -1342,6 +1344,22 @@ mod tests {
         let mut want: Vec<String> = vs.variables().into_keys().collect();
         want.sort();
         assert_eq!(names, want);
+        // Its layer patterns beside it, as the analyses compute them.
+        let kept: Vec<crate::patterns::LayerPattern> =
+            serde_json::from_slice(&std::fs::read(crate::patterns::patterns_path(&path)).unwrap())
+                .unwrap();
+        let measured = crate::patterns::file_patterns(&path).unwrap();
+        assert_eq!(kept.len(), want.len());
+        for (kept, measured) in kept.iter().zip(&measured) {
+            assert_eq!(
+                (&kept.name, &kept.shape, kept.alpha.is_some()),
+                (&measured.name, &measured.shape, measured.alpha.is_some())
+            );
+            // JSON keeps each value to within a unit of its last digit.
+            let close = |a: f64, b: f64| (a - b).abs() <= 1e-12 * b.abs().max(1.0);
+            assert!(close(kept.l2_norm, measured.l2_norm), "{}", kept.name);
+            assert!(close(kept.entropy, measured.entropy), "{}", kept.name);
+        }
     }
 
     /// A ViT started from saved weights with its patch embedding frozen:

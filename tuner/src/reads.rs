@@ -36,9 +36,6 @@ pub enum ReadError {
     BadQuery(String),
     #[error("cannot write the output: {0}")]
     Encode(String),
-    /// What only a bocb built with training (libtorch) computes.
-    #[error("{0}; this bocb was built without training (libtorch): use one built with default features (`cargo build --release -p bocb-tuner`)")]
-    NeedsTraining(&'static str),
 }
 
 /// `bocb report --format`.
@@ -484,15 +481,6 @@ pub fn export_text(
 }
 
 /// `bocb patterns`' text.
-#[cfg(not(feature = "train"))]
-pub fn patterns_text(_: &Store, _: &PatternsQuery) -> Result<String, ReadError> {
-    Err(ReadError::NeedsTraining(
-        "layer patterns are computed from the saved weights with libtorch",
-    ))
-}
-
-/// `bocb patterns`' text.
-#[cfg(feature = "train")]
 pub fn patterns_text(store: &Store, query: &PatternsQuery) -> Result<String, ReadError> {
     let pairs = analysis::patterns::best_pair_patterns(store, &query.experiment)?;
     if query.json {

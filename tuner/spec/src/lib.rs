@@ -20,7 +20,7 @@ pub use dataset::{BadFiles, CifarFormat, DatasetFormat};
 pub use device::{DeviceChoice, DeviceList};
 pub use grad_norms::{GradNormRow, GradNorms, EMBEDDING_GROUP, LARGE_EMBEDDING_RATIO};
 pub use launcher::{Launcher, SlurmConfig};
-pub use pattern::{LayerPattern, TOP_K};
+pub use pattern::{patterns_path, LayerPattern, TOP_K};
 pub use precision::PrecisionChoice;
 pub use transfer::{split_pretrained, FROM_EXPERIMENT, PRETRAINED_WITH};
 /// Prefix of a user's own TorchScript backbone or optimizer: `torchscript:PATH`.

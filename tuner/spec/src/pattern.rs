@@ -1,6 +1,8 @@
 //! What the runner measures of a trained weight tensor (the paper's App.
 //! A.3), as the store keeps it and the analyses read it.
 
+use std::path::{Path, PathBuf};
+
 use serde::{Deserialize, Serialize};
 
 /// Components counted by the top-k PCA energy.
@@ -25,4 +27,11 @@ pub struct LayerPattern {
     /// Share of the covariance's variance in its `TOP_K` largest
     /// components; `None` for vectors.
     pub top_k_energy: Option<f64>,
+}
+
+/// Where the runner keeps the layer patterns of weights it saved at
+/// `weights` (`TRIAL.safetensors`): beside them, as `TRIAL.patterns.json`,
+/// so that reports read them without libtorch.
+pub fn patterns_path(weights: &Path) -> PathBuf {
+    weights.with_extension("patterns.json")
 }

@@ -1,13 +1,16 @@
 //! Parameter patterns (App. A.3) of each pair's best trained config: the
 //! layer-wise α, entropy, L2 norm and top-k PCA energy of the weights its
-//! first seed saved (experiments with `save_weights: true`).
+//! first seed saved (experiments with `save_weights: true`), as the runner
+//! measured them when it saved them (`TRIAL.patterns.json`). Weights saved
+//! before the runner kept their patterns are measured now, by a bocb built
+//! with training.
+
+use std::path::Path;
 
 use std::fmt::Write as _;
 
-use bocb_spec::{LayerPattern, TOP_K};
+use bocb_spec::{patterns_path, LayerPattern, TOP_K};
 use bocb_store::{Store, StoreError};
-#[cfg(feature = "train")]
-use bocb_trial_runner::patterns::file_patterns;
 use serde::Serialize;
 
 /// The patterns of one pair's best config.
@@ -35,9 +38,12 @@ pub enum PatternsError {
         "experiment `{experiment}` kept no trained weights; add `save_weights: true` to its file and run it again (done trials are retrained only if you delete them, so name a new experiment)"
     )]
     NoWeights { experiment: String },
-    #[cfg(feature = "train")]
-    #[error("cannot read {path}: {error}")]
-    Read { path: String, error: tch::TchError },
+    #[error("cannot read {path}: {message}")]
+    Read { path: String, message: String },
+    #[error(
+        "experiment `{experiment}` kept trained weights without their layer patterns (saved by an older bocb), and this bocb was built without training (libtorch), which measures them; run `bocb patterns {experiment}` once with a default build"
+    )]
+    NotMeasured { experiment: String },
     #[error(
         "cannot read the weights {path} that experiment `{experiment}` started from: {message}"
     )]
@@ -51,7 +57,6 @@ pub enum PatternsError {
 }
 
 /// The patterns of every pair whose best config has saved weights.
-#[cfg(feature = "train")]
 pub fn best_pair_patterns(
     store: &Store,
     experiment: &str,
@@ -65,9 +70,10 @@ pub fn best_pair_patterns(
         if !path.exists() {
             continue;
         }
-        let layers = file_patterns(&path).map_err(|error| PatternsError::Read {
-            path: path.display().to_string(),
-            error,
+        let layers = weights_patterns(&path).and_then(|layers| {
+            layers.ok_or_else(|| PatternsError::NotMeasured {
+                experiment: experiment.to_string(),
+            })
         })?;
         let start = super::finetune::starting_weights(store, experiment, &best.backbone)?;
         let fresh = match &start {
@@ -102,6 +108,45 @@ pub fn best_pair_patterns(
         });
     }
     Ok(pairs)
+}
+
+/// The layer patterns the runner kept beside the weights at `weights`;
+/// where it kept none (weights of an older bocb), measured from them now.
+#[cfg(feature = "train")]
+fn weights_patterns(weights: &Path) -> Result<Option<Vec<LayerPattern>>, PatternsError> {
+    match kept_patterns(weights)? {
+        Some(layers) => Ok(Some(layers)),
+        None => bocb_trial_runner::patterns::file_patterns(weights)
+            .map(Some)
+            .map_err(|e| PatternsError::Read {
+                path: weights.display().to_string(),
+                message: e.to_string(),
+            }),
+    }
+}
+
+/// The layer patterns the runner kept beside the weights at `weights`;
+/// `None` where it kept none (weights of an older bocb): measuring them
+/// needs libtorch.
+#[cfg(not(feature = "train"))]
+fn weights_patterns(weights: &Path) -> Result<Option<Vec<LayerPattern>>, PatternsError> {
+    kept_patterns(weights)
+}
+
+/// The patterns in `TRIAL.patterns.json` beside the weights, if there.
+fn kept_patterns(weights: &Path) -> Result<Option<Vec<LayerPattern>>, PatternsError> {
+    let path = patterns_path(weights);
+    let read_error = |message: String| PatternsError::Read {
+        path: path.display().to_string(),
+        message,
+    };
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| read_error(e.to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(read_error(e.to_string())),
+    }
 }
 
 /// A text table per pair: one row per layer with a weight matrix, then the
@@ -184,29 +229,8 @@ pub fn render_patterns(pairs: &[PairPatterns]) -> String {
     out
 }
 
-/// Without training (libtorch) no patterns are computed: `None`, with a
-/// warning where the experiment kept weights to compute them from.
-#[cfg(not(feature = "train"))]
-pub fn saved_patterns(
-    store: &Store,
-    experiment: &str,
-) -> Result<Option<Vec<PairPatterns>>, PatternsError> {
-    let kept = store.best_per_pair(experiment)?.into_iter().any(|best| {
-        best.trial_ids
-            .first()
-            .is_some_and(|id| store.weights_path(experiment, id).exists())
-    });
-    if kept {
-        tracing::warn!(
-            "experiment `{experiment}` kept trained weights, but this bocb was built without training (libtorch), which computes their layer patterns: the report leaves them out; a bocb built with default features shows them"
-        );
-    }
-    Ok(None)
-}
-
 /// The patterns of every pair with saved weights, or `None` when the
 /// experiment kept none (not trained with `save_weights: true`, or imported).
-#[cfg(feature = "train")]
 pub fn saved_patterns(
     store: &Store,
     experiment: &str,
@@ -214,6 +238,73 @@ pub fn saved_patterns(
     match best_pair_patterns(store, experiment) {
         Ok(pairs) => Ok(Some(pairs)),
         Err(PatternsError::NoWeights { .. }) => Ok(None),
+        Err(e @ PatternsError::NotMeasured { .. }) => {
+            tracing::warn!("{e}; the report leaves the patterns out");
+            Ok(None)
+        }
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bocb_store::{ExperimentRecord, TrialRecord, TrialStatus};
+
+    use super::*;
+
+    /// Every build reads the patterns the runner kept beside a pair's best
+    /// weights; where it kept none, only a build with training measures them.
+    #[test]
+    fn a_pairs_patterns_are_those_kept_beside_its_weights() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("store")).unwrap();
+        store
+            .put_experiment(&ExperimentRecord {
+                name: "e".into(),
+                spec_yaml: "name: e\ndataset: { format: cifar100-bin, path: . }\nbackbones: [resnet18]\noptimizers: [sgd_m]\nepochs: 1\nsave_weights: true\n".into(),
+                created_unix_s: 0,
+                updated_unix_s: 0,
+                base_dir: None,
+            })
+            .unwrap();
+        store
+            .put_trial(&TrialRecord {
+                status: TrialStatus::Done,
+                final_accuracy: Some(50.0),
+                params: [("lr".to_string(), 0.1), ("weight_decay".to_string(), 5e-4)].into(),
+                ..TrialRecord::new("e", "t1", "resnet18", "sgd_m")
+            })
+            .unwrap();
+        let weights = store.weights_path("e", "t1");
+        std::fs::create_dir_all(weights.parent().unwrap()).unwrap();
+        // Not weights a build with training could measure.
+        std::fs::write(&weights, b"not safetensors").unwrap();
+        let kept = vec![LayerPattern {
+            name: "fc.weight".into(),
+            shape: vec![10, 512],
+            alpha: Some(3.5),
+            alpha_xmin: Some(0.1),
+            alpha_ks: Some(0.05),
+            entropy: 4.2,
+            l2_norm: 7.0,
+            top_k_energy: Some(0.6),
+        }];
+        std::fs::write(patterns_path(&weights), serde_json::to_vec(&kept).unwrap()).unwrap();
+        let pairs = best_pair_patterns(&store, "e").unwrap();
+        assert_eq!(pairs.len(), 1);
+        assert_eq!(
+            (pairs[0].trial_id.as_str(), &pairs[0].layers),
+            ("t1", &kept)
+        );
+
+        std::fs::remove_file(patterns_path(&weights)).unwrap();
+        let err = best_pair_patterns(&store, "e").unwrap_err();
+        if cfg!(feature = "train") {
+            assert!(matches!(err, PatternsError::Read { .. }), "{err}");
+        } else {
+            assert!(matches!(err, PatternsError::NotMeasured { .. }), "{err}");
+            // The report goes on without them.
+            assert!(saved_patterns(&store, "e").unwrap().is_none());
+        }
     }
 }
