@@ -184,6 +184,34 @@ fn fine_tuning_from_an_experiment_fills_the_transfer_table() {
     sorted.sort();
     assert_eq!(sorted, ["adamw", "sgd_m"]);
 
+    // Memory beside accuracy: AdamW keeps two moments per parameter where
+    // SGD-M keeps one buffer; both measured their peak.
+    let best = |backbone: &str, optimizer: &str| {
+        report["pairs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["backbone"] == backbone && p["optimizer"] == optimizer)
+            .unwrap()["best"]
+            .clone()
+    };
+    for pre_optimizer in ["adamw", "sgd_m"] {
+        let backbone = format!("resnet18_cifar@micro~{pre_optimizer}");
+        let state = |o: &str| {
+            best(&backbone, o)["optimizer_state_bytes"]
+                .as_u64()
+                .unwrap()
+        };
+        assert!(state("sgd_m") > 0);
+        assert_eq!(state("adamw"), 2 * state("sgd_m"));
+        assert!(
+            best(&backbone, "adamw")["peak_memory_bytes"]
+                .as_u64()
+                .unwrap()
+                > 0
+        );
+    }
+
     // Every trial recorded its gradient norms: each pair has a ratio.
     let gradients = report["gradients"]["pairs"].as_array().unwrap();
     assert_eq!(gradients.len(), 4);

@@ -28,6 +28,12 @@ pub struct PairBest {
     pub seeds: usize,
     /// Ids of the averaged trials, in trial order.
     pub trial_ids: Vec<String>,
+    /// The largest peak memory (bytes) of those trials, where measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_memory_bytes: Option<u64>,
+    /// The largest optimizer state (bytes) of those trials, where measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optimizer_state_bytes: Option<u64>,
 }
 
 /// The outcome of the trials at one lr x weight-decay grid position.
@@ -62,6 +68,8 @@ struct Group<'a> {
     created_unix_s: u64,
     accuracies: Vec<f64>,
     trial_ids: Vec<String>,
+    peak_memory_bytes: Option<u64>,
+    optimizer_state_bytes: Option<u64>,
 }
 
 impl Group<'_> {
@@ -94,10 +102,14 @@ pub(crate) fn best_per_pair<'a>(
                 created_unix_s: trial.created_unix_s,
                 accuracies: Vec::new(),
                 trial_ids: Vec::new(),
+                peak_memory_bytes: None,
+                optimizer_state_bytes: None,
             });
         group.created_unix_s = group.created_unix_s.min(trial.created_unix_s);
         group.accuracies.push(acc);
         group.trial_ids.push(trial.id.clone());
+        group.peak_memory_bytes = group.peak_memory_bytes.max(trial.peak_memory_bytes);
+        group.optimizer_state_bytes = group.optimizer_state_bytes.max(trial.optimizer_state_bytes);
     }
 
     // Groups come in (backbone, optimizer, params) order, so the pairs come
@@ -138,6 +150,8 @@ pub(crate) fn best_per_pair<'a>(
                 std_accuracy: variance.sqrt(),
                 seeds: group.accuracies.len(),
                 trial_ids: group.trial_ids,
+                peak_memory_bytes: group.peak_memory_bytes,
+                optimizer_state_bytes: group.optimizer_state_bytes,
             }
         })
         .collect()

@@ -98,6 +98,10 @@ pub struct TrialRecord {
     /// the device-wide CUDA peak mixes the trials running together.
     #[serde(default)]
     pub peak_memory_bytes: Option<u64>,
+    /// Bytes of optimizer state it kept (what freezing saves), where bocb
+    /// trained it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optimizer_state_bytes: Option<u64>,
     /// Classes of the data it trained on (the head's width), where bocb
     /// trained it; absent in older records and external trials.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -138,6 +142,7 @@ impl TrialRecord {
             device: None,
             precision: None,
             peak_memory_bytes: None,
+            optimizer_state_bytes: None,
             classes: None,
             error: None,
             grad_norms: None,
@@ -191,6 +196,7 @@ impl TrialSummary {
                 device: record.device.clone(),
                 precision: record.precision.clone(),
                 peak_memory_bytes: record.peak_memory_bytes,
+                optimizer_state_bytes: record.optimizer_state_bytes,
                 classes: record.classes,
                 error: record.error.clone(),
                 // Per-step rows, like the epochs: read from the full record.
@@ -215,6 +221,8 @@ pub struct TrialEnd {
     pub wall_time_s: Option<f64>,
     pub precision: Option<String>,
     pub peak_memory_bytes: Option<u64>,
+    /// Bytes of optimizer state, where bocb trained it.
+    pub optimizer_state_bytes: Option<u64>,
     /// Classes of the data it trained on, where bocb trained it.
     pub classes: Option<u32>,
     /// Why the trial failed or diverged.

@@ -400,6 +400,7 @@ impl Store {
             trial.wall_time_s = end.wall_time_s;
             trial.precision.clone_from(&end.precision);
             trial.peak_memory_bytes = end.peak_memory_bytes;
+            trial.optimizer_state_bytes = end.optimizer_state_bytes;
             trial.classes = end.classes;
             trial.error.clone_from(&end.error);
             trial.grad_norms.clone_from(&end.grad_norms);

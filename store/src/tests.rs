@@ -175,6 +175,7 @@ fn what_a_trial_ran_with_survives_finishing_and_reopening() {
         wall_time_s: Some(7.5),
         precision: Some("fp32".to_owned()),
         peak_memory_bytes: Some(734_003_200),
+        optimizer_state_bytes: Some(44_724),
         classes: Some(10),
         error: None,
         grad_norms: None,
@@ -205,6 +206,7 @@ fn what_a_trial_ran_with_survives_finishing_and_reopening() {
             read.wall_time_s,
             read.precision.as_deref(),
             read.peak_memory_bytes,
+            read.optimizer_state_bytes,
             read.classes
         ),
         (
@@ -213,6 +215,7 @@ fn what_a_trial_ran_with_survives_finishing_and_reopening() {
             Some(7.5),
             Some("fp32"),
             Some(734_003_200),
+            Some(44_724),
             Some(10)
         )
     );
@@ -523,6 +526,8 @@ fn best_per_pair_averages_seeds_and_ignores_unfinished_trials() {
             std_accuracy: 0.0,
             seeds: 1,
             trial_ids: vec!["f0".to_owned()],
+            peak_memory_bytes: None,
+            optimizer_state_bytes: None,
         }
     );
     let sgd = &best[1];

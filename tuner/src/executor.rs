@@ -66,6 +66,9 @@ pub struct TrialResult {
     /// Peak memory in bytes, where it was measured.
     #[serde(default)]
     pub peak_memory_bytes: Option<u64>,
+    /// Bytes of optimizer state, where bocb trained it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optimizer_state_bytes: Option<u64>,
     /// Classes of the data bocb trained on; `None` for an external trial.
     #[serde(default)]
     pub classes: Option<u32>,
@@ -91,6 +94,7 @@ impl TrialResult {
             wall_s: None,
             precision: None,
             peak_memory_bytes: None,
+            optimizer_state_bytes: None,
             classes: None,
             note: Some(note),
             grad_norms: None,
@@ -105,6 +109,7 @@ impl TrialResult {
             wall_time_s: self.wall_s,
             precision: self.precision.clone(),
             peak_memory_bytes: self.peak_memory_bytes,
+            optimizer_state_bytes: self.optimizer_state_bytes,
             classes: self.classes,
             error: self.note.clone(),
             grad_norms: self.grad_norms.clone(),
@@ -120,6 +125,7 @@ impl TrialResult {
             wall_s: Some(outcome.wall_s),
             precision: Some(outcome.precision).filter(|p| !p.is_empty()),
             peak_memory_bytes: outcome.peak_memory_bytes,
+            optimizer_state_bytes: Some(outcome.optimizer_state_bytes as u64),
             classes: outcome.classes,
             note: outcome.note,
             grad_norms: outcome.grad_norms,

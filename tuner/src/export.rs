@@ -143,6 +143,8 @@ pub fn trial_config(
         std_accuracy: 0.0,
         seeds: 1,
         trial_ids: vec![trial.id.clone()],
+        peak_memory_bytes: trial.peak_memory_bytes,
+        optimizer_state_bytes: trial.optimizer_state_bytes,
     };
     Ok(config(spec.as_ref(), registries, own, Some(trial)))
 }

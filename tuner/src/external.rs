@@ -529,6 +529,7 @@ impl Trial<'_> {
             wall_s,
             precision: None,
             peak_memory_bytes: None,
+            optimizer_state_bytes: None,
             classes: None,
             note,
             grad_norms: None,

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use bocb_search_spaces::Catalog;
-use bocb_spec::fmt_value;
+use bocb_spec::{fmt_mib, fmt_value};
 use bocb_store::{GridCell, PairBest, Store, TrialRecord, TrialStatus, GRID_POINTS};
 use serde::Serialize;
 
@@ -248,7 +248,7 @@ pub fn render_table(report: &ExperimentReport) -> String {
     }
     let _ = writeln!(
         out,
-        "\nBest config per pair (top-1 on the test split, mean over seeds)"
+        "\nBest config per pair (top-1 on the test split, mean over seeds; peak memory and optimizer state, the largest of its seeds)"
     );
     let name_width = report
         .pairs
@@ -259,8 +259,15 @@ pub fn render_table(report: &ExperimentReport) -> String {
         .max(8);
     let _ = writeln!(
         out,
-        "{:<name_width$}  {:<10}  {:>8}  {:>12}  {:>16}  {:>5}",
-        "backbone", "optimizer", "lr", "weight_decay", "top-1 (%)", "seeds"
+        "{:<name_width$}  {:<10}  {:>8}  {:>12}  {:>16}  {:>5}  {:>8}  {:>9}",
+        "backbone",
+        "optimizer",
+        "lr",
+        "weight_decay",
+        "top-1 (%)",
+        "seeds",
+        "peak MiB",
+        "state MiB"
     );
     for p in &report.pairs {
         match &p.best {
@@ -270,13 +277,15 @@ pub fn render_table(report: &ExperimentReport) -> String {
                     .unwrap_or_default();
                 let _ = writeln!(
                     out,
-                    "{:<name_width$}  {:<10}  {:>8}  {:>12}  {:>16}  {:>5}{past}",
+                    "{:<name_width$}  {:<10}  {:>8}  {:>12}  {:>16}  {:>5}  {:>8}  {:>9}{past}",
                     p.backbone,
                     p.optimizer,
                     fmt_value(b.params["lr"]),
                     fmt_value(b.params["weight_decay"]),
                     format!("{:.2} ± {:.2}", b.mean_accuracy, b.std_accuracy),
-                    b.seeds
+                    b.seeds,
+                    fmt_mib(b.peak_memory_bytes),
+                    fmt_mib(b.optimizer_state_bytes)
                 );
             }
             None => {

@@ -5,9 +5,7 @@ use std::fmt::Write as _;
 
 use bocb_store::TrialRecord;
 
-use bocb_spec::fmt_value;
-
-const MIB: f64 = (1u64 << 20) as f64;
+use bocb_spec::{fmt_mib, fmt_value};
 
 /// The table of `trials`, a header line first; `-` where a value is unknown
 /// (an unfinished trial, an external program's precision and memory, a
@@ -50,7 +48,7 @@ pub fn render_trial_table(trials: &[TrialRecord]) -> String {
             accuracy(t.ema_accuracy),
             or_dash(t.recipe.as_ref().map(|r| r.name.clone())),
             or_dash(t.precision.clone()),
-            or_dash(t.peak_memory_bytes.map(|b| format!("{:.0}", b as f64 / MIB))),
+            fmt_mib(t.peak_memory_bytes),
         );
     }
     out

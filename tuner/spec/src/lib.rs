@@ -27,5 +27,5 @@ pub use transfer::{split_pretrained, FROM_EXPERIMENT, PRETRAINED_WITH};
 pub const TORCHSCRIPT_PREFIX: &str = "torchscript:";
 
 pub use trial::{
-    fmt_value, EpochMetrics, Hparams, TrialObserver, TrialOutcome, TrialSpec, TrialStatus,
+    fmt_mib, fmt_value, EpochMetrics, Hparams, TrialObserver, TrialOutcome, TrialSpec, TrialStatus,
 };

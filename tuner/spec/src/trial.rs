@@ -22,6 +22,17 @@ pub fn fmt_value(v: f64) -> String {
     }
 }
 
+/// Bytes as tables show them: MiB, with decimals below 100 MiB (a micro
+/// model's optimizer state is a fraction of one); `-` when unknown.
+pub fn fmt_mib(bytes: Option<u64>) -> String {
+    match bytes.map(|b| b as f64 / f64::from(1u32 << 20)) {
+        None => "-".into(),
+        Some(mib) if mib >= 100.0 => format!("{mib:.0}"),
+        Some(mib) if mib >= 1.0 => format!("{mib:.1}"),
+        Some(mib) => format!("{mib:.2}"),
+    }
+}
+
 /// Everything that determines one trial. `epochs`, `batch_size` and
 /// `warmup_epochs` are the ones trained with; a recipe built by the tuner
 /// holds the same values.

@@ -587,6 +587,8 @@ mod tests {
             std_accuracy: 0.0,
             seeds: 1,
             trial_ids: Vec::new(),
+            peak_memory_bytes: None,
+            optimizer_state_bytes: None,
         };
         let best = [
             best("resnet", "sgd_m", 60.0),

@@ -15,7 +15,7 @@ use super::render::{self, escape};
 use super::results::Origin;
 use super::robustness::GroupRobustness;
 use super::Analysis;
-use bocb_spec::fmt_value;
+use bocb_spec::{fmt_mib, fmt_value};
 
 /// The section headings of every experiment's part, in order.
 pub const SECTIONS: [&str; 6] = [
@@ -515,6 +515,8 @@ fn tables(out: &mut String, view: &ExperimentView) {
                         escape(&extras.join(", ")),
                         r.grid
                             .map_or("-".into(), |g| format!("{}/{}", g.lr, g.weight_decay)),
+                        fmt_mib(r.peak_memory_bytes),
+                        fmt_mib(r.optimizer_state_bytes),
                     ],
                     "",
                 )
@@ -533,6 +535,8 @@ fn tables(out: &mut String, view: &ExperimentView) {
                 "weight decay",
                 "other",
                 "grid lr/wd",
+                "peak MiB",
+                "optimizer state MiB",
             ],
             &rows,
         );
@@ -604,6 +608,8 @@ mod tests {
                         } else {
                             Vec::new()
                         },
+                        peak_memory_bytes: trained.then_some(300 << 20),
+                        optimizer_state_bytes: trained.then_some(2 << 20),
                     }
                 })
             })
@@ -758,6 +764,26 @@ mod tests {
             text.contains("vit_tiny_cifar@micro × adamw: 80.00"),
             "{text}"
         );
+        // Memory beside accuracy in the best configs' table, every row.
+        let best = elements(&doc, "table")
+            .into_iter()
+            .find(|t| text_of(*t).contains("optimizer state MiB"))
+            .expect("the best configs' table");
+        let rows: Vec<Vec<String>> = best
+            .descendants()
+            .filter(|n| n.has_tag_name("tr"))
+            .map(|tr| {
+                tr.children()
+                    .filter(|n| n.has_tag_name("td"))
+                    .map(text_of)
+                    .collect()
+            })
+            .filter(|cells: &Vec<String>| !cells.is_empty())
+            .collect();
+        assert_eq!(rows.len(), BACKBONES.len() * OPTIMIZERS.len());
+        for row in rows {
+            assert_eq!(row[row.len() - 2..], ["300", "2.0"], "{row:?}");
+        }
     }
 
     /// Table 1's cells and their background colours, by accuracy.

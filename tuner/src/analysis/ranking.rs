@@ -206,6 +206,8 @@ mod tests {
             p_below_best: None,
             within_noise_of_best: None,
             trial_ids: Vec::new(),
+            peak_memory_bytes: None,
+            optimizer_state_bytes: None,
         }
     }
 

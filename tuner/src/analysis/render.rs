@@ -510,6 +510,8 @@ mod tests {
             p_below_best: None,
             within_noise_of_best: None,
             trial_ids: Vec::new(),
+            peak_memory_bytes: None,
+            optimizer_state_bytes: None,
         };
         let optimizers = ["o1", "o2", "o3", "o4", "o5", "o6"];
         let accuracies = [80.0, 78.0, 50.0, 79.0, 76.0, 80.0];

@@ -79,6 +79,12 @@ pub struct PairResult {
     pub within_noise_of_best: Option<bool>,
     /// Ids of the trials averaged (empty for an imported table).
     pub trial_ids: Vec<String>,
+    /// The largest peak memory (bytes) of those trials, where measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_memory_bytes: Option<u64>,
+    /// The largest optimizer state (bytes) of those trials, where measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub optimizer_state_bytes: Option<u64>,
 }
 
 /// Every pair's result, with the backbones and optimizers in table order.
@@ -126,6 +132,8 @@ impl ResultSet {
                 p_below_best: None,
                 within_noise_of_best: None,
                 trial_ids: pair.trial_ids.clone(),
+                peak_memory_bytes: pair.peak_memory_bytes,
+                optimizer_state_bytes: pair.optimizer_state_bytes,
             });
         }
         let mut set = ResultSet {
@@ -163,6 +171,8 @@ impl ResultSet {
                     p_below_best: None,
                     within_noise_of_best: None,
                     trial_ids: Vec::new(),
+                    peak_memory_bytes: None,
+                    optimizer_state_bytes: None,
                 })
                 .collect(),
         }
@@ -287,6 +297,8 @@ mod tests {
             std_accuracy: 0.0,
             seeds: ids.len(),
             trial_ids: ids.iter().map(|s| s.to_string()).collect(),
+            peak_memory_bytes: None,
+            optimizer_state_bytes: None,
         }
     }
 

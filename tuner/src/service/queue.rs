@@ -785,6 +785,7 @@ mod tests {
             wall_s: Some(2.0),
             precision: Some("fp32".into()),
             peak_memory_bytes: Some(1 << 20),
+            optimizer_state_bytes: None,
             classes: Some(10),
             note: None,
             grad_norms: None,
