@@ -308,8 +308,9 @@ impl Store {
     }
 
     /// [`Store::trial_summaries`], decoded once per revision of the
-    /// experiment (a few microseconds a trial adds up at 10,000 trials).
-    fn shared_summaries(&self, experiment: &str) -> Result<Arc<Vec<TrialSummary>>> {
+    /// experiment (a few microseconds a trial adds up at 10,000 trials)
+    /// and shared: a reader that keeps them holds no copy of its own.
+    pub fn shared_summaries(&self, experiment: &str) -> Result<Arc<Vec<TrialSummary>>> {
         check_name("experiment name", experiment)?;
         // Read before the records: a write after it makes the copy stale.
         let revision = self.revision(experiment);

@@ -603,7 +603,7 @@ impl Service {
     /// One experiment's state and trial counts.
     pub fn status(&self, name: &str) -> Result<ExperimentStatus, ServiceError> {
         let state = self.state(name)?;
-        Ok(self.status_of(name, state, &self.store.trial_summaries(name)?))
+        Ok(self.status_of(name, state, &self.store.shared_summaries(name)?))
     }
 
     /// An experiment's state and the error it ended with.
@@ -805,9 +805,29 @@ fn no_delay(listener: &std::net::TcpListener) -> std::io::Result<()> {
     )
 }
 
+/// Keeps glibc's malloc from holding on to the freed peaks of large
+/// answers (a report, the parallel coordinates of 10,000 trials): each of
+/// the 16 handler threads would get an arena of its own (up to 8 per
+/// core), each keeping its own freed peak; and freeing a large block
+/// raises glibc's trim threshold to twice its size (up to 64 MiB), free
+/// memory it then keeps at the top of every arena. Two arenas and a fixed
+/// 1 MiB trim threshold (which also keeps large blocks mmapped, given
+/// back when freed) give it back, in no slower times (docs/ui.md,
+/// "Scale"). Training runs in worker processes, which keep glibc's
+/// defaults.
+fn return_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets parameters of glibc's malloc, under its lock.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 20);
+    }
+}
+
 /// Runs the service until the process is killed, validating submitted
 /// experiments against `registries`.
 pub fn serve(config: &ServeConfig, registries: Registries) -> Result<(), ServiceError> {
+    return_freed_memory();
     #[cfg(not(feature = "train"))]
     if !config.workers.is_empty() {
         return Err(ServiceError::NoTraining);

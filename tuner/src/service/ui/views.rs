@@ -39,8 +39,9 @@ const MAX_ERRORS: usize = 100;
 
 /// What the views derive from one experiment's trials.
 pub struct Trials {
-    /// Every trial's summary, in the store's trial order.
-    pub summaries: Vec<TrialSummary>,
+    /// Every trial's summary, in the store's trial order: the store's
+    /// copy, not one more.
+    pub summaries: Arc<Vec<TrialSummary>>,
     pub progress: Progress,
     /// Every hyperparameter's name, for the table's columns.
     pub params: BTreeSet<String>,
@@ -88,7 +89,7 @@ fn derived_trials(service: &Service, name: &str) -> Result<Arc<Trials>, UiError>
         service.state(name)?;
         let summaries = service
             .store
-            .trial_summaries(name)
+            .shared_summaries(name)
             .map_err(ServiceError::from)?;
         let progress = progress(&summaries, planned_trials(service, name)?);
         let params = summaries
