@@ -1027,6 +1027,11 @@ impl Experiment {
                 .check()
                 .map_err(|message| located("resolution", &resolution.to_string(), message))?;
         }
+        for name in &backbone_names {
+            if let Some(message) = cifar_form_at(name, spec.dataset.resolution, registries) {
+                return Err(located("backbones", name, message));
+            }
+        }
         let dataset_dir = base.join(&spec.dataset.path);
         if !dataset_dir.is_dir() {
             return Err(located(
@@ -1306,6 +1311,31 @@ fn check_data_on_device(
     Ok(())
 }
 
+/// Side of CIFAR's images, which the `_cifar` forms' 32-pixel stems take.
+const CIFAR_SIDE: u32 = 32;
+
+/// Why `backbone`, a CIFAR form (`resnet18_cifar`), cannot train at the
+/// dataset's `resolution`, naming its ImageNet form where there is one (as
+/// the trainer would, but before anything is stored).
+fn cifar_form_at(
+    backbone: &str,
+    resolution: Option<u32>,
+    registries: &Registries,
+) -> Option<String> {
+    let resolution = resolution.filter(|&r| r > CIFAR_SIDE)?;
+    let name = backbone.split('@').next().unwrap_or(backbone);
+    let imagenet = name.strip_suffix("_cifar")?;
+    let instead = format!("{imagenet}{}", &backbone[name.len()..]);
+    let instead = if registries.backbone(&instead).is_some() {
+        format!("`{instead}`, its ImageNet form")
+    } else {
+        "a backbone without `_cifar` (see `bocb backbones list`)".into()
+    };
+    Some(format!(
+        "backbone `{backbone}` is the CIFAR form (a 32-pixel stem) but the dataset is at {resolution} pixels; use {instead}, or set the dataset's `resolution: 32`"
+    ))
+}
+
 /// Refuses an experiment name that is not safe as a URL path segment, a
 /// store key and a directory name (`.`, `..`, or one read as an option).
 pub fn check_experiment_name(name: &str) -> Result<(), String> {
@@ -1384,6 +1414,25 @@ mod spec_tests {
             Path::new("."),
             &Registries::builtin(),
         )
+    }
+
+    #[test]
+    fn a_cifar_form_at_full_resolution_is_refused_with_its_imagenet_form() {
+        let at = |resolution: u32, backbone: &str| {
+            Experiment::parse(
+                &format!("name: e\ndataset: {{ format: image-folder, path: ., resolution: {resolution} }}\nbackbones: [{backbone}]\noptimizers: [sgd_m]\nepochs: 1\n"),
+                "e.yaml",
+                Path::new("."),
+                &Registries::builtin(),
+            )
+        };
+        let err = at(224, "resnet50_cifar@micro").unwrap_err().to_string();
+        assert!(
+            err.starts_with("e.yaml:3:") && err.contains("use `resnet50@micro`, its ImageNet form"),
+            "{err}"
+        );
+        assert!(at(32, "resnet50_cifar").is_ok());
+        assert!(at(224, "resnet50").is_ok());
     }
 
     #[test]

@@ -287,14 +287,7 @@ fn run_program(
 ) -> TrialResult {
     let mut spec = assignment.spec.clone();
     let local = local_checkpoint(client, config, assignment, &mut spec, beat);
-    let mut observer = Reporter {
-        client,
-        attempt: assignment.attempt,
-        beat,
-        stop: false,
-        sends_checkpoints: local.is_some(),
-        unrecorded: false,
-    };
+    let mut observer = Reporter::new(client, assignment, beat, local.is_some());
     let log = |line: &str| append_log(beat, line);
     // Heard by the heartbeats: the program ends without waiting
     // for its next report.
@@ -366,14 +359,7 @@ fn train(
     // this worker trains one trial at a time.
     bocb_trial_runner::precision::set_deterministic(spec.deterministic);
     let local = local_checkpoint(client, config, assignment, &mut spec, beat);
-    let mut observer = Reporter {
-        client,
-        attempt: assignment.attempt,
-        beat,
-        stop: false,
-        sends_checkpoints: local.is_some(),
-        unrecorded: false,
-    };
+    let mut observer = Reporter::new(client, assignment, beat, local.is_some());
     let saving = SaveOnSignal::new();
     let result = run_trial(
         &spec,
@@ -496,6 +482,26 @@ struct Reporter<'a> {
     sends_checkpoints: bool,
     /// An epoch's report failed: the store may lack that epoch.
     unrecorded: bool,
+}
+
+impl<'a> Reporter<'a> {
+    /// Reports `assignment`'s progress; `sends_checkpoints` when the
+    /// trial's checkpoints are kept here, apart from the service's store.
+    fn new(
+        client: &'a Client,
+        assignment: &Assignment,
+        beat: &'a Arc<Mutex<Beat>>,
+        sends_checkpoints: bool,
+    ) -> Self {
+        Reporter {
+            client,
+            attempt: assignment.attempt,
+            beat,
+            stop: false,
+            sends_checkpoints,
+            unrecorded: false,
+        }
+    }
 }
 
 /// Queues a line for the trial's log, sent with the next heartbeat.
