@@ -302,15 +302,10 @@ impl Store {
     }
 
     /// The summaries of all trials of `experiment` (no epochs), in the
-    /// order of [`Store::trials`].
-    pub fn trial_summaries(&self, experiment: &str) -> Result<Vec<TrialSummary>> {
-        Ok(self.shared_summaries(experiment)?.to_vec())
-    }
-
-    /// [`Store::trial_summaries`], decoded once per revision of the
+    /// order of [`Store::trials`], decoded once per revision of the
     /// experiment (a few microseconds a trial adds up at 10,000 trials)
     /// and shared: a reader that keeps them holds no copy of its own.
-    pub fn shared_summaries(&self, experiment: &str) -> Result<Arc<Vec<TrialSummary>>> {
+    pub fn trial_summaries(&self, experiment: &str) -> Result<Arc<Vec<TrialSummary>>> {
         check_name("experiment name", experiment)?;
         // Read before the records: a write after it makes the copy stale.
         let revision = self.revision(experiment);
@@ -416,7 +411,7 @@ impl Store {
     /// Equal means go to the group created first. Sorted by (backbone,
     /// optimizer); pairs without a counted trial are absent.
     pub fn best_per_pair(&self, experiment: &str) -> Result<Vec<PairBest>> {
-        let summaries = self.shared_summaries(experiment)?;
+        let summaries = self.trial_summaries(experiment)?;
         Ok(query::best_per_pair(summaries.iter().map(|s| &s.trial)))
     }
 
@@ -431,7 +426,7 @@ impl Store {
         optimizer: &str,
         stage: u8,
     ) -> Result<[[GridCell; GRID_POINTS]; GRID_POINTS]> {
-        let summaries = self.shared_summaries(experiment)?;
+        let summaries = self.trial_summaries(experiment)?;
         Ok(query::grid(
             summaries.iter().map(|s| &s.trial),
             backbone,

@@ -44,21 +44,26 @@ pub fn layer_pattern(name: &str, weight: &Tensor) -> LayerPattern {
     }
 }
 
-/// The patterns of every tensor in a safetensors file, by name (the file
-/// is read back in no fixed order).
-pub fn file_patterns(path: &Path) -> Result<Vec<LayerPattern>, tch::TchError> {
-    let mut tensors = Tensor::read_safetensors(path)?;
+/// The patterns of every named tensor, by name (files and var stores give
+/// them in no fixed order).
+fn named_patterns(mut tensors: Vec<(String, Tensor)>) -> Vec<LayerPattern> {
     tensors.sort_by(|(a, _), (b, _)| a.cmp(b));
-    Ok(tensors
+    tensors
         .iter()
         .map(|(name, weight)| layer_pattern(name, weight))
-        .collect())
+        .collect()
 }
 
-/// Writes the patterns of the weights saved at `weights` beside them
-/// ([`patterns_path`]), whole or not at all (temporary file, rename).
-pub fn keep_patterns(weights: &Path) -> Result<(), String> {
-    let patterns = file_patterns(weights).map_err(|e| e.to_string())?;
+/// The patterns of every tensor in a safetensors file, by name.
+pub fn file_patterns(path: &Path) -> Result<Vec<LayerPattern>, tch::TchError> {
+    Ok(named_patterns(Tensor::read_safetensors(path)?))
+}
+
+/// Writes the patterns of `vs`, whose weights were just saved at `weights`,
+/// beside them ([`patterns_path`]), whole or not at all (temporary file,
+/// rename).
+pub fn keep_patterns(vs: &tch::nn::VarStore, weights: &Path) -> Result<(), String> {
+    let patterns = named_patterns(vs.variables().into_iter().collect());
     let path = patterns_path(weights);
     let temporary = path.with_extension("json.tmp");
     let text = serde_json::to_vec(&patterns).expect("patterns serialize");

@@ -65,12 +65,9 @@ pub enum TrialError {
     Torch(#[from] tch::TchError),
     #[error(transparent)]
     Data(#[from] DataError),
-    #[error("`{backbone}` is the CIFAR form (a 32-pixel stem) but the dataset is at {resolution} pixels; use `{instead}`, its ImageNet form, or set the dataset's `resolution: 32`")]
-    CifarFormAtFullResolution {
-        backbone: String,
-        resolution: usize,
-        instead: String,
-    },
+    /// [`bocb_spec::cifar_form_at`]'s reason.
+    #[error("{0}")]
+    CifarFormAtFullResolution(String),
     #[error("saving the trained weights: {0}")]
     SaveWeights(String),
     #[error("recipe: {0}")]
@@ -178,7 +175,10 @@ pub fn run_trial<'a>(
         TrialData::Memory(_) => input_side,
         TrialData::Stream(folder) => {
             let side = folder.resolution.unwrap_or(input_side as usize);
-            refuse_cifar_form(&spec.backbone, side, backbones)?;
+            let known = |name: &str| backbones.lookup(name).is_ok();
+            if let Some(reason) = bocb_spec::cifar_form_at(&spec.backbone, side as u32, known) {
+                return Err(TrialError::CifarFormAtFullResolution(reason));
+            }
             side as i64
         }
     };
@@ -400,7 +400,7 @@ pub fn run_trial<'a>(
         }
         learner.vs.save(path)?;
         // Measured now, so every report reads them without libtorch.
-        crate::patterns::keep_patterns(path).map_err(TrialError::SaveWeights)?;
+        crate::patterns::keep_patterns(&learner.vs, path).map_err(TrialError::SaveWeights)?;
     }
     Ok(finish(
         TrialStatus::Done,
@@ -1051,33 +1051,6 @@ impl From<AugmentError> for EpochStop {
 impl From<tch::TchError> for EpochStop {
     fn from(e: tch::TchError) -> Self {
         EpochStop::Torch(e)
-    }
-}
-
-/// Refuses a backbone's CIFAR form (`NAME_cifar`, a 32-pixel stem) at a
-/// larger `side`, naming its ImageNet form.
-fn refuse_cifar_form(
-    backbone: &str,
-    side: usize,
-    backbones: &BackboneRegistry,
-) -> Result<(), TrialError> {
-    let name = backbone.split('@').next().unwrap_or(backbone);
-    match name.strip_suffix("_cifar") {
-        Some(imagenet) if side > crate::data::SIDE => {
-            let suffix = &backbone[name.len()..];
-            let instead = format!("{imagenet}{suffix}");
-            let instead = if backbones.lookup(&instead).is_ok() {
-                instead
-            } else {
-                "a backbone without `_cifar` (see `bocb backbones list`)".into()
-            };
-            Err(TrialError::CifarFormAtFullResolution {
-                backbone: backbone.into(),
-                resolution: side,
-                instead,
-            })
-        }
-        _ => Ok(()),
     }
 }
 

@@ -8,8 +8,8 @@ use bocb_search_spaces::{
 };
 use bocb_spec::device::DEVICE_LIST_FORMS;
 use bocb_spec::{
-    split_pretrained, BadFiles, DataOnDevice, DatasetFormat, DeviceChoice, DeviceList, Hparams,
-    Launcher, PrecisionChoice, TrialSpec, FROM_EXPERIMENT, TORCHSCRIPT_PREFIX,
+    cifar_form_at, split_pretrained, BadFiles, DataOnDevice, DatasetFormat, DeviceChoice,
+    DeviceList, Hparams, Launcher, PrecisionChoice, TrialSpec, FROM_EXPERIMENT, TORCHSCRIPT_PREFIX,
 };
 use bocb_store::{ExperimentRecord, Store, StoreError, TrialRecipe, GRID_POINTS};
 #[cfg(feature = "train")]
@@ -1028,7 +1028,12 @@ impl Experiment {
                 .map_err(|message| located("resolution", &resolution.to_string(), message))?;
         }
         for name in &backbone_names {
-            if let Some(message) = cifar_form_at(name, spec.dataset.resolution, registries) {
+            let known = |instead: &str| registries.backbone(instead).is_some();
+            if let Some(message) = spec
+                .dataset
+                .resolution
+                .and_then(|side| cifar_form_at(name, side, known))
+            {
                 return Err(located("backbones", name, message));
             }
         }
@@ -1309,31 +1314,6 @@ fn check_data_on_device(
         }
     }
     Ok(())
-}
-
-/// Side of CIFAR's images, which the `_cifar` forms' 32-pixel stems take.
-const CIFAR_SIDE: u32 = 32;
-
-/// Why `backbone`, a CIFAR form (`resnet18_cifar`), cannot train at the
-/// dataset's `resolution`, naming its ImageNet form where there is one (as
-/// the trainer would, but before anything is stored).
-fn cifar_form_at(
-    backbone: &str,
-    resolution: Option<u32>,
-    registries: &Registries,
-) -> Option<String> {
-    let resolution = resolution.filter(|&r| r > CIFAR_SIDE)?;
-    let name = backbone.split('@').next().unwrap_or(backbone);
-    let imagenet = name.strip_suffix("_cifar")?;
-    let instead = format!("{imagenet}{}", &backbone[name.len()..]);
-    let instead = if registries.backbone(&instead).is_some() {
-        format!("`{instead}`, its ImageNet form")
-    } else {
-        "a backbone without `_cifar` (see `bocb backbones list`)".into()
-    };
-    Some(format!(
-        "backbone `{backbone}` is the CIFAR form (a 32-pixel stem) but the dataset is at {resolution} pixels; use {instead}, or set the dataset's `resolution: 32`"
-    ))
 }
 
 /// Refuses an experiment name that is not safe as a URL path segment, a

@@ -85,8 +85,8 @@ pub fn build(
     // Nothing here needs the epochs.
     let trials: Vec<TrialRecord> = store
         .trial_summaries(name)?
-        .into_iter()
-        .map(|s| s.trial)
+        .iter()
+        .map(|s| s.trial.clone())
         .collect();
     let best = store.best_per_pair(name)?;
     let spec = stored_spec(store, &record)?;

@@ -192,3 +192,27 @@ pub enum BadFiles {
     /// The file is left out of its batch with a warning naming it.
     Skip,
 }
+
+/// Side of CIFAR's images, which the `_cifar` backbones' stems take.
+pub const CIFAR_SIDE: u32 = 32;
+
+/// Why `backbone`, a CIFAR form (`resnet18_cifar`: a 32-pixel stem), cannot
+/// train at `side` pixels, naming its ImageNet form (the name without
+/// `_cifar`, preset kept) where `known` has it; `None` for any other
+/// backbone or side. Both the experiment file's check and the trainer's.
+pub fn cifar_form_at(backbone: &str, side: u32, known: impl Fn(&str) -> bool) -> Option<String> {
+    if side <= CIFAR_SIDE {
+        return None;
+    }
+    let name = backbone.split('@').next().unwrap_or(backbone);
+    let imagenet = name.strip_suffix("_cifar")?;
+    let instead = format!("{imagenet}{}", &backbone[name.len()..]);
+    let instead = if known(&instead) {
+        format!("`{instead}`, its ImageNet form")
+    } else {
+        "a backbone without `_cifar` (see `bocb backbones list`)".into()
+    };
+    Some(format!(
+        "backbone `{backbone}` is the CIFAR form (a 32-pixel stem) but the dataset is at {side} pixels; use {instead}, or set the dataset's `resolution: 32`"
+    ))
+}

@@ -16,7 +16,7 @@ mod transfer;
 mod trial;
 
 pub use data_on_device::DataOnDevice;
-pub use dataset::{BadFiles, CifarFormat, DatasetFormat};
+pub use dataset::{cifar_form_at, BadFiles, CifarFormat, DatasetFormat};
 pub use device::{DeviceChoice, DeviceList};
 pub use grad_norms::{GradNormRow, GradNorms, EMBEDDING_GROUP, LARGE_EMBEDDING_RATIO};
 pub use launcher::{Launcher, SlurmConfig};

@@ -422,7 +422,7 @@ impl FinetuneReport {
     pub fn build(store: &Store, names: &[String]) -> Result<Self, StoredSpecError> {
         let mut gradients = Vec::new();
         for name in names {
-            let trials = store.shared_summaries(name)?;
+            let trials = store.trial_summaries(name)?;
             let best = store.best_per_pair(name)?;
             if let Some(d) = gradient_diagnostic(&trials, &best) {
                 gradients.push((name.clone(), d));

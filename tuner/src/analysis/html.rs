@@ -64,7 +64,7 @@ pub fn render_report(
             let trials = store.trials(name)?;
             (trials.len(), Some(trials))
         } else {
-            (store.shared_summaries(name)?.len(), None)
+            (store.trial_summaries(name)?.len(), None)
         };
         loaded.push((count, trials, saved_patterns(store, name)?));
     }

@@ -197,8 +197,8 @@ pub fn analyse(
             // Bests need no epochs: the summaries, not every epoch of every trial.
             let trials: Vec<_> = store
                 .trial_summaries(name)?
-                .into_iter()
-                .map(|s| s.trial)
+                .iter()
+                .map(|s| s.trial.clone())
                 .collect();
             let best = store.best_per_pair(name)?;
             let mut results = ResultSet::from_trials(name, &best, &trials, order);

@@ -259,7 +259,7 @@ fn first_experiment(dir: &Path) -> Result<String, ServiceError> {
     let store = bocb_store::Store::open(dir)?;
     let mut best: Option<(usize, String)> = None;
     for e in store.experiments()? {
-        let n = store.shared_summaries(&e.name)?.len();
+        let n = store.trial_summaries(&e.name)?.len();
         if best.as_ref().is_none_or(|(m, _)| n > *m) {
             best = Some((n, e.name));
         }

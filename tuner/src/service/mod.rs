@@ -603,7 +603,7 @@ impl Service {
     /// One experiment's state and trial counts.
     pub fn status(&self, name: &str) -> Result<ExperimentStatus, ServiceError> {
         let state = self.state(name)?;
-        Ok(self.status_of(name, state, &self.store.shared_summaries(name)?))
+        Ok(self.status_of(name, state, &self.store.trial_summaries(name)?))
     }
 
     /// An experiment's state and the error it ended with.

@@ -89,7 +89,7 @@ fn derived_trials(service: &Service, name: &str) -> Result<Arc<Trials>, UiError>
         service.state(name)?;
         let summaries = service
             .store
-            .shared_summaries(name)
+            .trial_summaries(name)
             .map_err(ServiceError::from)?;
         let progress = progress(&summaries, planned_trials(service, name)?);
         let params = summaries
