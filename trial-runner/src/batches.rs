@@ -19,7 +19,7 @@ use rand::{Rng, SeedableRng};
 use tch::{Device, Kind, Tensor};
 
 use crate::augment::crop::horizontal_flip;
-use crate::augment::{ImageSize, RandAugment, RandomResizedCrop};
+use crate::augment::{ImageSize, PixelLayout, RandAugment, RandomResizedCrop};
 use crate::data::{Dataset, IMAGE_BYTES, SIDE};
 
 /// How many batches each worker may run ahead of the consumer.
@@ -177,7 +177,7 @@ impl ImageTransform {
         match &self.crop {
             TrainCrop::Padded(pad) => padded_crop(src, dst, SIDE, draw_crop_offset(*pad, rng)),
             TrainCrop::Resized(crop) => {
-                crop.apply(src, size, dst, size, rng);
+                crop.apply((src, PixelLayout::Planes), size, dst, size, rng);
             }
             TrainCrop::None => dst.copy_from_slice(src),
         }

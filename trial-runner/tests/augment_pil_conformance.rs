@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use bocb_trial_runner::augment::crop::{resized_crop, CropBox};
+use bocb_trial_runner::augment::crop::{resized_crop, CropBox, PixelLayout};
 use bocb_trial_runner::augment::rand_augment::{
     auto_contrast, brightness, color, contrast, equalize, invert, posterize, sharpness, solarize,
     solarize_add, Geometry,
@@ -85,7 +85,14 @@ fn run(case: &Case, image: &Image, fill: [u8; 3]) -> Vec<u8> {
             };
             let out_size = ImageSize::new(a[4], a[5]);
             out = vec![0; out_size.bytes()];
-            resized_crop(&image.pixels, size, crop, &mut out, out_size, interpolation);
+            resized_crop(
+                (&image.pixels, PixelLayout::Planes),
+                size,
+                crop,
+                &mut out,
+                out_size,
+                interpolation,
+            );
         }
         other => panic!("the fixture has an op this test does not know: {other}"),
     }

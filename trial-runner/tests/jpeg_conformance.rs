@@ -18,7 +18,14 @@ fn case(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// A recorded PNG as RGB planes (CHW) and its size.
+/// A recorded PNG as interleaved RGB (as decoders write it) and its size.
+fn interleaved(path: &Path) -> (Vec<u8>, ImageSize) {
+    let image = image::open(path).unwrap().into_rgb8();
+    let size = ImageSize::new(image.height() as usize, image.width() as usize);
+    (image.into_raw(), size)
+}
+
+/// A recorded PNG as RGB planes (CHW, as transforms write them) and its size.
 fn planes(path: &Path) -> (Vec<u8>, ImageSize) {
     let image = image::open(path).unwrap().into_rgb8();
     let size = ImageSize::new(image.height() as usize, image.width() as usize);
@@ -52,7 +59,7 @@ fn jpegs_decode_as_pil_decodes_them() {
             &mut ours,
         )
         .unwrap();
-        let (pil, pil_size) = planes(&case(&format!("{name}.decoded.png")));
+        let (pil, pil_size) = interleaved(&case(&format!("{name}.decoded.png")));
         assert_eq!(size, pil_size, "{name}");
         let db = psnr(&ours, &pil);
         assert!(db > 40.0, "{name}: {db:.1} dB");
@@ -63,7 +70,7 @@ fn jpegs_decode_as_pil_decodes_them() {
 fn the_evaluation_transform_equals_timms() {
     let book = bocb_search_spaces::RecipeBook::builtin();
     for name in ["landscape", "portrait"] {
-        let (pil, size) = planes(&case(&format!("{name}.decoded.png")));
+        let (pil, size) = interleaved(&case(&format!("{name}.decoded.png")));
         for recipe in ["pytorch", "rsb_a2"] {
             let transform = FullResTransform::eval(Some(book.recipe(recipe).unwrap()), SIDE);
             let mut ours = vec![0u8; 3 * SIDE * SIDE];

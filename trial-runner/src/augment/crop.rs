@@ -4,6 +4,7 @@
 //! resampler (what torchvision calls on PIL images), fixed-point rounding
 //! included, so outputs match PIL's bytes.
 
+use multiversion::multiversion;
 use rand::Rng;
 
 use super::{uniform, AugmentError, ImageSize, Interpolation, CHANNELS};
@@ -48,6 +49,15 @@ pub fn horizontal_flip(image: &mut [u8], size: ImageSize) {
     for row in image.chunks_exact_mut(size.width) {
         row.reverse();
     }
+}
+
+/// How a source image's bytes are laid out: three planes (CHW, the layout
+/// of batches), or interleaved RGB (HWC, as decoders write it), which a
+/// streamed image is resampled from without a full-size copy into planes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PixelLayout {
+    Planes,
+    Interleaved,
 }
 
 /// A rectangle of an image, in pixels.
@@ -157,26 +167,26 @@ impl RandomResizedCrop {
         }
     }
 
-    /// Crops `src` at a random box and resizes it into `dst` (`out` sized);
-    /// returns the box.
+    /// Crops `src` (laid out as `layout`) at a random box and resizes it
+    /// into `dst` (`out` sized, planes); returns the box.
     pub fn apply(
         &self,
-        src: &[u8],
+        (src, layout): (&[u8], PixelLayout),
         src_size: ImageSize,
         dst: &mut [u8],
         out: ImageSize,
         rng: &mut impl Rng,
     ) -> CropBox {
         let crop = self.sample_box(src_size, rng);
-        resized_crop(src, src_size, crop, dst, out, self.interpolation);
+        resized_crop((src, layout), src_size, crop, dst, out, self.interpolation);
         crop
     }
 }
 
 /// torchvision's `resized_crop` on a PIL image: the `crop` box of `src`,
-/// resized to `out` with PIL's antialiased filter.
+/// resized to `out` (planes) with PIL's antialiased filter.
 pub fn resized_crop(
-    src: &[u8],
+    src: (&[u8], PixelLayout),
     src_size: ImageSize,
     crop: CropBox,
     dst: &mut [u8],
@@ -197,9 +207,9 @@ pub fn resized_crop(
 /// The test-time transform of timm's recipes: resize the shorter side to
 /// `floor(side / crop_pct)` (torchvision's `Resize(int)`), then take the
 /// centred `side`x`side` crop (torchvision's `CenterCrop`). `dst` holds
-/// `3 * side * side` bytes.
+/// `3 * side * side` bytes, as planes.
 pub fn resize_center_crop(
-    src: &[u8],
+    src: (&[u8], PixelLayout),
     src_size: ImageSize,
     dst: &mut [u8],
     side: usize,
@@ -341,9 +351,11 @@ const HALF: i32 = 1 << (PRECISION_BITS - 1);
 
 /// PIL's `Image.resize` of the `crop` box of `src` to `full` size, two
 /// separable passes (horizontal, then vertical, through 8-bit intermediates),
-/// computing only the `window` of the result, which lands in `dst`.
+/// computing only the `window` of the result, which lands in `dst` (planes).
+/// Compiled for AVX2 as well, whose wider integer multiplies the loops use.
+#[multiversion(targets("x86_64+avx2+fma", "x86_64+sse4.1"))]
 fn resample(
-    src: &[u8],
+    source: (&[u8], PixelLayout),
     src_size: ImageSize,
     crop: CropBox,
     full: ImageSize,
@@ -351,6 +363,7 @@ fn resample(
     dst: &mut [u8],
     interpolation: Interpolation,
 ) {
+    let (src, layout) = source;
     debug_assert_eq!(src.len(), src_size.bytes());
     debug_assert_eq!(dst.len(), CHANNELS * window.height * window.width);
     let horizontal = Taps::new(crop.width, full.width, interpolation);
@@ -370,19 +383,47 @@ fn resample(
     // i32 sums, as PIL's 8-bit resampler keeps them (8-bit samples times
     // 22-bit weights cannot overflow), so the loops vectorise.
     let mut wide = vec![0u8; CHANNELS * rows * window.width];
-    for c in 0..CHANNELS {
-        let plane = &src[c * src_size.plane()..][..src_size.plane()];
-        for r in 0..rows {
-            let row =
-                &plane[(crop.top + first_row + r) * src_size.width + crop.left..][..crop.width];
-            let out = &mut wide[(c * rows + r) * window.width..][..window.width];
-            for (x, value) in out.iter_mut().enumerate() {
-                let (first, weights) = horizontal.taps(window.left + x);
-                let sum = row[first..][..weights.len()]
-                    .iter()
-                    .zip(weights)
-                    .fold(HALF, |sum, (&p, &k)| sum + i32::from(p) * k);
-                *value = clip8(sum);
+    let wide_at = |c: usize, r: usize| (c * rows + r) * window.width;
+    match layout {
+        PixelLayout::Planes => {
+            for c in 0..CHANNELS {
+                let plane = &src[c * src_size.plane()..][..src_size.plane()];
+                for r in 0..rows {
+                    let row = &plane[(crop.top + first_row + r) * src_size.width + crop.left..]
+                        [..crop.width];
+                    let out = &mut wide[wide_at(c, r)..][..window.width];
+                    for (x, value) in out.iter_mut().enumerate() {
+                        let (first, weights) = horizontal.taps(window.left + x);
+                        let sum = row[first..][..weights.len()]
+                            .iter()
+                            .zip(weights)
+                            .fold(HALF, |sum, (&p, &k)| sum + i32::from(p) * k);
+                        *value = clip8(sum);
+                    }
+                }
+            }
+        }
+        // One pass per row for all three channels: each tap's weight is
+        // looked up once and the pixel's bytes are adjacent.
+        PixelLayout::Interleaved => {
+            for r in 0..rows {
+                let row = &src
+                    [((crop.top + first_row + r) * src_size.width + crop.left) * CHANNELS..]
+                    [..crop.width * CHANNELS];
+                for x in 0..window.width {
+                    let (first, weights) = horizontal.taps(window.left + x);
+                    let mut sums = [HALF; CHANNELS];
+                    let pixels =
+                        row[first * CHANNELS..][..weights.len() * CHANNELS].chunks_exact(CHANNELS);
+                    for (pixel, &k) in pixels.zip(weights) {
+                        for (sum, &p) in sums.iter_mut().zip(pixel) {
+                            *sum += i32::from(p) * k;
+                        }
+                    }
+                    for (c, &sum) in sums.iter().enumerate() {
+                        wide[wide_at(c, r) + x] = clip8(sum);
+                    }
+                }
             }
         }
     }
@@ -557,7 +598,7 @@ mod tests {
         for interpolation in [Interpolation::Bilinear, Interpolation::Bicubic] {
             let mut dst = vec![0; size.bytes()];
             resized_crop(
-                &src,
+                (&src, PixelLayout::Planes),
                 size,
                 CropBox::whole(size),
                 &mut dst,
@@ -584,10 +625,57 @@ mod tests {
                 height: 5,
                 width: 9,
             };
-            resized_crop(&src, size, crop, &mut dst, out, interpolation);
+            resized_crop(
+                (&src, PixelLayout::Planes),
+                size,
+                crop,
+                &mut dst,
+                out,
+                interpolation,
+            );
             for (c, plane) in dst.chunks_exact(out.plane()).enumerate() {
                 assert!(plane.iter().all(|&v| v == [200, 17, 90][c]));
             }
+        }
+    }
+
+    #[test]
+    fn interleaved_sources_resample_as_their_planes_do() {
+        let size = ImageSize::new(37, 52);
+        let mut rng = StdRng::seed_from_u64(3);
+        let planes: Vec<u8> = (0..size.bytes()).map(|_| rng.random()).collect();
+        let plane = size.plane();
+        let interleaved: Vec<u8> = (0..size.bytes())
+            .map(|i| planes[(i % CHANNELS) * plane + i / CHANNELS])
+            .collect();
+        let crop = CropBox {
+            top: 3,
+            left: 5,
+            height: 30,
+            width: 41,
+        };
+        for interpolation in [Interpolation::Bilinear, Interpolation::Bicubic] {
+            for out in [ImageSize::new(16, 16), ImageSize::new(45, 60)] {
+                let resize = |layout, src: &[u8]| {
+                    let mut dst = vec![0; out.bytes()];
+                    resized_crop((src, layout), size, crop, &mut dst, out, interpolation);
+                    dst
+                };
+                assert_eq!(
+                    resize(PixelLayout::Interleaved, &interleaved),
+                    resize(PixelLayout::Planes, &planes)
+                );
+            }
+            let centre = |layout, src: &[u8]| {
+                let mut dst = vec![0; 3 * 24 * 24];
+                resize_center_crop((src, layout), size, &mut dst, 24, 0.875, interpolation)
+                    .unwrap();
+                dst
+            };
+            assert_eq!(
+                centre(PixelLayout::Interleaved, &interleaved),
+                centre(PixelLayout::Planes, &planes)
+            );
         }
     }
 
@@ -600,7 +688,7 @@ mod tests {
         let out = ImageSize::new(1, 4);
         let mut dst = vec![0; out.bytes()];
         resized_crop(
-            &src,
+            (&src, PixelLayout::Planes),
             size,
             CropBox::whole(size),
             &mut dst,
@@ -620,7 +708,15 @@ mod tests {
         let size = ImageSize::new(6, 10);
         let src = ramp(size);
         let mut dst = vec![0; 3 * 36];
-        resize_center_crop(&src, size, &mut dst, 6, 1.0, Interpolation::Bicubic).unwrap();
+        resize_center_crop(
+            (&src, PixelLayout::Planes),
+            size,
+            &mut dst,
+            6,
+            1.0,
+            Interpolation::Bicubic,
+        )
+        .unwrap();
         for c in 0..CHANNELS {
             for y in 0..6 {
                 for x in 0..6 {
@@ -637,7 +733,7 @@ mod tests {
         let (side, crop_pct) = (16, 0.875);
         let mut dst = vec![0; 3 * side * side];
         resize_center_crop(
-            &src,
+            (&src, PixelLayout::Planes),
             size,
             &mut dst,
             side,
@@ -649,7 +745,7 @@ mod tests {
         let resized_size = ImageSize::new(18, 23);
         let mut resized = vec![0; resized_size.bytes()];
         resized_crop(
-            &src,
+            (&src, PixelLayout::Planes),
             size,
             CropBox::whole(size),
             &mut resized,
@@ -665,7 +761,14 @@ mod tests {
                 }
             }
         }
-        let err = resize_center_crop(&src, size, &mut dst, side, 1.5, Interpolation::Bilinear);
+        let err = resize_center_crop(
+            (&src, PixelLayout::Planes),
+            size,
+            &mut dst,
+            side,
+            1.5,
+            Interpolation::Bilinear,
+        );
         assert!(matches!(err, Err(AugmentError::OutOfRange { .. })));
     }
 }

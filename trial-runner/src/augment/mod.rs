@@ -16,7 +16,7 @@ pub mod rand_augment;
 pub mod sampler;
 pub mod targets;
 
-pub use crop::{random_crop_flip, CropBox, RandomResizedCrop};
+pub use crop::{random_crop_flip, CropBox, PixelLayout, RandomResizedCrop};
 pub use erasing::RandomErasing;
 pub use mix::{MixOutcome, MixedBatch, Mixup};
 pub use rand_augment::RandAugment;

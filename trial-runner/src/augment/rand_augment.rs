@@ -6,6 +6,7 @@
 //! filters and fill colour. PIL's integer and single-precision arithmetic is
 //! kept, so outputs match PIL's bytes (see `tests/augment_pil_conformance.rs`).
 
+use multiversion::multiversion;
 use rand::Rng;
 use rand_distr::{Distribution, Normal};
 
@@ -603,49 +604,59 @@ impl Geometry {
     /// PIL's generic affine transform: output pixel centre (x + 0.5, y + 0.5)
     /// maps to input (a x + b y + c, d x + e y + f); outside the input the
     /// fill colour shows.
-    pub fn affine(&self, src: &[u8], dst: &mut [u8], [a, b, c, d, e, f]: [f64; 6]) {
-        let (h, w) = (self.size.height, self.size.width);
-        let plane = self.size.plane();
-        debug_assert!(src.len() == self.size.bytes() && dst.len() == self.size.bytes());
-        let planes: [&[u8]; CHANNELS] = std::array::from_fn(|ch| &src[ch * plane..][..plane]);
-        for y in 0..h {
-            let yc = y as f64 + 0.5;
-            for x in 0..w {
-                let xc = x as f64 + 0.5;
-                let xin = a * xc + b * yc + c;
-                let yin = d * xc + e * yc + f;
-                let inside = xin >= 0.0 && xin < w as f64 && yin >= 0.0 && yin < h as f64;
-                let pixel = if !inside {
-                    self.fill
-                } else {
-                    match self.interpolation {
-                        Interpolation::Bilinear => bilinear(&planes, self.size, xin, yin),
-                        Interpolation::Bicubic => bicubic(&planes, self.size, xin, yin),
-                    }
-                };
-                for (channel, value) in pixel.into_iter().enumerate() {
-                    dst[channel * plane + y * w + x] = value;
+    pub fn affine(&self, src: &[u8], dst: &mut [u8], coefficients: [f64; 6]) {
+        affine(self, src, dst, coefficients);
+    }
+}
+
+/// [`Geometry::affine`], compiled for AVX2 as well (the same arithmetic:
+/// Rust never fuses a multiply and an add by itself, so results are equal).
+#[multiversion(targets("x86_64+avx2+fma", "x86_64+sse4.1"))]
+fn affine(geometry: &Geometry, src: &[u8], dst: &mut [u8], coefficients: [f64; 6]) {
+    let [a, b, c, d, e, f] = coefficients;
+    let (h, w) = (geometry.size.height, geometry.size.width);
+    let plane = geometry.size.plane();
+    debug_assert!(src.len() == geometry.size.bytes() && dst.len() == geometry.size.bytes());
+    let planes: [&[u8]; CHANNELS] = std::array::from_fn(|ch| &src[ch * plane..][..plane]);
+    for y in 0..h {
+        let yc = y as f64 + 0.5;
+        for x in 0..w {
+            let xc = x as f64 + 0.5;
+            let xin = a * xc + b * yc + c;
+            let yin = d * xc + e * yc + f;
+            let inside = xin >= 0.0 && xin < w as f64 && yin >= 0.0 && yin < h as f64;
+            let pixel = if !inside {
+                geometry.fill
+            } else {
+                match geometry.interpolation {
+                    Interpolation::Bilinear => bilinear(&planes, geometry.size, xin, yin),
+                    Interpolation::Bicubic => bicubic(&planes, geometry.size, xin, yin),
                 }
+            };
+            for (channel, value) in pixel.into_iter().enumerate() {
+                dst[channel * plane + y * w + x] = value;
             }
         }
     }
 }
 
 /// Clamps a neighbour index to the image, as PIL's `XCLIP`/`YCLIP` do.
-#[inline]
+#[inline(always)]
 fn clip_index(i: isize, extent: usize) -> usize {
     i.clamp(0, extent as isize - 1) as usize
 }
 
 /// Start of row `y` if it lies in the image. Below the last row PIL repeats
 /// the row above instead of clipping, so callers fall back to that one.
-#[inline]
+#[inline(always)]
 fn row_start(y: isize, size: ImageSize) -> Option<usize> {
     (y >= 0 && (y as usize) < size.height).then(|| y as usize * size.width)
 }
 
 /// PIL's `bilinear_filter32RGB` at input point (xin, yin), every channel.
-#[inline]
+/// Plain loops over the channels rather than array `map`s: the closures
+/// of those were not inlined and cost more than the arithmetic.
+#[inline(always)]
 fn bilinear(planes: &[&[u8]; CHANNELS], size: ImageSize, xin: f64, yin: f64) -> [u8; CHANNELS] {
     let (xin, yin) = (xin - 0.5, yin - 0.5);
     let (xf, yf) = (xin.floor(), yin.floor());
@@ -655,16 +666,21 @@ fn bilinear(planes: &[&[u8]; CHANNELS], size: ImageSize, xin: f64, yin: f64) -> 
     let top = clip_index(y, size.height) * size.width;
     let bottom = row_start(y + 1, size);
     let lerp = |a: f64, b: f64, t: f64| a + (b - a) * t;
-    planes.map(|p| {
+    let mut pixel = [0; CHANNELS];
+    for (value, p) in pixel.iter_mut().zip(planes) {
         let row = |r: usize| lerp(f64::from(p[r + x0]), f64::from(p[r + x1]), dx);
         let v1 = row(top);
-        let v2 = bottom.map_or(v1, row);
-        lerp(v1, v2, dy) as u8
-    })
+        let v2 = match bottom {
+            Some(r) => row(r),
+            None => v1,
+        };
+        *value = lerp(v1, v2, dy) as u8;
+    }
+    pixel
 }
 
 /// PIL's cubic convolution of four samples at offset `d` from the second.
-#[inline]
+#[inline(always)]
 fn cubic(v1: f64, v2: f64, v3: f64, v4: f64, d: f64) -> f64 {
     let p1 = v2;
     let p2 = -v1 + v3;
@@ -673,27 +689,48 @@ fn cubic(v1: f64, v2: f64, v3: f64, v4: f64, d: f64) -> f64 {
     p1 + d * (p2 + d * (p3 + d * p4))
 }
 
-/// PIL's `bicubic_filter32RGB` at input point (xin, yin), every channel.
-#[inline]
+/// PIL's `bicubic_filter32RGB` at input point (xin, yin), every channel
+/// (plain loops, as in [`bilinear`]).
+#[inline(always)]
 fn bicubic(planes: &[&[u8]; CHANNELS], size: ImageSize, xin: f64, yin: f64) -> [u8; CHANNELS] {
     let (xin, yin) = (xin - 0.5, yin - 0.5);
     let (xf, yf) = (xin.floor(), yin.floor());
     let (dx, dy) = (xin - xf, yin - yf);
     let (x, y) = (xf as isize - 1, yf as isize - 1);
-    let xs = [0, 1, 2, 3].map(|k| clip_index(x + k, size.width));
+    let xs = [
+        clip_index(x, size.width),
+        clip_index(x + 1, size.width),
+        clip_index(x + 2, size.width),
+        clip_index(x + 3, size.width),
+    ];
     let first = clip_index(y, size.height) * size.width;
-    let below = [1, 2, 3].map(|k| row_start(y + k, size));
-    planes.map(|p| {
+    let below = [
+        row_start(y + 1, size),
+        row_start(y + 2, size),
+        row_start(y + 3, size),
+    ];
+    let mut pixel = [0; CHANNELS];
+    for (value, p) in pixel.iter_mut().zip(planes) {
         let row = |r: usize| {
             let s = |k: usize| f64::from(p[r + xs[k]]);
             cubic(s(0), s(1), s(2), s(3), dx)
         };
         let v1 = row(first);
-        let v2 = below[0].map_or(v1, row);
-        let v3 = below[1].map_or(v2, row);
-        let v4 = below[2].map_or(v3, row);
-        cubic(v1, v2, v3, v4, dy).clamp(0.0, 255.0) as u8
-    })
+        let v2 = match below[0] {
+            Some(r) => row(r),
+            None => v1,
+        };
+        let v3 = match below[1] {
+            Some(r) => row(r),
+            None => v2,
+        };
+        let v4 = match below[2] {
+            Some(r) => row(r),
+            None => v3,
+        };
+        *value = cubic(v1, v2, v3, v4, dy).clamp(0.0, 255.0) as u8;
+    }
+    pixel
 }
 
 #[cfg(test)]

@@ -10,11 +10,11 @@
 
 use bocb_search_spaces::{Crop, Recipe};
 use rand::Rng;
-use tch::Tensor;
+use tch::{Device, Kind, Tensor};
 
 use super::{batch_rng, RawBatch};
 use crate::augment::crop::{horizontal_flip, resize_center_crop};
-use crate::augment::{ImageSize, Interpolation, RandAugment, RandomResizedCrop};
+use crate::augment::{ImageSize, Interpolation, PixelLayout, RandAugment, RandomResizedCrop};
 use crate::data::stream::{decode_file, BadFiles, DecodeBuffers, FileSplit, IMAGENET_MEAN};
 use crate::data::DataError;
 
@@ -112,7 +112,8 @@ impl FullResTransform {
         }
     }
 
-    /// Transforms `src` (`size`, CHW) into `dst` (`side` x `side`, CHW).
+    /// Transforms `src` (`size`, interleaved RGB as decoded) into `dst`
+    /// (`side` x `side`, CHW).
     pub fn apply(
         &self,
         src: &[u8],
@@ -132,10 +133,17 @@ impl FullResTransform {
             } => {
                 match crop {
                     Some(crop) => {
-                        crop.apply(src, size, dst, out, rng);
+                        crop.apply((src, PixelLayout::Interleaved), size, dst, out, rng);
                     }
-                    None => resize_center_crop(src, size, dst, out.width, 1.0, *interpolation)
-                        .expect("1 is a valid crop fraction"),
+                    None => resize_center_crop(
+                        (src, PixelLayout::Interleaved),
+                        size,
+                        dst,
+                        out.width,
+                        1.0,
+                        *interpolation,
+                    )
+                    .expect("1 is a valid crop fraction"),
                 }
                 if *hflip > 0.0 && rng.random::<f64>() < *hflip {
                     horizontal_flip(dst, out);
@@ -148,8 +156,15 @@ impl FullResTransform {
                 crop_pct,
                 interpolation,
                 side,
-            } => resize_center_crop(src, size, dst, *side, *crop_pct, *interpolation)
-                .expect("the table's crop fractions lie in (0, 1]"),
+            } => resize_center_crop(
+                (src, PixelLayout::Interleaved),
+                size,
+                dst,
+                *side,
+                *crop_pct,
+                *interpolation,
+            )
+            .expect("the table's crop fractions lie in (0, 1]"),
         }
     }
 }
@@ -201,7 +216,7 @@ pub fn for_each_file_batch<E: From<DataError>>(
 #[derive(Default)]
 struct WorkerBuffers {
     decode: DecodeBuffers,
-    planes: Vec<u8>,
+    pixels: Vec<u8>,
     scratch: Vec<u8>,
 }
 
@@ -217,15 +232,27 @@ fn assemble(
     let side = plan.transform.side();
     let bytes = 3 * side * side;
     let mut rng = batch_rng(plan.seed, index);
-    let mut images = vec![0u8; indices.len() * bytes];
+    let images = Tensor::empty(
+        [indices.len() as i64, 3, side as i64, side as i64],
+        (Kind::Uint8, Device::Cpu),
+    );
+    // Images are written straight into the batch's memory: `from_slice`
+    // would zero a new tensor (an OpenMP fill whose threads then spin) and
+    // copy the whole batch once more.
+    // SAFETY: `images` was just allocated here, contiguous `u8` on the CPU
+    // with `indices.len() * bytes` elements, and nothing else refers to it
+    // while `pixels` lives.
+    let pixels = unsafe {
+        std::slice::from_raw_parts_mut(images.data_ptr().cast::<u8>(), indices.len() * bytes)
+    };
     let mut labels: Vec<i64> = Vec::with_capacity(indices.len());
     for &i in indices {
         let path = &split.files[i];
-        match decode_file(path, &mut buffers.decode, &mut buffers.planes) {
+        match decode_file(path, &mut buffers.decode, &mut buffers.pixels) {
             Ok(size) => {
-                let slot = &mut images[labels.len() * bytes..][..bytes];
+                let slot = &mut pixels[labels.len() * bytes..][..bytes];
                 plan.transform
-                    .apply(&buffers.planes, size, slot, &mut buffers.scratch, &mut rng);
+                    .apply(&buffers.pixels, size, slot, &mut buffers.scratch, &mut rng);
                 labels.push(i64::from(split.labels[i]));
             }
             Err(error) if bad_files == BadFiles::Skip => {
@@ -237,10 +264,8 @@ fn assemble(
     if plan.drop_last && labels.len() < indices.len() && labels.len() % 2 == 1 {
         labels.pop();
     }
-    images.truncate(labels.len() * bytes);
-    let n = labels.len() as i64;
     Ok(RawBatch {
-        images: Tensor::from_slice(&images).view([n, 3, side as i64, side as i64]),
+        images: images.narrow(0, 0, labels.len() as i64),
         labels: Tensor::from_slice(&labels),
     })
 }

@@ -85,15 +85,14 @@ impl FolderSplits {
     }
 }
 
-/// Buffers one worker reuses from file to file.
+/// The encoded bytes one worker reuses from file to file.
 #[derive(Default)]
 pub struct DecodeBuffers {
     bytes: Vec<u8>,
-    interleaved: Vec<u8>,
 }
 
-/// Reads and decodes `path` into RGB planes (CHW) in `out`, returning the
-/// image's size. Greyscale and CMYK JPEGs come out as RGB, as PIL's
+/// Reads and decodes `path` into interleaved RGB (HWC, as decoders write it;
+/// the transforms resample from it) in `out`, returning the image's size. Greyscale and CMYK JPEGs come out as RGB, as PIL's
 /// `convert("RGB")` gives them.
 pub fn decode_file(
     path: &Path,
@@ -118,11 +117,10 @@ pub fn decode_file(
     })?;
     // A decoder that panics on a hostile file must not take the worker down.
     let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        decode_bytes(&buffers.bytes, &mut buffers.interleaved)
+        decode_bytes(&buffers.bytes, out)
     }))
     .map_err(|_| bad("the decoder panicked on this file".into()))?
     .map_err(bad)?;
-    to_planes(&buffers.interleaved, decoded, out);
     Ok(decoded)
 }
 
@@ -158,19 +156,6 @@ fn decode_bytes(bytes: &[u8], rgb: &mut Vec<u8>) -> Result<ImageSize, String> {
     }
 }
 
-/// Interleaved RGB to three planes.
-fn to_planes(rgb: &[u8], size: ImageSize, out: &mut Vec<u8>) {
-    let plane = size.plane();
-    out.resize(3 * plane, 0);
-    let (r, rest) = out.split_at_mut(plane);
-    let (g, b) = rest.split_at_mut(plane);
-    for (i, pixel) in rgb.chunks_exact(3).enumerate() {
-        r[i] = pixel[0];
-        g[i] = pixel[1];
-        b[i] = pixel[2];
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,23 +174,23 @@ mod tests {
     }
 
     #[test]
-    fn a_folder_is_listed_in_sorted_class_order_and_decoded_to_planes() {
+    fn a_folder_is_listed_in_sorted_class_order_and_decoded_to_rgb() {
         let dir = tempfile::tempdir().unwrap();
         folder(dir.path());
         let splits = FolderSplits::open(dir.path(), Some(224), BadFiles::Skip).unwrap();
         assert_eq!(splits.class_names, ["a", "b"]);
         assert_eq!(splits.train.labels, [0, 0, 1, 1]);
         assert_eq!(splits.test.len(), 4);
-        let (mut buffers, mut planes) = (DecodeBuffers::default(), Vec::new());
+        let (mut buffers, mut pixels) = (DecodeBuffers::default(), Vec::new());
         for (file, colour) in [(0, [250u8, 5, 120]), (1, [250, 5, 120]), (3, [10, 200, 30])] {
-            let size = decode_file(&splits.train.files[file], &mut buffers, &mut planes).unwrap();
+            let size = decode_file(&splits.train.files[file], &mut buffers, &mut pixels).unwrap();
             assert_eq!(size, ImageSize::new(30, 40));
-            for (c, plane) in planes.chunks_exact(size.plane()).enumerate() {
+            assert_eq!(pixels.len(), size.bytes());
+            for pixel in pixels.chunks_exact(3) {
                 // JPEG is lossy: within a few levels of the flat colour.
                 assert!(
-                    plane.iter().all(|&p| p.abs_diff(colour[c]) <= 3),
-                    "{c}: {:?}",
-                    &plane[..4]
+                    pixel.iter().zip(colour).all(|(&p, c)| p.abs_diff(c) <= 3),
+                    "{pixel:?}"
                 );
             }
         }
@@ -214,14 +199,14 @@ mod tests {
     #[test]
     fn an_undecodable_file_is_an_error_naming_it() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut buffers, mut planes) = (DecodeBuffers::default(), Vec::new());
+        let (mut buffers, mut pixels) = (DecodeBuffers::default(), Vec::new());
         for (name, bytes) in [
             ("cut.jpg", &[0xFF, 0xD8, 0xFF, 0xE0, 0, 16, b'J'][..]),
             ("text.png", b"not a png"),
         ] {
             let path = dir.path().join(name);
             fs::write(&path, bytes).unwrap();
-            let message = decode_file(&path, &mut buffers, &mut planes)
+            let message = decode_file(&path, &mut buffers, &mut pixels)
                 .unwrap_err()
                 .to_string();
             assert!(
@@ -229,7 +214,7 @@ mod tests {
                 "{message}"
             );
         }
-        let message = decode_file(&dir.path().join("absent.jpg"), &mut buffers, &mut planes)
+        let message = decode_file(&dir.path().join("absent.jpg"), &mut buffers, &mut pixels)
             .unwrap_err()
             .to_string();
         assert!(message.contains("absent.jpg"), "{message}");

@@ -316,12 +316,12 @@ mod tests {
         let expected = generate(&folder_config()).unwrap();
         assert_eq!(splits.class_names, expected.train.class_names);
         assert_eq!((splits.train.len(), splits.test.len()), (12, 6));
-        let (mut buffers, mut planes) = (DecodeBuffers::default(), Vec::new());
+        let (mut buffers, mut pixels) = (DecodeBuffers::default(), Vec::new());
         for (path, &label) in splits.train.files.iter().zip(&splits.train.labels) {
             assert_eq!(path.extension().unwrap(), "jpg");
             let i: usize = path.file_stem().unwrap().to_str().unwrap().parse().unwrap();
             assert_eq!(expected.train.labels[i], label);
-            let size = decode_file(path, &mut buffers, &mut planes).unwrap();
+            let size = decode_file(path, &mut buffers, &mut pixels).unwrap();
             let landscape = ImageSize::new(72, 96);
             let portrait = ImageSize::new(96, 72);
             assert_eq!(size, if i % 4 == 3 { portrait } else { landscape });
@@ -336,7 +336,7 @@ mod tests {
                             let mean: f64 = (0..9)
                                 .map(|k| {
                                     let (y, x) = (by * 3 + k / 3, bx * 3 + k % 3);
-                                    f64::from(planes[c * size.plane() + y * size.width + x])
+                                    f64::from(pixels[(y * size.width + x) * CHANNELS + c])
                                 })
                                 .sum::<f64>()
                                 / 9.0;
