@@ -17,7 +17,6 @@ pub mod executor;
 pub mod experiment;
 pub mod export;
 pub mod external;
-pub mod grid_centres;
 #[cfg(feature = "train")]
 pub mod local;
 pub mod packer;
@@ -31,6 +30,9 @@ pub mod service;
 pub mod transfer;
 pub mod trial_command;
 pub mod trial_table;
+
+// Part of the experiment file's schema (bocb-spec), under its old path.
+pub use bocb_spec::grid_centres;
 
 /// What the unit tests share.
 #[cfg(test)]

@@ -8,7 +8,7 @@ use bocb_spec::{fmt_mib, fmt_value};
 use bocb_store::{GridCell, PairBest, Store, TrialRecord, TrialStatus, GRID_POINTS};
 use serde::Serialize;
 
-use crate::experiment::{stored_spec, Experiment, ExperimentSpec, StoredSpecError};
+use crate::experiment::{stored_spec, ExperimentSpec, StoredSpecError};
 use crate::search::extension::ExtendedPos;
 
 /// One pair: its grids' values, its best config and every cell.
@@ -137,7 +137,7 @@ pub fn build(
         experiment: name.to_string(),
         settings: spec
             .as_ref()
-            .map(Experiment::training_settings)
+            .map(ExperimentSpec::training_settings)
             .unwrap_or_default(),
         trials: counts,
         pairs,

@@ -318,9 +318,7 @@ impl Service {
         if self.local_workers.is_none() {
             return Ok(None);
         }
-        experiment
-            .spec
-            .device_slots()
+        crate::experiment::DeviceSlots::device_slots(&experiment.spec)
             .map(Some)
             .map_err(|e| ServiceError::BadRequest(format!("{origin}: {e}")))
     }
