@@ -24,7 +24,6 @@ pub use bocb_spec::experiment::{
     Budget, DatasetRef, ExperimentSpec, GridExtension, Names, Preset, TrialsPerDevice,
     MAX_EXTENSION_STEPS,
 };
-pub use bocb_store::{stored_spec, StoredSpecError};
 
 /// Prefix of a user's TorchScript backbone (`torchscript:PATH`).
 const TORCHSCRIPT: &str = TORCHSCRIPT_PREFIX;
@@ -754,7 +753,7 @@ fn torchscript_optimizer(
             module.display()
         ));
     }
-    let space = torchscript_space(spec, name, base)?;
+    let space = spec.torchscript_space(name, base)?;
     // Without libtorch the module's first step is the worker's to take.
     #[cfg(feature = "train")]
     check_torchscript_step(spec, &module, &space)?;
@@ -782,51 +781,6 @@ fn check_torchscript_step(
         ));
     }
     Ok(())
-}
-
-/// The search space of `torchscript:PATH` optimizer `name`, named `name`:
-/// `optimizer_spaces`' file for it, or `PATH.yaml` (both relative to `base`,
-/// the experiment file's directory).
-pub fn torchscript_space(
-    spec: &ExperimentSpec,
-    name: &str,
-    base: &Path,
-) -> Result<OptimizerSpace, String> {
-    let path = name.strip_prefix(TORCHSCRIPT_OPTIMIZER).unwrap_or(name);
-    let space_file = match spec.optimizer_spaces.get(name) {
-        Some(file) => base.join(file),
-        None => PathBuf::from(format!("{}.yaml", base.join(path).display())),
-    };
-    if !space_file.is_file() {
-        return Err(format!(
-            "TorchScript optimizer `{name}` needs a search space: write {} (the format of search-spaces/optimizers/*.yaml, with `name` equal to its file stem) or name one with `optimizer_spaces: {{ \"{name}\": FILE }}`",
-            space_file.display()
-        ));
-    }
-    let mut space =
-        bocb_search_spaces::load_optimizer_file(&space_file).map_err(|e| e.to_string())?;
-    space.name = name.to_string();
-    Ok(space)
-}
-
-/// `catalog` with the spaces of a stored experiment's `torchscript:PATH`
-/// optimizers, read from its directory `base` (those that no longer read
-/// are left out, as optimizers without a space are).
-pub fn catalog_with_torchscript_spaces(
-    catalog: &Catalog,
-    spec: &ExperimentSpec,
-    base: &Path,
-) -> Catalog {
-    let mut all = catalog.clone();
-    for name in spec.optimizers.listed().unwrap_or_default() {
-        if name.starts_with(TORCHSCRIPT_OPTIMIZER) {
-            match torchscript_space(spec, name, base) {
-                Ok(space) => all.insert(space),
-                Err(e) => tracing::warn!("{e}"),
-            }
-        }
-    }
-    all
 }
 
 /// With `data_on_device: true`, every backbone's recipe must have device

@@ -10,14 +10,14 @@ use std::time::{Duration, Instant};
 use bocb_search_spaces::{Catalog, OptimizerSpace};
 use bocb_spec::{DeviceChoice, Hparams, TrialObserver};
 use bocb_store::{
-    unix_now_s, EpochMetrics, ExperimentRecord, GridPos, Store, StoreError, TrialRecord,
-    TrialStatus, GRID_POINTS,
+    stored_spec, unix_now_s, EpochMetrics, ExperimentRecord, GridPos, Store, StoreError,
+    TrialRecord, TrialStatus, GRID_POINTS,
 };
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sha2::{Digest, Sha256};
 
 use crate::executor::{RunError, TrialExecutor, TrialJob, TrialResult};
-use crate::experiment::{stored_spec, Experiment, ExperimentSpec};
+use crate::experiment::{Experiment, ExperimentSpec};
 use crate::packer::{Packing, Ticket};
 use crate::search::extension::next_extension;
 use crate::search::{

@@ -3,7 +3,7 @@
 //! an experiment, is the tuner's.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use bocb_search_spaces::{OptimizerSpace, RecipeOverrides};
 use serde::{Deserialize, Serialize};
@@ -14,7 +14,7 @@ use crate::packing_rule::PackingRule;
 use crate::search_kinds::{StopKind, StrategyKind};
 use crate::{
     split_pretrained, BadFiles, DataOnDevice, DatasetFormat, DeviceChoice, DeviceList, Launcher,
-    PrecisionChoice, TORCHSCRIPT_PREFIX,
+    PrecisionChoice, FROM_EXPERIMENT, TORCHSCRIPT_PREFIX,
 };
 
 /// An experiment as the user writes it.
@@ -283,6 +283,34 @@ impl ExperimentSpec {
             }
             _ => name.to_string(),
         }
+    }
+
+    /// The search space of `torchscript:PATH` optimizer `name`, named `name`:
+    /// `optimizer_spaces`' file for it, or `PATH.yaml` (both relative to `base`,
+    /// the experiment file's directory).
+    pub fn torchscript_space(&self, name: &str, base: &Path) -> Result<OptimizerSpace, String> {
+        let path = name.strip_prefix(TORCHSCRIPT_PREFIX).unwrap_or(name);
+        let space_file = match self.optimizer_spaces.get(name) {
+            Some(file) => base.join(file),
+            None => PathBuf::from(format!("{}.yaml", base.join(path).display())),
+        };
+        if !space_file.is_file() {
+            return Err(format!(
+                "TorchScript optimizer `{name}` needs a search space: write {} (the format of search-spaces/optimizers/*.yaml, with `name` equal to its file stem) or name one with `optimizer_spaces: {{ \"{name}\": FILE }}`",
+                space_file.display()
+            ));
+        }
+        let mut space =
+            bocb_search_spaces::load_optimizer_file(&space_file).map_err(|e| e.to_string())?;
+        space.name = name.to_string();
+        Ok(space)
+    }
+
+    /// The experiment this one fine-tunes from (`init: { from_experiment: NAME }`), when it does.
+    pub fn transfer_source(&self) -> Option<String> {
+        self.init
+            .get(FROM_EXPERIMENT)
+            .map(|name| name.to_string_lossy().into_owned())
     }
 
     /// The settings every trial of the experiment shares. A stored

@@ -6,6 +6,7 @@
 //! and the experiment file's schema.
 //! Nothing here trains, stores or links libtorch.
 
+mod backbones;
 mod data_on_device;
 pub mod dataset;
 pub mod device;
@@ -22,6 +23,7 @@ mod search_kinds;
 mod transfer;
 mod trial;
 
+pub use backbones::{BackboneSummary, KnownBackbones};
 pub use data_on_device::DataOnDevice;
 pub use dataset::{cifar_form_at, BadFiles, CifarFormat, DatasetFormat};
 pub use device::{DeviceChoice, DeviceList};

@@ -13,7 +13,7 @@ use bocb_store::{PairBest, Store, TrialSummary};
 use serde::Serialize;
 
 use super::render::{csv_table, escape, grid, heading, Style};
-use crate::experiment::{stored_spec, StoredSpecError};
+use bocb_store::{stored_spec, StoredSpecError};
 
 /// The optimizers whose best results make a backbone's SGD-vs-AdamW gap.
 const ADAMW: &str = "adamw";
