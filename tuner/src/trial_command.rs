@@ -62,7 +62,7 @@ mod tests {
             );
         }
         for bad in ["0", "-1h", "soon", "2d", ""] {
-            let err = TimeLimit::parse(bad).unwrap_err();
+            let err = TimeLimit::parse(bad).unwrap_err().to_string();
             assert!(err.contains("such as `2h`"), "{err}");
         }
         assert_eq!(TimeLimit(Duration::from_secs(7200)).to_string(), "2h");

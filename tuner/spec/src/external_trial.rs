@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use thiserror::Error;
 
 /// The experiment's `trial:` section.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -27,7 +28,7 @@ impl TimeLimit {
     pub const FORMS: &'static str =
         "a positive duration such as `2h`, `90m`, `45s` or a number of seconds";
 
-    pub fn parse(text: &str) -> Result<TimeLimit, String> {
+    pub fn parse(text: &str) -> Result<TimeLimit, BadTimeLimit> {
         let text = text.trim();
         let (number, unit) = match text.char_indices().last() {
             Some((i, 'h')) => (&text[..i], 3600.0),
@@ -37,20 +38,26 @@ impl TimeLimit {
         };
         match number.trim().parse::<f64>() {
             Ok(n) => TimeLimit::from_seconds(n * unit),
-            Err(_) => Err(format!("must be {}, got `{text}`", TimeLimit::FORMS)),
+            Err(_) => Err(BadTimeLimit::Text(text.to_string())),
         }
     }
 
-    fn from_seconds(seconds: f64) -> Result<TimeLimit, String> {
+    fn from_seconds(seconds: f64) -> Result<TimeLimit, BadTimeLimit> {
         if seconds.is_finite() && seconds > 0.0 && seconds < 1e9 {
             Ok(TimeLimit(Duration::from_secs_f64(seconds)))
         } else {
-            Err(format!(
-                "must be {}, got {seconds} seconds",
-                TimeLimit::FORMS
-            ))
+            Err(BadTimeLimit::Seconds(seconds))
         }
     }
+}
+
+/// A `timeout` that is no time limit, with the forms that are.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum BadTimeLimit {
+    #[error("must be {forms}, got `{0}`", forms = TimeLimit::FORMS)]
+    Text(String),
+    #[error("must be {forms}, got {0} seconds", forms = TimeLimit::FORMS)]
+    Seconds(f64),
 }
 
 impl std::fmt::Display for TimeLimit {

@@ -22,20 +22,22 @@ mod precision;
 mod search_kinds;
 mod transfer;
 mod trial;
+mod unknown;
 
 pub use backbones::{BackboneSummary, KnownBackbones};
 pub use data_on_device::DataOnDevice;
 pub use dataset::{cifar_form_at, BadFiles, CifarFormat, DatasetFormat};
-pub use device::{DeviceChoice, DeviceList};
-pub use external_trial::{ExternalTrial, TimeLimit};
+pub use device::{DeviceChoice, DeviceList, DeviceListError};
+pub use external_trial::{BadTimeLimit, ExternalTrial, TimeLimit};
 pub use grad_norms::{GradNormRow, GradNorms, EMBEDDING_GROUP, LARGE_EMBEDDING_RATIO};
 pub use grid::{ExtendedPos, GridPos, GRID_POINTS, LAST_GRID_INDEX};
 pub use launcher::{Launcher, SlurmConfig};
 pub use packing_rule::PackingRule;
 pub use pattern::{patterns_path, LayerPattern, TOP_K};
 pub use precision::PrecisionChoice;
-pub use search_kinds::{StopKind, StrategyKind, UnknownChoice};
+pub use search_kinds::{StopKind, StrategyKind};
 pub use transfer::{split_pretrained, FROM_EXPERIMENT, PRETRAINED_WITH};
+pub use unknown::{UnknownChoice, UnknownName};
 /// Prefix of a user's own TorchScript backbone or optimizer: `torchscript:PATH`.
 pub const TORCHSCRIPT_PREFIX: &str = "torchscript:";
 

@@ -5,7 +5,8 @@ use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
-use thiserror::Error;
+
+use crate::unknown::UnknownChoice;
 
 /// The strategies of `strategy:` in an experiment.
 #[derive(
@@ -75,15 +76,6 @@ impl StopKind {
             StopKind::Curve => "curve",
         }
     }
-}
-
-/// A name that is none of a choice's values, with the values there are.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[error("unknown {what} `{given}`; valid choices: {choices}")]
-pub struct UnknownChoice {
-    pub what: &'static str,
-    pub given: String,
-    pub choices: String,
 }
 
 macro_rules! display_and_parse {
