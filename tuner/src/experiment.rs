@@ -355,7 +355,8 @@ impl Experiment {
                 message,
             }
         };
-        check_experiment_name(&spec.name).map_err(|e| located("name", &spec.name, e))?;
+        check_experiment_name(&spec.name)
+            .map_err(|e| located("name", &spec.name, e.to_string()))?;
         for (key, value) in [
             ("epochs", spec.epochs),
             ("seeds", spec.seeds),
@@ -602,7 +603,7 @@ impl Experiment {
         if let Some(resolution) = spec.dataset.resolution {
             spec.dataset
                 .check()
-                .map_err(|message| located("resolution", &resolution.to_string(), message))?;
+                .map_err(|e| located("resolution", &resolution.to_string(), e.to_string()))?;
         }
         for name in &backbone_names {
             let known = |instead: &str| registries.backbone(instead).is_some();
@@ -753,7 +754,9 @@ fn torchscript_optimizer(
             module.display()
         ));
     }
-    let space = spec.torchscript_space(name, base)?;
+    let space = spec
+        .torchscript_space(name, base)
+        .map_err(|e| e.to_string())?;
     // Without libtorch the module's first step is the worker's to take.
     #[cfg(feature = "train")]
     check_torchscript_step(spec, &module, &space)?;
@@ -814,7 +817,7 @@ fn check_data_on_device(
 
 /// Refuses an experiment name that is not safe as a URL path segment, a
 /// store key and a directory name (`.`, `..`, or one read as an option).
-pub fn check_experiment_name(name: &str) -> Result<(), String> {
+pub fn check_experiment_name(name: &str) -> Result<(), BadExperimentName> {
     let safe = name.starts_with(|c: char| c.is_ascii_alphanumeric())
         && name
             .chars()
@@ -822,11 +825,16 @@ pub fn check_experiment_name(name: &str) -> Result<(), String> {
     if safe {
         Ok(())
     } else {
-        Err(format!(
-            "experiment name `{name}` must start with a letter or digit and use only letters, digits, `-`, `_` and `.`"
-        ))
+        Err(BadExperimentName(name.to_string()))
     }
 }
+
+/// An experiment name that cannot be a store key and a folder name.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error(
+    "experiment name `{0}` must start with a letter or digit and use only letters, digits, `-`, `_` and `.`"
+)]
+pub struct BadExperimentName(pub String);
 
 /// 1-based line and column of `value` after `key:` in a YAML source (on the
 /// key's line, flow style, or in the block list below it); the key itself

@@ -13,6 +13,8 @@ use bocb_spec::{patterns_path, LayerPattern, TOP_K};
 use bocb_store::{Store, StoreError, StoredSpecError};
 use serde::Serialize;
 
+use crate::finetune::{safetensors_shapes, SafetensorsError};
+
 /// Measures the layer patterns of the weights saved at a path (libtorch's
 /// work, so the training build passes it in); the error in words.
 pub type MeasurePatterns = fn(&Path) -> Result<Vec<LayerPattern>, String>;
@@ -49,12 +51,12 @@ pub enum PatternsError {
     )]
     NotMeasured { experiment: String },
     #[error(
-        "cannot read the weights {path} that experiment `{experiment}` started from: {message}"
+        "cannot read the weights {path} that experiment `{experiment}` started from: {source}"
     )]
     Init {
         experiment: String,
         path: String,
-        message: String,
+        source: SafetensorsError,
     },
     #[error(transparent)]
     Spec(#[from] StoredSpecError),
@@ -83,12 +85,10 @@ pub fn best_pair_patterns(
         let start = super::finetune::starting_weights(store, experiment, &best.backbone)?;
         let fresh = match &start {
             Some(init) => {
-                let shapes = super::finetune::safetensors_shapes(init).map_err(|message| {
-                    PatternsError::Init {
-                        experiment: experiment.to_string(),
-                        path: init.display().to_string(),
-                        message,
-                    }
+                let shapes = safetensors_shapes(init).map_err(|source| PatternsError::Init {
+                    experiment: experiment.to_string(),
+                    path: init.display().to_string(),
+                    source,
                 })?;
                 layers
                     .iter()

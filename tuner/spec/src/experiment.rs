@@ -5,8 +5,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use bocb_search_spaces::{OptimizerSpace, RecipeOverrides};
+use bocb_search_spaces::{OptimizerSpace, RecipeOverrides, SpaceError};
 use serde::{Deserialize, Serialize};
+use thiserror::Error;
 
 use crate::external_trial::ExternalTrial;
 use crate::grid_centres::{Centre, GridCentres};
@@ -208,18 +209,42 @@ fn is_fail(bad_files: &BadFiles) -> bool {
 
 impl DatasetRef {
     /// CIFAR is 32x32: a `resolution` is for image folders.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), BadResolution> {
         match (self.format, self.resolution) {
-            (_, Some(r)) if !(16..=4096).contains(&r) => Err(format!(
-                "resolution {r} is outside 16..=4096 pixels; use 224 for ImageNet-style training"
-            )),
-            (DatasetFormat::Cifar(_), Some(r)) if r != 32 => Err(format!(
-                "the {} format is 32x32 images; drop `resolution: {r}` or point the dataset at an image folder",
-                self.format
-            )),
+            (_, Some(r)) if !(16..=4096).contains(&r) => Err(BadResolution::OutOfRange(r)),
+            (DatasetFormat::Cifar(_), Some(r)) if r != 32 => Err(BadResolution::Cifar {
+                format: self.format,
+                resolution: r,
+            }),
             _ => Ok(()),
         }
     }
+}
+
+/// A `dataset.resolution` the dataset cannot be trained at.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum BadResolution {
+    #[error("resolution {0} is outside 16..=4096 pixels; use 224 for ImageNet-style training")]
+    OutOfRange(u32),
+    #[error(
+        "the {format} format is 32x32 images; drop `resolution: {resolution}` or point the dataset at an image folder"
+    )]
+    Cifar {
+        format: DatasetFormat,
+        resolution: u32,
+    },
+}
+
+/// Why a `torchscript:PATH` optimizer has no search space.
+#[derive(Debug, Error)]
+pub enum TorchscriptSpaceError {
+    #[error(
+        "TorchScript optimizer `{name}` needs a search space: write {file} (the format of search-spaces/optimizers/*.yaml, with `name` equal to its file stem) or name one with `optimizer_spaces: {{ \"{name}\": FILE }}`",
+        file = file.display()
+    )]
+    Missing { name: String, file: PathBuf },
+    #[error(transparent)]
+    Unreadable(#[from] SpaceError),
 }
 
 impl ExperimentSpec {
@@ -288,20 +313,23 @@ impl ExperimentSpec {
     /// The search space of `torchscript:PATH` optimizer `name`, named `name`:
     /// `optimizer_spaces`' file for it, or `PATH.yaml` (both relative to `base`,
     /// the experiment file's directory).
-    pub fn torchscript_space(&self, name: &str, base: &Path) -> Result<OptimizerSpace, String> {
+    pub fn torchscript_space(
+        &self,
+        name: &str,
+        base: &Path,
+    ) -> Result<OptimizerSpace, TorchscriptSpaceError> {
         let path = name.strip_prefix(TORCHSCRIPT_PREFIX).unwrap_or(name);
         let space_file = match self.optimizer_spaces.get(name) {
             Some(file) => base.join(file),
             None => PathBuf::from(format!("{}.yaml", base.join(path).display())),
         };
         if !space_file.is_file() {
-            return Err(format!(
-                "TorchScript optimizer `{name}` needs a search space: write {} (the format of search-spaces/optimizers/*.yaml, with `name` equal to its file stem) or name one with `optimizer_spaces: {{ \"{name}\": FILE }}`",
-                space_file.display()
-            ));
+            return Err(TorchscriptSpaceError::Missing {
+                name: name.to_string(),
+                file: space_file,
+            });
         }
-        let mut space =
-            bocb_search_spaces::load_optimizer_file(&space_file).map_err(|e| e.to_string())?;
+        let mut space = bocb_search_spaces::load_optimizer_file(&space_file)?;
         space.name = name.to_string();
         Ok(space)
     }
