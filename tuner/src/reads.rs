@@ -490,7 +490,7 @@ pub fn export_text(
 /// without them: with libtorch where it trains, not at all where it does not.
 #[cfg(feature = "train")]
 const MEASURE_PATTERNS: Option<MeasurePatterns> =
-    Some(|weights| bocb_trial_runner::patterns::file_patterns(weights).map_err(|e| e.to_string()));
+    Some(|weights| bocb_trial_runner::patterns::file_patterns(weights).map_err(Into::into));
 #[cfg(not(feature = "train"))]
 const MEASURE_PATTERNS: Option<MeasurePatterns> = None;
 

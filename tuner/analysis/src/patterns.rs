@@ -16,8 +16,9 @@ use serde::Serialize;
 use crate::finetune::{safetensors_shapes, SafetensorsError};
 
 /// Measures the layer patterns of the weights saved at a path (libtorch's
-/// work, so the training build passes it in); the error in words.
-pub type MeasurePatterns = fn(&Path) -> Result<Vec<LayerPattern>, String>;
+/// work, so the training build passes it in).
+pub type MeasurePatterns =
+    fn(&Path) -> Result<Vec<LayerPattern>, Box<dyn std::error::Error + Send + Sync>>;
 
 /// The patterns of one pair's best config.
 #[derive(Debug, Clone, Serialize)]
@@ -124,14 +125,10 @@ fn weights_patterns(
 ) -> Result<Option<Vec<LayerPattern>>, PatternsError> {
     match (kept_patterns(weights)?, measure) {
         (Some(layers), _) => Ok(Some(layers)),
-        (None, Some(measure)) => {
-            measure(weights)
-                .map(Some)
-                .map_err(|message| PatternsError::Read {
-                    path: weights.display().to_string(),
-                    message,
-                })
-        }
+        (None, Some(measure)) => measure(weights).map(Some).map_err(|e| PatternsError::Read {
+            path: weights.display().to_string(),
+            message: e.to_string(),
+        }),
         (None, None) => Ok(None),
     }
 }
