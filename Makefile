@@ -72,14 +72,15 @@ lint: $(TORCH_STAMP)
 ## light: the bocb without training (`--no-default-features`) proven free of
 ## libtorch: no tch or torch-sys in its dependency tree, and without the
 ## variables that point torch-sys at the venv its lints pass, its library
-## tests (search, service, imports, analyses, reports) run, and it builds
+## tests (search, service; bocb-analysis: imports, analyses, reports;
+## bocb-spec: the experiment file's schema) run, and it builds
 ## target/light/release/bocb (which tests/light.rs serves with).
 light:
 	@if cargo tree -p bocb-tuner --no-default-features -e normal,build --prefix none | grep -E '^(tch|torch-sys) '; then \
 		echo "the build without training depends on libtorch (above)"; exit 1; fi
 	env -u LIBTORCH_USE_PYTORCH -u LIBTORCH -u VIRTUAL_ENV \
-		sh -c 'cargo clippy -p bocb-tuner --no-default-features --target-dir target/light --all-targets --release -- -D warnings && \
-		cargo test -p bocb-tuner --no-default-features --target-dir target/light --release --lib && \
+		sh -c 'cargo clippy -p bocb-tuner -p bocb-analysis -p bocb-spec --no-default-features --target-dir target/light --all-targets --release -- -D warnings && \
+		cargo test -p bocb-tuner -p bocb-analysis -p bocb-spec --no-default-features --target-dir target/light --release --lib && \
 		cargo build -p bocb-tuner --no-default-features --target-dir target/light --release --bin bocb'
 
 fmt:

@@ -1,6 +1,6 @@
 use std::path::PathBuf;
 
-use crate::record::GridPos;
+use crate::GridPos;
 use crate::TrialStatus;
 
 /// Everything that can go wrong in the store.

@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::ImportError;
-use crate::record::{GridPos, GRID_POINTS};
+use crate::{GridPos, GRID_POINTS};
 
 /// One imported (backbone, optimizer) result.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

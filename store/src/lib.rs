@@ -52,18 +52,20 @@ mod imported;
 mod query;
 mod record;
 mod store;
+mod stored_spec;
 
 pub use error::{ImportError, StoreError};
 pub use imported::{ImportedResult, ImportedTable};
 pub use query::{grid as grid_of, GridCell, PairBest};
 // The trial types every crate shares; re-exported so store users need no
 // second import.
-pub use bocb_spec::{EpochMetrics, GradNormRow, GradNorms, TrialStatus};
+pub use bocb_spec::{EpochMetrics, GradNormRow, GradNorms, GridPos, TrialStatus, GRID_POINTS};
 pub use record::{
-    unix_now_s, ExperimentRecord, GradientSummary, GridPos, ProbeRecord, TrialEnd, TrialRecipe,
-    TrialRecord, TrialSummary, GRID_POINTS,
+    unix_now_s, ExperimentRecord, GradientSummary, ProbeRecord, TrialEnd, TrialRecipe, TrialRecord,
+    TrialSummary,
 };
 pub use store::{Store, RELEASE_WAIT};
+pub use stored_spec::{stored_spec, StoredSpecError};
 
 /// Result type of every fallible store operation.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::record::{GridPos, TrialRecord, GRID_POINTS};
+use crate::record::TrialRecord;
 use crate::TrialStatus;
+use crate::{GridPos, GRID_POINTS};
 
 /// The best hyperparameters found for one (backbone, optimizer) pair.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -2,11 +2,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bocb_spec::{EpochMetrics, GradNorms, TrialStatus};
+use bocb_spec::{EpochMetrics, GradNorms, GridPos, TrialStatus};
 use serde::{Deserialize, Deserializer, Serialize};
-
-/// Number of points on each of an optimizer's lr and weight-decay grids.
-pub const GRID_POINTS: usize = 5;
 
 /// Seconds since the Unix epoch, the clock of every `*_unix_s` field.
 ///
@@ -33,16 +30,6 @@ pub struct ExperimentRecord {
     /// (absent in older records and imported tables).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_dir: Option<std::path::PathBuf>,
-}
-
-/// A trial's position on its optimizer's lr and weight-decay grids, each
-/// index in `0..GRID_POINTS`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct GridPos {
-    /// Index on the learning-rate grid.
-    pub lr: u8,
-    /// Index on the weight-decay grid.
-    pub weight_decay: u8,
 }
 
 /// One training run: a (backbone, optimizer) pair at one set of

@@ -15,10 +15,10 @@ use crate::error::{ImportError, StoreError};
 use crate::imported::ImportedTable;
 use crate::query::{self, GridCell, PairBest};
 use crate::record::{
-    unix_now_s, ExperimentRecord, ProbeRecord, TrialEnd, TrialRecord, TrialSummary, GRID_POINTS,
+    unix_now_s, ExperimentRecord, ProbeRecord, TrialEnd, TrialRecord, TrialSummary,
 };
 use crate::Result;
-use crate::{EpochMetrics, TrialStatus};
+use crate::{EpochMetrics, TrialStatus, GRID_POINTS};
 
 const EXPERIMENTS_TREE: &str = "experiments.v1";
 const TRIALS_TREE: &str = "trials.v1";

@@ -4,13 +4,10 @@
 
 use std::path::Path;
 
-use bocb_spec::{TrialObserver, TrialOutcome, TrialSpec};
-use bocb_store::{StoreError, TrialEnd, TrialStatus};
+use bocb_spec::{ExternalTrial, TrialObserver, TrialOutcome, TrialSpec};
+use bocb_store::{StoreError, StoredSpecError, TrialEnd, TrialStatus};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
-
-use crate::experiment::StoredSpecError;
-use crate::trial_command::ExternalTrial;
 
 #[derive(Debug, Error)]
 pub enum RunError {

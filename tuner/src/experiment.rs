@@ -3,258 +3,48 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use bocb_search_spaces::{
-    Catalog, OptimizerSpace, Recipe, RecipeBook, RecipeOverrides, SpaceError,
-};
+use bocb_search_spaces::{Catalog, OptimizerSpace, Recipe, RecipeBook, SpaceError};
 use bocb_spec::device::DEVICE_LIST_FORMS;
 use bocb_spec::{
-    cifar_form_at, split_pretrained, BadFiles, DataOnDevice, DatasetFormat, DeviceChoice,
-    DeviceList, Hparams, Launcher, PrecisionChoice, TrialSpec, FROM_EXPERIMENT, TORCHSCRIPT_PREFIX,
+    cifar_form_at, split_pretrained, Hparams, TrialSpec, FROM_EXPERIMENT, TORCHSCRIPT_PREFIX,
 };
-use bocb_store::{ExperimentRecord, Store, StoreError, TrialRecipe, GRID_POINTS};
+#[cfg(feature = "train")]
+use bocb_spec::{DataOnDevice, DeviceChoice};
+use bocb_store::{TrialRecipe, GRID_POINTS};
 #[cfg(feature = "train")]
 use bocb_trial_runner::{
     batches::ImageTransform, data::LoadedData, device::ResolveDevice, pretrained,
 };
-use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::grid_centres::{Centre, GridCentres};
-use crate::packing::PackingRule;
 use crate::registries::Registries;
-use crate::search::{StopKind, StrategyKind};
+use crate::search::StrategyKind;
+
+pub use bocb_spec::experiment::{
+    Budget, DatasetRef, ExperimentSpec, GridExtension, Names, Preset, TrialsPerDevice,
+    MAX_EXTENSION_STEPS,
+};
 
 /// Prefix of a user's TorchScript backbone (`torchscript:PATH`).
 const TORCHSCRIPT: &str = TORCHSCRIPT_PREFIX;
 /// Prefix of a user's TorchScript optimizer (`torchscript:PATH`).
 const TORCHSCRIPT_OPTIMIZER: &str = TORCHSCRIPT_PREFIX;
 
-/// An experiment as the user writes it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ExperimentSpec {
-    pub name: String,
-    pub dataset: DatasetRef,
-    /// Registry names, or `all`.
-    pub backbones: Names,
-    /// Registry names (or `torchscript:PATH` for a user's TorchScript
-    /// module, relative to the experiment file), or `all`.
-    pub optimizers: Names,
-    /// The search space of a `torchscript:PATH` optimizer, by its name,
-    /// where it is not `PATH.yaml` (relative to the experiment file).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub optimizer_spaces: BTreeMap<String, PathBuf>,
-    /// Applied to every backbone named without one (`micro` for the reduced presets).
-    #[serde(default)]
-    pub preset: Option<Preset>,
-    /// Training epochs; replaces the recipe's.
-    pub epochs: u32,
-    /// Seeds per config; the paper averages three.
-    #[serde(default = "one")]
-    pub seeds: u32,
-    /// Images per step; replaces the recipe's when given.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub batch_size: Option<usize>,
-    /// Linear warm-up epochs; replaces the recipe's when given. Without
-    /// it the recipe's warm-up is scaled to `epochs` (5 of DeiT's 200
-    /// epochs become 0 of 3).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub warmup_epochs: Option<u32>,
-    /// The training recipe (`pytorch`, `deit`, `convnext`, `rsb_a2`,
-    /// `rsb_a3`) of every backbone; without it each backbone trains with
-    /// its own (`bocb backbones list`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub recipe: Option<String>,
-    /// Recipe fields replaced for every trial (`{ mixup_alpha: 0 }`);
-    /// `epochs`, `batch_size` and `warmup_epochs` are set at the top level.
-    #[serde(default, skip_serializing_if = "RecipeOverrides::is_empty")]
-    pub recipe_overrides: RecipeOverrides,
-    /// Weight decay on biases and norm parameters too (default: exempt, as timm).
-    #[serde(default)]
-    pub decay_norm_and_bias: bool,
-    /// `auto` (bf16 autocast on CUDA where the recipe allows it, else
-    /// fp32), `fp32` or `bf16`.
-    #[serde(default, skip_serializing_if = "is_auto")]
-    pub precision: PrecisionChoice,
-    /// Deterministic kernels only, for bit-equal reruns on CUDA (slower).
-    #[serde(default)]
-    pub deterministic: bool,
-    /// Batches in channels-last memory order (see `bocb bench train --channels-last`).
-    #[serde(default)]
-    pub channels_last: bool,
-    /// Make batches on the trial's device from data uploaded there: `auto`
-    /// (on CUDA when the recipe's per-image transforms allow it and the
-    /// data fits), `true` or `false`. Not a training setting: the batches
-    /// are the same either way.
-    #[serde(default, skip_serializing_if = "DataOnDevice::is_auto")]
-    pub data_on_device: DataOnDevice,
-    /// The older form of `devices`: one device.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub device: Option<DeviceChoice>,
-    /// Where trials run (`cpu`, `auto`, `cuda:0`, `cuda:0,1`, `[cuda:0,
-    /// cuda:1]`; default `auto`). Not a training setting: a stored
-    /// experiment may resume on other devices.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub devices: Option<DeviceList>,
-    /// Trials each device trains at once: a number, or `auto` (packed by
-    /// measured memory and throughput, see [`crate::packing`]).
-    #[serde(default)]
-    pub trials_per_device: TrialsPerDevice,
-    /// The knobs of `trials_per_device: auto`'s rule.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub packing: Option<PackingRule>,
-    /// Where a service (`bocb submit`) starts this experiment's workers:
-    /// `{ slurm: { partition, gres, time, ... } }` submits them as Slurm job
-    /// arrays, in place of `bocb serve --launcher`'s block for its jobs
-    /// (docs/slurm.md). `bocb run` trains here and ignores it. Not a
-    /// training setting.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub launcher: Option<Launcher>,
-    /// γ of Eq. (1), the failure threshold of the report: 3 for CIFAR (the
-    /// default), 1 for ImageNet (App. A.1). Analysis only: not a training
-    /// setting, so it may change between runs.
-    #[serde(default)]
-    pub failure_gamma: Option<f64>,
-    /// How stage 1 picks lr x weight-decay grid points: `grid` (all 25, the
-    /// paper's), `random`, `tpe` or `bayes`.
-    #[serde(default)]
-    pub strategy: StrategyKind,
-    /// Seed of the strategy's random choices.
-    #[serde(default)]
-    pub strategy_seed: u64,
-    /// Let each pair's model-based search (`tpe`, `bayes`) start from what
-    /// the experiment's other pairs found (see [`crate::search::Prior`]).
-    #[serde(default, skip_serializing_if = "is_false")]
-    pub transfer: bool,
-    /// The early-stopping rule: `none`, `median`, `asha` or `curve`.
-    #[serde(default)]
-    pub early_stop: StopKind,
-    #[serde(default)]
-    pub budget: Budget,
-    /// Extend a pair's lr or weight-decay axis past its 5-point grid by x2
-    /// steps while the stage-1 best lies on its edge; without it, on for
-    /// `tpe` and `bayes` (2 steps) and off for `grid` and `random` (the
-    /// paper's protocol). See [`ExperimentSpec::grid_extension_steps`].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub grid_extension: Option<GridExtension>,
-    /// Stage 2: search each of the optimizer's extras (β₂, ε, momentum, ...)
-    /// over its candidates, lr and weight decay fixed at the stage-1 best.
-    #[serde(default)]
-    pub search_extras: bool,
-    /// Keep each done trial's trained weights (safetensors, below the
-    /// store) for `bocb patterns`.
-    #[serde(default)]
-    pub save_weights: bool,
-    /// Run this program per trial instead of bocb's trainer (external trials).
-    #[serde(default)]
-    pub trial: Option<crate::trial_command::ExternalTrial>,
-    /// Save each trial's checkpoint (below the store) after every this many
-    /// epochs, 0 only when bocb is stopped by a signal; by default after
-    /// every epoch once an epoch takes over a minute. Not a training
-    /// setting: checkpoints change no result.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub checkpoint_every: Option<u32>,
-    /// Per backbone (and per backbone x optimizer): where the stage-1 lr
-    /// and weight-decay grids are centred instead of the optimizer's own
-    /// centre, spacing kept (see [`crate::grid_centres`]).
-    #[serde(default, skip_serializing_if = "GridCentres::is_empty")]
-    pub grid_centres: GridCentres,
-    /// Per backbone: the weights its trials start from (safetensors with
-    /// the reference implementation's state-dict names, relative to the
-    /// experiment file) instead of a random initialisation. See
-    /// docs/finetuning.md.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub init: BTreeMap<String, PathBuf>,
-    /// Parameters every trial keeps as they start, never handed to the
-    /// optimizer: `embedding` (each backbone's embedding layer) and name
-    /// patterns (`"stages.0.*"`).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub freeze: Vec<String>,
-}
-
-/// Limits on the search; the defaults search everything.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Budget {
-    /// Stage-1 configs per pair (1 to 25; default 25, the whole grid).
-    #[serde(default)]
-    pub trials: Option<usize>,
-    /// Wall-clock hours of training for the whole run; no trial starts
-    /// once they are spent (a run resumed later gets the same again).
-    #[serde(default)]
-    pub hours: Option<f64>,
-}
-
-/// `grid_extension: { max_steps: N }`: how many x2 steps past either end of
-/// the lr and weight-decay grids a pair's search may go (0: none).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GridExtension {
-    pub max_steps: u8,
-}
-
-/// The most x2 steps `grid_extension` may take past a grid's end (2^8 = 256
-/// times its last value).
-pub const MAX_EXTENSION_STEPS: u8 = 8;
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DatasetRef {
-    pub format: DatasetFormat,
-    /// Relative paths are taken from the experiment file's directory.
-    pub path: PathBuf,
-    /// Side of the square images trials train on (image folders only):
-    /// absent, each backbone's input size; 32 holds the folder in memory at
-    /// CIFAR's side, any other side streams it from disk.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resolution: Option<u32>,
-    /// A file of a streamed folder that cannot be decoded: `fail` the trial
-    /// (the default) or `skip` it, each naming the file.
-    #[serde(default, skip_serializing_if = "is_fail")]
-    pub bad_files: BadFiles,
-}
-
-fn is_fail(bad_files: &BadFiles) -> bool {
-    *bad_files == BadFiles::Fail
-}
-
-impl DatasetRef {
-    /// Opens the dataset in `dir` (this reference's `path`, resolved) as
-    /// trials read it.
-    #[cfg(feature = "train")]
-    pub fn open(
+/// What an experiment's recipes are with the registries it runs with.
+pub trait SpecRecipes {
+    fn recipe_name(&self, backbone: &str, registries: &Registries) -> Result<String, String>;
+    fn resolved_recipe(
         &self,
-        dir: &std::path::Path,
-        workers: usize,
-    ) -> Result<LoadedData, bocb_trial_runner::data::DataError> {
-        bocb_trial_runner::data::open(
-            dir,
-            self.format,
-            self.resolution.map(|r| r as usize),
-            self.bad_files,
-            workers,
-        )
-    }
-
-    /// CIFAR is 32x32: a `resolution` is for image folders.
-    fn check(&self) -> Result<(), String> {
-        match (self.format, self.resolution) {
-            (_, Some(r)) if !(16..=4096).contains(&r) => Err(format!(
-                "resolution {r} is outside 16..=4096 pixels; use 224 for ImageNet-style training"
-            )),
-            (DatasetFormat::Cifar(_), Some(r)) if r != 32 => Err(format!(
-                "the {} format is 32x32 images; drop `resolution: {r}` or point the dataset at an image folder",
-                self.format
-            )),
-            _ => Ok(()),
-        }
-    }
+        backbone: &str,
+        registries: &Registries,
+        book: &RecipeBook,
+    ) -> Result<Recipe, String>;
 }
 
-impl ExperimentSpec {
+impl SpecRecipes for ExperimentSpec {
     /// The name of the recipe `backbone` trains with: the experiment's, or
     /// the backbone's own.
-    pub fn recipe_name(&self, backbone: &str, registries: &Registries) -> Result<String, String> {
+    fn recipe_name(&self, backbone: &str, registries: &Registries) -> Result<String, String> {
         match &self.recipe {
             Some(name) => Ok(name.clone()),
             None => Ok(registries.known_backbone(backbone)?.default_recipe),
@@ -264,7 +54,7 @@ impl ExperimentSpec {
     /// `backbone`'s recipe with the overrides, then the experiment's
     /// explicit `epochs`, `batch_size` and `warmup_epochs` (which win over
     /// both; an absent `warmup_epochs` scales the recipe's to `epochs`).
-    pub fn resolved_recipe(
+    fn resolved_recipe(
         &self,
         backbone: &str,
         registries: &Registries,
@@ -293,61 +83,23 @@ impl ExperimentSpec {
         }
         Ok(recipe)
     }
+}
 
-    /// Where `backbone`'s (as the experiment runs it, preset applied) grids
-    /// with `optimizer` are centred by `grid_centres`.
-    pub fn grid_centre(&self, backbone: &str, optimizer: &str) -> Centre {
-        // A backbone pre-trained with an optimizer takes its architecture's centre.
-        let backbone = split_pretrained(backbone).0;
-        self.grid_centres
-            .for_pair(backbone, optimizer, |key| self.with_preset(key))
-    }
+/// Where an experiment's trials train, as this machine resolves its devices.
+#[cfg(feature = "train")]
+pub trait DeviceSlots {
+    fn device_slots(&self) -> Result<Vec<DeviceChoice>, String>;
+}
 
-    /// `space` with its stage-1 grids centred for `backbone`: the grids a
-    /// pair searches.
-    /// The x2 steps a pair's axes may be extended past the grid: the
-    /// file's `grid_extension`, else 2 for the model-based strategies and
-    /// 0 for `grid` and `random`, whose points are the paper's grid.
-    pub fn grid_extension_steps(&self) -> u8 {
-        match (self.grid_extension, self.strategy) {
-            (Some(extension), _) => extension.max_steps,
-            (None, StrategyKind::Tpe | StrategyKind::Bayes) => 2,
-            (None, StrategyKind::Grid | StrategyKind::Random) => 0,
-        }
-    }
-
-    pub fn pair_space(&self, backbone: &str, space: &OptimizerSpace) -> OptimizerSpace {
-        let centre = self.grid_centre(backbone, &space.name);
-        space.with_grid_centres(centre.lr, centre.weight_decay)
-    }
-
-    /// The devices as written: `devices`, the older `device`, or `auto`.
-    pub fn device_list(&self) -> DeviceList {
-        match (&self.devices, self.device) {
-            (Some(devices), _) => devices.clone(),
-            (None, Some(device)) => device.into(),
-            (None, None) => DeviceChoice::Auto.into(),
-        }
-    }
-
-    /// The devices the experiment's trials are for, as workers name theirs
-    /// (`cpu`, `cuda:1`); `None` where it leaves the choice to `auto`, so
-    /// any worker may train them.
-    pub fn named_devices(&self) -> Option<Vec<String>> {
-        let devices = self.device_list();
-        let devices = devices.devices();
-        (!devices.contains(&DeviceChoice::Auto))
-            .then(|| devices.iter().map(ToString::to_string).collect())
-    }
-
+#[cfg(feature = "train")]
+impl DeviceSlots for ExperimentSpec {
     /// The device of each slot that trains one trial at a time, as this
     /// machine resolves them (`auto` becomes `cuda:0` or `cpu`): every
     /// device `trials_per_device` times (once for `auto`, whose slots
     /// `bocb run` adds as the packing rule admits trials), interleaved so
     /// that fewer busy slots still spread over the devices. An error names the field, the
     /// device this machine lacks, and the valid forms.
-    #[cfg(feature = "train")]
-    pub fn device_slots(&self) -> Result<Vec<DeviceChoice>, String> {
+    fn device_slots(&self) -> Result<Vec<DeviceChoice>, String> {
         let field = if self.devices.is_some() {
             "devices"
         } else {
@@ -369,175 +121,34 @@ impl ExperimentSpec {
             .flat_map(|_| resolved.iter().copied())
             .collect())
     }
+}
 
-    /// The rule `trials_per_device: auto` packs by: `packing`, or the defaults.
-    pub fn packing_rule(&self) -> PackingRule {
-        self.packing.unwrap_or_default()
+/// Opens the dataset an experiment names, as trials read it.
+#[cfg(feature = "train")]
+pub trait OpenDataset {
+    /// Opens the dataset in `dir` (this reference's `path`, resolved).
+    fn open(
+        &self,
+        dir: &Path,
+        workers: usize,
+    ) -> Result<LoadedData, bocb_trial_runner::data::DataError>;
+}
+
+#[cfg(feature = "train")]
+impl OpenDataset for DatasetRef {
+    fn open(
+        &self,
+        dir: &Path,
+        workers: usize,
+    ) -> Result<LoadedData, bocb_trial_runner::data::DataError> {
+        bocb_trial_runner::data::open(
+            dir,
+            self.format,
+            self.resolution.map(|r| r as usize),
+            self.bad_files,
+            workers,
+        )
     }
-
-    /// `name` with the experiment's `preset`, unless it names its own (or is
-    /// a user's `torchscript:PATH` module, which has no presets).
-    pub fn with_preset(&self, name: &str) -> String {
-        match self.preset {
-            Some(Preset::Micro) if !name.contains('@') && !name.starts_with(TORCHSCRIPT) => {
-                format!("{name}@micro")
-            }
-            _ => name.to_string(),
-        }
-    }
-}
-
-/// A list of registry names, or every registered one (`all`).
-#[derive(Debug, Clone, PartialEq)]
-pub enum Names {
-    All,
-    List(Vec<String>),
-}
-
-impl Serialize for Names {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match self {
-            Names::All => serializer.serialize_str("all"),
-            Names::List(names) => names.serialize(serializer),
-        }
-    }
-}
-
-// Hand-written so a wrong value keeps serde_yaml's location and says what fits.
-impl<'de> Deserialize<'de> for Names {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct NamesVisitor;
-        impl<'de> serde::de::Visitor<'de> for NamesVisitor {
-            type Value = Names;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a list of registry names, or `all`")
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Names, E> {
-                if v == "all" {
-                    Ok(Names::All)
-                } else {
-                    Err(E::custom(format!(
-                        "`{v}` is neither a list of names nor `all`; write `[{v}]` for a single name"
-                    )))
-                }
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<Names, A::Error> {
-                let mut names = Vec::new();
-                while let Some(name) = seq.next_element()? {
-                    names.push(name);
-                }
-                Ok(Names::List(names))
-            }
-        }
-        deserializer.deserialize_any(NamesVisitor)
-    }
-}
-
-impl Names {
-    /// The names as written, or `None` for `all`.
-    pub fn listed(&self) -> Option<&[String]> {
-        match self {
-            Names::All => None,
-            Names::List(names) => Some(names),
-        }
-    }
-}
-
-/// How many trials a device trains at once: a fixed number, or `auto`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TrialsPerDevice {
-    Fixed(u32),
-    /// As many as the packing rule admits ([`crate::packing`]).
-    Auto,
-}
-
-impl Default for TrialsPerDevice {
-    fn default() -> Self {
-        TrialsPerDevice::Fixed(1)
-    }
-}
-
-impl TrialsPerDevice {
-    /// Slots per device that train one trial at a time: the number, or one
-    /// for `auto` (what the service starts local workers for).
-    pub fn fixed_slots(self) -> u32 {
-        match self {
-            TrialsPerDevice::Fixed(n) => n,
-            TrialsPerDevice::Auto => 1,
-        }
-    }
-}
-
-impl std::fmt::Display for TrialsPerDevice {
-    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        match self {
-            TrialsPerDevice::Fixed(n) => write!(f, "{n}"),
-            TrialsPerDevice::Auto => f.write_str("auto"),
-        }
-    }
-}
-
-impl Serialize for TrialsPerDevice {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match self {
-            TrialsPerDevice::Fixed(n) => serializer.serialize_u32(*n),
-            TrialsPerDevice::Auto => serializer.serialize_str("auto"),
-        }
-    }
-}
-
-// Hand-written so a wrong value keeps serde_yaml's location and names both forms.
-impl<'de> Deserialize<'de> for TrialsPerDevice {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl serde::de::Visitor<'_> for Visitor {
-            type Value = TrialsPerDevice;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a number of trials (1, 2, ...) or `auto`")
-            }
-            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<TrialsPerDevice, E> {
-                u32::try_from(v).map(TrialsPerDevice::Fixed).map_err(|_| {
-                    E::custom(format!("`trials_per_device`: {v} trials is too many; give a number of trials (1, 2, ...) or `auto`"))
-                })
-            }
-            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<TrialsPerDevice, E> {
-                u64::try_from(v).map_err(|_| {
-                    E::custom(format!("`trials_per_device` must be a number of trials (1, 2, ...) or `auto`, got {v}"))
-                }).and_then(|v| self.visit_u64(v))
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<TrialsPerDevice, E> {
-                match v {
-                    "auto" => Ok(TrialsPerDevice::Auto),
-                    other => Err(E::custom(format!(
-                        "`trials_per_device` must be a number of trials (1, 2, ...) or `auto`, got `{other}`"
-                    ))),
-                }
-            }
-        }
-        deserializer.deserialize_any(Visitor)
-    }
-}
-
-/// A backbone size preset that an experiment can apply to all its backbones.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Preset {
-    Micro,
-}
-
-fn is_false(value: &bool) -> bool {
-    !value
-}
-
-fn is_auto(precision: &PrecisionChoice) -> bool {
-    *precision == PrecisionChoice::Auto
-}
-
-fn one() -> u32 {
-    1
 }
 
 /// A loaded, validated experiment.
@@ -581,40 +192,6 @@ pub enum ExperimentError {
     },
     #[error("{origin}: {message}")]
     Unlocated { origin: String, message: String },
-}
-
-/// An experiment file kept in the store that no longer reads: an error that
-/// names the experiment, never a silent skip.
-#[derive(Debug, Error)]
-pub enum StoredSpecError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(
-        "experiment `{name}`: the experiment file stored with it does not parse ({source}); it was \
-         written by another bocb version or edited in the store: run its YAML again under a new \
-         name, or restore the file it was run from"
-    )]
-    Unparsable {
-        name: String,
-        source: serde_yaml::Error,
-    },
-}
-
-/// The experiment file stored with `record`, or `None` for a results table
-/// imported without one.
-pub fn stored_spec(
-    store: &Store,
-    record: &ExperimentRecord,
-) -> Result<Option<ExperimentSpec>, StoredSpecError> {
-    if store.imported(&record.name)?.is_some() {
-        return Ok(None);
-    }
-    serde_yaml::from_str(&record.spec_yaml)
-        .map(Some)
-        .map_err(|source| StoredSpecError::Unparsable {
-            name: record.name.clone(),
-            source,
-        })
 }
 
 /// A `torchscript:PATH` backbone with PATH taken from the experiment file's
@@ -778,7 +355,8 @@ impl Experiment {
                 message,
             }
         };
-        check_experiment_name(&spec.name).map_err(|e| located("name", &spec.name, e))?;
+        check_experiment_name(&spec.name)
+            .map_err(|e| located("name", &spec.name, e.to_string()))?;
         for (key, value) in [
             ("epochs", spec.epochs),
             ("seeds", spec.seeds),
@@ -1025,7 +603,7 @@ impl Experiment {
         if let Some(resolution) = spec.dataset.resolution {
             spec.dataset
                 .check()
-                .map_err(|message| located("resolution", &resolution.to_string(), message))?;
+                .map_err(|e| located("resolution", &resolution.to_string(), e.to_string()))?;
         }
         for name in &backbone_names {
             let known = |instead: &str| registries.backbone(instead).is_some();
@@ -1080,42 +658,6 @@ impl Experiment {
             user_spaces,
             init_weights,
         })
-    }
-
-    /// The settings every trial of the experiment shares. A stored
-    /// experiment can grow (more backbones, optimizers, seeds) but not change
-    /// these, or its trials would stop being comparable.
-    pub fn training_settings(spec: &ExperimentSpec) -> String {
-        let optional = |v: Option<String>| v.unwrap_or_else(|| "recipe's".into());
-        let mut settings = format!(
-            "dataset {} at {}, epochs {}, batch_size {}, warmup_epochs {}, decay_norm_and_bias {}",
-            spec.dataset.format,
-            spec.dataset.path.display(),
-            spec.epochs,
-            optional(spec.batch_size.map(|b| b.to_string())),
-            optional(spec.warmup_epochs.map(|w| w.to_string())),
-            spec.decay_norm_and_bias
-        );
-        settings += &format!(
-            ", recipe {}",
-            spec.recipe.as_deref().unwrap_or("each backbone's own")
-        );
-        if !spec.recipe_overrides.is_empty() {
-            let overrides =
-                serde_json::to_string(&spec.recipe_overrides).expect("recipe overrides serialize");
-            settings += &format!(" with {overrides}");
-        }
-        // Only when set, so experiments stored before the field compare equal.
-        if spec.precision != PrecisionChoice::Auto {
-            settings += &format!(", precision {}", spec.precision.name());
-        }
-        for (backbone, path) in &spec.init {
-            settings += &format!(", {backbone} from {}", path.display());
-        }
-        if !spec.freeze.is_empty() {
-            settings += &format!(", freeze {}", spec.freeze.join(" "));
-        }
-        settings
     }
 }
 
@@ -1212,7 +754,9 @@ fn torchscript_optimizer(
             module.display()
         ));
     }
-    let space = torchscript_space(spec, name, base)?;
+    let space = spec
+        .torchscript_space(name, base)
+        .map_err(|e| e.to_string())?;
     // Without libtorch the module's first step is the worker's to take.
     #[cfg(feature = "train")]
     check_torchscript_step(spec, &module, &space)?;
@@ -1240,51 +784,6 @@ fn check_torchscript_step(
         ));
     }
     Ok(())
-}
-
-/// The search space of `torchscript:PATH` optimizer `name`, named `name`:
-/// `optimizer_spaces`' file for it, or `PATH.yaml` (both relative to `base`,
-/// the experiment file's directory).
-pub fn torchscript_space(
-    spec: &ExperimentSpec,
-    name: &str,
-    base: &Path,
-) -> Result<OptimizerSpace, String> {
-    let path = name.strip_prefix(TORCHSCRIPT_OPTIMIZER).unwrap_or(name);
-    let space_file = match spec.optimizer_spaces.get(name) {
-        Some(file) => base.join(file),
-        None => PathBuf::from(format!("{}.yaml", base.join(path).display())),
-    };
-    if !space_file.is_file() {
-        return Err(format!(
-            "TorchScript optimizer `{name}` needs a search space: write {} (the format of search-spaces/optimizers/*.yaml, with `name` equal to its file stem) or name one with `optimizer_spaces: {{ \"{name}\": FILE }}`",
-            space_file.display()
-        ));
-    }
-    let mut space =
-        bocb_search_spaces::load_optimizer_file(&space_file).map_err(|e| e.to_string())?;
-    space.name = name.to_string();
-    Ok(space)
-}
-
-/// `catalog` with the spaces of a stored experiment's `torchscript:PATH`
-/// optimizers, read from its directory `base` (those that no longer read
-/// are left out, as optimizers without a space are).
-pub fn catalog_with_torchscript_spaces(
-    catalog: &Catalog,
-    spec: &ExperimentSpec,
-    base: &Path,
-) -> Catalog {
-    let mut all = catalog.clone();
-    for name in spec.optimizers.listed().unwrap_or_default() {
-        if name.starts_with(TORCHSCRIPT_OPTIMIZER) {
-            match torchscript_space(spec, name, base) {
-                Ok(space) => all.insert(space),
-                Err(e) => tracing::warn!("{e}"),
-            }
-        }
-    }
-    all
 }
 
 /// With `data_on_device: true`, every backbone's recipe must have device
@@ -1318,7 +817,7 @@ fn check_data_on_device(
 
 /// Refuses an experiment name that is not safe as a URL path segment, a
 /// store key and a directory name (`.`, `..`, or one read as an option).
-pub fn check_experiment_name(name: &str) -> Result<(), String> {
+pub fn check_experiment_name(name: &str) -> Result<(), BadExperimentName> {
     let safe = name.starts_with(|c: char| c.is_ascii_alphanumeric())
         && name
             .chars()
@@ -1326,11 +825,16 @@ pub fn check_experiment_name(name: &str) -> Result<(), String> {
     if safe {
         Ok(())
     } else {
-        Err(format!(
-            "experiment name `{name}` must start with a letter or digit and use only letters, digits, `-`, `_` and `.`"
-        ))
+        Err(BadExperimentName(name.to_string()))
     }
 }
+
+/// An experiment name that cannot be a store key and a folder name.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error(
+    "experiment name `{0}` must start with a letter or digit and use only letters, digits, `-`, `_` and `.`"
+)]
+pub struct BadExperimentName(pub String);
 
 /// 1-based line and column of `value` after `key:` in a YAML source (on the
 /// key's line, flow style, or in the block list below it); the key itself
@@ -1474,6 +978,9 @@ mod spec_tests {
 #[cfg(all(test, feature = "train"))]
 mod tests {
     use super::*;
+    use crate::packing::PackingRule;
+    use crate::search::StopKind;
+    use bocb_spec::BadFiles;
     use bocb_trial_runner::models::BackboneEntry;
 
     const GOOD: &str = "\
@@ -1563,8 +1070,8 @@ epochs: 3
         assert_eq!(parse(GOOD).unwrap().spec.launcher, None);
         // Where workers start is no training setting.
         assert_eq!(
-            Experiment::training_settings(&e.spec),
-            Experiment::training_settings(&parse(GOOD).unwrap().spec)
+            e.spec.training_settings(),
+            parse(GOOD).unwrap().spec.training_settings()
         );
 
         let line = GOOD.lines().count() + 1;
@@ -1858,8 +1365,8 @@ epochs: 3
         // Where trials run is no training setting: a stored experiment may
         // resume on other devices.
         assert_eq!(
-            Experiment::training_settings(&e.spec),
-            Experiment::training_settings(&parse(GOOD).unwrap().spec)
+            e.spec.training_settings(),
+            parse(GOOD).unwrap().spec.training_settings()
         );
     }
 
@@ -1879,8 +1386,8 @@ epochs: 3
         assert_eq!(trial(&off), DataOnDevice::Off);
         // The same batches either way: a stored experiment may change it.
         assert_eq!(
-            Experiment::training_settings(&off.spec),
-            Experiment::training_settings(&parse(GOOD).unwrap().spec)
+            off.spec.training_settings(),
+            parse(GOOD).unwrap().spec.training_settings()
         );
         // `pytorch` crops and flips, which the device does.
         let on = parse(&format!(
@@ -1938,8 +1445,8 @@ recipe_overrides: {{ rand_augment: null }}
         let back: ExperimentSpec = serde_yaml::from_str(&yaml).unwrap();
         assert_eq!(back, e.spec);
         assert_eq!(
-            Experiment::training_settings(&e.spec),
-            Experiment::training_settings(&parse(GOOD).unwrap().spec)
+            e.spec.training_settings(),
+            parse(GOOD).unwrap().spec.training_settings()
         );
         let e = parse(&format!("{GOOD}trials_per_device: 3\n")).unwrap();
         assert_eq!(e.spec.trials_per_device, TrialsPerDevice::Fixed(3));
@@ -2077,7 +1584,7 @@ recipe_overrides: {{ rand_augment: null }}
         assert_eq!(recipe.ema_decay.map(|d| d.0), Some(0.99));
         assert_eq!(recipe.cutmix_alpha.0, 1.0);
         assert_eq!(recipe.dropout.map(|d| d.0), Some(0.1));
-        let settings = Experiment::training_settings(&e.spec);
+        let settings = e.spec.training_settings();
         assert!(
             settings.contains("recipe rsb_a3 with {") && settings.contains("\"mixup_alpha\":0.0"),
             "{settings}"
@@ -2407,7 +1914,7 @@ recipe_overrides: {{ rand_augment: null }}
         assert_eq!(vit.freeze, ["embedding"]);
         let resnet = e.trial_spec("resnet18_cifar@micro", "sgd_m", &params, 0, None);
         assert_eq!(resnet.init_weights, None);
-        assert!(Experiment::training_settings(&e.spec).contains("freeze embedding"));
+        assert!(e.spec.training_settings().contains("freeze embedding"));
 
         let err = parse("init: { resnet18_cifar: w/vit.safetensors }\n")
             .unwrap_err()

@@ -8,29 +8,29 @@
 //! service's workers, the benches. Without it, the crate searches, serves
 //! (to remote workers), imports, reports and lists what a store holds.
 
-pub mod analysis;
 #[cfg(feature = "train")]
 pub mod backbones;
 #[cfg(feature = "train")]
 pub mod bench;
 pub mod executor;
 pub mod experiment;
-pub mod export;
 pub mod external;
-pub mod grid_centres;
 #[cfg(feature = "train")]
 pub mod local;
 pub mod packer;
 pub mod packing;
 pub mod reads;
 pub mod registries;
-pub mod report;
 pub mod run;
 pub mod search;
 pub mod service;
 pub mod transfer;
 pub mod trial_command;
-pub mod trial_table;
+
+// Part of the experiment file's schema (bocb-spec), under its old path.
+pub use bocb_spec::grid_centres;
+// The analyses, reports and exports (bocb-analysis), under their old paths.
+pub use bocb_analysis::{self as analysis, export, report, trial_table};
 
 /// What the unit tests share.
 #[cfg(test)]

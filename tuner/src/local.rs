@@ -8,7 +8,7 @@ use bocb_trial_runner::data::LoadedData;
 use bocb_trial_runner::{run_trial, TrialError};
 
 use crate::executor::{RunError, TrialExecutor, TrialJob, TrialResult};
-use crate::experiment::{Experiment, TrialsPerDevice};
+use crate::experiment::{DeviceSlots, Experiment, OpenDataset, TrialsPerDevice};
 use crate::external::{stay_until_the_signal_ends_bocb, ExternalPrograms, SaveOnSignal};
 use crate::packer::Packing;
 use crate::registries::Registries;

@@ -10,11 +10,12 @@ use bocb_store::{Store, StoreError, TrialRecord};
 use clap::ValueEnum;
 use thiserror::Error;
 
-use crate::analysis::{self, html::HtmlError, patterns::PatternsError, render, FailureRuleChoice};
-use crate::experiment::StoredSpecError;
+use crate::analysis::patterns::{MeasurePatterns, PatternsError};
+use crate::analysis::{self, html::HtmlError, render, FailureRuleChoice};
 use crate::export::{self, ExportError};
 use crate::registries::Registries;
 use crate::report;
+use bocb_store::StoredSpecError;
 
 #[derive(Debug, Error)]
 pub enum ReadError {
@@ -415,7 +416,11 @@ pub fn report_text(
                     Ok(Full {
                         report,
                         analysis: analysis.json(),
-                        patterns: analysis::patterns::saved_patterns(store, &analysis.experiment)?,
+                        patterns: analysis::patterns::saved_patterns(
+                            store,
+                            &analysis.experiment,
+                            MEASURE_PATTERNS,
+                        )?,
                         gradients: finetune
                             .gradients
                             .iter()
@@ -431,7 +436,8 @@ pub fn report_text(
             to_json(&full)?
         }
         ReportFormat::Html => {
-            let html = analysis::html::render_report(store, &analyses, query.curves)?;
+            let html =
+                analysis::html::render_report(store, &analyses, query.curves, MEASURE_PATTERNS)?;
             html.replace("</body>", &(finetune.html() + "</body>"))
         }
         ReportFormat::Csv => render::render_csv(&analyses) + &finetune.csv(),
@@ -480,9 +486,17 @@ pub fn export_text(
     })
 }
 
+/// How this build measures the patterns of weights an older bocb saved
+/// without them: with libtorch where it trains, not at all where it does not.
+#[cfg(feature = "train")]
+const MEASURE_PATTERNS: Option<MeasurePatterns> =
+    Some(|weights| bocb_trial_runner::patterns::file_patterns(weights).map_err(Into::into));
+#[cfg(not(feature = "train"))]
+const MEASURE_PATTERNS: Option<MeasurePatterns> = None;
+
 /// `bocb patterns`' text.
 pub fn patterns_text(store: &Store, query: &PatternsQuery) -> Result<String, ReadError> {
-    let pairs = analysis::patterns::best_pair_patterns(store, &query.experiment)?;
+    let pairs = analysis::patterns::best_pair_patterns(store, &query.experiment, MEASURE_PATTERNS)?;
     if query.json {
         to_json(&pairs[..])
     } else {

@@ -5,8 +5,7 @@
 use bocb_search_spaces::Catalog;
 #[cfg(not(feature = "train"))]
 use bocb_search_spaces::{builtin_backbones, BackboneFacts};
-#[cfg(not(feature = "train"))]
-use bocb_spec::TORCHSCRIPT_PREFIX;
+pub use bocb_spec::{BackboneSummary, KnownBackbones};
 #[cfg(feature = "train")]
 use bocb_trial_runner::{models::BackboneRegistry, optim::OptimizerRegistry};
 
@@ -22,24 +21,6 @@ pub struct Registries {
     pub backbones: Vec<BackboneFacts>,
     pub catalog: Catalog,
 }
-
-/// What the reads need of a backbone as an experiment names it (preset
-/// applied), without building it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BackboneSummary {
-    pub default_recipe: String,
-    /// timm's model of its architecture, where timm has one.
-    pub timm: Option<String>,
-    /// Side of its square input.
-    pub input_size: u32,
-    /// Whether bocb knows its layers for layer-wise lr decay.
-    pub layer_decay: bool,
-}
-
-/// Input side of a user's `torchscript:PATH` backbone: CIFAR's (the
-/// runner's `models::torchscript` entry).
-#[cfg(not(feature = "train"))]
-const TORCHSCRIPT_INPUT_SIZE: u32 = 32;
 
 impl Registries {
     pub fn builtin() -> Self {
@@ -105,30 +86,7 @@ impl Registries {
     /// reads see it, or `None` for a name no registry knows.
     #[cfg(not(feature = "train"))]
     pub fn backbone(&self, backbone: &str) -> Option<BackboneSummary> {
-        if backbone.starts_with(TORCHSCRIPT_PREFIX) {
-            return Some(BackboneSummary {
-                default_recipe: "pytorch".to_string(),
-                timm: None,
-                input_size: TORCHSCRIPT_INPUT_SIZE,
-                layer_decay: false,
-            });
-        }
-        let (base, micro) = match backbone.split_once('@') {
-            None => (backbone, false),
-            Some((base, "micro")) => (base, true),
-            Some(_) => return None,
-        };
-        let facts = self.backbones.iter().find(|f| f.name == base)?;
-        Some(BackboneSummary {
-            default_recipe: facts.default_recipe.clone(),
-            timm: facts.timm.clone(),
-            input_size: if micro {
-                facts.micro_input_size
-            } else {
-                facts.input_size
-            },
-            layer_decay: facts.layer_decay,
-        })
+        KnownBackbones::backbone(&self.backbones, backbone)
     }
 
     /// `backbone` as [`Registries::backbone`] gives it, or why not.
@@ -170,6 +128,12 @@ impl Registries {
         let mut names = self.backbone_names();
         names.retain(|name| self.has_layers(name));
         names
+    }
+}
+
+impl KnownBackbones for Registries {
+    fn backbone(&self, backbone: &str) -> Option<BackboneSummary> {
+        Registries::backbone(self, backbone)
     }
 }
 

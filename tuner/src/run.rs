@@ -10,17 +10,20 @@ use std::time::{Duration, Instant};
 use bocb_search_spaces::{Catalog, OptimizerSpace};
 use bocb_spec::{DeviceChoice, Hparams, TrialObserver};
 use bocb_store::{
-    unix_now_s, EpochMetrics, ExperimentRecord, GridPos, Store, StoreError, TrialRecord,
-    TrialStatus, GRID_POINTS,
+    stored_spec, unix_now_s, EpochMetrics, ExperimentRecord, GridPos, Store, StoreError,
+    TrialRecord, TrialStatus, GRID_POINTS,
 };
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sha2::{Digest, Sha256};
 
 use crate::executor::{RunError, TrialExecutor, TrialJob, TrialResult};
-use crate::experiment::{stored_spec, Experiment, ExperimentSpec};
+use crate::experiment::{Experiment, ExperimentSpec};
 use crate::packer::{Packing, Ticket};
 use crate::search::extension::next_extension;
-use crate::search::{Curve, EarlyStop, Observation, Prior, Relative};
+use crate::search::{
+    BuildEarlyStop, BuildStrategy, Curve, EarlyStop, Observation, Prior, Relative,
+};
+use crate::trial_command::DerivedLimit;
 
 /// Counts of one run.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -178,8 +181,8 @@ pub fn register_experiment(experiment: &Experiment, store: &Store) -> Result<(),
     let created_unix_s = match store.experiment(&spec.name)? {
         Some(stored) => {
             if let Some(stored_spec) = stored_spec(store, &stored)? {
-                let stored_settings = Experiment::training_settings(&stored_spec);
-                let settings = Experiment::training_settings(spec);
+                let stored_settings = stored_spec.training_settings();
+                let settings = spec.training_settings();
                 if stored_settings != settings {
                     return Err(RunError::SettingsChanged {
                         name: spec.name.clone(),

@@ -12,7 +12,6 @@ use bocb_store::Store;
 
 use crate::executor::RunError;
 use crate::experiment::Experiment;
-use crate::experiment::ExperimentSpec;
 
 pub use bocb_spec::{split_pretrained as split, FROM_EXPERIMENT, PRETRAINED_WITH};
 
@@ -20,13 +19,6 @@ pub use bocb_spec::{split_pretrained as split, FROM_EXPERIMENT, PRETRAINED_WITH}
 /// the pre-training optimizer.
 pub fn base(backbone: &str) -> &str {
     split(backbone).0
-}
-
-/// The experiment `spec` fine-tunes from, when it does.
-pub fn source(spec: &ExperimentSpec) -> Option<String> {
-    spec.init
-        .get(FROM_EXPERIMENT)
-        .map(|name| name.to_string_lossy().into_owned())
 }
 
 /// One pre-trained starting point: the source's best trial of a backbone
@@ -74,7 +66,7 @@ impl Experiment {
     /// fine-tunes from no experiment or is resolved already. Errors name
     /// the missing experiment or backbone and the fix.
     pub fn with_pretrained(&self, store: &Store) -> Result<Experiment, RunError> {
-        let Some(source) = source(&self.spec) else {
+        let Some(source) = self.spec.transfer_source() else {
             return Ok(self.clone());
         };
         if self.backbones.iter().any(|b| split(b).1.is_some()) {

@@ -6,6 +6,9 @@ use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::UnknownName;
 
 /// The device a trial asks for: `auto` (CUDA when present, else CPU), `cpu`,
 /// `cuda` (the first GPU) or `cuda:N`.
@@ -22,6 +25,21 @@ pub enum DeviceChoice {
 pub const DEVICE_LIST_FORMS: &str =
     "`cpu`, `auto`, `cuda:0`, `cuda:0,1` (CUDA devices 0 and 1), or a list such as `[cuda:0, cuda:1]`";
 
+/// What is wrong with a list of devices, with the forms that fit.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum DeviceListError {
+    #[error("unknown device `{item}` in `{list}`; valid forms: {forms}", forms = DEVICE_LIST_FORMS)]
+    UnknownIn { item: String, list: String },
+    #[error("unknown device `{item}`; valid forms: {forms}", forms = DEVICE_LIST_FORMS)]
+    Unknown { item: String },
+    #[error("no device given; valid forms: {forms}", forms = DEVICE_LIST_FORMS)]
+    Empty,
+    #[error(
+        "device `{0}` is named twice; to run more trials on it at once, set `trials_per_device`"
+    )]
+    Twice(DeviceChoice),
+}
+
 /// The devices trials are spread over: `cuda:0,1` (indices after a CUDA
 /// device name more CUDA devices), `cpu, cuda:0`, or a list of single
 /// devices. Never empty, no device twice.
@@ -35,15 +53,13 @@ impl DeviceList {
     }
 
     /// Checks a list that was parsed item by item.
-    fn from_devices(devices: Vec<DeviceChoice>) -> Result<Self, String> {
+    fn from_devices(devices: Vec<DeviceChoice>) -> Result<Self, DeviceListError> {
         if devices.is_empty() {
-            return Err(format!("no device given; valid forms: {DEVICE_LIST_FORMS}"));
+            return Err(DeviceListError::Empty);
         }
         for (i, device) in devices.iter().enumerate() {
             if devices[..i].contains(device) {
-                return Err(format!(
-                    "device `{device}` is named twice; to run more trials on it at once, set `trials_per_device`"
-                ));
+                return Err(DeviceListError::Twice(*device));
             }
         }
         Ok(DeviceList(devices))
@@ -57,7 +73,7 @@ impl From<DeviceChoice> for DeviceList {
 }
 
 impl FromStr for DeviceList {
-    type Err = String;
+    type Err = DeviceListError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let mut devices = Vec::new();
@@ -65,8 +81,9 @@ impl FromStr for DeviceList {
             let continues_cuda = matches!(devices.last(), Some(DeviceChoice::Cuda(_)));
             let device = match item.parse::<usize>() {
                 Ok(index) if continues_cuda => DeviceChoice::Cuda(index),
-                _ => item.parse().map_err(|_| {
-                    format!("unknown device `{item}` in `{s}`; valid forms: {DEVICE_LIST_FORMS}")
+                _ => item.parse().map_err(|_| DeviceListError::UnknownIn {
+                    item: item.to_string(),
+                    list: s.to_string(),
                 })?,
             };
             devices.push(device);
@@ -109,9 +126,7 @@ impl<'de> Deserialize<'de> for DeviceList {
                 let mut devices = Vec::new();
                 while let Some(name) = seq.next_element::<String>()? {
                     devices.push(name.parse().map_err(|_| {
-                        A::Error::custom(format!(
-                            "unknown device `{name}`; valid forms: {DEVICE_LIST_FORMS}"
-                        ))
+                        A::Error::custom(DeviceListError::Unknown { item: name.clone() })
                     })?);
                 }
                 DeviceList::from_devices(devices).map_err(A::Error::custom)
@@ -122,7 +137,7 @@ impl<'de> Deserialize<'de> for DeviceList {
 }
 
 impl FromStr for DeviceChoice {
-    type Err = String;
+    type Err = UnknownName;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.trim() {
@@ -133,13 +148,17 @@ impl FromStr for DeviceChoice {
                 .strip_prefix("cuda:")
                 .and_then(|i| i.parse().ok())
                 .map(DeviceChoice::Cuda)
-                .ok_or_else(|| format!("unknown device `{other}`; valid: auto, cpu, cuda, cuda:N")),
+                .ok_or_else(|| UnknownName {
+                    what: "device",
+                    given: other.to_string(),
+                    valid: "auto, cpu, cuda, cuda:N",
+                }),
         }
     }
 }
 
 impl TryFrom<String> for DeviceChoice {
-    type Error = String;
+    type Error = UnknownName;
     fn try_from(s: String) -> Result<Self, Self::Error> {
         s.parse()
     }
@@ -171,7 +190,7 @@ mod tests {
             assert_eq!(name.parse::<DeviceChoice>().unwrap().to_string(), name);
         }
         assert_eq!("cuda".parse::<DeviceChoice>(), Ok(DeviceChoice::Cuda(0)));
-        let err = "gpu".parse::<DeviceChoice>().unwrap_err();
+        let err = "gpu".parse::<DeviceChoice>().unwrap_err().to_string();
         assert!(err.contains("gpu") && err.contains("cuda:N"), "{err}");
     }
 
@@ -193,19 +212,19 @@ mod tests {
                 DeviceChoice::Cuda(3)
             ])
         );
-        let err = parse("1,2").unwrap_err();
+        let err = parse("1,2").unwrap_err().to_string();
         assert!(
             err.contains("unknown device `1`") && err.contains("`cuda:0,1`"),
             "{err}"
         );
-        let err = parse("cpu,gpu").unwrap_err();
+        let err = parse("cpu,gpu").unwrap_err().to_string();
         assert!(err.contains("unknown device `gpu`"), "{err}");
-        let err = parse("cuda:0,0").unwrap_err();
+        let err = parse("cuda:0,0").unwrap_err().to_string();
         assert!(
             err.contains("`cuda:0` is named twice") && err.contains("trials_per_device"),
             "{err}"
         );
-        let err = parse("").unwrap_err();
+        let err = parse("").unwrap_err().to_string();
         assert!(err.contains("unknown device ``"), "{err}");
     }
 

@@ -4,6 +4,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::UnknownName;
+
 /// What an experiment asks for.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -28,15 +30,17 @@ impl PrecisionChoice {
 }
 
 impl FromStr for PrecisionChoice {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, UnknownName> {
         match s {
             "auto" => Ok(PrecisionChoice::Auto),
             "fp32" => Ok(PrecisionChoice::Fp32),
             "bf16" => Ok(PrecisionChoice::Bf16),
-            other => Err(format!(
-                "unknown precision `{other}`; valid: auto, fp32, bf16"
-            )),
+            other => Err(UnknownName {
+                what: "precision",
+                given: other.to_string(),
+                valid: "auto, fp32, bf16",
+            }),
         }
     }
 }
@@ -54,7 +58,7 @@ mod tests {
         ] {
             assert_eq!(choice.name().parse(), Ok(choice));
         }
-        let err = "fp16".parse::<PrecisionChoice>().unwrap_err();
+        let err = "fp16".parse::<PrecisionChoice>().unwrap_err().to_string();
         assert!(err.contains("auto, fp32, bf16"), "{err}");
     }
 }

@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Instant;
 
+use bocb_spec::UnknownName;
 use bocb_trial_runner::batches::channels_last;
 use bocb_trial_runner::device::device_name;
 use bocb_trial_runner::models::{parameter_count, torchscript, BackboneRegistry, Preset};
@@ -56,27 +57,33 @@ pub enum PresetChoice {
 }
 
 impl FromStr for PresetChoice {
-    type Err = String;
+    type Err = UnknownName;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         match text {
             "micro" => Ok(PresetChoice::Micro),
             "full" => Ok(PresetChoice::Full),
             "both" => Ok(PresetChoice::Both),
-            other => Err(format!(
-                "unknown preset `{other}`; valid: micro, full, both"
-            )),
+            other => Err(UnknownName {
+                what: "preset",
+                given: other.to_string(),
+                valid: "micro, full, both",
+            }),
         }
     }
 }
 
 /// `--precision` of `bocb bench train`: `fp32` or `bf16` (both sides the
 /// same, so no `auto`).
-pub fn parse_bench_precision(text: &str) -> Result<Precision, String> {
+pub fn parse_bench_precision(text: &str) -> Result<Precision, UnknownName> {
     match text {
         "fp32" => Ok(Precision::Fp32),
         "bf16" => Ok(Precision::Bf16),
-        other => Err(format!("unknown precision `{other}`; valid: fp32, bf16")),
+        other => Err(UnknownName {
+            what: "precision",
+            given: other.to_string(),
+            valid: "fp32, bf16",
+        }),
     }
 }
 
@@ -502,6 +509,7 @@ mod tests {
         assert!("tiny"
             .parse::<PresetChoice>()
             .unwrap_err()
+            .to_string()
             .contains("micro, full, both"));
     }
 

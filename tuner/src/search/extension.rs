@@ -8,90 +8,8 @@
 use std::collections::BTreeMap;
 
 use bocb_search_spaces::OptimizerSpace;
-use bocb_store::{GridPos, GRID_POINTS};
-use serde::Serialize;
-
-/// The last index of a grid.
-const LAST: i32 = GRID_POINTS as i32 - 1;
-
-/// A config's position on its lr and weight-decay grids' index scale,
-/// extended past their ends: -1 is one x2 step below index 0, 5 one x2
-/// step above index 4.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct ExtendedPos {
-    pub lr: i32,
-    pub weight_decay: i32,
-}
-
-impl ExtendedPos {
-    /// Where `params` lie on `space`'s grids; `None` when lr or weight decay
-    /// is missing or neither a grid value nor a whole number of x2 steps
-    /// past an end.
-    pub fn of(space: &OptimizerSpace, params: &BTreeMap<String, f64>) -> Option<ExtendedPos> {
-        Some(ExtendedPos {
-            lr: axis_position(space.lr.values(), *params.get("lr")?)?,
-            weight_decay: axis_position(space.weight_decay.values(), *params.get("weight_decay")?)?,
-        })
-    }
-
-    /// Whether either value lies past its grid's ends.
-    pub fn beyond(self) -> bool {
-        self.on_grid().is_none()
-    }
-
-    /// The grid position, when both values are on the grid.
-    pub fn on_grid(self) -> Option<GridPos> {
-        let index = |i: i32| u8::try_from(i).ok().filter(|&i| i32::from(i) <= LAST);
-        Some(GridPos {
-            lr: index(self.lr)?,
-            weight_decay: index(self.weight_decay)?,
-        })
-    }
-
-    /// The nearest grid position (a value past an end goes to that end):
-    /// what the one-hot analyses, which keep the grid's five positions, use.
-    pub fn clamped(self) -> GridPos {
-        let clamp = |i: i32| i.clamp(0, LAST) as u8;
-        GridPos {
-            lr: clamp(self.lr),
-            weight_decay: clamp(self.weight_decay),
-        }
-    }
-
-    /// `lr +1` / `wd -2`: the steps past the grid's ends, for reports.
-    pub fn describe(self) -> String {
-        let axis = |name: &str, i: i32| match i {
-            i if i > LAST => Some(format!("{name} +{}", i - LAST)),
-            i if i < 0 => Some(format!("{name} {i}")),
-            _ => None,
-        };
-        [axis("lr", self.lr), axis("wd", self.weight_decay)]
-            .into_iter()
-            .flatten()
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
-}
-
-/// `value`'s index on `grid`, or past its ends in x2 steps.
-fn axis_position(grid: &[f64; GRID_POINTS], value: f64) -> Option<i32> {
-    if let Some(i) = grid.iter().position(|&g| g == value) {
-        return Some(i as i32);
-    }
-    // A whole number (>= 1) of doublings from `from` to `to`.
-    let steps = |from: f64, to: f64| {
-        let k = (to / from).log2();
-        ((k - k.round()).abs() < 1e-9 && k.round() >= 1.0).then_some(k.round() as i32)
-    };
-    let last = grid[GRID_POINTS - 1];
-    if value > last {
-        steps(last, value).map(|k| LAST + k)
-    } else if value > 0.0 && value < grid[0] {
-        steps(value, grid[0]).map(|k| -k)
-    } else {
-        None
-    }
-}
+pub use bocb_spec::ExtendedPos;
+use bocb_spec::LAST_GRID_INDEX;
 
 /// The next config past the grid to try for a pair whose stage-1 best so
 /// far is `best`: its lr, else its weight decay, one x2 step further out
@@ -110,8 +28,8 @@ pub fn next_extension(
         .into_iter()
         .find_map(|(axis, index)| {
             let value = best[axis];
-            let (next, steps_out) = if index >= LAST {
-                (value * 2.0, index + 1 - LAST)
+            let (next, steps_out) = if index >= LAST_GRID_INDEX {
+                (value * 2.0, index + 1 - LAST_GRID_INDEX)
             } else if index <= 0 {
                 (value / 2.0, 1 - index)
             } else {
@@ -137,34 +55,6 @@ mod tests {
 
     fn params(lr: f64, weight_decay: f64) -> BTreeMap<String, f64> {
         BTreeMap::from([("lr".into(), lr), ("weight_decay".into(), weight_decay)])
-    }
-
-    #[test]
-    fn positions_past_the_ends_count_x2_steps() {
-        // AdamW: lr 2.5e-4 ... 4e-3, weight decay 0.0125 ... 0.2.
-        let space = adamw();
-        let at = |lr, wd| ExtendedPos::of(&space, &params(lr, wd)).unwrap();
-        assert_eq!(
-            at(1e-3, 0.05).on_grid(),
-            Some(GridPos {
-                lr: 2,
-                weight_decay: 2
-            })
-        );
-        let beyond = at(1.6e-2, 0.0125 / 2.0);
-        assert_eq!((beyond.lr, beyond.weight_decay), (6, -1));
-        assert!(beyond.beyond());
-        assert_eq!(
-            beyond.clamped(),
-            GridPos {
-                lr: 4,
-                weight_decay: 0
-            }
-        );
-        assert_eq!(beyond.describe(), "lr +2, wd -1");
-        // Off the lattice: not placed.
-        assert_eq!(ExtendedPos::of(&space, &params(5e-3, 0.05)), None);
-        assert_eq!(ExtendedPos::of(&space, &params(1e-3, 0.03)), None);
     }
 
     #[test]

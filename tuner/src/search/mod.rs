@@ -13,13 +13,9 @@ pub mod replay;
 mod stopping;
 mod tpe;
 
-use std::fmt;
-use std::str::FromStr;
-
 use bocb_store::{GridPos, GRID_POINTS};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use serde::{Deserialize, Serialize};
 
 pub use basic::{GridSearch, RandomSearch};
 pub use bayes::BayesSearch;
@@ -69,33 +65,16 @@ pub trait EarlyStop: Send + Sync {
     fn should_stop(&self, curve: &[f64], others: &[Curve], max_epochs: usize) -> bool;
 }
 
-/// The strategies of `strategy:` in an experiment.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum StrategyKind {
-    /// Every grid point, in order (the paper's search).
-    #[default]
-    Grid,
-    /// Uniformly random untried points.
-    Random,
-    /// Tree-structured Parzen estimator over the grid.
-    Tpe,
-    /// Gaussian-process surrogate with expected improvement.
-    Bayes,
+pub use bocb_spec::{StopKind, StrategyKind, UnknownChoice};
+
+/// Makes the strategy an experiment's `strategy:` names.
+pub trait BuildStrategy {
+    /// A fresh strategy of this kind; `seed` makes it reproducible.
+    fn build(self, seed: u64) -> Box<dyn Strategy>;
 }
 
-impl StrategyKind {
-    pub const ALL: [StrategyKind; 4] = [
-        StrategyKind::Grid,
-        StrategyKind::Random,
-        StrategyKind::Tpe,
-        StrategyKind::Bayes,
-    ];
-
-    /// A fresh strategy of this kind; `seed` makes it reproducible.
-    pub fn build(self, seed: u64) -> Box<dyn Strategy> {
+impl BuildStrategy for StrategyKind {
+    fn build(self, seed: u64) -> Box<dyn Strategy> {
         match self {
             StrategyKind::Grid => Box::new(GridSearch),
             StrategyKind::Random => Box::new(RandomSearch::new(seed)),
@@ -103,44 +82,16 @@ impl StrategyKind {
             StrategyKind::Bayes => Box::new(BayesSearch::new(seed)),
         }
     }
-
-    fn as_str(self) -> &'static str {
-        match self {
-            StrategyKind::Grid => "grid",
-            StrategyKind::Random => "random",
-            StrategyKind::Tpe => "tpe",
-            StrategyKind::Bayes => "bayes",
-        }
-    }
 }
 
-/// The early-stopping rules of `early_stop:` in an experiment.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum StopKind {
-    /// Every trial runs every epoch.
-    #[default]
-    None,
-    /// Stop below the median of complete trials at the same epoch.
-    Median,
-    /// Asynchronous successive halving.
-    Asha,
-    /// Stop when a fitted learning curve predicts no improvement on the best.
-    Curve,
-}
-
-impl StopKind {
-    pub const ALL: [StopKind; 4] = [
-        StopKind::None,
-        StopKind::Median,
-        StopKind::Asha,
-        StopKind::Curve,
-    ];
-
+/// Makes the rule an experiment's `early_stop:` names.
+pub trait BuildEarlyStop {
     /// The rule with its default settings.
-    pub fn build(self) -> Box<dyn EarlyStop> {
+    fn build(self) -> Box<dyn EarlyStop>;
+}
+
+impl BuildEarlyStop for StopKind {
+    fn build(self) -> Box<dyn EarlyStop> {
         match self {
             StopKind::None => Box::new(NeverStop),
             StopKind::Median => Box::new(MedianStop::default()),
@@ -148,47 +99,7 @@ impl StopKind {
             StopKind::Curve => Box::new(CurveStop::default()),
         }
     }
-
-    fn as_str(self) -> &'static str {
-        match self {
-            StopKind::None => "none",
-            StopKind::Median => "median",
-            StopKind::Asha => "asha",
-            StopKind::Curve => "curve",
-        }
-    }
 }
-
-macro_rules! display_and_parse {
-    ($kind:ident, $what:literal) => {
-        impl fmt::Display for $kind {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-
-        impl FromStr for $kind {
-            type Err = String;
-            fn from_str(s: &str) -> Result<Self, String> {
-                $kind::ALL
-                    .into_iter()
-                    .find(|k| k.as_str() == s)
-                    .ok_or_else(|| {
-                        let choices: Vec<&str> = $kind::ALL.iter().map(|k| k.as_str()).collect();
-                        format!(
-                            "unknown {} `{s}`; valid choices: {}",
-                            $what,
-                            choices.join(", ")
-                        )
-                    })
-            }
-        }
-    };
-}
-
-display_and_parse!(StrategyKind, "strategy");
-display_and_parse!(StopKind, "early-stopping rule");
-
 /// Every grid point, lr-major (the order of the paper's grid).
 pub fn all_points() -> impl Iterator<Item = GridPos> {
     (0..GRID_POINTS as u8)
@@ -325,21 +236,6 @@ mod tests {
             }
             assert!(found >= 8, "{kind} found the peak in {found} of 10 runs");
         }
-    }
-
-    #[test]
-    fn kinds_parse_and_name_the_choices_when_unknown() {
-        assert_eq!("tpe".parse::<StrategyKind>(), Ok(StrategyKind::Tpe));
-        assert_eq!("asha".parse::<StopKind>(), Ok(StopKind::Asha));
-        let err = "hyperband".parse::<StopKind>().unwrap_err();
-        assert_eq!(
-            err,
-            "unknown early-stopping rule `hyperband`; valid choices: none, median, asha, curve"
-        );
-        assert!("grids"
-            .parse::<StrategyKind>()
-            .unwrap_err()
-            .contains("grid, random, tpe, bayes"));
     }
 
     #[test]

@@ -11,7 +11,8 @@ use serde::Serialize;
 use thiserror::Error;
 
 use super::{
-    best_complete, Curve, EarlyStop, Observation, Prior, Relative, StopKind, Strategy, StrategyKind,
+    best_complete, BuildEarlyStop, BuildStrategy, Curve, EarlyStop, Observation, Prior, Relative,
+    StopKind, Strategy, StrategyKind,
 };
 
 /// One grid point of a recorded pair: accuracy after each epoch, averaged

@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use bocb_spec::DeviceChoice;
+use bocb_spec::{DeviceChoice, UnknownName};
 use bocb_store::{Store, StoreError};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -95,14 +95,23 @@ pub struct WorkerGroup {
     pub count: usize,
 }
 
+/// A `--workers` group that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum BadWorkerGroup {
+    #[error("`{0}`: the count after `=` must be a whole number, as in `cpu=2`")]
+    Count(String),
+    #[error(transparent)]
+    Device(#[from] UnknownName),
+}
+
 /// Parses `DEVICE[=COUNT]` (`cpu=2`, `cuda:0`).
-pub fn parse_worker_group(text: &str) -> Result<WorkerGroup, String> {
+pub fn parse_worker_group(text: &str) -> Result<WorkerGroup, BadWorkerGroup> {
     let (device, count) = match text.split_once('=') {
         Some((device, count)) => (
             device,
-            count.parse::<usize>().map_err(|_| {
-                format!("`{text}`: the count after `=` must be a whole number, as in `cpu=2`")
-            })?,
+            count
+                .parse::<usize>()
+                .map_err(|_| BadWorkerGroup::Count(text.to_string()))?,
         ),
         None => (text, 1),
     };
@@ -114,7 +123,7 @@ pub fn parse_worker_group(text: &str) -> Result<WorkerGroup, String> {
 
 /// Parses `--workers`: `DEVICE[=COUNT]` groups, or `none` for remote
 /// workers only.
-pub fn parse_workers(list: &[String]) -> Result<Vec<WorkerGroup>, String> {
+pub fn parse_workers(list: &[String]) -> Result<Vec<WorkerGroup>, BadWorkerGroup> {
     if list == ["none"] {
         return Ok(Vec::new());
     }
@@ -318,9 +327,7 @@ impl Service {
         if self.local_workers.is_none() {
             return Ok(None);
         }
-        experiment
-            .spec
-            .device_slots()
+        crate::experiment::DeviceSlots::device_slots(&experiment.spec)
             .map(Some)
             .map_err(|e| ServiceError::BadRequest(format!("{origin}: {e}")))
     }
@@ -1003,9 +1010,11 @@ mod tests {
         );
         assert!(parse_worker_group("cpu=two")
             .unwrap_err()
+            .to_string()
             .contains("whole number"));
         assert!(parse_worker_group("tpu")
             .unwrap_err()
+            .to_string()
             .contains("valid: auto, cpu"));
     }
 

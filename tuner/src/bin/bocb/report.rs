@@ -146,7 +146,7 @@ pub fn import(args: ImportArgs) -> Result<()> {
         gamma,
         store,
     } = args;
-    check_experiment_name(&experiment).map_err(anyhow::Error::msg)?;
+    check_experiment_name(&experiment)?;
     if let Some(g) = gamma.filter(|g| !(g.is_finite() && *g > 0.0)) {
         bail!("--gamma must be a positive number (3 for CIFAR, 1 for ImageNet), got {g}");
     }

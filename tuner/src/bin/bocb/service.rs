@@ -194,7 +194,6 @@ pub fn serve(args: ServeArgs, registries: Registries) -> Result<()> {
         listen: args.listen,
         token: args.token,
         workers: service::parse_workers(&args.workers)
-            .map_err(anyhow::Error::msg)
             .context("--workers takes DEVICE[=COUNT],... (cpu=2,cuda:0) or `none`")?,
         heartbeat_timeout: Duration::from_secs_f64(heartbeat_timeout),
         retries: args.retries,
@@ -204,7 +203,7 @@ pub fn serve(args: ServeArgs, registries: Registries) -> Result<()> {
             .tls_cert
             .zip(args.tls_key)
             .map(|(cert, key)| service::TlsFiles { cert, key }),
-        base_path: service::ui::normalize_base_path(&args.base_path).map_err(anyhow::Error::msg)?,
+        base_path: service::ui::normalize_base_path(&args.base_path)?,
         launcher: args
             .launcher
             .map(|path| service::launcher::slurm::load_launcher_file(&path))

@@ -49,9 +49,16 @@ pub fn asset(path: &str, base_path: &str) -> Option<Asset> {
     }
 }
 
+/// A `--base-path` that is no URL path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "--base-path `{0}` must be a URL path such as /bocb (letters, digits, `-._~` between slashes)"
+)]
+pub struct BadBasePath(pub String);
+
 /// `--base-path`: empty, or `/` followed by segments, without a trailing
 /// slash (`/bocb`, `/lab/bocb`).
-pub fn normalize_base_path(text: &str) -> Result<String, String> {
+pub fn normalize_base_path(text: &str) -> Result<String, BadBasePath> {
     let trimmed = text.trim().trim_end_matches('/');
     if trimmed.is_empty() {
         return Ok(String::new());
@@ -68,9 +75,7 @@ pub fn normalize_base_path(text: &str) -> Result<String, String> {
     if valid {
         Ok(trimmed.to_string())
     } else {
-        Err(format!(
-            "--base-path `{text}` must be a URL path such as /bocb (letters, digits, `-._~` between slashes)"
-        ))
+        Err(BadBasePath(text.to_string()))
     }
 }
 

@@ -20,10 +20,10 @@ use serde_json::{json, Value};
 use thiserror::Error;
 
 use crate::analysis::{self, plots, FailureRuleChoice};
-use crate::experiment::stored_spec;
 use crate::export;
 use crate::reads::{self, ReadError};
 use crate::service::{Service, ServiceError};
+use bocb_store::stored_spec;
 
 #[derive(Debug, Error)]
 pub enum UiError {

@@ -13,7 +13,7 @@ use bocb_store::{PairBest, Store, TrialSummary};
 use serde::Serialize;
 
 use super::render::{csv_table, escape, grid, heading, Style};
-use crate::experiment::{stored_spec, StoredSpecError};
+use bocb_store::{stored_spec, StoredSpecError};
 
 /// The optimizers whose best results make a backbone's SGD-vs-AdamW gap.
 const ADAMW: &str = "adamw";
@@ -512,27 +512,46 @@ pub fn starting_weights(
         .map(|(_, path)| base_dir.join(path)))
 }
 
+/// Why a safetensors file's header does not read.
+#[derive(Debug, thiserror::Error)]
+pub enum SafetensorsError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error("not a safetensors file: {0}")]
+    Truncated(std::io::Error),
+    #[error("not a safetensors header: {0}")]
+    Header(serde_json::Error),
+    #[error("`{name}`: {source}")]
+    Entry {
+        name: String,
+        source: serde_json::Error,
+    },
+}
+
 /// Tensor names and shapes of a safetensors file, read from its JSON
 /// header alone (no tensor data, no libtorch).
-pub fn safetensors_shapes(path: &Path) -> Result<BTreeMap<String, Vec<i64>>, String> {
-    let mut file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+pub fn safetensors_shapes(path: &Path) -> Result<BTreeMap<String, Vec<i64>>, SafetensorsError> {
+    let mut file = std::fs::File::open(path)?;
     let mut len = [0u8; 8];
-    file.read_exact(&mut len).map_err(|e| e.to_string())?;
+    file.read_exact(&mut len)?;
     let mut header = vec![0u8; u64::from_le_bytes(len) as usize];
     file.read_exact(&mut header)
-        .map_err(|e| format!("not a safetensors file: {e}"))?;
+        .map_err(SafetensorsError::Truncated)?;
     #[derive(serde::Deserialize)]
     struct Entry {
         shape: Vec<i64>,
     }
     let entries: BTreeMap<String, serde_json::Value> =
-        serde_json::from_slice(&header).map_err(|e| format!("not a safetensors header: {e}"))?;
+        serde_json::from_slice(&header).map_err(SafetensorsError::Header)?;
     entries
         .into_iter()
         .filter(|(name, _)| name != "__metadata__")
         .map(|(name, value)| {
             let entry: Entry =
-                serde_json::from_value(value).map_err(|e| format!("`{name}`: {e}"))?;
+                serde_json::from_value(value).map_err(|source| SafetensorsError::Entry {
+                    name: name.clone(),
+                    source,
+                })?;
             Ok((name, entry.shape))
         })
         .collect()

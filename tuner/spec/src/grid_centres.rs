@@ -50,7 +50,7 @@ impl Centre {
 
 impl fmt::Display for Centre {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        let value = |v: Option<f64>| v.map_or("the optimizer's".to_string(), bocb_spec::fmt_value);
+        let value = |v: Option<f64>| v.map_or("the optimizer's".to_string(), crate::fmt_value);
         write!(
             f,
             "lr centre {}, weight_decay centre {}",

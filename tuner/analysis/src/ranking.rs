@@ -171,8 +171,8 @@ pub fn rank_optimizers(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analysis::results::{Origin, PairResult, ResultSet};
-    use crate::analysis::table1::FailureRule;
+    use crate::results::{Origin, PairResult, ResultSet};
+    use crate::table1::FailureRule;
     use bocb_store::GridPos;
 
     #[test]

@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 
 use bocb_store::{Store, StoreError, TrialRecord};
 
-use super::patterns::{saved_patterns, PairPatterns, PatternsError};
+use super::patterns::{saved_patterns, MeasurePatterns, PairPatterns, PatternsError};
 use super::plots::{self, hex, text_colour_on, ColourScale, PlotError};
 use super::render::{self, escape};
 use super::results::Origin;
@@ -56,6 +56,7 @@ pub fn render_report(
     store: &Store,
     analyses: &[Analysis],
     curves: bool,
+    measure: Option<MeasurePatterns>,
 ) -> Result<String, HtmlError> {
     let mut loaded = Vec::new();
     for analysis in analyses {
@@ -66,7 +67,7 @@ pub fn render_report(
         } else {
             (store.trial_summaries(name)?.len(), None)
         };
-        loaded.push((count, trials, saved_patterns(store, name)?));
+        loaded.push((count, trials, saved_patterns(store, name, measure)?));
     }
     let views: Vec<ExperimentView> = analyses
         .iter()
@@ -563,9 +564,9 @@ mod tests {
     use bocb_store::{EpochMetrics, GridPos, TrialStatus};
 
     use super::*;
-    use crate::analysis::plots::relative_luminance;
-    use crate::analysis::results::{PairResult, ResultSet, SeedStats};
-    use crate::analysis::table1::FailureRule;
+    use crate::plots::relative_luminance;
+    use crate::results::{PairResult, ResultSet, SeedStats};
+    use crate::table1::FailureRule;
 
     const BACKBONES: [&str; 2] = ["resnet18_cifar@micro", "vit_tiny_cifar@micro"];
     const OPTIMIZERS: [&str; 5] = ["sgd_m", "adamw", "lion", "lamb", "adan"];

@@ -425,7 +425,7 @@ fn analysis_csv_rows(analysis: &Analysis) -> Vec<[String; 22]> {
     };
     let index = |r: &super::results::PairResult,
                  on: fn(bocb_store::GridPos) -> i32,
-                 beyond: fn(crate::search::extension::ExtendedPos) -> i32| {
+                 beyond: fn(bocb_spec::ExtendedPos) -> i32| {
         r.grid
             .map(on)
             .or(r.beyond_grid.map(beyond))
@@ -495,8 +495,8 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::analysis::results::{PairResult, ResultSet};
-    use crate::analysis::table1::FailureRule;
+    use crate::results::{PairResult, ResultSet};
+    use crate::table1::FailureRule;
 
     fn analysis() -> Analysis {
         let result = |b: &str, o: &str, accuracy| PairResult {

@@ -6,13 +6,13 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use bocb_search_spaces::Catalog;
-use bocb_store::{GridPos, PairBest, Store, StoreError, TrialRecord};
+use bocb_spec::experiment::ExperimentSpec;
+use bocb_spec::KnownBackbones;
+use bocb_store::{stored_spec, GridPos, PairBest, Store, StoreError, StoredSpecError, TrialRecord};
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::analysis::render::csv_table;
-use crate::experiment::{stored_spec, ExperimentSpec, StoredSpecError};
-use crate::registries::Registries;
+use crate::render::csv_table;
 
 #[derive(Debug, Error)]
 pub enum ExportError {
@@ -86,7 +86,7 @@ fn check_trained(store: &Store, name: &str) -> Result<Option<ExperimentSpec>, Ex
 /// and/or one optimizer.
 pub fn best_configs(
     store: &Store,
-    registries: &Registries,
+    registries: &dyn KnownBackbones,
     name: &str,
     backbone: Option<&str>,
     optimizer: Option<&str>,
@@ -126,7 +126,7 @@ pub fn best_configs(
 /// gives a pair's best (its accuracy, NaN until it is done, from it alone).
 pub fn trial_config(
     store: &Store,
-    registries: &Registries,
+    registries: &dyn KnownBackbones,
     name: &str,
     trial: &TrialRecord,
 ) -> Result<BestConfig, ExportError> {
@@ -152,7 +152,7 @@ pub fn trial_config(
 /// The config of `best`, with what its `first` trial trained with.
 fn config(
     spec: Option<&ExperimentSpec>,
-    registries: &Registries,
+    registries: &dyn KnownBackbones,
     best: PairBest,
     first: Option<&TrialRecord>,
 ) -> BestConfig {
@@ -351,7 +351,7 @@ pub fn render_timm_args(configs: &[BestConfig], catalog: &Catalog) -> String {
 /// random-resized where the backbone up-samples (as the trainer decides).
 fn resolve_crop(
     mut settings: serde_json::Value,
-    registries: &Registries,
+    registries: &dyn KnownBackbones,
     backbone: &str,
 ) -> serde_json::Value {
     if settings.get("crop").and_then(serde_json::Value::as_str) == Some("auto") {
@@ -526,7 +526,7 @@ mod tests {
     #[test]
     fn timm_command_lines_carry_the_recipe() {
         let recipes = bocb_search_spaces::RecipeBook::builtin();
-        let registries = Registries::builtin();
+        let registries = bocb_search_spaces::builtin_backbones();
         let line = |recipe: &str, backbone: &str| {
             let settings = serde_json::to_value(recipes.recipe(recipe).unwrap()).unwrap();
             let mut c = config("adamw", &[]);
@@ -615,7 +615,7 @@ mod tests {
         }
         missing.sort();
         assert_eq!(missing, ["adabound", "sophia"]);
-        let registries = Registries::builtin();
+        let registries = bocb_search_spaces::builtin_backbones();
         let timm_model = |name| registries.backbone(name).unwrap().timm;
         assert_eq!(timm_model("alexnet@micro"), None);
         assert_eq!(

@@ -2,14 +2,15 @@
 //! with the cells `grid_extension` tried past the grid's ends.
 
 use std::fmt::Write as _;
+use std::path::Path;
 
 use bocb_search_spaces::Catalog;
-use bocb_spec::{fmt_mib, fmt_value};
-use bocb_store::{GridCell, PairBest, Store, TrialRecord, TrialStatus, GRID_POINTS};
+use bocb_spec::experiment::ExperimentSpec;
+use bocb_spec::{fmt_mib, fmt_value, ExtendedPos, TORCHSCRIPT_PREFIX};
+use bocb_store::{
+    stored_spec, GridCell, PairBest, Store, StoredSpecError, TrialRecord, TrialStatus, GRID_POINTS,
+};
 use serde::Serialize;
-
-use crate::experiment::{stored_spec, Experiment, ExperimentSpec, StoredSpecError};
-use crate::search::extension::ExtendedPos;
 
 /// One pair: its grids' values, its best config and every cell.
 #[derive(Debug, Clone, Serialize)]
@@ -91,9 +92,7 @@ pub fn build(
     let best = store.best_per_pair(name)?;
     let spec = stored_spec(store, &record)?;
     let catalog = &match (&spec, &record.base_dir) {
-        (Some(spec), Some(base)) => {
-            crate::experiment::catalog_with_torchscript_spaces(catalog, spec, base)
-        }
+        (Some(spec), Some(base)) => catalog_with_torchscript_spaces(catalog, spec, base),
         _ => catalog.clone(),
     };
     let mut pairs = Vec::new();
@@ -137,7 +136,7 @@ pub fn build(
         experiment: name.to_string(),
         settings: spec
             .as_ref()
-            .map(Experiment::training_settings)
+            .map(ExperimentSpec::training_settings)
             .unwrap_or_default(),
         trials: counts,
         pairs,
@@ -197,7 +196,7 @@ fn pair_order(spec: Option<&ExperimentSpec>, trials: &[TrialRecord]) -> Vec<(Str
     let listed = spec.and_then(|s| {
         // Fine-tuned backbones are named by their pre-training optimizer
         // too (`transfer`): the trials give them.
-        if crate::transfer::source(s).is_some() {
+        if s.transfer_source().is_some() {
             return None;
         }
         let backbones = s.backbones.listed()?.iter().map(|b| s.with_preset(b));
@@ -371,6 +370,26 @@ fn best_beyond(p: &PairReport) -> Option<&BeyondCell> {
         best.params.get("lr") == Some(&c.lr)
             && best.params.get("weight_decay") == Some(&c.weight_decay)
     })
+}
+
+/// `catalog` with the spaces of a stored experiment's `torchscript:PATH`
+/// optimizers, read from its directory `base` (those that no longer read
+/// are left out, as optimizers without a space are).
+fn catalog_with_torchscript_spaces(
+    catalog: &Catalog,
+    spec: &ExperimentSpec,
+    base: &Path,
+) -> Catalog {
+    let mut all = catalog.clone();
+    for name in spec.optimizers.listed().unwrap_or_default() {
+        if name.starts_with(TORCHSCRIPT_PREFIX) {
+            match spec.torchscript_space(name, base) {
+                Ok(space) => all.insert(space),
+                Err(e) => tracing::warn!("{e}"),
+            }
+        }
+    }
+    all
 }
 
 #[cfg(test)]

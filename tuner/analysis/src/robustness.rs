@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use super::results::{PairResult, ResultSet};
 use super::stats::quantile_linear;
-use crate::search::extension::ExtendedPos;
+use bocb_spec::ExtendedPos;
 
 /// The grid position in the middle, where ties in a mode go.
 const CENTRE: usize = GRID_POINTS / 2;

@@ -2,16 +2,23 @@
 //! layer-wise α, entropy, L2 norm and top-k PCA energy of the weights its
 //! first seed saved (experiments with `save_weights: true`), as the runner
 //! measured them when it saved them (`TRIAL.patterns.json`). Weights saved
-//! before the runner kept their patterns are measured now, by a bocb built
-//! with training.
+//! before the runner kept their patterns are measured now by the
+//! [`MeasurePatterns`] the caller passes: a bocb built with training has one.
 
 use std::path::Path;
 
 use std::fmt::Write as _;
 
 use bocb_spec::{patterns_path, LayerPattern, TOP_K};
-use bocb_store::{Store, StoreError};
+use bocb_store::{Store, StoreError, StoredSpecError};
 use serde::Serialize;
+
+use crate::finetune::{safetensors_shapes, SafetensorsError};
+
+/// Measures the layer patterns of the weights saved at a path (libtorch's
+/// work, so the training build passes it in).
+pub type MeasurePatterns =
+    fn(&Path) -> Result<Vec<LayerPattern>, Box<dyn std::error::Error + Send + Sync>>;
 
 /// The patterns of one pair's best config.
 #[derive(Debug, Clone, Serialize)]
@@ -45,21 +52,22 @@ pub enum PatternsError {
     )]
     NotMeasured { experiment: String },
     #[error(
-        "cannot read the weights {path} that experiment `{experiment}` started from: {message}"
+        "cannot read the weights {path} that experiment `{experiment}` started from: {source}"
     )]
     Init {
         experiment: String,
         path: String,
-        message: String,
+        source: SafetensorsError,
     },
     #[error(transparent)]
-    Spec(#[from] crate::experiment::StoredSpecError),
+    Spec(#[from] StoredSpecError),
 }
 
 /// The patterns of every pair whose best config has saved weights.
 pub fn best_pair_patterns(
     store: &Store,
     experiment: &str,
+    measure: Option<MeasurePatterns>,
 ) -> Result<Vec<PairPatterns>, PatternsError> {
     let mut pairs = Vec::new();
     for best in store.best_per_pair(experiment)? {
@@ -70,7 +78,7 @@ pub fn best_pair_patterns(
         if !path.exists() {
             continue;
         }
-        let layers = weights_patterns(&path).and_then(|layers| {
+        let layers = weights_patterns(&path, measure).and_then(|layers| {
             layers.ok_or_else(|| PatternsError::NotMeasured {
                 experiment: experiment.to_string(),
             })
@@ -78,12 +86,10 @@ pub fn best_pair_patterns(
         let start = super::finetune::starting_weights(store, experiment, &best.backbone)?;
         let fresh = match &start {
             Some(init) => {
-                let shapes = super::finetune::safetensors_shapes(init).map_err(|message| {
-                    PatternsError::Init {
-                        experiment: experiment.to_string(),
-                        path: init.display().to_string(),
-                        message,
-                    }
+                let shapes = safetensors_shapes(init).map_err(|source| PatternsError::Init {
+                    experiment: experiment.to_string(),
+                    path: init.display().to_string(),
+                    source,
                 })?;
                 layers
                     .iter()
@@ -111,26 +117,20 @@ pub fn best_pair_patterns(
 }
 
 /// The layer patterns the runner kept beside the weights at `weights`;
-/// where it kept none (weights of an older bocb), measured from them now.
-#[cfg(feature = "train")]
-fn weights_patterns(weights: &Path) -> Result<Option<Vec<LayerPattern>>, PatternsError> {
-    match kept_patterns(weights)? {
-        Some(layers) => Ok(Some(layers)),
-        None => bocb_trial_runner::patterns::file_patterns(weights)
-            .map(Some)
-            .map_err(|e| PatternsError::Read {
-                path: weights.display().to_string(),
-                message: e.to_string(),
-            }),
+/// where it kept none (weights of an older bocb), measured from them now
+/// by `measure`, or `None` without one.
+fn weights_patterns(
+    weights: &Path,
+    measure: Option<MeasurePatterns>,
+) -> Result<Option<Vec<LayerPattern>>, PatternsError> {
+    match (kept_patterns(weights)?, measure) {
+        (Some(layers), _) => Ok(Some(layers)),
+        (None, Some(measure)) => measure(weights).map(Some).map_err(|e| PatternsError::Read {
+            path: weights.display().to_string(),
+            message: e.to_string(),
+        }),
+        (None, None) => Ok(None),
     }
-}
-
-/// The layer patterns the runner kept beside the weights at `weights`;
-/// `None` where it kept none (weights of an older bocb): measuring them
-/// needs libtorch.
-#[cfg(not(feature = "train"))]
-fn weights_patterns(weights: &Path) -> Result<Option<Vec<LayerPattern>>, PatternsError> {
-    kept_patterns(weights)
 }
 
 /// The patterns in `TRIAL.patterns.json` beside the weights, if there.
@@ -234,8 +234,9 @@ pub fn render_patterns(pairs: &[PairPatterns]) -> String {
 pub fn saved_patterns(
     store: &Store,
     experiment: &str,
+    measure: Option<MeasurePatterns>,
 ) -> Result<Option<Vec<PairPatterns>>, PatternsError> {
-    match best_pair_patterns(store, experiment) {
+    match best_pair_patterns(store, experiment, measure) {
         Ok(pairs) => Ok(Some(pairs)),
         Err(PatternsError::NoWeights { .. }) => Ok(None),
         Err(e @ PatternsError::NotMeasured { .. }) => {
@@ -252,8 +253,8 @@ mod tests {
 
     use super::*;
 
-    /// Every build reads the patterns the runner kept beside a pair's best
-    /// weights; where it kept none, only a build with training measures them.
+    /// The patterns the runner kept beside a pair's best weights are read;
+    /// where it kept none, only a caller with a measure has them.
     #[test]
     fn a_pairs_patterns_are_those_kept_beside_its_weights() {
         let dir = tempfile::tempdir().unwrap();
@@ -290,7 +291,7 @@ mod tests {
             top_k_energy: Some(0.6),
         }];
         std::fs::write(patterns_path(&weights), serde_json::to_vec(&kept).unwrap()).unwrap();
-        let pairs = best_pair_patterns(&store, "e").unwrap();
+        let pairs = best_pair_patterns(&store, "e", None).unwrap();
         assert_eq!(pairs.len(), 1);
         assert_eq!(
             (pairs[0].trial_id.as_str(), &pairs[0].layers),
@@ -298,13 +299,12 @@ mod tests {
         );
 
         std::fs::remove_file(patterns_path(&weights)).unwrap();
-        let err = best_pair_patterns(&store, "e").unwrap_err();
-        if cfg!(feature = "train") {
-            assert!(matches!(err, PatternsError::Read { .. }), "{err}");
-        } else {
-            assert!(matches!(err, PatternsError::NotMeasured { .. }), "{err}");
-            // The report goes on without them.
-            assert!(saved_patterns(&store, "e").unwrap().is_none());
-        }
+        let err = best_pair_patterns(&store, "e", None).unwrap_err();
+        assert!(matches!(err, PatternsError::NotMeasured { .. }), "{err}");
+        // The report goes on without them.
+        assert!(saved_patterns(&store, "e", None).unwrap().is_none());
+        let unreadable: MeasurePatterns = |_| Err("not safetensors".into());
+        let err = best_pair_patterns(&store, "e", Some(unreadable)).unwrap_err();
+        assert!(matches!(err, PatternsError::Read { .. }), "{err}");
     }
 }

@@ -6,8 +6,14 @@
 //! - [`robustness`]: one-hot variation of the optimal lr / weight decay;
 //! - [`ranking`]: Table 4's optimizer ranking;
 //! - [`import`]: reading published tables; [`render`]: the report forms;
-//!   [`html`] and [`plots`]: the HTML report and its SVG figures.
+//!   [`html`] and [`plots`]: the HTML report and its SVG figures;
+//! - [`report`]: `bocb report`'s per-experiment table; [`export`]: the best
+//!   configs and the trials; [`trial_table`]: the service's trial list.
+//!
+//! Nothing here trains or links libtorch: what only training can do (measuring
+//! the patterns of old saved weights) is passed in by the caller.
 
+pub mod export;
 pub mod finetune;
 pub mod html;
 pub mod import;
@@ -15,10 +21,12 @@ pub mod patterns;
 pub mod plots;
 pub mod ranking;
 pub mod render;
+pub mod report;
 pub mod results;
 pub mod robustness;
 pub mod stats;
 pub mod table1;
+pub mod trial_table;
 
 use std::collections::BTreeMap;
 
@@ -26,8 +34,8 @@ use bocb_search_spaces::Catalog;
 use bocb_store::Store;
 use serde::Serialize;
 
-use crate::experiment::{stored_spec, StoredSpecError};
-use crate::search::extension::ExtendedPos;
+use bocb_spec::ExtendedPos;
+use bocb_store::{stored_spec, StoredSpecError};
 use ranking::{rank_optimizers, OptimizerRank};
 use results::{Origin, ResultSet};
 use robustness::{GroupRobustness, Robustness};

@@ -8,7 +8,7 @@ use bocb_store::{GridPos, ImportedTable, PairBest, TrialRecord};
 use serde::Serialize;
 
 use super::stats::{mean, sample_variance, student_t_cdf, student_t_quantile};
-use crate::search::extension::ExtendedPos;
+use bocb_spec::ExtendedPos;
 
 /// Significance level of the one-sided Welch test against the backbone's best.
 pub const SIGNIFICANCE: f64 = 0.05;
