@@ -294,14 +294,17 @@ fn a_requeued_worker_job_continues_its_trial_from_the_checkpoint() {
     let out = cli(&store, &["submit", experiment.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out));
     wait_long("a checkpoint", || has_checkpoint(&store));
-    let running = jobs(&store, "resumable");
-    let job = running
-        .iter()
-        .find(|j| j["state"] == "RUNNING")
-        .expect("a running job")["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    // The service learns job states from its last `squeue`: the job that
+    // sent the checkpoint may still be listed as pending for a poll or two.
+    let mut job = None;
+    wait_long("the service to list the job as running", || {
+        job = jobs(&store, "resumable")
+            .into_iter()
+            .find(|j| j["state"] == "RUNNING")
+            .and_then(|j| j["id"].as_str().map(str::to_string));
+        job.is_some()
+    });
+    let job = job.expect("a running job");
     let out = Command::new("scontrol")
         .args(["requeue", &job])
         .output()
