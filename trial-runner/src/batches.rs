@@ -259,14 +259,39 @@ pub(crate) fn batch_rng(seed: u64, index: usize) -> StdRng {
     StdRng::seed_from_u64(batch_seed(seed, index))
 }
 
+/// A new `[n, 3, side, side]` `u8` batch tensor, its bytes (zeroed) handed
+/// to `fill` to write the images into. Writing straight into the tensor
+/// spares `Tensor::from_slice` a second copy of the batch and its zeroing
+/// through an OpenMP fill, whose threads then spin beside the workers.
+pub(crate) fn image_batch<R>(
+    n: usize,
+    side: usize,
+    fill: impl FnOnce(&mut [u8]) -> R,
+) -> (Tensor, R) {
+    let images = Tensor::empty(
+        [n as i64, 3, side as i64, side as i64],
+        (Kind::Uint8, Device::Cpu),
+    );
+    let len = n * 3 * side * side;
+    let data = images.data_ptr().cast::<u8>();
+    // SAFETY: `images` was just allocated here: contiguous `u8` on the CPU
+    // with `len` elements, which nothing else refers to while `bytes`
+    // lives; they are zeroed before the slice is made.
+    let bytes = unsafe {
+        std::ptr::write_bytes(data, 0, len);
+        std::slice::from_raw_parts_mut(data, len)
+    };
+    let outcome = fill(bytes);
+    (images, outcome)
+}
+
 /// Assembles one batch of `indices`, augmenting each image when `plan` is set.
 fn assemble(
     data: &Dataset,
     indices: &[usize],
     augment: Option<(&ImageTransform, StdRng)>,
 ) -> RawBatch {
-    let mut images = vec![0u8; indices.len() * IMAGE_BYTES];
-    match augment {
+    let (images, ()) = image_batch(indices.len(), SIDE, |images| match augment {
         Some((transform, mut rng)) => {
             let mut scratch = Vec::new();
             for (slot, &i) in images.chunks_exact_mut(IMAGE_BYTES).zip(indices) {
@@ -278,15 +303,10 @@ fn assemble(
                 slot.copy_from_slice(data.image(i));
             }
         }
-    }
+    });
     let labels: Vec<i64> = indices.iter().map(|&i| i64::from(data.labels[i])).collect();
     RawBatch {
-        images: Tensor::from_slice(&images).view([
-            indices.len() as i64,
-            3,
-            SIDE as i64,
-            SIDE as i64,
-        ]),
+        images,
         labels: Tensor::from_slice(&labels),
     }
 }

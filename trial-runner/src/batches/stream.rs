@@ -10,9 +10,9 @@
 
 use bocb_search_spaces::{Crop, Recipe};
 use rand::Rng;
-use tch::{Device, Kind, Tensor};
+use tch::Tensor;
 
-use super::{batch_rng, RawBatch};
+use super::{batch_rng, image_batch, RawBatch};
 use crate::augment::crop::{horizontal_flip, resize_center_crop};
 use crate::augment::{ImageSize, Interpolation, PixelLayout, RandAugment, RandomResizedCrop};
 use crate::data::stream::{decode_file, BadFiles, DecodeBuffers, FileSplit, IMAGENET_MEAN};
@@ -232,35 +232,31 @@ fn assemble(
     let side = plan.transform.side();
     let bytes = 3 * side * side;
     let mut rng = batch_rng(plan.seed, index);
-    let images = Tensor::empty(
-        [indices.len() as i64, 3, side as i64, side as i64],
-        (Kind::Uint8, Device::Cpu),
-    );
-    // Images are written straight into the batch's memory: `from_slice`
-    // would zero a new tensor (an OpenMP fill whose threads then spin) and
-    // copy the whole batch once more.
-    // SAFETY: `images` was just allocated here, contiguous `u8` on the CPU
-    // with `indices.len() * bytes` elements, and nothing else refers to it
-    // while `pixels` lives.
-    let pixels = unsafe {
-        std::slice::from_raw_parts_mut(images.data_ptr().cast::<u8>(), indices.len() * bytes)
-    };
-    let mut labels: Vec<i64> = Vec::with_capacity(indices.len());
-    for &i in indices {
-        let path = &split.files[i];
-        match decode_file(path, &mut buffers.decode, &mut buffers.pixels) {
-            Ok(size) => {
-                let slot = &mut pixels[labels.len() * bytes..][..bytes];
-                plan.transform
-                    .apply(&buffers.pixels, size, slot, &mut buffers.scratch, &mut rng);
-                labels.push(i64::from(split.labels[i]));
+    let (images, labels) = image_batch(indices.len(), side, |pixels| {
+        let mut labels: Vec<i64> = Vec::with_capacity(indices.len());
+        for &i in indices {
+            let path = &split.files[i];
+            match decode_file(path, &mut buffers.decode, &mut buffers.pixels) {
+                Ok(size) => {
+                    let slot = &mut pixels[labels.len() * bytes..][..bytes];
+                    plan.transform.apply(
+                        &buffers.pixels,
+                        size,
+                        slot,
+                        &mut buffers.scratch,
+                        &mut rng,
+                    );
+                    labels.push(i64::from(split.labels[i]));
+                }
+                Err(error) if bad_files == BadFiles::Skip => {
+                    tracing::warn!(%error, "skipping a file that cannot be read (bad_files: skip)");
+                }
+                Err(error) => return Err(error),
             }
-            Err(error) if bad_files == BadFiles::Skip => {
-                tracing::warn!(%error, "skipping a file that cannot be read (bad_files: skip)");
-            }
-            Err(error) => return Err(error),
         }
-    }
+        Ok(labels)
+    });
+    let mut labels = labels?;
     if plan.drop_last && labels.len() < indices.len() && labels.len() % 2 == 1 {
         labels.pop();
     }
