@@ -56,6 +56,16 @@ pub enum StoreError {
         source: serde_json::Error,
     },
 
+    /// A trial's record counts more pieces of its epochs than the store
+    /// holds: the store was changed by something other than bocb.
+    #[error("corrupt trial {key:?}: piece {index} of its {pieces} pieces of epochs is missing from tree trial_details.v1")]
+    MissingPiece {
+        /// The trial's key, with the `\0` separator shown as `/`.
+        key: String,
+        index: u32,
+        pieces: u32,
+    },
+
     /// An experiment name or trial id that cannot be used as (part of) a key.
     #[error("invalid {what} {name:?}: it must be non-empty and must not contain NUL")]
     InvalidName {

@@ -6,17 +6,25 @@
 //!
 //! # On-disk layout
 //!
-//! One sled database per directory, holding four trees. Tree names carry a
+//! One sled database per directory, holding six trees. Tree names carry a
 //! version so that a later incompatible layout can live beside the old one
 //! and migrate it.
 //!
-//! | tree             | key                              | value                          |
-//! |------------------|----------------------------------|--------------------------------|
-//! | `experiments.v1` | experiment name (UTF-8)          | [`ExperimentRecord`] as JSON   |
-//! | `trials.v1`      | experiment name, `\0`, trial id  | [`TrialRecord`] as JSON        |
-//! | `imported.v1`    | experiment name (UTF-8)          | [`ImportedTable`] as JSON      |
-//! | `probes.v1`      | probe key (UTF-8)                | [`ProbeRecord`] as JSON        |
-//! | `summaries.v2`   | as in `trials.v1`                | [`TrialSummary`] as JSON       |
+//! | tree               | key                                | value                          |
+//! |--------------------|------------------------------------|--------------------------------|
+//! | `experiments.v1`   | experiment name (UTF-8)            | [`ExperimentRecord`] as JSON   |
+//! | `trials.v2`        | experiment name, `\0`, trial id    | the [`TrialRecord`] without epochs and gradient norms, and how many pieces hold them, as JSON |
+//! | `trial_details.v1` | the trial's key, `\0`, piece (u32, big-endian) | up to 4 KiB of the JSON of its epochs and gradient norms |
+//! | `imported.v1`      | experiment name (UTF-8)            | [`ImportedTable`] as JSON      |
+//! | `probes.v1`        | probe key (UTF-8)                  | [`ProbeRecord`] as JSON        |
+//! | `summaries.v2`     | as in `trials.v2`                  | [`TrialSummary`] as JSON       |
+//!
+//! A trial's epochs and gradient norms lie in small pieces so that sled's
+//! page cache can evict them (the reason is in the `layout` module): a
+//! service that reads the whole history keeps at most its cache of it. A
+//! trial and its pieces are written, and read, in one transaction. Stores
+//! written before hold whole records in `trials.v1`; they are split when
+//! first opened.
 //!
 //! A summary is its trial without the epochs, written in the same
 //! transaction as the trial, so listing an experiment's 10,000 trials reads
@@ -49,6 +57,7 @@
 
 mod error;
 mod imported;
+mod layout;
 mod query;
 mod record;
 mod store;

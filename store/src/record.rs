@@ -164,37 +164,46 @@ pub struct GradientSummary {
 impl TrialSummary {
     /// The summary of `record`.
     pub fn of(record: &TrialRecord) -> Self {
+        let mut trial = record.without_details();
+        trial.recipe = record.recipe.as_ref().map(|r| r.name.as_str().into());
         TrialSummary {
-            trial: TrialRecord {
-                id: record.id.clone(),
-                experiment: record.experiment.clone(),
-                backbone: record.backbone.clone(),
-                optimizer: record.optimizer.clone(),
-                recipe: record.recipe.as_ref().map(|r| r.name.as_str().into()),
-                params: record.params.clone(),
-                grid: record.grid,
-                stage: record.stage,
-                seed: record.seed,
-                status: record.status,
-                epochs: Vec::new(),
-                final_accuracy: record.final_accuracy,
-                ema_accuracy: record.ema_accuracy,
-                wall_time_s: record.wall_time_s,
-                device: record.device.clone(),
-                precision: record.precision.clone(),
-                peak_memory_bytes: record.peak_memory_bytes,
-                optimizer_state_bytes: record.optimizer_state_bytes,
-                classes: record.classes,
-                error: record.error.clone(),
-                // Per-step rows, like the epochs: read from the full record.
-                grad_norms: None,
-                created_unix_s: record.created_unix_s,
-                updated_unix_s: record.updated_unix_s,
-            },
+            trial,
             epochs: record.epochs.len(),
             gradients: record.grad_norms.as_ref().map(|g| GradientSummary {
                 embedding_ratio: g.embedding_ratio(),
             }),
+        }
+    }
+}
+
+impl TrialRecord {
+    /// The record without what grows with training: `epochs` empty and no
+    /// `grad_norms` (per-step rows, like the epochs).
+    pub(crate) fn without_details(&self) -> TrialRecord {
+        TrialRecord {
+            id: self.id.clone(),
+            experiment: self.experiment.clone(),
+            backbone: self.backbone.clone(),
+            optimizer: self.optimizer.clone(),
+            recipe: self.recipe.clone(),
+            params: self.params.clone(),
+            grid: self.grid,
+            stage: self.stage,
+            seed: self.seed,
+            status: self.status,
+            epochs: Vec::new(),
+            final_accuracy: self.final_accuracy,
+            ema_accuracy: self.ema_accuracy,
+            wall_time_s: self.wall_time_s,
+            device: self.device.clone(),
+            precision: self.precision.clone(),
+            peak_memory_bytes: self.peak_memory_bytes,
+            optimizer_state_bytes: self.optimizer_state_bytes,
+            classes: self.classes,
+            error: self.error.clone(),
+            grad_norms: None,
+            created_unix_s: self.created_unix_s,
+            updated_unix_s: self.updated_unix_s,
         }
     }
 }

@@ -8,11 +8,12 @@ use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::Transactional;
 
 use crate::error::{ImportError, StoreError};
 use crate::imported::ImportedTable;
+use crate::layout::{self, ReadTrial, DETAILS_TREE};
 use crate::query::{self, GridCell, PairBest};
 use crate::record::{
     unix_now_s, ExperimentRecord, ProbeRecord, TrialEnd, TrialRecord, TrialSummary,
@@ -21,7 +22,10 @@ use crate::Result;
 use crate::{EpochMetrics, TrialStatus, GRID_POINTS};
 
 const EXPERIMENTS_TREE: &str = "experiments.v1";
-const TRIALS_TREE: &str = "trials.v1";
+const TRIALS_TREE: &str = "trials.v2";
+/// Trials with their epochs inside: split into `trials.v2` and its details
+/// at open ([`crate::layout`]).
+const WHOLE_TRIALS_TREE: &str = "trials.v1";
 const IMPORTED_TREE: &str = "imported.v1";
 const PROBES_TREE: &str = "probes.v1";
 const SUMMARIES_TREE: &str = "summaries.v2";
@@ -29,6 +33,11 @@ const SUMMARIES_TREE: &str = "summaries.v2";
 const SUMMARIES_MADE: &[u8] = b"summaries.v2 made";
 /// Summaries before their gradients: replaced by `summaries.v2` at open.
 const OLD_SUMMARIES: [(&str, &[u8]); 1] = [("summaries.v1", b"summaries.v1 made")];
+/// Bytes of pages sled keeps in memory; beyond them it evicts the least
+/// recently read (sled's default, 1 GiB, would let a service that reads
+/// the history keep most of it). Reads past it come from the OS's file
+/// cache, at tens of microseconds a page.
+const CACHE_BYTES: u64 = 64 << 20;
 
 /// Handle on a store directory. Cheap to clone; clones share the database,
 /// so several threads can record at once.
@@ -39,6 +48,7 @@ pub struct Store {
     experiments: sled::Tree,
     // Visible to the crate's tests, which plant old and corrupt records.
     pub(crate) trials: sled::Tree,
+    pub(crate) details: sled::Tree,
     imported: sled::Tree,
     probes: sled::Tree,
     pub(crate) summaries: sled::Tree,
@@ -85,7 +95,8 @@ impl Store {
         })?;
         let deadline = Instant::now() + wait;
         let db = loop {
-            match sled::open(dir) {
+            let config = sled::Config::new().path(dir).cache_capacity(CACHE_BYTES);
+            match config.open() {
                 Ok(db) => break db,
                 Err(source) if is_lock_held(&source) && Instant::now() < deadline => {
                     drop(source);
@@ -103,6 +114,7 @@ impl Store {
         };
         let experiments = db.open_tree(EXPERIMENTS_TREE)?;
         let trials = db.open_tree(TRIALS_TREE)?;
+        let details = db.open_tree(DETAILS_TREE)?;
         let imported = db.open_tree(IMPORTED_TREE)?;
         let probes = db.open_tree(PROBES_TREE)?;
         let summaries = db.open_tree(SUMMARIES_TREE)?;
@@ -110,6 +122,7 @@ impl Store {
             db,
             experiments,
             trials,
+            details,
             imported,
             probes,
             summaries,
@@ -117,6 +130,14 @@ impl Store {
             revisions: Arc::default(),
             summaries_read: Arc::default(),
         };
+        if store
+            .db
+            .tree_names()
+            .iter()
+            .any(|n| n == WHOLE_TRIALS_TREE.as_bytes())
+        {
+            store.split_whole_trials()?;
+        }
         if store.db.get(SUMMARIES_MADE)?.is_none() {
             store.make_summaries()?;
         }
@@ -131,13 +152,37 @@ impl Store {
     /// or one whose making was interrupted.
     fn make_summaries(&self) -> Result<()> {
         self.summaries.clear()?;
-        for entry in self.trials.iter() {
-            let (key, value) = entry?;
-            let trial: TrialRecord = decode(TRIALS_TREE, &key, &value)?;
-            self.summaries
-                .insert(key, encode(&TrialSummary::of(&trial)))?;
+        for key in self.trials.iter().keys() {
+            let key = key?;
+            if let Some(trial) = self.trial_at(&key)? {
+                self.summaries
+                    .insert(key, encode(&TrialSummary::of(&trial)))?;
+            }
         }
         self.db.insert(SUMMARIES_MADE, &[])?;
+        self.flush()
+    }
+
+    /// Moves each trial of a store written before [`crate::layout`] into
+    /// it, one transaction a trial, so an interrupted move goes on at the
+    /// next open; then drops the old tree.
+    fn split_whole_trials(&self) -> Result<()> {
+        let whole = self.db.open_tree(WHOLE_TRIALS_TREE)?;
+        for entry in whole.iter() {
+            let (key, value) = entry?;
+            let record: TrialRecord = decode(WHOLE_TRIALS_TREE, &key, &value)?;
+            (&whole, &self.trials, &self.summaries, &self.details)
+                .transaction(|(whole, trials, summaries, details)| {
+                    let old = layout::read_trial(trials, details, TRIALS_TREE, &key)?;
+                    layout::write_trial(trials, details, &key, &record, old.as_ref())?;
+                    summaries.insert(&key, encode(&TrialSummary::of(&record)))?;
+                    whole.remove(&key)?;
+                    Ok(())
+                })
+                .map_err(transaction_error)?;
+        }
+        self.flush()?;
+        self.db.drop_tree(WHOLE_TRIALS_TREE)?;
         self.flush()
     }
 
@@ -214,12 +259,17 @@ impl Store {
             batch.remove(key?);
             removed = true;
         }
+        let mut pieces = sled::Batch::default();
+        for key in self.details.scan_prefix(trial_prefix(name)).keys() {
+            pieces.remove(key?);
+        }
         // Trials first: a crash in between leaves the experiment listed, so
         // the delete can simply be repeated.
-        (&self.trials, &self.summaries)
-            .transaction(|(trials, summaries)| {
+        (&self.trials, &self.summaries, &self.details)
+            .transaction(|(trials, summaries, details)| {
                 trials.apply_batch(&batch)?;
                 summaries.apply_batch(&batch)?;
+                details.apply_batch(&pieces)?;
                 Ok(())
             })
             .map_err(transaction_error)?;
@@ -241,8 +291,6 @@ impl Store {
     /// [`Store::put_trial`] of several records at once, all or none, with
     /// one flush: for writing many (a generated store, an import).
     pub fn put_trials(&self, records: &[TrialRecord]) -> Result<()> {
-        let mut trials = sled::Batch::default();
-        let mut summaries = sled::Batch::default();
         for record in records {
             check_name("experiment name", &record.experiment)?;
             check_name("trial id", &record.id)?;
@@ -264,14 +312,19 @@ impl Store {
                     value,
                 });
             }
-            let key = trial_key(&record.experiment, &record.id);
-            summaries.insert(key.clone(), encode(&TrialSummary::of(record)));
-            trials.insert(key, encode(record));
         }
-        (&self.trials, &self.summaries)
-            .transaction(|(t, s)| {
-                t.apply_batch(&trials)?;
-                s.apply_batch(&summaries)?;
+        let summaries: Vec<Vec<u8>> = records
+            .iter()
+            .map(|r| encode(&TrialSummary::of(r)))
+            .collect();
+        (&self.trials, &self.summaries, &self.details)
+            .transaction(|(trials, summaries_tree, details)| {
+                for (record, summary) in records.iter().zip(&summaries) {
+                    let key = trial_key(&record.experiment, &record.id);
+                    let old = layout::read_trial(trials, details, TRIALS_TREE, &key)?;
+                    layout::write_trial(trials, details, &key, record, old.as_ref())?;
+                    summaries_tree.insert(key, summary.as_slice())?;
+                }
                 Ok(())
             })
             .map_err(transaction_error)?;
@@ -287,18 +340,47 @@ impl Store {
     /// The trial `id` of `experiment`, if stored.
     pub fn trial(&self, experiment: &str, id: &str) -> Result<Option<TrialRecord>> {
         check_name("experiment name", experiment)?;
-        let key = trial_key(experiment, id);
-        self.trials
-            .get(&key)?
-            .map(|value| decode(TRIALS_TREE, &key, &value))
-            .transpose()
+        self.trial_at(&trial_key(experiment, id))
+    }
+
+    /// The whole trial at `key`, read in one transaction with its pieces,
+    /// so a writer never shows half a history.
+    fn trial_at(&self, key: &[u8]) -> Result<Option<TrialRecord>> {
+        (&self.trials, &self.details)
+            .transaction(|(trials, details)| {
+                layout::read_trial(trials, details, TRIALS_TREE, key)
+                    .map(|read| read.map(|r| r.record))
+            })
+            .map_err(transaction_error)
     }
 
     /// All trials of `experiment`, ordered by backbone, optimizer, stage,
     /// grid position, seed and id.
     pub fn trials(&self, experiment: &str) -> Result<Vec<TrialRecord>> {
         check_name("experiment name", experiment)?;
-        scan_in_trial_order(&self.trials, TRIALS_TREE, experiment)
+        let mut records = Vec::new();
+        for key in self.trials.scan_prefix(trial_prefix(experiment)).keys() {
+            // `None`: deleted since the scan passed it.
+            records.extend(self.trial_at(&key?)?);
+        }
+        records.sort_by(|a, b| trial_order(a).cmp(&trial_order(b)));
+        Ok(records)
+    }
+
+    /// The trials of `experiment` whose summary `keep` accepts, whole and
+    /// in the order of [`Store::trials`]: one pair's trials read that pair's
+    /// epochs only.
+    pub fn trials_where(
+        &self,
+        experiment: &str,
+        keep: impl Fn(&TrialSummary) -> bool,
+    ) -> Result<Vec<TrialRecord>> {
+        let mut records = Vec::new();
+        for summary in self.trial_summaries(experiment)?.iter().filter(|s| keep(s)) {
+            // `None`: deleted since the summaries were read.
+            records.extend(self.trial(experiment, &summary.trial.id)?);
+        }
+        Ok(records)
     }
 
     /// The summaries of all trials of `experiment` (no epochs), in the
@@ -316,16 +398,26 @@ impl Store {
             }
         }
         drop(kept);
-        let summaries = Arc::new(scan_in_trial_order(
-            &self.summaries,
-            SUMMARIES_TREE,
-            experiment,
-        )?);
+        let summaries = Arc::new(self.scan_summaries(experiment)?);
         let mut kept = self.summaries_read.lock().expect("summaries lock");
         if kept.len() >= SUMMARIES_KEPT && !kept.contains_key(experiment) {
             kept.clear();
         }
         kept.insert(experiment.to_owned(), (revision, Arc::clone(&summaries)));
+        Ok(summaries)
+    }
+
+    /// Every summary of `experiment`, in the order of [`Store::trials`].
+    fn scan_summaries(&self, experiment: &str) -> Result<Vec<TrialSummary>> {
+        let mut summaries = self
+            .summaries
+            .scan_prefix(trial_prefix(experiment))
+            .map(|entry| {
+                let (key, value) = entry?;
+                decode::<TrialSummary>(SUMMARIES_TREE, &key, &value)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        summaries.sort_by(|a, b| trial_order(&a.trial).cmp(&trial_order(&b.trial)));
         Ok(summaries)
     }
 
@@ -531,19 +623,13 @@ impl Store {
         let key = trial_key(experiment, id);
         // The transaction takes a closure it may call again.
         let change = RefCell::new(change);
-        let trial = (&self.trials, &self.summaries)
-            .transaction(|(trials, summaries)| {
-                let old = trials.get(&key)?.ok_or_else(|| {
-                    ConflictableTransactionError::Abort(StoreError::TrialNotFound {
-                        experiment: experiment.to_owned(),
-                        id: id.to_owned(),
-                    })
-                })?;
-                let mut trial: TrialRecord =
-                    decode(TRIALS_TREE, &key, &old).map_err(ConflictableTransactionError::Abort)?;
+        let trial = (&self.trials, &self.summaries, &self.details)
+            .transaction(|(trials, summaries, details)| {
+                let old = read_existing(trials, details, &key, experiment, id)?;
+                let mut trial = old.record.clone();
                 (change.borrow_mut())(&mut trial);
                 trial.updated_unix_s = unix_now_s();
-                trials.insert(key.as_slice(), encode(&trial))?;
+                layout::write_trial(trials, details, &key, &trial, Some(&old))?;
                 summaries.insert(key.as_slice(), encode(&TrialSummary::of(&trial)))?;
                 Ok(trial)
             })
@@ -571,39 +657,20 @@ fn check_name(what: &'static str, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// A record kept per trial: the trial, or its summary.
-trait OfTrial: DeserializeOwned {
-    fn trial(&self) -> &TrialRecord;
-}
-
-impl OfTrial for TrialRecord {
-    fn trial(&self) -> &TrialRecord {
-        self
-    }
-}
-
-impl OfTrial for TrialSummary {
-    fn trial(&self) -> &TrialRecord {
-        &self.trial
-    }
-}
-
-/// Every record of `experiment` in `tree` (named `tree_name`), in the
-/// order of [`Store::trials`].
-fn scan_in_trial_order<T: OfTrial>(
-    tree: &sled::Tree,
-    tree_name: &'static str,
+/// [`Store::trial`] in a transaction that changes it: absent is an error.
+fn read_existing(
+    trials: &TransactionalTree,
+    details: &TransactionalTree,
+    key: &[u8],
     experiment: &str,
-) -> Result<Vec<T>> {
-    let mut records = tree
-        .scan_prefix(trial_prefix(experiment))
-        .map(|entry| {
-            let (key, value) = entry?;
-            decode::<T>(tree_name, &key, &value)
+    id: &str,
+) -> Result<ReadTrial, ConflictableTransactionError<StoreError>> {
+    layout::read_trial(trials, details, TRIALS_TREE, key)?.ok_or_else(|| {
+        ConflictableTransactionError::Abort(StoreError::TrialNotFound {
+            experiment: experiment.to_owned(),
+            id: id.to_owned(),
         })
-        .collect::<Result<Vec<_>>>()?;
-    records.sort_by(|a, b| trial_order(a.trial()).cmp(&trial_order(b.trial())));
-    Ok(records)
+    })
 }
 
 /// The order of [`Store::trials`].
@@ -631,17 +698,26 @@ fn trial_key(experiment: &str, id: &str) -> Vec<u8> {
     key
 }
 
-fn encode<T: Serialize>(record: &T) -> Vec<u8> {
+pub(crate) fn encode<T: Serialize>(record: &T) -> Vec<u8> {
     serde_json::to_vec(record)
         .expect("records have string map keys and no fallible Serialize impls")
 }
 
-fn decode<T: DeserializeOwned>(tree: &'static str, key: &[u8], value: &[u8]) -> Result<T> {
+pub(crate) fn decode<T: DeserializeOwned>(
+    tree: &'static str,
+    key: &[u8],
+    value: &[u8],
+) -> Result<T> {
     serde_json::from_slice(value).map_err(|source| StoreError::Corrupt {
         tree,
-        key: String::from_utf8_lossy(key).replace('\0', "/"),
+        key: readable_key(key),
         source,
     })
+}
+
+/// A key for messages, with its `\0` separators shown as `/`.
+pub(crate) fn readable_key(key: &[u8]) -> String {
+    String::from_utf8_lossy(key).replace('\0', "/")
 }
 
 /// Long enough for a just-dropped handle to release the lock, for

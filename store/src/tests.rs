@@ -45,6 +45,30 @@ fn trial(id: &str, lr: f64, wd: f64, grid: (u8, u8), seed: u64) -> TrialRecord {
     }
 }
 
+/// Opens a store at `path` written by a bocb from before the trials' split
+/// layout: `trials.v1` holds `records` (key `EXP\0id`) whole, written by
+/// sled itself.
+fn open_with_whole_trials(path: &std::path::Path, records: &[(&str, serde_json::Value)]) -> Store {
+    {
+        let db = sled::open(path).unwrap();
+        let whole = db.open_tree("trials.v1").unwrap();
+        for (id, record) in records {
+            let key = [EXP.as_bytes(), b"\0", id.as_bytes()].concat();
+            whole
+                .insert(key, serde_json::to_vec(record).unwrap())
+                .unwrap();
+        }
+        db.flush().unwrap();
+    }
+    reopen(path)
+}
+
+/// Opens the store at `path` again: a handle dropped just before keeps the
+/// lock until sled's flusher thread stops.
+fn reopen(path: &std::path::Path) -> Store {
+    Store::open_waiting(path, crate::RELEASE_WAIT).unwrap()
+}
+
 fn epoch(n: u32, acc: f64) -> EpochMetrics {
     EpochMetrics {
         epoch: n,
@@ -147,17 +171,13 @@ fn trial_round_trips_every_field_and_nan_metrics() {
 
 #[test]
 fn old_records_without_optional_fields_still_read() {
-    let (_dir, store) = temp_store();
+    let dir = tempfile::tempdir().unwrap();
     let minimal = serde_json::json!({
         "id": "t1", "experiment": EXP, "backbone": "resnet18", "optimizer": "sgd",
         "stage": 1, "seed": 0, "status": "queued",
         "created_unix_s": 1, "updated_unix_s": 2,
     });
-    let key = [EXP.as_bytes(), b"\0t1"].concat();
-    store
-        .trials
-        .insert(key, serde_json::to_vec(&minimal).unwrap())
-        .unwrap();
+    let store = open_with_whole_trials(&dir.path().join("store"), &[("t1", minimal)]);
     let t = store.trial(EXP, "t1").unwrap().unwrap();
     assert_eq!(t.status, TrialStatus::Queued);
     assert!(t.params.is_empty() && t.epochs.is_empty() && t.grid.is_none());
@@ -196,7 +216,7 @@ fn what_a_trial_ran_with_survives_finishing_and_reopening() {
             })
             .collect()
     };
-    let store = Store::open(&path).unwrap();
+    let store = reopen(&path);
     let read = store.trial(EXP, "trained").unwrap().unwrap();
     assert_eq!(read, written[0]);
     assert_eq!(
@@ -238,13 +258,7 @@ fn what_a_trial_ran_with_survives_finishing_and_reopening() {
     for field in ["ema_accuracy", "precision", "peak_memory_bytes"] {
         old.as_object_mut().unwrap().remove(field).unwrap();
     }
-    store
-        .trials
-        .insert(
-            [EXP.as_bytes(), b"\0old"].concat(),
-            serde_json::to_vec(&old).unwrap(),
-        )
-        .unwrap();
+    let store = open_with_whole_trials(&dir.path().join("old store"), &[("old", old)]);
     assert_eq!(store.trial(EXP, "old").unwrap().unwrap().precision, None);
     let finished = store
         .finish_trial(EXP, "old", TrialStatus::Done, &trained)
@@ -707,7 +721,7 @@ fn reopening_keeps_everything() {
             )
             .unwrap()
     };
-    let store = Store::open(&path).unwrap();
+    let store = reopen(&path);
     assert_eq!(store.experiments().unwrap(), vec![experiment(EXP)]);
     assert_eq!(store.trials(EXP).unwrap(), vec![expected]);
     assert_eq!(store.best_per_pair(EXP).unwrap()[0].mean_accuracy, 50.0);
@@ -835,7 +849,7 @@ fn probes_are_kept_by_key_across_reopening() {
             Err(StoreError::InvalidName { .. })
         ));
     }
-    let store = Store::open(&path).unwrap();
+    let store = reopen(&path);
     assert_eq!(store.probe("a").unwrap(), Some(probe("a", Some(2 << 30))));
     assert_eq!(
         store.probes().unwrap(),
@@ -858,7 +872,7 @@ fn a_store_written_before_probes_opens_without_them() {
         db.open_tree("trials.v1").unwrap();
         db.flush().unwrap();
     }
-    let store = Store::open(&path).unwrap();
+    let store = reopen(&path);
     assert_eq!(store.experiment(EXP).unwrap(), Some(experiment(EXP)));
     assert_eq!(store.probes().unwrap(), []);
 }
@@ -936,7 +950,7 @@ fn a_store_from_before_summaries_gets_them_when_opened() {
         store.db.insert(b"summaries.v1 made", &[]).unwrap();
         store.db.flush().unwrap();
     }
-    let store = Store::open(&path).unwrap();
+    let store = reopen(&path);
     let summaries = store.trial_summaries(EXP).unwrap();
     assert_eq!(summaries.len(), 1);
     assert_eq!(summaries[0].epochs, 1);
@@ -992,4 +1006,220 @@ fn kept_summaries_follow_every_write() {
     assert_eq!(reader.trial_summaries(EXP).unwrap()[0].epochs, 1);
     assert!(store.delete_experiment(EXP).unwrap());
     assert!(reader.trial_summaries(EXP).unwrap().is_empty());
+}
+
+fn norms_over(epochs: u32) -> GradNorms {
+    GradNorms {
+        groups: vec!["embedding".into(), "blocks.0".into(), "head".into()],
+        steps: (0..20)
+            .map(|step| GradNormRow {
+                step,
+                epoch: 1,
+                norms: vec![4.0, 1.0, 3.0 + step as f64],
+            })
+            .collect(),
+        epochs: (1..=epochs)
+            .map(|epoch| GradNormRow {
+                step: u64::from(epoch) * 100,
+                epoch,
+                norms: vec![0.5, 0.25, f64::from(epoch)],
+            })
+            .collect(),
+    }
+}
+
+/// The largest value any tree of the store holds.
+fn largest_value(store: &Store) -> usize {
+    store
+        .db
+        .tree_names()
+        .iter()
+        .flat_map(|name| store.db.open_tree(name).unwrap().iter().values())
+        .map(|value| value.unwrap().len())
+        .max()
+        .unwrap_or(0)
+}
+
+/// A long history lies in small entries (what keeps sled's leaves inline
+/// and evictable), reads back exactly, and shrinking or deleting it leaves
+/// no piece behind.
+#[test]
+fn long_histories_lie_in_small_pieces_and_read_back_whole() {
+    let (_dir, store) = temp_store();
+    store
+        .put_trial(&trial("long", 0.1, 0.0, (0, 0), 0))
+        .unwrap();
+    for n in 1..=500 {
+        store
+            .record_epoch(EXP, "long", epoch(n, f64::from(n) / 10.0))
+            .unwrap();
+    }
+    let end = TrialEnd {
+        final_accuracy: Some(50.0),
+        grad_norms: Some(norms_over(500)),
+        ..TrialEnd::default()
+    };
+    let finished = store
+        .finish_trial(EXP, "long", TrialStatus::Done, &end)
+        .unwrap();
+    let read = store.trial(EXP, "long").unwrap().unwrap();
+    assert_eq!(read, finished);
+    assert_eq!(read.epochs.len(), 500);
+    assert_eq!(read.epochs[499], epoch(500, 50.0));
+    assert_eq!(read.grad_norms, Some(norms_over(500)));
+    let whole_json = serde_json::to_vec(&read).unwrap().len();
+    assert!(whole_json > 100_000, "{whole_json} bytes");
+    assert!(
+        largest_value(&store) <= crate::layout::PIECE_BYTES,
+        "largest value {} bytes",
+        largest_value(&store)
+    );
+    let pieces = store.details.len();
+    assert!(pieces > 20, "{pieces} pieces");
+
+    // A rerun from epoch 3 keeps two epochs; the pieces past them go.
+    let kept = store.keep_epochs(EXP, "long", 2).unwrap();
+    assert_eq!(kept.epochs, [epoch(1, 0.1), epoch(2, 0.2)]);
+    let shrunk = store.details.len();
+    assert!(shrunk < pieces, "{shrunk} of {pieces} pieces left");
+    assert_eq!(store.trial(EXP, "long").unwrap().unwrap(), kept);
+    // Replacing the record with one that has no epochs leaves none.
+    store
+        .put_trial(&trial("long", 0.1, 0.0, (0, 0), 0))
+        .unwrap();
+    assert_eq!(store.details.len(), 0);
+    store.record_epoch(EXP, "long", epoch(1, 1.0)).unwrap();
+    assert!(store.delete_experiment(EXP).unwrap());
+    assert_eq!((store.details.len(), store.trials.len()), (0, 0));
+}
+
+/// A reader never sees part of a history being written: every read of a
+/// trial recording epochs shows epochs 1 to n, whole.
+#[test]
+fn readers_see_whole_histories_while_epochs_arrive() {
+    let (_dir, store) = temp_store();
+    store.put_trial(&trial("t", 0.1, 0.0, (0, 0), 0)).unwrap();
+    let writer = {
+        let store = store.clone();
+        thread::spawn(move || {
+            for n in 1..=300 {
+                store
+                    .record_epoch(EXP, "t", epoch(n, f64::from(n)))
+                    .unwrap();
+            }
+        })
+    };
+    let mut reads = 0;
+    loop {
+        let done = writer.is_finished();
+        let read = store.trial(EXP, "t").unwrap().unwrap();
+        let numbers: Vec<u32> = read.epochs.iter().map(|e| e.epoch).collect();
+        assert_eq!(numbers, (1..=numbers.len() as u32).collect::<Vec<_>>());
+        // Scans read each trial whole too, and a later read never less.
+        let scanned = store.trials(EXP).unwrap().remove(0).epochs;
+        assert!(scanned.len() >= numbers.len());
+        assert!(scanned.iter().zip(1..).all(|(e, n)| e.epoch == n));
+        reads += 1;
+        if done {
+            assert_eq!(numbers.len(), 300);
+            break;
+        }
+    }
+    writer.join().unwrap();
+    assert!(reads > 1);
+}
+
+/// A store written whole (`trials.v1`) is split when opened, its epochs
+/// and gradient norms kept exactly; a split interrupted part-way goes on.
+#[test]
+fn a_store_of_whole_trials_is_split_when_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    let mut long = trial("long", 0.1, 0.0, (0, 0), 0);
+    long.epochs = (1..=300).map(|n| epoch(n, f64::from(n) / 10.0)).collect();
+    long.grad_norms = Some(norms_over(300));
+    long.status = TrialStatus::Done;
+    let short = TrialRecord {
+        epochs: vec![epoch(1, 10.0)],
+        ..trial("short", 0.4, 0.0, (1, 0), 0)
+    };
+    let queued = trial("queued", 1.6, 0.0, (2, 0), 0);
+    let records =
+        [&long, &short, &queued].map(|t| (t.id.as_str(), serde_json::to_value(t).unwrap()));
+    let store = open_with_whole_trials(&path, &records);
+    assert_eq!(
+        store.trials(EXP).unwrap(),
+        [long.clone(), short.clone(), queued.clone()]
+    );
+    assert_eq!(
+        store.trial_summaries(EXP).unwrap()[0],
+        TrialSummary::of(&long)
+    );
+    assert!(largest_value(&store) <= crate::layout::PIECE_BYTES);
+    let names = store.db.tree_names();
+    assert!(!names.iter().any(|n| n.as_ref() == b"trials.v1"));
+    drop(store);
+
+    // Interrupted: "short" still whole beside the split others.
+    let store = reopen(&path);
+    let key = [EXP.as_bytes(), b"\0short"].concat();
+    store.trials.remove(&key).unwrap();
+    for piece in store
+        .details
+        .scan_prefix([key.as_slice(), b"\0"].concat())
+        .keys()
+    {
+        store.details.remove(piece.unwrap()).unwrap();
+    }
+    let whole = store.db.open_tree("trials.v1").unwrap();
+    whole
+        .insert(&key, serde_json::to_vec(&short).unwrap())
+        .unwrap();
+    store.db.flush().unwrap();
+    drop((whole, store));
+    let store = reopen(&path);
+    assert_eq!(store.trials(EXP).unwrap(), [long, short, queued]);
+}
+
+/// A trial whose pieces were removed behind the store's back fails with an
+/// error that names it, rather than reading as a shorter history.
+#[test]
+fn a_missing_piece_names_its_trial() {
+    let (_dir, store) = temp_store();
+    store.put_trial(&trial("t", 0.1, 0.0, (0, 0), 0)).unwrap();
+    for n in 1..=100 {
+        store.record_epoch(EXP, "t", epoch(n, 1.0)).unwrap();
+    }
+    let (first, _) = store.details.first().unwrap().unwrap();
+    store.details.remove(first).unwrap();
+    let err = store.trial(EXP, "t").unwrap_err();
+    assert!(
+        matches!(err, StoreError::MissingPiece { index: 0, .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("cifar-sweep/t"), "{err}");
+}
+
+/// `trials_where` reads the trials its filter keeps, whole, in trial order.
+#[test]
+fn trials_where_reads_the_kept_trials_whole() {
+    let (_dir, store) = temp_store();
+    let mut other_pair = trial("v", 0.1, 0.0, (0, 0), 0);
+    other_pair.optimizer = "adamw".to_owned();
+    store
+        .put_trials(&[
+            trial("b", 0.4, 0.0, (1, 0), 0),
+            other_pair,
+            trial("a", 0.1, 0.0, (0, 0), 0),
+        ])
+        .unwrap();
+    store.record_epoch(EXP, "b", epoch(1, 30.0)).unwrap();
+    let sgd = store
+        .trials_where(EXP, |s| s.trial.optimizer == "sgd")
+        .unwrap();
+    let ids: Vec<&str> = sgd.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(ids, ["a", "b"]);
+    assert_eq!(sgd[1].epochs, [epoch(1, 30.0)]);
+    assert_eq!(sgd, store.trials(EXP).unwrap()[1..]);
+    assert!(store.trials_where(EXP, |_| false).unwrap().is_empty());
 }

@@ -11,7 +11,7 @@ use bocb_search_spaces::{Catalog, OptimizerSpace};
 use bocb_spec::{DeviceChoice, Hparams, TrialObserver};
 use bocb_store::{
     stored_spec, unix_now_s, EpochMetrics, ExperimentRecord, GridPos, Store, StoreError,
-    TrialRecord, TrialStatus, GRID_POINTS,
+    TrialRecord, TrialStatus, TrialSummary, GRID_POINTS,
 };
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sha2::{Digest, Sha256};
@@ -622,16 +622,23 @@ impl Pair<'_> {
 
     /// This pair's trials of every stage.
     fn pair_trials(&self, store: &Store) -> Result<Vec<TrialRecord>, RunError> {
-        let mut trials = store.trials(&self.experiment.spec.name)?;
-        trials.retain(|t| t.backbone == self.backbone && t.optimizer == self.optimizer);
-        Ok(trials)
+        self.pair_trials_where(store, |_| true)
     }
 
     /// This pair's trials of one stage.
     fn stage_trials(&self, store: &Store, stage: u8) -> Result<Vec<TrialRecord>, RunError> {
-        let mut trials = self.pair_trials(store)?;
-        trials.retain(|t| t.stage == stage);
-        Ok(trials)
+        self.pair_trials_where(store, |s| s.trial.stage == stage)
+    }
+
+    /// This pair's trials whose summary `keep` accepts, read whole.
+    fn pair_trials_where(
+        &self,
+        store: &Store,
+        keep: impl Fn(&TrialSummary) -> bool,
+    ) -> Result<Vec<TrialRecord>, RunError> {
+        Ok(store.trials_where(&self.experiment.spec.name, |s| {
+            s.trial.backbone == self.backbone && s.trial.optimizer == self.optimizer && keep(s)
+        })?)
     }
 
     /// The strategy's seed for this pair: the experiment's, mixed with the

@@ -201,8 +201,17 @@ pub struct UiBenchStore {
     /// Bytes on disk.
     pub store_bytes: u64,
     pub views: Vec<ViewTimes>,
-    /// The service's peak resident memory (VmHWM) after every request.
+    /// The service's peak resident memory (VmHWM) once started, before any
+    /// request: libtorch, the open store.
+    pub start_rss_bytes: u64,
+    /// Its peak after every request.
     pub peak_rss_bytes: u64,
+    /// Its peak after then reading every trial's page and every pair's,
+    /// so every epoch of the store: what bounds its memory as the history
+    /// grows.
+    pub peak_rss_after_every_epoch_bytes: u64,
+    /// Seconds that reading took.
+    pub every_epoch_s: f64,
 }
 
 /// Goals: the first screen of a view under 300 ms, a trial-table page
@@ -420,6 +429,8 @@ fn bench_store(store: &Path, name: &str, requests: usize) -> Result<UiBenchStore
         service: None,
     };
     let client = start_service(&mut scratch, store, "none")?;
+    let pid = scratch.service.as_ref().expect("just started").id();
+    let start_rss_bytes = peak_rss(pid)?;
     let e = urlencode(name);
     let pairs: Vec<(String, String)> = {
         let mut pairs: Vec<(String, String)> = trials
@@ -522,18 +533,44 @@ fn bench_store(store: &Path, name: &str, requests: usize) -> Result<UiBenchStore
             goal_ms: *goal_ms,
         });
     }
-    let pid = scratch.service.as_ref().expect("started above").id();
+    let peak_rss_bytes = peak_rss(pid)?;
+    let started = Instant::now();
+    let pages = pairs
+        .iter()
+        .map(|(b, o)| {
+            format!(
+                "/api/ui/experiments/{e}/pair?backbone={}&optimizer={}&cursor=0",
+                urlencode(b),
+                urlencode(o)
+            )
+        })
+        .chain(
+            ids.iter()
+                .map(|id| format!("/api/ui/experiments/{e}/trials/{id}?since=0")),
+        );
+    for path in pages {
+        client
+            .get_text(&path)
+            .map_err(|e| ServiceError::BadRequest(format!("GET {path}: {e}")))?;
+    }
     Ok(UiBenchStore {
         trials: trials.len(),
         epochs_recorded,
         store_bytes,
         views: times,
-        peak_rss_bytes: peak_rss(pid)?,
+        start_rss_bytes,
+        peak_rss_bytes,
+        peak_rss_after_every_epoch_bytes: peak_rss(pid)?,
+        every_epoch_s: started.elapsed().as_secs_f64(),
     })
 }
 
 fn urlencode(text: &str) -> String {
     form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1 << 20) as f64
 }
 
 /// The table `bocb bench ui` prints.
@@ -543,11 +580,14 @@ pub fn render_ui_bench(stores: &[UiBenchStore]) -> String {
     for s in stores {
         let _ = writeln!(
             out,
-            "{} trials, {} epochs, store {:.0} MiB: service peak RSS {:.0} MiB",
+            "{} trials, {} epochs, store {:.0} MiB: service peak RSS {:.0} MiB at start, {:.0} MiB after the views, {:.0} MiB after reading every epoch ({:.1} s)",
             s.trials,
             s.epochs_recorded,
-            s.store_bytes as f64 / (1 << 20) as f64,
-            s.peak_rss_bytes as f64 / (1 << 20) as f64
+            mib(s.store_bytes),
+            mib(s.start_rss_bytes),
+            mib(s.peak_rss_bytes),
+            mib(s.peak_rss_after_every_epoch_bytes),
+            s.every_epoch_s,
         );
         let _ = writeln!(
             out,
