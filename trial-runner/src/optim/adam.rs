@@ -501,11 +501,15 @@ impl Optimizer for NAdam {
                     let _ = denom.g_add_scalar_(eps);
                     // torch's two addcdiv_(.., denom, value=coef), each coefficient
                     // folded into the denominator: param += grad / (denom / grad_coef),
-                    // then += exp_avg / (denom / avg_coef).
-                    let _ = denom.g_div_scalar_(grad_coef);
-                    let _ = param.addcdiv_(&grad, &denom);
-                    let _ = denom.g_mul_scalar_(grad_coef / avg_coef);
-                    let _ = param.addcdiv_(&exp_avg, &denom);
+                    // then += exp_avg / (denom / avg_coef). At lr 0 (the end of a
+                    // cosine schedule) both are 0 and the fold would be 0/0: torch
+                    // adds nothing, so neither does this.
+                    if lr != 0.0 {
+                        let _ = denom.g_div_scalar_(grad_coef);
+                        let _ = param.addcdiv_(&grad, &denom);
+                        let _ = denom.g_mul_scalar_(grad_coef / avg_coef);
+                        let _ = param.addcdiv_(&exp_avg, &denom);
+                    }
                 });
             });
     }

@@ -460,6 +460,32 @@ mod tests {
         assert!(err.to_string().contains("adamw, "), "{err}");
     }
 
+    /// A step at lr 0, where a schedule such as cosine annealing ends,
+    /// changes nothing, as in the references, where lr multiplies every
+    /// update (NAdam's folded coefficients once made it 0/0, NaN).
+    #[test]
+    fn a_step_at_lr_zero_changes_nothing() {
+        let registry = OptimizerRegistry::builtin();
+        for name in registry.names() {
+            let param = param_with_grad(&[1.0, -2.0, 0.5], &[0.3, -0.7, 0.1]);
+            let params = ParamSet {
+                decay: vec![param.shallow_clone()],
+                no_decay: Vec::new(),
+                lower_layers: Vec::new(),
+            };
+            let mut opt = registry
+                .build(name, &hp(&[("lr", 0.01), ("weight_decay", 0.01)]), params)
+                .unwrap();
+            for _ in 0..3 {
+                opt.step(0.01);
+            }
+            let before = Vec::<f64>::try_from(param.detach()).unwrap();
+            opt.step(0.0);
+            let after = Vec::<f64>::try_from(param.detach()).unwrap();
+            assert_eq!(after, before, "{name}");
+        }
+    }
+
     #[test]
     fn sgd_is_torch_name_for_sgd_m() {
         assert!(OptimizerRegistry::builtin().contains("sgd"));
