@@ -65,7 +65,7 @@ mod stored_spec;
 
 pub use error::{ImportError, StoreError};
 pub use imported::{ImportedResult, ImportedTable};
-pub use query::{grid as grid_of, GridCell, PairBest};
+pub use query::{best_per_pair as best_per_pair_of, grid as grid_of, GridCell, PairBest};
 // The trial types every crate shares; re-exported so store users need no
 // second import.
 pub use bocb_spec::{EpochMetrics, GradNormRow, GradNorms, GridPos, TrialStatus, GRID_POINTS};

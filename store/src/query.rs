@@ -81,9 +81,7 @@ impl Group<'_> {
 
 /// See [`crate::Store::best_per_pair`]. `trials` must be in trial order so
 /// the result is deterministic.
-pub(crate) fn best_per_pair<'a>(
-    trials: impl IntoIterator<Item = &'a TrialRecord>,
-) -> Vec<PairBest> {
+pub fn best_per_pair<'a>(trials: impl IntoIterator<Item = &'a TrialRecord>) -> Vec<PairBest> {
     // Params as bit patterns: f64 is not Ord, and "identical" means identical.
     type GroupKey<'a> = (&'a str, &'a str, Vec<(&'a str, u64)>);
     let mut groups: BTreeMap<GroupKey, Group> = BTreeMap::new();

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use bocb_search_spaces::{Catalog, OptimizerSpace};
 use bocb_spec::{DeviceChoice, Hparams, TrialObserver};
 use bocb_store::{
-    stored_spec, unix_now_s, EpochMetrics, ExperimentRecord, GridPos, Store, StoreError,
-    TrialRecord, TrialStatus, TrialSummary, GRID_POINTS,
+    best_per_pair_of, stored_spec, unix_now_s, EpochMetrics, ExperimentRecord, GridPos, Store,
+    StoreError, TrialRecord, TrialStatus, TrialSummary, GRID_POINTS,
 };
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sha2::{Digest, Sha256};
@@ -344,37 +344,19 @@ fn observations(trials: &[TrialRecord], seeds: u32) -> (Vec<Observation>, Vec<Gr
     (history, unfinished)
 }
 
-/// The best config among done trials (mean accuracy over its seeds), or
-/// that of `only` when given: its grid point (`None` past the grid's ends),
-/// params and mean accuracy.
+/// The best config of one pair's `trials` (among those with params `only`,
+/// when given) by the store's rule, as the report shows it: the highest
+/// mean final accuracy over seeds, equal means to the config created first
+/// ([`Store::best_per_pair`]). Its grid position, params and mean.
 fn best_config(
     trials: &[TrialRecord],
     only: Option<&Hparams>,
 ) -> Option<(Option<GridPos>, Hparams, f64)> {
-    let mut groups: BTreeMap<String, (Option<GridPos>, &Hparams, Vec<f64>)> = BTreeMap::new();
-    for t in trials {
-        if only.is_some_and(|p| *p != t.params) {
-            continue;
-        }
-        if let (TrialStatus::Done, Some(acc), grid) = (t.status, t.final_accuracy, t.grid) {
-            let key = serde_json::to_string(&t.params).unwrap_or_default();
-            groups
-                .entry(key)
-                .or_insert((grid, &t.params, Vec::new()))
-                .2
-                .push(acc);
-        }
-    }
-    groups
-        .into_values()
-        .map(|(grid, params, accs)| {
-            (
-                grid,
-                params.clone(),
-                accs.iter().sum::<f64>() / accs.len() as f64,
-            )
-        })
-        .max_by(|a, b| a.2.total_cmp(&b.2))
+    let kept = trials
+        .iter()
+        .filter(|t| only.is_none_or(|params| *params == t.params));
+    let best = best_per_pair_of(kept).into_iter().next()?;
+    Some((best.grid, best.params, best.mean_accuracy))
 }
 
 #[derive(Clone, Copy)]

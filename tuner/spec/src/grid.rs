@@ -24,10 +24,19 @@ pub const LAST_GRID_INDEX: i32 = GRID_POINTS as i32 - 1;
 /// A config's position on its lr and weight-decay grids' index scale,
 /// extended past their ends: -1 is one x2 step below index 0, 5 one x2
 /// step above index 4.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct ExtendedPos {
     pub lr: i32,
     pub weight_decay: i32,
+}
+
+impl From<GridPos> for ExtendedPos {
+    fn from(p: GridPos) -> Self {
+        ExtendedPos {
+            lr: i32::from(p.lr),
+            weight_decay: i32::from(p.weight_decay),
+        }
+    }
 }
 
 impl ExtendedPos {

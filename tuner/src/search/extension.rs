@@ -22,26 +22,48 @@ pub fn next_extension(
     max_steps: u8,
     tried: impl Fn(&BTreeMap<String, f64>) -> bool,
 ) -> Option<BTreeMap<String, f64>> {
-    let position = ExtendedPos::of(space, best)?;
+    let from = ExtendedPos::of(space, best)?;
+    let params_at = |to: ExtendedPos| {
+        let mut params = best.clone();
+        for (axis, steps) in [
+            ("lr", to.lr - from.lr),
+            ("weight_decay", to.weight_decay - from.weight_decay),
+        ] {
+            params.insert(axis.to_string(), best[axis] * 2f64.powi(steps));
+        }
+        params
+    };
+    next_position(from, max_steps, |to| tried(&params_at(to))).map(params_at)
+}
+
+/// [`next_extension`] on the grids' index scale: the position to try after
+/// a best at `best`.
+pub fn next_position(
+    best: ExtendedPos,
+    max_steps: u8,
+    tried: impl Fn(ExtendedPos) -> bool,
+) -> Option<ExtendedPos> {
     let max_steps = i32::from(max_steps);
-    [("lr", position.lr), ("weight_decay", position.weight_decay)]
+    // One step further out from an end, within the limit.
+    let out = |index: i32| {
+        let (next, steps_out) = if index >= LAST_GRID_INDEX {
+            (index + 1, index + 1 - LAST_GRID_INDEX)
+        } else if index <= 0 {
+            (index - 1, 1 - index)
+        } else {
+            return None;
+        };
+        (steps_out <= max_steps).then_some(next)
+    };
+    let lr = out(best.lr).map(|lr| ExtendedPos { lr, ..best });
+    let weight_decay = out(best.weight_decay).map(|weight_decay| ExtendedPos {
+        weight_decay,
+        ..best
+    });
+    [lr, weight_decay]
         .into_iter()
-        .find_map(|(axis, index)| {
-            let value = best[axis];
-            let (next, steps_out) = if index >= LAST_GRID_INDEX {
-                (value * 2.0, index + 1 - LAST_GRID_INDEX)
-            } else if index <= 0 {
-                (value / 2.0, 1 - index)
-            } else {
-                return None;
-            };
-            if steps_out > max_steps {
-                return None;
-            }
-            let mut candidate = best.clone();
-            candidate.insert(axis.to_string(), next);
-            (!tried(&candidate)).then_some(candidate)
-        })
+        .flatten()
+        .find(|&candidate| !tried(candidate))
 }
 
 #[cfg(test)]

@@ -2,17 +2,22 @@
 //! per-epoch accuracies, from `bocb export --trials`) under each strategy
 //! and early-stopping rule, as if the trials were trained again, and
 //! measures the epochs spent and whether the grid's best config was found.
+//! A recording whose run had `grid_extension` holds the configs it tried
+//! past the grid, so searches with grid extension replay too.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use bocb_search_spaces::Catalog;
+use bocb_spec::ExtendedPos;
 use bocb_store::{GridPos, TrialRecord, TrialStatus, GRID_POINTS};
 use serde::Serialize;
 use thiserror::Error;
 
+use super::extension::next_position;
 use super::{
-    best_complete, BuildEarlyStop, BuildStrategy, Curve, EarlyStop, Observation, Prior, Relative,
-    StopKind, Strategy, StrategyKind,
+    BuildEarlyStop, BuildStrategy, Curve, EarlyStop, Observation, Prior, Relative, StopKind,
+    Strategy, StrategyKind,
 };
 
 /// One grid point of a recorded pair: accuracy after each epoch, averaged
@@ -28,6 +33,8 @@ pub struct RecordedPair {
     pub backbone: String,
     pub optimizer: String,
     pub cells: BTreeMap<GridPos, RecordedCell>,
+    /// The configs past the grid that the recording's run tried.
+    pub beyond: BTreeMap<ExtendedPos, RecordedCell>,
 }
 
 impl RecordedPair {
@@ -45,10 +52,13 @@ impl RecordedPair {
         self.cells.values().map(|c| c.curve.len()).sum()
     }
 
-    /// The best final accuracy of the grid.
-    fn best_accuracy(&self) -> f64 {
+    /// The best final accuracy of the grid, and of what was recorded past
+    /// it too when `beyond`.
+    fn best_accuracy(&self, beyond: bool) -> f64 {
+        let past = self.beyond.values().filter(|_| beyond);
         self.cells
             .values()
+            .chain(past)
             .filter_map(|c| c.curve.last().copied())
             .fold(f64::NEG_INFINITY, f64::max)
     }
@@ -56,13 +66,25 @@ impl RecordedPair {
 
 /// Groups finished stage-1 trials into pairs and averages seeds; pairs
 /// without all 25 grid points are left out (they cannot be replayed) and
-/// named in the second result.
+/// named in the second result. Configs past the grid are placed on the
+/// built-in search space of their optimizer.
 pub fn recorded_pairs(trials: &[TrialRecord]) -> (Vec<RecordedPair>, Vec<String>) {
     type Key = (String, String, String);
-    let mut grouped: BTreeMap<Key, BTreeMap<GridPos, Vec<&TrialRecord>>> = BTreeMap::new();
+    let catalog = Catalog::builtin();
+    let mut grouped: BTreeMap<Key, BTreeMap<ExtendedPos, Vec<&TrialRecord>>> = BTreeMap::new();
     for trial in trials {
         let finished = matches!(trial.status, TrialStatus::Done | TrialStatus::Diverged);
-        if let (true, 1, Some(grid)) = (finished, trial.stage, trial.grid) {
+        if !finished || trial.stage != 1 {
+            continue;
+        }
+        let position = match trial.grid {
+            Some(grid) => Some(ExtendedPos::from(grid)),
+            None => catalog
+                .optimizer(&trial.optimizer)
+                .ok()
+                .and_then(|space| ExtendedPos::of(space, &trial.params)),
+        };
+        if let Some(position) = position {
             grouped
                 .entry((
                     trial.experiment.clone(),
@@ -70,14 +92,25 @@ pub fn recorded_pairs(trials: &[TrialRecord]) -> (Vec<RecordedPair>, Vec<String>
                     trial.optimizer.clone(),
                 ))
                 .or_default()
-                .entry(grid)
+                .entry(position)
                 .or_default()
                 .push(trial);
         }
     }
     let mut pairs = Vec::new();
     let mut incomplete = Vec::new();
-    for ((experiment, backbone, optimizer), cells) in grouped {
+    for ((experiment, backbone, optimizer), positions) in grouped {
+        let mut cells = BTreeMap::new();
+        let mut beyond = BTreeMap::new();
+        for (position, seeds) in positions {
+            let cell = RecordedCell {
+                curve: mean_curve(&seeds),
+            };
+            match position.on_grid() {
+                Some(grid) => cells.insert(grid, cell),
+                None => beyond.insert(position, cell),
+            };
+        }
         if cells.len() < GRID_POINTS * GRID_POINTS {
             incomplete.push(format!(
                 "{experiment}: {backbone} x {optimizer} ({} of 25 grid points)",
@@ -85,21 +118,11 @@ pub fn recorded_pairs(trials: &[TrialRecord]) -> (Vec<RecordedPair>, Vec<String>
             ));
             continue;
         }
-        let cells = cells
-            .into_iter()
-            .map(|(pos, seeds)| {
-                (
-                    pos,
-                    RecordedCell {
-                        curve: mean_curve(&seeds),
-                    },
-                )
-            })
-            .collect();
         pairs.push(RecordedPair {
             backbone,
             optimizer,
             cells,
+            beyond,
         });
     }
     (pairs, incomplete)
@@ -133,9 +156,25 @@ fn mean_curve(seeds: &[&TrialRecord]) -> Vec<f64> {
 pub struct ReplayOutcome {
     pub epochs: usize,
     /// The search's best complete config.
-    pub found: Option<GridPos>,
-    /// Best grid accuracy minus the found config's (0 when found).
+    pub found: Option<ExtendedPos>,
+    /// Best accuracy the search could reach (the grid's, and with grid
+    /// extension what was recorded past it) minus the found config's (0
+    /// when found).
     pub regret: f64,
+    /// Whether its grid extension asked for a config the recording lacks,
+    /// and so ended there.
+    pub unrecorded: bool,
+}
+
+/// How each pair is searched in a replay.
+#[derive(Clone, Copy)]
+pub struct Search<'a> {
+    pub strategy: StrategyKind,
+    pub stop: &'a dyn EarlyStop,
+    /// Configs the strategy proposes.
+    pub budget: usize,
+    /// `grid_extension`'s `max_steps` after them (0: none).
+    pub extension_steps: u8,
 }
 
 /// One pair's search as it is replayed: its strategy, what it has tried
@@ -144,8 +183,11 @@ struct Replaying<'a> {
     pair: &'a RecordedPair,
     search: Box<dyn Strategy>,
     history: Vec<Observation>,
+    /// Configs tried past the grid, with their accuracy and completeness.
+    extended: Vec<(ExtendedPos, f64, bool)>,
     runs: Vec<(Vec<f64>, bool)>,
     epochs: usize,
+    unrecorded: bool,
 }
 
 impl<'a> Replaying<'a> {
@@ -154,22 +196,60 @@ impl<'a> Replaying<'a> {
             pair,
             search: strategy.build(seed),
             history: Vec::new(),
+            extended: Vec::new(),
             runs: Vec::new(),
             epochs: 0,
+            unrecorded: false,
         }
     }
 
-    /// Trains the next config the strategy proposes, epoch by epoch until
-    /// `stop` stops it or it completes; false when the search has ended.
-    fn step(&mut self, stop: &dyn EarlyStop, budget: usize, prior: &Prior) -> bool {
-        if self.history.len() >= budget {
+    /// Trains the next config: the strategy's while its budget lasts, then
+    /// the grid extension's; false when the search has ended.
+    fn step(&mut self, search: &Search, prior: &Prior) -> bool {
+        let proposal = (self.history.len() < search.budget)
+            .then(|| self.search.propose(&self.history, prior))
+            .flatten();
+        if let Some(point) = proposal {
+            let pair = self.pair;
+            let (accuracy, complete) = self.train(&pair.cells[&point], search.stop);
+            self.history.push(Observation {
+                point,
+                accuracy,
+                complete,
+            });
+            return true;
+        }
+        self.extend(search)
+    }
+
+    /// One config of the grid extension, from the best so far.
+    fn extend(&mut self, search: &Search) -> bool {
+        if search.extension_steps == 0 || self.unrecorded {
             return false;
         }
-        let Some(point) = self.search.propose(&self.history, prior) else {
+        let Some((best, _)) = self.best() else {
             return false;
         };
+        let tried = |p: ExtendedPos| self.extended.iter().any(|&(q, _, _)| q == p);
+        let Some(next) = next_position(best, search.extension_steps, tried) else {
+            return false;
+        };
+        let pair = self.pair;
+        let Some(cell) = pair.beyond.get(&next) else {
+            self.unrecorded = true;
+            return false;
+        };
+        let (accuracy, complete) = self.train(cell, search.stop);
+        self.extended.push((next, accuracy, complete));
+        true
+    }
+
+    /// Trains `cell` epoch by epoch until `stop` stops it or it completes:
+    /// its accuracy (the last, or the best seen when stopped) and whether
+    /// it completed.
+    fn train(&mut self, cell: &RecordedCell, stop: &dyn EarlyStop) -> (f64, bool) {
         let max_epochs = self.pair.max_epochs();
-        let full = &self.pair.cells[&point].curve;
+        let full = &cell.curve;
         let mut seen = Vec::with_capacity(full.len());
         for &accuracy in full {
             seen.push(accuracy);
@@ -194,37 +274,48 @@ impl<'a> Replaying<'a> {
         } else {
             seen.iter().copied().fold(f64::NEG_INFINITY, f64::max)
         };
-        self.history.push(Observation {
-            point,
-            accuracy,
-            complete,
-        });
         self.runs.push((seen, complete));
-        true
+        (accuracy, complete)
     }
 
-    fn outcome(&self) -> ReplayOutcome {
-        let found = best_complete(&self.history);
+    /// The best complete config so far, on the grid or past it (the first
+    /// of equals).
+    fn best(&self) -> Option<(ExtendedPos, f64)> {
+        let on_grid = self
+            .history
+            .iter()
+            .filter(|o| o.complete)
+            .map(|o| (ExtendedPos::from(o.point), o.accuracy));
+        let past = self
+            .extended
+            .iter()
+            .filter(|&&(_, _, complete)| complete)
+            .map(|&(p, accuracy, _)| (p, accuracy));
+        on_grid
+            .chain(past)
+            .fold(None, |best: Option<(ExtendedPos, f64)>, o| match best {
+                Some(b) if b.1 >= o.1 => Some(b),
+                _ => Some(o),
+            })
+    }
+
+    fn outcome(&self, search: &Search) -> ReplayOutcome {
+        let found = self.best();
+        let reachable = self.pair.best_accuracy(search.extension_steps > 0);
         ReplayOutcome {
             epochs: self.epochs,
-            found: found.map(|o| o.point),
-            regret: self.pair.best_accuracy() - found.map_or(0.0, |o| o.accuracy),
+            found: found.map(|(p, _)| p),
+            regret: reachable - found.map_or(0.0, |(_, accuracy)| accuracy),
+            unrecorded: self.unrecorded,
         }
     }
 }
 
-/// Replays one search of `pair`: `budget` configs proposed by `strategy`,
-/// each trained epoch by epoch until `stop` stops it or it completes.
-pub fn replay(
-    pair: &RecordedPair,
-    strategy: StrategyKind,
-    stop: &dyn EarlyStop,
-    budget: usize,
-    seed: u64,
-) -> ReplayOutcome {
-    let mut search = Replaying::new(pair, strategy, seed);
-    while search.step(stop, budget, &Prior::default()) {}
-    search.outcome()
+/// Replays one search of `pair`, `seed` drawing its random numbers.
+pub fn replay(pair: &RecordedPair, search: &Search, seed: u64) -> ReplayOutcome {
+    let mut replaying = Replaying::new(pair, search.strategy, seed);
+    while replaying.step(search, &Prior::default()) {}
+    replaying.outcome(search)
 }
 
 /// Replays the searches of all `pairs` of one experiment together, as a
@@ -233,15 +324,13 @@ pub fn replay(
 /// have found so far.
 pub fn replay_together(
     pairs: &[RecordedPair],
-    strategy: StrategyKind,
-    stop: &dyn EarlyStop,
-    budget: usize,
+    search: &Search,
     seed: u64,
     transfer: bool,
 ) -> Vec<ReplayOutcome> {
     let mut searches: Vec<Replaying> = pairs
         .iter()
-        .map(|pair| Replaying::new(pair, strategy, seed))
+        .map(|pair| Replaying::new(pair, search.strategy, seed))
         .collect();
     loop {
         let mut progressed = false;
@@ -260,13 +349,13 @@ pub fn replay_together(
             } else {
                 Prior::default()
             };
-            progressed |= searches[i].step(stop, budget, &prior);
+            progressed |= searches[i].step(search, &prior);
         }
         if !progressed {
             break;
         }
     }
-    searches.iter().map(Replaying::outcome).collect()
+    searches.iter().map(|s| s.outcome(search)).collect()
 }
 
 /// One row of the bench table: a strategy, a rule and a budget over every
@@ -276,17 +365,23 @@ pub struct BenchRow {
     pub strategy: StrategyKind,
     /// Whether each pair's search used what the other pairs found.
     pub transfer: bool,
+    /// `grid_extension`'s `max_steps` (0: none).
+    pub extension_steps: u8,
     pub early_stop: StopKind,
     /// Configs started per pair.
     pub budget: usize,
     /// Searches replayed (pairs x seeds).
     pub searches: usize,
-    /// Epochs spent as a fraction of the exhaustive grid's.
+    /// Epochs spent as a fraction of the exhaustive grid's (its 25
+    /// configs: the paper's protocol).
     pub epochs_fraction: f64,
-    /// Fraction of searches whose best config is the grid's best.
+    /// Fraction of searches whose best config is the best they could
+    /// reach: the grid's, and with grid extension what was recorded past it.
     pub found_best: f64,
     pub mean_regret: f64,
     pub max_regret: f64,
+    /// Searches whose grid extension asked for a config the recording lacks.
+    pub unrecorded: usize,
 }
 
 impl BenchRow {
@@ -306,11 +401,16 @@ impl BenchRow {
     }
 }
 
+/// `grid_extension`'s default `max_steps` for the model-based strategies.
+const EXTENSION_STEPS: u8 = 2;
+
 /// Replays every strategy x rule x budget over `pairs`, the model-based
-/// strategies also with transfer across pairs; strategies that draw
-/// random numbers run with seeds `0..seeds`.
+/// strategies also with transfer across pairs and, where the recording
+/// went past the grid, with grid extension; strategies that draw random
+/// numbers run with seeds `0..seeds`.
 pub fn bench(pairs: &[RecordedPair], budgets: &[usize], seeds: u64) -> Vec<BenchRow> {
     let grid_epochs: usize = pairs.iter().map(RecordedPair::grid_epochs).sum();
+    let recorded_beyond = pairs.iter().any(|p| !p.beyond.is_empty());
     let mut rows = Vec::new();
     for strategy in StrategyKind::ALL {
         let seeds = if strategy == StrategyKind::Grid {
@@ -318,39 +418,73 @@ pub fn bench(pairs: &[RecordedPair], budgets: &[usize], seeds: u64) -> Vec<Bench
         } else {
             seeds
         };
-        let transfers: &[bool] = match strategy {
-            StrategyKind::Tpe | StrategyKind::Bayes => &[false, true],
-            StrategyKind::Grid | StrategyKind::Random => &[false],
+        let model_based = matches!(strategy, StrategyKind::Tpe | StrategyKind::Bayes);
+        let transfers: &[bool] = if model_based {
+            &[false, true]
+        } else {
+            &[false]
+        };
+        let extensions: &[u8] = if model_based && recorded_beyond {
+            &[0, EXTENSION_STEPS]
+        } else {
+            &[0]
         };
         for &transfer in transfers {
-            for stop_kind in StopKind::ALL {
-                let stop = stop_kind.build();
-                for &budget in budgets {
-                    let outcomes: Vec<ReplayOutcome> = (0..seeds)
-                        .flat_map(|seed| {
-                            replay_together(pairs, strategy, stop.as_ref(), budget, seed, transfer)
-                        })
-                        .collect();
-                    let epochs: usize = outcomes.iter().map(|o| o.epochs).sum();
-                    let hits = outcomes.iter().filter(|o| o.regret <= 1e-9).count();
-                    let searches = outcomes.len();
-                    rows.push(BenchRow {
-                        strategy,
-                        transfer,
-                        early_stop: stop_kind,
-                        budget,
-                        searches,
-                        epochs_fraction: epochs as f64 / (grid_epochs * seeds as usize) as f64,
-                        found_best: hits as f64 / searches as f64,
-                        mean_regret: outcomes.iter().map(|o| o.regret).sum::<f64>()
-                            / searches as f64,
-                        max_regret: outcomes.iter().map(|o| o.regret).fold(0.0, f64::max),
-                    });
+            for &extension_steps in extensions {
+                for stop_kind in StopKind::ALL {
+                    let stop = stop_kind.build();
+                    for &budget in budgets {
+                        let search = Search {
+                            strategy,
+                            stop: stop.as_ref(),
+                            budget,
+                            extension_steps,
+                        };
+                        let outcomes: Vec<ReplayOutcome> = (0..seeds)
+                            .flat_map(|seed| replay_together(pairs, &search, seed, transfer))
+                            .collect();
+                        rows.push(BenchRow::of(
+                            &search,
+                            transfer,
+                            stop_kind,
+                            &outcomes,
+                            grid_epochs * seeds as usize,
+                        ));
+                    }
                 }
             }
         }
     }
     rows
+}
+
+impl BenchRow {
+    /// The row of `outcomes`, searches of `search` whose exhaustive grids
+    /// spent `grid_epochs` in all.
+    fn of(
+        search: &Search,
+        transfer: bool,
+        early_stop: StopKind,
+        outcomes: &[ReplayOutcome],
+        grid_epochs: usize,
+    ) -> BenchRow {
+        let epochs: usize = outcomes.iter().map(|o| o.epochs).sum();
+        let hits = outcomes.iter().filter(|o| o.regret <= 1e-9).count();
+        let searches = outcomes.len();
+        BenchRow {
+            strategy: search.strategy,
+            transfer,
+            extension_steps: search.extension_steps,
+            early_stop,
+            budget: search.budget,
+            searches,
+            epochs_fraction: epochs as f64 / grid_epochs as f64,
+            found_best: hits as f64 / searches as f64,
+            mean_regret: outcomes.iter().map(|o| o.regret).sum::<f64>() / searches as f64,
+            max_regret: outcomes.iter().map(|o| o.regret).fold(0.0, f64::max),
+            unrecorded: outcomes.iter().filter(|o| o.unrecorded).count(),
+        }
+    }
 }
 
 /// Why a recorded file cannot be benched.
@@ -420,16 +554,18 @@ pub fn bench_recorded(
 /// goal are marked.
 pub fn render_bench(rows: &[BenchRow], pairs: usize, skipped: &[String]) -> String {
     let mut out = format!(
-        "{pairs} recorded pair(s) replayed; goal: the grid's best in >= 90% of searches with <= 40% of its epochs, \
-         <= 25% for searches that learn across pairs (transfer: pairs)\n"
+        "{pairs} recorded pair(s) replayed; goal: the best config in >= 90% of searches (the grid's; with grid extension, \
+         the best recorded past it too) with <= 40% of the grid's epochs, <= 25% for searches that learn across pairs \
+         (transfer: pairs)\n"
     );
     for pair in skipped {
         out += &format!("skipped (incomplete grid): {pair}\n");
     }
     out += &format!(
-        "{:<8} {:<8} {:<10} {:>6} {:>8} {:>9} {:>10} {:>11} {:>10}  {}\n",
+        "{:<8} {:<8} {:<9} {:<10} {:>6} {:>8} {:>9} {:>10} {:>11} {:>10}  {}\n",
         "strategy",
         "transfer",
+        "extension",
         "early-stop",
         "budget",
         "searches",
@@ -441,9 +577,13 @@ pub fn render_bench(rows: &[BenchRow], pairs: usize, skipped: &[String]) -> Stri
     );
     for r in rows {
         out += &format!(
-            "{:<8} {:<8} {:<10} {:>6} {:>8} {:>8.1}% {:>9.1}% {:>11.2} {:>10.2}  {}\n",
+            "{:<8} {:<8} {:<9} {:<10} {:>6} {:>8} {:>8.1}% {:>9.1}% {:>11.2} {:>10.2}  {}\n",
             r.strategy.to_string(),
             if r.transfer { "pairs" } else { "-" },
+            match r.extension_steps {
+                0 => "-".to_string(),
+                steps => format!("{steps} steps"),
+            },
             r.early_stop.to_string(),
             r.budget,
             r.searches,
@@ -452,6 +592,12 @@ pub fn render_bench(rows: &[BenchRow], pairs: usize, skipped: &[String]) -> Stri
             r.mean_regret,
             r.max_regret,
             if r.meets_goal() { "met" } else { "" }
+        );
+    }
+    let unrecorded: usize = rows.iter().map(|r| r.unrecorded).sum();
+    if unrecorded > 0 {
+        out += &format!(
+            "{unrecorded} search(es) with grid extension asked for a config past the grid that the recording lacks, and ended there\n"
         );
     }
     out
@@ -480,18 +626,29 @@ mod tests {
             backbone: "b".into(),
             optimizer: "o".into(),
             cells,
+            beyond: BTreeMap::new(),
+        }
+    }
+
+    /// A search of `budget` configs by `strategy`, without early stopping
+    /// or grid extension.
+    fn plain(strategy: StrategyKind, budget: usize) -> Search<'static> {
+        Search {
+            strategy,
+            stop: &crate::search::stopping::NeverStop,
+            budget,
+            extension_steps: 0,
         }
     }
 
     #[test]
     fn exhaustive_grid_finds_the_best_with_every_epoch() {
         let pair = synthetic_pair(6);
-        let stop = StopKind::None.build();
-        let outcome = replay(&pair, StrategyKind::Grid, stop.as_ref(), 25, 0);
+        let outcome = replay(&pair, &plain(StrategyKind::Grid, 25), 0);
         assert_eq!(outcome.epochs, 25 * 6);
         assert_eq!(
             outcome.found,
-            Some(GridPos {
+            Some(ExtendedPos {
                 lr: 1,
                 weight_decay: 3
             })
@@ -499,10 +656,10 @@ mod tests {
         assert_eq!(outcome.regret, 0.0);
         // The peak is the 9th point in lr-major order: a budget of 12 finds
         // it, one of 5 misses it and says by how much.
-        let half = replay(&pair, StrategyKind::Grid, stop.as_ref(), 12, 0);
+        let half = replay(&pair, &plain(StrategyKind::Grid, 12), 0);
         assert_eq!(half.epochs, 12 * 6);
         assert_eq!(half.regret, 0.0);
-        let short = replay(&pair, StrategyKind::Grid, stop.as_ref(), 5, 0);
+        let short = replay(&pair, &plain(StrategyKind::Grid, 5), 0);
         assert!(short.regret > 0.0);
     }
 
@@ -528,6 +685,7 @@ mod tests {
                     backbone: format!("b{b}"),
                     optimizer: format!("o{o}"),
                     cells,
+                    beyond: BTreeMap::new(),
                 });
             }
         }
@@ -537,12 +695,9 @@ mod tests {
     #[test]
     fn pairs_that_learn_from_each_other_find_the_best_with_fewer_configs() {
         let pairs = related_pairs(4);
-        let stop = StopKind::None.build();
         let found = |strategy: StrategyKind, budget: usize, transfer: bool| -> usize {
             (0..5)
-                .flat_map(|seed| {
-                    replay_together(&pairs, strategy, stop.as_ref(), budget, seed, transfer)
-                })
+                .flat_map(|seed| replay_together(&pairs, &plain(strategy, budget), seed, transfer))
                 .filter(|o| o.regret <= 1e-9)
                 .count()
         };
@@ -560,14 +715,9 @@ mod tests {
             "bayes with transfer found the best in {bayes} of 80"
         );
         // Without transfer, replaying together is replaying each pair alone.
-        let alone: Vec<ReplayOutcome> = pairs
-            .iter()
-            .map(|p| replay(p, StrategyKind::Bayes, stop.as_ref(), 4, 3))
-            .collect();
-        assert_eq!(
-            replay_together(&pairs, StrategyKind::Bayes, stop.as_ref(), 4, 3, false),
-            alone
-        );
+        let bayes = plain(StrategyKind::Bayes, 4);
+        let alone: Vec<ReplayOutcome> = pairs.iter().map(|p| replay(p, &bayes, 3)).collect();
+        assert_eq!(replay_together(&pairs, &bayes, 3, false), alone);
     }
 
     /// The recorded 3 x 3 micro grid (tests/fixtures/grid3x3-micro.yaml):
@@ -601,18 +751,185 @@ mod tests {
         );
     }
 
+    /// The synthetic pair with its peak moved past the lr grid's top end,
+    /// and the configs a run with `grid_extension: { max_steps: 2 }` tried
+    /// there recorded: lr +1 and +2 at the best weight decay.
+    fn pair_peaking_past_the_grid(epochs: usize) -> RecordedPair {
+        let landscape = |lr: i32, weight_decay: i32| {
+            let dl = f64::from(lr) - 5.0;
+            let dw = f64::from(weight_decay) - 3.0;
+            80.0 - 2.0 * dl * dl - 3.0 * dw * dw
+        };
+        let curve = |end: f64| {
+            (1..=epochs)
+                .map(|t| end * t as f64 / epochs as f64)
+                .collect()
+        };
+        let mut pair = synthetic_pair(epochs);
+        for (p, cell) in pair.cells.iter_mut() {
+            cell.curve = curve(landscape(i32::from(p.lr), i32::from(p.weight_decay)));
+        }
+        for lr in [5, 6] {
+            pair.beyond.insert(
+                ExtendedPos {
+                    lr,
+                    weight_decay: 3,
+                },
+                RecordedCell {
+                    curve: curve(landscape(lr, 3)),
+                },
+            );
+        }
+        pair
+    }
+
+    #[test]
+    fn grid_extension_replays_the_configs_recorded_past_the_grid() {
+        let pair = pair_peaking_past_the_grid(4);
+        let without = replay(&pair, &plain(StrategyKind::Grid, 25), 0);
+        // Without extension the grid's best is the best it can reach.
+        assert_eq!(
+            (without.found, without.regret),
+            (
+                Some(ExtendedPos {
+                    lr: 4,
+                    weight_decay: 3
+                }),
+                0.0
+            )
+        );
+        let extended = Search {
+            extension_steps: 2,
+            ..plain(StrategyKind::Grid, 25)
+        };
+        let with = replay(&pair, &extended, 0);
+        // lr +1 is the peak; lr +2 is tried and is worse.
+        assert_eq!(
+            with.found,
+            Some(ExtendedPos {
+                lr: 5,
+                weight_decay: 3
+            })
+        );
+        assert_eq!((with.regret, with.unrecorded), (0.0, false));
+        assert_eq!(with.epochs, 27 * 4);
+        // One step allowed: lr +1 only.
+        let one = replay(
+            &pair,
+            &Search {
+                extension_steps: 1,
+                ..extended
+            },
+            0,
+        );
+        assert_eq!((one.epochs, one.regret), (26 * 4, 0.0));
+        // A search whose best is elsewhere asks for a config the recording
+        // lacks: it ends there and says so.
+        let short = replay(
+            &pair,
+            &Search {
+                budget: 3,
+                ..extended
+            },
+            0,
+        );
+        assert!(short.unrecorded && short.regret > 0.0, "{short:?}");
+        let rows = bench(&[pair], &[25], 1);
+        let row = |strategy, extension_steps| {
+            rows.iter()
+                .find(|r| {
+                    r.strategy == strategy
+                        && r.extension_steps == extension_steps
+                        && r.early_stop == StopKind::None
+                        && !r.transfer
+                })
+                .unwrap()
+        };
+        assert_eq!(row(StrategyKind::Bayes, 2).found_best, 1.0);
+        assert!(!rows
+            .iter()
+            .any(|r| r.strategy == StrategyKind::Grid && r.extension_steps > 0));
+    }
+
+    #[test]
+    fn configs_past_the_grid_are_placed_on_their_optimizers_space() {
+        let mut trials: Vec<TrialRecord> =
+            all_points().map(|p| trial(p, 0, &[10.0, 20.0])).collect();
+        let sgd_m = Catalog::builtin().optimizer("sgd_m").unwrap().clone();
+        let top = *sgd_m.lr.values().last().unwrap();
+        let wd = sgd_m.weight_decay.values()[2];
+        for seed in 0..2 {
+            trials.push(TrialRecord {
+                grid: None,
+                params: BTreeMap::from([("lr".into(), top * 4.0), ("weight_decay".into(), wd)]),
+                ..trial(
+                    GridPos {
+                        lr: 0,
+                        weight_decay: 0,
+                    },
+                    seed,
+                    &[30.0, 40.0 + seed as f64],
+                )
+            });
+        }
+        let (pairs, _) = recorded_pairs(&trials);
+        let beyond: Vec<(&ExtendedPos, &RecordedCell)> = pairs[0].beyond.iter().collect();
+        assert_eq!(
+            beyond,
+            [(
+                &ExtendedPos {
+                    lr: 6,
+                    weight_decay: 2
+                },
+                &RecordedCell {
+                    curve: vec![30.0, 40.5]
+                }
+            )]
+        );
+        assert_eq!(pairs[0].best_accuracy(false), 20.0);
+        assert_eq!(pairs[0].best_accuracy(true), 40.5);
+    }
+
+    /// The recorded 4 x 4 micro grid (tests/fixtures/grid4x4-micro.yaml)
+    /// was run with `grid_extension: { max_steps: 2 }`: replaying that
+    /// protocol walks exactly the configs its run tried past the grid, to
+    /// the same best, so the replay's extension (and its tie rule) is the
+    /// run's.
+    #[test]
+    fn replaying_the_recorded_protocol_retraces_its_grid_extension() {
+        let recorded = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/grid4x4-micro-trials.json");
+        let text = std::fs::read_to_string(recorded).unwrap();
+        let trials: Vec<TrialRecord> = serde_json::from_str(&text).unwrap();
+        let (pairs, incomplete) = recorded_pairs(&trials);
+        assert_eq!((pairs.len(), incomplete.len()), (16, 0));
+        assert!(pairs.iter().any(|p| !p.beyond.is_empty()));
+        let protocol = Search {
+            extension_steps: 2,
+            ..plain(StrategyKind::Grid, 25)
+        };
+        for pair in &pairs {
+            let outcome = replay(pair, &protocol, 0);
+            let name = format!("{} x {}", pair.backbone, pair.optimizer);
+            assert!(!outcome.unrecorded, "{name}: {outcome:?}");
+            assert_eq!(outcome.regret, 0.0, "{name}");
+            let walked = outcome.epochs - pair.grid_epochs();
+            let recorded: usize = pair.beyond.values().map(|c| c.curve.len()).sum();
+            assert_eq!(walked, recorded, "{name}");
+        }
+    }
+
     #[test]
     fn early_stopping_saves_epochs() {
         let pair = synthetic_pair(9);
-        let none = replay(
-            &pair,
-            StrategyKind::Grid,
-            StopKind::None.build().as_ref(),
-            25,
-            0,
-        );
+        let none = replay(&pair, &plain(StrategyKind::Grid, 25), 0);
         for kind in [StopKind::Median, StopKind::Asha, StopKind::Curve] {
-            let outcome = replay(&pair, StrategyKind::Grid, kind.build().as_ref(), 25, 0);
+            let stop = kind.build();
+            let search = Search {
+                stop: stop.as_ref(),
+                ..plain(StrategyKind::Grid, 25)
+            };
+            let outcome = replay(&pair, &search, 0);
             assert!(outcome.epochs < none.epochs, "{kind}: {}", outcome.epochs);
         }
     }
