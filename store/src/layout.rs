@@ -18,6 +18,11 @@ use serde::{Deserialize, Serialize};
 use crate::error::StoreError;
 use crate::record::TrialRecord;
 
+/// The tree of the trials' records.
+pub(crate) const TRIALS_TREE: &str = "trials.v2";
+/// The tree of the pieces.
+pub(crate) const DETAILS_TREE: &str = "trial_details.v1";
+
 /// Bytes of one entry of a trial's details: 16 of them (a leaf) stay far
 /// below sled's inline limit of 128 KiB.
 pub(crate) const PIECE_BYTES: usize = 4096;
@@ -61,13 +66,12 @@ pub(crate) struct ReadTrial {
 pub(crate) fn read_trial(
     trials: &TransactionalTree,
     details: &TransactionalTree,
-    trials_name: &'static str,
     key: &[u8],
 ) -> TxResult<Option<ReadTrial>> {
     let Some(value) = trials.get(key)? else {
         return Ok(None);
     };
-    let stored: StoredTrial = crate::store::decode(trials_name, key, &value).map_err(abort)?;
+    let stored: StoredTrial = crate::store::decode(TRIALS_TREE, key, &value).map_err(abort)?;
     let pieces = (0..stored.pieces)
         .map(|index| {
             details.get(piece_key(key, index))?.ok_or_else(|| {
@@ -89,9 +93,6 @@ pub(crate) fn read_trial(
     }
     Ok(Some(ReadTrial { record, pieces }))
 }
-
-/// The tree of the pieces.
-pub(crate) const DETAILS_TREE: &str = "trial_details.v1";
 
 /// Writes `record` at `key` over `old` (what was read there, if anything),
 /// replacing only the pieces whose bytes changed: a new epoch rewrites the

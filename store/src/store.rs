@@ -13,7 +13,7 @@ use sled::Transactional;
 
 use crate::error::{ImportError, StoreError};
 use crate::imported::ImportedTable;
-use crate::layout::{self, ReadTrial, DETAILS_TREE};
+use crate::layout::{self, ReadTrial, DETAILS_TREE, TRIALS_TREE};
 use crate::query::{self, GridCell, PairBest};
 use crate::record::{
     unix_now_s, ExperimentRecord, ProbeRecord, TrialEnd, TrialRecord, TrialSummary,
@@ -22,7 +22,6 @@ use crate::Result;
 use crate::{EpochMetrics, TrialStatus, GRID_POINTS};
 
 const EXPERIMENTS_TREE: &str = "experiments.v1";
-const TRIALS_TREE: &str = "trials.v2";
 /// Trials with their epochs inside: split into `trials.v2` and its details
 /// at open ([`crate::layout`]).
 const WHOLE_TRIALS_TREE: &str = "trials.v1";
@@ -173,7 +172,7 @@ impl Store {
             let record: TrialRecord = decode(WHOLE_TRIALS_TREE, &key, &value)?;
             (&whole, &self.trials, &self.summaries, &self.details)
                 .transaction(|(whole, trials, summaries, details)| {
-                    let old = layout::read_trial(trials, details, TRIALS_TREE, &key)?;
+                    let old = layout::read_trial(trials, details, &key)?;
                     layout::write_trial(trials, details, &key, &record, old.as_ref())?;
                     summaries.insert(&key, encode(&TrialSummary::of(&record)))?;
                     whole.remove(&key)?;
@@ -321,7 +320,7 @@ impl Store {
             .transaction(|(trials, summaries_tree, details)| {
                 for (record, summary) in records.iter().zip(&summaries) {
                     let key = trial_key(&record.experiment, &record.id);
-                    let old = layout::read_trial(trials, details, TRIALS_TREE, &key)?;
+                    let old = layout::read_trial(trials, details, &key)?;
                     layout::write_trial(trials, details, &key, record, old.as_ref())?;
                     summaries_tree.insert(key, summary.as_slice())?;
                 }
@@ -348,8 +347,7 @@ impl Store {
     fn trial_at(&self, key: &[u8]) -> Result<Option<TrialRecord>> {
         (&self.trials, &self.details)
             .transaction(|(trials, details)| {
-                layout::read_trial(trials, details, TRIALS_TREE, key)
-                    .map(|read| read.map(|r| r.record))
+                layout::read_trial(trials, details, key).map(|read| read.map(|r| r.record))
             })
             .map_err(transaction_error)
     }
@@ -665,7 +663,7 @@ fn read_existing(
     experiment: &str,
     id: &str,
 ) -> Result<ReadTrial, ConflictableTransactionError<StoreError>> {
-    layout::read_trial(trials, details, TRIALS_TREE, key)?.ok_or_else(|| {
+    layout::read_trial(trials, details, key)?.ok_or_else(|| {
         ConflictableTransactionError::Abort(StoreError::TrialNotFound {
             experiment: experiment.to_owned(),
             id: id.to_owned(),

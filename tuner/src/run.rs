@@ -382,12 +382,17 @@ impl Pair<'_> {
         let budget = spec.budget.trials.unwrap_or(GRID_POINTS * GRID_POINTS);
         let mut strategy = spec.strategy.build(self.strategy_seed());
         // What earlier runs finished is not trained again; count it once, here.
-        let mut done_before = ctx.store.trials(&spec.name)?;
-        done_before.retain(|t| {
-            t.backbone == self.backbone && t.optimizer == self.optimizer && finished(t.status)
-        });
-        summary.skipped += done_before.len();
-        ctx.progress.trials_skipped(done_before.len() as u64);
+        let done_before = ctx
+            .store
+            .trial_summaries(&spec.name)?
+            .iter()
+            .filter(|s| {
+                let t = &s.trial;
+                t.backbone == self.backbone && t.optimizer == self.optimizer && finished(t.status)
+            })
+            .count();
+        summary.skipped += done_before;
+        ctx.progress.trials_skipped(done_before as u64);
         // Points whose trials failed in this run: tried, but not retried
         // until the next run.
         let mut failed_now: Vec<GridPos> = Vec::new();
@@ -438,13 +443,11 @@ impl Pair<'_> {
     fn prior(&self, store: &Store) -> Result<Prior, RunError> {
         let spec = &self.experiment.spec;
         let mut by_pair: BTreeMap<(String, String), Vec<TrialRecord>> = BTreeMap::new();
-        for trial in store.trials(&spec.name)? {
-            if trial.stage == 1 {
-                by_pair
-                    .entry((trial.backbone.clone(), trial.optimizer.clone()))
-                    .or_default()
-                    .push(trial);
-            }
+        for trial in store.trials_where(&spec.name, |s| s.trial.stage == 1)? {
+            by_pair
+                .entry((trial.backbone.clone(), trial.optimizer.clone()))
+                .or_default()
+                .push(trial);
         }
         let histories: Vec<(&(String, String), Vec<Observation>)> = by_pair
             .iter()

@@ -441,6 +441,13 @@ fn bench_store(store: &Path, name: &str, requests: usize) -> Result<UiBenchStore
         pairs
     };
     let ids: Vec<&str> = trials.iter().map(|s| s.trial.id.as_str()).collect();
+    let pair_page = |(b, o): &(String, String)| {
+        format!(
+            "/api/ui/experiments/{e}/pair?backbone={}&optimizer={}&cursor=0",
+            urlencode(b),
+            urlencode(o)
+        )
+    };
     if ids.is_empty() {
         return Err(ServiceError::BadRequest(format!(
             "experiment `{name}` has no trial to show"
@@ -463,14 +470,7 @@ fn bench_store(store: &Path, name: &str, requests: usize) -> Result<UiBenchStore
         (
             "pair",
             VIEW_GOAL_MS,
-            Box::new(|k| {
-                let (b, o) = &pairs[k % pairs.len()];
-                vec![format!(
-                    "/api/ui/experiments/{e}/pair?backbone={}&optimizer={}&cursor=0",
-                    urlencode(b),
-                    urlencode(o)
-                )]
-            }),
+            Box::new(|k| vec![pair_page(&pairs[k % pairs.len()])]),
         ),
         (
             "trials (table page)",
@@ -535,19 +535,10 @@ fn bench_store(store: &Path, name: &str, requests: usize) -> Result<UiBenchStore
     }
     let peak_rss_bytes = peak_rss(pid)?;
     let started = Instant::now();
-    let pages = pairs
-        .iter()
-        .map(|(b, o)| {
-            format!(
-                "/api/ui/experiments/{e}/pair?backbone={}&optimizer={}&cursor=0",
-                urlencode(b),
-                urlencode(o)
-            )
-        })
-        .chain(
-            ids.iter()
-                .map(|id| format!("/api/ui/experiments/{e}/trials/{id}?since=0")),
-        );
+    let pages = pairs.iter().map(pair_page).chain(
+        ids.iter()
+            .map(|id| format!("/api/ui/experiments/{e}/trials/{id}?since=0")),
+    );
     for path in pages {
         client
             .get_text(&path)
