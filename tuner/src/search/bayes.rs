@@ -2,11 +2,14 @@
 //! (Matérn-5/2 kernel with one length scale per axis) of accuracy over the
 //! grid coordinates, its kernel hyperparameters fitted to the history by
 //! maximising the log marginal likelihood with argmin's Nelder-Mead, and
-//! the untried point of highest expected improvement trained next. With a
-//! [`Prior`] from the pair's relatives, the search starts at the point they
-//! favour and the surrogate's mean follows their map, scaled to the pair's
-//! own results (a fitted, non-negative slope), so the process models only
-//! where the pair departs from its relatives.
+//! the untried point of highest expected improvement (of the accuracy a
+//! trial would record) trained next. With a [`Prior`] from the pair's
+//! relatives, the search starts at the point they favour, the surrogate's
+//! mean follows their map, scaled to the pair's own results (a fitted,
+//! non-negative slope), so the process models only where the pair departs
+//! from its relatives, and until the pair has a few results of its own the
+//! kernel is the relatives' (how far accuracy carries along each axis, how
+//! noisy it is).
 
 use argmin::core::{CostFunction, Error as ArgminError, Executor, State};
 use argmin::solver::neldermead::NelderMead;
@@ -24,7 +27,10 @@ const XI: f64 = 0.01;
 const FIT_ITERATIONS: u64 = 300;
 /// Observations before the slope of the prior mean is fitted; until then
 /// the relatives' map is taken at face value.
-const SLOPE_AFTER: usize = 3;
+const SLOPE_AFTER: usize = 2;
+/// Observations before a pair with relatives fits its own kernel; until
+/// then it uses theirs.
+const OWN_KERNEL_AFTER: usize = 4;
 /// The largest slope of the prior mean, in standardised accuracy per
 /// standard deviation of the prior's scores.
 const MAX_SLOPE: f64 = 1.5;
@@ -75,6 +81,17 @@ impl Strategy for BayesSearch {
     }
 }
 
+/// `history`'s accuracies, standardised, as a Gaussian process fitted to
+/// them alone sees them: its posterior mean at every grid point
+/// (lr-major); `None` when the kernel matrix is singular.
+pub(super) fn smoothed(history: &[Observation]) -> Option<(Vec<f64>, [f64; 4])> {
+    let gp = Surrogate::fit(history, &Prior::default())?;
+    Some((
+        all_points().map(|p| gp.predict(p).0).collect(),
+        gp.kernel.to_log(),
+    ))
+}
+
 /// A grid point's coordinates in the unit square.
 fn coords(p: GridPos) -> [f64; 2] {
     let scale = (GRID_POINTS - 1) as f64;
@@ -92,14 +109,25 @@ struct Kernel {
 
 impl Kernel {
     /// From unconstrained log-parameters, clamped to sensible ranges so the
-    /// optimiser cannot wander into degenerate kernels.
+    /// optimiser cannot wander into degenerate kernels: no length scale
+    /// below one grid step (0.25; shorter ones say nothing between the
+    /// points) and some noise (repeated trainings differ).
     fn from_log(theta: &[f64]) -> Kernel {
         let clamp = |v: f64, lo: f64, hi: f64| v.exp().clamp(lo, hi);
         Kernel {
-            length: [clamp(theta[0], 0.05, 5.0), clamp(theta[1], 0.05, 5.0)],
+            length: [clamp(theta[0], 0.25, 5.0), clamp(theta[1], 0.25, 5.0)],
             signal: clamp(theta[2], 0.1, 10.0),
-            noise: clamp(theta[3], 1e-3, 1.0),
+            noise: clamp(theta[3], 0.05, 1.0),
         }
+    }
+
+    fn to_log(self) -> [f64; 4] {
+        [
+            self.length[0].ln(),
+            self.length[1].ln(),
+            self.signal.ln(),
+            self.noise.ln(),
+        ]
     }
 
     /// Matérn-5/2 covariance of two points.
@@ -202,8 +230,15 @@ impl Surrogate {
             .map(|(&p, y)| y - prior_mean.at(p))
             .collect();
 
-        let start = vec![(0.5f64).ln(), (0.5f64).ln(), 0.0, (0.1f64).ln()];
-        let kernel = fit_kernel(&inputs, &residuals, &start).unwrap_or(Kernel::from_log(&start));
+        // Four kernel parameters cannot be fitted to fewer results; the
+        // relatives' fits (the same experiment) are the better guess.
+        let kernel = match prior.kernel() {
+            Some(theta) if history.len() < OWN_KERNEL_AFTER => Kernel::from_log(&theta),
+            _ => {
+                let start = [(0.5f64).ln(), (0.5f64).ln(), 0.0, (0.1f64).ln()];
+                fit_kernel(&inputs, &residuals, &start).unwrap_or(Kernel::from_log(&start))
+            }
+        };
         let (chol, alpha) = factor(&kernel, &inputs, &residuals)?;
         Some(Surrogate {
             kernel,
@@ -229,8 +264,12 @@ impl Surrogate {
         (mean, var.max(1e-12).sqrt())
     }
 
+    /// Expected improvement of the accuracy a trial at `p` would record,
+    /// noise included: the grid's best is the best recorded accuracy, so a
+    /// row of equally good points is worth sweeping for its luckiest one.
     fn expected_improvement(&self, p: GridPos, best: f64) -> f64 {
         let (mean, sd) = self.predict(p);
+        let sd = sd.hypot(self.kernel.noise);
         let gain = mean - best - XI;
         let z = gain / sd;
         let pdf = (-0.5 * z * z).exp() / (2.0 * std::f64::consts::PI).sqrt();

@@ -19,7 +19,7 @@ use rand::SeedableRng;
 
 pub use basic::{GridSearch, RandomSearch};
 pub use bayes::BayesSearch;
-pub use prior::{Prior, Relative};
+pub use prior::{Prior, Relative, RelativeMap};
 pub use stopping::{AshaStop, CurveStop, MedianStop, NeverStop};
 pub use tpe::TpeSearch;
 

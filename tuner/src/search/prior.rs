@@ -1,13 +1,15 @@
 //! What an experiment has learnt about a pair before searching it: the
-//! other pairs' best configs so far, on the grid's index scale. The BOCB
+//! other pairs' results so far, on the grid's index scale. The BOCB
 //! analyses find an optimizer's good lr and weight decay related across
 //! backbones (and a backbone's across optimizers, whose grids are each
 //! centred on the optimizer's own defaults), so a pair's model-based
-//! search may start where its relatives did well.
+//! search may start where its relatives did well and expect their shape:
+//! which axis matters, and how fast accuracy falls away from the best.
 
 use bocb_store::{GridPos, GRID_POINTS};
 
-use super::{all_points, best_complete, Observation};
+use super::bayes::smoothed;
+use super::Observation;
 
 /// Weight of a pair that shares the optimizer: the same grid values.
 const SAME_OPTIMIZER: f64 = 1.0;
@@ -16,21 +18,51 @@ const SAME_OPTIMIZER: f64 = 1.0;
 const SAME_BACKBONE: f64 = 0.5;
 /// Weight of a pair that shares neither (the grid-wide modes).
 const UNRELATED: f64 = 0.1;
-/// Width, in grid steps, of the bump a relative's best config puts on the
-/// grid: its neighbours are likely good too.
-const BANDWIDTH: f64 = 1.0;
-/// Observations a relative needs before its best counts.
+/// Observations a relative needs before it counts.
 const MIN_OBSERVATIONS: usize = 2;
-/// Observations at which a relative's best counts half: one that has
-/// tried little may not have found its best.
+/// Observations at which a relative counts half: a map drawn from few
+/// points is mostly guesswork between them.
 const HALF_TRUST: f64 = 3.0;
 
-/// One other pair's stage-1 history.
+/// What one other pair's stage-1 history says of the whole grid: its
+/// accuracies standardised and smoothed by a Gaussian process fitted to
+/// them. Built once per history (the fit is the costly part).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RelativeMap {
+    tried: usize,
+    /// Per grid point, lr-major.
+    scores: Vec<f64>,
+    /// The fitted kernel's log-parameters (length scales, signal, noise).
+    kernel: [f64; 4],
+}
+
+impl RelativeMap {
+    /// The map of `history`; `None` when it is too thin (fewer than
+    /// [`MIN_OBSERVATIONS`]) or flat to say anything.
+    pub fn of(history: &[Observation]) -> Option<RelativeMap> {
+        let (lo, hi) = history
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), o| {
+                (lo.min(o.accuracy), hi.max(o.accuracy))
+            });
+        if history.len() < MIN_OBSERVATIONS || hi - lo < 1e-9 {
+            return None;
+        }
+        let (scores, kernel) = smoothed(history)?;
+        Some(RelativeMap {
+            tried: history.len(),
+            scores,
+            kernel,
+        })
+    }
+}
+
+/// One other pair of the experiment and what its history says.
 #[derive(Debug, Clone, Copy)]
 pub struct Relative<'a> {
     pub backbone: &'a str,
     pub optimizer: &'a str,
-    pub history: &'a [Observation],
+    pub map: &'a RelativeMap,
 }
 
 /// A score in [0, 1] per grid point (higher: where the relatives did better) and
@@ -39,29 +71,21 @@ pub struct Relative<'a> {
 pub struct Prior {
     scores: Vec<f64>,
     evidence: f64,
+    /// The relatives' kernel log-parameters, averaged with their weights.
+    kernel: Option<[f64; 4]>,
 }
 
 impl Prior {
     /// The prior of pair (`backbone`, `optimizer`) from its relatives:
-    /// each relative's best config so far is a bump on the grid, weighted
-    /// by how the relative is related and by how much it has tried; the
-    /// scores are the bumps' sum, scaled so that the best point scores 1.
+    /// their maps averaged, each weighted by how the relative is related
+    /// and by how much it has tried, then scaled so that the best point
+    /// scores 1 and the worst 0.
     pub fn from_relatives(backbone: &str, optimizer: &str, relatives: &[Relative]) -> Prior {
         let mut scores = [0.0; GRID_POINTS * GRID_POINTS];
         let mut evidence = 0.0;
+        let mut kernel = [0.0; 4];
         for relative in relatives {
             if relative.backbone == backbone && relative.optimizer == optimizer {
-                continue;
-            }
-            let history = relative.history;
-            let lo = history
-                .iter()
-                .map(|o| o.accuracy)
-                .fold(f64::INFINITY, f64::min);
-            let Some(best) = best_complete(history) else {
-                continue;
-            };
-            if history.len() < MIN_OBSERVATIONS || best.accuracy - lo < 1e-9 {
                 continue;
             }
             let relation = if relative.optimizer == optimizer {
@@ -71,21 +95,35 @@ impl Prior {
             } else {
                 UNRELATED
             };
-            let tried = history.len() as f64;
+            let tried = relative.map.tried as f64;
             let weight = relation * tried / (tried + HALF_TRUST);
             evidence += weight;
-            for point in all_points() {
-                scores[index(point)] += weight * bump(point, best.point);
+            for (k, relative_k) in kernel.iter_mut().zip(relative.map.kernel) {
+                *k += weight * relative_k;
+            }
+            for (score, relative_score) in scores.iter_mut().zip(&relative.map.scores) {
+                *score += weight * relative_score;
             }
         }
-        let top = scores.iter().copied().fold(0.0, f64::max);
-        if evidence == 0.0 || top <= 0.0 {
+        let (lo, hi) = scores
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &s| {
+                (lo.min(s), hi.max(s))
+            });
+        if evidence == 0.0 || hi - lo < 1e-12 {
             return Prior::default();
         }
         Prior {
-            scores: scores.iter().map(|s| s / top).collect(),
+            scores: scores.iter().map(|s| (s - lo) / (hi - lo)).collect(),
             evidence,
+            kernel: Some(kernel.map(|k| k / evidence)),
         }
+    }
+
+    /// The relatives' Gaussian-process kernel (log-parameters), for a
+    /// pair with too few results to fit its own.
+    pub fn kernel(&self) -> Option<[f64; 4]> {
+        self.kernel
     }
 
     /// Whether any relative contributed.
@@ -119,15 +157,9 @@ fn index(p: GridPos) -> usize {
     usize::from(p.lr) * GRID_POINTS + usize::from(p.weight_decay)
 }
 
-/// Gaussian weight of `b` seen from `a`, over both grid axes.
-fn bump(a: GridPos, b: GridPos) -> f64 {
-    let dl = (f64::from(a.lr) - f64::from(b.lr)) / BANDWIDTH;
-    let dw = (f64::from(a.weight_decay) - f64::from(b.weight_decay)) / BANDWIDTH;
-    (-0.5 * (dl * dl + dw * dw)).exp()
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::all_points;
     use super::*;
 
     fn at(lr: u8, weight_decay: u8, accuracy: f64) -> Observation {
@@ -138,11 +170,15 @@ mod tests {
         }
     }
 
+    fn point(lr: u8, weight_decay: u8) -> GridPos {
+        GridPos { lr, weight_decay }
+    }
+
     #[test]
     fn relatives_sharing_the_optimizer_outweigh_the_others() {
         // The same optimizer did best at (1, 1); an unrelated pair at (3, 3).
-        let same = [at(1, 1, 60.0), at(3, 3, 20.0), at(2, 2, 40.0)];
-        let unrelated = [at(3, 3, 90.0), at(1, 1, 10.0), at(2, 2, 50.0)];
+        let same = RelativeMap::of(&[at(1, 1, 60.0), at(3, 3, 20.0), at(2, 2, 40.0)]).unwrap();
+        let unrelated = RelativeMap::of(&[at(3, 3, 90.0), at(1, 1, 10.0), at(2, 2, 50.0)]).unwrap();
         let prior = Prior::from_relatives(
             "vit",
             "adamw",
@@ -150,68 +186,73 @@ mod tests {
                 Relative {
                     backbone: "resnet",
                     optimizer: "adamw",
-                    history: &same,
+                    map: &same,
                 },
                 Relative {
                     backbone: "convnext",
                     optimizer: "sgd_m",
-                    history: &unrelated,
+                    map: &unrelated,
                 },
             ],
         );
         // Each relative tried 3 points: it counts half.
         assert!((prior.evidence() - 0.5 * (SAME_OPTIMIZER + UNRELATED)).abs() < 1e-12);
         let best = prior.best_of(&all_points().collect::<Vec<_>>()).unwrap();
-        assert_eq!(
-            best,
-            GridPos {
-                lr: 1,
-                weight_decay: 1
-            }
-        );
         assert_eq!(prior.score(best), 1.0);
-        let unrelated_best = prior.score(GridPos {
-            lr: 3,
-            weight_decay: 3,
-        });
-        let between = prior.score(GridPos {
-            lr: 2,
-            weight_decay: 2,
-        });
-        assert!(unrelated_best > 0.0 && unrelated_best < between && between < 1.0);
+        assert!(best.lr <= 1 && best.weight_decay <= 1, "{best:?}");
+        let scores = |p| (prior.score(p), same.scores[index(p)]);
+        // The unrelated pair pulls (3, 3) up from where the same optimizer
+        // alone would put it, but not above (1, 1).
+        let (far, far_alone) = scores(point(3, 3));
+        assert!(far < prior.score(point(1, 1)));
+        let lo = same.scores.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = same
+            .scores
+            .iter()
+            .copied()
+            .fold(f64::NEG_INFINITY, f64::max);
+        assert!(far > (far_alone - lo) / (hi - lo), "{far} vs {far_alone}");
+    }
+
+    #[test]
+    fn a_relatives_map_follows_its_history_and_stays_between_its_points() {
+        // Accuracy rises with lr and does not depend on weight decay.
+        let history: Vec<Observation> = [(0, 0, 20.0), (2, 4, 40.0), (4, 1, 60.0), (1, 3, 30.0)]
+            .iter()
+            .map(|&(lr, wd, a)| at(lr, wd, a))
+            .collect();
+        let map = RelativeMap::of(&history).unwrap();
+        assert_eq!(map.tried, 4);
+        for weight_decay in 0..GRID_POINTS as u8 {
+            let row: Vec<f64> = (0..GRID_POINTS as u8)
+                .map(|lr| map.scores[index(point(lr, weight_decay))])
+                .collect();
+            assert!(
+                row.windows(2).all(|w| w[0] < w[1]),
+                "wd {weight_decay}: {row:?}"
+            );
+        }
     }
 
     #[test]
     fn the_pair_itself_and_thin_or_flat_histories_teach_nothing() {
-        let own = [at(0, 0, 10.0), at(1, 1, 20.0), at(2, 2, 30.0)];
-        let thin = [at(1, 1, 20.0)];
-        let flat = [at(0, 0, 10.0), at(1, 1, 10.0), at(2, 2, 10.0)];
-        let relatives = [
-            Relative {
+        assert_eq!(RelativeMap::of(&[at(1, 1, 20.0)]), None);
+        assert_eq!(
+            RelativeMap::of(&[at(0, 0, 10.0), at(1, 1, 10.0), at(2, 2, 10.0)]),
+            None
+        );
+        let own = RelativeMap::of(&[at(0, 0, 10.0), at(1, 1, 20.0), at(2, 2, 30.0)]).unwrap();
+        let prior = Prior::from_relatives(
+            "vit",
+            "adamw",
+            &[Relative {
                 backbone: "vit",
                 optimizer: "adamw",
-                history: &own,
-            },
-            Relative {
-                backbone: "resnet",
-                optimizer: "adamw",
-                history: &thin,
-            },
-            Relative {
-                backbone: "resnet",
-                optimizer: "adamw",
-                history: &flat,
-            },
-        ];
-        let prior = Prior::from_relatives("vit", "adamw", &relatives);
-        assert!(prior.is_empty());
-        assert_eq!(
-            prior.score(GridPos {
-                lr: 2,
-                weight_decay: 2
-            }),
-            0.0
+                map: &own,
+            }],
         );
+        assert!(prior.is_empty());
+        assert_eq!(prior.score(point(2, 2)), 0.0);
         assert_eq!(prior.best_of(&[]), None);
     }
 }

@@ -187,6 +187,11 @@ enum BenchCommand {
         /// Seeds per randomised strategy.
         #[arg(long, default_value_t = 10)]
         seeds: u64,
+        /// Pairs searched at once in the searches with transfer, as a run
+        /// with that many slots searches them (comma-separated; more than
+        /// the recording's pairs means all of them).
+        #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
+        concurrent_pairs: Vec<usize>,
         #[arg(long)]
         json: bool,
     },
@@ -383,9 +388,15 @@ pub fn run(args: BenchArgs, registries: &Registries) -> Result<()> {
             recorded,
             budgets,
             seeds,
+            concurrent_pairs,
             json,
         } => {
-            let replayed = replay::bench_recorded(&recorded, &budgets, seeds)?;
+            let plan = replay::BenchPlan {
+                budgets,
+                seeds,
+                concurrent_pairs,
+            };
+            let replayed = replay::bench_recorded(&recorded, &plan)?;
             print_json_or(&replayed.rows[..], json, |rows| {
                 replay::render_bench(rows, replayed.pairs, &replayed.skipped)
             })
