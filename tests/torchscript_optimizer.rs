@@ -21,7 +21,8 @@ fn fixture(name: &str) -> std::path::PathBuf {
 }
 
 /// The experiment's directory: data, `opt/NAME.pt` with `opt/NAME.pt.yaml`
-/// (SGD-M's grid), and `exp.yaml` tuning `torchscript:opt/NAME.pt`.
+/// (SGD-M's grid, and timm's name of SGD-M), and `exp.yaml` tuning
+/// `torchscript:opt/NAME.pt`.
 fn experiment(dir: &Path, module: &str) -> std::path::PathBuf {
     synth(&dir.join("data"), 256, 64, 5);
     std::fs::create_dir_all(dir.join("opt")).unwrap();
@@ -29,7 +30,7 @@ fn experiment(dir: &Path, module: &str) -> std::path::PathBuf {
     std::fs::write(
         dir.join(format!("opt/{module}.pt.yaml")),
         format!(
-            "name: {module}.pt\ncategory: a\nweight_decay_style: coupled\n\
+            "name: {module}.pt\ncategory: a\nweight_decay_style: coupled\ntimm: momentum\n\
              lr: [0.025, 0.05, 0.1, 0.2, 0.4]\n\
              weight_decay: [1.25e-4, 2.5e-4, 5.0e-4, 1.0e-3, 2.0e-3]\n\
              extras:\n  momentum: {{ default: 0.9, candidates: [0.8, 0.9] }}\n"
@@ -85,6 +86,20 @@ fn bocb_run_tunes_a_torchscript_optimizer_and_its_loss_falls() {
         );
         assert_eq!(t.params["momentum"], 0.9);
     }
+    // The best config as a timm command line, under the name its space gives.
+    let out = bocb(&[
+        "export",
+        "--experiment",
+        "ts-opt",
+        "--as",
+        "timm-args",
+        "--store",
+        store_dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let args = String::from_utf8_lossy(&out.stdout);
+    assert!(args.contains("--opt momentum --lr "), "{args}");
+    assert!(args.contains("--momentum 0.9"), "{args}");
 }
 
 #[test]

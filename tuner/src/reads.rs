@@ -472,7 +472,12 @@ pub fn export_text(
         query.optimizer.as_deref(),
     )?;
     Ok(match (query.as_, query.format) {
-        (Some(ExportAs::TimmArgs), None) => export::render_timm_args(&configs, &registries.catalog),
+        (Some(ExportAs::TimmArgs), None) => {
+            // A TorchScript optimizer's space may name its timm equivalent.
+            let catalog =
+                report::experiment_catalog(store, &registries.catalog, &query.experiment)?;
+            export::render_timm_args(&configs, &catalog)
+        }
         (Some(ExportAs::TimmArgs), Some(_)) => {
             return Err(ReadError::BadQuery(
                 "--as timm-args writes command lines: drop --format".to_string(),

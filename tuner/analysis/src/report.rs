@@ -372,6 +372,24 @@ fn best_beyond(p: &PairReport) -> Option<&BeyondCell> {
     })
 }
 
+/// `catalog` with the spaces of experiment `name`'s `torchscript:PATH`
+/// optimizers, as its stored file names them (`catalog` itself for an
+/// experiment the store does not hold or that has none).
+pub fn experiment_catalog(
+    store: &Store,
+    catalog: &Catalog,
+    name: &str,
+) -> Result<Catalog, StoredSpecError> {
+    let Some(record) = store.experiment(name)? else {
+        return Ok(catalog.clone());
+    };
+    let spec = stored_spec(store, &record)?;
+    Ok(match (&spec, &record.base_dir) {
+        (Some(spec), Some(base)) => catalog_with_torchscript_spaces(catalog, spec, base),
+        _ => catalog.clone(),
+    })
+}
+
 /// `catalog` with the spaces of a stored experiment's `torchscript:PATH`
 /// optimizers, read from its directory `base` (those that no longer read
 /// are left out, as optimizers without a space are).

@@ -564,8 +564,11 @@ pub fn trial(service: &Service, name: &str, id: &str, since: usize) -> Result<Va
             ))
         })?;
     // A person copies the config this trial trained with, not the pair's best.
+    let catalog =
+        analysis::report::experiment_catalog(&service.store, &service.registries.catalog, name)
+            .map_err(ReadError::from)?;
     let timm_args = export::trial_config(&service.store, &service.registries, name, &t)
-        .map(|c| export::render_timm_args(&[c], &service.registries.catalog))
+        .map(|c| export::render_timm_args(&[c], &catalog))
         .unwrap_or_else(|e| format!("# cannot export: {e}\n"));
     let mut row = trial_row(&TrialSummary::of(&t));
     row["error"] = json!(t.error);
