@@ -20,7 +20,8 @@ pub enum RunError {
     Data(#[from] bocb_trial_runner::data::DataError),
     #[error("{0}")]
     Device(String),
-    /// `init: { from_experiment }` cannot be resolved.
+    /// An earlier experiment that `init: { from_experiment }` or
+    /// `transfer_from` names cannot be found or used.
     #[error("{0}")]
     Transfer(String),
     /// The experiment was stopped (`bocb stop`) while the trial waited or ran.

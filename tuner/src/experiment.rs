@@ -452,6 +452,22 @@ impl Experiment {
                 format!("`transfer` guides the model-based strategies only, but `strategy` is {}; use `strategy: tpe` or `strategy: bayes`, or remove `transfer`", spec.strategy),
             ));
         }
+        if let Some(first) = spec.transfer_from.first() {
+            if !spec.transfer {
+                return Err(located(
+                    "transfer_from",
+                    first,
+                    "`transfer_from` names experiments to learn from, which takes `transfer: true`; add it, or remove `transfer_from`".to_string(),
+                ));
+            }
+            if let Some(own) = spec.transfer_from.iter().find(|n| **n == spec.name) {
+                return Err(located(
+                    "transfer_from",
+                    own,
+                    format!("`transfer_from` names `{own}`, this experiment itself, whose pairs `transfer: true` already learns from; name earlier experiments only"),
+                ));
+            }
+        }
         if let Some(steps) = spec
             .grid_extension
             .map(|e| e.max_steps)
@@ -1281,6 +1297,24 @@ epochs: 3
             ) && err.contains("strategy: tpe"),
             "{err}"
         );
+
+        let learning = parse(&format!(
+            "{GOOD}strategy: bayes\ntransfer: true\ntransfer_from: [builtin-grid]\n"
+        ))
+        .unwrap();
+        assert_eq!(learning.spec.transfer_from, ["builtin-grid"]);
+        let err = error(&format!(
+            "{GOOD}strategy: bayes\ntransfer_from: [builtin-grid]\n"
+        ));
+        assert!(
+            err.contains("takes `transfer: true`") && err.contains("transfer_from"),
+            "{err}"
+        );
+        let own_name = parse(GOOD).unwrap().spec.name;
+        let err = error(&format!(
+            "{GOOD}strategy: bayes\ntransfer: true\ntransfer_from: [{own_name}]\n"
+        ));
+        assert!(err.contains("this experiment itself"), "{err}");
     }
 
     #[test]

@@ -72,6 +72,7 @@ pub fn search_experiment(
     // Each backbone once per pre-training optimizer of `from_experiment`.
     let experiment = &experiment.with_pretrained(store)?;
     let spec = &experiment.spec;
+    let learnt_before = learnt_before(store, &spec.transfer_from)?;
     register_experiment(experiment, store)?;
     // The spaces of the experiment's own (TorchScript) optimizers too.
     let catalog = &experiment.catalog(catalog);
@@ -103,6 +104,7 @@ pub fn search_experiment(
             .budget
             .hours
             .map(|h| Instant::now() + Duration::from_secs_f64(h * 3600.0)),
+        learnt_before,
     };
     let pairs: Vec<Pair> = experiment
         .backbones
@@ -159,6 +161,46 @@ pub fn search_experiment(
     let mut summary = summary.into_inner().expect("summary lock");
     summary.out_of_time = ctx.out_of_time();
     Ok(summary)
+}
+
+/// The stage-1 maps of the pairs of each earlier experiment in `names`
+/// (`transfer_from`), read once: they do not change while this one runs.
+fn learnt_before(store: &Store, names: &[String]) -> Result<Vec<(PairKey, RelativeMap)>, RunError> {
+    let mut maps = Vec::new();
+    for name in names {
+        let Some(record) = store.experiment(name)? else {
+            let known: Vec<String> = store.experiments()?.into_iter().map(|e| e.name).collect();
+            return Err(RunError::Transfer(format!(
+                "`transfer_from` names `{name}`, but the store holds no experiment `{name}` (it holds: {}); run it first, or remove it from `transfer_from`",
+                if known.is_empty() { "none".into() } else { known.join(", ") }
+            )));
+        };
+        let seeds = stored_spec(store, &record)?.map_or(1, |spec| spec.seeds);
+        maps.extend(stage1_maps(store, name, seeds)?);
+    }
+    Ok(maps)
+}
+
+/// What each pair of experiment `name` has found in stage 1 so far, as a
+/// relative's map (pairs with too little to say are left out).
+fn stage1_maps(
+    store: &Store,
+    name: &str,
+    seeds: u32,
+) -> Result<Vec<(PairKey, RelativeMap)>, RunError> {
+    let mut by_pair: BTreeMap<PairKey, Vec<TrialRecord>> = BTreeMap::new();
+    for trial in store.trials_where(name, |s| s.trial.stage == 1)? {
+        by_pair
+            .entry((trial.backbone.clone(), trial.optimizer.clone()))
+            .or_default()
+            .push(trial);
+    }
+    Ok(by_pair
+        .into_iter()
+        .filter_map(|(pair, trials)| {
+            Some((pair, RelativeMap::of(&observations(&trials, seeds).0)?))
+        })
+        .collect())
 }
 
 impl RunSummary {
@@ -274,7 +316,12 @@ struct RunContext<'a> {
     progress: Progress,
     /// When `budget.hours` runs out.
     deadline: Option<Instant>,
+    /// What the experiments of `transfer_from` learnt, per pair.
+    learnt_before: Vec<(PairKey, RelativeMap)>,
 }
+
+/// A (backbone, optimizer) pair by name.
+type PairKey = (String, String);
 
 impl RunContext<'_> {
     fn out_of_time(&self) -> bool {
@@ -400,7 +447,7 @@ impl Pair<'_> {
             let trials = self.stage_trials(ctx.store, 1)?;
             let (mut history, unfinished) = observations(&trials, spec.seeds);
             let prior = if spec.transfer {
-                self.prior(ctx.store)?
+                self.prior(ctx)?
             } else {
                 Prior::default()
             };
@@ -439,24 +486,14 @@ impl Pair<'_> {
         Ok(())
     }
 
-    /// What the experiment's other pairs have found in stage 1 so far.
-    fn prior(&self, store: &Store) -> Result<Prior, RunError> {
+    /// What the experiment's other pairs have found in stage 1 so far, and
+    /// the pairs of the experiments it learns from (`transfer_from`).
+    fn prior(&self, ctx: &RunContext) -> Result<Prior, RunError> {
         let spec = &self.experiment.spec;
-        let mut by_pair: BTreeMap<(String, String), Vec<TrialRecord>> = BTreeMap::new();
-        for trial in store.trials_where(&spec.name, |s| s.trial.stage == 1)? {
-            by_pair
-                .entry((trial.backbone.clone(), trial.optimizer.clone()))
-                .or_default()
-                .push(trial);
-        }
-        let maps: Vec<(&(String, String), RelativeMap)> = by_pair
-            .iter()
-            .filter_map(|(pair, trials)| {
-                Some((pair, RelativeMap::of(&observations(trials, spec.seeds).0)?))
-            })
-            .collect();
+        let maps = stage1_maps(ctx.store, &spec.name, spec.seeds)?;
         let relatives: Vec<Relative> = maps
             .iter()
+            .chain(&ctx.learnt_before)
             .map(|((backbone, optimizer), map)| Relative {
                 backbone,
                 optimizer,
@@ -1369,6 +1406,72 @@ grid_centres: { resnet18_cifar: { sgd_m: { lr: 0.4, weight_decay: 1.0e-4 } } }
                 assert_eq!(start, centre);
             }
         }
+    }
+
+    /// With `transfer_from`, a new optimizer's first config on each
+    /// backbone is where an earlier experiment's other optimizers did best
+    /// on it; an experiment the store lacks is named before any trial.
+    #[test]
+    fn a_new_optimizer_starts_where_an_earlier_experiments_optimizers_did_best() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("store")).unwrap();
+        let catalog = Catalog::builtin();
+        let options = SearchOptions {
+            concurrent_pairs: 1,
+            ..SearchOptions::default()
+        };
+        let common = "dataset: { format: cifar100-bin, path: . }\n\
+                      backbones: [resnet18_cifar, vit_tiny_cifar]\nepochs: 1\n\
+                      grid_extension: { max_steps: 0 }\n";
+        let new_optimizer = experiment(
+            dir.path(),
+            &format!(
+                "name: new-optimizer\n{common}optimizers: [adamw]\nstrategy: bayes\n\
+                 budget: {{ trials: 3 }}\ntransfer: true\ntransfer_from: [builtin]\n"
+            ),
+        );
+        let missing = FakeTrainer::default();
+        let err =
+            search_experiment(&new_optimizer, &store, &catalog, &missing, &options).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("the store holds no experiment `builtin` (it holds: none)"),
+            "{err}"
+        );
+        assert!(missing.jobs.lock().unwrap().is_empty());
+
+        let earlier = experiment(
+            dir.path(),
+            &format!("name: builtin\n{common}optimizers: [sgd_m, lamb]\nstrategy: grid\n"),
+        );
+        search_experiment(
+            &earlier,
+            &store,
+            &catalog,
+            &FakeTrainer::default(),
+            &options,
+        )
+        .unwrap();
+        let trainer = FakeTrainer::default();
+        search_experiment(&new_optimizer, &store, &catalog, &trainer, &options).unwrap();
+        // The fake's accuracy grows with lr alone: the earlier optimizers
+        // did best at the top of their lr grids, so both pairs start at the
+        // top of adamw's, not at its centre as a pair without relatives does.
+        let adamw_top = *catalog
+            .optimizer("adamw")
+            .unwrap()
+            .lr
+            .values()
+            .last()
+            .unwrap();
+        let jobs = trainer.jobs.lock().unwrap();
+        assert_eq!(jobs.len(), 6);
+        // Each pair's first config: the earlier experiment's relatives.
+        assert_eq!(
+            (jobs[0]["lr"], jobs[3]["lr"]),
+            (adamw_top, adamw_top),
+            "{jobs:?}"
+        );
     }
 
     #[test]

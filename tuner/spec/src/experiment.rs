@@ -115,6 +115,11 @@ pub struct ExperimentSpec {
     /// the experiment's other pairs found (the tuner's `search::Prior`).
     #[serde(default, skip_serializing_if = "is_false")]
     pub transfer: bool,
+    /// With `transfer`, earlier experiments in the same store whose stage-1
+    /// results count as relatives too: the built-in optimizers' grids on
+    /// the same backbones, when tuning a new optimizer against them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub transfer_from: Vec<String>,
     /// The early-stopping rule: `none`, `median`, `asha` or `curve`.
     #[serde(default)]
     pub early_stop: StopKind,

@@ -52,6 +52,23 @@ impl RecordedPair {
         self.cells.values().map(|c| c.curve.len()).sum()
     }
 
+    /// What the pair's whole grid says as a relative: an earlier
+    /// experiment's pair (`transfer_from`).
+    fn map(&self) -> Option<RelativeMap> {
+        let history: Vec<Observation> = self
+            .cells
+            .iter()
+            .filter_map(|(&point, cell)| {
+                Some(Observation {
+                    point,
+                    accuracy: *cell.curve.last()?,
+                    complete: true,
+                })
+            })
+            .collect();
+        RelativeMap::of(&history)
+    }
+
     /// The best final accuracy of the grid, and of what was recorded past
     /// it too when `beyond`.
     fn best_accuracy(&self, beyond: bool) -> f64 {
@@ -360,13 +377,15 @@ pub fn replay(pair: &RecordedPair, search: &Search, seed: u64) -> ReplayOutcome 
 /// recording's order, each slot searching one pair to its end before it
 /// takes the next, the slots training a config each in turn. With
 /// `transfer`, each proposal uses the prior of what the other pairs have
-/// found so far, those that ended and those still searching.
+/// found so far, those that ended and those still searching, and of the
+/// `earlier` experiments' pairs (`transfer_from`).
 pub fn replay_together(
     pairs: &[RecordedPair],
     search: &Search,
     seed: u64,
     transfer: bool,
     concurrent_pairs: usize,
+    earlier: &[Relative],
 ) -> Vec<ReplayOutcome> {
     let mut searches: Vec<Replaying> = Vec::with_capacity(pairs.len());
     // Indices into `searches` of the pairs still searching.
@@ -386,8 +405,11 @@ pub fn replay_together(
             let prior = if transfer {
                 searches.iter_mut().for_each(Replaying::refresh_map);
                 let own = &searches[i];
-                let relatives: Vec<Relative> =
-                    searches.iter().filter_map(Replaying::as_relative).collect();
+                let relatives: Vec<Relative> = searches
+                    .iter()
+                    .filter_map(Replaying::as_relative)
+                    .chain(earlier.iter().copied())
+                    .collect();
                 Prior::from_relatives(&own.pair.backbone, &own.pair.optimizer, &relatives)
             } else {
                 Prior::default()
@@ -411,6 +433,10 @@ pub struct BenchRow {
     /// With transfer, how many pairs were searched at once (what the
     /// others have found when a pair proposes depends on it).
     pub concurrent_pairs: Option<usize>,
+    /// With transfer, whether each optimizer (or backbone) of the
+    /// recording was in turn the new one, its pairs searched with the
+    /// others' whole grids known from an earlier experiment.
+    pub new: Option<Newcomer>,
     /// `grid_extension`'s `max_steps` (0: none).
     pub extension_steps: u8,
     pub early_stop: StopKind,
@@ -452,27 +478,101 @@ const EXTENSION_STEPS: u8 = 2;
 
 /// What [`bench`] replays: the budgets, the seeds of the randomised
 /// strategies (`0..seeds`) and, for searches with transfer, the numbers of
-/// pairs searched at once.
+/// pairs searched at once and what is new to an earlier experiment.
 #[derive(Debug, Clone)]
 pub struct BenchPlan {
     pub budgets: Vec<usize>,
     pub seeds: u64,
     pub concurrent_pairs: Vec<usize>,
+    pub new: Vec<Newcomer>,
+}
+
+/// What a replay tunes as new against an earlier experiment: each
+/// optimizer of the recording against all its backbones, the other
+/// optimizers' pairs known (`transfer_from`), or each backbone against all
+/// optimizers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Newcomer {
+    Optimizer,
+    Backbone,
+}
+
+impl Newcomer {
+    /// Whether `pair` is among the new ones when `name` is the new
+    /// optimizer or backbone.
+    fn has(self, pair: &RecordedPair, name: &str) -> bool {
+        match self {
+            Newcomer::Optimizer => pair.optimizer == name,
+            Newcomer::Backbone => pair.backbone == name,
+        }
+    }
+
+    /// The optimizers (or backbones) of `pairs`, each once.
+    fn names(self, pairs: &[RecordedPair]) -> Vec<&str> {
+        let mut names: Vec<&str> = Vec::new();
+        for pair in pairs {
+            let name = match self {
+                Newcomer::Optimizer => &pair.optimizer,
+                Newcomer::Backbone => &pair.backbone,
+            };
+            if !names.contains(&name.as_str()) {
+                names.push(name);
+            }
+        }
+        names
+    }
+}
+
+impl std::fmt::Display for Newcomer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Newcomer::Optimizer => "optimizer",
+            Newcomer::Backbone => "backbone",
+        })
+    }
+}
+
+impl std::str::FromStr for Newcomer {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "optimizer" => Ok(Newcomer::Optimizer),
+            "backbone" => Ok(Newcomer::Backbone),
+            _ => Err(format!("`{s}` is not one of: optimizer, backbone")),
+        }
+    }
 }
 
 /// Replays every strategy x rule x budget over `pairs`, the model-based
 /// strategies also with transfer across pairs (once per number of pairs
-/// searched at once) and, where the recording went past the grid, with
-/// grid extension.
+/// searched at once, and once per kind of newcomer to an earlier
+/// experiment) and, where the recording went past the grid, with grid
+/// extension.
 pub fn bench(pairs: &[RecordedPair], plan: &BenchPlan) -> Vec<BenchRow> {
     let grid_epochs: usize = pairs.iter().map(RecordedPair::grid_epochs).sum();
     let recorded_beyond = pairs.iter().any(|p| !p.beyond.is_empty());
-    // More slots than pairs search them all at once, as `pairs.len()` do.
-    let mut at_once: Vec<usize> = Vec::new();
-    for n in &plan.concurrent_pairs {
-        let n = (*n).clamp(1, pairs.len().max(1));
-        if !at_once.contains(&n) {
-            at_once.push(n);
+    let maps: Vec<Option<RelativeMap>> = pairs.iter().map(RecordedPair::map).collect();
+    // How the pairs learn from each other: alone, all in one experiment
+    // with N at once, or the new ones with N at once after the others.
+    let mut sharing: Vec<(Option<usize>, Option<Newcomer>)> = Vec::new();
+    for new in std::iter::once(None).chain(plan.new.iter().copied().map(Some)) {
+        let most = match new {
+            None => pairs.len(),
+            Some(kind) => kind
+                .names(pairs)
+                .iter()
+                .map(|name| pairs.iter().filter(|p| kind.has(p, name)).count())
+                .max()
+                .unwrap_or(0),
+        };
+        for n in &plan.concurrent_pairs {
+            // More slots than pairs search them all at once.
+            let mode = (Some((*n).clamp(1, most.max(1))), new);
+            if !sharing.contains(&mode) {
+                sharing.push(mode);
+            }
         }
     }
     let mut rows = Vec::new();
@@ -484,16 +584,16 @@ pub fn bench(pairs: &[RecordedPair], plan: &BenchPlan) -> Vec<BenchRow> {
         };
         let model_based = matches!(strategy, StrategyKind::Tpe | StrategyKind::Bayes);
         // Without transfer the pairs' searches are independent: one row.
-        let mut sharing = vec![None];
+        let mut modes = vec![(None, None)];
         if model_based {
-            sharing.extend(at_once.iter().map(|&n| Some(n)));
+            modes.extend(&sharing);
         }
         let extensions: &[u8] = if model_based && recorded_beyond {
             &[0, EXTENSION_STEPS]
         } else {
             &[0]
         };
-        for &concurrent_pairs in &sharing {
+        for &(concurrent_pairs, new) in &modes {
             for &extension_steps in extensions {
                 for stop_kind in StopKind::ALL {
                     let stop = stop_kind.build();
@@ -505,19 +605,28 @@ pub fn bench(pairs: &[RecordedPair], plan: &BenchPlan) -> Vec<BenchRow> {
                             extension_steps,
                         };
                         let outcomes: Vec<ReplayOutcome> = (0..seeds)
-                            .flat_map(|seed| {
-                                replay_together(
+                            .flat_map(|seed| match new {
+                                None => replay_together(
                                     pairs,
                                     &search,
                                     seed,
                                     concurrent_pairs.is_some(),
                                     concurrent_pairs.unwrap_or(pairs.len()),
-                                )
+                                    &[],
+                                ),
+                                Some(kind) => replay_newcomers(
+                                    pairs,
+                                    &maps,
+                                    kind,
+                                    &search,
+                                    seed,
+                                    concurrent_pairs.unwrap_or(1),
+                                ),
                             })
                             .collect();
                         rows.push(BenchRow::of(
                             &search,
-                            concurrent_pairs,
+                            (concurrent_pairs, new),
                             stop_kind,
                             &outcomes,
                             grid_epochs * seeds as usize,
@@ -530,13 +639,54 @@ pub fn bench(pairs: &[RecordedPair], plan: &BenchPlan) -> Vec<BenchRow> {
     rows
 }
 
+/// Replays, for each optimizer (or backbone) of `pairs` in turn, the
+/// search of its pairs with transfer, `concurrent_pairs` at once, the other
+/// pairs' whole grids (`maps`) known from an earlier experiment.
+fn replay_newcomers(
+    pairs: &[RecordedPair],
+    maps: &[Option<RelativeMap>],
+    kind: Newcomer,
+    search: &Search,
+    seed: u64,
+    concurrent_pairs: usize,
+) -> Vec<ReplayOutcome> {
+    let mut outcomes = Vec::with_capacity(pairs.len());
+    for name in kind.names(pairs) {
+        let (new, known): (Vec<_>, Vec<_>) = pairs
+            .iter()
+            .zip(maps)
+            .partition(|(pair, _)| kind.has(pair, name));
+        let new: Vec<RecordedPair> = new.into_iter().map(|(pair, _)| pair.clone()).collect();
+        let earlier: Vec<Relative> = known
+            .into_iter()
+            .filter_map(|(pair, map)| {
+                Some(Relative {
+                    backbone: &pair.backbone,
+                    optimizer: &pair.optimizer,
+                    map: map.as_ref()?,
+                })
+            })
+            .collect();
+        outcomes.extend(replay_together(
+            &new,
+            search,
+            seed,
+            true,
+            concurrent_pairs,
+            &earlier,
+        ));
+    }
+    outcomes
+}
+
 impl BenchRow {
     /// The row of `outcomes`, searches of `search` (with transfer when
-    /// `concurrent_pairs` says how many searched at once) whose exhaustive
-    /// grids spent `grid_epochs` in all.
+    /// `concurrent_pairs` says how many searched at once, and whether they
+    /// were `new` to an earlier experiment) whose exhaustive grids spent
+    /// `grid_epochs` in all.
     fn of(
         search: &Search,
-        concurrent_pairs: Option<usize>,
+        (concurrent_pairs, new): (Option<usize>, Option<Newcomer>),
         early_stop: StopKind,
         outcomes: &[ReplayOutcome],
         grid_epochs: usize,
@@ -548,6 +698,7 @@ impl BenchRow {
             strategy: search.strategy,
             transfer: concurrent_pairs.is_some(),
             concurrent_pairs,
+            new,
             extension_steps: search.extension_steps,
             early_stop,
             budget: search.budget,
@@ -636,13 +787,14 @@ pub fn render_bench(rows: &[BenchRow], pairs: usize, skipped: &[String]) -> Stri
     let mut out = format!(
         "{pairs} recorded pair(s) replayed; goal: the best config in >= 90% of searches (the grid's; with grid extension, \
          the best recorded past it too) with <= 40% of the grid's epochs, <= 25% for searches that learn across pairs \
-         (transfer: N at once, the pairs searched at once)\n"
+         (transfer: N at once, the pairs searched at once; new optimizer/backbone: each optimizer or backbone in turn \
+         searched with the other pairs' grids known from an earlier experiment, as `transfer_from` gives them)\n"
     );
     for pair in skipped {
         out += &format!("skipped (incomplete grid): {pair}\n");
     }
     out += &format!(
-        "{:<8} {:<10} {:<9} {:<10} {:>6} {:>8} {:>9} {:>10} {:>11} {:>10}  {}\n",
+        "{:<8} {:<24} {:<9} {:<10} {:>6} {:>8} {:>9} {:>10} {:>11} {:>10}  {}\n",
         "strategy",
         "transfer",
         "extension",
@@ -657,10 +809,13 @@ pub fn render_bench(rows: &[BenchRow], pairs: usize, skipped: &[String]) -> Stri
     );
     for r in rows {
         out += &format!(
-            "{:<8} {:<10} {:<9} {:<10} {:>6} {:>8} {:>8.1}% {:>9.1}% {:>11.2} {:>10.2}  {}\n",
+            "{:<8} {:<24} {:<9} {:<10} {:>6} {:>8} {:>8.1}% {:>9.1}% {:>11.2} {:>10.2}  {}\n",
             r.strategy.to_string(),
-            r.concurrent_pairs
-                .map_or("-".to_string(), |n| format!("{n} at once")),
+            match (r.concurrent_pairs, r.new) {
+                (None, _) => "-".to_string(),
+                (Some(n), None) => format!("{n} at once"),
+                (Some(n), Some(new)) => format!("new {new}, {n} at once"),
+            },
             match r.extension_steps {
                 0 => "-".to_string(),
                 steps => format!("{steps} steps"),
@@ -717,6 +872,7 @@ mod tests {
             budgets: budgets.to_vec(),
             seeds,
             concurrent_pairs: vec![usize::MAX],
+            new: Vec::new(),
         }
     }
 
@@ -788,7 +944,14 @@ mod tests {
         let found = |strategy: StrategyKind, budget: usize, transfer: bool, at_once: usize| {
             (0..5)
                 .flat_map(|seed| {
-                    replay_together(&pairs, &plain(strategy, budget), seed, transfer, at_once)
+                    replay_together(
+                        &pairs,
+                        &plain(strategy, budget),
+                        seed,
+                        transfer,
+                        at_once,
+                        &[],
+                    )
                 })
                 .filter(|o| o.regret <= 1e-9)
                 .count()
@@ -816,9 +979,12 @@ mod tests {
         // Without transfer, replaying together is replaying each pair alone.
         let bayes = plain(StrategyKind::Bayes, 4);
         let alone: Vec<ReplayOutcome> = pairs.iter().map(|p| replay(p, &bayes, 3)).collect();
-        assert_eq!(replay_together(&pairs, &bayes, 3, false, 1), alone);
+        assert_eq!(replay_together(&pairs, &bayes, 3, false, 1, &[]), alone);
         // One at a time, the first pair has no relative yet.
-        assert_eq!(replay_together(&pairs, &bayes, 3, true, 1)[0], alone[0]);
+        assert_eq!(
+            replay_together(&pairs, &bayes, 3, true, 1, &[])[0],
+            alone[0]
+        );
     }
 
     /// The recorded 3 x 3 micro grid (tests/fixtures/grid3x3-micro.yaml):
@@ -1003,6 +1169,7 @@ mod tests {
             budgets: vec![6],
             seeds: 20,
             concurrent_pairs: vec![1],
+            new: Vec::new(),
         };
         let bench = bench_recorded(&recorded, &plan).unwrap();
         let row = |concurrent_pairs: Option<usize>| {
@@ -1026,6 +1193,46 @@ mod tests {
             "{together:?} vs {alone:?}"
         );
         assert!(together.meets_goal(), "{together:?}");
+    }
+
+    /// A new optimizer tuned against the recorded backbones, 4 pairs at
+    /// once, learning from an earlier experiment that holds the other
+    /// optimizers' grids (`transfer_from`): `bayes` finds the grid's best
+    /// with 6 configs of 25 in 90% of searches, more often than the same
+    /// pairs searched 4 at once within one experiment.
+    #[test]
+    fn a_new_optimizer_learning_from_an_earlier_experiment_finds_the_best_with_a_quarter_of_the_epochs(
+    ) {
+        let recorded = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/grid4x4-micro-trials.json");
+        let plan = BenchPlan {
+            budgets: vec![6],
+            seeds: 20,
+            concurrent_pairs: vec![4],
+            new: vec![Newcomer::Optimizer],
+        };
+        let bench = bench_recorded(&recorded, &plan).unwrap();
+        let row = |new: Option<Newcomer>| {
+            bench
+                .rows
+                .iter()
+                .find(|r| {
+                    r.strategy == StrategyKind::Bayes
+                        && r.early_stop == StopKind::None
+                        && r.extension_steps == 0
+                        && r.concurrent_pairs == Some(4)
+                        && r.new == new
+                })
+                .unwrap()
+                .clone()
+        };
+        let (within, newcomer) = (row(None), row(Some(Newcomer::Optimizer)));
+        assert_eq!(newcomer.searches, 320);
+        assert!(newcomer.meets_goal(), "{newcomer:?}");
+        assert!(
+            newcomer.found_best > within.found_best,
+            "{newcomer:?} vs {within:?}"
+        );
     }
 
     /// The recorded 4 x 4 micro grid (tests/fixtures/grid4x4-micro.yaml)

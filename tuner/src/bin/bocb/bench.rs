@@ -192,6 +192,12 @@ enum BenchCommand {
         /// the recording's pairs means all of them).
         #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
         concurrent_pairs: Vec<usize>,
+        /// Also replay, for each optimizer (or backbone) of the recording
+        /// in turn, the search of its pairs as new ones learning from an
+        /// earlier experiment that holds the other pairs (`transfer_from`):
+        /// optimizer, backbone or both (comma-separated; `--new ''` for neither).
+        #[arg(long, value_delimiter = ',', default_value = "optimizer,backbone")]
+        new: Vec<String>,
         #[arg(long)]
         json: bool,
     },
@@ -389,12 +395,19 @@ pub fn run(args: BenchArgs, registries: &Registries) -> Result<()> {
             budgets,
             seeds,
             concurrent_pairs,
+            new,
             json,
         } => {
+            let new = new
+                .iter()
+                .filter(|n| !n.is_empty())
+                .map(|n| n.parse().map_err(|e| anyhow::anyhow!("--new: {e}")))
+                .collect::<anyhow::Result<_>>()?;
             let plan = replay::BenchPlan {
                 budgets,
                 seeds,
                 concurrent_pairs,
+                new,
             };
             let replayed = replay::bench_recorded(&recorded, &plan)?;
             print_json_or(&replayed.rows[..], json, |rows| {
