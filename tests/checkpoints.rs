@@ -6,8 +6,9 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use bocb_store::{EpochMetrics, Store, TrialStatus};
+use bocb_store::{EpochMetrics, Store, TrialRecord, TrialStatus};
 use common::{bocb, bocb_binary, synth, wait_for};
 
 const EXPERIMENT: &str = "\
@@ -38,10 +39,20 @@ fn run_to_the_end(experiment: &Path, store: &Path) {
     );
 }
 
-fn epochs(store: &Path) -> Vec<EpochMetrics> {
-    let trials = Store::open(store).unwrap().trials("resumable").unwrap();
+/// The one trial as the store holds it. The store is opened waiting: a
+/// handle dropped just before keeps sled's lock until its flusher's next
+/// tick.
+fn the_trial(store: &Path) -> TrialRecord {
+    let trials = Store::open_waiting(store, Duration::from_secs(10))
+        .unwrap()
+        .trials("resumable")
+        .unwrap();
     assert_eq!(trials.len(), 1);
-    trials[0].epochs.clone()
+    trials[0].clone()
+}
+
+fn epochs(store: &Path) -> Vec<EpochMetrics> {
+    the_trial(store).epochs
 }
 
 /// The one trial's checkpoint file, once there is one.
@@ -86,7 +97,7 @@ fn a_run_stopped_by_sigterm_continues_its_trial_from_the_checkpoint() {
     let status = first.wait().unwrap();
     assert!(!status.success(), "bocb run ends on the signal: {status}");
 
-    let trial = Store::open(&store).unwrap().trials("resumable").unwrap()[0].clone();
+    let trial = the_trial(&store);
     assert_eq!(
         trial.status,
         TrialStatus::Running,
@@ -115,7 +126,7 @@ fn a_run_stopped_by_sigterm_continues_its_trial_from_the_checkpoint() {
             .collect::<Vec<_>>()
     };
     assert_eq!(numbers(&after), numbers(&whole));
-    let trial = Store::open(&store).unwrap().trials("resumable").unwrap()[0].clone();
+    let trial = the_trial(&store);
     assert_eq!(trial.status, TrialStatus::Done);
     assert_eq!(trial.final_accuracy, Some(whole[4].test_accuracy));
     assert!(

@@ -491,13 +491,15 @@ impl Pair<'_> {
     fn prior(&self, ctx: &RunContext) -> Result<Prior, RunError> {
         let spec = &self.experiment.spec;
         let maps = stage1_maps(ctx.store, &spec.name, spec.seeds)?;
-        let relatives: Vec<Relative> = maps
-            .iter()
-            .chain(&ctx.learnt_before)
-            .map(|((backbone, optimizer), map)| Relative {
+        let own = maps.iter().map(|m| (m, false));
+        let earlier = ctx.learnt_before.iter().map(|m| (m, true));
+        let relatives: Vec<Relative> = own
+            .chain(earlier)
+            .map(|(((backbone, optimizer), map), earlier)| Relative {
                 backbone,
                 optimizer,
                 map,
+                earlier,
             })
             .collect();
         Ok(Prior::from_relatives(

@@ -57,12 +57,17 @@ impl RelativeMap {
     }
 }
 
-/// One other pair of the experiment and what its history says.
+/// One other pair of the experiment, or a pair of an earlier one, and what
+/// its history says.
 #[derive(Debug, Clone, Copy)]
 pub struct Relative<'a> {
     pub backbone: &'a str,
     pub optimizer: &'a str,
     pub map: &'a RelativeMap,
+    /// From an earlier experiment (`transfer_from`): the pair being
+    /// searched counts too there (a pilot run with fewer epochs, say), as
+    /// a relative sharing the optimizer.
+    pub earlier: bool,
 }
 
 /// A score in [0, 1] per grid point (higher: where the relatives did better) and
@@ -85,7 +90,8 @@ impl Prior {
         let mut evidence = 0.0;
         let mut kernel = [0.0; 4];
         for relative in relatives {
-            if relative.backbone == backbone && relative.optimizer == optimizer {
+            if relative.backbone == backbone && relative.optimizer == optimizer && !relative.earlier
+            {
                 continue;
             }
             let relation = if relative.optimizer == optimizer {
@@ -187,11 +193,13 @@ mod tests {
                     backbone: "resnet",
                     optimizer: "adamw",
                     map: &same,
+                    earlier: false,
                 },
                 Relative {
                     backbone: "convnext",
                     optimizer: "sgd_m",
                     map: &unrelated,
+                    earlier: false,
                 },
             ],
         );
@@ -235,7 +243,7 @@ mod tests {
     }
 
     #[test]
-    fn the_pair_itself_and_thin_or_flat_histories_teach_nothing() {
+    fn the_pair_itself_and_thin_or_flat_histories_teach_nothing_but_an_earlier_run_of_it_does() {
         assert_eq!(RelativeMap::of(&[at(1, 1, 20.0)]), None);
         assert_eq!(
             RelativeMap::of(&[at(0, 0, 10.0), at(1, 1, 10.0), at(2, 2, 10.0)]),
@@ -249,10 +257,28 @@ mod tests {
                 backbone: "vit",
                 optimizer: "adamw",
                 map: &own,
+                earlier: false,
             }],
         );
         assert!(prior.is_empty());
         assert_eq!(prior.score(point(2, 2)), 0.0);
         assert_eq!(prior.best_of(&[]), None);
+        // The same pair in an earlier experiment teaches as much as one
+        // sharing the optimizer.
+        let pilot = Prior::from_relatives(
+            "vit",
+            "adamw",
+            &[Relative {
+                backbone: "vit",
+                optimizer: "adamw",
+                map: &own,
+                earlier: true,
+            }],
+        );
+        assert!((pilot.evidence() - 0.5 * SAME_OPTIMIZER).abs() < 1e-12);
+        assert_eq!(
+            pilot.best_of(&[point(0, 0), point(2, 2)]),
+            Some(point(2, 2))
+        );
     }
 }

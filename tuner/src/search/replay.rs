@@ -254,6 +254,7 @@ impl<'a> Replaying<'a> {
             backbone: &self.pair.backbone,
             optimizer: &self.pair.optimizer,
             map: self.map.as_ref()?,
+            earlier: false,
         })
     }
 
@@ -664,6 +665,7 @@ fn replay_newcomers(
                     backbone: &pair.backbone,
                     optimizer: &pair.optimizer,
                     map: map.as_ref()?,
+                    earlier: true,
                 })
             })
             .collect();
@@ -1157,34 +1159,46 @@ mod tests {
         assert_eq!(pairs[0].best_accuracy(true), 40.5);
     }
 
+    /// The bench rows of `plan` on the recorded 4 x 4 micro grid
+    /// (tests/fixtures/grid4x4-micro.yaml).
+    fn micro_grid_rows(plan: BenchPlan) -> Vec<BenchRow> {
+        let recorded = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/grid4x4-micro-trials.json");
+        bench_recorded(&recorded, &plan).unwrap().rows
+    }
+
+    /// The `bayes` row without early stopping or grid extension, searched
+    /// with `concurrent_pairs` at once (`None`: alone) and `new` ones.
+    fn plain_bayes_row(
+        rows: &[BenchRow],
+        concurrent_pairs: Option<usize>,
+        new: Option<Newcomer>,
+    ) -> BenchRow {
+        rows.iter()
+            .find(|r| {
+                r.strategy == StrategyKind::Bayes
+                    && r.early_stop == StopKind::None
+                    && r.extension_steps == 0
+                    && r.concurrent_pairs == concurrent_pairs
+                    && r.new == new
+            })
+            .unwrap()
+            .clone()
+    }
+
     /// On the recorded 4 x 4 micro grid, bayes with transfer, one pair at
     /// a time (a run with one slot), finds the grid's best with 6 configs
     /// of 25 (24% of the epochs) far more often than alone, in 90% of its
     /// searches (the goal of `bocb bench tuner`).
     #[test]
     fn bayes_with_transfer_finds_the_recorded_grids_best_with_a_quarter_of_its_epochs() {
-        let recorded = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../tests/fixtures/grid4x4-micro-trials.json");
-        let plan = BenchPlan {
+        let rows = micro_grid_rows(BenchPlan {
             budgets: vec![6],
             seeds: 20,
             concurrent_pairs: vec![1],
             new: Vec::new(),
-        };
-        let bench = bench_recorded(&recorded, &plan).unwrap();
-        let row = |concurrent_pairs: Option<usize>| {
-            bench
-                .rows
-                .iter()
-                .find(|r| {
-                    r.strategy == StrategyKind::Bayes
-                        && r.early_stop == StopKind::None
-                        && r.extension_steps == 0
-                        && r.concurrent_pairs == concurrent_pairs
-                })
-                .unwrap()
-                .clone()
-        };
+        });
+        let row = |concurrent_pairs| plain_bayes_row(&rows, concurrent_pairs, None);
         let (alone, together) = (row(None), row(Some(1)));
         assert_eq!(together.searches, 320);
         assert!(together.epochs_fraction <= 0.25);
@@ -1203,29 +1217,13 @@ mod tests {
     #[test]
     fn a_new_optimizer_learning_from_an_earlier_experiment_finds_the_best_with_a_quarter_of_the_epochs(
     ) {
-        let recorded = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../tests/fixtures/grid4x4-micro-trials.json");
-        let plan = BenchPlan {
+        let rows = micro_grid_rows(BenchPlan {
             budgets: vec![6],
             seeds: 20,
             concurrent_pairs: vec![4],
             new: vec![Newcomer::Optimizer],
-        };
-        let bench = bench_recorded(&recorded, &plan).unwrap();
-        let row = |new: Option<Newcomer>| {
-            bench
-                .rows
-                .iter()
-                .find(|r| {
-                    r.strategy == StrategyKind::Bayes
-                        && r.early_stop == StopKind::None
-                        && r.extension_steps == 0
-                        && r.concurrent_pairs == Some(4)
-                        && r.new == new
-                })
-                .unwrap()
-                .clone()
-        };
+        });
+        let row = |new| plain_bayes_row(&rows, Some(4), new);
         let (within, newcomer) = (row(None), row(Some(Newcomer::Optimizer)));
         assert_eq!(newcomer.searches, 320);
         assert!(newcomer.meets_goal(), "{newcomer:?}");
