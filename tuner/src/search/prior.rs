@@ -250,31 +250,25 @@ mod tests {
             None
         );
         let own = RelativeMap::of(&[at(0, 0, 10.0), at(1, 1, 20.0), at(2, 2, 30.0)]).unwrap();
-        let prior = Prior::from_relatives(
-            "vit",
-            "adamw",
-            &[Relative {
-                backbone: "vit",
-                optimizer: "adamw",
-                map: &own,
-                earlier: false,
-            }],
-        );
+        let of_itself = |earlier| {
+            Prior::from_relatives(
+                "vit",
+                "adamw",
+                &[Relative {
+                    backbone: "vit",
+                    optimizer: "adamw",
+                    map: &own,
+                    earlier,
+                }],
+            )
+        };
+        let prior = of_itself(false);
         assert!(prior.is_empty());
         assert_eq!(prior.score(point(2, 2)), 0.0);
         assert_eq!(prior.best_of(&[]), None);
         // The same pair in an earlier experiment teaches as much as one
         // sharing the optimizer.
-        let pilot = Prior::from_relatives(
-            "vit",
-            "adamw",
-            &[Relative {
-                backbone: "vit",
-                optimizer: "adamw",
-                map: &own,
-                earlier: true,
-            }],
-        );
+        let pilot = of_itself(true);
         assert!((pilot.evidence() - 0.5 * SAME_OPTIMIZER).abs() < 1e-12);
         assert_eq!(
             pilot.best_of(&[point(0, 0), point(2, 2)]),
