@@ -500,24 +500,25 @@ pub enum Newcomer {
 }
 
 impl Newcomer {
+    /// The optimizer (or backbone) of `pair`.
+    fn name_of(self, pair: &RecordedPair) -> &str {
+        match self {
+            Newcomer::Optimizer => &pair.optimizer,
+            Newcomer::Backbone => &pair.backbone,
+        }
+    }
+
     /// Whether `pair` is among the new ones when `name` is the new
     /// optimizer or backbone.
     fn has(self, pair: &RecordedPair, name: &str) -> bool {
-        match self {
-            Newcomer::Optimizer => pair.optimizer == name,
-            Newcomer::Backbone => pair.backbone == name,
-        }
+        self.name_of(pair) == name
     }
 
     /// The optimizers (or backbones) of `pairs`, each once.
     fn names(self, pairs: &[RecordedPair]) -> Vec<&str> {
         let mut names: Vec<&str> = Vec::new();
-        for pair in pairs {
-            let name = match self {
-                Newcomer::Optimizer => &pair.optimizer,
-                Newcomer::Backbone => &pair.backbone,
-            };
-            if !names.contains(&name.as_str()) {
+        for name in pairs.iter().map(|pair| self.name_of(pair)) {
+            if !names.contains(&name) {
                 names.push(name);
             }
         }
