@@ -23,6 +23,7 @@ use crate::search::extension::next_extension;
 use crate::search::{
     BuildEarlyStop, BuildStrategy, Curve, EarlyStop, Observation, Prior, Relative, RelativeMap,
 };
+use crate::transfer::no_such_experiment;
 use crate::trial_command::DerivedLimit;
 
 /// Counts of one run.
@@ -169,10 +170,9 @@ fn learnt_before(store: &Store, names: &[String]) -> Result<Vec<(PairKey, Relati
     let mut maps = Vec::new();
     for name in names {
         let Some(record) = store.experiment(name)? else {
-            let known: Vec<String> = store.experiments()?.into_iter().map(|e| e.name).collect();
             return Err(RunError::Transfer(format!(
-                "`transfer_from` names `{name}`, but the store holds no experiment `{name}` (it holds: {}); run it first, or remove it from `transfer_from`",
-                if known.is_empty() { "none".into() } else { known.join(", ") }
+                "`transfer_from` names `{name}`, but {}; run it first, or remove it from `transfer_from`",
+                no_such_experiment(store, name)?
             )));
         };
         let seeds = stored_spec(store, &record)?.map_or(1, |spec| spec.seeds);

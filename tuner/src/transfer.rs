@@ -59,6 +59,20 @@ pub fn pretrained(
         .collect())
 }
 
+/// "the store holds no experiment `NAME` (it holds: ...)", for an error
+/// about an earlier experiment the store lacks.
+pub(crate) fn no_such_experiment(store: &Store, name: &str) -> Result<String, RunError> {
+    let known: Vec<String> = store.experiments()?.into_iter().map(|e| e.name).collect();
+    Ok(format!(
+        "the store holds no experiment `{name}` (it holds: {})",
+        if known.is_empty() {
+            "none".into()
+        } else {
+            known.join(", ")
+        }
+    ))
+}
+
 impl Experiment {
     /// The experiment with each backbone replaced by one per pre-training
     /// optimizer of its `from_experiment` (`backbone~optimizer`), each
@@ -74,10 +88,9 @@ impl Experiment {
         }
         let transfer = |message: String| RunError::Transfer(message);
         if store.experiment(&source)?.is_none() {
-            let known: Vec<String> = store.experiments()?.into_iter().map(|e| e.name).collect();
             return Err(transfer(format!(
-                "`init: {{ {FROM_EXPERIMENT}: {source} }}`: the store holds no experiment `{source}` (it holds: {}); run the pre-training experiment first, with `save_weights: true`",
-                if known.is_empty() { "none".into() } else { known.join(", ") }
+                "`init: {{ {FROM_EXPERIMENT}: {source} }}`: {}; run the pre-training experiment first, with `save_weights: true`",
+                no_such_experiment(store, &source)?
             )));
         }
         let mut resolved = self.clone();

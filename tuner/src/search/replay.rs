@@ -508,14 +508,13 @@ impl Newcomer {
         }
     }
 
-    /// Whether `pair` is among the new ones when `name` is the new
-    /// optimizer or backbone.
-    fn has(self, pair: &RecordedPair, name: &str) -> bool {
-        self.name_of(pair) == name
-    }
-
-    /// The optimizers (or backbones) of `pairs`, each once.
-    fn names(self, pairs: &[RecordedPair]) -> Vec<&str> {
+    /// Per optimizer (or backbone) of `pairs`, in their order: its pairs,
+    /// and the others' whole grids (`maps`) as an earlier experiment's.
+    fn cohorts<'a>(
+        self,
+        pairs: &'a [RecordedPair],
+        maps: &'a [Option<RelativeMap>],
+    ) -> Vec<Cohort<'a>> {
         let mut names: Vec<&str> = Vec::new();
         for name in pairs.iter().map(|pair| self.name_of(pair)) {
             if !names.contains(&name) {
@@ -523,7 +522,36 @@ impl Newcomer {
             }
         }
         names
+            .into_iter()
+            .map(|name| {
+                let (new, known): (Vec<_>, Vec<_>) = pairs
+                    .iter()
+                    .zip(maps)
+                    .partition(|(pair, _)| self.name_of(pair) == name);
+                Cohort {
+                    new: new.into_iter().map(|(pair, _)| pair.clone()).collect(),
+                    earlier: known
+                        .into_iter()
+                        .filter_map(|(pair, map)| {
+                            Some(Relative {
+                                backbone: &pair.backbone,
+                                optimizer: &pair.optimizer,
+                                map: map.as_ref()?,
+                                earlier: true,
+                            })
+                        })
+                        .collect(),
+                }
+            })
+            .collect()
     }
+}
+
+/// The pairs of one new optimizer (or backbone) and what the earlier
+/// experiment they learn from holds.
+struct Cohort<'a> {
+    new: Vec<RecordedPair>,
+    earlier: Vec<Relative<'a>>,
 }
 
 impl std::fmt::Display for Newcomer {
@@ -556,19 +584,22 @@ pub fn bench(pairs: &[RecordedPair], plan: &BenchPlan) -> Vec<BenchRow> {
     let grid_epochs: usize = pairs.iter().map(RecordedPair::grid_epochs).sum();
     let recorded_beyond = pairs.iter().any(|p| !p.beyond.is_empty());
     let maps: Vec<Option<RelativeMap>> = pairs.iter().map(RecordedPair::map).collect();
+    let cohorts: Vec<(Newcomer, Vec<Cohort>)> = plan
+        .new
+        .iter()
+        .map(|&kind| (kind, kind.cohorts(pairs, &maps)))
+        .collect();
     // How the pairs learn from each other: alone, all in one experiment
     // with N at once, or the new ones with N at once after the others.
     let mut sharing: Vec<(Option<usize>, Option<Newcomer>)> = Vec::new();
-    for new in std::iter::once(None).chain(plan.new.iter().copied().map(Some)) {
-        let most = match new {
-            None => pairs.len(),
-            Some(kind) => kind
-                .names(pairs)
-                .iter()
-                .map(|name| pairs.iter().filter(|p| kind.has(p, name)).count())
-                .max()
-                .unwrap_or(0),
-        };
+    let largest =
+        std::iter::once((None, pairs.len())).chain(cohorts.iter().map(|(kind, of_kind)| {
+            (
+                Some(*kind),
+                of_kind.iter().map(|c| c.new.len()).max().unwrap_or(0),
+            )
+        }));
+    for (new, most) in largest {
         for n in &plan.concurrent_pairs {
             // More slots than pairs search them all at once.
             let mode = (Some((*n).clamp(1, most.max(1))), new);
@@ -616,14 +647,21 @@ pub fn bench(pairs: &[RecordedPair], plan: &BenchPlan) -> Vec<BenchRow> {
                                     concurrent_pairs.unwrap_or(pairs.len()),
                                     &[],
                                 ),
-                                Some(kind) => replay_newcomers(
-                                    pairs,
-                                    &maps,
-                                    kind,
-                                    &search,
-                                    seed,
-                                    concurrent_pairs.unwrap_or(1),
-                                ),
+                                Some(kind) => cohorts
+                                    .iter()
+                                    .filter(|(of, _)| *of == kind)
+                                    .flat_map(|(_, of_kind)| of_kind)
+                                    .flat_map(|cohort| {
+                                        replay_together(
+                                            &cohort.new,
+                                            &search,
+                                            seed,
+                                            true,
+                                            concurrent_pairs.unwrap_or(1),
+                                            &cohort.earlier,
+                                        )
+                                    })
+                                    .collect(),
                             })
                             .collect();
                         rows.push(BenchRow::of(
@@ -639,47 +677,6 @@ pub fn bench(pairs: &[RecordedPair], plan: &BenchPlan) -> Vec<BenchRow> {
         }
     }
     rows
-}
-
-/// Replays, for each optimizer (or backbone) of `pairs` in turn, the
-/// search of its pairs with transfer, `concurrent_pairs` at once, the other
-/// pairs' whole grids (`maps`) known from an earlier experiment.
-fn replay_newcomers(
-    pairs: &[RecordedPair],
-    maps: &[Option<RelativeMap>],
-    kind: Newcomer,
-    search: &Search,
-    seed: u64,
-    concurrent_pairs: usize,
-) -> Vec<ReplayOutcome> {
-    let mut outcomes = Vec::with_capacity(pairs.len());
-    for name in kind.names(pairs) {
-        let (new, known): (Vec<_>, Vec<_>) = pairs
-            .iter()
-            .zip(maps)
-            .partition(|(pair, _)| kind.has(pair, name));
-        let new: Vec<RecordedPair> = new.into_iter().map(|(pair, _)| pair.clone()).collect();
-        let earlier: Vec<Relative> = known
-            .into_iter()
-            .filter_map(|(pair, map)| {
-                Some(Relative {
-                    backbone: &pair.backbone,
-                    optimizer: &pair.optimizer,
-                    map: map.as_ref()?,
-                    earlier: true,
-                })
-            })
-            .collect();
-        outcomes.extend(replay_together(
-            &new,
-            search,
-            seed,
-            true,
-            concurrent_pairs,
-            &earlier,
-        ));
-    }
-    outcomes
 }
 
 impl BenchRow {
