@@ -479,6 +479,22 @@ impl Experiment {
                 format!("`grid_extension.max_steps` must be between 0 (off) and {MAX_EXTENSION_STEPS} x2 steps past the grid's ends, got {steps}"),
             ));
         }
+        if let Some(gain) = spec.budget.min_expected_gain {
+            if !(gain.is_finite() && gain > 0.0) {
+                return Err(located(
+                    "min_expected_gain",
+                    &gain.to_string(),
+                    format!("`budget.min_expected_gain` must be a positive number of accuracy points (0.1, say), got {gain}"),
+                ));
+            }
+            if spec.strategy != StrategyKind::Bayes {
+                return Err(located(
+                    "min_expected_gain",
+                    &gain.to_string(),
+                    format!("`budget.min_expected_gain` ends a search by its model's expected improvement, which only `strategy: bayes` has, but `strategy` is {}; use `strategy: bayes`, or remove `min_expected_gain`", spec.strategy),
+                ));
+            }
+        }
         if let Some(hours) = spec.budget.hours.filter(|h| !(h.is_finite() && *h > 0.0)) {
             return Err(located(
                 "hours",
@@ -1286,6 +1302,25 @@ epochs: 3
         );
         let err = error(&format!("{GOOD}budget: {{ hours: 0 }}\n"));
         assert!(err.contains("`budget.hours` must be a positive"), "{err}");
+        let ending = parse(&format!(
+            "{GOOD}strategy: bayes\nbudget: {{ trials: 8, min_expected_gain: 0.1 }}\n"
+        ))
+        .unwrap();
+        assert_eq!(ending.spec.budget.min_expected_gain, Some(0.1));
+        let err = error(&format!(
+            "{GOOD}strategy: bayes\nbudget: {{ min_expected_gain: -1 }}\n"
+        ));
+        assert!(
+            err.contains("`budget.min_expected_gain` must be a positive"),
+            "{err}"
+        );
+        let err = error(&format!(
+            "{GOOD}strategy: tpe\nbudget: {{ min_expected_gain: 0.1 }}\n"
+        ));
+        assert!(
+            err.contains("only `strategy: bayes` has, but `strategy` is tpe"),
+            "{err}"
+        );
 
         assert!(!e.spec.transfer);
         let shared = parse(&format!("{GOOD}strategy: bayes\ntransfer: true\n")).unwrap();

@@ -427,7 +427,9 @@ impl Pair<'_> {
                 .expect("experiment validation checked the search space"),
         );
         let budget = spec.budget.trials.unwrap_or(GRID_POINTS * GRID_POINTS);
-        let mut strategy = spec.strategy.build(self.strategy_seed());
+        let mut strategy = spec
+            .strategy
+            .build_ending_below(self.strategy_seed(), spec.budget.min_expected_gain);
         // What earlier runs finished is not trained again; count it once, here.
         let done_before = ctx
             .store
@@ -465,7 +467,18 @@ impl Pair<'_> {
                         .then(|| strategy.propose(&history, &prior))
                         .flatten()
                 });
-            let Some(point) = next else { break };
+            let Some(point) = next else {
+                let ended_early = history.len() < budget.min(GRID_POINTS * GRID_POINTS);
+                if let Some(gain) = spec.budget.min_expected_gain.filter(|_| ended_early) {
+                    ctx.progress.note(&format!(
+                        "{} × {}: stage 1 ends after {} of {budget} configs: no untried one is expected to gain {gain} points (budget.min_expected_gain)",
+                        self.backbone,
+                        self.optimizer,
+                        history.len()
+                    ));
+                }
+                break;
+            };
             if ctx.must_end()? {
                 return Ok(());
             }
@@ -1406,6 +1419,43 @@ grid_centres: { resnet18_cifar: { sgd_m: { lr: 0.4, weight_decay: 1.0e-4 } } }
                 assert_ne!(best_lr, centre.0);
             } else {
                 assert_eq!(start, centre);
+            }
+        }
+    }
+
+    /// `budget.min_expected_gain` ends a pair's `bayes` search before its
+    /// `trials` once no untried point is expected to gain that much, at
+    /// the best the whole grid holds; without it the search goes on to
+    /// its budget.
+    #[test]
+    fn a_bayes_search_ends_once_nothing_is_expected_to_gain_enough() {
+        let top_lr = *Catalog::builtin()
+            .optimizer("sgd_m")
+            .unwrap()
+            .lr
+            .values()
+            .last()
+            .unwrap();
+        for gain in ["", ", min_expected_gain: 0.05"] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(dir.path().join("store")).unwrap();
+            let trainer = FakeTrainer::default();
+            let yaml = format!(
+                "name: ending\ndataset: {{ format: cifar100-bin, path: . }}\n\
+                 backbones: [resnet18_cifar]\noptimizers: [sgd_m]\nepochs: 1\n\
+                 strategy: bayes\nbudget: {{ trials: 25{gain} }}\n\
+                 grid_extension: {{ max_steps: 0 }}\n"
+            );
+            let ending = experiment(dir.path(), &yaml);
+            let options = SearchOptions::default();
+            search_experiment(&ending, &store, &Catalog::builtin(), &trainer, &options).unwrap();
+            let jobs = trainer.jobs.lock().unwrap();
+            if gain.is_empty() {
+                assert_eq!(jobs.len(), 25);
+            } else {
+                // The fake's accuracy grows with lr alone.
+                assert!((8..25).contains(&jobs.len()), "{jobs:?}");
+                assert!(jobs.iter().any(|p| p["lr"] == top_lr), "{jobs:?}");
             }
         }
     }

@@ -177,6 +177,11 @@ pub struct Budget {
     /// once they are spent (a run resumed later gets the same again).
     #[serde(default)]
     pub hours: Option<f64>,
+    /// `bayes` only: a pair's stage 1 ends before `trials` once no untried
+    /// grid point is expected to beat the pair's best by more than this
+    /// many accuracy points (its model's expected improvement).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_expected_gain: Option<f64>,
 }
 
 /// `grid_extension: { max_steps: N }`: how many x2 steps past either end of

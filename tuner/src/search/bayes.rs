@@ -31,6 +31,12 @@ const SLOPE_AFTER: usize = 2;
 /// Observations before a pair with relatives fits its own kernel; until
 /// then it uses theirs.
 const OWN_KERNEL_AFTER: usize = 4;
+/// Results a pair without relatives has before its expected improvement
+/// may end its search (`min_expected_gain`): a model fitted to its own
+/// first few results is sure of itself too soon (on the recorded micro
+/// grid, ending from the 5th result found the best in 82.5% of searches,
+/// from the 8th in 90%).
+const ALONE_BEFORE_ENDING: usize = 8;
 /// The largest slope of the prior mean, in standardised accuracy per
 /// standard deviation of the prior's scores.
 const MAX_SLOPE: f64 = 1.5;
@@ -38,11 +44,24 @@ const MAX_SLOPE: f64 = 1.5;
 #[derive(Debug)]
 pub struct BayesSearch {
     seed: u64,
+    min_expected_gain: Option<f64>,
 }
 
 impl BayesSearch {
     pub fn new(seed: u64) -> Self {
-        BayesSearch { seed }
+        BayesSearch {
+            seed,
+            min_expected_gain: None,
+        }
+    }
+
+    /// Ends the pair's search, once it has [`STARTUP`] results (with
+    /// relatives; [`ALONE_BEFORE_ENDING`] without), when no untried point
+    /// is expected to beat its best by more than `gain` accuracy points
+    /// (`budget: { min_expected_gain }`).
+    pub fn ending_below(mut self, gain: Option<f64>) -> Self {
+        self.min_expected_gain = gain;
+        self
     }
 }
 
@@ -71,6 +90,16 @@ impl Strategy for BayesSearch {
             .map(|&p| gp.expected_improvement(p, best))
             .collect();
         let top = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        if let Some(gain) = self.min_expected_gain {
+            let least = if prior.is_empty() {
+                ALONE_BEFORE_ENDING
+            } else {
+                STARTUP
+            };
+            if history.len() >= least && top * gp.scale < gain {
+                return None;
+            }
+        }
         let ties: Vec<GridPos> = open
             .iter()
             .zip(&scores)
@@ -206,6 +235,8 @@ struct Surrogate {
     inputs: Vec<[f64; 2]>,
     /// Standardised accuracies of `inputs`.
     targets: Vec<f64>,
+    /// Accuracy points per standardised unit.
+    scale: f64,
     mean: PriorMean,
     /// Cholesky factor of the kernel matrix (with noise).
     chol: Vec<Vec<f64>>,
@@ -244,6 +275,7 @@ impl Surrogate {
             kernel,
             inputs,
             targets,
+            scale: std,
             mean: prior_mean,
             chol,
             alpha,
@@ -392,6 +424,31 @@ mod tests {
             }
         }
         assert!(cholesky(&[vec![1.0, 2.0], vec![2.0, 1.0]]).is_none());
+    }
+
+    /// With a gain floor the search proposes what it would without one,
+    /// and ends once nothing untried is expected to beat its best by the
+    /// floor, having found the peak.
+    #[test]
+    fn a_gain_floor_ends_the_search_once_nothing_is_expected_to_beat_the_best() {
+        use crate::search::best_complete;
+        use crate::search::tests::run;
+        let endless = run(&mut BayesSearch::new(1), 25);
+        let ended = run(&mut BayesSearch::new(1).ending_below(Some(0.5)), 25);
+        assert_eq!(endless.len(), 25);
+        assert!(
+            (ALONE_BEFORE_ENDING..25).contains(&ended.len()),
+            "{}",
+            ended.len()
+        );
+        assert_eq!(ended[..], endless[..ended.len()]);
+        assert_eq!(
+            best_complete(&ended).unwrap().point,
+            GridPos {
+                lr: 1,
+                weight_decay: 3
+            }
+        );
     }
 
     #[test]

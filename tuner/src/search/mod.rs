@@ -71,15 +71,25 @@ pub use bocb_spec::{StopKind, StrategyKind, UnknownChoice};
 pub trait BuildStrategy {
     /// A fresh strategy of this kind; `seed` makes it reproducible.
     fn build(self, seed: u64) -> Box<dyn Strategy>;
+
+    /// [`BuildStrategy::build`], ending a pair's search early where the
+    /// strategy can tell that no untried point is expected to gain more
+    /// than `min_expected_gain` accuracy points (`bayes`; validation
+    /// refuses it for the others).
+    fn build_ending_below(self, seed: u64, min_expected_gain: Option<f64>) -> Box<dyn Strategy>;
 }
 
 impl BuildStrategy for StrategyKind {
     fn build(self, seed: u64) -> Box<dyn Strategy> {
+        self.build_ending_below(seed, None)
+    }
+
+    fn build_ending_below(self, seed: u64, min_expected_gain: Option<f64>) -> Box<dyn Strategy> {
         match self {
             StrategyKind::Grid => Box::new(GridSearch),
             StrategyKind::Random => Box::new(RandomSearch::new(seed)),
             StrategyKind::Tpe => Box::new(TpeSearch::new(seed)),
-            StrategyKind::Bayes => Box::new(BayesSearch::new(seed)),
+            StrategyKind::Bayes => Box::new(BayesSearch::new(seed).ending_below(min_expected_gain)),
         }
     }
 }

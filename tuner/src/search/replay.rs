@@ -206,6 +206,8 @@ pub struct Search<'a> {
     pub budget: usize,
     /// `grid_extension`'s `max_steps` after them (0: none).
     pub extension_steps: u8,
+    /// `budget.min_expected_gain` (`bayes` only).
+    pub min_expected_gain: Option<f64>,
 }
 
 /// One pair's search as it is replayed: its strategy, what it has tried
@@ -226,10 +228,12 @@ struct Replaying<'a> {
 }
 
 impl<'a> Replaying<'a> {
-    fn new(pair: &'a RecordedPair, strategy: StrategyKind, seed: u64) -> Self {
+    fn new(pair: &'a RecordedPair, search: &Search, seed: u64) -> Self {
         Replaying {
             pair,
-            search: strategy.build(seed),
+            search: search
+                .strategy
+                .build_ending_below(seed, search.min_expected_gain),
             history: Vec::new(),
             extended: Vec::new(),
             runs: Vec::new(),
@@ -368,7 +372,7 @@ impl<'a> Replaying<'a> {
 
 /// Replays one search of `pair`, `seed` drawing its random numbers.
 pub fn replay(pair: &RecordedPair, search: &Search, seed: u64) -> ReplayOutcome {
-    let mut replaying = Replaying::new(pair, search.strategy, seed);
+    let mut replaying = Replaying::new(pair, search, seed);
     while replaying.step(search, &Prior::default()) {}
     replaying.outcome(search)
 }
@@ -396,7 +400,7 @@ pub fn replay_together(
         while active.len() < concurrent_pairs.max(1) {
             let Some(pair) = next_pair.next() else { break };
             active.push(searches.len());
-            searches.push(Replaying::new(pair, search.strategy, seed));
+            searches.push(Replaying::new(pair, search, seed));
         }
         if active.is_empty() {
             break;
@@ -440,6 +444,8 @@ pub struct BenchRow {
     pub new: Option<Newcomer>,
     /// `grid_extension`'s `max_steps` (0: none).
     pub extension_steps: u8,
+    /// `budget.min_expected_gain`, in accuracy points.
+    pub min_expected_gain: Option<f64>,
     pub early_stop: StopKind,
     /// Configs started per pair.
     pub budget: usize,
@@ -486,6 +492,8 @@ pub struct BenchPlan {
     pub seeds: u64,
     pub concurrent_pairs: Vec<usize>,
     pub new: Vec<Newcomer>,
+    /// `budget.min_expected_gain` values `bayes` is also replayed with.
+    pub min_expected_gains: Vec<f64>,
 }
 
 /// What a replay tunes as new against an earlier experiment: each
@@ -626,8 +634,15 @@ pub fn bench(pairs: &[RecordedPair], plan: &BenchPlan) -> Vec<BenchRow> {
         } else {
             &[0]
         };
+        let mut gains = vec![None];
+        if strategy == StrategyKind::Bayes {
+            gains.extend(plan.min_expected_gains.iter().copied().map(Some));
+        }
         for &(concurrent_pairs, new) in &modes {
-            for &extension_steps in extensions {
+            let settings = extensions
+                .iter()
+                .flat_map(|&steps| gains.iter().map(move |&gain| (steps, gain)));
+            for (extension_steps, min_expected_gain) in settings {
                 for stop_kind in StopKind::ALL {
                     let stop = stop_kind.build();
                     for &budget in &plan.budgets {
@@ -636,6 +651,7 @@ pub fn bench(pairs: &[RecordedPair], plan: &BenchPlan) -> Vec<BenchRow> {
                             stop: stop.as_ref(),
                             budget,
                             extension_steps,
+                            min_expected_gain,
                         };
                         let outcomes: Vec<ReplayOutcome> = (0..seeds)
                             .flat_map(|seed| match new {
@@ -700,6 +716,7 @@ impl BenchRow {
             concurrent_pairs,
             new,
             extension_steps: search.extension_steps,
+            min_expected_gain: search.min_expected_gain,
             early_stop,
             budget: search.budget,
             searches,
@@ -731,6 +748,8 @@ pub enum RecordedError {
     Budget(usize),
     #[error("--concurrent-pairs: 0 pairs at once searches nothing; give 1 or more")]
     NoPairsAtOnce,
+    #[error("--min-expected-gain: {0} is not a positive number of accuracy points")]
+    Gain(f64),
 }
 
 /// [`bench`] over the trials of a file written by `bocb export --trials`.
@@ -770,6 +789,13 @@ pub fn bench_recorded(recorded: &Path, plan: &BenchPlan) -> Result<RecordedBench
     if plan.concurrent_pairs.contains(&0) {
         return Err(RecordedError::NoPairsAtOnce);
     }
+    if let Some(&bad) = plan
+        .min_expected_gains
+        .iter()
+        .find(|g| !(g.is_finite() && **g > 0.0))
+    {
+        return Err(RecordedError::Gain(bad));
+    }
     let plan = BenchPlan {
         seeds: plan.seeds.max(1),
         ..plan.clone()
@@ -794,12 +820,13 @@ pub fn render_bench(rows: &[BenchRow], pairs: usize, skipped: &[String]) -> Stri
         out += &format!("skipped (incomplete grid): {pair}\n");
     }
     out += &format!(
-        "{:<8} {:<24} {:<9} {:<10} {:>6} {:>8} {:>9} {:>10} {:>11} {:>10}  {}\n",
+        "{:<8} {:<24} {:<9} {:<10} {:>6} {:>8} {:>8} {:>9} {:>10} {:>11} {:>10}  {}\n",
         "strategy",
         "transfer",
         "extension",
         "early-stop",
         "budget",
+        "min gain",
         "searches",
         "epochs %",
         "found best",
@@ -809,7 +836,7 @@ pub fn render_bench(rows: &[BenchRow], pairs: usize, skipped: &[String]) -> Stri
     );
     for r in rows {
         out += &format!(
-            "{:<8} {:<24} {:<9} {:<10} {:>6} {:>8} {:>8.1}% {:>9.1}% {:>11.2} {:>10.2}  {}\n",
+            "{:<8} {:<24} {:<9} {:<10} {:>6} {:>8} {:>8} {:>8.1}% {:>9.1}% {:>11.2} {:>10.2}  {}\n",
             r.strategy.to_string(),
             match (r.concurrent_pairs, r.new) {
                 (None, _) => "-".to_string(),
@@ -822,6 +849,8 @@ pub fn render_bench(rows: &[BenchRow], pairs: usize, skipped: &[String]) -> Stri
             },
             r.early_stop.to_string(),
             r.budget,
+            r.min_expected_gain
+                .map_or_else(|| "-".to_string(), |g| g.to_string()),
             r.searches,
             100.0 * r.epochs_fraction,
             100.0 * r.found_best,
@@ -873,6 +902,7 @@ mod tests {
             seeds,
             concurrent_pairs: vec![usize::MAX],
             new: Vec::new(),
+            min_expected_gains: Vec::new(),
         }
     }
 
@@ -884,6 +914,7 @@ mod tests {
             stop: &crate::search::stopping::NeverStop,
             budget,
             extension_steps: 0,
+            min_expected_gain: None,
         }
     }
 
@@ -1067,6 +1098,7 @@ mod tests {
         );
         let extended = Search {
             extension_steps: 2,
+            min_expected_gain: None,
             ..plain(StrategyKind::Grid, 25)
         };
         let with = replay(&pair, &extended, 0);
@@ -1177,6 +1209,7 @@ mod tests {
                 r.strategy == StrategyKind::Bayes
                     && r.early_stop == StopKind::None
                     && r.extension_steps == 0
+                    && r.min_expected_gain.is_none()
                     && r.concurrent_pairs == concurrent_pairs
                     && r.new == new
             })
@@ -1195,6 +1228,7 @@ mod tests {
             seeds: 20,
             concurrent_pairs: vec![1],
             new: Vec::new(),
+            min_expected_gains: Vec::new(),
         });
         let row = |concurrent_pairs| plain_bayes_row(&rows, concurrent_pairs, None);
         let (alone, together) = (row(None), row(Some(1)));
@@ -1220,6 +1254,7 @@ mod tests {
             seeds: 20,
             concurrent_pairs: vec![4],
             new: vec![Newcomer::Optimizer],
+            min_expected_gains: Vec::new(),
         });
         let row = |new| plain_bayes_row(&rows, Some(4), new);
         let (within, newcomer) = (row(None), row(Some(Newcomer::Optimizer)));
@@ -1228,6 +1263,43 @@ mod tests {
         assert!(
             newcomer.found_best > within.found_best,
             "{newcomer:?} vs {within:?}"
+        );
+    }
+
+    /// The same new optimizer's pairs with `budget.min_expected_gain: 0.1`:
+    /// each search ends once bayes expects no untried config to gain 0.1
+    /// points, which leaves the epochs for the grid extension, so it meets
+    /// the goal with extension too (the best recorded past the grid in 90%
+    /// of searches within 25% of the grid's epochs), and without it spends
+    /// less than the whole budget.
+    #[test]
+    fn a_new_optimizer_ending_its_searches_by_expected_gain_meets_the_goal_with_grid_extension() {
+        let rows = micro_grid_rows(BenchPlan {
+            budgets: vec![6],
+            seeds: 20,
+            concurrent_pairs: vec![4],
+            new: vec![Newcomer::Optimizer],
+            min_expected_gains: vec![0.1],
+        });
+        let row = |extension_steps, min_expected_gain| {
+            rows.iter()
+                .find(|r| {
+                    r.strategy == StrategyKind::Bayes
+                        && r.early_stop == StopKind::None
+                        && r.new == Some(Newcomer::Optimizer)
+                        && r.extension_steps == extension_steps
+                        && r.min_expected_gain == min_expected_gain
+                })
+                .unwrap()
+        };
+        let (extended, ended) = (row(EXTENSION_STEPS, Some(0.1)), row(0, Some(0.1)));
+        assert!(extended.meets_goal(), "{extended:?}");
+        assert!(ended.meets_goal(), "{ended:?}");
+        let (extended_full, full) = (row(EXTENSION_STEPS, None), row(0, None));
+        assert!(!extended_full.meets_goal(), "{extended_full:?}");
+        assert!(
+            ended.epochs_fraction < full.epochs_fraction,
+            "{ended:?} vs {full:?}"
         );
     }
 
@@ -1265,6 +1337,7 @@ mod tests {
             .all(|&(_, optimizer)| optimizer == "nadam"));
         let protocol = Search {
             extension_steps: 2,
+            min_expected_gain: None,
             ..plain(StrategyKind::Grid, 25)
         };
         for pair in &pairs {

@@ -198,6 +198,10 @@ enum BenchCommand {
         /// optimizer, backbone or both (comma-separated; `--new ''` for neither).
         #[arg(long, value_delimiter = ',', default_value = "optimizer,backbone")]
         new: Vec<String>,
+        /// Also replay `bayes` with these `budget.min_expected_gain`
+        /// values, in accuracy points (comma-separated; `''` for none).
+        #[arg(long, value_delimiter = ',', default_value = "0.1")]
+        min_expected_gain: Vec<String>,
         #[arg(long)]
         json: bool,
     },
@@ -396,6 +400,7 @@ pub fn run(args: BenchArgs, registries: &Registries) -> Result<()> {
             seeds,
             concurrent_pairs,
             new,
+            min_expected_gain,
             json,
         } => {
             let new = new
@@ -403,11 +408,20 @@ pub fn run(args: BenchArgs, registries: &Registries) -> Result<()> {
                 .filter(|n| !n.is_empty())
                 .map(|n| n.parse().map_err(|e| anyhow::anyhow!("--new: {e}")))
                 .collect::<anyhow::Result<_>>()?;
+            let min_expected_gains = min_expected_gain
+                .iter()
+                .filter(|g| !g.is_empty())
+                .map(|g| {
+                    g.parse()
+                        .map_err(|_| anyhow::anyhow!("--min-expected-gain: `{g}` is not a number"))
+                })
+                .collect::<anyhow::Result<_>>()?;
             let plan = replay::BenchPlan {
                 budgets,
                 seeds,
                 concurrent_pairs,
                 new,
+                min_expected_gains,
             };
             let replayed = replay::bench_recorded(&recorded, &plan)?;
             print_json_or(&replayed.rows[..], json, |rows| {
