@@ -78,6 +78,8 @@ pub struct Prior {
     evidence: f64,
     /// The relatives' kernel log-parameters, averaged with their weights.
     kernel: Option<[f64; 4]>,
+    /// Configs the relatives tried, averaged with their weights.
+    tried: f64,
 }
 
 impl Prior {
@@ -89,6 +91,7 @@ impl Prior {
         let mut scores = [0.0; GRID_POINTS * GRID_POINTS];
         let mut evidence = 0.0;
         let mut kernel = [0.0; 4];
+        let mut tried_sum = 0.0;
         for relative in relatives {
             if relative.backbone == backbone && relative.optimizer == optimizer && !relative.earlier
             {
@@ -104,6 +107,7 @@ impl Prior {
             let tried = relative.map.tried as f64;
             let weight = relation * tried / (tried + HALF_TRUST);
             evidence += weight;
+            tried_sum += weight * tried;
             for (k, relative_k) in kernel.iter_mut().zip(relative.map.kernel) {
                 *k += weight * relative_k;
             }
@@ -123,6 +127,7 @@ impl Prior {
             scores: scores.iter().map(|s| (s - lo) / (hi - lo)).collect(),
             evidence,
             kernel: Some(kernel.map(|k| k / evidence)),
+            tried: tried_sum / evidence,
         }
     }
 
@@ -141,6 +146,13 @@ impl Prior {
     /// optimizer counts 1).
     pub fn evidence(&self) -> f64 {
         self.evidence
+    }
+
+    /// How many configs the relatives tried, on average (by weight): 25
+    /// or more for an earlier experiment's whole grids, the budget for
+    /// pairs searched like this one; 0 for an empty prior.
+    pub fn mean_tried(&self) -> f64 {
+        self.tried
     }
 
     /// The score of `point`, in [0, 1]; 0 for an empty prior.
@@ -205,6 +217,8 @@ mod tests {
         );
         // Each relative tried 3 points: it counts half.
         assert!((prior.evidence() - 0.5 * (SAME_OPTIMIZER + UNRELATED)).abs() < 1e-12);
+        assert!((prior.mean_tried() - 3.0).abs() < 1e-12);
+        assert_eq!(Prior::default().mean_tried(), 0.0);
         let best = prior.best_of(&all_points().collect::<Vec<_>>()).unwrap();
         assert_eq!(prior.score(best), 1.0);
         assert!(best.lr <= 1 && best.weight_decay <= 1, "{best:?}");
@@ -270,6 +284,7 @@ mod tests {
         // sharing the optimizer.
         let pilot = of_itself(true);
         assert!((pilot.evidence() - 0.5 * SAME_OPTIMIZER).abs() < 1e-12);
+        assert!((pilot.mean_tried() - 3.0).abs() < 1e-12);
         assert_eq!(
             pilot.best_of(&[point(0, 0), point(2, 2)]),
             Some(point(2, 2))
