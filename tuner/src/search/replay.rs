@@ -1220,7 +1220,9 @@ mod tests {
     /// On the recorded 4 x 4 micro grid, bayes with transfer, one pair at
     /// a time (a run with one slot), finds the grid's best with 6 configs
     /// of 25 (24% of the epochs) far more often than alone, in 90% of its
-    /// searches (the goal of `bocb bench tuner`).
+    /// searches (the goal of `bocb bench tuner`). Its relatives are 6-config
+    /// searches, not thorough, so `min_expected_gain` waits for 8 results
+    /// and changes nothing at this budget.
     #[test]
     fn bayes_with_transfer_finds_the_recorded_grids_best_with_a_quarter_of_its_epochs() {
         let rows = micro_grid_rows(BenchPlan {
@@ -1228,7 +1230,7 @@ mod tests {
             seeds: 20,
             concurrent_pairs: vec![1],
             new: Vec::new(),
-            min_expected_gains: Vec::new(),
+            min_expected_gains: vec![0.1],
         });
         let row = |concurrent_pairs| plain_bayes_row(&rows, concurrent_pairs, None);
         let (alone, together) = (row(None), row(Some(1)));
@@ -1239,6 +1241,20 @@ mod tests {
             "{together:?} vs {alone:?}"
         );
         assert!(together.meets_goal(), "{together:?}");
+        let with_floor = rows
+            .iter()
+            .find(|r| {
+                r.min_expected_gain == Some(0.1)
+                    && r.strategy == StrategyKind::Bayes
+                    && r.concurrent_pairs == Some(1)
+                    && r.early_stop == StopKind::None
+                    && r.extension_steps == 0
+            })
+            .unwrap();
+        assert_eq!(
+            (with_floor.found_best, with_floor.epochs_fraction),
+            (together.found_best, together.epochs_fraction)
+        );
     }
 
     /// A new optimizer tuned against the recorded backbones, 4 pairs at
