@@ -179,7 +179,8 @@ pub struct Budget {
     pub hours: Option<f64>,
     /// `bayes` only: a pair's stage 1 ends before `trials` once no untried
     /// grid point is expected to beat the pair's best by more than this
-    /// many accuracy points (its model's expected improvement).
+    /// many accuracy points (its model's expected improvement), after 8
+    /// results (3 with thorough relatives: docs/experiment.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_expected_gain: Option<f64>,
 }
