@@ -1142,10 +1142,7 @@ budget: { trials: 1 }
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path().join("store")).unwrap();
         let one = experiment(dir.path(), ONE_TRIAL);
-        let options = SearchOptions {
-            concurrent_pairs: 1,
-            ..SearchOptions::default()
-        };
+        let options = one_slot();
         let search = |store: &Store, run: Rerun| {
             search_experiment(&one, store, &Catalog::builtin(), &run, &options)
         };
@@ -1230,10 +1227,7 @@ budget: { trials: 1 }
     #[test]
     fn the_search_follows_a_best_past_the_grids_edge() {
         let dir = tempfile::tempdir().unwrap();
-        let options = SearchOptions {
-            concurrent_pairs: 1,
-            ..SearchOptions::default()
-        };
+        let options = one_slot();
         let run = |name: &str, extra: &str| {
             let store = Store::open(dir.path().join(name)).unwrap();
             let yaml = ONE_TRIAL
@@ -1318,6 +1312,14 @@ budget: { trials: 1 }
         );
     }
 
+    /// Options of a run with one slot: the pairs searched one after another.
+    fn one_slot() -> SearchOptions<'static> {
+        SearchOptions {
+            concurrent_pairs: 1,
+            ..SearchOptions::default()
+        }
+    }
+
     fn experiment(dir: &Path, yaml: &str) -> Experiment {
         let registries = Registries::builtin();
         Experiment::parse(yaml, "exp.yaml", dir, &registries).unwrap()
@@ -1339,10 +1341,7 @@ grid_centres: { resnet18_cifar: { sgd_m: { lr: 0.4, weight_decay: 1.0e-4 } } }
         let store = Store::open(dir.path().join("store")).unwrap();
         let catalog = Catalog::builtin();
         let trainer = FakeTrainer::default();
-        let options = SearchOptions {
-            concurrent_pairs: 1,
-            ..SearchOptions::default()
-        };
+        let options = one_slot();
         let centred = experiment(dir.path(), CENTRED);
         let summary = search_experiment(&centred, &store, &catalog, &trainer, &options).unwrap();
         assert_eq!(summary.trained, 25);
@@ -1392,10 +1391,7 @@ grid_centres: { resnet18_cifar: { sgd_m: { lr: 0.4, weight_decay: 1.0e-4 } } }
             let dir = tempfile::tempdir().unwrap();
             let store = Store::open(dir.path().join("store")).unwrap();
             let trainer = FakeTrainer::default();
-            let options = SearchOptions {
-                concurrent_pairs: 1,
-                ..SearchOptions::default()
-            };
+            let options = one_slot();
             let yaml = format!(
                 "name: shared\ndataset: {{ format: cifar100-bin, path: . }}\n\
                  backbones: [resnet18_cifar, vit_tiny_cifar]\noptimizers: [sgd_m]\nepochs: 1\n\
@@ -1468,10 +1464,7 @@ grid_centres: { resnet18_cifar: { sgd_m: { lr: 0.4, weight_decay: 1.0e-4 } } }
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path().join("store")).unwrap();
         let catalog = Catalog::builtin();
-        let options = SearchOptions {
-            concurrent_pairs: 1,
-            ..SearchOptions::default()
-        };
+        let options = one_slot();
         let common = "dataset: { format: cifar100-bin, path: . }\n\
                       backbones: [resnet18_cifar, vit_tiny_cifar]\nepochs: 1\n\
                       grid_extension: { max_steps: 0 }\n";
@@ -1531,10 +1524,7 @@ grid_centres: { resnet18_cifar: { sgd_m: { lr: 0.4, weight_decay: 1.0e-4 } } }
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path().join("store")).unwrap();
         let catalog = Catalog::builtin();
-        let options = SearchOptions {
-            concurrent_pairs: 1,
-            ..SearchOptions::default()
-        };
+        let options = one_slot();
         let plain_yaml = CENTRED
             .lines()
             .filter(|l| !l.starts_with("grid_centres"))

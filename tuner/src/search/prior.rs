@@ -79,7 +79,7 @@ pub struct Prior {
     /// The relatives' kernel log-parameters, averaged with their weights.
     kernel: Option<[f64; 4]>,
     /// Configs the relatives tried, averaged with their weights.
-    tried: f64,
+    mean_tried: f64,
 }
 
 impl Prior {
@@ -127,7 +127,7 @@ impl Prior {
             scores: scores.iter().map(|s| (s - lo) / (hi - lo)).collect(),
             evidence,
             kernel: Some(kernel.map(|k| k / evidence)),
-            tried: tried_sum / evidence,
+            mean_tried: tried_sum / evidence,
         }
     }
 
@@ -152,7 +152,7 @@ impl Prior {
     /// or more for an earlier experiment's whole grids, the budget for
     /// pairs searched like this one; 0 for an empty prior.
     pub fn mean_tried(&self) -> f64 {
-        self.tried
+        self.mean_tried
     }
 
     /// The score of `point`, in [0, 1]; 0 for an empty prior.
@@ -192,6 +192,16 @@ mod tests {
         GridPos { lr, weight_decay }
     }
 
+    /// A pair of the same experiment as a relative.
+    fn relative<'a>(backbone: &'a str, optimizer: &'a str, map: &'a RelativeMap) -> Relative<'a> {
+        Relative {
+            backbone,
+            optimizer,
+            map,
+            earlier: false,
+        }
+    }
+
     #[test]
     fn relatives_sharing_the_optimizer_outweigh_the_others() {
         // The same optimizer did best at (1, 1); an unrelated pair at (3, 3).
@@ -201,24 +211,35 @@ mod tests {
             "vit",
             "adamw",
             &[
-                Relative {
-                    backbone: "resnet",
-                    optimizer: "adamw",
-                    map: &same,
-                    earlier: false,
-                },
-                Relative {
-                    backbone: "convnext",
-                    optimizer: "sgd_m",
-                    map: &unrelated,
-                    earlier: false,
-                },
+                relative("resnet", "adamw", &same),
+                relative("convnext", "sgd_m", &unrelated),
             ],
         );
         // Each relative tried 3 points: it counts half.
         assert!((prior.evidence() - 0.5 * (SAME_OPTIMIZER + UNRELATED)).abs() < 1e-12);
         assert!((prior.mean_tried() - 3.0).abs() < 1e-12);
         assert_eq!(Prior::default().mean_tried(), 0.0);
+        // Relatives that tried more count more, in the mean too: 3 configs
+        // weigh 3/6, 5 weigh 5/8.
+        let wider = RelativeMap::of(&[
+            at(1, 1, 60.0),
+            at(3, 3, 20.0),
+            at(2, 2, 40.0),
+            at(0, 0, 30.0),
+            at(4, 4, 10.0),
+        ])
+        .unwrap();
+        let mixed = Prior::from_relatives(
+            "vit",
+            "adamw",
+            &[
+                relative("resnet", "adamw", &same),
+                relative("deit", "adamw", &wider),
+            ],
+        );
+        let (narrow, wide) = (3.0 / 6.0, 5.0 / 8.0);
+        let expected = (narrow * 3.0 + wide * 5.0) / (narrow + wide);
+        assert!((mixed.mean_tried() - expected).abs() < 1e-12, "{mixed:?}");
         let best = prior.best_of(&all_points().collect::<Vec<_>>()).unwrap();
         assert_eq!(prior.score(best), 1.0);
         assert!(best.lr <= 1 && best.weight_decay <= 1, "{best:?}");
